@@ -1,0 +1,32 @@
+"""sn_tf: the SpaceNet building dataset as a first-class TensorFlow citizen.
+
+Public names are imported lazily so that ``import sn_tf`` (and CLIs such as
+``python -m sn_tf.score``) never pay for importing TensorFlow unless they use it.
+
+    sn_tf.read_examples(path, split=None)   -> iterator of decoded tile dicts (numpy)
+    sn_tf.make_dataset(data_dir, split, ...) -> tf.data.Dataset of (inputs, targets)
+    sn_tf.score_polygons(truth, proposals)   -> SpaceNet precision / recall / F1
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_LAZY = {
+    "read_examples": "sn_tf.reader",
+    "make_dataset": "sn_tf.pipeline",
+    "score_polygons": "sn_tf.scoring",
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sn_tf' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,28 @@
+"""Shared pytest fixtures.
+
+``realdata``: the folder ``../shared/realdata`` beside the repository (real SpaceNet sample
+files with known answers). Tests that use it are skipped, with the reason, where it is absent,
+so a user's clone passes. Override the location with ``SN_TF_REALDATA=/path``.
+"""
+
+import os
+import pathlib
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _realdata_dir() -> pathlib.Path:
+    env = os.environ.get("SN_TF_REALDATA")
+    return pathlib.Path(env) if env else REPO.parent / "shared" / "realdata"
+
+
+@pytest.fixture(scope="session")
+def realdata() -> pathlib.Path:
+    """Path of ../shared/realdata; skips the test with a clear reason where it is absent."""
+    path = _realdata_dir()
+    if not (path / "SOURCES.md").is_file():
+        pytest.skip(f"real SpaceNet sample data not found at {path} "
+                    "(set SN_TF_REALDATA or place shared/realdata beside the repo)")
+    return path

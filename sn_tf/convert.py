@@ -1,0 +1,577 @@
+"""Convert SpaceNet folders into sharded TFRecords plus ``dataset_info.json``.
+
+    python -m sn_tf.convert --data_dir=<SpaceNet root or one AOI folder> --output_dir=<dir>
+
+How it works:
+
+1. ``layout.discover`` finds AOIs and tiles (both layouts); ``--aois`` / ``--image_types``
+   select.
+2. Each tile goes to a split by a hash of its tile id (stable when tiles are added), and to
+   one shard of its split; shards are named the TFDS way,
+   ``<name>-<split>.tfrecord-00000-of-000NN``, sized to about ``--shard_size_mb``.
+3. Worker processes (``--num_workers``) each write whole shards, one tile in memory at a
+   time, under a temporary name renamed when complete; a per-shard record in
+   ``.sn_tf_work/`` says the shard is done, so ``--resume`` writes only what is missing.
+4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
+   statistics (train split) per image type, skipped tiles with reasons, notes, command
+   line and versions.
+
+Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
+dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as futures
+import dataclasses
+import datetime
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import queue
+import sys
+import time
+
+import numpy as np
+
+from sn_tf import layout, schema
+from sn_tf.stats import BandStats
+from sn_tf.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
+
+INFO_FILE = "dataset_info.json"
+WORK_DIR = ".sn_tf_work"
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+DEFAULT_SPLITS = (("train", 0.8), ("val", 0.2))
+
+
+class ConvertError(Exception):
+    """The conversion cannot start (bad input folder, output folder in use, bad options)."""
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    """Options of one conversion (the CLI flags, minus the folders)."""
+
+    name: str = "spacenet"
+    aois: tuple[str, ...] = ()
+    image_types: tuple[str, ...] = ()
+    label_grids: tuple[str, ...] = ()  # empty = one per distinct grid
+    resample_to: str = ""
+    resample_types: tuple[str, ...] = ()  # empty = every type not on the target grid
+    resample_method: str = "bilinear"
+    splits: tuple[tuple[str, float], ...] = DEFAULT_SPLITS
+    shard_size_mb: float = 150.0
+    num_workers: int = 2
+    resume: bool = False
+    overwrite: bool = False
+    sdf_truncation: float = 32.0
+    image_encoding: str = "raw"
+    label_encoding: str = "zlib"
+    source: str = "auto"
+    progress: bool = True
+
+
+# ---- splits and shard names ------------------------------------------------------------
+def split_of(tile_id: str, splits) -> str:
+    """Split of a tile from a hash of its id: stable, and unchanged when tiles are added."""
+    digest = hashlib.sha256(tile_id.encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    total = sum(f for _, f in splits)
+    acc = 0.0
+    for name, frac in splits:
+        acc += frac / total
+        if u < acc:
+            return name
+    return splits[-1][0]
+
+
+def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
+    """TFDS-style shard file name, e.g. ``spacenet-train.tfrecord-00003-of-00012``."""
+    return f"{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
+
+
+def _hash_key(tile_id: str) -> str:
+    return hashlib.sha256(b"order:" + tile_id.encode()).hexdigest()
+
+
+# ---- planning --------------------------------------------------------------------------
+@dataclasses.dataclass
+class ShardPlan:
+    """One shard: its file name and the tiles it holds (in write order)."""
+
+    split: str
+    index: int
+    num_shards: int
+    file: str
+    tiles: list  # list[layout.TileSource]
+
+
+def _select_types(layouts, requested) -> tuple[str, ...]:
+    present = [t for t in layout.ALL_IMAGE_TYPES if any(t in lay.image_types for lay in layouts)]
+    if not requested:
+        return tuple(present)
+    unknown = [t for t in requested if t not in present]
+    if unknown:
+        raise ConvertError(f"image type(s) {unknown} not found; present: {present}")
+    return tuple(requested)
+
+
+def tile_options(cfg: ConvertConfig, lay: layout.AoiLayout, types) -> TileOptions:
+    """TileOptions for one AOI: the selected types this AOI has."""
+    mine = tuple(t for t in types if t in lay.image_types)
+    resample_types = ()
+    if cfg.resample_to and cfg.resample_to in mine:
+        resample_types = tuple(t for t in (cfg.resample_types or mine)
+                               if t in mine and t != cfg.resample_to)
+    return TileOptions(
+        image_types=mine, label_grids=tuple(cfg.label_grids) or None,
+        resample_to=cfg.resample_to if resample_types else None,
+        resample_types=resample_types, resample_method=cfg.resample_method,
+        sdf_truncation=cfg.sdf_truncation, source=cfg.source)
+
+
+def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
+    """Types already on the target grid need no resampled copy (checked on one tile)."""
+    if not opts.resample_to:
+        return opts
+    from sn_tf import geo
+    from sn_tf.tiles import grid_key
+
+    target = grid_key(geo.raster_header(tile.images[opts.resample_to]))
+    keep = tuple(t for t in opts.resample_types
+                 if grid_key(geo.raster_header(tile.images[t])) != target)
+    return dataclasses.replace(opts, resample_types=keep, resample_to=opts.resample_to
+                               if keep else None)
+
+
+def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOptions]]:
+    """Shards of every split and the per-AOI tile options (deterministic)."""
+    types = _select_types(layouts, cfg.image_types)
+    options, per_split, tile_bytes = {}, {}, {}
+    for lay in layouts:
+        if not lay.tiles:
+            continue
+        opts = tile_options(cfg, lay, types)
+        if not opts.image_types:
+            continue
+        probe = next((t for t in lay.tiles if all(x in t.images for x in opts.image_types)),
+                     None)
+        if probe is not None:
+            opts = _drop_identical_resamples(opts, probe)
+            tile_bytes[lay.name] = estimate_tile_bytes(probe, opts)
+        options[lay.name] = opts
+        for t in lay.tiles:
+            per_split.setdefault(split_of(t.tile_id, cfg.splits), []).append(t)
+    shards = []
+    for split, _ in cfg.splits:
+        tiles = sorted(per_split.get(split, []), key=lambda t: _hash_key(t.tile_id))
+        if not tiles:
+            continue
+        est = int(np.mean([tile_bytes.get(t.aoi, 1 << 20) for t in tiles]))
+        n = min(len(tiles), shard_count(len(tiles), est, int(cfg.shard_size_mb * 2 ** 20)))
+        bounds = np.linspace(0, len(tiles), n + 1).round().astype(int)
+        for i in range(n):
+            shards.append(ShardPlan(split, i, n, shard_name(cfg.name, split, i, n),
+                                    tiles[bounds[i]:bounds[i + 1]]))
+    return shards, options
+
+
+def plan_fingerprint(shards, options, cfg: ConvertConfig) -> str:
+    """Hash of everything that determines the shards' contents (for --resume)."""
+    doc = {
+        "schema": schema.SCHEMA_VERSION,
+        "shards": [(s.file, [t.tile_id for t in s.tiles]) for s in shards],
+        "options": {k: dataclasses.asdict(v) for k, v in sorted(options.items())},
+        "encodings": [cfg.image_encoding, cfg.label_encoding],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- the worker ------------------------------------------------------------------------
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfig,
+                progress=None) -> dict:
+    """Write one shard (temporary name, renamed when complete) and its work record.
+
+    Returns the shard record: tiles written (id, AOI, bytes), skipped tiles with reasons,
+    notes. ``progress`` (a callable or a queue) hears of every finished tile.
+    """
+    _quiet_tf()
+    import tensorflow as tf
+
+    out = pathlib.Path(out_dir)
+    work = out / WORK_DIR
+    final = out / shard.file
+    tmp = out / f"{shard.file}.tmp-{os.getpid()}"
+    stats: dict[str, BandStats] = {}
+    record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
+              "notes": [], "bytes": 0, "image_types": {}, "label_grids": {}}
+    with tf.io.TFRecordWriter(str(tmp)) as writer:
+        for tile in shard.tiles:
+            status = "ok"
+            try:
+                built, notes = build_tile(tile, options[tile.aoi])
+                data = schema.encode_tile(built, cfg.image_encoding, cfg.label_encoding)
+            except TileSkipped as exc:
+                record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
+                                          "reason": str(exc)})
+                status = "skipped"
+            else:
+                writer.write(data)
+                record["tiles"].append([tile.tile_id, tile.aoi])
+                record["bytes"] += len(data)
+                record["notes"] += [{"tile_id": tile.tile_id, "note": n} for n in notes]
+                _describe(built, record)
+                if shard.split == "train":
+                    _add_stats(stats, built)
+            _report(progress, tile.tile_id, status)
+    arrays = {}
+    for itype, s in stats.items():
+        arrays.update(s.to_arrays(itype))
+    np.savez(work / f"{shard.file}.stats.npz", **arrays)
+    os.replace(tmp, final)
+    done = work / f"{shard.file}.done.json"
+    done.with_suffix(".tmp").write_text(json.dumps(record))
+    os.replace(done.with_suffix(".tmp"), done)
+    return record
+
+
+def _report(progress, tile_id, status):
+    if progress is None:
+        return
+    if callable(progress):
+        progress(tile_id, status)
+    else:
+        progress.put((tile_id, status))
+
+
+def _describe(tile: dict, record: dict) -> None:
+    """Record the feature layout (dtype, bands, label grid) of each image type seen."""
+    for itype, img in tile["images"].items():
+        d = img["data"]
+        record["image_types"].setdefault(itype, {
+            "dtype": d.dtype.name, "bands": int(d.shape[2]), "example_shape": list(d.shape),
+            "label_grid": img["label_grid"], "crs": img["crs"]})
+    for grid, lab in tile["labels"].items():
+        record["label_grids"].setdefault(grid, {"example_shape": [lab["height"], lab["width"]]})
+
+
+def _add_stats(stats: dict, tile: dict) -> None:
+    for itype, img in tile["images"].items():
+        d = img["data"]
+        if itype not in stats:
+            stats[itype] = BandStats(d.dtype.name, d.shape[2])
+        stats[itype].add(d, img["nodata"])
+
+
+def _worker_entry(shard, options, out_dir, cfg, q):
+    return write_shard(shard, options, out_dir, cfg, q)
+
+
+# ---- orchestration ---------------------------------------------------------------------
+@dataclasses.dataclass
+class ConvertResult:
+    """What a conversion did; ``info`` is the content of dataset_info.json."""
+
+    info: dict
+    exit_code: int
+
+
+def _prepare_output(out: pathlib.Path, cfg: ConvertConfig, fingerprint: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / WORK_DIR
+    existing = sorted(out.glob("*.tfrecord-*"))
+    plan_file = work / "plan.json"
+    if cfg.resume:
+        if plan_file.exists() and json.loads(plan_file.read_text())["fingerprint"] != fingerprint:
+            raise ConvertError(
+                f"{out}: was converted with other inputs or options; --resume would mix "
+                "them. Run without --resume and with --overwrite to start again")
+    elif existing or (out / INFO_FILE).exists():
+        if not cfg.overwrite:
+            raise ConvertError(f"{out}: already holds a conversion; use --resume to finish "
+                               "it or --overwrite to replace it")
+        for p in existing + [out / INFO_FILE]:
+            p.unlink(missing_ok=True)
+        for p in work.glob("*") if work.exists() else []:
+            p.unlink()
+    for stale in out.glob("*.tmp-*"):  # shards of a killed run
+        stale.unlink()
+    work.mkdir(exist_ok=True)
+    plan_file.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+def _done_record(out: pathlib.Path, shard: ShardPlan):
+    done = out / WORK_DIR / f"{shard.file}.done.json"
+    if done.exists() and (out / shard.file).exists() and \
+            (out / WORK_DIR / f"{shard.file}.stats.npz").exists():
+        return json.loads(done.read_text())
+    return None
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", disable=not enabled, dynamic_ncols=True,
+                desc="converting", file=sys.stderr)
+
+
+def _run_shards(todo, options, out, cfg, bar, skipped_counter) -> list[dict]:
+    """Write the shards in ``todo`` (in-process for one worker, else a process pool)."""
+    def tick(tile_id, status):
+        bar.update(1)
+        if status == "skipped":
+            skipped_counter[0] += 1
+            bar.set_postfix(skipped=skipped_counter[0])
+
+    if cfg.num_workers <= 1 or len(todo) <= 1:
+        return [write_shard(s, options, str(out), cfg, tick) for s in todo]
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
+    records = []
+    with ctx.Manager() as manager:
+        q = manager.Queue()
+        with futures.ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=ctx) as ex:
+            pending = {ex.submit(_worker_entry, s, options, str(out), cfg, q) for s in todo}
+            while pending:
+                done, pending = futures.wait(pending, timeout=0.2)
+                _drain(q, tick)
+                records += [f.result() for f in done]
+            _drain(q, tick)
+    return records
+
+
+def _drain(q, tick):
+    while True:
+        try:
+            tick(*q.get_nowait())
+        except queue.Empty:
+            return
+
+
+def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
+            command_line: str = "") -> ConvertResult:
+    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
+    cfg = cfg or ConvertConfig()
+    t0 = time.time()
+    try:
+        layouts = layout.discover(data_dir, cfg.aois or None)
+    except layout.LayoutError as exc:
+        raise ConvertError(str(exc)) from None
+    shards, options = plan(layouts, cfg)
+    if not shards:
+        raise ConvertError(f"{data_dir}: no tiles with the selected image types")
+    out = pathlib.Path(output_dir)
+    _prepare_output(out, cfg, plan_fingerprint(shards, options, cfg))
+    records = {s.file: r for s in shards if (r := _done_record(out, s)) is not None}
+    todo = [s for s in shards if s.file not in records]
+    total = sum(len(s.tiles) for s in todo)
+    bar = _progress_bar(total, cfg.progress)
+    skipped = [0]
+    try:
+        for r in _run_shards(todo, options, out, cfg, bar, skipped):
+            records[r["file"]] = r
+    finally:
+        bar.close()
+    info = build_info(layouts, shards, records, options, cfg, out, command_line,
+                      resumed=len(shards) - len(todo), elapsed=time.time() - t0)
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
+    return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK)
+
+
+def _merge_stats(out: pathlib.Path, shards) -> dict:
+    merged: dict[str, BandStats] = {}
+    for s in shards:
+        if s.split != "train":
+            continue
+        with np.load(out / WORK_DIR / f"{s.file}.stats.npz") as arrays:
+            for itype in {k.split("/")[0] for k in arrays.files}:
+                part = BandStats.from_arrays(arrays, itype)
+                if itype in merged:
+                    merged[itype].merge(part)
+                else:
+                    merged[itype] = part
+    return {k: v.summary() for k, v in sorted(merged.items())}
+
+
+def _versions() -> dict:
+    import rasterio
+    import scipy
+    import shapely
+
+    from sn_tf import __version__
+
+    v = {"sn_tf": __version__, "python": platform.python_version(), "numpy": np.__version__,
+         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
+         "shapely": shapely.__version__, "scipy": scipy.__version__}
+    try:
+        from importlib.metadata import version
+
+        v["tensorflow"] = version("tensorflow")
+    except Exception:  # metadata missing in unusual installs: leave it out
+        pass
+    return v
+
+
+def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
+               elapsed) -> dict:
+    """The content of dataset_info.json."""
+    image_types, label_grids = {}, {}
+    for r in records.values():
+        for k, v in r["image_types"].items():
+            image_types.setdefault(k, v)
+        for k, v in r["label_grids"].items():
+            label_grids.setdefault(k, v)
+    for k, v in image_types.items():
+        v["encoding"] = cfg.image_encoding
+    for g, v in label_grids.items():
+        v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": cfg.label_encoding}
+                       for f in schema.LABEL_ARRAY_FIELDS}
+        v["sdf_truncation"] = cfg.sdf_truncation
+    splits = {}
+    for s in shards:
+        r = records[s.file]
+        sp = splits.setdefault(s.split, {"num_examples": 0, "num_bytes": 0, "shards": [],
+                                         "aois": {}})
+        sp["num_examples"] += len(r["tiles"])
+        sp["num_bytes"] += r["bytes"]
+        sp["shards"].append({"file": s.file, "num_examples": len(r["tiles"])})
+        for _, aoi in r["tiles"]:
+            sp["aois"][aoi] = sp["aois"].get(aoi, 0) + 1
+    skipped = [x for s in shards for x in records[s.file]["skipped"]]
+    return {
+        "name": cfg.name,
+        "schema_version": schema.SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "versions": _versions(),
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
+        "feature_spec": {
+            "image_types": dict(sorted(image_types.items())),
+            "label_grids": dict(sorted(label_grids.items())),
+            "keys": schema.feature_keys(sorted(image_types), sorted(label_grids)),
+        },
+        "splits": splits,
+        "aois": {lay.name: {"layout": lay.kind, "folder": str(lay.path),
+                            "image_types": list(options[lay.name].image_types)
+                            if lay.name in options else [],
+                            "tiles_found": len(lay.tiles)} for lay in layouts},
+        "band_stats": _merge_stats(out, shards),
+        "band_stats_split": "train",
+        "skipped": skipped,
+        "notes": [n for s in shards for n in records[s.file]["notes"]],
+        "layout_warnings": [w for lay in layouts for w in lay.warnings],
+        "shards_resumed": resumed,
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+def format_summary(info: dict, out_dir) -> str:
+    """Readable end-of-run summary."""
+    lines = [f"sn_tf.convert: {info['name']} -> {out_dir}"]
+    total_bytes = 0
+    for split, sp in info["splits"].items():
+        total_bytes += sp["num_bytes"]
+        aois = ", ".join(f"{a} {n}" for a, n in sorted(sp["aois"].items()))
+        lines.append(f"  {split:6s} {sp['num_examples']:6d} tiles in {len(sp['shards'])} "
+                     f"shard(s), {sp['num_bytes'] / 2 ** 20:8.1f} MB   ({aois})")
+    n = sum(sp["num_examples"] for sp in info["splits"].values())
+    rate = n / info["elapsed_s"] if info["elapsed_s"] else 0.0
+    lines.append(f"  total  {n:6d} tiles, {total_bytes / 2 ** 20:.1f} MB, "
+                 f"{info['elapsed_s']:.1f} s ({rate:.2f} tiles/s)"
+                 + (f", {info['shards_resumed']} shard(s) kept from an earlier run"
+                    if info["shards_resumed"] else ""))
+    if info["layout_warnings"]:
+        lines.append(f"  {len(info['layout_warnings'])} layout warning(s):")
+        lines += [f"    - {w}" for w in info["layout_warnings"]]
+    if info["notes"]:
+        lines.append(f"  {len(info['notes'])} note(s) on converted tiles "
+                     f"(see {INFO_FILE} 'notes'); first ones:")
+        lines += [f"    - {n['note']}" for n in info["notes"][:5]]
+    if info["skipped"]:
+        lines.append(f"  SKIPPED {len(info['skipped'])} tile(s):")
+        lines += [f"    - {s['tile_id']}: {s['reason']}" for s in info["skipped"]]
+    else:
+        lines.append("  skipped: none")
+    return "\n".join(lines)
+
+
+# ---- CLI -------------------------------------------------------------------------------
+def _parse_splits(text: str):
+    try:
+        pairs = [p.split("=") for p in text.split(",") if p]
+        splits = tuple((k.strip(), float(v)) for k, v in pairs)
+    except ValueError:
+        raise ConvertError(f"--splits={text!r}: expected e.g. train=0.8,val=0.2") from None
+    if not splits or any(f < 0 for _, f in splits) or sum(f for _, f in splits) <= 0:
+        raise ConvertError(f"--splits={text!r}: fractions must be >= 0 and sum > 0")
+    return splits
+
+
+def main(argv):
+    """absl entry point."""
+    from absl import flags
+
+    FLAGS = flags.FLAGS
+    if len(argv) > 1:
+        print(f"unexpected arguments: {argv[1:]}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        cfg = ConvertConfig(
+            name=FLAGS.name, aois=tuple(FLAGS.aois), image_types=tuple(FLAGS.image_types),
+            label_grids=tuple(FLAGS.label_grids), resample_to=FLAGS.resample_to,
+            resample_types=tuple(FLAGS.resample_types), resample_method=FLAGS.resample_method,
+            splits=_parse_splits(FLAGS.splits), shard_size_mb=FLAGS.shard_size_mb,
+            num_workers=FLAGS.num_workers, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
+            sdf_truncation=FLAGS.sdf_truncation, image_encoding=FLAGS.image_encoding,
+            label_encoding=FLAGS.label_encoding, source=FLAGS.source,
+            progress=not FLAGS.no_progress)
+        result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
+    except ConvertError as exc:
+        print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
+        return EXIT_FATAL
+    print(format_summary(result.info, FLAGS.output_dir))
+    return result.exit_code
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("data_dir", None, "SpaceNet root, or one AOI folder.", required=True)
+    flags.DEFINE_string("output_dir", None, "Folder for shards and dataset_info.json.",
+                        required=True)
+    flags.DEFINE_string("name", "spacenet", "Dataset name (shard file prefix).")
+    flags.DEFINE_list("aois", [], "AOIs to convert, e.g. AOI_2_Vegas (default: all found).")
+    flags.DEFINE_list("image_types", [], "Image types, e.g. PAN,MUL-PanSharpen "
+                      "(default: all present).")
+    flags.DEFINE_list("label_grids", [], "Image types whose grids get labels "
+                      "(default: one per distinct grid).")
+    flags.DEFINE_string("resample_to", "", "Also store chosen types resampled onto this "
+                        "type's grid, as '<type>@<grid type>'.")
+    flags.DEFINE_list("resample_types", [], "Types to resample (default: all not on the grid).")
+    flags.DEFINE_enum("resample_method", "bilinear",
+                      ["nearest", "bilinear", "cubic", "average", "lanczos"],
+                      "Resampling for --resample_to.")
+    flags.DEFINE_string("splits", "train=0.8,val=0.2", "Split fractions by tile-id hash.")
+    flags.DEFINE_float("shard_size_mb", 150.0, "Target shard size (MB, raw pixels).")
+    flags.DEFINE_integer("num_workers", min(2, os.cpu_count() or 1), "Worker processes.")
+    flags.DEFINE_bool("resume", False, "Write only the shards a killed run did not finish.")
+    flags.DEFINE_bool("overwrite", False, "Replace an existing conversion in output_dir.")
+    flags.DEFINE_float("sdf_truncation", 32.0, "Signed distance clipped to +-this (pixels).")
+    flags.DEFINE_enum("image_encoding", "raw", list(schema.ENCODINGS), "Pixel encoding.")
+    flags.DEFINE_enum("label_encoding", "zlib", list(schema.ENCODINGS), "Label encoding.")
+    flags.DEFINE_enum("source", "auto", ["auto", "geotiff", "hdf5"],
+                      "Pixel source: GeoTIFF, lab HDF5 layers, or GeoTIFF when present.")
+    flags.DEFINE_bool("no_progress", False, "No progress bar.")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

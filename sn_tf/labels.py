@@ -1,0 +1,139 @@
+"""Label layers from pixel-coordinate building polygons (numpy, scipy, rasterio; no TF).
+
+All functions work on one grid of ``height`` x ``width`` pixels with polygons in pixel
+coordinates (x = column, y = row, (0, 0) the top-left corner of the top-left pixel).
+
+* ``mask``: uint8 [H, W], 1 where the pixel CENTRE is inside a footprint (rasterio's
+  ``all_touched=False`` rule).
+* boundary: mask pixels with at least one 4-neighbour (inside the image) outside the mask.
+* ``distance``: float32 [H, W], Euclidean distance in pixels (centre to centre) to the
+  nearest boundary pixel; ``H + W`` everywhere on a tile without buildings.
+* ``sdf``: float32 [H, W], +distance inside the mask, -distance outside, 0 on the boundary,
+  clipped to [-truncation, truncation].
+* ``boxes_xyxy_px``: float32 [N, 4], axis-aligned bounds of each polygon, clipped to the tile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import shapely
+from scipy import ndimage
+
+from sn_tf.geo import polygon_parts
+
+_CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
+
+
+def clip_to_tile(polygons_px, height: int, width: int) -> tuple[list, int]:
+    """Clip polygons to the tile [0, W] x [0, H]; returns (kept Polygon parts, n dropped).
+
+    A polygon wholly outside the tile (or touching it only along an edge) is dropped.
+    """
+    if len(polygons_px) == 0:
+        return [], 0
+    tile = shapely.box(0, 0, width, height)
+    clipped = shapely.intersection(np.asarray(list(polygons_px), dtype=object), tile)
+    kept, dropped = [], 0
+    for geom in clipped:
+        parts = [p for p in polygon_parts(geom) if p.area > 0]
+        kept += parts
+        dropped += not parts
+    return kept, dropped
+
+
+def rasterize_mask(polygons_px, height: int, width: int) -> np.ndarray:
+    """uint8 [H, W] footprint mask, pixel-centre rule (rasterio.features.rasterize)."""
+    from rasterio import features
+
+    if len(polygons_px) == 0:
+        return np.zeros((height, width), np.uint8)
+    return features.rasterize(
+        ((p, 1) for p in polygons_px), out_shape=(height, width), fill=0,
+        all_touched=False, dtype="uint8")
+
+
+def boundary_mask(mask: np.ndarray) -> np.ndarray:
+    """bool [H, W]: mask pixels with a 4-neighbour outside the mask (image edges excluded)."""
+    inside = mask.astype(bool)
+    eroded = ndimage.binary_erosion(inside, structure=_CROSS, border_value=1)
+    return inside & ~eroded
+
+
+def distance_to_boundary(mask: np.ndarray) -> np.ndarray:
+    """float32 [H, W]: Euclidean distance (px) to the nearest boundary pixel, capped at H+W."""
+    h, w = mask.shape
+    boundary = boundary_mask(mask)
+    if not boundary.any():
+        return np.full((h, w), float(h + w), np.float32)
+    dist = ndimage.distance_transform_edt(~boundary)
+    return np.minimum(dist, h + w).astype(np.float32)
+
+
+def signed_distance(mask: np.ndarray, truncation: float | None = None,
+                    distance: np.ndarray | None = None) -> np.ndarray:
+    """float32 [H, W] signed distance: + inside, - outside, 0 on the boundary (pixels).
+
+    ``distance`` (from ``distance_to_boundary``) is reused when given; ``truncation``
+    clips the result to [-truncation, truncation].
+    """
+    if distance is None:
+        distance = distance_to_boundary(mask)
+    sdf = np.where(mask.astype(bool), distance, -distance).astype(np.float32)
+    if truncation is not None:
+        np.clip(sdf, -truncation, truncation, out=sdf)
+    return sdf
+
+
+def boxes_xyxy_px(polygons_px, height: int, width: int) -> np.ndarray:
+    """float32 [N, 4] (x_min, y_min, x_max, y_max) of each polygon, clipped to the tile."""
+    if len(polygons_px) == 0:
+        return np.zeros((0, 4), np.float32)
+    b = shapely.bounds(np.asarray(list(polygons_px), dtype=object))
+    b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, width)
+    b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, height)
+    return b.astype(np.float32)
+
+
+def compute_labels(polygons_px, height: int, width: int,
+                   sdf_truncation: float | None = 32.0) -> dict:
+    """Every label layer of one grid, as the ``labels`` entry of the schema's tile dict.
+
+    ``polygons_px`` must already be valid and clipped to the tile (``clip_to_tile``).
+    """
+    mask = rasterize_mask(polygons_px, height, width)
+    distance = distance_to_boundary(mask)
+    return {
+        "mask": mask,
+        "distance": distance,
+        "sdf": signed_distance(mask, sdf_truncation, distance),
+        "boxes_xyxy_px": boxes_xyxy_px(polygons_px, height, width),
+        "polygons_px": list(polygons_px),
+        "height": int(height),
+        "width": int(width),
+    }
+
+
+def labels_from_mask(mask: np.ndarray, distance: np.ndarray | None = None,
+                     sdf_truncation: float | None = 32.0) -> dict:
+    """Label layers when only a footprint mask is known (e.g. lab HDF5 files).
+
+    Buildings are the 4-connected components of the mask, traced into pixel polygons with
+    rasterio.features.shapes; ``distance`` (if the source has one) is kept as given.
+    """
+    from rasterio import features
+
+    mask = (np.asarray(mask) > 0).astype(np.uint8)
+    h, w = mask.shape
+    polys = [shapely.geometry.shape(g) for g, v in
+             features.shapes(mask, mask=mask.astype(bool), connectivity=4) if v == 1]
+    polys = [p for poly in polys for p in polygon_parts(poly.buffer(0))]
+    dist = distance_to_boundary(mask) if distance is None else np.asarray(distance, np.float32)
+    return {
+        "mask": mask,
+        "distance": dist,
+        "sdf": signed_distance(mask, sdf_truncation, distance_to_boundary(mask)),
+        "boxes_xyxy_px": boxes_xyxy_px(polys, h, w),
+        "polygons_px": polys,
+        "height": int(h),
+        "width": int(w),
+    }

@@ -191,10 +191,6 @@ def plan_fingerprint(shards, options, cfg: ConvertConfig) -> str:
 
 
 # ---- the worker ------------------------------------------------------------------------
-def _quiet_tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfig,
                 progress=None) -> dict:
     """Write one shard (temporary name, renamed when complete) and its work record.
@@ -202,9 +198,9 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     Returns the shard record: tiles written (id, AOI, bytes), skipped tiles with reasons,
     notes. ``progress`` (a callable or a queue) hears of every finished tile.
     """
-    _quiet_tf()
-    import tensorflow as tf
+    from sn_tf.tfimport import tensorflow
 
+    tf = tensorflow()
     out = pathlib.Path(out_dir)
     work = out / WORK_DIR
     final = out / shard.file

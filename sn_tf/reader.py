@@ -56,8 +56,9 @@ def read_examples(path, split: str | None = None, decode_polygons: bool = True):
     Images come back in their source dtype and band order (HWC), with labels, boxes,
     tile id, AOI, ``transform_gdal`` and CRS.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
 
     for f in shard_files(path, split):
         for record in tf.data.TFRecordDataset(f).as_numpy_iterator():

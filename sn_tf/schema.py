@@ -143,9 +143,9 @@ def _f64_values(data: bytes) -> np.ndarray:
 
 # ---- the protobuf layer (needs TensorFlow's tf.train.Example) ---------------------------
 def _tf():
-    import tensorflow as tf  # imported lazily: this module is also used by TF-free code
+    from sn_tf.tfimport import tensorflow  # lazily: this module is also used by TF-free code
 
-    return tf
+    return tensorflow()
 
 
 def _bytes_feature(values):

@@ -1,0 +1,98 @@
+"""Label layers on hand-made cases with exact expected values, and on real SpaceNet masks."""
+
+import csv
+
+import numpy as np
+import pytest
+import shapely
+
+from sn_tf import labels
+
+
+def test_mask_pixel_centre_rule_exact():
+    # Box x in [1.4, 4.6], y in [1.6, 4.2]: column centres 1.5..4.5 (cols 1-4) and row
+    # centres 2.5, 3.5 (rows 2-3) are inside; row centre 1.5 < 1.6 is not.
+    poly = shapely.box(1.4, 1.6, 4.6, 4.2)
+    mask = labels.rasterize_mask([poly], 6, 7)
+    expected = np.zeros((6, 7), np.uint8)
+    expected[2:4, 1:5] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+def test_boundary_excludes_image_edges():
+    mask = np.zeros((5, 5), np.uint8)
+    mask[:, :3] = 1  # touches the left, top and bottom edges of the image
+    b = labels.boundary_mask(mask)
+    expected = np.zeros((5, 5), bool)
+    expected[:, 2] = True  # only the column next to the background
+    np.testing.assert_array_equal(b, expected)
+
+
+def test_signed_distance_hand_case():
+    mask = np.zeros((9, 9), np.uint8)
+    mask[2:7, 2:7] = 1  # 5x5 square; boundary ring, interior 3x3, centre (4, 4)
+    sdf = labels.signed_distance(mask)
+    assert sdf[4, 4] == 2.0  # two pixels from the ring
+    assert sdf[3, 3] == 1.0
+    assert sdf[2, 2] == 0.0 and sdf[2, 4] == 0.0 and sdf[6, 6] == 0.0
+    assert sdf[1, 4] == -1.0 and sdf[0, 4] == -2.0
+    assert sdf[0, 0] == pytest.approx(-np.hypot(2, 2))
+    sdf_t = labels.signed_distance(mask, truncation=1.5)
+    assert sdf_t.min() == -1.5 and sdf_t.max() == 1.5
+
+
+def test_signed_distance_sign_agrees_with_mask_and_magnitude_is_distance():
+    rng = np.random.default_rng(3)
+    polys = [shapely.box(x, y, x + w, y + h) for x, y, w, h in
+             rng.uniform([0, 0, 4, 4], [50, 50, 20, 20], (8, 4))]
+    lab = labels.compute_labels(polys, 64, 64, sdf_truncation=None)
+    mask, sdf, dist = lab["mask"].astype(bool), lab["sdf"], lab["distance"]
+    assert np.all(mask[sdf > 0]) and not np.any(mask[sdf < 0])
+    assert np.all(mask[sdf == 0])
+    np.testing.assert_array_equal(np.abs(sdf), dist)
+    # magnitude = brute-force distance to the nearest boundary pixel centre
+    by, bx = np.nonzero(labels.boundary_mask(lab["mask"]))
+    yy, xx = np.mgrid[:64, :64]
+    brute = np.sqrt((yy[..., None] - by) ** 2 + (xx[..., None] - bx) ** 2).min(-1)
+    np.testing.assert_allclose(dist, brute, atol=1e-5)
+
+
+def test_no_buildings():
+    lab = labels.compute_labels([], 10, 12)
+    assert lab["mask"].sum() == 0 and lab["boxes_xyxy_px"].shape == (0, 4)
+    assert np.all(lab["distance"] == 22)  # capped at H + W
+    assert np.all(lab["sdf"] == -22)  # -distance, within the truncation of 32
+
+
+def test_boxes_and_clip_to_tile():
+    inside = shapely.Polygon([(2, 3), (8, 1), (9, 7), (2, 3)])
+    crossing = shapely.box(-5, 4, 5, 6)
+    outside = shapely.box(20, 20, 30, 30)
+    kept, dropped = labels.clip_to_tile([inside, crossing, outside], 10, 10)
+    assert dropped == 1 and len(kept) == 2
+    boxes = labels.boxes_xyxy_px(kept, 10, 10)
+    np.testing.assert_allclose(boxes, [[2, 1, 9, 7], [0, 4, 5, 6]])
+    assert boxes.dtype == np.float32
+
+
+def test_labels_from_mask_recovers_components():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[2:6, 3:9] = 1
+    mask[10:15, 10:12] = 1
+    lab = labels.labels_from_mask(mask)
+    assert len(lab["polygons_px"]) == 2
+    np.testing.assert_array_equal(labels.rasterize_mask(lab["polygons_px"], 20, 20), mask)
+    assert sorted(lab["boxes_xyxy_px"].tolist()) == [[3, 2, 9, 6], [10, 10, 12, 15]]
+
+
+@pytest.mark.realdata
+def test_sample_csv_burns_to_solaris_mask(realdata):
+    import rasterio
+
+    rows = list(csv.DictReader(open(realdata / "solaris/sample.csv")))
+    polys = [shapely.from_wkt(r["PolygonWKT_Pix"]) for r in rows]
+    mask = labels.rasterize_mask(polys, 900, 900)
+    with rasterio.open(realdata / "solaris/sample_fp_mask.tif") as ds:
+        expected = ds.read(1) > 0
+    assert expected.sum() == 117996
+    np.testing.assert_array_equal(mask.astype(bool), expected)

@@ -1,0 +1,90 @@
+"""The data contract: encode/decode round trips, versions, frozen keys, TF == numpy decode."""
+
+import numpy as np
+import pytest
+import shapely
+
+from sn_tf import labels, schema
+
+
+def _tile(dtype="uint16", bands=8, encoding_kw=None):
+    rng = np.random.default_rng(0)
+    info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
+    hi = min(info.max, 5000) if info else 1.0
+    data = (rng.uniform(0, hi, (13, 17, bands))).astype(dtype)
+    polys = [shapely.box(2, 3, 9, 8), shapely.Polygon([(10, 1), (16, 2), (12, 9)])]
+    lab = labels.compute_labels(polys, 13, 17, 4.0)
+    return {
+        "tile_id": "AOI_2_Vegas_img7", "aoi": "AOI_2_Vegas",
+        "images": {"X": {"data": data, "transform_gdal": (-115.3, 2.7e-6, 0.0, 36.2, 0.0, -2.7e-6),
+                         "crs": "EPSG:4326", "nodata": None, "label_grid": "X"}},
+        "labels": {"X": lab},
+    }
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32", "float64"])
+@pytest.mark.parametrize("enc", ["raw", "zlib"])
+def test_round_trip_exact(dtype, enc):
+    tile = _tile(dtype)
+    back = schema.decode_tile(schema.encode_tile(tile, image_encoding=enc, label_encoding=enc))
+    img, src = back["images"]["X"], tile["images"]["X"]
+    assert img["data"].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(img["data"], src["data"])
+    assert img["transform_gdal"] == src["transform_gdal"]  # float64, bit exact
+    assert img["crs"] == "EPSG:4326" and img["nodata"] is None and img["label_grid"] == "X"
+    lab, slab = back["labels"]["X"], tile["labels"]["X"]
+    np.testing.assert_array_equal(lab["mask"], slab["mask"])
+    np.testing.assert_allclose(lab["sdf"], slab["sdf"], rtol=1e-3)
+    np.testing.assert_array_equal(lab["boxes_xyxy_px"], slab["boxes_xyxy_px"])
+    assert all(a.equals(b) for a, b in zip(lab["polygons_px"], slab["polygons_px"]))
+    assert back["tile_id"] == "AOI_2_Vegas_img7" and back["schema_version"] == schema.SCHEMA_VERSION
+
+
+def test_nodata_round_trip():
+    tile = _tile()
+    tile["images"]["X"]["nodata"] = 0.0
+    assert schema.decode_tile(schema.encode_tile(tile))["images"]["X"]["nodata"] == 0.0
+
+
+def test_unknown_version_refused():
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
+    ex = tf.train.Example.FromString(schema.encode_tile(_tile()))
+    ex.features.feature[schema.KEY_SCHEMA_VERSION].int64_list.value[:] = [99]
+    with pytest.raises(schema.SchemaError, match="schema version 99"):
+        schema.decode_tile(ex.SerializeToString())
+
+
+def test_keys_are_frozen():
+    """Changing a key breaks every converted dataset: bump SCHEMA_VERSION and update this."""
+    assert schema.SCHEMA_VERSION == 1
+    assert schema.feature_keys(["PAN"], ["PAN"]) == [
+        "schema/version", "tile/id", "tile/aoi", "tile/image_types", "tile/label_grids",
+        "image/PAN/data", "image/PAN/encoding", "image/PAN/dtype", "image/PAN/shape",
+        "image/PAN/transform_gdal", "image/PAN/crs", "image/PAN/nodata",
+        "image/PAN/label_grid",
+        "labels/PAN/mask", "labels/PAN/distance", "labels/PAN/sdf", "labels/PAN/encoding",
+        "labels/PAN/dtypes", "labels/PAN/shape", "labels/PAN/boxes_xyxy_px",
+        "labels/PAN/polygons_wkb"]
+    with pytest.raises(schema.SchemaError):
+        schema.image_key("PAN", "pixels")
+
+
+def test_tf_decode_matches_numpy_decode():
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
+    tile = _tile("uint16")
+    ser = schema.encode_tile(tile, image_encoding="zlib", label_encoding="zlib")
+    parsed = tf.io.parse_single_example(ser, schema.tf_feature_spec(["X"], ["X"]))
+    img = schema.tf_decode_bytes(parsed[schema.image_key("X", "data")], "zlib", "uint16",
+                                 parsed[schema.image_key("X", "shape")])
+    np.testing.assert_array_equal(img.numpy(), tile["images"]["X"]["data"])
+    sdf = schema.tf_decode_bytes(parsed[schema.label_key("X", "sdf")], "zlib", "float16",
+                                 parsed[schema.label_key("X", "shape")])
+    np.testing.assert_allclose(sdf.numpy(), tile["labels"]["X"]["sdf"], rtol=1e-3)
+    gt = schema.tf_decode_transform(parsed[schema.image_key("X", "transform_gdal")])
+    assert tuple(gt.numpy()) == tile["images"]["X"]["transform_gdal"]
+    boxes = tf.sparse.to_dense(parsed[schema.label_key("X", "boxes_xyxy_px")]).numpy()
+    np.testing.assert_array_equal(boxes.reshape(-1, 4), tile["labels"]["X"]["boxes_xyxy_px"])

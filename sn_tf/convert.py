@@ -147,6 +147,21 @@ def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
                                if keep else None)
 
 
+def _probe(lay: layout.AoiLayout, opts: TileOptions) -> tuple[TileOptions, int]:
+    """Finish the AOI's options and estimate bytes per tile from the first readable tile."""
+    from sn_tf.geo import DataError
+
+    for tile in lay.tiles:
+        if not all(x in tile.images for x in opts.image_types):
+            continue
+        try:
+            opts = _drop_identical_resamples(opts, tile)
+            return opts, estimate_tile_bytes(tile, opts)
+        except DataError:  # a bad tile: it will be reported when converted
+            continue
+    return opts, 1 << 20
+
+
 def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOptions]]:
     """Shards of every split and the per-AOI tile options (deterministic)."""
     types = _select_types(layouts, cfg.image_types)
@@ -157,11 +172,7 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
         opts = tile_options(cfg, lay, types)
         if not opts.image_types:
             continue
-        probe = next((t for t in lay.tiles if all(x in t.images for x in opts.image_types)),
-                     None)
-        if probe is not None:
-            opts = _drop_identical_resamples(opts, probe)
-            tile_bytes[lay.name] = estimate_tile_bytes(probe, opts)
+        opts, tile_bytes[lay.name] = _probe(lay, opts)
         options[lay.name] = opts
         for t in lay.tiles:
             per_split.setdefault(split_of(t.tile_id, cfg.splits), []).append(t)
@@ -376,7 +387,9 @@ def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
         bar.close()
     info = build_info(layouts, shards, records, options, cfg, out, command_line,
                       resumed=len(shards) - len(todo), elapsed=time.time() - t0)
-    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
+    text = json.dumps(info, indent=1)
+    (out / INFO_FILE).write_text(text)
+    info = json.loads(text)  # the result holds exactly what the file says
     return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK)
 
 

@@ -218,7 +218,7 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(
             [shapely.to_wkb(p) for p in polys])
     example = _tf().train.Example(features=_tf().train.Features(feature=f))
-    return example.SerializeToString()
+    return example.SerializeToString(deterministic=True)  # byte-reproducible shards
 
 
 def _feature_values(feature):

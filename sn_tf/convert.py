@@ -69,7 +69,7 @@ class ConvertConfig:
     overwrite: bool = False
     sdf_truncation: float = 32.0
     image_encoding: str = "raw"
-    label_encoding: str = "zlib"
+    label_encoding: str = "auto"
     source: str = "auto"
     progress: bool = True
 
@@ -439,7 +439,8 @@ def build_info(layouts, shards, records, options, cfg, out, command_line, resume
     for k, v in image_types.items():
         v["encoding"] = cfg.image_encoding
     for g, v in label_grids.items():
-        v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": cfg.label_encoding}
+        enc = schema.label_encodings(cfg.label_encoding)
+        v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": enc[f]}
                        for f in schema.LABEL_ARRAY_FIELDS}
         v["sdf_truncation"] = cfg.sdf_truncation
     splits = {}
@@ -573,7 +574,8 @@ def _define_flags():
     flags.DEFINE_bool("overwrite", False, "Replace an existing conversion in output_dir.")
     flags.DEFINE_float("sdf_truncation", 32.0, "Signed distance clipped to +-this (pixels).")
     flags.DEFINE_enum("image_encoding", "raw", list(schema.ENCODINGS), "Pixel encoding.")
-    flags.DEFINE_enum("label_encoding", "zlib", list(schema.ENCODINGS), "Label encoding.")
+    flags.DEFINE_enum("label_encoding", "auto", ["auto", *schema.ENCODINGS],
+                      "Label array encoding; auto = zlib mask, raw distance and sdf.")
     flags.DEFINE_enum("source", "auto", ["auto", "geotiff", "hdf5"],
                       "Pixel source: GeoTIFF, lab HDF5 layers, or GeoTIFF when present.")
     flags.DEFINE_bool("no_progress", False, "No progress bar.")

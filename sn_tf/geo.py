@@ -108,11 +108,14 @@ def read_raster(path) -> tuple[np.ndarray, RasterHeader]:
         header = _header(ds, path)
         if len(set(ds.dtypes)) != 1:
             raise DataError(path, f"bands of different dtypes {ds.dtypes} are not supported")
+        data = np.empty((ds.height, ds.width, ds.count), ds.dtypes[0])  # HWC
         try:
-            data = ds.read()  # [C, H, W]
+            # GDAL fills the HWC buffer through a [C, H, W] view: no transposing copy,
+            # and faster than a band-sequential read for pixel-interleaved GeoTIFFs.
+            ds.read(out=data.transpose(2, 0, 1))
         except RasterioError as exc:
             raise DataError(path, f"pixels cannot be read, file truncated or corrupt ({exc})")
-    return np.ascontiguousarray(np.moveaxis(data, 0, -1)), header
+    return data, header
 
 
 # ---- labels ----------------------------------------------------------------------------

@@ -77,6 +77,19 @@ LABEL_FIELDS = LABEL_ARRAY_FIELDS + (
 LABEL_DTYPES = {"mask": "uint8", "distance": "float16", "sdf": "float16"}
 
 ENCODINGS = ("raw", "zlib")
+# "auto" label encoding: the mask compresses ~30x in ~1 ms per 650 px tile; the float16
+# distance and sdf layers cost 4-7 ms each to compress for a 5-10x gain, which would make
+# label compression the converter's largest cost after the EDT (BUILD_NOTES.md section 2).
+AUTO_LABEL_ENCODING = {"mask": "zlib", "distance": "raw", "sdf": "raw"}
+
+
+def label_encodings(label_encoding: str) -> dict[str, str]:
+    """Per label array encoding for a ``label_encoding`` setting ("auto", "raw" or "zlib")."""
+    if label_encoding == "auto":
+        return dict(AUTO_LABEL_ENCODING)
+    if label_encoding not in ENCODINGS:
+        raise SchemaError(f"unknown label encoding {label_encoding!r}")
+    return {f: label_encoding for f in LABEL_ARRAY_FIELDS}
 # Dtypes that tf.io.decode_raw can produce (uint32/uint64 cannot be decoded in TF).
 TF_DECODABLE_DTYPES = (
     "uint8", "int8", "uint16", "int16", "int32", "int64", "float16", "float32", "float64",
@@ -141,37 +154,74 @@ def _f64_values(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<f8").astype(np.float64)
 
 
-# ---- the protobuf layer (needs TensorFlow's tf.train.Example) ---------------------------
+# ---- the protobuf layer ----------------------------------------------------------------
+# ``encode_tile`` writes the tf.train.Example wire format directly: building an Example
+# through the protobuf API copies every feature twice more (~30 ms for a 13 MB SpaceNet
+# tile, more than reading it). The format is small and fixed (example.proto, feature.proto):
+#   Example  { Features features = 1; }      Features { map<string, Feature> feature = 1; }
+#   map entry { string key = 1; Feature value = 2; }
+#   Feature  { oneof { BytesList bytes_list = 1; FloatList float_list = 2;
+#                      Int64List int64_list = 3; } }
+#   BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
+#   Int64List { repeated int64 value = 1 [packed]; }
+# Keys are written in sorted order, as protobuf's deterministic serialization does; a test
+# checks the bytes equal ``tf.train.Example.SerializeToString(deterministic=True)``.
 def _tf():
     from sn_tf.tfimport import tensorflow  # lazily: this module is also used by TF-free code
 
     return tensorflow()
 
 
-def _bytes_feature(values):
-    tf = _tf()
-    values = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+def _varint(n: int) -> bytes:
+    if n < 0:
+        n += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
 
 
-def _int_feature(values):
-    tf = _tf()
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+def _field(tag: int, parts: list) -> list:
+    """A length-delimited field (wire type 2) around ``parts`` (a list of bytes chunks)."""
+    return [bytes([tag]), _varint(sum(len(p) for p in parts)), *parts]
 
 
-def _float_feature(values):
-    tf = _tf()
-    return tf.train.Feature(float_list=tf.train.FloatList(value=[float(v) for v in values]))
+def _bytes_feature(values) -> list:
+    values = [v.encode() if isinstance(v, str) else v for v in values]
+    return _field(0x0A, [c for v in values for c in (b"\x0a", _varint(len(v)), v)])
+
+
+def _int_feature(values) -> list:
+    packed = b"".join(_varint(int(v)) for v in values)
+    return _field(0x1A, _field(0x0A, [packed]) if packed else [])
+
+
+def _float_feature(values) -> list:
+    packed = np.asarray(values, dtype="<f4").tobytes()
+    return _field(0x12, _field(0x0A, [packed]) if packed else [])
+
+
+def _example_bytes(features: dict[str, list]) -> bytes:
+    """Serialized tf.train.Example from {key: Feature chunks}, keys sorted."""
+    entries = []
+    for key in sorted(features):
+        k = key.encode()
+        entries += _field(0x0A, [b"\x0a", _varint(len(k)), k, *_field(0x12, features[key])])
+    return b"".join(_field(0x0A, entries))
 
 
 def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
-                label_encoding: str = "zlib", zlib_level: int = 1) -> bytes:
+                label_encoding: str = "auto", zlib_level: int = 1) -> bytes:
     """Serialize a canonical tile dict (module docstring) to tf.train.Example bytes.
 
-    ``image_encoding`` applies to image pixels, ``label_encoding`` to the label arrays.
+    ``image_encoding`` applies to image pixels; ``label_encoding`` ("auto", "raw" or
+    "zlib") to the label arrays (``label_encodings``). Needs no TensorFlow.
     """
     import shapely
 
+    label_enc = label_encodings(label_encoding)
     f: dict[str, Any] = {
         KEY_SCHEMA_VERSION: _int_feature([SCHEMA_VERSION]),
         KEY_TILE_ID: _bytes_feature([tile["tile_id"]]),
@@ -204,8 +254,8 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
                 raise SchemaError(f"label {grid}/{field} has shape {arr.shape}, want {(h, w)}")
             arr = arr.astype(LABEL_DTYPES[field], copy=False)
             f[label_key(grid, field)] = _bytes_feature(
-                [encode_array(arr, label_encoding, zlib_level)])
-            encoded.append(label_encoding)
+                [encode_array(arr, label_enc[field], zlib_level)])
+            encoded.append(label_enc[field])
             dtypes.append(arr.dtype.name)
         boxes = np.asarray(lab["boxes_xyxy_px"], dtype=np.float32).reshape(-1, 4)
         polys = list(lab["polygons_px"])
@@ -217,8 +267,7 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
         f[label_key(grid, "boxes_xyxy_px")] = _float_feature(boxes.ravel())
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(
             [shapely.to_wkb(p) for p in polys])
-    example = _tf().train.Example(features=_tf().train.Features(feature=f))
-    return example.SerializeToString(deterministic=True)  # byte-reproducible shards
+    return _example_bytes(f)
 
 
 def _feature_values(feature):

@@ -1,9 +1,12 @@
 """Per-band statistics of image types, mergeable across tiles and worker processes.
 
-Integer images of up to 16 bits keep an exact histogram per band (so percentiles are
-exact); other dtypes keep a bounded deterministic sample per band for percentiles, plus
-exact count/sum/sum of squares/min/max. Memory does not grow with the number of tiles.
-Pixels equal to the raster's nodata value are excluded.
+Statistics are taken on every ``STRIDE``-th row and column of each tile (a regular
+1/16 subsample: 26,000 pixels per band of a 650 px tile: normalisation statistics need no more, and it keeps the converter near the
+read floor). Integer images of up to 16 bits keep a histogram per band, from which every
+figure (mean, std, min, max, percentiles) is computed exactly for the subsample; other
+dtypes keep count/sum/sum of squares/min/max and a bounded deterministic sample per band
+for percentiles. Memory does not grow with the number of tiles. Pixels equal to the
+raster's nodata value are excluded.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 SAMPLE_PER_BAND = 65536
+STRIDE = 4
 
 
 class BandStats:
@@ -32,29 +36,41 @@ class BandStats:
         self._rng = np.random.default_rng(0)
 
     def add(self, image: np.ndarray, nodata=None) -> None:
-        """Add one HWC image of this type."""
+        """Add one HWC image of this type (every STRIDE-th row and column)."""
         if image.shape[-1] != self.bands:
             raise ValueError(f"image has {image.shape[-1]} bands, stats expect {self.bands}")
+        sub = image[::STRIDE, ::STRIDE]
+        if self.exact:
+            self._add_hist(sub, nodata)
+            return
         for b in range(self.bands):
-            v = image[..., b].ravel()
+            v = sub[..., b].ravel().astype(np.float64)
+            v = v[np.isfinite(v)]
             if nodata is not None and not np.isnan(nodata):
                 v = v[v != nodata]
-            elif v.dtype.kind == "f":
-                v = v[np.isfinite(v)]
             if v.size == 0:
                 continue
             self.count[b] += v.size
-            vf = v.astype(np.float64)
-            self.sum[b] += vf.sum()
-            self.sumsq[b] += np.square(vf).sum()
-            self.min[b] = min(self.min[b], vf.min())
-            self.max[b] = max(self.max[b], vf.max())
-            if self.exact:
-                self.hist[b] += np.bincount(v.astype(np.int64) + self.offset,
-                                            minlength=self.hist.shape[1])
-            else:
-                step = max(1, v.size // 4096)
-                self._keep(b, vf[::step])
+            self.sum[b] += v.sum()
+            self.sumsq[b] += np.square(v).sum()
+            self.min[b] = min(self.min[b], v.min())
+            self.max[b] = max(self.max[b], v.max())
+            self._keep(b, v[::max(1, v.size // 4096)])
+
+    def _add_hist(self, sub: np.ndarray, nodata) -> None:
+        """One bincount over all bands at once (band b's values offset by b * nbins)."""
+        nbins = self.hist.shape[1]
+        idx = sub.reshape(-1, self.bands).astype(np.int64)
+        if self.offset:
+            idx += self.offset
+        idx += np.arange(self.bands, dtype=np.int64) * nbins
+        counts = np.bincount(idx.ravel(), minlength=self.bands * nbins)
+        counts = counts.reshape(self.bands, nbins)
+        if nodata is not None and not np.isnan(nodata) and float(nodata).is_integer():
+            k = int(nodata) + self.offset
+            if 0 <= k < nbins:
+                counts[:, k] = 0
+        self.hist += counts
 
     def _keep(self, b: int, values: np.ndarray) -> None:
         s = np.concatenate([self.sample[b], values])
@@ -66,16 +82,16 @@ class BandStats:
         """Add another partial of the same image type."""
         if other.bands != self.bands or other.dtype != self.dtype:
             raise ValueError("cannot merge statistics of different dtypes or band counts")
+        if self.exact:
+            self.hist += other.hist
+            return
         self.count += other.count
         self.sum += other.sum
         self.sumsq += other.sumsq
         self.min = np.minimum(self.min, other.min)
         self.max = np.maximum(self.max, other.max)
-        if self.exact:
-            self.hist += other.hist
-        else:
-            for b in range(self.bands):
-                self._keep(b, other.sample[b])
+        for b in range(self.bands):
+            self._keep(b, other.sample[b])
 
     def _percentile(self, b: int, q: float) -> float:
         if self.exact:
@@ -84,8 +100,20 @@ class BandStats:
             return float(idx - self.offset)
         return float(np.percentile(self.sample[b], q)) if self.sample[b].size else float("nan")
 
+    def _moments_from_hist(self) -> None:
+        values = np.arange(self.hist.shape[1], dtype=np.float64) - self.offset
+        self.count = self.hist.sum(1)
+        self.sum = self.hist @ values
+        self.sumsq = self.hist @ np.square(values)
+        for b in range(self.bands):
+            nz = np.flatnonzero(self.hist[b])
+            self.min[b] = values[nz[0]] if nz.size else np.inf
+            self.max[b] = values[nz[-1]] if nz.size else -np.inf
+
     def summary(self) -> dict:
         """{"count", "mean", "std", "min", "max", "p1", "p99"}: lists of one value per band."""
+        if self.exact:
+            self._moments_from_hist()
         n = np.maximum(self.count, 1)
         mean = self.sum / n
         std = np.sqrt(np.maximum(self.sumsq / n - mean ** 2, 0.0))

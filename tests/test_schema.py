@@ -88,3 +88,27 @@ def test_tf_decode_matches_numpy_decode():
     assert tuple(gt.numpy()) == tile["images"]["X"]["transform_gdal"]
     boxes = tf.sparse.to_dense(parsed[schema.label_key("X", "boxes_xyxy_px")]).numpy()
     np.testing.assert_array_equal(boxes.reshape(-1, 4), tile["labels"]["X"]["boxes_xyxy_px"])
+
+
+@pytest.mark.parametrize("with_labels", [True, False])
+def test_hand_written_wire_format_equals_protobuf(with_labels):
+    """encode_tile's direct serializer == protobuf's deterministic serialization."""
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
+    tile = _tile("int16")
+    if not with_labels:
+        tile["labels"] = {}
+    tile["labels"] = tile["labels"]
+    ours = schema.encode_tile(tile, label_encoding="zlib")
+    proto = tf.train.Example.FromString(ours)
+    assert proto.SerializeToString(deterministic=True) == ours
+    # and edge values: empty lists, negative and large ints, empty strings
+    feats = {"a": schema._int_feature([-1, 0, 2 ** 40]), "b": schema._float_feature([]),
+             "c": schema._bytes_feature([b"", "x"]), "d": schema._int_feature([])}
+    raw = schema._example_bytes(feats)
+    ex = tf.train.Example.FromString(raw)
+    assert list(ex.features.feature["a"].int64_list.value) == [-1, 0, 2 ** 40]
+    assert list(ex.features.feature["c"].bytes_list.value) == [b"", b"x"]
+    assert ex.features.feature["b"].WhichOneof("kind") == "float_list"
+    assert ex.SerializeToString(deterministic=True) == raw

@@ -1,0 +1,44 @@
+"""Band statistics: exact on the subsample, mergeable, nodata excluded."""
+
+import numpy as np
+import pytest
+
+from sn_tf.stats import STRIDE, BandStats
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])
+def test_summary_matches_numpy_on_the_subsample(dtype):
+    rng = np.random.default_rng(1)
+    tiles = [(rng.normal(300, 50, (40, 30, 3))).clip(0, 250 if dtype == "uint8" else None)
+             .astype(dtype) for _ in range(3)]
+    s = BandStats(dtype, 3)
+    for t in tiles:
+        s.add(t)
+    sub = np.concatenate([t[::STRIDE, ::STRIDE].reshape(-1, 3) for t in tiles]).astype(float)
+    out = s.summary()
+    np.testing.assert_allclose(out["mean"], sub.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(out["std"], sub.std(0), rtol=1e-6)
+    np.testing.assert_array_equal(out["min"], sub.min(0))
+    np.testing.assert_array_equal(out["max"], sub.max(0))
+    tol = 0 if dtype != "float32" else 1.0
+    np.testing.assert_allclose(out["p99"], np.percentile(sub, 99, axis=0,
+                                                         method="inverted_cdf"), atol=tol)
+
+
+def test_merge_and_round_trip_equal_one_accumulator():
+    rng = np.random.default_rng(2)
+    a, b, both = BandStats("uint16", 2), BandStats("uint16", 2), BandStats("uint16", 2)
+    for i in range(4):
+        t = rng.integers(0, 2048, (20, 20, 2), dtype=np.uint16)
+        (a if i % 2 else b).add(t)
+        both.add(t)
+    a.merge(BandStats.from_arrays(b.to_arrays("X"), "X"))
+    assert a.summary() == both.summary()
+
+
+def test_nodata_excluded():
+    t = np.zeros((10, 10, 1), np.uint16)
+    t[:2] = 7
+    s = BandStats("uint16", 1)
+    s.add(t, nodata=0)
+    assert s.summary()["mean"] == [7.0] and s.summary()["count"] == [5]

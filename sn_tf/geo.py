@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 import re
 import warnings
@@ -31,14 +32,50 @@ class DataError(Exception):
         self.problem = problem
 
 
-def gdal_to_affine(gt) -> Affine:
-    """GDAL geotransform (GT0..GT5) -> rasterio Affine."""
-    return Affine.from_gdal(*gt)
+def as_gdal_transform(transform) -> tuple[float, ...]:
+    """Normalise a transform to a GDAL geotransform tuple (GT0..GT5) of 6 floats.
+
+    Accepts a GDAL tuple/list, a rasterio ``Affine`` (recognised by its ``a..f``
+    attributes) or a string ``"GT0,GT1,GT2,GT3,GT4,GT5"``. Raises ValueError for a wrong
+    number of values, non-numeric or non-finite values, or a singular transform.
+    """
+    if isinstance(transform, str):
+        parts = [p.strip() for p in transform.split(",")]
+        if len(parts) != 6:
+            raise ValueError(f"transform {transform!r}: expected 6 comma-separated numbers "
+                             f"GT0,GT1,GT2,GT3,GT4,GT5, got {len(parts)}")
+        try:
+            values = tuple(float(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"transform {transform!r}: not all values are numbers") from None
+    elif all(hasattr(transform, k) for k in "abcdef"):
+        values = tuple(float(v) for v in (transform.c, transform.a, transform.b,
+                                          transform.f, transform.d, transform.e))
+    else:
+        values = tuple(float(v) for v in transform)
+        if len(values) != 6:
+            raise ValueError(f"transform {transform!r}: expected 6 GDAL values, got {len(values)}")
+    if not all(math.isfinite(v) for v in values):
+        raise ValueError(f"transform {values}: values must be finite")
+    if values[1] * values[5] - values[2] * values[4] == 0:
+        raise ValueError(f"transform {values}: singular (zero pixel area)")
+    return values
+
+
+def to_affine(transform) -> Affine:
+    """rasterio ``Affine`` for any transform accepted by ``as_gdal_transform``."""
+    return Affine.from_gdal(*as_gdal_transform(transform))
 
 
 def affine_to_gdal(affine: Affine) -> tuple[float, ...]:
     """rasterio Affine -> GDAL geotransform tuple (GT0..GT5)."""
     return tuple(float(v) for v in affine.to_gdal())
+
+
+def pixel_area(transform) -> float:
+    """Area of one pixel in map units (absolute determinant of the transform)."""
+    gt = as_gdal_transform(transform)
+    return abs(gt[1] * gt[5] - gt[2] * gt[4])
 
 
 @dataclasses.dataclass
@@ -56,7 +93,7 @@ class RasterHeader:
 
     def bounds(self) -> tuple[float, float, float, float]:
         """(x_min, y_min, x_max, y_max) in map units of the four pixel-grid corners."""
-        a = gdal_to_affine(self.transform_gdal)
+        a = to_affine(self.transform_gdal)
         xs, ys = zip(*(a * c for c in ((0, 0), (self.width, 0), (0, self.height),
                                        (self.width, self.height))))
         return min(xs), min(ys), max(xs), max(ys)
@@ -144,22 +181,28 @@ def geojson_crs(doc: dict) -> str:
     return f"EPSG:{m.group(1)}" if m else name
 
 
-def polygon_parts(geom) -> list:
-    """The Polygon parts of any geometry (a repaired bow-tie may give several)."""
-    if geom is None or geom.is_empty:
+def polygon_parts(geometry) -> list:
+    """The non-empty Polygon parts of any geometry (Polygon, MultiPolygon, collection).
+
+    Lines and points (e.g. left over by ``make_valid``) are dropped.
+    """
+    if geometry is None or geometry.is_empty:
         return []
-    if geom.geom_type == "Polygon":
-        return [geom]
-    if hasattr(geom, "geoms"):
-        return [p for g in geom.geoms for p in polygon_parts(g)]
-    return []
+    if geometry.geom_type == "Polygon":
+        return [geometry]
+    return [p for g in getattr(geometry, "geoms", ()) for p in polygon_parts(g)]
 
 
-def repair(geom):
-    """Make a geometry valid (shapely.make_valid) and keep only its polygonal parts."""
-    if geom.is_valid:
-        return polygon_parts(geom)
-    return [p for p in polygon_parts(shapely.make_valid(geom)) if p.area > 0]
+def repair_polygon(geometry) -> list:
+    """Valid Polygon parts of ``geometry``: ``shapely.make_valid`` when invalid, then split.
+
+    A self-intersecting ring (bow tie) becomes its lobes; a valid polygon is returned as is.
+    """
+    if geometry is None or geometry.is_empty:
+        return []
+    if geometry.is_valid:
+        return polygon_parts(geometry)
+    return [p for p in polygon_parts(shapely.make_valid(geometry)) if p.area > 0]
 
 
 def reproject_geoms(geoms, src_crs: str, dst_crs: str) -> list:
@@ -219,7 +262,7 @@ def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
             continue
         if not geom.is_valid:
             n_invalid += 1
-        polys += repair(geom)
+        polys += repair_polygon(geom)
     if n_invalid:
         notes.append(f"{n_invalid} invalid polygon(s) repaired with make_valid")
     if n_other:
@@ -228,28 +271,44 @@ def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
         from rasterio.crs import CRS
 
         if CRS.from_user_input(src_crs) != CRS.from_user_input(dst_crs):
-            polys = [p for g in reproject_geoms(polys, src_crs, dst_crs) for p in repair(g)]
+            polys = [p for g in reproject_geoms(polys, src_crs, dst_crs) for p in repair_polygon(g)]
             notes.append(f"labels reprojected from {src_crs} to {dst_crs}")
     return LabelRead(polys, src_crs, notes)
 
 
-def map_to_pixel(geoms, transform_gdal) -> list:
-    """Map-coordinate geometries -> pixel coordinates (x = col, y = row) of a raster grid."""
-    inv = ~gdal_to_affine(transform_gdal)
-    return _apply_affine(geoms, inv)
+def _transform_geoms(geometry, fn):
+    """shapely.transform for one geometry (returns one) or a sequence (returns a list)."""
+    if isinstance(geometry, shapely.Geometry) or (isinstance(geometry, np.ndarray)
+                                                  and geometry.ndim == 0):
+        return shapely.transform(geometry, fn)
+    if isinstance(geometry, np.ndarray):
+        return shapely.transform(geometry, fn)
+    geoms = list(geometry)
+    return list(shapely.transform(np.asarray(geoms, dtype=object), fn)) if geoms else []
 
 
-def pixel_to_map(geoms, transform_gdal) -> list:
-    """Pixel-coordinate geometries -> map coordinates through ``transform_gdal``."""
-    return _apply_affine(geoms, gdal_to_affine(transform_gdal))
+def pixel_to_map(geometry, transform):
+    """Pixel (x = col, y = row) -> map coordinates through ``transform`` (any form).
+
+    One geometry gives one geometry, an array an array, a list a list.
+    """
+    gt = as_gdal_transform(transform)
+
+    def apply(xy: np.ndarray) -> np.ndarray:
+        x, y = xy[:, 0], xy[:, 1]
+        return np.column_stack([gt[0] + x * gt[1] + y * gt[2], gt[3] + x * gt[4] + y * gt[5]])
+
+    return _transform_geoms(geometry, apply)
 
 
-def _apply_affine(geoms, a: Affine) -> list:
-    if len(geoms) == 0:
-        return []
+def map_to_pixel(geometry, transform):
+    """Map -> pixel coordinates (inverse of ``transform``); same shapes as ``pixel_to_map``."""
+    gt = as_gdal_transform(transform)
+    det = gt[1] * gt[5] - gt[2] * gt[4]
 
-    def fn(c):
-        return np.column_stack([a.a * c[:, 0] + a.b * c[:, 1] + a.c,
-                                a.d * c[:, 0] + a.e * c[:, 1] + a.f])
+    def apply(xy: np.ndarray) -> np.ndarray:
+        dx, dy = xy[:, 0] - gt[0], xy[:, 1] - gt[3]
+        return np.column_stack([(dx * gt[5] - dy * gt[2]) / det,
+                                (dy * gt[1] - dx * gt[4]) / det])
 
-    return list(shapely.transform(np.asarray(list(geoms), dtype=object), fn))
+    return _transform_geoms(geometry, apply)

@@ -141,8 +141,8 @@ def resample(data: np.ndarray, src: geo.RasterHeader, dst: geo.RasterHeader,
 
     out = np.zeros((data.shape[2], dst.height, dst.width), data.dtype)
     reproject(np.moveaxis(data, -1, 0), out,
-              src_transform=geo.gdal_to_affine(src.transform_gdal), src_crs=src.crs or None,
-              dst_transform=geo.gdal_to_affine(dst.transform_gdal), dst_crs=dst.crs or None,
+              src_transform=geo.to_affine(src.transform_gdal), src_crs=src.crs or None,
+              dst_transform=geo.to_affine(dst.transform_gdal), dst_crs=dst.crs or None,
               resampling=Resampling[method])
     return np.ascontiguousarray(np.moveaxis(out, 0, -1))
 

@@ -16,7 +16,7 @@ def test_gdal_affine_order_and_pixel_map_on_sample_geotiff(realdata):
     assert data.shape == (900, 900, 1) and data.dtype == np.uint16
     assert h.transform_gdal == (733601.0, 0.5, 0.0, 3725139.0, 0.0, -0.5)
     assert h.crs == "EPSG:32616" and h.nodata == 0
-    a = geo.gdal_to_affine(h.transform_gdal)
+    a = geo.to_affine(h.transform_gdal)
     assert (a.a, a.b, a.c, a.d, a.e, a.f) == (0.5, 0.0, 733601.0, 0.0, -0.5, 3725139.0)
     assert geo.affine_to_gdal(a) == h.transform_gdal
     corners = shapely.box(0, 0, 900, 900)

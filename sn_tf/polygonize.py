@@ -1,0 +1,150 @@
+"""``python -m sn_tf.polygonize``: building polygons from a model-output raster.
+
+    python -m sn_tf.polygonize --raster=FILE [--band=1] [--kind=logit] [--threshold=0]
+        [--min_area=0] [--simplify=0] [--sdf_raster=FILE --sdf_band=1 --sdf_level=2]
+        [--transform=GT0,GT1,GT2,GT3,GT4,GT5 --crs=EPSG:4326] [--image_id=ID]
+        --output=FILE.geojson|FILE.csv
+
+Pixels with value > threshold are buildings (default threshold per --kind: logit 0,
+probability 0.5, mask 0, sdf 0); touching buildings are split with --sdf_raster when given.
+The georeference is the raster's own, or --transform (GDAL order) / --crs for rasters without
+one. ``.geojson`` output is in map coordinates (pixel coordinates when no georeference is
+known) with a ``crs`` member; ``.csv`` output is a SpaceNet CSV in pixel coordinates (an
+image without buildings gets a ``POLYGON EMPTY`` row). --min_area and --simplify are in map
+units when a georeference is known (m2 / m in a UTM CRS), else in pixels.
+Exit status: 0 on success, 1 on an input problem (message on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("raster", None, "Model-output raster (GeoTIFF or any GDAL raster).")
+flags.DEFINE_integer("band", 1, "Band of --raster to polygonise (1-based).")
+flags.DEFINE_enum("kind", "logit", ["logit", "probability", "mask", "sdf"],
+                  "What the band holds; sets the default threshold and the confidence "
+                  "(mean of sigmoid(value) for logit/sdf, mean value for probability, 1 for mask).")
+flags.DEFINE_float("threshold", None, "Building where value > threshold (default per --kind).")
+flags.DEFINE_float("min_area", 0.0, "Drop polygons with area < min_area (map units if georeferenced).")
+flags.DEFINE_float("simplify", 0.0, "Simplification tolerance (0 = none).")
+flags.DEFINE_string("sdf_raster", None, "Signed-distance raster (pixels, positive inside) used to "
+                    "split touching buildings.")
+flags.DEFINE_integer("sdf_band", 1, "Band of --sdf_raster.")
+flags.DEFINE_float("sdf_level", 2.0, "Seeds for splitting are the regions with sdf > sdf_level.")
+flags.DEFINE_string("transform", None, "GDAL geotransform GT0,GT1,GT2,GT3,GT4,GT5 for rasters "
+                    "without georeference (overrides the file's).")
+flags.DEFINE_string("crs", None, "CRS of --transform, e.g. EPSG:4326 (overrides the file's).")
+flags.DEFINE_string("image_id", None, "Image id for the output (default: tile id in the file name).")
+flags.DEFINE_enum("holes", "keep", ["keep", "drop"], "CSV only: keep holes (written '),(') or drop them.")
+flags.DEFINE_string("output", None, "Output FILE.geojson (or .json) or FILE.csv.")
+
+
+class CliError(Exception):
+    """An input problem reported as one line on stderr."""
+
+
+def _fail(message: str) -> None:
+    print(f"sn_tf.polygonize: error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def read_band(path: str, band: int):
+    """(array [H, W], gdal transform or None, rasterio CRS or None) of one band of ``path``.
+
+    The transform is None when the file carries no georeference (identity transform, no CRS).
+    """
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: raster file not found")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            ds = rasterio.open(path)
+        with ds:
+            if not 1 <= band <= ds.count:
+                raise CliError(f"{path}: band {band} out of range (the file has {ds.count})")
+            array = ds.read(band)
+            georeferenced = ds.crs is not None or not ds.transform.is_identity
+            transform = ds.transform.to_gdal() if georeferenced else None
+            return array, transform, ds.crs
+    except RasterioIOError as err:
+        raise CliError(f"{path}: cannot read raster ({err})") from None
+
+
+def _georeference(file_transform, file_crs):
+    """(gdal transform or None, crs or None) from the flags, else from the file."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    from sn_tf.polygons import as_gdal_transform
+
+    transform, crs = file_transform, file_crs
+    if FLAGS.transform:
+        try:
+            transform = as_gdal_transform(FLAGS.transform)
+        except ValueError as err:
+            raise CliError(f"--transform: {err}") from None
+    if FLAGS.crs:
+        try:
+            crs = CRS.from_user_input(FLAGS.crs)
+        except CRSError as err:
+            raise CliError(f"--crs {FLAGS.crs!r}: {err}") from None
+    return transform, crs
+
+
+def run() -> str:
+    """Polygonise per the flags, write the output; returns a one-line summary."""
+    from sn_tf import polygons
+
+    if not FLAGS.raster or not FLAGS.output:
+        raise CliError("--raster and --output are required")
+    suffix = os.path.splitext(FLAGS.output)[1].lower()
+    if suffix not in (".geojson", ".json", ".csv"):
+        raise CliError(f"--output {FLAGS.output}: use a .geojson, .json or .csv file name")
+    raster, file_transform, file_crs = read_band(FLAGS.raster, FLAGS.band)
+    transform, crs = _georeference(file_transform, file_crs)
+    sdf = None
+    if FLAGS.sdf_raster:
+        sdf, _, _ = read_band(FLAGS.sdf_raster, FLAGS.sdf_band)
+        if sdf.shape != raster.shape:
+            raise CliError(f"{FLAGS.sdf_raster}: shape {sdf.shape} differs from {FLAGS.raster} "
+                           f"{raster.shape}")
+    image_id = FLAGS.image_id or polygons.tile_id_from_name(FLAGS.raster)
+    as_csv = suffix == ".csv"
+    scale = polygons.pixel_area(transform) if (as_csv and transform is not None) else 1.0
+    length = scale ** 0.5
+    buildings = polygons.polygons_from_raster(
+        raster, image_id, threshold=FLAGS.threshold, kind=FLAGS.kind,
+        min_area=FLAGS.min_area / scale, simplify=FLAGS.simplify / length, sdf=sdf,
+        sdf_level=FLAGS.sdf_level, transform=None if as_csv else transform)
+    try:
+        if as_csv:
+            polygons.write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id],
+                                        holes=FLAGS.holes)
+        else:
+            polygons.write_geojson(buildings, FLAGS.output, crs=crs)
+    except OSError as err:
+        raise CliError(f"cannot write {FLAGS.output}: {err.strerror}") from None
+    return f"wrote {len(buildings)} polygons of {image_id} to {FLAGS.output}"
+
+
+def main(argv) -> None:
+    if len(argv) > 1:
+        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    logging.getLogger("rasterio").setLevel(logging.CRITICAL)  # errors are reported by CliError
+    try:
+        print(run())
+    except (CliError, ValueError) as err:
+        _fail(str(err))
+
+
+if __name__ == "__main__":
+    app.run(main)

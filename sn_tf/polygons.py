@@ -1,0 +1,529 @@
+"""The ONE polygon head: model outputs (rasters or DetectNet grids) -> building polygons -> files.
+
+Every producer of buildings in sn_tf (the FCN, DetectNet, users' own rasters) goes through this
+module, and every consumer (the SpaceNet CSV / GeoJSON writers here, ``sn_tf.scoring``) reads
+the same record type, :class:`Building`.
+
+Coordinate conventions (BUILD_NOTES.md section 1):
+
+* pixel coordinates: ``x`` = column, ``y`` = row, origin at the top-left CORNER of the top-left
+  pixel; pixel (c, r) covers [c, c+1) x [r, r+1). A polygon traced from a raster therefore has
+  integer vertices and its area equals its pixel count.
+* a transform is either a GDAL geotransform tuple ``(GT0, .., GT5)`` with
+  ``x_map = GT0 + col*GT1 + row*GT2`` and ``y_map = GT3 + col*GT4 + row*GT5``, or a rasterio
+  ``Affine`` (``a, b, c, d, e, f = GT1, GT2, GT0, GT4, GT5, GT3``). With a transform, polygons
+  come out in map coordinates and areas (``min_area``) are in map units (m2 in a UTM CRS).
+
+Heavy dependencies (rasterio, scipy) are imported inside the functions that need them, so that
+``sn_tf.scoring`` (numpy + shapely only) can import :class:`Building` from here cheaply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Iterable, Sequence
+
+import numpy as np
+import shapely
+from shapely.geometry import Polygon
+
+from sn_tf.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
+    as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, polygon_parts, repair_polygon,
+    to_affine)
+
+# SpaceNet tile id inside a file name, e.g. "RGB-PanSharpen_AOI_5_Khartoum_img924.tif".
+TILE_ID_RE = re.compile(r"AOI_\d+_[A-Za-z]+_img\d+")
+
+# Default threshold per raster kind (a pixel is building where value > threshold).
+DEFAULT_THRESHOLDS = {"probability": 0.5, "logit": 0.0, "mask": 0.0, "sdf": 0.0}
+
+CSV_HEADER = "ImageId,BuildingId,PolygonWKT_Pix,Confidence"
+
+
+@dataclasses.dataclass(frozen=True)
+class Building:
+    """One building (truth or proposal) of one image.
+
+    Attributes:
+      image_id: tile id, e.g. ``"AOI_2_Vegas_img3457"`` (no image-type prefix).
+      polygon: shapely geometry in pixel coordinates (x=col, y=row) or map coordinates. An EMPTY
+        geometry (or ``None``) adds no building; it only registers the image (a tile with no
+        buildings). Readers may also return a MultiPolygon proposal, which scores as one
+        building; the writers split MultiPolygons into one row per part.
+      confidence: score used to order proposals (higher first); 1.0 for truth.
+      building_id: optional id from the source file (informational; writers renumber).
+    """
+
+    image_id: str
+    polygon: object
+    confidence: float = 1.0
+    building_id: int | None = None
+
+    @property
+    def is_empty(self) -> bool:
+        """True when this record only registers its image (no polygon)."""
+        return self.polygon is None or self.polygon.is_empty
+
+
+# ----------------------------------------------------------------------------------------------
+# Names and transforms
+
+
+def tile_id_from_name(name: str | os.PathLike) -> str:
+    """Tile id (``AOI_<n>_<City>_img<N>``) found in a file name, else the file stem.
+
+    >>> tile_id_from_name("/x/RGB-PanSharpen_AOI_5_Khartoum_img924.tif")
+    'AOI_5_Khartoum_img924'
+    """
+    base = os.path.basename(os.fspath(name))
+    match = TILE_ID_RE.search(base)
+    if match:
+        return match.group(0)
+    stem = base
+    for suffix in (".geojson", ".json", ".csv", ".tif", ".tiff"):
+        if stem.lower().endswith(suffix):
+            return stem[: -len(suffix)]
+    return os.path.splitext(stem)[0]
+
+
+# ----------------------------------------------------------------------------------------------
+# Rasters -> polygons
+
+
+def _as_2d(array, name: str) -> np.ndarray:
+    """[H, W] or [H, W, 1] array -> [H, W] numpy array; anything else is a ValueError."""
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"{name}: expected shape [H, W] or [H, W, 1], got {array.shape}")
+    return array
+
+
+def confidence_map(raster: np.ndarray, kind: str) -> np.ndarray:
+    """Per-pixel building probability (float64 [H, W]) used for polygon confidences.
+
+    ``kind``: ``"probability"`` -> the values themselves; ``"logit"`` -> sigmoid(values);
+    ``"sdf"`` (signed distance in pixels, positive inside) -> sigmoid(values), i.e. 0.5 on the
+    boundary and close to 1 a few pixels inside; ``"mask"`` -> 1 everywhere.
+    """
+    raster = np.asarray(raster, dtype=np.float64)
+    if kind == "probability":
+        return raster
+    if kind in ("logit", "sdf"):
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-raster))
+    if kind == "mask":
+        return np.ones_like(raster)
+    raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
+
+
+def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
+    """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
+    from scipy import ndimage
+
+    _, (rows, cols) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    return seeds[rows, cols]
+
+
+def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float) -> tuple[np.ndarray, int]:
+    """Label a footprint, splitting touching buildings with a signed-distance raster.
+
+    Args:
+      footprint: bool [H, W], True on building pixels.
+      sdf: float [H, W] signed distance (pixels, positive inside buildings).
+      level: seeds (markers) are the 4-connected regions of ``footprint & (sdf > level)``.
+
+    Returns:
+      (labels int32 [H, W], n): 0 = background, 1..n = one building each.
+
+    A distance-based watershed restricted to the footprint: every pixel of a 4-connected
+    footprint component joins the nearest seed (Euclidean distance between pixel centres)
+    of the SAME component, so the cut between two touching buildings falls midway between
+    their cores (the sdf valley). A component without any seed stays one building.
+    Labels may be non-4-connected; tracing then gives one polygon per 4-connected piece.
+    """
+    from scipy import ndimage
+
+    cross = ndimage.generate_binary_structure(2, 1)
+    components, n_comp = ndimage.label(footprint, structure=cross)
+    seeds, n_seeds = ndimage.label(footprint & (np.asarray(sdf) > level), structure=cross)
+    if n_seeds == 0:
+        return components.astype(np.int32), int(n_comp)
+    seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
+    seed_component[seeds[seeds > 0]] = components[seeds > 0]
+    seeded = np.zeros(n_comp + 1, dtype=bool)
+    seeded[seed_component[1:]] = True
+    nearest = _nearest_seed(seeds)
+    labels = np.where(footprint & seeded[components], nearest, 0).astype(np.int64)
+    # pixels whose nearest seed lies in another component: redo inside their own component
+    wrong = (labels > 0) & (seed_component[labels] != components)
+    for comp in np.unique(components[wrong]):
+        window = ndimage.find_objects((components == comp).astype(np.int32))[0]
+        own = components[window] == comp
+        local = _nearest_seed(np.where(own, seeds[window], 0))
+        labels[window][own] = local[own]
+    unseeded = footprint & ~seeded[components]
+    labels[unseeded] = n_seeds + components[unseeded]
+    # consecutive labels 1..n
+    used = np.unique(labels[labels > 0])
+    lookup = np.zeros(int(labels.max()) + 1, dtype=np.int32)
+    lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
+    return lookup[labels], int(used.size)
+
+
+def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
+                    sdf_level: float = 2.0) -> tuple[np.ndarray, int]:
+    """Threshold ``raster`` (value > threshold; NaN is background) and label its buildings.
+
+    Without ``sdf``: 4-connected components. With ``sdf``: :func:`split_footprint`.
+    Returns (labels int32 [H, W], number of labels).
+    """
+    from scipy import ndimage
+
+    footprint = np.asarray(raster) > threshold
+    if sdf is not None:
+        sdf = _as_2d(sdf, "sdf")
+        if sdf.shape != footprint.shape:
+            raise ValueError(f"sdf shape {sdf.shape} differs from raster shape {footprint.shape}")
+        return split_footprint(footprint, sdf, sdf_level)
+    labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
+    return labels.astype(np.int32), int(n)
+
+
+def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None = None,
+                         kind: str = "probability", min_area: float = 0.0,
+                         simplify: float = 0.0, sdf=None, sdf_level: float = 2.0,
+                         probability=None, transform=None) -> list[Building]:
+    """Building polygons from a raster model output.
+
+    Args:
+      raster: [H, W] or [H, W, 1] numeric array (probability, logit, mask or signed distance).
+      image_id: tile id stored in every record.
+      threshold: building where ``raster > threshold``; default per ``kind``
+        (probability 0.5, logit 0, mask 0, sdf 0).
+      kind: ``"probability" | "logit" | "mask" | "sdf"``; decides the default threshold and the
+        confidence (see :func:`confidence_map`).
+      min_area: polygons with area < min_area are dropped (area in output units: pixels, or
+        map units when ``transform`` is given).
+      simplify: Douglas-Peucker tolerance (output units) applied after the area filter, with
+        topology preserved; 0 = none.
+      sdf: optional signed-distance raster [H, W] (pixels, positive inside) used to split
+        touching buildings (seeds where sdf > ``sdf_level``, then the distance-based watershed of
+        :func:`split_footprint`). May be ``raster`` itself when kind == "sdf".
+      probability: optional per-pixel probability raster [H, W] for the confidences; default
+        ``confidence_map(raster, kind)``.
+      transform: optional GDAL tuple or Affine; polygons are then in map coordinates.
+
+    Returns:
+      One :class:`Building` per polygon, in rasterio's tracing order. Polygons are traced with
+      ``rasterio.features.shapes`` (4-connected, pixel-corner vertices, holes kept), repaired
+      with ``make_valid`` when invalid (a MultiPolygon result gives one building per part).
+      ``confidence`` = mean of the probability raster over the pixels of the building's label
+      (its 4-connected region, or its sdf-split region).
+    """
+    from rasterio import features
+    from scipy import ndimage
+
+    raster = _as_2d(raster, "raster")
+    if kind not in DEFAULT_THRESHOLDS:
+        raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
+    threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
+    labels, n = label_footprint(raster, threshold, sdf, sdf_level)
+    if n == 0:
+        return []
+    prob = confidence_map(raster, kind) if probability is None else _as_2d(probability, "probability")
+    if prob.shape != raster.shape:
+        raise ValueError(f"probability shape {prob.shape} differs from raster shape {raster.shape}")
+    means = np.zeros(n + 1, dtype=np.float64)
+    means[1:] = ndimage.mean(np.asarray(prob, dtype=np.float64), labels, np.arange(1, n + 1))
+    affine = to_affine(transform) if transform is not None else None
+    kwargs = {"transform": affine} if affine is not None else {}
+    out = []
+    for geojson, value in features.shapes(labels, mask=labels > 0, connectivity=4, **kwargs):
+        polygon = shapely.geometry.shape(geojson)
+        for part in repair_polygon(polygon):
+            if part.area < min_area:
+                continue
+            if simplify > 0:
+                part = shapely.simplify(part, simplify, preserve_topology=True)
+            out.append(Building(image_id, part, float(means[int(value)])))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# DetectNet grids -> boxes -> polygons
+
+
+def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.06,
+                         image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a DetectNet output grid into candidate boxes.
+
+    Args:
+      coverage: [h, w] or [h, w, 1] probabilities of cell (i, j) (row i, column j).
+      bbox: [h, w, 4] predicted corner offsets in pixels (x1 - cx, y1 - cy, x2 - cx, y2 - cy)
+        from the cell centre (cx, cy) = ((j + 0.5) * stride, (i + 0.5) * stride).
+      stride: pixels per cell.
+      threshold: cells with coverage >= threshold (compared in coverage's float dtype) give a
+        candidate.
+      image_size: (H, W) of the tile in pixels for clipping; default (h*stride, w*stride).
+
+    Returns:
+      (boxes_xyxy_px float32 [N, 4], scores float32 [N]) in row-major cell order; boxes are
+      clipped to the tile and those with non-positive width or height after clipping dropped.
+    """
+    coverage = _as_2d(coverage, "coverage")
+    if not np.issubdtype(coverage.dtype, np.floating):
+        coverage = coverage.astype(np.float64)
+    bbox = np.asarray(bbox, dtype=np.float64)
+    if bbox.shape != coverage.shape + (4,):
+        raise ValueError(f"bbox: expected shape {coverage.shape + (4,)}, got {bbox.shape}")
+    h, w = coverage.shape
+    height, width = image_size if image_size is not None else (h * stride, w * stride)
+    # compare in the coverage dtype, so a float32 0.06 passes threshold=0.06
+    rows, cols = np.nonzero(coverage >= np.asarray(threshold, dtype=coverage.dtype))
+    cx = (cols + 0.5) * stride
+    cy = (rows + 0.5) * stride
+    off = bbox[rows, cols]
+    boxes = np.column_stack([cx + off[:, 0], cy + off[:, 1], cx + off[:, 2], cy + off[:, 3]])
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    return boxes[keep].astype(np.float32), coverage[rows, cols][keep].astype(np.float32)
+
+
+def _clusters(boxes: np.ndarray, eps: float) -> np.ndarray:
+    """Cluster label (int [N], 0..K-1 in order of first member) of OpenCV's similarity predicate.
+
+    Boxes i, j are similar when all four edges differ by at most
+    ``delta = eps * (min(w_i, w_j) + min(h_i, h_j)) / 2``; clusters are the connected
+    components (transitive closure, as OpenCV's union-find ``partition``).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(boxes)
+    w = boxes[:, 2] - boxes[:, 0]
+    h = boxes[:, 3] - boxes[:, 1]
+    delta = eps * (np.minimum(w[:, None], w[None, :]) + np.minimum(h[:, None], h[None, :])) * 0.5
+    similar = np.ones((n, n), dtype=bool)
+    for k in range(4):
+        similar &= np.abs(boxes[:, None, k] - boxes[None, :, k]) <= delta
+    i, j = np.nonzero(similar)
+    graph = coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    # renumber clusters by their first member, for a deterministic order
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[labels]
+
+
+def group_rectangles(boxes, scores=None, group_threshold: int = 3,
+                     eps: float = 0.02) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV ``groupRectangles`` semantics on float boxes (numpy, no OpenCV).
+
+    1. Cluster similar boxes (:func:`_clusters`).
+    2. Drop clusters with <= ``group_threshold`` members; average the rest (mean edges).
+    3. Drop an averaged box r1 (n1 members) lying inside another kept box r2 (n2 members)
+       enlarged by (eps * w2, eps * h2) on each side when ``n2 > max(3, n1) or n1 < 3``.
+    ``group_threshold <= 0`` returns the input unchanged (each box its own group), as OpenCV.
+    Unlike OpenCV (integer ``cv::Rect``), nothing is rounded.
+
+    Args:
+      boxes: [N, 4] (x_min, y_min, x_max, y_max) pixels.
+      scores: [N] per-box scores (default 1); a group's score is the mean of its members'.
+
+    Returns:
+      (boxes float32 [M, 4], member counts int64 [M], scores float32 [M]) in cluster order.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
+    if group_threshold <= 0 or len(boxes) == 0:
+        return (boxes.astype(np.float32), np.ones(len(boxes), dtype=np.int64),
+                scores.astype(np.float32))
+    labels = _clusters(boxes, eps)
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k)
+    mean_boxes = np.stack([np.bincount(labels, boxes[:, c], k) for c in range(4)], 1) / counts[:, None]
+    mean_scores = np.bincount(labels, scores, k) / counts
+    strong = counts > group_threshold
+    r = mean_boxes
+    dx = eps * (r[:, 2] - r[:, 0])
+    dy = eps * (r[:, 3] - r[:, 1])
+    # inside[i, j]: box i inside box j enlarged by (dx_j, dy_j)
+    inside = ((r[:, None, 0] >= r[None, :, 0] - dx[None, :])
+              & (r[:, None, 1] >= r[None, :, 1] - dy[None, :])
+              & (r[:, None, 2] <= r[None, :, 2] + dx[None, :])
+              & (r[:, None, 3] <= r[None, :, 3] + dy[None, :]))
+    dominant = (counts[None, :] > np.maximum(3, counts[:, None])) | (counts[:, None] < 3)
+    suppressed = (inside & dominant & strong[None, :] & ~np.eye(k, dtype=bool)).any(axis=1)
+    keep = strong & ~suppressed
+    return (r[keep].astype(np.float32), counts[keep].astype(np.int64),
+            mean_scores[keep].astype(np.float32))
+
+
+def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> list[Building]:
+    """Rectangle polygons (pixel xyxy boxes [N, 4], scores [N]) as :class:`Building` records.
+
+    With ``transform`` the rectangles are mapped to map coordinates.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    polygons = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], ccw=False)
+    if transform is not None:
+        polygons = pixel_to_map(polygons, transform)
+    return [Building(image_id, p, float(s)) for p, s in zip(polygons, scores)]
+
+
+def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int = 16,
+                             threshold: float = 0.06, group_threshold: int = 3,
+                             eps: float = 0.02, min_height: float = 10.0, max_boxes: int = 450,
+                             image_size: tuple[int, int] | None = None,
+                             transform=None) -> list[Building]:
+    """DetectNet grid -> merged boxes -> building records (the DIGITS clustering recipe).
+
+    :func:`detectnet_candidates`, then :func:`group_rectangles`, then boxes shorter than
+    ``min_height`` pixels are dropped and at most ``max_boxes`` boxes are kept (highest score
+    first, stable). Confidence = mean coverage of the cells of the group.
+    """
+    boxes, scores = detectnet_candidates(coverage, bbox, stride, threshold, image_size)
+    boxes, _, scores = group_rectangles(boxes, scores, group_threshold, eps)
+    keep = (boxes[:, 3] - boxes[:, 1]) >= min_height
+    boxes, scores = boxes[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:max_boxes]
+    return buildings_from_boxes(boxes[order], scores[order], image_id, transform)
+
+
+# ----------------------------------------------------------------------------------------------
+# Writers
+
+
+def _fmt(value: float, decimals: int | None) -> str:
+    """Coordinate text: shortest round-trip repr (decimals None) or fixed decimals; no '-0'."""
+    value = float(value) + 0.0
+    if decimals is None:
+        text = repr(value)
+        return text[:-2] if text.endswith(".0") else text
+    text = f"{value:.{decimals}f}"
+    return "0" if float(text) == 0 and text.startswith("-") else text
+
+
+def _ring_text(coords, decimals: int | None) -> str:
+    return "(" + ", ".join(f"{_fmt(x, decimals)} {_fmt(y, decimals)}" for x, y, *_ in coords) + ")"
+
+
+def polygon_wkt(polygon: Polygon, holes: str = "keep", decimals: int | None = None) -> str:
+    """SpaceNet WKT of one Polygon: ``POLYGON ((x y, ...),(x y, ...))``, 2D.
+
+    Rings are separated by ``),(`` with no space (what the official tester parses);
+    ``holes="drop"`` writes the exterior ring only. Empty -> ``POLYGON EMPTY``.
+    """
+    if holes not in ("keep", "drop"):
+        raise ValueError(f"holes must be 'keep' or 'drop', got {holes!r}")
+    if polygon.is_empty:
+        return "POLYGON EMPTY"
+    rings = [polygon.exterior] + (list(polygon.interiors) if holes == "keep" else [])
+    return "POLYGON (" + ",".join(_ring_text(r.coords, decimals) for r in rings) + ")"
+
+
+def _rows(buildings: Iterable[Building], image_ids: Sequence[str] | None):
+    """(image_id, building_id, polygon or None, confidence) rows, grouped by image.
+
+    Images keep their first-appearance order (then ``image_ids`` order for the rest); each
+    building's Polygon parts get consecutive BuildingIds from 0 per image; images without a
+    polygon get one ``(image_id, -1, None, 1.0)`` row.
+    """
+    per_image: dict[str, list[tuple[Polygon, float]]] = {}
+    for b in buildings:
+        parts = per_image.setdefault(str(b.image_id), [])
+        for part in polygon_parts(b.polygon):
+            parts.append((part, float(b.confidence)))
+    for image_id in image_ids or ():
+        per_image.setdefault(str(image_id), [])
+    for image_id, parts in per_image.items():
+        if not parts:
+            yield image_id, -1, None, 1.0
+        for k, (part, conf) in enumerate(parts):
+            yield image_id, k, part, conf
+
+
+def write_spacenet_csv(buildings: Iterable[Building], path: str | os.PathLike,
+                       image_ids: Sequence[str] | None = None, holes: str = "keep",
+                       decimals: int | None = None) -> int:
+    """Write a SpaceNet submission CSV; returns the number of data rows written.
+
+    Header ``ImageId,BuildingId,PolygonWKT_Pix,Confidence``; WKT in double quotes; polygons
+    must be in PIXEL coordinates. MultiPolygons (and collections) are split into one row per
+    Polygon part, never written as MULTIPOLYGON. Pass the full list of tile ids in
+    ``image_ids`` to get an ``ImageId,-1,POLYGON EMPTY,1`` row for each tile without buildings.
+    ``decimals``: None = shortest exact float text, else fixed decimals (SpaceNet uses 2).
+    """
+    count = 0
+    with open(path, "w", newline="") as f:
+        f.write(CSV_HEADER + "\n")
+        for image_id, bid, polygon, conf in _rows(buildings, image_ids):
+            if "," in image_id or '"' in image_id:
+                raise ValueError(f"image id {image_id!r} contains a comma or quote")
+            wkt = "POLYGON EMPTY" if polygon is None else f'"{polygon_wkt(polygon, holes, decimals)}"'
+            f.write(f"{image_id},{bid},{wkt},{repr(float(conf))}\n")
+            count += 1
+    return count
+
+
+def crs_name(crs) -> str | None:
+    """GeoJSON ``crs`` name for a CRS (string such as ``"EPSG:32616"`` or a rasterio CRS).
+
+    EPSG:4326 (written lon, lat) -> ``urn:ogc:def:crs:OGC:1.3:CRS84``; EPSG:n ->
+    ``urn:ogc:def:crs:EPSG::n``; anything else -> its string form.
+    """
+    if crs is None:
+        return None
+    text = crs if isinstance(crs, str) else (crs.to_string() if hasattr(crs, "to_string") else str(crs))
+    match = re.fullmatch(r"\s*(?:EPSG|epsg):(\d+)\s*", text)
+    if match:
+        code = int(match.group(1))
+        return "urn:ogc:def:crs:OGC:1.3:CRS84" if code == 4326 else f"urn:ogc:def:crs:EPSG::{code}"
+    return text
+
+
+def geojson_feature_collection(buildings: Iterable[Building], transform=None, crs=None) -> dict:
+    """GeoJSON FeatureCollection dict of the buildings' Polygon parts.
+
+    With ``transform``, the (pixel) polygons are mapped to map coordinates; without it they are
+    written as they are. Properties: ``image_id``, ``building_id`` (0.. per image, as in the
+    CSV), ``confidence``. ``crs`` adds a named ``crs`` member (see :func:`crs_name`).
+    """
+    features = []
+    for image_id, bid, polygon, conf in _rows(buildings, None):
+        if polygon is None:
+            continue
+        if transform is not None:
+            polygon = pixel_to_map(polygon, transform)
+        features.append({
+            "type": "Feature",
+            "properties": {"image_id": image_id, "building_id": bid, "confidence": conf},
+            "geometry": shapely.geometry.mapping(polygon),
+        })
+    collection = {"type": "FeatureCollection"}
+    name = crs_name(crs)
+    if name is not None:
+        collection["crs"] = {"type": "name", "properties": {"name": name}}
+    collection["features"] = features
+    return collection
+
+
+def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transform=None,
+                  crs=None) -> int:
+    """Write :func:`geojson_feature_collection` to ``path``; returns the number of features."""
+    collection = geojson_feature_collection(buildings, transform, crs)
+    with open(path, "w") as f:
+        json.dump(collection, f)
+        f.write("\n")
+    return len(collection["features"])

@@ -1,0 +1,593 @@
+"""The SpaceNet building metric (official SpaceNet 2 tester semantics), numpy + shapely only.
+
+Rules (SPACENET_FACTS.md section 5), all defaults:
+
+1. ``POLYGON EMPTY`` rows and rows with BuildingId -1 add no polygon; they register the image.
+2. Truth AND proposal polygons with area < ``min_area`` (20 px) are dropped (20 itself is kept);
+   dropped proposals are not false positives.
+3. Per image, proposals are ordered by confidence, highest first; ties keep input order.
+4. Each proposal in turn takes the still-unmatched truth polygon of its image with the largest
+   IoU (the first in truth order on ties); IoU > ``iou_threshold`` (strict; ``>=`` with
+   ``iou_inclusive=True``) is a true positive and uses that truth up, otherwise a false positive.
+5. Unmatched truth polygons are false negatives.
+6. TP/FP/FN are summed per city (first three ``_`` tokens of ImageId); precision, recall and F1
+   are each 0 when their denominator is 0 (an image or city with no truth and no proposals
+   scores 0, not 1).
+7. The SpaceNet 2 score is the plain mean of the F1 of every registered city.
+
+Decisions (documented in the CLI help as well):
+
+* IoU = area(P & T) / (area(P) + area(T) - area(P & T)).
+* Invalid (self-intersecting) polygons. Truth polygons are always repaired with ``buffer(0)``
+  (official truth files are valid, so this changes nothing there). Proposals are repaired with
+  ``buffer(0)`` by default (``repair_proposals=True``): the reference Python scorers (SpaceNet
+  utilities, solaris), which produced every published answer we test against, do exactly that,
+  and GEOS cannot intersect a self-intersecting ring at all. The official Java tester does not
+  repair; with ``repair_proposals=False`` an invalid proposal keeps its raw rings, its area is
+  the GEOS area of those rings, and where GEOS cannot compute its overlap with a truth polygon
+  that pair counts as IoU 0 (so such a proposal usually becomes a false positive).
+* A proposal for an image that has no truth registered is a false positive (its image is
+  registered by the proposal and scored with no truth).
+* Malformed input (bad WKT, wrong column count, non-numeric Confidence, non-polygon geometry,
+  unreadable GeoJSON): ``on_error="raise"`` (default) raises :class:`SpaceNetFormatError`
+  naming the file and line (or feature); ``on_error="skip"`` skips the row and records a
+  :class:`ReadIssue` in ``ScoreResult.issues``. Comment lines (``#``), blank lines, z values,
+  ``-0.0`` and self-intersecting polygons are NOT malformed.
+
+Speed: candidate pairs come from one ``shapely.STRtree`` query per image (vectorised over its
+proposals), intersections are one vectorised ``shapely.intersection`` call over all pairs; only
+the greedy matching loops in Python, over the sparse candidate lists.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import pathlib
+from typing import Sequence
+
+import numpy as np
+import shapely
+
+from sn_tf.polygons import Building, tile_id_from_name
+
+GEOJSON_SUFFIXES = (".geojson", ".json")
+CSV_SUFFIXES = (".csv",)
+CONFIDENCE_KEYS = ("confidence", "Confidence", "conf", "score")
+IMAGE_ID_KEYS = ("image_id", "ImageId")
+
+
+class SpaceNetFormatError(ValueError):
+    """A truth/proposal file cannot be read; the message names the file and line/feature."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadIssue:
+    """A skipped malformed row: ``path``, ``where`` (``"line 12"`` or ``"feature 3"``), problem."""
+
+    path: str
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.where}: {self.message}"
+
+
+class _Reporter:
+    """Raises or records read problems according to ``on_error`` ("raise" | "skip")."""
+
+    def __init__(self, on_error: str, issues: list | None):
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.on_error = on_error
+        self.issues = issues if issues is not None else []
+
+    def __call__(self, path, where: str, message: str) -> None:
+        issue = ReadIssue(os.fspath(path), where, message)
+        if self.on_error == "raise":
+            raise SpaceNetFormatError(str(issue))
+        self.issues.append(issue)
+
+
+# ----------------------------------------------------------------------------------------------
+# Readers
+
+
+def _parse_float(text: str) -> float | None:
+    """Finite float from text, else None."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_int(text: str) -> int | None:
+    try:
+        return int(float(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def _csv_columns(header: list[str] | None) -> tuple[int, int, int, int | None, bool]:
+    """(image, building, geometry, 4th/confidence column or None, 4th column is Confidence).
+
+    Geometry = ``PolygonWKT_Pix`` when present, else ``PolygonWKT_Geo``. The confidence is the
+    ``Confidence`` column; without one, a remaining 4th column (e.g. ``PolygonWKT_Geo`` holding a
+    placeholder ``1`` in SpaceNet samples) is used when numeric, else 1.0.
+    """
+    if header is None:
+        return 0, 1, 2, 3, False
+    names = [h.strip().lower() for h in header]
+    image = names.index("imageid")
+    building = names.index("buildingid") if "buildingid" in names else None
+    if "polygonwkt_pix" in names:
+        geometry = names.index("polygonwkt_pix")
+    elif "polygonwkt_geo" in names:
+        geometry = names.index("polygonwkt_geo")
+    else:
+        geometry = None
+    if geometry is None or building is None:
+        raise KeyError("header needs ImageId, BuildingId and PolygonWKT_Pix (or PolygonWKT_Geo)")
+    if "confidence" in names:
+        return image, building, geometry, names.index("confidence"), True
+    rest = [k for k in range(len(names)) if k not in (image, building, geometry)]
+    return image, building, geometry, (rest[0] if rest else None), False
+
+
+def read_spacenet_csv(path: str | os.PathLike, on_error: str = "raise",
+                      issues: list | None = None) -> list[Building]:
+    """Read a SpaceNet truth or submission CSV into :class:`Building` records (file order).
+
+    Accepts headers ``ImageId,BuildingId,PolygonWKT_Pix,Confidence`` and
+    ``ImageId,BuildingId,PolygonWKT_Pix,PolygonWKT_Geo`` (numeric 4th column = confidence,
+    default 1.0), a missing header (standard column order), ``#`` comment lines, blank lines,
+    z coordinates (dropped), ``-0.0``. ``POLYGON EMPTY`` rows and BuildingId -1 rows give a
+    record with an empty polygon (image registration only). Polygons are returned as written
+    (2D, not repaired). See the module docstring for ``on_error``.
+    """
+    report = _Reporter(on_error, issues)
+    rows = []  # (line number, image id, building id text, wkt, confidence text)
+    header_done = False
+    columns = _csv_columns(None)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        for lineno, line in enumerate(f, 1):
+            text = line.rstrip("\r\n")
+            if not text.strip() or text.lstrip().startswith("#"):
+                continue
+            fields = next(csv.reader([text]))
+            if not header_done:
+                header_done = True
+                if fields[0].strip().lower() == "imageid":
+                    try:
+                        columns = _csv_columns(fields)
+                    except (KeyError, ValueError) as err:
+                        raise SpaceNetFormatError(f"{os.fspath(path)}: line {lineno}: bad header: "
+                                                  f"{err.args[0]}") from None
+                    n_columns = len(fields)
+                    continue
+                n_columns = None
+            rows.append((lineno, fields, n_columns))
+    image_col, bid_col, geom_col, conf_col, conf_named = columns
+    wkts = [r[1][geom_col].strip() if len(r[1]) > geom_col else "" for r in rows]
+    geometries = shapely.from_wkt(np.array(wkts, dtype=object), on_invalid="ignore") if wkts else []
+    out = []
+    for (lineno, fields, n_columns), wkt, geometry in zip(rows, wkts, geometries):
+        where = f"line {lineno}"
+        if len(fields) < 3 or (n_columns is not None and len(fields) != n_columns):
+            report(path, where, f"expected {n_columns or '3 or 4'} columns, got {len(fields)}")
+            continue
+        image_id = fields[image_col].strip()
+        if not image_id:
+            report(path, where, "empty ImageId")
+            continue
+        if geometry is None:
+            report(path, where, f"cannot parse WKT {wkt[:60]!r}")
+            continue
+        if geometry.geom_type not in ("Polygon", "MultiPolygon"):
+            report(path, where, f"expected a POLYGON, got {geometry.geom_type.upper()}")
+            continue
+        confidence = 1.0
+        if conf_col is not None and conf_col < len(fields) and fields[conf_col].strip():
+            value = _parse_float(fields[conf_col].strip())
+            if value is None and conf_named:
+                report(path, where, f"Confidence {fields[conf_col]!r} is not a finite number")
+                continue
+            confidence = 1.0 if value is None else value
+        building_id = _parse_int(fields[bid_col].strip())
+        if building_id == -1 or geometry.is_empty:
+            out.append(Building(image_id, None, confidence, building_id))
+        else:
+            out.append(Building(image_id, shapely.force_2d(geometry), confidence, building_id))
+    return out
+
+
+def _feature_confidence(properties: dict) -> float | None:
+    """Confidence from a GeoJSON feature's properties (1.0 when absent; None when not numeric)."""
+    for key in CONFIDENCE_KEYS:
+        if key in properties and properties[key] is not None:
+            value = properties[key]
+            return _parse_float(value) if not isinstance(value, bool) else None
+    return 1.0
+
+
+def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error: str = "raise",
+                 issues: list | None = None) -> list[Building]:
+    """Read a GeoJSON file (FeatureCollection, Feature or bare geometry) into records.
+
+    The image id of a feature is its ``image_id``/``ImageId`` property when present, else
+    ``image_id`` when given, else the tile id in the file name (``AOI_\\d+_[A-Za-z]+_img\\d+``),
+    else the file stem. A zero-byte or feature-less file registers its image with no
+    buildings. Confidence from the ``confidence``/``Confidence``/``conf``/``score`` property,
+    default 1.0. Polygons are returned as written (2D, not repaired); coordinates are whatever
+    the file holds (no reprojection).
+    """
+    report = _Reporter(on_error, issues)
+    file_id = image_id if image_id is not None else tile_id_from_name(path)
+    text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+    if not text.strip():
+        return [Building(file_id, None)]
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        report(path, f"line {err.lineno}", f"invalid JSON: {err.msg}")
+        return []
+    if not isinstance(data, dict):
+        report(path, "top level", "expected a GeoJSON object")
+        return []
+    if data.get("type") == "FeatureCollection":
+        features = data.get("features") or []
+    elif data.get("type") == "Feature":
+        features = [data]
+    else:
+        features = [{"type": "Feature", "properties": {}, "geometry": data}]
+    out, own_ids = [], False
+    for k, feature in enumerate(features):
+        where = f"feature {k}"
+        properties = (feature.get("properties") if isinstance(feature, dict) else None) or {}
+        geometry = feature.get("geometry") if isinstance(feature, dict) else None
+        fid = next((str(properties[key]) for key in IMAGE_ID_KEYS if properties.get(key)), None)
+        own_ids |= fid is not None
+        if geometry is None:
+            continue
+        try:
+            shape = shapely.geometry.shape(geometry)
+        except Exception as err:  # shapely raises several types for bad coordinates
+            report(path, where, f"bad geometry: {err}")
+            continue
+        if shape.geom_type not in ("Polygon", "MultiPolygon"):
+            report(path, where, f"expected a Polygon, got {shape.geom_type}")
+            continue
+        confidence = _feature_confidence(properties)
+        if confidence is None:
+            report(path, where, "confidence is not a finite number")
+            continue
+        out.append(Building(fid or file_id, None if shape.is_empty else shapely.force_2d(shape),
+                            confidence))
+    if not own_ids:
+        out.insert(0, Building(file_id, None))
+    return out
+
+
+def _data_files(folder: pathlib.Path) -> list[pathlib.Path]:
+    """CSV and GeoJSON files directly inside ``folder``, sorted by name."""
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and p.suffix.lower() in GEOJSON_SUFFIXES + CSV_SUFFIXES)
+
+
+def read_buildings(path: str | os.PathLike, on_error: str = "raise",
+                   issues: list | None = None) -> list[Building]:
+    """Read a SpaceNet CSV, a GeoJSON file, or a folder of them (sorted by file name).
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      SpaceNetFormatError: unknown file type, empty folder, or a malformed row with
+        ``on_error="raise"``.
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = _data_files(path)
+        if not files:
+            raise SpaceNetFormatError(f"{path}: folder holds no .csv, .geojson or .json file")
+        out = []
+        for file in files:
+            out.extend(read_buildings(file, on_error, issues))
+        return out
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        return read_spacenet_csv(path, on_error, issues)
+    if suffix in GEOJSON_SUFFIXES:
+        return read_geojson(path, None, on_error, issues)
+    raise SpaceNetFormatError(f"{path}: unknown file type (expected .csv, .geojson or .json)")
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
+
+
+def city_of(image_id: str) -> str:
+    """City of a tile id: its first three ``_`` tokens (``AOI_2_Vegas_img1`` -> ``AOI_2_Vegas``)."""
+    return "_".join(image_id.split("_")[:3])
+
+
+@dataclasses.dataclass
+class Counts:
+    """True/false positives and false negatives with the derived rates (0 on empty denominators)."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def add(self, other: "Counts") -> None:
+        self.tp += other.tp
+        self.fp += other.fp
+        self.fn += other.fn
+
+    def to_dict(self) -> dict:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "precision": self.precision,
+                "recall": self.recall, "f1": self.f1}
+
+
+@dataclasses.dataclass
+class ImageScore(Counts):
+    """Counts of one image plus, per kept truth polygon (input order), its best IoU with any
+    kept proposal of the image (0 when none overlaps) and its BuildingId (None when unknown)."""
+
+    truth_best_iou: list = dataclasses.field(default_factory=list)
+    truth_building_ids: list = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        out["truth_best_iou"] = [float(v) for v in self.truth_best_iou]
+        out["truth_building_ids"] = list(self.truth_building_ids)
+        return out
+
+
+@dataclasses.dataclass
+class ScoreResult:
+    """Scores per image, per city and overall; ``to_dict()`` is the CLI's JSON."""
+
+    overall: Counts
+    cities: dict
+    images: dict
+    settings: dict
+    issues: list = dataclasses.field(default_factory=list)
+
+    @property
+    def mean_city_f1(self) -> float:
+        """The SpaceNet 2 score: plain mean of the per-city F1 (0 with no city)."""
+        return float(np.mean([c.f1 for c in self.cities.values()])) if self.cities else 0.0
+
+    def to_dict(self) -> dict:
+        overall = self.overall.to_dict()
+        overall["mean_city_f1"] = self.mean_city_f1
+        overall["n_images"] = len(self.images)
+        overall["n_cities"] = len(self.cities)
+        return {"overall": overall,
+                "cities": {k: v.to_dict() for k, v in self.cities.items()},
+                "images": {k: v.to_dict() for k, v in self.images.items()},
+                "settings": dict(self.settings),
+                "issues": [str(i) for i in self.issues]}
+
+    def format_table(self) -> str:
+        """Readable table: one row per city, then the overall row and the SpaceNet 2 score."""
+        head = f"{'city':<28} {'images':>6} {'TP':>7} {'FP':>7} {'FN':>7} {'precision':>9} {'recall':>9} {'F1':>9}"
+        lines = [head, "-" * len(head)]
+        n_images = {}
+        for image_id in self.images:
+            n_images[city_of(image_id)] = n_images.get(city_of(image_id), 0) + 1
+        rows = list(self.cities.items()) + [("overall", self.overall)]
+        for name, c in rows:
+            n = n_images.get(name, 0) if name != "overall" else len(self.images)
+            if name == "overall":
+                lines.append("-" * len(head))
+            lines.append(f"{name:<28} {n:>6} {c.tp:>7} {c.fp:>7} {c.fn:>7} "
+                         f"{c.precision:>9.4f} {c.recall:>9.4f} {c.f1:>9.4f}")
+        lines.append(f"SpaceNet score (mean city F1): {self.mean_city_f1:.6f}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Scoring
+
+
+def _as_records(source, on_error: str, issues: list) -> list[Building]:
+    """Records from a path or an iterable of Building / (image_id, polygon[, confidence])."""
+    if isinstance(source, (str, os.PathLike)):
+        return read_buildings(source, on_error, issues)
+    out = []
+    for item in source:
+        if isinstance(item, Building):
+            out.append(item)
+        else:
+            out.append(Building(str(item[0]), item[1], float(item[2]) if len(item) > 2 else 1.0))
+    return out
+
+
+def _is_single_geojson(source) -> bool:
+    return (isinstance(source, (str, os.PathLike)) and pathlib.Path(source).is_file()
+            and pathlib.Path(source).suffix.lower() in GEOJSON_SUFFIXES)
+
+
+@dataclasses.dataclass
+class _Side:
+    """Kept polygons of one side, sorted by image then input order.
+
+    image: int64 [N] image index; geoms: object [N] shapely geometries; conf: float64 [N];
+    area: float64 [N]; valid: bool [N]; bid: list of building ids; start: int64 [n_images + 1]
+    CSR offsets of each image's rows.
+    """
+
+    image: np.ndarray
+    geoms: np.ndarray
+    conf: np.ndarray
+    area: np.ndarray
+    valid: np.ndarray
+    bid: list
+    start: np.ndarray
+
+
+def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
+             min_area: float) -> _Side:
+    """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop small ones."""
+    keep = [r for r in records if not r.is_empty and r.building_id != -1]
+    geoms = np.empty(len(keep), dtype=object)
+    geoms[:] = [r.polygon for r in keep]
+    geoms = shapely.force_2d(geoms) if len(keep) else geoms
+    image = np.array([image_index[r.image_id] for r in keep], dtype=np.int64)
+    conf = np.array([r.confidence for r in keep], dtype=np.float64)
+    bid = [r.building_id for r in keep]
+    valid = shapely.is_valid(geoms) if len(keep) else np.zeros(0, bool)
+    if repair and not valid.all():
+        geoms[~valid] = shapely.buffer(geoms[~valid], 0)
+        valid = shapely.is_valid(geoms)
+    area = shapely.area(geoms) if len(keep) else np.zeros(0)
+    mask = area >= min_area
+    order = np.flatnonzero(mask)
+    order = order[np.argsort(image[order], kind="stable")]
+    start = np.searchsorted(image[order], np.arange(len(image_index) + 1))
+    return _Side(image[order], geoms[order], conf[order], area[order], valid[order],
+                 [bid[k] for k in order], start)
+
+
+def _candidate_pairs(truth: _Side, props: _Side, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """(proposal index, truth index) int64 arrays of intersecting pairs of the same image."""
+    p_parts, t_parts = [], []
+    for img in range(n_images):
+        t0, t1 = truth.start[img], truth.start[img + 1]
+        p0, p1 = props.start[img], props.start[img + 1]
+        if t1 == t0 or p1 == p0:
+            continue
+        tree = shapely.STRtree(truth.geoms[t0:t1])
+        pi, ti = tree.query(props.geoms[p0:p1], predicate="intersects")
+        p_parts.append(pi + p0)
+        t_parts.append(ti + t0)
+    if not p_parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pi, ti = np.concatenate(p_parts), np.concatenate(t_parts)
+    order = np.lexsort((ti, pi))
+    return pi[order].astype(np.int64), ti[order].astype(np.int64)
+
+
+def _intersection_areas(a: np.ndarray, b: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Areas of a[k] & b[k]: vectorised where ``ok`` (both valid), pair by pair elsewhere with
+    0 where GEOS cannot intersect the (invalid) geometries."""
+    out = np.zeros(len(a), dtype=np.float64)
+    if ok.any():
+        out[ok] = shapely.area(shapely.intersection(a[ok], b[ok]))
+    for k in np.flatnonzero(~ok):
+        try:
+            out[k] = shapely.area(shapely.intersection(a[k], b[k]))
+        except shapely.errors.GEOSException:
+            out[k] = 0.0
+    return out
+
+
+def _greedy_match(props: _Side, n_truth: int, pi: np.ndarray, ti: np.ndarray, iou: np.ndarray,
+                  n_images: int, threshold: float, inclusive: bool) -> np.ndarray:
+    """True-positive flag (bool [n_props]) of every proposal by the official greedy rule.
+
+    ``pi``/``ti``/``iou`` are the candidate pairs sorted by proposal then truth index.
+    """
+    hit = np.zeros(len(props.geoms), dtype=bool)
+    matched = [False] * n_truth
+    pair_start = np.searchsorted(pi, np.arange(len(props.geoms) + 1)).tolist()
+    ti_list, iou_list = ti.tolist(), iou.tolist()
+    for img in range(n_images):
+        p0, p1 = props.start[img], props.start[img + 1]
+        if p1 == p0:
+            continue
+        order = (p0 + np.argsort(-props.conf[p0:p1], kind="stable")).tolist()
+        for p in order:
+            best, best_t = -1.0, -1
+            for k in range(pair_start[p], pair_start[p + 1]):
+                t = ti_list[k]
+                if not matched[t] and iou_list[k] > best:
+                    best, best_t = iou_list[k], t
+            if best_t >= 0 and (best > threshold or (inclusive and best >= threshold)):
+                matched[best_t] = True
+                hit[p] = True
+    return hit
+
+
+def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float = 20.0, *,
+                   iou_inclusive: bool = False, repair_proposals: bool = True,
+                   on_error: str = "raise") -> ScoreResult:
+    """Score proposals against truth with the SpaceNet rules (see the module docstring).
+
+    Args:
+      truth, proposals: a path (SpaceNet CSV, GeoJSON, or a folder of them) or an iterable of
+        :class:`Building` / ``(image_id, polygon[, confidence])``. A record with an empty or
+        None polygon registers its image only. When both are single GeoJSON files holding one
+        image each, they are taken to be the same image (the truth's id).
+      iou_threshold: in (0, 1]; a match needs IoU > threshold (>= with ``iou_inclusive``).
+      min_area: polygons with area < min_area are dropped on both sides (units of the
+        coordinates: pixels for SpaceNet CSVs; use 0 for GeoJSON in metres/degrees).
+      repair_proposals: buffer(0) invalid proposals (default, as the reference Python scorers).
+      on_error: "raise" or "skip" malformed rows (skipped rows listed in ``result.issues``).
+
+    Returns:
+      :class:`ScoreResult` (``to_dict()`` for JSON).
+    """
+    if not 0.0 < float(iou_threshold) <= 1.0:
+        raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    if not float(min_area) >= 0.0:
+        raise ValueError(f"min_area must be >= 0, got {min_area}")
+    issues: list = []
+    truth_records = _as_records(truth, on_error, issues)
+    prop_records = _as_records(proposals, on_error, issues)
+    if _is_single_geojson(truth) and _is_single_geojson(proposals):
+        t_ids = {r.image_id for r in truth_records}
+        p_ids = {r.image_id for r in prop_records}
+        if len(t_ids) == 1 and len(p_ids) <= 1:
+            (tid,) = t_ids
+            prop_records = [dataclasses.replace(r, image_id=tid) for r in prop_records]
+    image_index: dict = {}
+    for record in list(truth_records) + list(prop_records):
+        image_index.setdefault(record.image_id, len(image_index))
+    n_images = len(image_index)
+    t_side = _prepare(truth_records, image_index, True, min_area)
+    p_side = _prepare(prop_records, image_index, repair_proposals, min_area)
+
+    pi, ti = _candidate_pairs(t_side, p_side, n_images)
+    inter = _intersection_areas(p_side.geoms[pi], t_side.geoms[ti], p_side.valid[pi] & t_side.valid[ti])
+    union = p_side.area[pi] + t_side.area[ti] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.clip(iou, 0.0, 1.0, out=iou)   # rounding can give 1 + 2e-16 for identical polygons
+    hit = _greedy_match(p_side, len(t_side.geoms), pi, ti, iou, n_images,
+                        float(iou_threshold), iou_inclusive)
+    best = np.zeros(len(t_side.geoms))
+    np.maximum.at(best, ti, iou)
+
+    tp = np.bincount(p_side.image[hit], minlength=n_images)
+    n_props = np.bincount(p_side.image, minlength=n_images)
+    n_truth = np.bincount(t_side.image, minlength=n_images)
+    images, cities, overall = {}, {}, Counts()
+    for image_id, img in image_index.items():
+        t0, t1 = t_side.start[img], t_side.start[img + 1]
+        score = ImageScore(int(tp[img]), int(n_props[img] - tp[img]), int(n_truth[img] - tp[img]),
+                           best[t0:t1].tolist(), t_side.bid[t0:t1])
+        images[image_id] = score
+        cities.setdefault(city_of(image_id), Counts()).add(score)
+        overall.add(score)
+    settings = {"iou_threshold": float(iou_threshold), "iou_inclusive": bool(iou_inclusive),
+                "min_area": float(min_area), "repair_proposals": bool(repair_proposals)}
+    return ScoreResult(overall, cities, images, settings, issues)

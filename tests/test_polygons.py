@@ -1,0 +1,365 @@
+"""Tests of sn_tf.polygons: rasters/boxes -> polygons, and the CSV / GeoJSON writers."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import shapely
+from scipy import ndimage
+from shapely.geometry import MultiPolygon, Polygon, box
+
+from sn_tf import polygons as P
+from sn_tf.scoring import read_geojson, read_spacenet_csv, score_polygons
+
+MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
+KHARTOUM_GT = (32.5525284, 2.7e-6, 0.0, 15.6647412, 0.0, -2.7e-6)
+
+
+def geoms(buildings):
+    return [b.polygon for b in buildings]
+
+
+def same_set(actual, expected):
+    """True when both lists hold the same polygons (any order, exact topological equality)."""
+    if len(actual) != len(expected):
+        return False
+    remaining = list(expected)
+    for g in actual:
+        hit = next((k for k, e in enumerate(remaining) if g.equals(e)), None)
+        if hit is None:
+            return False
+        remaining.pop(hit)
+    return True
+
+
+# ---------------------------------------------------------------------------------- transforms
+
+
+def test_transform_forms_agree_and_round_trip():
+    from affine import Affine
+
+    assert P.as_gdal_transform(Affine(0.5, 0, 737201, 0, -0.5, 3736839)) == MVOI_GT
+    assert P.as_gdal_transform("737201,0.5,0,3736839,0,-0.5") == MVOI_GT
+    assert P.to_affine(MVOI_GT) == Affine(0.5, 0, 737201, 0, -0.5, 3736839)
+    assert P.pixel_area(MVOI_GT) == 0.25
+    sheared = (10.0, 2.0, 0.5, 20.0, 0.25, -3.0)
+    poly = Polygon([(0, 0), (7, 1), (3, 9)])
+    mapped = P.pixel_to_map(poly, sheared)
+    assert mapped.exterior.coords[1] == pytest.approx((10 + 14 + 0.5, 20 + 1.75 - 3))
+    assert P.map_to_pixel(mapped, sheared).equals_exact(poly, 1e-12)
+
+
+@pytest.mark.parametrize("text, problem", [("1,2,3", "expected 6"), ("1,2,x,4,5,6", "not all"),
+                                           ("0,1,0,0,0,0", "singular"), ("0,1,0,0,0,nan", "finite")])
+def test_bad_transforms_are_clear_errors(text, problem):
+    with pytest.raises(ValueError, match=problem):
+        P.as_gdal_transform(text)
+
+
+def test_tile_id_from_name():
+    assert P.tile_id_from_name("/a/RGB-PanSharpen_AOI_5_Khartoum_img924.tif") == "AOI_5_Khartoum_img924"
+    assert P.tile_id_from_name("buildings_AOI_2_Vegas_img3457.geojson") == "AOI_2_Vegas_img3457"
+    assert P.tile_id_from_name("/x/pred.geojson") == "pred"
+
+
+# ---------------------------------------------------------------------------------- rasters
+
+
+def test_hand_made_mask_gives_exact_polygons():
+    mask = np.zeros((8, 10), dtype=np.uint8)
+    mask[1:3, 1:4] = 1          # 3x2 rectangle
+    mask[5:8, 0:3] = 1          # 3x3 square with a hole in the middle
+    mask[6, 1] = 0
+    mask[1, 6] = 1              # two pixels touching only diagonally: 2 polygons
+    mask[2, 7] = 1
+    mask[4:6, 6:9] = 1          # L shape
+    mask[6:8, 8] = 1
+    out = P.polygons_from_raster(mask, "img", kind="mask")
+    expected = [
+        box(1, 1, 4, 3),
+        Polygon([(0, 5), (3, 5), (3, 8), (0, 8)], [[(1, 6), (2, 6), (2, 7), (1, 7)]]),
+        box(6, 1, 7, 2),
+        box(7, 2, 8, 3),
+        Polygon([(6, 4), (9, 4), (9, 8), (8, 8), (8, 6), (6, 6)]),
+    ]
+    assert same_set(geoms(out), expected)
+    assert sorted(b.polygon.area for b in out) == sorted([6.0, 8.0, 1.0, 1.0, 8.0])
+    assert all(b.image_id == "img" and b.confidence == 1.0 for b in out)
+    assert sum(b.polygon.area for b in out) == mask.sum()
+
+
+def test_threshold_is_strict_and_min_area_drops_small():
+    raster = np.zeros((6, 6), dtype=np.float32)
+    raster[0:2, 0:2] = 0.5      # exactly the threshold: not a building
+    raster[3:6, 3:6] = 0.9
+    raster[0, 5] = 0.8
+    out = P.polygons_from_raster(raster, kind="probability", threshold=0.5)
+    assert sorted(b.polygon.area for b in out) == [1.0, 9.0]
+    out = P.polygons_from_raster(raster, kind="probability", min_area=9.0)
+    assert [b.polygon.area for b in out] == [9.0]      # 9 kept (not < 9), 1 dropped
+    assert out[0].confidence == pytest.approx(0.9)
+
+
+def test_confidence_per_kind():
+    logits = np.full((4, 4), -5.0)
+    logits[1:3, 1:3] = [[1.0, 2.0], [3.0, 4.0]]
+    (b,) = P.polygons_from_raster(logits, kind="logit")
+    assert b.confidence == pytest.approx(np.mean(1 / (1 + np.exp(-np.array([1.0, 2, 3, 4])))))
+    (b,) = P.polygons_from_raster(logits, kind="logit", probability=np.full((4, 4), 0.25))
+    assert b.confidence == 0.25
+    (b,) = P.polygons_from_raster(logits[..., None], kind="mask")   # [H, W, 1] accepted
+    assert b.confidence == 1.0
+    with pytest.raises(ValueError, match="kind"):
+        P.polygons_from_raster(logits, kind="bogus")
+    with pytest.raises(ValueError, match="shape"):
+        P.polygons_from_raster(np.zeros((2, 3, 2)))
+
+
+def test_transform_gives_map_polygons_and_map_unit_min_area():
+    mask = np.zeros((10, 10), dtype=np.uint8)
+    mask[2:4, 2:5] = 1     # 6 px = 1.5 m2 at 0.5 m
+    mask[6:10, 6:10] = 1   # 16 px = 4 m2
+    out = P.polygons_from_raster(mask, kind="mask", transform=MVOI_GT, min_area=1.6)
+    assert len(out) == 1
+    assert out[0].polygon.equals(box(737201 + 3, 3736839 - 5, 737201 + 5, 3736839 - 3))
+    assert out[0].polygon.area == 4.0
+
+
+def _two_touching_squares():
+    """Two 10x10 squares sharing an edge, and a model-like sdf (per-building inner distance)."""
+    left = np.zeros((14, 26), dtype=bool)
+    left[2:12, 2:12] = True
+    right = np.zeros_like(left)
+    right[2:12, 12:22] = True
+    sdf = np.maximum(ndimage.distance_transform_edt(left), ndimage.distance_transform_edt(right))
+    sdf[~(left | right)] = -1.0
+    return (left | right).astype(np.float32), sdf
+
+
+def test_touching_squares_merge_without_sdf_and_split_with_sdf():
+    mask, sdf = _two_touching_squares()
+    merged = P.polygons_from_raster(mask, kind="mask")
+    assert same_set(geoms(merged), [box(2, 2, 22, 12)])
+    split = P.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=2.0)
+    assert same_set(geoms(split), [box(2, 2, 12, 12), box(12, 2, 22, 12)])
+    # the sdf itself as the raster (kind="sdf"): threshold 0 keeps the footprint
+    split = P.polygons_from_raster(sdf, kind="sdf", sdf=sdf)
+    assert same_set(geoms(split), [box(2, 2, 12, 12), box(12, 2, 22, 12)])
+    # seeds need sdf > level: with a level above every value nothing splits
+    assert len(P.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=10)) == 1
+
+
+def test_sdf_split_never_gives_pixels_to_a_seed_of_another_component():
+    """A thin seedless tail of building C runs close to the core of building D (separated by
+    background): the tail must stay with C, the only seed of its own component."""
+    mask = np.zeros((16, 24), dtype=bool)
+    mask[2:12, 0:10] = True      # C: square
+    mask[12:14, 0:2] = True      # C: connector
+    mask[13, 0:22] = True        # C: thin tail passing under D
+    mask[2:12, 12:22] = True     # D: square (row 12 is background between D and the tail)
+    sdf = ndimage.distance_transform_edt(mask)
+    out = P.polygons_from_raster(mask.astype(np.float32), kind="mask", sdf=sdf, sdf_level=2)
+    c = np.zeros_like(mask)
+    c[2:12, 0:10] = c[12:14, 0:2] = c[13, 0:22] = True
+    assert sorted(b.polygon.area for b in out) == sorted([float(c.sum()), 100.0])
+    assert any(b.polygon.equals(box(12, 2, 22, 12)) for b in out)
+
+
+def test_repair_splits_bow_tie_and_simplify_reduces_vertices():
+    bow = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
+    parts = P.repair_polygon(bow)
+    assert len(parts) == 2 and all(p.is_valid for p in parts)
+    assert sum(p.area for p in parts) == pytest.approx(50.0)
+    staircase = np.tril(np.ones((20, 20), dtype=np.uint8))
+    (raw,) = P.polygons_from_raster(staircase, kind="mask")
+    (simple,) = P.polygons_from_raster(staircase, kind="mask", simplify=1.0)
+    assert len(simple.polygon.exterior.coords) < len(raw.polygon.exterior.coords)
+    assert simple.polygon.is_valid
+    assert simple.polygon.symmetric_difference(raw.polygon).area < 0.1 * raw.polygon.area
+
+
+@pytest.mark.realdata
+def test_mvoi_logits_reproduce_the_169_solaris_polygons_and_their_score(realdata):
+    import rasterio
+
+    out_dir = realdata / "solaris_tutorials" / "xdxd_inference_out"
+    with rasterio.open(out_dir / "MVOI_nadir10_test_sample.tif") as ds:
+        logits = ds.read(1)
+    out = P.polygons_from_raster(logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0,
+                                 transform=MVOI_GT)
+    expected = read_geojson(out_dir / "MVOI_nadir10_predictions.geojson")
+    expected = [b.polygon for b in expected if not b.is_empty]
+    assert len(out) == len(expected) == 169
+    ours = np.array(geoms(out), dtype=object)
+    theirs = np.array(expected, dtype=object)
+    pi, ti = shapely.STRtree(theirs).query(ours, predicate="intersects")
+    equal = shapely.equals(ours[pi], theirs[ti])
+    assert len(set(pi[equal])) == 169 and len(set(ti[equal])) == 169
+    assert shapely.area(shapely.symmetric_difference(ours[pi[equal]], theirs[ti[equal]])).max() == 0
+    truth = realdata / "solaris_tutorials" / "data" / "MVOI_data" / "MVOI_nadir10_test_sample.geojson"
+    result = score_polygons(truth, [("MVOI_nadir10_test_sample", b.polygon, b.confidence) for b in out],
+                            min_area=0)
+    assert (result.overall.tp, result.overall.fp, result.overall.fn) == (140, 29, 46)
+    assert result.overall.f1 == 0.7887323943661972
+
+
+@pytest.mark.realdata
+def test_khartoum_logits_reproduce_the_solaris_polygon(realdata):
+    import rasterio
+
+    out_dir = realdata / "solaris_tutorials" / "xdxd_inference_out"
+    with rasterio.open(out_dir / "RGB-PanSharpen_AOI_5_Khartoum_img924.tif") as ds:
+        logits = ds.read(1)
+    out = P.polygons_from_raster(logits, "AOI_5_Khartoum_img924", kind="logit", min_area=1e-10,
+                                 transform=KHARTOUM_GT)
+    expected = [b.polygon for b in read_geojson(out_dir / "Khartoum_img924.geojson") if not b.is_empty]
+    assert len(out) == len(expected) == 1
+    # the file holds 7-decimal degrees: back in pixels its vertices are integers to 1e-6 px
+    exp_px = P.map_to_pixel(expected[0], KHARTOUM_GT)
+    coords = shapely.get_coordinates(exp_px)
+    assert np.abs(coords - np.round(coords)).max() < 1e-6
+    ours_px = P.map_to_pixel(out[0].polygon, KHARTOUM_GT)
+    assert shapely.transform(ours_px, np.round).equals(shapely.transform(exp_px, np.round))
+    assert out[0].polygon.symmetric_difference(expected[0]).area < 1e-9 * expected[0].area
+
+
+# ---------------------------------------------------------------------------------- DetectNet
+
+
+def test_detectnet_candidates_decode_hand_grid():
+    coverage = np.zeros((2, 3), dtype=np.float32)
+    coverage[0, 1] = 0.9
+    coverage[1, 2] = 0.06     # threshold itself is kept (>=)
+    coverage[1, 0] = 0.0599   # below
+    bbox = np.zeros((2, 3, 4), dtype=np.float32)
+    bbox[0, 1] = [-5, -6, 7, 8]        # centre (24, 8)
+    bbox[1, 2] = [-10, -3, 30, 4]      # centre (40, 24): x2 = 70 is clipped to 48
+    bbox[1, 0] = [-1, -1, 1, 1]
+    boxes, scores = P.detectnet_candidates(coverage[..., None], bbox, stride=16, threshold=0.06)
+    np.testing.assert_array_equal(boxes, np.array([[19, 2, 31, 16], [30, 21, 48, 28]], np.float32))
+    np.testing.assert_array_equal(scores, np.array([0.9, 0.06], np.float32))
+    assert boxes.dtype == np.float32
+    with pytest.raises(ValueError, match="bbox"):
+        P.detectnet_candidates(coverage, bbox[..., :3])
+
+
+def test_group_rectangles_merges_near_identical_and_drops_isolated():
+    near = np.array([[100, 100, 150, 160], [100.5, 100, 150.5, 160],
+                     [100, 100.5, 150, 160.5], [100.5, 100.5, 150, 160]], dtype=np.float64)
+    isolated = np.array([[300, 300, 340, 330], [10, 10, 30, 40]], dtype=np.float64)
+    boxes, counts, scores = P.group_rectangles(np.vstack([near, isolated]),
+                                               [0.5, 0.7, 0.9, 0.3, 1.0, 1.0], 3, 0.02)
+    np.testing.assert_allclose(boxes, [near.mean(axis=0)], rtol=0, atol=1e-4)
+    assert counts.tolist() == [4]
+    assert scores[0] == pytest.approx(0.6)
+    # exactly group_threshold members is not enough (clusters with <= threshold are dropped)
+    assert len(P.group_rectangles(near[:3], None, 3, 0.02)[0]) == 0
+    assert len(P.group_rectangles(near[:3], None, 2, 0.02)[0]) == 1
+    # group_threshold 0: OpenCV returns the rectangles unchanged
+    assert len(P.group_rectangles(near, None, 0, 0.02)[0]) == 4
+    # similarity needs every edge within eps*(min w + min h)/2 = 0.02*(50+60)/2 = 1.1
+    apart = near.copy()
+    apart[:2] += [1.2, 0, 1.2, 0]     # left/right edges >= 1.2 px away from the other two
+    boxes, counts, _ = P.group_rectangles(apart, None, 1, 0.02)
+    assert counts.tolist() == [2, 2]
+
+
+def test_group_rectangles_chains_transitively_and_suppresses_inner_boxes():
+    chain = np.array([[0, 0, 100, 100], [1, 0, 101, 100], [2, 0, 102, 100], [3, 0, 103, 100]], float)
+    boxes, counts, _ = P.group_rectangles(chain, None, 1, 0.015)   # delta 1.5: 0-1-2-3 chain
+    assert counts.tolist() == [4] and boxes[0].tolist() == [1.5, 0, 101.5, 100]
+    big = np.repeat([[0, 0, 100, 100]], 5, axis=0).astype(float)
+    small = np.repeat([[10, 10, 30, 30]], 2, axis=0).astype(float)
+    boxes, counts, _ = P.group_rectangles(np.vstack([big, small]), None, 1, 0.02)
+    assert counts.tolist() == [5]                      # 2-box cluster inside a 5-box one: gone
+    boxes, counts, _ = P.group_rectangles(np.vstack([big[:2], small, small]), None, 1, 0.02)
+    assert sorted(counts.tolist()) == [2, 4]           # stronger inner cluster survives
+
+
+def test_buildings_from_detectnet_end_to_end():
+    coverage = np.zeros((4, 4), dtype=np.float32)
+    bbox = np.zeros((4, 4, 4), dtype=np.float32)
+    target = np.array([8, 10, 40, 44], dtype=np.float32)   # one building over 4 cells
+    for i, j, cov in [(0, 0, 0.9), (0, 1, 0.8), (1, 0, 0.7), (1, 1, 0.6)]:
+        cx, cy = (j + 0.5) * 16, (i + 0.5) * 16
+        coverage[i, j] = cov
+        bbox[i, j] = target - [cx, cy, cx, cy]
+    coverage[3, 3] = 0.95            # a lone cell: dropped by the group threshold
+    bbox[3, 3] = [-4, -4, 4, 4]
+    out = P.buildings_from_detectnet(coverage, bbox, "AOI_1_RIO_img1")
+    assert len(out) == 1
+    assert out[0].polygon.equals(box(8, 10, 40, 44))
+    assert out[0].confidence == pytest.approx(0.75)
+    assert out[0].image_id == "AOI_1_RIO_img1"
+    assert P.buildings_from_detectnet(coverage, bbox, min_height=35) == []
+    mapped = P.buildings_from_detectnet(coverage, bbox, transform=MVOI_GT)
+    assert mapped[0].polygon.equals(P.pixel_to_map(box(8, 10, 40, 44), MVOI_GT))
+
+
+def test_buildings_from_detectnet_caps_boxes_by_score():
+    coverage = np.zeros((8, 8), dtype=np.float32)
+    bbox = np.zeros((8, 8, 4), dtype=np.float32)
+    for k in range(8):                      # 8 well-separated 1-cell boxes, scores rising with k
+        coverage[k, k] = 0.1 + 0.1 * k
+        bbox[k, k] = [-8, -8, 8, 8]
+    out = P.buildings_from_detectnet(coverage, bbox, group_threshold=0, min_height=0, max_boxes=3)
+    assert [round(b.confidence, 3) for b in out] == [0.8, 0.7, 0.6]
+
+
+# ---------------------------------------------------------------------------------- writers
+
+
+def test_csv_round_trip_holes_multipolygons_and_empty_images(tmp_path):
+    holed = Polygon([(0, 0), (30, 0), (30, 30), (0, 30)], [[(10, 10), (20, 10), (20, 20), (10, 20)]])
+    multi = MultiPolygon([box(40, 40, 50, 50), box(60, 40, 70, 52.25)])
+    buildings = [P.Building("AOI_2_Vegas_img1", holed, 0.875),
+                 P.Building("AOI_2_Vegas_img1", multi, 0.5),
+                 P.Building("AOI_2_Vegas_img2", box(-0.0, 1.5, 3.25, 9), 1.0)]
+    path = tmp_path / "out.csv"
+    n = P.write_spacenet_csv(buildings, path, image_ids=["AOI_2_Vegas_img1", "AOI_2_Vegas_img3"])
+    text = path.read_text()
+    lines = text.splitlines()
+    assert lines[0] == "ImageId,BuildingId,PolygonWKT_Pix,Confidence"
+    assert n == len(lines) - 1 == 5
+    assert "MULTIPOLYGON" not in text and "), (" not in text and "-0" not in text
+    assert lines[1] == ('AOI_2_Vegas_img1,0,"POLYGON ((0 0, 30 0, 30 30, 0 30, 0 0),'
+                        '(10 10, 20 10, 20 20, 10 20, 10 10))",0.875')
+    assert lines[-1] == "AOI_2_Vegas_img3,-1,POLYGON EMPTY,1.0"
+    back = read_spacenet_csv(path)
+    polys = [b for b in back if not b.is_empty]
+    assert [b.image_id for b in back] == ["AOI_2_Vegas_img1"] * 3 + ["AOI_2_Vegas_img2", "AOI_2_Vegas_img3"]
+    expected = [holed, multi.geoms[0], multi.geoms[1], box(0, 1.5, 3.25, 9)]
+    assert all(b.polygon.equals_exact(e, 0) for b, e in zip(polys, expected))
+    assert [b.confidence for b in polys] == [0.875, 0.5, 0.5, 1.0]
+    assert [b.building_id for b in back] == [0, 1, 2, 0, -1]
+    P.write_spacenet_csv(buildings[:1], path, holes="drop", decimals=2)
+    assert path.read_text().splitlines()[1] == (
+        'AOI_2_Vegas_img1,0,"POLYGON ((0.00 0.00, 30.00 0.00, 30.00 30.00, 0.00 30.00, 0.00 0.00))",0.875')
+
+
+def test_csv_writer_rejects_ids_that_break_the_format(tmp_path):
+    with pytest.raises(ValueError, match="comma"):
+        P.write_spacenet_csv([P.Building("a,b", box(0, 0, 5, 5))], tmp_path / "x.csv")
+
+
+def test_geojson_round_trip_through_a_transform(tmp_path):
+    pixel = [P.Building("AOI_5_Khartoum_img924", box(10, 20, 40, 65), 0.25),
+             P.Building("AOI_5_Khartoum_img924",
+                        Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (6, 3), (6, 6), (3, 6)]]), 0.5)]
+    path = tmp_path / "out.geojson"
+    assert P.write_geojson(pixel, path, transform=KHARTOUM_GT, crs="EPSG:4326") == 2
+    data = json.loads(path.read_text())
+    assert data["crs"]["properties"]["name"] == "urn:ogc:def:crs:OGC:1.3:CRS84"
+    assert data["features"][1]["properties"] == {"image_id": "AOI_5_Khartoum_img924",
+                                                 "building_id": 1, "confidence": 0.5}
+    lon, lat = data["features"][0]["geometry"]["coordinates"][0][0]   # box() starts at (x2, y1)
+    assert math.isclose(lon, KHARTOUM_GT[0] + 40 * 2.7e-6, rel_tol=1e-15)
+    assert math.isclose(lat, KHARTOUM_GT[3] - 20 * 2.7e-6, rel_tol=1e-15)
+    back = [b for b in read_geojson(path) if not b.is_empty]
+    assert [b.image_id for b in back] == ["AOI_5_Khartoum_img924"] * 2
+    for b, original in zip(back, pixel):
+        assert P.map_to_pixel(b.polygon, KHARTOUM_GT).equals_exact(original.polygon, 1e-6)
+        assert b.confidence == original.confidence
+    assert P.crs_name("EPSG:32616") == "urn:ogc:def:crs:EPSG::32616"
+    assert "crs" not in P.geojson_feature_collection(pixel)

@@ -1,0 +1,110 @@
+"""The sn_tf models (FCN segmentation, DetectNet detection), their losses and metrics.
+
+Registry (``kind`` is ``"fcn"`` or ``"detectnet"``)::
+
+    model = build_model("fcn", num_bands=8, width=32, sdf_bins=16)
+    model.compile(optimizer="adam",
+                  loss=losses_for("fcn", sdf_truncation=10.0, sdf_bins=16),
+                  metrics=metrics_for("fcn"))
+    stride_for("fcn", depth=4)   # input H and W must be multiples of this
+
+Outputs and targets follow BUILD_NOTES.md section 1 ("Targets handed from the pipeline to the
+models"); the models output raw logits/probabilities/offsets for the shared polygon head.
+Importing this package registers the custom objects (losses, :class:`PerChannelConstant`), so
+``keras.saving.load_model`` restores saved models and their compiled losses.
+"""
+
+from __future__ import annotations
+
+import keras
+
+from sn_tf.modeling.detectnet import DETECTNET_STRIDE, build_detectnet
+from sn_tf.modeling.fcn import build_fcn, fcn_stride
+from sn_tf.modeling.layers import PerChannelConstant
+from sn_tf.modeling.losses import (BboxLoss, CoverageLoss, FootprintLoss, SdfBinsLoss, SdfLoss,
+                                   sdf_bin_centers, sdf_bin_edges, sdf_from_bin_logits,
+                                   sdf_to_bins, with_sdf_bins_target)
+
+__all__ = [
+    "DETECTNET_STRIDE",
+    "MODEL_KINDS",
+    "BboxLoss",
+    "CoverageLoss",
+    "FootprintLoss",
+    "PerChannelConstant",
+    "SdfBinsLoss",
+    "SdfLoss",
+    "build_detectnet",
+    "build_fcn",
+    "build_model",
+    "fcn_stride",
+    "losses_for",
+    "metrics_for",
+    "sdf_bin_centers",
+    "sdf_bin_edges",
+    "sdf_from_bin_logits",
+    "sdf_to_bins",
+    "stride_for",
+    "with_sdf_bins_target",
+]
+
+#: The model families ``build_model``, ``losses_for``, ``metrics_for`` and ``stride_for`` know.
+MODEL_KINDS = ("fcn", "detectnet")
+
+
+def _check_kind(kind: str) -> str:
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
+    return kind
+
+
+def build_model(kind: str, num_bands: int, **kwargs) -> keras.Model:
+    """Build ``build_fcn(num_bands, **kwargs)`` or ``build_detectnet(num_bands, **kwargs)``."""
+    builder = build_fcn if _check_kind(kind) == "fcn" else build_detectnet
+    return builder(num_bands, **kwargs)
+
+
+def stride_for(kind: str, *, depth: int = 4) -> int:
+    """Input-size multiple of a model kind: ``fcn_stride(depth)`` for "fcn", 16 for "detectnet"."""
+    return fcn_stride(depth) if _check_kind(kind) == "fcn" else DETECTNET_STRIDE
+
+
+def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int | None = None,
+               jaccard_weight: float = 0.0, sdf_delta: float = 1.0, sdf_weight: float = 1.0,
+               sdf_bins_weight: float = 1.0, coverage_weight: float = 1.0,
+               bbox_weight: float = 2.0) -> dict[str, keras.losses.Loss]:
+    """Losses keyed by output name, for ``model.compile(loss=...)``.
+
+    "fcn": ``footprint`` (:class:`FootprintLoss` with ``jaccard_weight``), ``sdf``
+    (:class:`SdfLoss` with ``sdf_truncation``, ``sdf_delta``, ``sdf_weight``) and, when
+    ``sdf_bins`` is set (it needs ``sdf_truncation``, the dataset's ``--sdf_truncation``),
+    ``sdf_bins`` (:class:`SdfBinsLoss`; map the dataset through :func:`with_sdf_bins_target`).
+    "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
+    ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2), as in DIGITS.
+    Parameters of the other kind are ignored.
+    """
+    if _check_kind(kind) == "detectnet":
+        return {"coverage": CoverageLoss(weight=coverage_weight),
+                "bbox": BboxLoss(weight=bbox_weight)}
+    losses = {"footprint": FootprintLoss(jaccard_weight),
+              "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}
+    if sdf_bins is not None:
+        if sdf_truncation is None:
+            raise ValueError("sdf_bins needs sdf_truncation (the bins span [-T, T])")
+        losses["sdf_bins"] = SdfBinsLoss(sdf_bins, sdf_truncation, weight=sdf_bins_weight)
+    return losses
+
+
+def metrics_for(kind: str) -> dict[str, list[keras.metrics.Metric]]:
+    """Fresh training metrics keyed by output name, for ``model.compile(metrics=...)``.
+
+    "fcn": footprint IoU of the building class (logits thresholded at 0, i.e. p = 0.5) and sdf
+    mean absolute error (pixels). "detectnet": coverage IoU (probabilities thresholded at 0.5).
+    Metrics receive the same sample weights as the losses.
+    """
+    if _check_kind(kind) == "fcn":
+        return {"footprint": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
+                                                      name="iou")],
+                "sdf": [keras.metrics.MeanAbsoluteError(name="mae")]}
+    return {"coverage": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5,
+                                                 name="iou")]}

@@ -1,0 +1,119 @@
+"""DetectNet-style building detector: stride-16 inception backbone + coverage and box heads.
+
+Backbone choice: NVIDIA's DetectNet (DIGITS) is GoogLeNet with pool4 removed, so the last two
+inception stages (4a-4e, 5a-5b) run at stride 16. This model keeps that shape with two modern
+changes: every conv is followed by BatchNormalization (Inception-v2 style; the 5x5 branch is
+factorised into two 3x3 convs), and every inception block has a residual shortcut
+(Inception-ResNet style, :func:`sn_tf.modeling.layers.inception_block`), which trains reliably
+from scratch on multispectral input, where ImageNet weights do not apply. With ``width`` w:
+
+================  ==========  =================================  ======================
+stage             stride      layers                             channels (w = 32)
+================  ==========  =================================  ======================
+stem              2, 4        3x3/2 conv, 3x3 conv, 3x3/2 pool   32, 64
+conv2             4           1x1 conv, 3x3 conv                 64, 192
+stage3            8           3x3/2 pool, ``blocks[0]`` incept.  256
+stage4            16          3x3/2 pool, ``blocks[1]`` incept.  512
+================  ==========  =================================  ======================
+
+(the defaults ``blocks=(2, 7)`` mirror GoogLeNet's 3a-3b and 4a-4e + 5a-5b.)
+
+Heads (1x1 convs, float32 under any mixed-precision policy), on the ``[B, H/16, W/16]`` grid:
+
+- ``coverage``: sigmoid probabilities ``[B, h, w, 1]``; the bias starts at
+  ``logit(coverage_prior)`` so the initial coverage L2 loss is small on mostly empty grids.
+- ``bbox``: corner offsets ``(x1 - cx, y1 - cy, x2 - cx, y2 - cy)`` in pixels ``[B, h, w, 4]``
+  from the cell centre ``(cx, cy) = ((j + 0.5) * 16, (i + 0.5) * 16)``. The conv predicts
+  ``offset / bbox_scale`` and a Rescaling layer multiplies back, and the conv bias starts at
+  ``(-0.5, -0.5, 0.5, 0.5)``, so a fresh model proposes ``bbox_scale``-sized squares centred on
+  each cell instead of degenerate points.
+
+Input: float32 ``[B, H, W, num_bands]`` with H and W multiples of :data:`DETECTNET_STRIDE`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+from sn_tf.modeling.layers import (PerChannelConstant, check_int, check_positive_float,
+                                   conv_bn_act, inception_block)
+
+__all__ = ["DETECTNET_STRIDE", "build_detectnet"]
+
+#: Grid stride of the DetectNet outputs (pixels per grid cell), as in the targets contract.
+DETECTNET_STRIDE = 16
+
+
+def _backbone(image, width: int, blocks: tuple[int, int]):
+    """GoogLeNet-like trunk without pool4: ``[B, H, W, C]`` -> ``[B, H/16, W/16, 16 * width]``."""
+    x = conv_bn_act(image, width, 3, strides=2, name="stem1")
+    x = conv_bn_act(x, 2 * width, 3, name="stem2")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = conv_bn_act(x, 2 * width, 1, name="conv2_reduce")
+    x = conv_bn_act(x, 6 * width, 3, name="conv2")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    for block in range(blocks[0]):
+        x = inception_block(x, 8 * width, name=f"incep3_{block}")
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool3")(x)
+    for block in range(blocks[1]):
+        x = inception_block(x, 16 * width, name=f"incep4_{block}")
+    return x
+
+
+def _heads(x, bbox_scale: float, coverage_prior: float) -> dict:
+    """Float32 1x1 coverage and bbox heads; see the module docstring."""
+    prior_logit = math.log(coverage_prior / (1.0 - coverage_prior))
+    coverage = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32",
+                             bias_initializer=keras.initializers.Constant(prior_logit),
+                             name="coverage")(x)
+    bbox = layers.Conv2D(4, 1, dtype="float32",
+                         kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+                         bias_initializer=PerChannelConstant([-0.5, -0.5, 0.5, 0.5]),
+                         name="bbox_unscaled")(x)
+    bbox = layers.Rescaling(bbox_scale, dtype="float32", name="bbox")(bbox)
+    return {"coverage": coverage, "bbox": bbox}
+
+
+def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = (2, 7),
+                    bbox_scale: float = 32.0, coverage_prior: float = 0.1,
+                    name: str = "detectnet") -> keras.Model:
+    """Build the DetectNet-style detector (stride 16).
+
+    Args:
+        num_bands: input channels C (any number >= 1).
+        width: base channel count; see the stage table in the module docstring (w >= 1).
+        blocks: ``(n3, n4)`` inception blocks at stride 8 and at stride 16 (each >= 1).
+        bbox_scale: pixels per unit of the raw box-head output; also the side of the square the
+            initial model proposes around each cell.
+        coverage_prior: initial coverage probability, in (0, 1).
+        name: model name.
+
+    Returns:
+        A ``keras.Model`` from float32 ``[B, H, W, C]`` (H, W multiples of 16) to
+        ``{"coverage": [B, H/16, W/16, 1] probabilities, "bbox": [B, H/16, W/16, 4] pixels}``,
+        both float32.
+
+    Raises:
+        ValueError: naming the offending parameter when the configuration is invalid.
+    """
+    num_bands = check_int(num_bands, "num_bands", 1)
+    width = check_int(width, "width", 1)
+    try:
+        blocks = tuple(blocks)
+    except TypeError:
+        raise ValueError(f"blocks must be a pair (stride-8 blocks, stride-16 blocks), "
+                         f"got {blocks!r}") from None
+    if len(blocks) != 2:
+        raise ValueError(f"blocks must be a pair (stride-8 blocks, stride-16 blocks), got {blocks}")
+    blocks = (check_int(blocks[0], "blocks[0]", 1), check_int(blocks[1], "blocks[1]", 1))
+    bbox_scale = check_positive_float(bbox_scale, "bbox_scale")
+    if not 0.0 < coverage_prior < 1.0:
+        raise ValueError(f"coverage_prior must be in (0, 1), got {coverage_prior!r}")
+
+    image = keras.Input(shape=(None, None, num_bands), name="image")
+    features = _backbone(image, width, blocks)
+    return keras.Model(image, _heads(features, bbox_scale, float(coverage_prior)), name=name)

@@ -1,0 +1,288 @@
+"""Losses for the sn_tf models, matching the pipeline's targets contract (BUILD_NOTES.md, 1).
+
+All classes are ``keras.losses.Loss`` subclasses registered under the ``sn_tf`` package, so a
+compiled model saved as ``.keras`` reloads with its losses once this module is imported. Each
+takes a ``weight`` that multiplies its value (so ``losses_for`` alone carries DetectNet's 1 : 2
+coverage : bbox weighting; Keras reports the weighted value as ``<output>_loss``).
+
+Segmentation (FCN) - per-pixel losses, values ``[B, H, W]``:
+
+- :class:`FootprintLoss`: binary cross-entropy on the ``footprint`` logits, plus optionally
+  ``jaccard_weight * (1 - soft Jaccard)`` where the soft Jaccard index of each image is
+  ``(sum p t + 1) / (sum (p + t - p t) + 1)`` over all its pixels (p = sigmoid(logits)); that
+  per-image term is spread over the image's pixels, so it is weighted like any per-pixel loss.
+- :class:`SdfLoss`: Huber loss (``delta`` pixels) on ``sdf - target``; with ``truncation`` T the
+  target is clipped to [-T, T] (a no-op on pipeline targets) and the loss is divided by T.
+- :class:`SdfBinsLoss`: sparse categorical cross-entropy of the ``sdf_bins`` logits against the
+  bin of the sdf target (:func:`sdf_to_bins`). Its ``y_true`` is the sdf target itself: map
+  the dataset through :func:`with_sdf_bins_target` to copy ``"sdf"`` to ``"sdf_bins"``.
+
+  Reduction (default ``"mean_with_sample_weight"``): ``sum(w * loss) / sum(w)`` over every pixel
+  of the batch, with w the sample weights ``[B, H, W, 1]`` (or ``[B, H, W]``) of that output
+  (valid-region mask x boundary weight), or 1 without weights; a batch whose weights are all
+  zero gives 0. Boundary weights therefore shift emphasis without changing the loss scale, and
+  padded pixels (w = 0) count neither in the sum nor in the divisor.
+
+DetectNet - per-cell losses, values ``[B, h, w]``, reduction ``"sum_over_batch_size"``, which
+together give DIGITS' normalisation: the sum over all grid cells of the batch divided by the
+batch size B (Caffe's EuclideanLoss / L1Loss divide by the batch size only). To achieve that
+with Keras' mean over B*h*w elements, each per-cell value is multiplied by h*w. Per-cell sample
+weights ``[B, h, w, 1]`` multiply the cell terms (e.g. a valid-region mask); per-image weights
+must be given as ``[B, 1, 1, 1]``.
+
+- :class:`CoverageLoss` (weight 1): ``0.5 * (p - t)^2`` per cell (Caffe EuclideanLoss).
+- :class:`BboxLoss` (weight 2): ``sum_k |(pred_k - t_k) * s_k| * n`` over the 4 corner offsets,
+  with ``t = y_true[..., 0:4]`` (pixels), ``s = y_true[..., 4:8]`` = (1/w, 1/h, 1/w, 1/h) of the
+  owning box and ``n = y_true[..., 8]`` = 1 / (cells owned by that box); cells with ``n == 0``
+  (no coverage) contribute nothing whatever the prediction. Per image this is the sum over boxes
+  of the box's mean (over its cells) size-normalised L1 corner error, as in DIGITS' DetectNet
+  (bbox_loss = L1(pred * coverage * size * obj, label * size * obj)).
+
+The sdf bin helpers (:func:`sdf_bin_edges`, :func:`sdf_bin_centers`, :func:`sdf_from_bin_logits`)
+are plain numpy, for the polygon head; :func:`sdf_to_bins` is the ``keras.ops`` twin of
+``np.digitize(sdf, sdf_bin_edges(K, T))``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+from keras import ops
+
+from sn_tf.modeling.layers import check_int, check_positive_float
+
+__all__ = [
+    "BboxLoss",
+    "CoverageLoss",
+    "FootprintLoss",
+    "SdfBinsLoss",
+    "SdfLoss",
+    "sdf_bin_centers",
+    "sdf_bin_edges",
+    "sdf_from_bin_logits",
+    "sdf_to_bins",
+    "with_sdf_bins_target",
+]
+
+_SEGMENTATION_REDUCTION = "mean_with_sample_weight"
+_DETECTNET_REDUCTION = "sum_over_batch_size"
+BBOX_TARGET_CHANNELS = 9
+
+
+# --------------------------------------------------------------------------- sdf bins (numpy)
+
+def sdf_bin_edges(num_bins: int, truncation: float) -> np.ndarray:
+    """Interior edges of ``num_bins`` equal bins over [-T, T]: float32 ``[num_bins - 1]``.
+
+    Bin k (0-based) is ``[edge_{k-1}, edge_k)`` with ``edge_{-1} = -inf`` and
+    ``edge_{K-1} = +inf``; edge k-1 = ``-T + k * 2T / K``. Values beyond +-T (the sdf is clipped
+    there) fall in the outer bins. A value equal to an edge belongs to the upper bin
+    (``np.digitize(..., right=False)``), so for even K the edge at 0 puts sdf == 0 (the boundary,
+    which belongs to the footprint) in bin K/2, and ``bin >= K/2`` is exactly ``sdf >= 0``.
+    """
+    num_bins = check_int(num_bins, "num_bins", 2)
+    truncation = check_positive_float(truncation, "truncation")
+    k = np.arange(1, num_bins, dtype=np.float64)
+    return (-truncation + k * (2.0 * truncation / num_bins)).astype(np.float32)
+
+
+def sdf_bin_centers(num_bins: int, truncation: float) -> np.ndarray:
+    """Centres of the bins of :func:`sdf_bin_edges`: float32 ``[num_bins]``, pixels.
+
+    Centre k = ``-T + (k + 0.5) * 2T / K``; the centre of bin k lies in bin k.
+    """
+    num_bins = check_int(num_bins, "num_bins", 2)
+    truncation = check_positive_float(truncation, "truncation")
+    k = np.arange(num_bins, dtype=np.float64)
+    return (-truncation + (k + 0.5) * (2.0 * truncation / num_bins)).astype(np.float32)
+
+
+def sdf_from_bin_logits(logits, truncation: float, *, mode: str = "expectation") -> np.ndarray:
+    """Turn ``sdf_bins`` logits ``[..., K]`` back into an sdf estimate ``[...]`` (float32 pixels).
+
+    ``mode="expectation"``: sum over bins of softmax probability x bin centre (smooth, within
+    +-T(1 - 1/K)); ``mode="argmax"``: the centre of the most likely bin.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    centers = sdf_bin_centers(logits.shape[-1], truncation).astype(np.float64)
+    if mode == "argmax":
+        return centers[np.argmax(logits, axis=-1)].astype(np.float32)
+    if mode != "expectation":
+        raise ValueError(f"mode must be 'expectation' or 'argmax', got {mode!r}")
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probs = shifted / shifted.sum(axis=-1, keepdims=True)
+    return (probs @ centers).astype(np.float32)
+
+
+def sdf_to_bins(sdf, num_bins: int, truncation: float):
+    """Bin index (int32, same shape as ``sdf``) of each sdf value (pixels), with ``keras.ops``.
+
+    Identical to ``np.digitize(sdf, sdf_bin_edges(num_bins, truncation))``.
+    """
+    edges = sdf_bin_edges(num_bins, truncation)
+    return ops.cast(ops.digitize(ops.cast(sdf, "float32"), edges.tolist()), "int32")
+
+
+def with_sdf_bins_target(inputs, targets, sample_weights=None):
+    """Add the ``"sdf_bins"`` target (and sample weight) as copies of ``"sdf"``.
+
+    For ``dataset.map`` on ``(inputs, targets)`` or ``(inputs, targets, sample_weights)``
+    elements when the FCN has an ``sdf_bins`` head: :class:`SdfBinsLoss` bins the sdf itself.
+    Returns the element with the same arity.
+    """
+    targets = {**targets, "sdf_bins": targets["sdf"]}
+    if sample_weights is None:
+        return inputs, targets
+    return inputs, targets, {**sample_weights, "sdf_bins": sample_weights["sdf"]}
+
+
+# --------------------------------------------------------------------------- segmentation
+
+class _WeightedLoss(keras.losses.Loss):
+    """Base: a ``weight`` multiplier (serialised) on top of ``keras.losses.Loss``."""
+
+    def __init__(self, *, weight: float, name: str, reduction: str, dtype=None):
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+        if isinstance(weight, bool) or not float(weight) >= 0:
+            raise ValueError(f"{name}: weight must be a number >= 0, got {weight!r}")
+        self.weight = float(weight)
+
+    def get_config(self):
+        return {**super().get_config(), "weight": self.weight}
+
+
+@keras.saving.register_keras_serializable(package="sn_tf")
+class FootprintLoss(_WeightedLoss):
+    """BCE on footprint logits (+ optional soft-Jaccard term); see the module docstring.
+
+    ``y_true``: float32 ``[B, H, W, 1]`` in {0, 1}; ``y_pred``: logits ``[B, H, W, 1]``.
+    Per-pixel values ``[B, H, W]``.
+    """
+
+    def __init__(self, jaccard_weight: float = 0.0, *, weight: float = 1.0,
+                 name: str = "footprint_loss", reduction: str = _SEGMENTATION_REDUCTION,
+                 dtype=None):
+        super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
+        if isinstance(jaccard_weight, bool) or not float(jaccard_weight) >= 0:
+            raise ValueError(f"jaccard_weight must be a number >= 0, got {jaccard_weight!r}")
+        self.jaccard_weight = float(jaccard_weight)
+
+    def call(self, y_true, y_pred):
+        loss = ops.mean(ops.binary_crossentropy(y_true, y_pred, from_logits=True), axis=-1)
+        if self.jaccard_weight > 0:
+            prob = ops.sigmoid(y_pred)
+            inter = ops.sum(prob * y_true, axis=(1, 2, 3))
+            union = ops.sum(prob + y_true - prob * y_true, axis=(1, 2, 3))
+            jaccard = (inter + 1.0) / (union + 1.0)
+            loss = loss + self.jaccard_weight * (1.0 - jaccard)[:, None, None]
+        return self.weight * loss
+
+    def get_config(self):
+        return {**super().get_config(), "jaccard_weight": self.jaccard_weight}
+
+
+@keras.saving.register_keras_serializable(package="sn_tf")
+class SdfLoss(_WeightedLoss):
+    """Huber loss on the signed distance (pixels); see the module docstring.
+
+    ``y_true``, ``y_pred``: float32 ``[B, H, W, 1]`` pixels. Per-pixel values ``[B, H, W]``:
+    ``huber(y_pred - clip(y_true, -T, T); delta) / T`` with ``truncation`` T, else
+    ``huber(y_pred - y_true; delta)`` in pixels.
+    """
+
+    def __init__(self, truncation: float | None = None, delta: float = 1.0, *,
+                 weight: float = 1.0, name: str = "sdf_loss",
+                 reduction: str = _SEGMENTATION_REDUCTION, dtype=None):
+        super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
+        self.truncation = (None if truncation is None
+                           else check_positive_float(truncation, "truncation"))
+        self.delta = check_positive_float(delta, "delta")
+
+    def call(self, y_true, y_pred):
+        scale = self.weight
+        if self.truncation is not None:
+            y_true = ops.clip(y_true, -self.truncation, self.truncation)
+            scale = scale / self.truncation
+        error = ops.abs(y_pred - y_true)
+        quadratic = ops.minimum(error, self.delta)
+        huber = 0.5 * quadratic * quadratic + self.delta * (error - quadratic)
+        return scale * ops.mean(huber, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "truncation": self.truncation, "delta": self.delta}
+
+
+@keras.saving.register_keras_serializable(package="sn_tf")
+class SdfBinsLoss(_WeightedLoss):
+    """Cross-entropy of binned-sdf logits against the bins of the sdf target.
+
+    ``y_true``: the sdf target, float32 ``[B, H, W, 1]`` pixels (see
+    :func:`with_sdf_bins_target`); ``y_pred``: logits ``[B, H, W, num_bins]``.
+    Per-pixel values ``[B, H, W]``.
+    """
+
+    def __init__(self, num_bins: int, truncation: float, *, weight: float = 1.0,
+                 name: str = "sdf_bins_loss", reduction: str = _SEGMENTATION_REDUCTION,
+                 dtype=None):
+        super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
+        self.num_bins = check_int(num_bins, "num_bins", 2)
+        self.truncation = check_positive_float(truncation, "truncation")
+
+    def call(self, y_true, y_pred):
+        if y_pred.shape[-1] is not None and y_pred.shape[-1] != self.num_bins:
+            raise ValueError(f"SdfBinsLoss expects {self.num_bins} logits per pixel, "
+                             f"got y_pred of shape {y_pred.shape}")
+        bins = sdf_to_bins(y_true[..., 0], self.num_bins, self.truncation)
+        return self.weight * ops.sparse_categorical_crossentropy(bins, y_pred, from_logits=True)
+
+    def get_config(self):
+        return {**super().get_config(), "num_bins": self.num_bins, "truncation": self.truncation}
+
+
+# --------------------------------------------------------------------------- DetectNet
+
+def _cells(x):
+    """Number of grid cells h * w of a ``[B, h, w, C]`` tensor, as a float32 scalar tensor."""
+    shape = ops.shape(x)
+    return ops.cast(shape[1] * shape[2], "float32")
+
+
+@keras.saving.register_keras_serializable(package="sn_tf")
+class CoverageLoss(_WeightedLoss):
+    """DIGITS coverage loss: ``0.5 * sum over cells (p - t)^2`` per image, mean over the batch.
+
+    ``y_true``: float32 ``[B, h, w, 1]`` in {0, 1}; ``y_pred``: probabilities ``[B, h, w, 1]``.
+    Per-cell values ``[B, h, w]`` = ``0.5 (p - t)^2 * h * w`` (see the module docstring).
+    """
+
+    def __init__(self, *, weight: float = 1.0, name: str = "coverage_loss",
+                 reduction: str = _DETECTNET_REDUCTION, dtype=None):
+        super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        per_cell = 0.5 * ops.sum(ops.square(y_pred - y_true), axis=-1)
+        return (self.weight * _cells(y_pred)) * per_cell
+
+
+@keras.saving.register_keras_serializable(package="sn_tf")
+class BboxLoss(_WeightedLoss):
+    """DIGITS bbox loss: size- and object-count-normalised L1 on corner offsets, masked by coverage.
+
+    ``y_true``: float32 ``[B, h, w, 9]`` (offsets 0..3 pixels, size normalisation 4..7,
+    object-count normalisation 8; all zero without coverage); ``y_pred``: offsets
+    ``[B, h, w, 4]`` pixels. Per-cell values ``[B, h, w]`` =
+    ``sum_k |(pred_k - t_k) s_k| * n * [n > 0] * h * w`` (see the module docstring).
+    """
+
+    def __init__(self, *, weight: float = 2.0, name: str = "bbox_loss",
+                 reduction: str = _DETECTNET_REDUCTION, dtype=None):
+        super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
+
+    def call(self, y_true, y_pred):
+        if y_true.shape[-1] is not None and y_true.shape[-1] != BBOX_TARGET_CHANNELS:
+            raise ValueError(f"BboxLoss expects a bbox target with {BBOX_TARGET_CHANNELS} "
+                             f"channels, got shape {y_true.shape}")
+        offsets, size_norm, count_norm = y_true[..., 0:4], y_true[..., 4:8], y_true[..., 8]
+        per_cell = ops.sum(ops.abs((y_pred - offsets) * size_norm), axis=-1) * count_norm
+        per_cell = ops.where(count_norm > 0, per_cell, ops.zeros_like(per_cell))
+        return (self.weight * _cells(y_pred)) * per_cell

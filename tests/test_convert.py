@@ -297,3 +297,68 @@ def test_resample_to_puts_mul_on_the_pansharpened_grid(tmp_path):
     assert res["label_grid"] == "MUL-PanSharpen"
     assert tile["images"]["MUL"]["data"].shape == (33, 33, 8)  # native kept too
     assert "MUL@MUL-PanSharpen" in result.info["band_stats"]
+
+
+# ---- the synthetic SpaceNet sample, both layouts ---------------------------------------
+@pytest.fixture(scope="module")
+def sample_converted(tmp_path_factory):
+    from sn_tf.sample import write_sample
+
+    data = tmp_path_factory.mktemp("sample")
+    manifest = write_sample(data, aois=("AOI_2_Vegas", "AOI_1_Rio"), tiles_per_aoi=3, seed=1,
+                            pan_dtype="float64")
+    out = tmp_path_factory.mktemp("sample_out")
+    result = _run(data, out, num_workers=2)
+    return data, manifest, out, result
+
+
+def test_sample_round_trip_both_layouts(sample_converted):
+    data, manifest, out, result = sample_converted
+    assert result.exit_code == convert.EXIT_OK, result.info["skipped"]
+    by_id = {t["tile_id"]: t for t in manifest["tiles"]}
+    seen = 0
+    for tile in read_examples(out):
+        spec = by_id[tile["tile_id"]]
+        assert set(tile["images"]) == set(spec["images"])
+        for itype, rel in spec["images"].items():
+            src, h = geo.read_raster(data / rel)
+            img = tile["images"][itype]
+            assert img["data"].dtype == src.dtype and img["data"].shape == src.shape
+            np.testing.assert_array_equal(img["data"], src)
+            assert img["transform_gdal"] == h.transform_gdal and img["crs"] == h.crs
+        seen += 1
+    assert seen == len(manifest["tiles"])
+    pan = result.info["feature_spec"]["image_types"]["PAN"]
+    assert pan["dtype"] == "float64"  # read whatever dtype the file has
+    assert set(result.info["feature_spec"]["label_grids"]) == {"MUL-PanSharpen", "MUL",
+                                                                "3band", "8band"}
+    assert result.info["splits"]["train"]["aois"].keys() <= {"AOI_2_Vegas", "AOI_1_Rio"}
+
+
+def test_sample_labels_agree_with_the_summary_csv(sample_converted):
+    """Our pixel polygons vs the dataset's own PolygonWKT_Pix (2 decimals): same buildings."""
+    import csv
+
+    import shapely
+
+    data, manifest, out, _ = sample_converted
+    csv_polys = {}
+    for aoi in manifest["aois"]:
+        for row in csv.DictReader(open(data / aoi["summary_csv"])):
+            if row["BuildingId"] != "-1":
+                csv_polys.setdefault(row["ImageId"], []).append(
+                    shapely.from_wkt(row["PolygonWKT_Pix"]))
+    for tile in read_examples(out):
+        grid = "3band" if "3band" in tile["labels"] else "MUL-PanSharpen"
+        lab = tile["labels"][grid]
+        ref = [p for g in csv_polys.get(tile["tile_id"], []) for p in geo.repair_polygon(g)]
+        mine = shapely.union_all(lab["polygons_px"]) if lab["polygons_px"] else shapely.Polygon()
+        theirs = shapely.union_all(ref) if ref else shapely.Polygon()
+        if theirs.is_empty:
+            assert mine.is_empty
+            continue
+        iou = mine.intersection(theirs).area / mine.union(theirs).area
+        assert iou > 0.995, (tile["tile_id"], iou)
+        h, w = lab["height"], lab["width"]
+        diff = (lab["mask"] != labels.rasterize_mask(ref, h, w)).mean()
+        assert diff < 0.002, (tile["tile_id"], diff)  # 2-decimal rounding flips a few centres

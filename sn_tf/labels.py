@@ -5,7 +5,9 @@ coordinates (x = column, y = row, (0, 0) the top-left corner of the top-left pix
 
 * ``mask``: uint8 [H, W], 1 where the pixel CENTRE is inside a footprint (rasterio's
   ``all_touched=False`` rule).
-* boundary: mask pixels with at least one 4-neighbour (inside the image) outside the mask.
+* boundary: footprint pixels with a 4-neighbour (inside the image) that is background or
+  ANOTHER building, so touching buildings (shared walls) are separated by a zero line in
+  the sdf: what lets the polygon head split them.
 * ``distance``: float32 [H, W], Euclidean distance in pixels (centre to centre) to the
   nearest boundary pixel; ``H + W`` everywhere on a tile without buildings.
 * ``sdf``: float32 [H, W], +distance inside the mask, -distance outside, 0 on the boundary,
@@ -52,6 +54,28 @@ def rasterize_mask(polygons_px, height: int, width: int) -> np.ndarray:
         all_touched=False, dtype="uint8")
 
 
+def rasterize_instances(polygons_px, height: int, width: int) -> np.ndarray:
+    """int32 [H, W]: 0 background, i + 1 inside polygon i (pixel-centre rule; later wins)."""
+    from rasterio import features
+
+    if len(polygons_px) == 0:
+        return np.zeros((height, width), np.int32)
+    return features.rasterize(
+        ((p, i + 1) for i, p in enumerate(polygons_px)), out_shape=(height, width), fill=0,
+        all_touched=False, dtype="int32")
+
+
+def instance_boundary(instances: np.ndarray) -> np.ndarray:
+    """bool [H, W]: building pixels with a 4-neighbour of another id (background included)."""
+    ids = instances
+    b = np.zeros(ids.shape, bool)
+    b[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+    b[:, 1:] |= ids[:, 1:] != ids[:, :-1]
+    b[:-1, :] |= ids[:-1, :] != ids[1:, :]
+    b[1:, :] |= ids[1:, :] != ids[:-1, :]
+    return b & (ids > 0)
+
+
 def boundary_mask(mask: np.ndarray) -> np.ndarray:
     """bool [H, W]: mask pixels with a 4-neighbour outside the mask (image edges excluded)."""
     inside = mask.astype(bool)
@@ -59,10 +83,15 @@ def boundary_mask(mask: np.ndarray) -> np.ndarray:
     return inside & ~eroded
 
 
-def distance_to_boundary(mask: np.ndarray) -> np.ndarray:
-    """float32 [H, W]: Euclidean distance (px) to the nearest boundary pixel, capped at H+W."""
+def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
+    """float32 [H, W]: Euclidean distance (px) to the nearest boundary pixel, capped at H+W.
+
+    ``boundary`` defaults to ``boundary_mask(mask)`` (use ``instance_boundary`` when the
+    buildings are known, so shared walls count as boundary).
+    """
     h, w = mask.shape
-    boundary = boundary_mask(mask)
+    if boundary is None:
+        boundary = boundary_mask(mask)
     if not boundary.any():
         return np.full((h, w), float(h + w), np.float32)
     dist = ndimage.distance_transform_edt(~boundary)
@@ -100,8 +129,9 @@ def compute_labels(polygons_px, height: int, width: int,
 
     ``polygons_px`` must already be valid and clipped to the tile (``clip_to_tile``).
     """
-    mask = rasterize_mask(polygons_px, height, width)
-    distance = distance_to_boundary(mask)
+    instances = rasterize_instances(polygons_px, height, width)
+    mask = (instances > 0).astype(np.uint8)
+    distance = distance_to_boundary(mask, instance_boundary(instances))
     return {
         "mask": mask,
         "distance": distance,

@@ -527,3 +527,52 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
         json.dump(collection, f)
         f.write("\n")
     return len(collection["features"])
+
+
+# ----------------------------------------------------------------------------------------------
+# Model outputs -> buildings (the one path used by training validation, predict and the demo)
+
+DEFAULT_POSTPROCESS = {
+    "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_area": 20.0,
+            "simplify": 0.0},
+    "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
+                  "max_boxes": 450},
+}
+
+
+def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
+    """Default post-processing of a model kind, updated with ``overrides``."""
+    if kind not in DEFAULT_POSTPROCESS:
+        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(DEFAULT_POSTPROCESS)}")
+    params = dict(DEFAULT_POSTPROCESS[kind])
+    unknown = set(overrides or {}) - set(params)
+    if unknown:
+        raise ValueError(f"unknown {kind} post-processing parameter(s) {sorted(unknown)}; "
+                         f"known: {sorted(params)}")
+    params.update(overrides or {})
+    return params
+
+
+def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
+                         image_size: tuple[int, int], params: dict | None = None,
+                         stride: int = 16) -> list[Building]:
+    """One image's raw model outputs -> building records in PIXEL coordinates.
+
+    kind "fcn": ``outputs["footprint"]`` logits [H', W', 1] (and ``outputs["sdf"]`` [H', W', 1]
+    in pixels, used to split touching buildings); kind "detectnet": ``outputs["coverage"]``
+    [h, w, 1] and ``outputs["bbox"]`` [h, w, 4]. ``image_size`` = (H, W) of the valid image
+    (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
+    overrides; ``min_area`` is in pixels. Map coordinates come later, from the writers.
+    """
+    p = postprocess_params(kind, params)
+    height, width = image_size
+    if kind == "fcn":
+        logits = np.asarray(outputs["footprint"])[:height, :width, 0]
+        sdf = np.asarray(outputs["sdf"])[:height, :width, 0] if p["split_with_sdf"] else None
+        return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
+                                    min_area=p["min_area"], simplify=p["simplify"], sdf=sdf,
+                                    sdf_level=p["sdf_level"])
+    return buildings_from_detectnet(
+        outputs["coverage"], outputs["bbox"], image_id, stride=stride,
+        threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
+        min_height=p["min_height"], max_boxes=p["max_boxes"], image_size=(height, width))

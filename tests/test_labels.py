@@ -51,7 +51,8 @@ def test_signed_distance_sign_agrees_with_mask_and_magnitude_is_distance():
     assert np.all(mask[sdf == 0])
     np.testing.assert_array_equal(np.abs(sdf), dist)
     # magnitude = brute-force distance to the nearest boundary pixel centre
-    by, bx = np.nonzero(labels.boundary_mask(lab["mask"]))
+    inst = labels.rasterize_instances(polys, 64, 64)
+    by, bx = np.nonzero(labels.instance_boundary(inst))
     yy, xx = np.mgrid[:64, :64]
     brute = np.sqrt((yy[..., None] - by) ** 2 + (xx[..., None] - bx) ** 2).min(-1)
     np.testing.assert_allclose(dist, brute, atol=1e-5)
@@ -96,3 +97,18 @@ def test_sample_csv_burns_to_solaris_mask(realdata):
         expected = ds.read(1) > 0
     assert expected.sum() == 117996
     np.testing.assert_array_equal(mask.astype(bool), expected)
+
+
+def test_touching_buildings_are_separated_by_a_zero_line():
+    """A shared wall is boundary for both buildings: the sdf dips to 0 between them."""
+    left, right = shapely.box(2, 2, 12, 12), shapely.box(12, 2, 22, 12)
+    lab = labels.compute_labels([left, right], 14, 24, sdf_truncation=None)
+    assert lab["mask"][2:12, 2:22].all()  # one connected footprint
+    sdf = lab["sdf"]
+    np.testing.assert_array_equal(sdf[2:12, 11], 0)  # last column of the left building
+    np.testing.assert_array_equal(sdf[2:12, 12], 0)  # first column of the right one
+    assert sdf[7, 7] == 4.0 and sdf[7, 17] == 4.0
+    # seeds above 1.5 are two separate regions
+    from scipy import ndimage
+
+    assert ndimage.label(sdf > 1.5)[1] == 2

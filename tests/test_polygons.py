@@ -363,3 +363,35 @@ def test_geojson_round_trip_through_a_transform(tmp_path):
         assert b.confidence == original.confidence
     assert P.crs_name("EPSG:32616") == "urn:ogc:def:crs:EPSG::32616"
     assert "crs" not in P.geojson_feature_collection(pixel)
+
+
+def test_outputs_to_buildings_fcn_crops_padding_and_splits_with_sdf():
+    from sn_tf import labels
+
+    lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)  # touching
+    mask, sdf = lab["mask"], lab["sdf"]
+    logits = np.where(mask > 0, 4.0, -4.0)
+    pad = ((0, 8), (0, 16))  # the model saw a padded 48 x 64 input
+    outputs = {"footprint": np.pad(logits, pad, constant_values=4.0)[..., None],
+               "sdf": np.pad(sdf, pad, constant_values=5.0)[..., None]}
+    merged = P.outputs_to_buildings("fcn", outputs, "AOI_2_Vegas_img1", image_size=(40, 48),
+                                    params={"split_with_sdf": False})
+    assert [round(b.polygon.area) for b in merged] == [200]
+    split = P.outputs_to_buildings("fcn", outputs, "AOI_2_Vegas_img1", image_size=(40, 48),
+                                   params={"sdf_level": 1.5})
+    assert sorted(round(b.polygon.area) for b in split) == [100, 100]
+    with pytest.raises(ValueError, match="unknown fcn post-processing"):
+        P.postprocess_params("fcn", {"treshold": 1})
+
+
+def test_outputs_to_buildings_detectnet():
+    cov = np.zeros((4, 4, 1), np.float32)
+    bbox = np.zeros((4, 4, 4), np.float32)
+    box = np.array([16, 16, 48, 48], np.float32)
+    for i, j in [(1, 1), (1, 2), (2, 1), (2, 2)]:
+        cov[i, j] = 0.9
+        cx, cy = (j + 0.5) * 16, (i + 0.5) * 16
+        bbox[i, j] = box - [cx, cy, cx, cy]
+    out = P.outputs_to_buildings("detectnet", {"coverage": cov, "bbox": bbox}, "x",
+                                 image_size=(64, 64))
+    assert len(out) == 1 and out[0].polygon.bounds == (16, 16, 48, 48)

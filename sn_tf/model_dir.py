@@ -1,0 +1,93 @@
+"""The model directory: what training leaves behind and export/predict read (no TF import).
+
+Layout of ``--model_dir``::
+
+    model_info.json          ModelInfo: model kind, input bands, normalisation, stride,
+                             post-processing parameters, recipe, versions
+    config.json              the resolved recipe (after flag overrides)
+    checkpoints/last.keras   the model after the last epoch
+    checkpoints/best.keras   the model with the best validation F1 (shared polygon head)
+    backup/                  keras.callbacks.BackupAndRestore state (resume a killed run)
+    logs/                    TensorBoard event files
+    training_log.csv         one row per epoch (losses, metrics, val precision/recall/F1)
+    val_scores.json          the SpaceNet score of the best epoch (``sn_tf.score --json`` form)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+MODEL_INFO = "model_info.json"
+CONFIG = "config.json"
+LAST = "checkpoints/last.keras"
+BEST = "checkpoints/best.keras"
+BACKUP = "backup"
+LOGS = "logs"
+TRAINING_LOG = "training_log.csv"
+VAL_SCORES = "val_scores.json"
+MODEL_INFO_VERSION = 1
+
+
+@dataclasses.dataclass
+class ModelInfo:
+    """Everything needed to feed a trained model raw bands and turn its outputs into polygons.
+
+    kind: "fcn" | "detectnet".  image_types / bands: the input stack, in order: for each
+    image type the 1-based band indices taken from it (e.g. {"MUL-PanSharpen": [1..8]}).
+    input_dtypes: stored dtype of each image type.  mean / std: per input channel
+    (length = number of channels); the model input is (raw - mean) / std.  stride: input
+    height and width must be multiples of it (the serving function pads).  postprocess:
+    parameters of the shared polygon head (e.g. threshold, min_area, sdf_level for the FCN;
+    coverage threshold, group threshold, eps, min_height, max_boxes for DetectNet).
+    recipe: the recipe name (e.g. "fcn").  versions: package versions at training time.
+    """
+
+    kind: str
+    image_types: list[str]
+    bands: dict[str, list[int]]
+    input_dtypes: dict[str, str]
+    mean: list[float]
+    std: list[float]
+    stride: int
+    postprocess: dict
+    recipe: str = ""
+    sdf_truncation: float | None = None
+    versions: dict = dataclasses.field(default_factory=dict)
+    format_version: int = MODEL_INFO_VERSION
+
+    @property
+    def num_bands(self) -> int:
+        """Channels of the model input."""
+        return sum(len(self.bands[t]) for t in self.image_types)
+
+    def save(self, directory) -> pathlib.Path:
+        """Write ``model_info.json`` into ``directory``."""
+        path = pathlib.Path(directory) / MODEL_INFO
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(dataclasses.asdict(self), indent=1))
+        return path
+
+    @classmethod
+    def load(cls, directory) -> "ModelInfo":
+        """Read ``model_info.json`` from ``directory`` (a model dir or an export dir)."""
+        path = pathlib.Path(directory) / MODEL_INFO
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: not found; is {directory} a sn_tf model or "
+                                    "export directory?")
+        doc = json.loads(path.read_text())
+        if doc.get("format_version") != MODEL_INFO_VERSION:
+            raise ValueError(f"{path}: model info format {doc.get('format_version')} is not "
+                             f"known to this sn_tf ({MODEL_INFO_VERSION})")
+        return cls(**doc)
+
+
+def checkpoint(model_dir, which: str = "best") -> pathlib.Path:
+    """Path of the best (fallback: last) or last checkpoint of a model dir."""
+    d = pathlib.Path(model_dir)
+    order = [BEST, LAST] if which == "best" else [LAST]
+    for rel in order:
+        if (d / rel).is_file():
+            return d / rel
+    raise FileNotFoundError(f"{d}: no checkpoint ({' or '.join(order)}); train first")

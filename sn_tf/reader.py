@@ -63,3 +63,29 @@ def read_examples(path, split: str | None = None, decode_polygons: bool = True):
     for f in shard_files(path, split):
         for record in tf.data.TFRecordDataset(f).as_numpy_iterator():
             yield schema.decode_tile(record, decode_polygons=decode_polygons)
+
+
+def read_truth(path, split: str, grid: str, max_tiles: int | None = None) -> dict:
+    """{tile_id: [pixel Polygons on ``grid``]} of a split, parsing only ids and polygons.
+
+    Tiles keep ``read_examples`` order; ``max_tiles`` stops after that many tiles.
+    """
+    import shapely
+
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
+    spec = {schema.KEY_TILE_ID: tf.io.FixedLenFeature([], tf.string),
+            schema.label_key(grid, "polygons_wkb"): tf.io.VarLenFeature(tf.string)}
+
+    def parse(record):
+        f = tf.io.parse_single_example(record, spec)
+        return f[schema.KEY_TILE_ID], f[schema.label_key(grid, "polygons_wkb")].values
+
+    ds = tf.data.TFRecordDataset(shard_files(path, split)).map(parse)
+    if max_tiles:
+        ds = ds.take(max_tiles)
+    truth = {}
+    for tile_id, wkbs in ds.as_numpy_iterator():
+        truth[tile_id.decode()] = list(shapely.from_wkb(list(wkbs))) if len(wkbs) else []
+    return truth

@@ -16,7 +16,10 @@ Importing this package registers the custom objects (losses, :class:`PerChannelC
 
 from __future__ import annotations
 
-import keras
+from sn_tf.tfimport import tensorflow
+
+tensorflow()  # quiet import with sn_tf's TF settings, before Keras loads TF
+import keras  # noqa: E402
 
 from sn_tf.modeling.detectnet import DETECTNET_STRIDE, build_detectnet
 from sn_tf.modeling.fcn import build_fcn, fcn_stride

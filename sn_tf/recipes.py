@@ -1,0 +1,74 @@
+"""Experiment recipes: ``models/<name>.py`` files with ``get_config(variant="")``.
+
+A recipe returns a nested dict (sections ``model``, ``data``, ``loss``, ``train``,
+``postprocess``); a variant (``"smoke"`` for tests and CPU, ``"demo"`` for the demo) is
+chosen with ``--config=models/fcn.py:smoke``. Values are overridden from the command line
+with ``--set=section.key=value`` (value parsed as JSON when it parses, else a string).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import pathlib
+
+SECTIONS = ("model", "data", "loss", "train", "postprocess")
+
+
+class RecipeError(ValueError):
+    """A recipe cannot be loaded, or an override does not fit it."""
+
+
+def load_recipe(spec: str) -> dict:
+    """Load ``path/to/recipe.py[:variant]`` and return its config dict (with ``name``)."""
+    path_text, _, variant = spec.partition(":")
+    path = pathlib.Path(path_text)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found (e.g. models/fcn.py)")
+    module_spec = importlib.util.spec_from_file_location(f"sn_tf_recipe_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    try:
+        module_spec.loader.exec_module(module)
+    except Exception as exc:
+        raise RecipeError(f"{path}: cannot load recipe ({type(exc).__name__}: {exc})") from None
+    if not hasattr(module, "get_config"):
+        raise RecipeError(f"{path}: a recipe must define get_config(variant='')")
+    try:
+        config = module.get_config(variant)
+    except ValueError as exc:
+        raise RecipeError(f"{path}: {exc}") from None
+    missing = [s for s in SECTIONS if s not in config]
+    if missing:
+        raise RecipeError(f"{path}: recipe lacks section(s) {missing}")
+    config = copy.deepcopy(config)
+    config.setdefault("name", path.stem)
+    config["variant"] = variant
+    return config
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(config: dict, overrides) -> dict:
+    """Apply ``section.key=value`` overrides; unknown keys are an error (typos fail loudly)."""
+    config = copy.deepcopy(config)
+    for item in overrides or ():
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise RecipeError(f"--set {item!r}: expected section.key=value")
+        parts = key.strip().split(".")
+        node = config
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise RecipeError(f"--set {item!r}: no section {'.'.join(parts[:-1])!r}")
+            node = node[p]
+        if parts[-1] not in node:
+            raise RecipeError(f"--set {item!r}: unknown key {key!r}; known in this section: "
+                              f"{sorted(node)}")
+        node[parts[-1]] = _parse_value(value.strip())
+    return config

@@ -1,0 +1,440 @@
+"""Training library: recipe + converted data -> a trained model directory.
+
+``fit`` path (one host, one or many GPUs): ``train(config, data_dir, model_dir)`` builds the
+input pipeline, the model and its losses inside the strategy's scope and runs Keras
+``model.fit`` with checkpoints, BackupAndRestore, TensorBoard, a CSV log, a learning-rate
+schedule and ``SpaceNetValidation`` (the shared polygon head + SpaceNet scoring every N
+epochs, keeping the best checkpoint by F1).
+
+Several hosts: Keras 3 ``fit`` fails under ``MultiWorkerMirroredStrategy`` (TF 2.21,
+Keras 3.15: "Attempt to convert a value (PerReplica...)"), so ``train_multiworker`` runs a
+custom step with ``strategy.run`` on the same datasets, model, losses and checkpoints.
+
+The model directory layout is ``sn_tf.model_dir``.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import pathlib
+import time
+
+import numpy as np
+
+from sn_tf import model_dir as md
+from sn_tf import polygons, scoring
+from sn_tf.reader import load_info, read_truth
+from sn_tf.tfimport import tensorflow
+
+tf = tensorflow()
+import keras  # noqa: E402  (after the quiet TF import)
+
+from sn_tf import modeling, pipeline  # noqa: E402
+
+TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
+
+
+class ConfigError(ValueError):
+    """The recipe does not fit the data (bands absent, crop not a multiple of the stride...)."""
+
+
+@dataclasses.dataclass
+class Setup:
+    """A recipe resolved against one converted dataset."""
+
+    config: dict
+    data_dir: str
+    info: dict
+    kind: str
+    image_types: list[str]
+    bands: dict[str, list[int]]
+    mean: list[float]
+    std: list[float]
+    stride: int
+    label_grid: str
+    aois: list[str]
+
+    @property
+    def num_bands(self) -> int:
+        return sum(len(v) for v in self.bands.values())
+
+    def model_info(self) -> md.ModelInfo:
+        from sn_tf.convert import _versions
+
+        types = self.info["feature_spec"]["image_types"]
+        return md.ModelInfo(
+            kind=self.kind, image_types=list(self.image_types), bands=self.bands,
+            input_dtypes={t: types[t]["dtype"] for t in self.image_types},
+            mean=self.mean, std=self.std, stride=self.stride,
+            postprocess=polygons.postprocess_params(self.kind, self.config["postprocess"]),
+            recipe=self.config.get("name", ""),
+            sdf_truncation=self._sdf_truncation(), versions=_versions())
+
+    def _sdf_truncation(self):
+        t = self.config["data"].get("sdf_truncation")
+        if t is not None:
+            return float(t)
+        grid = self.info["feature_spec"]["label_grids"].get(self.label_grid, {})
+        return grid.get("sdf_truncation")
+
+
+def resolve(config: dict, data_dir) -> Setup:
+    """Check a recipe against a converted dataset; clear ``ConfigError`` on any mismatch."""
+    info = load_info(data_dir)
+    kind = config["model"]["kind"]
+    if kind not in modeling.MODEL_KINDS:
+        raise ConfigError(f"model.kind {kind!r} unknown; known: {modeling.MODEL_KINDS}")
+    data = config["data"]
+    known = info["feature_spec"]["image_types"]
+    types = list(data["image_types"])
+    absent = [t for t in types if t not in known]
+    if absent:
+        raise ConfigError(f"data.image_types {absent} are not in the TFRecords at {data_dir} "
+                          f"(present: {sorted(known)})")
+    bands = {}
+    for t in types:
+        n = int(known[t]["bands"])
+        chosen = (data.get("bands") or {}).get(t) or list(range(1, n + 1))
+        bad = [b for b in chosen if not isinstance(b, int) or not 1 <= b <= n]
+        if bad:
+            raise ConfigError(f"data.bands[{t!r}] = {chosen}: bands {bad} absent from the "
+                              f"TFRecords ({t} has bands 1..{n})")
+        bands[t] = list(chosen)
+    grids = {known[t]["label_grid"] for t in types}
+    if len(grids) != 1 or "" in grids:
+        raise ConfigError(f"data.image_types {types} are not on one labelled grid "
+                          f"(label grids {sorted(grids)}); use --resample_to when converting")
+    depth = config["model"].get("depth", 4)
+    stride = modeling.stride_for(kind, depth=depth)
+    crop = int(data["crop_size"])
+    if crop % stride:
+        raise ConfigError(f"data.crop_size {crop} is not a multiple of the model stride "
+                          f"{stride} ({kind})")
+    for split in (data["train_split"], data["val_split"]):
+        n = info["splits"].get(split, {}).get("num_examples", 0)
+        if n == 0:
+            raise ConfigError(f"split {split!r} is empty or absent in {data_dir} (splits: "
+                              f"{ {k: v['num_examples'] for k, v in info['splits'].items()} })")
+    aois = _aois(info, types, data.get("aois"), data_dir)
+    for split in (data["train_split"], data["val_split"]):
+        if not sum(info["splits"][split]["aois"].get(a, 0) for a in aois):
+            raise ConfigError(f"split {split!r} has no tiles of AOIs {aois} in {data_dir}")
+    mean, std = _normalisation(info, types, bands, data.get("normalization", "dataset_info"))
+    return Setup(config, str(data_dir), info, kind, types, bands, mean, std, stride,
+                 grids.pop(), aois)
+
+
+def _aois(info: dict, types, wanted, data_dir) -> list[str]:
+    """AOIs to train on: ``wanted`` (checked), else every AOI that has all the image types."""
+    have = {a: set(v["image_types"]) for a, v in info["aois"].items()}
+    fits = [a for a, t in sorted(have.items()) if set(types) <= t or
+            all(x in t or "@" in x for x in types)]
+    if wanted:
+        bad = [a for a in wanted if a not in fits]
+        if bad:
+            raise ConfigError(f"data.aois {bad} lack image types {types} in {data_dir} "
+                              f"(AOIs with them: {fits})")
+        return list(wanted)
+    if not fits:
+        raise ConfigError(f"no AOI in {data_dir} has all of {types}: {have}")
+    return fits
+
+
+def _normalisation(info, types, bands, mode) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) such that the model input is (raw - mean) / std."""
+    specs = pipeline._type_specs(info, types, bands)
+    scale, bias = pipeline._normalization(info, specs, mode)
+    std = 1.0 / scale.astype(np.float64)
+    return [float(v) for v in -bias * std], [float(v) for v in std]
+
+
+# ---- data ------------------------------------------------------------------------------
+def split_aois(setup: Setup, split: str) -> list[str]:
+    """The setup's AOIs that have tiles in ``split``."""
+    present = setup.info["splits"][split]["aois"]
+    return [a for a in setup.aois if present.get(a)]
+
+
+def _data_kwargs(setup: Setup, split: str) -> dict:
+    d = setup.config["data"]
+    return dict(target=TARGET_OF[setup.kind], image_types=tuple(setup.image_types),
+                bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
+                sdf_truncation=d.get("sdf_truncation"), stride=16,
+                aois=split_aois(setup, split))
+
+
+def train_dataset(setup: Setup, batch_size: int, input_context=None):
+    """The training ``tf.data.Dataset`` of (image, targets[, weights]), repeated."""
+    d, t = setup.config["data"], setup.config["train"]
+    ds = pipeline.make_dataset(
+        setup.data_dir, d["train_split"], training=True, crop_size=int(d["crop_size"]),
+        batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
+        augment=d.get("augment"), input_context=input_context,
+        **_data_kwargs(setup, d["train_split"]))
+    if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
+        ds = ds.map(modeling.with_sdf_bins_target)
+    return ds
+
+
+def predict_split(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
+    """Yield (tile_id, outputs dict of numpy [.., .., k] cropped later, (H, W)) per tile."""
+    ds = pipeline.make_examples(setup.data_dir, split, training=False, batch_size=batch_size,
+                                pad_to_multiple=setup.stride, **_data_kwargs(setup, split))
+    seen = 0
+    for batch in ds:
+        outputs = model(batch["image"], training=False)
+        outputs = {k: v.numpy() for k, v in outputs.items()}
+        for i, tile_id in enumerate(batch["tile_id"].numpy()):
+            if max_tiles is not None and seen >= max_tiles:
+                return
+            yield (tile_id.decode(), {k: v[i] for k, v in outputs.items()},
+                   (int(batch["height"][i]), int(batch["width"][i])))
+            seen += 1
+
+
+def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
+    """SpaceNet score of ``model`` on a split, through the shared polygon head."""
+    params = polygons.postprocess_params(setup.kind, setup.config["postprocess"])
+    proposals, ids = [], []
+    for tile_id, outputs, size in predict_split(model, setup, split, max_tiles, batch_size):
+        ids.append(tile_id)
+        proposals += polygons.outputs_to_buildings(setup.kind, outputs, tile_id,
+                                                   image_size=size, params=params,
+                                                   stride=setup.stride)
+    truth_polys = read_truth(setup.data_dir, split, setup.label_grid)
+    truth = [polygons.Building(t, p) for t in ids for p in truth_polys.get(t, [])]
+    truth += [polygons.Building(t, None) for t in ids]  # register images without buildings
+    proposals += [polygons.Building(t, None) for t in ids]
+    return scoring.score_polygons(truth, proposals)
+
+
+class SpaceNetValidation(keras.callbacks.Callback):
+    """Every ``every`` epochs (and the last): polygons + SpaceNet score on the val split.
+
+    Adds ``val_precision``, ``val_recall``, ``val_f1`` to the epoch logs (so the CSV log and
+    TensorBoard record them; put this callback before those), saves ``best.keras`` and
+    ``val_scores.json`` when F1 improves. The best F1 survives a resumed run.
+    """
+
+    def __init__(self, setup: Setup, model_dir, every: int, max_tiles=None, batch_size=4,
+                 is_chief: bool = True):
+        super().__init__()
+        self.setup, self.dir, self.every = setup, pathlib.Path(model_dir), max(1, int(every))
+        self.max_tiles, self.batch_size, self.is_chief = max_tiles, batch_size, is_chief
+        scores = self.dir / md.VAL_SCORES
+        self.best = json.loads(scores.read_text())["overall"]["f1"] if scores.exists() else -1.0
+
+    def on_epoch_end(self, epoch, logs=None):
+        last = self.params and epoch + 1 == self.params.get("epochs")
+        if (epoch + 1) % self.every and not last:
+            return
+        t0 = time.time()
+        result = evaluate_f1(self.model, self.setup, self.setup.config["data"]["val_split"],
+                             self.max_tiles, self.batch_size)
+        o = result.to_dict()["overall"]
+        if logs is not None:
+            logs.update(val_precision=o["precision"], val_recall=o["recall"], val_f1=o["f1"])
+        print(f"\nvalidation (epoch {epoch + 1}): precision {o['precision']:.3f} recall "
+              f"{o['recall']:.3f} F1 {o['f1']:.3f} (tp {o['tp']} fp {o['fp']} fn {o['fn']}, "
+              f"{time.time() - t0:.1f} s)", flush=True)
+        if o["f1"] > self.best and self.is_chief:
+            self.best = o["f1"]
+            (self.dir / md.BEST).parent.mkdir(parents=True, exist_ok=True)
+            self.model.save(self.dir / md.BEST)
+            (self.dir / md.VAL_SCORES).write_text(json.dumps(
+                {**result.to_dict(), "epoch": epoch + 1}, indent=1))
+
+
+# ---- model -----------------------------------------------------------------------------
+def _steps(setup: Setup, batch_size: int) -> int:
+    t, d = setup.config["train"], setup.config["data"]
+    return int(t.get("steps_per_epoch") or pipeline.steps_per_epoch(
+        setup.data_dir, d["train_split"], batch_size, aois=split_aois(setup, d["train_split"])))
+
+
+def _optimizer(setup: Setup, steps_per_epoch: int):
+    t = setup.config["train"]
+    total = max(1, steps_per_epoch * int(t["epochs"]))
+    warmup = min(total - 1, int(round(float(t.get("warmup_epochs", 0)) * steps_per_epoch)))
+    lr = float(t["learning_rate"])
+    schedule = keras.optimizers.schedules.CosineDecay(
+        lr / 10 if warmup else lr, decay_steps=total - warmup, alpha=0.05,
+        warmup_target=lr if warmup else None, warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, weight_decay=float(t.get("weight_decay", 0.0)),
+                                  clipnorm=None)
+
+
+def build_model(setup: Setup):
+    """The uncompiled model of the recipe, for ``setup.num_bands`` input channels."""
+    m = {k: v for k, v in setup.config["model"].items() if k != "kind"}
+    if setup.kind == "detectnet" and "blocks" in m:
+        m["blocks"] = tuple(m["blocks"])
+    return modeling.build_model(setup.kind, setup.num_bands, **m)
+
+
+def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):
+    l = setup.config["loss"]
+    kw = dict(sdf_truncation=setup._sdf_truncation(),
+              sdf_bins=setup.config["model"].get("sdf_bins"), **l) if setup.kind == "fcn" \
+        else dict(**l)
+    model.compile(optimizer=_optimizer(setup, steps_per_epoch),
+                  loss=modeling.losses_for(setup.kind, **kw),
+                  metrics=modeling.metrics_for(setup.kind), jit_compile=jit_compile)
+    return model
+
+
+def _jit(setup: Setup):
+    j = setup.config["train"].get("jit_compile", "auto")
+    if j == "auto":  # XLA pays off on GPUs; on CPU it mostly adds compile time
+        return bool(tf.config.list_physical_devices("GPU"))
+    return bool(j)
+
+
+def set_precision(policy: str) -> None:
+    """``""``/"float32", "mixed_bfloat16" or "mixed_float16" (outputs stay float32)."""
+    keras.mixed_precision.set_global_policy(policy or "float32")
+
+
+def choose_strategy(name: str = "auto"):
+    """"auto": MirroredStrategy over >1 GPU, else the default; "mirrored"; "default"."""
+    if name == "mirrored" or (name == "auto" and len(tf.config.list_physical_devices("GPU")) > 1):
+        return tf.distribute.MirroredStrategy()
+    if name in ("auto", "default"):
+        return tf.distribute.get_strategy()
+    raise ConfigError(f"unknown strategy {name!r} (auto, default, mirrored; several hosts: "
+                      "--multiworker)")
+
+
+def _write_run_files(setup: Setup, model_dir: pathlib.Path) -> None:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    setup.model_info().save(model_dir)
+    (model_dir / md.CONFIG).write_text(json.dumps(setup.config, indent=1))
+
+
+def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
+    """Train with Keras ``fit``; returns a summary (epochs, seconds, best val F1, paths)."""
+    setup = resolve(config, data_dir)
+    model_dir = pathlib.Path(model_dir)
+    _write_run_files(setup, model_dir)
+    t = setup.config["train"]
+    set_precision(t.get("mixed_precision", ""))
+    try:
+        strategy = strategy or choose_strategy()
+        batch = int(setup.config["data"]["batch_size"])
+        steps = _steps(setup, batch)
+        keras.utils.set_random_seed(int(t["seed"]))
+        with strategy.scope():
+            model = compile_model(build_model(setup), setup, steps, _jit(setup))
+        if strategy.num_replicas_in_sync > 1:
+            ds = strategy.distribute_datasets_from_function(
+                lambda ctx: train_dataset(setup, batch, ctx))
+        else:
+            ds = train_dataset(setup, batch)
+        (model_dir / md.LAST).parent.mkdir(parents=True, exist_ok=True)
+        callbacks = [
+            keras.callbacks.BackupAndRestore(str(model_dir / md.BACKUP)),
+            SpaceNetValidation(setup, model_dir, t.get("val_every", 1), t.get("val_max_tiles"),
+                               int(t.get("val_batch_size", 4))),
+            keras.callbacks.ModelCheckpoint(str(model_dir / md.LAST)),
+            keras.callbacks.CSVLogger(str(model_dir / md.TRAINING_LOG), append=True),
+            keras.callbacks.TensorBoard(str(model_dir / md.LOGS), update_freq="epoch"),
+        ]
+        t0 = time.time()
+        history = model.fit(ds, epochs=int(t["epochs"]), steps_per_epoch=steps,
+                            callbacks=callbacks, verbose=verbose)
+        seconds = time.time() - t0
+    finally:
+        set_precision("")
+    return _summary(model_dir, history.history, seconds, steps * batch * int(t["epochs"]))
+
+
+def _summary(model_dir, history, seconds, images) -> dict:
+    scores = model_dir / md.VAL_SCORES
+    best = json.loads(scores.read_text()) if scores.exists() else None
+    return {"model_dir": str(model_dir), "epochs_run": len(next(iter(history.values()), [])),
+            "seconds": round(seconds, 1), "images_per_s": round(images / max(seconds, 1e-9), 2),
+            "history": {k: [float(x) for x in v] for k, v in history.items()},
+            "best_val": best["overall"] if best else None,
+            "best_epoch": best.get("epoch") if best else None}
+
+
+# ---- several hosts ---------------------------------------------------------------------
+def _loss_sum(losses: dict, targets: dict, outputs: dict, weights) -> "tf.Tensor":
+    total = 0.0
+    for name, fn in losses.items():
+        w = None if weights is None else weights.get(name)
+        total += fn(targets[name], outputs[name], sample_weight=w)
+    return total
+
+
+def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
+    """Custom-step training under ``MultiWorkerMirroredStrategy`` (cluster from TF_CONFIG).
+
+    Every worker runs this same function. The global batch is ``data.batch_size``, split
+    across all replicas of all workers; gradients are all-reduced by the optimizer. Only
+    the chief writes the model directory (workers write to ``model_dir/worker-<i>``, as
+    tf.distribute recommends); validation runs on the chief.
+    """
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    resolver = strategy.cluster_resolver
+    task_type, task_id = resolver.task_type, resolver.task_id
+    is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
+    setup = resolve(config, data_dir)
+    out = pathlib.Path(model_dir) if is_chief else pathlib.Path(model_dir) / f"worker-{task_id}"
+    _write_run_files(setup, out)
+    t = setup.config["train"]
+    batch = int(setup.config["data"]["batch_size"])
+    steps = _steps(setup, batch)
+    keras.utils.set_random_seed(int(t["seed"]))
+    with strategy.scope():
+        model = build_model(setup)
+        kw = dict(sdf_truncation=setup._sdf_truncation(),
+                  sdf_bins=setup.config["model"].get("sdf_bins"), **setup.config["loss"]) \
+            if setup.kind == "fcn" else dict(**setup.config["loss"])
+        losses = modeling.losses_for(setup.kind, **kw)
+        optimizer = _optimizer(setup, steps)
+        optimizer.build(model.trainable_variables)
+    ds = strategy.distribute_datasets_from_function(lambda ctx: train_dataset(setup, batch, ctx))
+    iterator = iter(ds)
+    replicas = strategy.num_replicas_in_sync
+
+    def step_fn(element):
+        x, y = element[0], element[1]
+        w = element[2] if len(element) > 2 else None
+        with tf.GradientTape() as tape:
+            outputs = model(x, training=True)
+            loss = _loss_sum(losses, y, outputs, w) / replicas
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return loss
+
+    @tf.function
+    def train_step(it):
+        per_replica = strategy.run(step_fn, args=(next(it),))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    validation = SpaceNetValidation(setup, out, t.get("val_every", 1), t.get("val_max_tiles"),
+                                    int(t.get("val_batch_size", 4)), is_chief=is_chief)
+    validation.set_model(model)
+    validation.set_params({"epochs": int(t["epochs"])})
+    log_rows, t0 = [], time.time()
+    for epoch in range(int(t["epochs"])):
+        losses_seen = [float(train_step(iterator)) for _ in range(steps)]
+        logs = {"epoch": epoch, "loss": float(np.mean(losses_seen))}
+        if is_chief:
+            validation.on_epoch_end(epoch, logs)
+        log_rows.append(logs)
+        if verbose and is_chief:
+            print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}", flush=True)
+    (out / md.LAST).parent.mkdir(parents=True, exist_ok=True)
+    model.save(out / md.LAST)  # every worker saves (collective ops); only the chief's is kept
+    with open(out / md.TRAINING_LOG, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=sorted({k for r in log_rows for k in r}))
+        writer.writeheader()
+        writer.writerows(log_rows)
+    history = {k: [r.get(k, math.nan) for r in log_rows] for k in log_rows[0] if k != "epoch"}
+    return {**_summary(out, history, time.time() - t0, steps * batch * int(t["epochs"])),
+            "task": f"{task_type}:{task_id}", "is_chief": is_chief}

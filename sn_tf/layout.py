@@ -100,25 +100,41 @@ def _strip_prefix(stem: str, prefix: str) -> str | None:
     return stem[len(prefix) + 1:] if stem.startswith(prefix + "_") else None
 
 
+def _scan_files(folder: pathlib.Path, suffixes: tuple[str, ...], prefix: str, what: str,
+                warnings: list[str], skip=lambda path: False):
+    """Yield (path, tile id) of every ``<prefix>_<tile>.<suffix>`` file of ``folder``.
+
+    Files for which ``skip(path)`` is true are passed over silently; anything else that
+    does not match is reported in ``warnings`` (hidden files excepted).
+    """
+    for path in sorted(folder.iterdir()):
+        if skip(path):
+            continue
+        if path.is_dir():
+            warnings.append(f"{path}: unexpected folder inside {what}; ignored")
+        elif path.suffix.lower() not in suffixes:
+            if not path.name.startswith("."):
+                warnings.append(f"{path}: not a {what} file; ignored")
+        elif not (tile_id := _strip_prefix(path.stem, prefix)):
+            warnings.append(f"{path}: name does not start with '{prefix}_'; ignored")
+        else:
+            yield path, tile_id
+
+
 def _scan_images(folder: pathlib.Path, itype: str, prefix: str, tiles: dict, aoi: str,
                  warnings: list[str]) -> None:
-    """Add every ``<prefix>_<tile>.tif`` of ``folder`` to ``tiles`` as image type ``itype``."""
-    for path in sorted(folder.iterdir()):
-        if path.is_dir():
-            warnings.append(f"{path}: unexpected folder inside {itype} images; ignored")
-            continue
-        m = _H5_RE.match(path.name)
-        if m:
-            _scan_h5(path, itype, tiles, aoi, warnings)
-            continue
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            if not path.name.startswith("."):
-                warnings.append(f"{path}: not a GeoTIFF; ignored")
-            continue
-        tile_id = _strip_prefix(path.stem, prefix)
-        if not tile_id:
-            warnings.append(f"{path}: name does not start with '{prefix}_'; ignored")
-            continue
+    """Add every ``<prefix>_<tile>.tif`` of ``folder`` to ``tiles`` as image type ``itype``.
+
+    Lab HDF5 copies (``<city>_<n>_band_label_layers.h5``) in the folder are registered as
+    an alternative pixel source of ``itype``.
+    """
+    def is_h5(path):
+        return bool(_H5_RE.match(path.name))
+
+    for h5 in sorted(filter(is_h5, folder.iterdir())):
+        _scan_h5(h5, itype, tiles, aoi, warnings)
+    for path, tile_id in _scan_files(folder, (".tif", ".tiff"), prefix, f"{itype} GeoTIFF",
+                                     warnings, skip=is_h5):
         tiles.setdefault(tile_id, TileSource(tile_id, aoi)).images[itype] = path
 
 
@@ -149,15 +165,9 @@ def _tile_prefix(aoi: str, tiles: dict) -> str:
 
 def _scan_labels(folder: pathlib.Path, prefix: str, tiles: dict, aoi: str,
                  warnings: list[str]) -> None:
-    for path in sorted(folder.iterdir()):
-        if path.suffix.lower() not in (".geojson", ".json"):
-            if not path.name.startswith("."):
-                warnings.append(f"{path}: not a GeoJSON label file; ignored")
-            continue
-        tile_id = _strip_prefix(path.stem, prefix)
-        if not tile_id:
-            warnings.append(f"{path}: name does not start with '{prefix}_'; ignored")
-            continue
+    """Attach every ``<prefix>_<tile>.geojson`` of ``folder`` to its tile."""
+    for path, tile_id in _scan_files(folder, (".geojson", ".json"), prefix,
+                                     "GeoJSON label", warnings):
         tiles.setdefault(tile_id, TileSource(tile_id, aoi)).label_path = path
 
 

@@ -129,13 +129,16 @@ def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
     return seeds[rows, cols]
 
 
-def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float) -> tuple[np.ndarray, int]:
+def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float,
+                    min_seed_area: int = 0) -> tuple[np.ndarray, int]:
     """Label a footprint, splitting touching buildings with a signed-distance raster.
 
     Args:
       footprint: bool [H, W], True on building pixels.
       sdf: float [H, W] signed distance (pixels, positive inside buildings).
       level: seeds (markers) are the 4-connected regions of ``footprint & (sdf > level)``.
+      min_seed_area: seeds with fewer pixels are ignored (noise in a predicted sdf would
+        otherwise cut one building into pieces).
 
     Returns:
       (labels int32 [H, W], n): 0 = background, 1..n = one building each.
@@ -151,6 +154,10 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float) -> tup
     cross = ndimage.generate_binary_structure(2, 1)
     components, n_comp = ndimage.label(footprint, structure=cross)
     seeds, n_seeds = ndimage.label(footprint & (np.asarray(sdf) > level), structure=cross)
+    if n_seeds and min_seed_area > 1:
+        big = np.bincount(seeds.ravel()) >= min_seed_area
+        big[0] = False
+        seeds, n_seeds = ndimage.label(big[seeds], structure=cross)
     if n_seeds == 0:
         return components.astype(np.int32), int(n_comp)
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
@@ -176,7 +183,7 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float) -> tup
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
-                    sdf_level: float = 2.0) -> tuple[np.ndarray, int]:
+                    sdf_level: float = 2.0, min_seed_area: int = 0) -> tuple[np.ndarray, int]:
     """Threshold ``raster`` (value > threshold; NaN is background) and label its buildings.
 
     Without ``sdf``: 4-connected components. With ``sdf``: :func:`split_footprint`.
@@ -189,7 +196,7 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
         sdf = _as_2d(sdf, "sdf")
         if sdf.shape != footprint.shape:
             raise ValueError(f"sdf shape {sdf.shape} differs from raster shape {footprint.shape}")
-        return split_footprint(footprint, sdf, sdf_level)
+        return split_footprint(footprint, sdf, sdf_level, min_seed_area)
     labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
     return labels.astype(np.int32), int(n)
 
@@ -197,7 +204,8 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
 def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None = None,
                          kind: str = "probability", min_area: float = 0.0,
                          simplify: float = 0.0, sdf=None, sdf_level: float = 2.0,
-                         probability=None, transform=None) -> list[Building]:
+                         min_seed_area: int = 0, probability=None,
+                         transform=None) -> list[Building]:
     """Building polygons from a raster model output.
 
     Args:
@@ -214,6 +222,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
       sdf: optional signed-distance raster [H, W] (pixels, positive inside) used to split
         touching buildings (seeds where sdf > ``sdf_level``, then the distance-based watershed of
         :func:`split_footprint`). May be ``raster`` itself when kind == "sdf".
+      min_seed_area: seeds smaller than this (pixels) are ignored when splitting.
       probability: optional per-pixel probability raster [H, W] for the confidences; default
         ``confidence_map(raster, kind)``.
       transform: optional GDAL tuple or Affine; polygons are then in map coordinates.
@@ -232,7 +241,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if kind not in DEFAULT_THRESHOLDS:
         raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
-    labels, n = label_footprint(raster, threshold, sdf, sdf_level)
+    labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area)
     if n == 0:
         return []
     prob = confidence_map(raster, kind) if probability is None else _as_2d(probability, "probability")
@@ -533,8 +542,8 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
 # Model outputs -> buildings (the one path used by training validation, predict and the demo)
 
 DEFAULT_POSTPROCESS = {
-    "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_area": 20.0,
-            "simplify": 0.0},
+    "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
+            "min_area": 20.0, "simplify": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
                   "max_boxes": 450},
 }
@@ -571,7 +580,8 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
         sdf = np.asarray(outputs["sdf"])[:height, :width, 0] if p["split_with_sdf"] else None
         return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
                                     min_area=p["min_area"], simplify=p["simplify"], sdf=sdf,
-                                    sdf_level=p["sdf_level"])
+                                    sdf_level=p["sdf_level"],
+                                    min_seed_area=int(p["min_seed_area"]))
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, stride=stride,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],

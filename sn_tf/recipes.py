@@ -72,3 +72,48 @@ def apply_overrides(config: dict, overrides) -> dict:
                               f"{sorted(node)}")
         node[parts[-1]] = _parse_value(value.strip())
     return config
+
+
+# ---- shared defaults of the recipes in models/ -----------------------------------------
+DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
+                 "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
+                 "boundary_weight": None, "sdf_truncation": None, "augment": None,
+                 "normalization": "dataset_info"}
+TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
+                  "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
+                  "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,
+                  "val_batch_size": 4}
+# What every recipe's variants change (CPU-sized runs); recipes add their own changes.
+VARIANT_DEFAULTS = {
+    "demo": {"data": {"crop_size": 256, "batch_size": 8},
+             "train": {"epochs": 8, "steps_per_epoch": 12, "val_every": 4}},
+    "smoke": {"data": {"crop_size": 128, "batch_size": 4},
+              "train": {"epochs": 2, "steps_per_epoch": 3, "warmup_epochs": 0,
+                        "val_every": 1, "val_max_tiles": 4}},
+}
+
+
+def _merge(base: dict, changes: dict) -> dict:
+    out = copy.deepcopy(base)
+    for section, values in changes.items():
+        out.setdefault(section, {}).update(copy.deepcopy(values))
+    return out
+
+
+def recipe(variant: str, *, model: dict, loss: dict, postprocess: dict, data=None,
+           train=None, variants=None) -> dict:
+    """A recipe config: shared defaults + the recipe's sections + the variant's changes.
+
+    ``variants``: {"demo": {section: {key: value}}, "smoke": {...}} applied after
+    ``VARIANT_DEFAULTS``; the empty variant is the full-size recipe.
+    """
+    config = {"model": dict(model), "data": {**DATA_DEFAULTS, **(data or {})},
+              "loss": dict(loss), "train": {**TRAIN_DEFAULTS, **(train or {})},
+              "postprocess": dict(postprocess)}
+    if not variant:
+        return config
+    if variant not in VARIANT_DEFAULTS:
+        raise ValueError(f"unknown variant {variant!r} (use '', "
+                         f"{', '.join(repr(v) for v in VARIANT_DEFAULTS)})")
+    config = _merge(config, VARIANT_DEFAULTS[variant])
+    return _merge(config, (variants or {}).get(variant, {}))

@@ -1,0 +1,240 @@
+"""Tests of sn_tf.export: SavedModel serving signature vs the Keras model, metadata, errors.
+
+Models are tiny (FCN width 4 depth 2, DetectNet width 4 blocks (1, 1), or hand-made 1x1-conv
+models) and untrained; inputs are small. The helpers ``make_model_dir``, ``oracle_fcn`` and
+``cell_detectnet`` are shared with tests/test_predict.py.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+from sn_tf.tfimport import tensorflow  # noqa: E402
+
+tf = tensorflow()
+
+from sn_tf import export, modeling  # noqa: E402
+from sn_tf import model_dir as md  # noqa: E402
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+TINY = {"fcn": dict(width=4, depth=2, blocks=1), "detectnet": dict(width=4, blocks=(1, 1))}
+STRIDE = {"fcn": 4, "detectnet": 16}
+RGB = "RGB-PanSharpen"
+MEAN = [310.0, 420.0, 515.0]
+STD = [95.0, 120.0, 80.0]
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+def make_model_dir(path, model, *, kind: str, stride: int, image_types=(RGB,), bands=None,
+                   input_dtypes=None, mean=MEAN, std=STD, postprocess=None,
+                   checkpoint: str = "best") -> pathlib.Path:
+    """A model dir in the sn_tf.model_dir layout: checkpoints/<checkpoint>.keras + ModelInfo."""
+    path = pathlib.Path(path)
+    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    model.save(path / "checkpoints" / f"{checkpoint}.keras")
+    bands = bands or {image_types[0]: list(range(1, len(mean) + 1))}
+    input_dtypes = input_dtypes or {t: "uint16" for t in image_types}
+    md.ModelInfo(kind=kind, image_types=list(image_types), bands=bands,
+                 input_dtypes=input_dtypes, mean=list(mean), std=list(std), stride=stride,
+                 postprocess=postprocess or {}, recipe="test",
+                 versions={"keras": keras.__version__}).save(path)
+    return path
+
+
+def tiny_model(kind: str, num_bands: int = 3):
+    """A compiled tiny untrained model of ``kind`` (seeded)."""
+    keras.utils.set_random_seed(7)
+    model = modeling.build_model(kind, num_bands, **TINY[kind])
+    model.compile(optimizer="adam", loss=modeling.losses_for(kind, sdf_truncation=8.0))
+    return model
+
+
+def oracle_fcn(num_bands: int = 2):
+    """An "FCN" of two 1x1 convs: footprint = channel 0, sdf = channel 1 (exact, no context)."""
+    image = keras.Input((None, None, num_bands))
+    picks = {}
+    for k, name in enumerate(("footprint", "sdf")):
+        conv = keras.layers.Conv2D(1, 1, use_bias=False, name=name)
+        picks[name] = conv(image)
+        kernel = np.zeros((1, 1, num_bands, 1), np.float32)
+        kernel[0, 0, k, 0] = 1.0
+        conv.set_weights([kernel])
+    return keras.Model(image, picks)
+
+
+def cell_detectnet(num_bands: int = 3):
+    """A "DetectNet" whose cell (i, j) sees only pixels [16i, 16i+16) x [16j, 16j+16)."""
+    keras.utils.set_random_seed(3)
+    image = keras.Input((None, None, num_bands))
+    x = keras.layers.Conv2D(8, 16, strides=16, activation="tanh")(image)
+    coverage = keras.layers.Conv2D(1, 1, activation="sigmoid", name="coverage")(x)
+    bbox = keras.layers.Conv2D(4, 1, name="bbox")(keras.layers.Rescaling(20.0)(x))
+    return keras.Model(image, {"coverage": coverage, "bbox": bbox})
+
+
+def keras_reference(model, raw: np.ndarray, stride: int, mean=MEAN, std=STD) -> dict:
+    """The Keras model on the normalised, zero-padded input, cropped like the signature."""
+    scale = (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    bias = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)
+    x = raw.astype(np.float32) * scale + bias
+    _, h, w, _ = x.shape
+    x = np.pad(x, [(0, 0), (0, -h % stride), (0, -w % stride), (0, 0)])
+    out = model(x, training=False)
+    result = {}
+    for name, y in out.items():
+        y = np.asarray(y)
+        f = x.shape[1] // y.shape[1]
+        result[name] = y[:, :-(-h // f), :-(-w // f)]
+    return result
+
+
+def raw_batch(h: int, w: int, seed: int) -> np.ndarray:
+    """uint16 [2, h, w, 3] around the MEAN/STD statistics."""
+    rng = np.random.default_rng(seed)
+    data = rng.normal(MEAN, STD, size=(2, h, w, 3))
+    return np.clip(data, 0, 2047).astype(np.uint16)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """{kind: (keras model, model dir, export dir)} for the tiny FCN and DetectNet."""
+    root = tmp_path_factory.mktemp("export")
+    out = {}
+    for kind in ("fcn", "detectnet"):
+        model = tiny_model(kind)
+        mdir = make_model_dir(root / kind, model, kind=kind, stride=STRIDE[kind])
+        path = export.export_model(mdir, root / f"{kind}_export")
+        out[kind] = (model, mdir, path)
+    return out
+
+
+# ------------------------------------------------------------------------------------ tests
+
+@pytest.mark.parametrize("kind", ["fcn", "detectnet"])
+def test_signature_matches_keras_on_raw_inputs_of_any_size(exported, kind):
+    model, _, path = exported[kind]
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures[export.SERVE]
+    spec = signature.structured_input_signature[1]["image"]
+    assert spec.dtype == tf.uint16 and spec.shape.as_list() == [None, None, None, 3]
+    for h, w in ((100, 75), (64, 64), (17, 40)):
+        raw = raw_batch(h, w, seed=h + w)
+        want = keras_reference(model, raw, STRIDE[kind])
+        got = loaded.serve(raw)
+        via_signature = signature(image=tf.constant(raw))
+        assert sorted(got) == sorted(want) == sorted(via_signature)
+        for name in want:
+            assert got[name].dtype == tf.float32
+            f = 1 if kind == "fcn" else 16
+            assert got[name].shape[:3] == (2, -(-h // f), -(-w // f))
+            scale = max(1.0, float(np.abs(want[name]).max()))
+            np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4 * scale, rtol=0)
+            np.testing.assert_allclose(via_signature[name].numpy(), got[name].numpy(), atol=0)
+
+
+def test_metadata_beside_the_saved_model(exported):
+    _, mdir, path = exported["fcn"]
+    assert (path / "saved_model.pb").is_file()
+    source = json.loads((mdir / md.MODEL_INFO).read_text())
+    assert json.loads((path / md.MODEL_INFO).read_text()) == source
+    info = md.ModelInfo.load(path)
+    assert info.mean == MEAN and info.stride == 4 and info.bands == {RGB: [1, 2, 3]}
+    doc = json.loads((path / export.EXPORT_INFO).read_text())
+    assert doc["versions"]["tensorflow"] == tf.__version__
+    assert doc["versions"]["keras"] == keras.__version__
+    assert doc["exported_at"].startswith("20")
+    assert doc["checkpoint"].endswith("checkpoints/best.keras")
+    assert doc["signature"]["input"]["dtype"] == "uint16"
+    assert doc["signature"]["input"]["channels"] == [f"{RGB}:1", f"{RGB}:2", f"{RGB}:3"]
+    assert doc["signature"]["outputs"] == ["footprint", "sdf"]
+    serve, info2, doc2 = export.load_export(path)
+    assert info2 == info and doc2 == doc
+    assert set(serve(raw_batch(8, 8, 0))) == {"footprint", "sdf"}
+
+
+def test_mixed_input_dtypes_take_float32_and_last_checkpoint(tmp_path):
+    model = oracle_fcn(num_bands=2)
+    mdir = make_model_dir(tmp_path / "m", model, kind="fcn", stride=8, image_types=("PAN", RGB),
+                          bands={"PAN": [1], RGB: [2]},
+                          input_dtypes={"PAN": "float64", RGB: "uint16"}, mean=[1.0, 2.0],
+                          std=[2.0, 0.0], checkpoint="last")
+    path = export.export_model(mdir, tmp_path / "e", checkpoint="last")
+    serve, info, doc = export.load_export(path)
+    assert export.serving_dtype(info) == doc["signature"]["input"]["dtype"] == "float32"
+    raw = np.array([[[[5.0, 7.0]]]], np.float32)
+    out = serve(raw)
+    # std 0 is treated as 1 (as the pipeline does): (5 - 1) / 2 and (7 - 2) / 1
+    assert out["footprint"].shape == (1, 1, 1, 1)
+    assert out["footprint"].numpy().item() == pytest.approx(2.0)
+    assert out["sdf"].numpy().item() == pytest.approx(5.0)
+
+
+def test_errors_name_the_problem(tmp_path, exported):
+    model, mdir, _ = exported["fcn"]
+    with pytest.raises(export.ExportError, match="model dir not found"):
+        export.export_model(tmp_path / "nope", tmp_path / "e1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(export.ExportError, match="model_info.json: not found"):
+        export.export_model(empty, tmp_path / "e1")
+    md.ModelInfo.load(mdir).save(empty)
+    with pytest.raises(export.ExportError, match="no checkpoint"):
+        export.export_model(empty, tmp_path / "e1")
+
+    def broken(name: str, **changes) -> pathlib.Path:
+        d = tmp_path / name
+        make_model_dir(d, model, kind="fcn", stride=4)
+        doc = json.loads((d / md.MODEL_INFO).read_text())
+        doc.update(changes)
+        (d / md.MODEL_INFO).write_text(json.dumps(doc))
+        return d
+
+    cases = {
+        "mean must hold 3 finite values": broken("mean", mean=[1.0, 2.0]),
+        "kind 'unet'": broken("kind", kind="unet"),
+        "unknown fcn post-processing parameter": broken("post", postprocess={"tresh": 1}),
+        "stride must be a positive integer": broken("stride", stride=0),
+        "wrong model info .*unexpected keyword": broken("key", colour="red"),
+        "takes 3 input channels but model_info.json describes 4": broken(
+            "bands", bands={RGB: [1, 2, 3, 4]}, mean=[0.0] * 4, std=[1.0] * 4),
+        "lack \\['coverage'\\]|lack \\['bbox', 'coverage'\\]": broken("wrongkind",
+                                                                      kind="detectnet",
+                                                                      stride=16),
+    }
+    for message, d in cases.items():
+        with pytest.raises(export.ExportError, match=message) as err:
+            export.export_model(d, tmp_path / "e2")
+        assert str(d) in str(err.value)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "keep.txt").write_text("x")
+    with pytest.raises(export.ExportError, match="not empty"):
+        export.export_model(mdir, tmp_path / "busy")
+    with pytest.raises(export.ExportError, match="not an sn_tf export"):
+        export.export_model(mdir, tmp_path / "busy", overwrite=True)
+    with pytest.raises(export.ExportError, match="no saved_model.pb"):
+        export.load_export(tmp_path / "busy")
+
+
+def test_cli_exports_and_fails_cleanly(tmp_path, exported):
+    _, mdir, _ = exported["detectnet"]
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    ok = subprocess.run([sys.executable, "-m", "sn_tf.export", f"--model_dir={mdir}",
+                         f"--export_dir={tmp_path / 'cli'}", "--checkpoint=best"],
+                        capture_output=True, text=True, env=env, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    assert "signature 'serve' takes uint16 [B, H, W, 3]" in ok.stdout
+    assert (tmp_path / "cli" / "saved_model.pb").is_file()
+    bad = subprocess.run([sys.executable, "-m", "sn_tf.export",
+                          f"--model_dir={tmp_path / 'missing'}",
+                          f"--export_dir={tmp_path / 'cli2'}"],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1
+    assert "sn_tf.export: error:" in bad.stderr and "missing: model dir not found" in bad.stderr
+    assert "Traceback" not in bad.stderr

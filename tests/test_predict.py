@@ -1,0 +1,334 @@
+"""Tests of sn_tf.predict: windows, stitching, strip polygons, inputs, outputs, scoring, CLI.
+
+Models: an exact "oracle" FCN of 1x1 convs (footprint logit = band 1, sdf = band 2 of a
+float32 image, so predicted polygons are known), a DetectNet-like model whose cells see only
+their own 16x16 pixels (grid stitching must be exact), and the tiny untrained FCN of
+tests/test_export.py (stitching within tolerance when its receptive field fits the overlap,
+and plumbing on the synthetic SpaceNet sample).
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+import shapely
+from rasterio.transform import from_origin
+from scipy import ndimage
+
+from sn_tf import convert, geo, polygons, predict, sample, scoring
+from sn_tf import model_dir as md
+from test_export import RGB, cell_detectnet, export, make_model_dir, oracle_fcn, tiny_model
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+UTM_TRANSFORM = from_origin(500000.0, 4000000.0, 0.3, 0.3)
+ORACLE_TYPE = "RGB-PanSharpen"
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """{"oracle", "cells", "tiny"}: Predictors of exported models (see the module docstring)."""
+    root = tmp_path_factory.mktemp("models")
+    out = {}
+    oracle = make_model_dir(root / "oracle", oracle_fcn(2), kind="fcn", stride=8,
+                            bands={ORACLE_TYPE: [1, 2]}, input_dtypes={ORACLE_TYPE: "float32"},
+                            mean=[0.0, 0.0], std=[1.0, 1.0])
+    cells = make_model_dir(root / "cells", cell_detectnet(3), kind="detectnet", stride=16,
+                           postprocess={"threshold": 0.3, "group_threshold": 0})
+    tiny = make_model_dir(root / "tiny", tiny_model("fcn"), kind="fcn", stride=4)
+    for name, mdir in (("oracle", oracle), ("cells", cells), ("tiny", tiny)):
+        out[name] = predict.Predictor(export.export_model(mdir, root / f"{name}_export"))
+    return out
+
+
+def oracle_scene(height: int, width: int) -> tuple[np.ndarray, list]:
+    """float32 [H, W, 2] (band 1 = footprint logit +-4, band 2 = sdf) and the buildings.
+
+    Buildings (each a list of pixel boxes (x0, y0, x1, y1) whose union it is): a tall block
+    crossing many window rows, a U whose arms only join near its bottom, two buildings sharing
+    a wall (split by the sdf), one cut by the bottom-right image corner, one of 16 px (dropped
+    by min_area). The sdf of a building is its inner distance to its own outline + 0.3.
+    """
+    buildings = [[(10, 5, 30, 170)],
+                 [(50, 20, 58, 108), (72, 20, 80, 108), (50, 100, 80, 108)],
+                 [(95, 30, 115, 50)], [(115, 30, 135, 50)],
+                 [(width - 12, height - 9, width, height)],
+                 [(100, 120, 104, 124)]]
+    sdf = np.full((height, width), -3.0, np.float32)
+    for parts in buildings:
+        mask = np.zeros((height, width), bool)
+        for x0, y0, x1, y1 in parts:
+            mask[y0:y1, x0:x1] = True
+        inside = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1] + 0.3
+        sdf = np.where(mask, np.maximum(sdf, inside), sdf)
+    logit = np.where(sdf > 0, 4.0, -4.0).astype(np.float32)
+    return np.stack([logit, sdf], axis=-1).astype(np.float32), buildings
+
+
+def write_tif(path, array_hwc: np.ndarray, transform=UTM_TRANSFORM, crs="EPSG:32611"):
+    """A GeoTIFF of ``array_hwc`` (georeferenced unless transform and crs are None)."""
+    kwargs = {} if transform is None else {"transform": transform, "crs": crs}
+    with rasterio.open(path, "w", driver="GTiff", width=array_hwc.shape[1],
+                       height=array_hwc.shape[0], count=array_hwc.shape[2],
+                       dtype=array_hwc.dtype.name, **kwargs) as ds:
+        ds.write(np.moveaxis(array_hwc, -1, 0))
+    return pathlib.Path(path)
+
+
+def building_key(buildings) -> list:
+    """Sorted (normalised WKT, confidence to 6 digits) of building records."""
+    return sorted((shapely.normalize(b.polygon).wkt, round(b.confidence, 6)) for b in buildings)
+
+
+@pytest.fixture(scope="module")
+def spacenet(tmp_path_factory):
+    """Synthetic SpaceNet folder (2 Vegas tiles) and its conversion (one 'val' split)."""
+    root = tmp_path_factory.mktemp("spacenet")
+    manifest = sample.write_sample(root / "data", aois=("AOI_2_Vegas",), tiles_per_aoi=2)
+    cfg = convert.ConvertConfig(num_workers=1, progress=False, splits=(("val", 1.0),),
+                                image_types=(RGB,))
+    convert.convert(root / "data", root / "converted", cfg)
+    return root / "data", root / "converted", manifest
+
+
+# --------------------------------------------------------------------------- windows, ramps
+
+@pytest.mark.parametrize("length", [1, 40, 64, 65, 100, 650, 1000, 5003])
+@pytest.mark.parametrize("window,overlap,stride", [(64, 16, 16), (512, 64, 32), (100, 30, 4)])
+def test_axis_windows_cover_with_overlap_on_stride(length, window, overlap, stride):
+    wins = predict.axis_windows(length, window, overlap, stride)
+    starts = [s for s, _ in wins]
+    assert starts[0] == 0 and sum(wins[-1]) == length
+    assert starts == sorted(set(starts))
+    rounded = -(-window // stride) * stride
+    for (s0, n0), (s1, n1) in zip(wins, wins[1:]):
+        assert s1 % stride == 0 and s0 + n0 - s1 >= overlap
+    if length > rounded:
+        assert all(n <= rounded + 2 * stride for _, n in wins)
+    else:
+        assert wins == [(0, length)]
+
+
+def test_ramp_weights_positive_somewhere_and_one_at_image_borders():
+    assert predict.ramp(40, 1, False, False, 64).tolist() == [1.0] * 40
+    w = predict.ramp(128, 1, True, True, 64)
+    assert w[:16].max() == 0 and w[-16:].max() == 0 and w[48:80].min() == 1
+    assert np.all(np.diff(w[:48]) >= 0)
+    grid = predict.ramp(128, 16, True, False, 64)  # cell centres 8, 24, 40, 56, ...
+    np.testing.assert_allclose(grid[:4], [0.0, 0.25, 0.75, 1.0])
+    with pytest.raises(ValueError, match="less than one stride"):
+        predict.axis_windows(100, 64, 60, 16)
+
+
+# ------------------------------------------------------------------------------- stitching
+
+def test_stitching_is_exact_for_a_1x1_model(models):
+    image, _ = oracle_scene(150, 130)
+    reader = predict.ArrayImage("x", image)
+    whole = predict.stitch_outputs(models["oracle"], reader, window=None)
+    np.testing.assert_array_equal(whole["footprint"][..., 0], image[..., 0])
+    tiled = predict.stitch_outputs(models["oracle"], reader, window=48, overlap=16, batch_size=3)
+    for name in ("footprint", "sdf"):
+        np.testing.assert_allclose(tiled[name], whole[name], rtol=1e-6, atol=1e-6)
+
+
+def test_stitching_matches_whole_image_when_receptive_field_fits_overlap(models):
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal([310, 420, 515], [95, 120, 80], (150, 131, 3)), 0, 2047)
+    reader = predict.ArrayImage("x", image.astype(np.uint16))
+    tiny = models["tiny"]
+    whole = predict.stitch_outputs(tiny, reader, window=None)
+    tiled = predict.stitch_outputs(tiny, reader, window=160, overlap=96, batch_size=2)
+    coarse = predict.stitch_outputs(tiny, reader, window=64, overlap=16, batch_size=2)
+    for name in ("footprint", "sdf"):
+        scale = np.abs(whole[name]).max()
+        assert tiled[name].shape == whole[name].shape == (150, 131, 1)
+        np.testing.assert_allclose(tiled[name], whole[name], atol=1e-4 * scale)
+        # with too little overlap the seams show: the comparison above is not vacuous
+        assert np.abs(coarse[name] - whole[name]).max() > 1e-3 * scale
+
+
+def test_detectnet_grid_stitching_is_exact_on_the_stride_16_grid(models):
+    rng = np.random.default_rng(2)
+    image = rng.integers(0, 2048, (150, 190, 3)).astype(np.uint16)
+    reader = predict.ArrayImage("x", image)
+    cells = models["cells"]
+    whole = predict.stitch_outputs(cells, reader, window=None)
+    tiled = predict.stitch_outputs(cells, reader, window=64, overlap=32, batch_size=4)
+    assert whole["coverage"].shape == (10, 12, 1) and whole["bbox"].shape == (10, 12, 4)
+    for name in ("coverage", "bbox"):  # equal up to float summation order in the convs
+        scale = np.abs(whole[name]).max()
+        np.testing.assert_allclose(tiled[name], whole[name], rtol=0, atol=1e-5 * scale)
+    got = predict.predict_image(cells, reader, window=64, overlap=32)
+    want = polygons.outputs_to_buildings("detectnet", whole, "x", image_size=(150, 190),
+                                         params=cells.params)
+    assert len(want) > 0 and len(got.buildings) == len(want)
+    for a, b in zip(sorted(got.buildings, key=lambda b: b.polygon.bounds),
+                    sorted(want, key=lambda b: b.polygon.bounds)):
+        np.testing.assert_allclose(a.polygon.bounds, b.polygon.bounds, atol=1e-3)
+
+
+def test_strip_polygons_equal_one_whole_image_call(models):
+    image, _ = oracle_scene(180, 150)
+    oracle = models["oracle"]
+    want = polygons.outputs_to_buildings(
+        "fcn", {"footprint": image[..., :1], "sdf": image[..., 1:]}, "x", image_size=(180, 150),
+        params=oracle.params)
+    assert len(want) == 5  # tall, U, two sharing a wall, corner; the 16 px one is dropped
+    for window, overlap in ((32, 8), (48, 16), (None, 0)):
+        got = predict.predict_image(oracle, predict.ArrayImage("x", image), window=window,
+                                    overlap=overlap, batch_size=3)
+        assert building_key(got.buildings) == building_key(want), window
+
+
+# ------------------------------------------------------------------------- inputs, outputs
+
+def test_geotiff_outputs_csv_and_geojson_in_the_image_crs(models, tmp_path):
+    image, boxes = oracle_scene(180, 150)
+    write_tif(tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img5.tif", image)
+    write_tif(tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img6.tif", image[:100, :120])
+    write_tif(tmp_path / "PAN_AOI_2_Vegas_img5.tif", image[..., :1])  # other type: ignored
+    preds = predict.predict_images(models["oracle"], [str(tmp_path / "*.tif")], window=64,
+                                   overlap=16)
+    assert [p.image_id for p in preds] == ["AOI_2_Vegas_img5", "AOI_2_Vegas_img6"]
+    out = tmp_path / "out"
+    paths = predict.write_predictions(preds, out)
+    assert sorted(p.name for p in paths) == ["AOI_2_Vegas_img5.geojson",
+                                             "AOI_2_Vegas_img6.geojson", "predictions.csv"]
+    from_csv = scoring.read_buildings(out / "predictions.csv")
+    assert building_key(from_csv) == building_key(preds[0].buildings + preds[1].buildings)
+    doc = json.loads((out / "AOI_2_Vegas_img5.geojson").read_text())
+    assert doc["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32611"
+    west, south, east, north = rasterio.transform.array_bounds(180, 150, UTM_TRANSFORM)
+    bounds = shapely.box(west, south, east, north)
+    from_geojson = scoring.read_buildings(out / "AOI_2_Vegas_img5.geojson")
+    geoms = [b.polygon for b in from_geojson if not b.is_empty]
+    assert len(geoms) == len(preds[0].buildings) == 5
+    assert all(bounds.covers(g) for g in geoms)
+    tall = geo.pixel_to_map(shapely.box(*boxes[0][0]), UTM_TRANSFORM)
+    assert any(g.symmetric_difference(tall).area < 1e-6 for g in geoms)
+    single = predict.write_predictions(preds[:1], tmp_path / "one.geojson")
+    assert json.loads(single[0].read_text()) == doc
+    with pytest.raises(predict.PredictError, match="holds one image but there are 2"):
+        predict.write_predictions(preds, tmp_path / "two.geojson")
+    predict.write_predictions(preds, tmp_path / "all.csv")
+    assert (tmp_path / "all.csv").read_text() == (out / "predictions.csv").read_text()
+
+
+def test_wrong_bands_dtype_and_empty_files_are_clear_errors(models, tmp_path):
+    image, _ = oracle_scene(64, 64)
+    one_band = write_tif(tmp_path / "one_band.tif", image[..., :1])
+    with pytest.raises(predict.PredictError, match="one_band.tif: has 1 band.* reads bands"):
+        predict.predict_image(models["oracle"], one_band)
+    ints = write_tif(tmp_path / "ints.tif", image.astype(np.int16))
+    with pytest.raises(predict.PredictError, match="ints.tif: pixels are int16 .* float32"):
+        predict.predict_image(models["oracle"], ints)
+    (tmp_path / "empty.tif").write_bytes(b"")
+    with pytest.raises(predict.PredictError, match="empty.tif: file is empty"):
+        predict.predict_image(models["oracle"], tmp_path / "empty.tif")
+    with pytest.raises(predict.PredictError, match="matches no file"):
+        predict.find_images([str(tmp_path / "nothing*.tif")], models["oracle"].info)
+    info = md.ModelInfo.load(models["tiny"].export_dir)
+    info.image_types, info.bands = ["PAN", RGB], {"PAN": [1], RGB: [1, 2]}
+    with pytest.raises(predict.PredictError, match="cannot tell which of the model's image"):
+        predict.find_images([str(one_band)], info)
+    write_tif(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif", image)
+    with pytest.raises(predict.PredictError, match="AOI_2_Vegas_img1: no PAN file"):
+        predict.find_images([str(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif")], info)
+
+
+def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models, tmp_path):
+    image, boxes = oracle_scene(180, 150)
+    path = write_tif(tmp_path / "plain.tif", image, transform=None, crs=None)
+    with pytest.warns(predict.PredictWarning, match="plain.tif: no georeference"):
+        pred = predict.predict_image(models["oracle"], path, window=64, overlap=16)
+    assert pred.image_id == "plain" and pred.transform is None and pred.crs == ""
+    predict.write_predictions([pred], tmp_path / "plain.geojson")
+    doc = json.loads((tmp_path / "plain.geojson").read_text())
+    assert "crs" not in doc
+    geoms = [b.polygon for b in scoring.read_buildings(tmp_path / "plain.geojson")
+             if not b.is_empty]
+    assert building_key([polygons.Building("plain", g) for g in geoms]) == building_key(
+        [polygons.Building("plain", b.polygon) for b in pred.buildings])
+    assert any(g.equals(shapely.box(*boxes[2][0])) for g in geoms)
+
+
+def test_overlays_are_pngs_of_the_image(models, tmp_path):
+    image, _ = oracle_scene(90, 70)
+    path = write_tif(tmp_path / "scene.tif", image)
+    pred = predict.predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
+                                 overlay_channels=[1, 1, 0], overlay_max_size=50)
+    assert pred.buildings
+    with rasterio.open(tmp_path / "png" / "scene.png") as ds:
+        assert ds.driver == "PNG" and ds.count == 3 and (ds.height, ds.width) == (45, 35)
+        rgb = np.moveaxis(ds.read(), 0, -1)
+    assert np.all(rgb == (255, 230, 0), axis=-1).any()
+
+
+# ---------------------------------------------------------- SpaceNet folders and TFRecords
+
+def test_spacenet_folder_truth_and_tfrecords_mode(models, spacenet, tmp_path):
+    data, converted, manifest = spacenet
+    tiny = models["tiny"]
+    preds = predict.predict_images(tiny, [str(data)], window=384, overlap=64)
+    ids = sorted(t["tile_id"] for t in manifest["tiles"])
+    assert sorted(p.image_id for p in preds) == ids
+    assert all(p.crs == "EPSG:4326" and (p.height, p.width) == (650, 650) for p in preds)
+    tf_preds, tf_truth = predict.predict_tfrecords(tiny, converted, "val")
+    assert sorted(p.image_id for p in tf_preds) == ids
+    for a in tf_preds:
+        b = next(p for p in preds if p.image_id == a.image_id)
+        assert a.transform == pytest.approx(b.transform) and a.crs == b.crs
+    # truth read from the label GeoJSONs (lon/lat -> pixels) equals the stored pixel polygons
+    label_dir = data / "AOI_2_Vegas_Train" / "geojson" / "buildings"
+    from_geojson = predict.read_truth(label_dir, preds)
+    def count(records):
+        return {i: sum(1 for r in records if r.image_id == i and not r.is_empty) for i in ids}
+
+    assert count(tf_truth) == count(from_geojson)
+    # (an invalid ring repaired into parts counts once per part)
+    assert sum(count(tf_truth).values()) >= sum(t["n_buildings"] for t in manifest["tiles"]) > 0
+    self_score = scoring.score_polygons(tf_truth, [r for r in from_geojson if not r.is_empty])
+    assert self_score.overall.fp == 0 and self_score.overall.fn == 0
+    result = predict.score(tf_preds, tf_truth)
+    kept = sum(1 for r in tf_truth if not r.is_empty and r.polygon.area >= 20)
+    assert result.overall.tp + result.overall.fn == kept
+    assert set(result.images) == set(ids)
+
+
+def test_cli_predicts_scores_and_fails_without_traceback(models, spacenet, tmp_path):
+    data, converted, _ = spacenet
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    export_dir = models["tiny"].export_dir
+    summary = data / "AOI_2_Vegas_Train" / "summaryData" / "AOI_2_Vegas_Train_Building_Solution.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "sn_tf.predict", f"--saved_model={export_dir}",
+         f"--images={data}", f"--output={tmp_path / 'out'}", f"--truth={summary}",
+         f"--overlays={tmp_path / 'png'}", "--window=384", "--noprogress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "SpaceNet score (mean city F1)" in run.stdout
+    score = json.loads((tmp_path / "out" / "score.json").read_text())
+    assert score["overall"]["n_images"] == 2
+    assert len(list((tmp_path / "png").glob("*.png"))) == 2
+    assert (tmp_path / "out" / "predictions.csv").is_file()
+    tf_run = subprocess.run(
+        [sys.executable, "-m", "sn_tf.predict", f"--saved_model={export_dir}",
+         f"--from_tfrecords={converted}", "--split=val", f"--output={tmp_path / 'tf.csv'}",
+         "--noprogress"], capture_output=True, text=True, env=env, timeout=300)
+    assert tf_run.returncode == 0, tf_run.stderr
+    assert (tmp_path / "score.json").is_file() and (tmp_path / "tf.csv").is_file()
+    bad_tif = write_tif(tmp_path / "two_bands.tif", np.zeros((40, 40, 2), np.uint16))
+    bad = subprocess.run(
+        [sys.executable, "-m", "sn_tf.predict", f"--saved_model={export_dir}",
+         f"--images={bad_tif}", f"--output={tmp_path / 'bad'}", "--noprogress"],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode == 1
+    assert "sn_tf.predict: error:" in bad.stderr and "two_bands.tif: has 2 band(s)" in bad.stderr
+    assert "Traceback" not in bad.stderr

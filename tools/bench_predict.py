@@ -1,0 +1,290 @@
+"""Benchmark sn_tf.predict: tiles/s with polygon export, and peak memory as a scene grows.
+
+    .venv/bin/python tools/bench_predict.py [--tiles=6] [--sizes=1000,2500,5000]
+        [--workdir=/tmp/sn_tf_bench_predict] [--skip_throughput] [--skip_memory]
+
+Data: ``sn_tf.sample`` tiles (AOI_2_Vegas, MUL-PanSharpen 650x650x8 uint16, EPSG:4326).
+Models are untrained (no checkpoint ships with the repository); normalisation = the tiles'
+per-band mean/std. An untrained FCN marks ~half of all pixels as building, so its footprint
+percolates into one scene-wide component, which no trained model does; the footprint-head
+bias is therefore shifted so that ~8 % of the pixels of a sample tile are above the threshold
+(and DetectNet's coverage bias so that ~10 % of cells pass 0.06). This "sparse surrogate"
+keeps the head's work per pixel realistic; building counts are printed.
+
+1. Throughput: default-size FCN (width 32, depth 4, 2 blocks) and DetectNet (width 32, blocks
+   (2, 7)), exported with ``sn_tf.export``; ``predict_images`` over ``--tiles`` GeoTIFF tiles
+   plus ``write_predictions`` (GeoJSON per tile + CSV), with the default window (512/64:
+   2x2 windows per tile) and with one 704-px window per tile. Reports tiles/s and the split
+   model / (stitching + polygons + writing) per tile. One warm-up tile is not counted.
+2. Memory: square scenes of ``--sizes`` pixels (a mosaic of the sample tiles, tiled GeoTIFF
+   with 256-px blocks, UTM georeference), predicted with a small FCN (width 8, depth 4,
+   1 block: the model's activations per window are constant anyway) in FRESH subprocesses;
+   peak RSS = VmHWM of the child. Compared with a naive child in the same run: whole scene
+   read into memory as float64, model run on non-overlapping windows into float64
+   full-scene output canvases, one whole-scene polygon-head call. A third child (``base``)
+   only imports TF, loads the model and predicts one window: the floor of any approach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+TYPE = "MUL-PanSharpen"
+TILE = 650
+SMALL_FCN = dict(width=8, depth=4, blocks=1)
+
+
+# ---------------------------------------------------------------------------------- data
+
+def sample_tiles(workdir: pathlib.Path, n: int) -> list[pathlib.Path]:
+    """MUL-PanSharpen GeoTIFFs of ``n`` synthetic sample tiles (written once)."""
+    from sn_tf import sample
+
+    data = workdir / "sample"
+    if not (data / "sample_manifest.json").is_file():
+        sample.write_sample(data, aois=("AOI_2_Vegas",), tiles_per_aoi=max(n, 2))
+    files = sorted((data / "AOI_2_Vegas_Train" / TYPE).glob("*.tif"))
+    return files[:n]
+
+
+def band_stats(files) -> tuple[list[float], list[float]]:
+    """Per-band mean and std (float) of the tiles."""
+    from sn_tf import geo
+
+    stack = np.concatenate([geo.read_raster(f)[0].reshape(-1, 8) for f in files])
+    return stack.mean(0).tolist(), stack.std(0).tolist()
+
+
+def write_scene(path: pathlib.Path, size: int, tiles) -> pathlib.Path:
+    """A size x size x 8 uint16 mosaic of the tiles as a tiled GeoTIFF (UTM, 0.3 m pixels).
+
+    Written one 650-row band at a time (the parent never holds the scene).
+    """
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from sn_tf import geo
+
+    if path.is_file():
+        return path
+    arrays = [np.moveaxis(geo.read_raster(f)[0], -1, 0) for f in tiles]
+    with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=8,
+                       dtype="uint16", crs="EPSG:32611", tiled=True, blockxsize=256,
+                       blockysize=256, transform=from_origin(600000, 4000000, 0.3, 0.3)) as ds:
+        for r, y0 in enumerate(range(0, size, TILE)):
+            h = min(TILE, size - y0)
+            row = np.concatenate([arrays[(r + c) % len(arrays)][:, :h]
+                                  for c in range(-(-size // TILE))], axis=2)[:, :, :size]
+            ds.write(row, window=Window(0, y0, size, h))
+    return path
+
+
+# -------------------------------------------------------------------------------- models
+
+def logit(p):
+    """log(p / (1 - p)), clipped away from 0 and 1."""
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _shift_bias(model, layer: str, raw_tile: np.ndarray, mean, std, quantile: float,
+                target: float, transform=lambda v: v) -> None:
+    """Shift ``layer``'s bias so that ``quantile`` of its output on a tile equals ``target``."""
+    x = ((raw_tile.astype(np.float32) - np.float32(mean)) / np.float32(std))[None, :640, :640]
+    out = np.asarray(model(x, training=False)[layer])
+    value = np.quantile(transform(out), quantile)
+    kernel, bias = model.get_layer(layer).get_weights()
+    model.get_layer(layer).set_weights([kernel, bias + (target - value)])
+
+
+def export_models(workdir: pathlib.Path, tiles, which) -> dict:
+    """{name: export dir} of the untrained sparse-surrogate models (see the module doc)."""
+    import keras
+
+    from sn_tf import export, geo, modeling
+    from sn_tf import model_dir as md
+
+    mean, std = band_stats(tiles)
+    raw = geo.read_raster(tiles[0])[0]
+    specs = {"fcn": ("fcn", {}), "detectnet": ("detectnet", {}), "small_fcn": ("fcn", SMALL_FCN)}
+    out = {}
+    for name in which:
+        kind, kw = specs[name]
+        target = workdir / f"{name}_export"
+        if (target / "saved_model.pb").is_file():
+            out[name] = target
+            continue
+        keras.utils.set_random_seed(0)
+        model = modeling.build_model(kind, 8, **kw)
+        if kind == "fcn":
+            _shift_bias(model, "footprint", raw, mean, std, 0.92, 0.0)
+        else:
+            _shift_bias(model, "coverage", raw, mean, std, 0.90, float(logit(np.float64(0.06))),
+                        transform=logit)
+        model.compile(loss=modeling.losses_for(kind, sdf_truncation=32.0))
+        mdir = workdir / name
+        (mdir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        model.save(mdir / md.BEST)
+        stride = modeling.stride_for(kind, depth=kw.get("depth", 4))
+        md.ModelInfo(kind=kind, image_types=[TYPE], bands={TYPE: list(range(1, 9))},
+                     input_dtypes={TYPE: "uint16"}, mean=mean, std=std, stride=stride,
+                     postprocess={}, recipe=f"bench-{name}").save(mdir)
+        out[name] = export.export_model(mdir, target)
+    return out
+
+
+# ---------------------------------------------------------------------------- throughput
+
+def throughput(exports: dict, tiles, workdir: pathlib.Path) -> None:
+    """Tiles/s of predict_images + write_predictions, with the model time split out.
+
+    ``tiles[0]`` warms up each configuration; ``tiles[1:]`` are measured.
+    """
+    from sn_tf import predict
+
+    measured = tiles[1:]
+
+    class TimedPredictor(predict.Predictor):
+        """A Predictor that adds the time of its model calls (incl. .numpy()) to ``spent``."""
+
+        spent = 0.0
+
+        def __call__(self, batch):
+            t0 = time.perf_counter()
+            try:
+                return super().__call__(batch)
+            finally:
+                self.spent += time.perf_counter() - t0
+
+    print(f"throughput: {len(measured)} tiles of {TILE}x{TILE}x8 uint16 (plus 1 warm-up), "
+          "polygons + GeoJSON/CSV written")
+    print(f"  {'model':<10} {'windows':<22} {'tiles/s':>8} {'model ms':>9} "
+          f"{'rest ms':>8} {'buildings/tile':>15}")
+    for name in ("fcn", "detectnet"):
+        if name not in exports:
+            continue
+        predictor = TimedPredictor(exports[name])
+        for label, window, overlap in (("512/64 (4 per tile)", 512, 64),
+                                       ("704 (1 per tile)", 704, 0)):
+            predict.predict_images(predictor, [str(tiles[0])], window=window, overlap=overlap)
+            predictor.spent = 0.0
+            t0 = time.perf_counter()
+            preds = predict.predict_images(predictor, list(map(str, measured)), window=window,
+                                           overlap=overlap)
+            out = workdir / f"out_{name}"
+            shutil.rmtree(out, ignore_errors=True)
+            predict.write_predictions(preds, out)
+            total = time.perf_counter() - t0
+            n = len(measured)
+            per_tile = sum(len(p.buildings) for p in preds) / n
+            print(f"  {name:<10} {label:<22} {n / total:8.2f} {1000 * predictor.spent / n:9.0f} "
+                  f"{1000 * (total - predictor.spent) / n:8.0f} {per_tile:15.1f}")
+
+
+# -------------------------------------------------------------------------------- memory
+
+def _peak_rss_mb() -> float:
+    """VmHWM (peak resident set) of this process in MB."""
+    for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def child(mode: str, scene: str, export_dir: str) -> None:
+    """Run one measurement in this (fresh) process and print a JSON line."""
+    from sn_tf import geo, polygons, predict
+
+    predictor = predict.Predictor(export_dir)
+    t0 = time.perf_counter()
+    if mode == "base":
+        with predict.GeoTiffImage(predict.ImageSource("scene", {TYPE: pathlib.Path(scene)}),
+                                  predictor.info, predictor.dtype) as image:
+            predictor(image.read(0, 0, 512, 512)[None])
+        n = 0
+    elif mode == "stream":
+        pred = predict.predict_image(predictor, scene)
+        n = len(pred.buildings)
+    else:  # naive: whole scene in float64, float64 output canvases, one head call
+        import rasterio
+
+        with rasterio.Env(GDAL_CACHEMAX=predict.GDAL_CACHE_BYTES):  # same GDAL cache bound
+            image, _ = geo.read_raster(scene)
+        canvas = image.astype(np.float64)
+        h, w, _ = canvas.shape
+        outputs = {k: np.zeros((h, w, 1), np.float64) for k in predictor.outputs}
+        for y in range(0, h, 512):
+            for x in range(0, w, 512):
+                window = canvas[y:y + 512, x:x + 512].astype(predictor.dtype)[None]
+                result = predictor(window)
+                for k in outputs:
+                    outputs[k][y:y + 512, x:x + 512] = result[k][0]
+        n = len(polygons.outputs_to_buildings("fcn", outputs, "scene", image_size=(h, w),
+                                              params=predictor.params))
+    print(json.dumps({"mode": mode, "seconds": time.perf_counter() - t0,
+                      "peak_rss_mb": _peak_rss_mb(), "buildings": n}))
+
+
+def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> None:
+    """Peak RSS of base / streaming / naive children for each scene size."""
+    print(f"memory: small FCN {SMALL_FCN}, window 512/64, batch 4; fresh process per row")
+    print(f"  {'scene':>11} {'Mpx':>6} {'mode':<7} {'peak RSS MB':>12} {'seconds':>8} "
+          f"{'buildings':>10}")
+    for size in sizes:
+        scene = write_scene(workdir / f"scene_{size}.tif", size, tiles)
+        modes = ("base", "stream", "naive") if size == sizes[0] else ("stream", "naive")
+        for mode in modes:
+            run = subprocess.run([sys.executable, __file__, f"--child={mode}",
+                                  f"--scene={scene}", f"--export={export_dir}"],
+                                 capture_output=True, text=True)
+            if run.returncode != 0:
+                print(f"  {size:>5}x{size:<5} {mode}: failed\n{run.stderr[-2000:]}")
+                continue
+            r = json.loads(run.stdout.strip().splitlines()[-1])
+            print(f"  {size:>5}x{size:<5} {size * size / 1e6:6.1f} {mode:<7} "
+                  f"{r['peak_rss_mb']:12.0f} {r['seconds']:8.1f} {r['buildings']:10d}")
+
+
+# ---------------------------------------------------------------------------------- main
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiles", type=int, default=6)
+    parser.add_argument("--sizes", default="1000,2500,5000")
+    parser.add_argument("--workdir", default="/tmp/sn_tf_bench_predict")
+    parser.add_argument("--skip_throughput", action="store_true")
+    parser.add_argument("--skip_memory", action="store_true")
+    parser.add_argument("--child", choices=["base", "stream", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--scene", help=argparse.SUPPRESS)
+    parser.add_argument("--export", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child, args.scene, args.export)
+        return
+    workdir = pathlib.Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    tiles = sample_tiles(workdir, args.tiles + 1)
+    which = ([] if args.skip_throughput else ["fcn", "detectnet"]) + (
+        [] if args.skip_memory else ["small_fcn"])
+    t0 = time.perf_counter()
+    exports = export_models(workdir, tiles, which)
+    print(f"setup (sample tiles, {len(exports)} model exports): {time.perf_counter() - t0:.1f} s")
+    if not args.skip_throughput:
+        throughput(exports, tiles, workdir)
+    if not args.skip_memory:
+        memory(exports["small_fcn"], tiles, [int(s) for s in args.sizes.split(",")], workdir)
+
+
+if __name__ == "__main__":
+    main()

@@ -918,9 +918,14 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
         raise PredictError(f"{data_dir}: image type(s) {missing} the model reads are not in "
                            f"this dataset (present: {sorted(known)})")
     bar = _progress_bar(info["splits"][split]["num_examples"], progress, "tile")
-    predictions, truth = [], []
+    predictions, truth, lacking = [], [], []
     try:
         for tile in read_examples(data_dir, split):
+            if any(t not in tile["images"] for t in predictor.info.image_types):
+                lacking.append(tile["tile_id"])  # an AOI without the model's image types
+                if bar is not None:
+                    bar.update(1)
+                continue
             first = tile["images"][predictor.info.image_types[0]]
             transform = first["transform_gdal"]
             georef = bool(first["crs"]) or tuple(transform) != geo.IDENTITY_GDAL
@@ -937,6 +942,10 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
     finally:
         if bar is not None:
             bar.close()
+    if lacking:
+        warnings.warn(f"{data_dir}: {len(lacking)} tile(s) of split {split!r} lack the image "
+                      f"types {predictor.info.image_types} the model reads and were not "
+                      f"predicted (e.g. {lacking[0]})", PredictWarning, stacklevel=2)
     return predictions, truth
 
 

@@ -14,6 +14,7 @@ first), so the setting is in place before TF loads.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 
@@ -49,4 +50,8 @@ def tensorflow():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    if os.environ.get("SN_TF_VERBOSE_TF") != "1":
+        # TF's Python INFO lines (SavedModel writing, dataset defaults) go through absl
+        # logging in absl apps; keep warnings and errors.
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
     return tf

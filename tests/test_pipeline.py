@@ -1,0 +1,488 @@
+"""make_dataset / make_examples on a converted fixture with exactly known polygons.
+
+The fixture's MUL-PanSharpen bands 1..3 hold (row, column, tile number), so with
+``normalization=None`` every output pixel tells which source pixel it came from; each
+test derives the crop/symmetry (or scale) from that and compares the labels with the
+fixture polygons moved by the same transform.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import shapely
+from shapely import affinity
+
+from pipeline_fixtures import write_dataset
+from sn_tf import labels
+from sn_tf.pipeline import make_dataset, make_examples, steps_per_epoch
+from sn_tf.reader import read_examples
+from sn_tf.targets import decode_detectnet_targets
+from sn_tf.tfimport import tensorflow
+
+tf = tensorflow()
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CROP = 64
+T = 32.0  # the converter's default sdf truncation
+VEGAS = ["AOI_2_Vegas"]
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory):
+    return write_dataset(tmp_path_factory.mktemp("pipeline"))
+
+
+def _train(fx, **kw):
+    args = dict(target="all", crop_size=CROP, batch_size=2, normalization=None,
+                deterministic=True, repeat=1, seed=5)
+    return make_examples(fx.converted, "train", **{**args, **kw})
+
+
+def _batches(ds, n=None):
+    """The first n (default: all) batches of ``ds`` as numpy dicts."""
+    return [{k: v.numpy() for k, v in b.items()} for b in ds.take(-1 if n is None else n)]
+
+
+def _examples(ds):
+    """Unbatched numpy examples (boxes without padding rows)."""
+    for b in _batches(ds):
+        for i in range(len(b["image"])):
+            ex = {k: v[i] for k, v in b.items()}
+            box = ex["boxes"]
+            ex["boxes"] = box[(box[:, 2] > box[:, 0]) & (box[:, 3] > box[:, 1])]
+            yield ex
+
+
+def _tile_of(fx, ex):
+    number = int(round(ex["image"][0, 0, 2]))
+    tile_id = ex["tile_id"].decode()
+    assert fx.numbers[tile_id] == number  # image and tile id travel together
+    return tile_id
+
+
+def _transform(ex):
+    """Signed-permutation affine of an integer crop + symmetry, from the row/col channels.
+
+    Returns (shapely affine params mapping tile pixels -> crop pixels, rows, cols).
+    """
+    rows = np.rint(ex["image"][..., 0]).astype(int)
+    cols = np.rint(ex["image"][..., 1]).astype(int)
+    a, b = cols[0, 1] - cols[0, 0], cols[1, 0] - cols[0, 0]
+    d, e = rows[0, 1] - rows[0, 0], rows[1, 0] - rows[0, 0]
+    m = np.array([[a, b], [d, e]])
+    assert sorted(np.abs(m).ravel().tolist()) == [0, 0, 1, 1], m  # a symmetry, no scaling
+    jj, ii = np.meshgrid(np.arange(CROP) + 0.5, np.arange(CROP) + 0.5)
+    c0 = cols[0, 0] + 0.5 - (a + b) * 0.5
+    f0 = rows[0, 0] + 0.5 - (d + e) * 0.5
+    np.testing.assert_array_equal(cols + 0.5, a * jj + b * ii + c0)  # one affine everywhere
+    np.testing.assert_array_equal(rows + 0.5, d * jj + e * ii + f0)
+    inv = m.T  # orthogonal
+    params = [inv[0, 0], inv[0, 1], inv[1, 0], inv[1, 1],
+              -(inv[0, 0] * c0 + inv[0, 1] * f0), -(inv[1, 0] * c0 + inv[1, 1] * f0)]
+    return params, rows, cols, m
+
+
+def _expected_boxes(polys, params, crop, min_visible=0.25):
+    """Tile boxes (polygon bounds) moved by ``params``, clipped, with the drop rule."""
+    out, kept_polys = [], []
+    for p in polys:
+        b = affinity.affine_transform(shapely.box(*p.bounds), params).bounds
+        c = np.clip(b, 0, crop)
+        area = (b[2] - b[0]) * (b[3] - b[1])
+        vis = (c[2] - c[0]) * (c[3] - c[1])
+        if vis > 0 and vis >= min_visible * area:
+            out.append(c)
+            kept_polys.append(p)
+    return np.array(out, np.float32).reshape(-1, 4), kept_polys
+
+
+def _sorted(boxes):
+    boxes = np.asarray(boxes).reshape(-1, 4)
+    return boxes[np.lexsort(boxes.T[::-1])]
+
+
+def test_crops_and_symmetries_keep_labels_on_the_polygons(fx):
+    examples = list(_examples(_train(fx, repeat=3, aois=VEGAS)))
+    assert len(examples) == 14  # 5 tiles x 3 epochs, in full batches of 2
+    symmetries = set()
+    for ex in examples:
+        tile = _tile_of(fx, ex)
+        params, rows, cols, m = _transform(ex)
+        symmetries.add(m.tobytes())
+        moved = [affinity.affine_transform(p, params) for p in fx.polygons[tile]]
+        want = labels.rasterize_mask(moved, CROP, CROP)
+        np.testing.assert_array_equal(ex["footprint"][..., 0], want)  # 0 mismatching pixels
+        np.testing.assert_array_equal(ex["footprint"][..., 0], fx.mask(tile)[rows, cols])
+        # sdf: sign equals the mask; value = tile distance at the source pixel, truncated
+        np.testing.assert_array_equal(ex["sdf"][..., 0] >= 0, want > 0)
+        dist = fx.distance(tile)[rows, cols]
+        sdf = np.clip(np.where(want > 0, dist, -dist), -T, T)
+        np.testing.assert_allclose(ex["sdf"][..., 0], sdf, atol=0.02)
+        # boxes: the moved, clipped tile boxes under the drop rule, enclosing their pixels
+        boxes, kept = _expected_boxes(fx.polygons[tile], params, CROP)
+        np.testing.assert_allclose(_sorted(ex["boxes"]), _sorted(boxes), atol=1e-3)
+        for p, box in zip(kept, boxes, strict=True):
+            comp = labels.rasterize_mask([affinity.affine_transform(p, params)], CROP, CROP)
+            r, c = np.nonzero(comp)
+            assert np.all((c + 0.5 >= box[0]) & (c + 0.5 <= box[2]))
+            assert np.all((r + 0.5 >= box[1]) & (r + 0.5 <= box[3]))
+            assert np.all(ex["footprint"][r, c, 0] == 1)
+    assert len(symmetries) >= 3  # the test saw more than the identity
+
+
+def test_scale_jitter_resamples_mask_nearest_and_scales_sdf_and_boxes(fx):
+    ds = _train(fx, aois=VEGAS, repeat=2,
+                augment={"scale_range": (0.7, 1.4), "flips": True, "rot90": True})
+    scales, compared = [], 0
+    for ex in _examples(ds):
+        tile = _tile_of(fx, ex)
+        # bilinear row/col channels: value + 0.5 = continuous source coordinate
+        inner = slice(3, CROP - 3)
+        jj, ii = np.meshgrid(np.arange(CROP) + 0.5, np.arange(CROP) + 0.5)
+        design = np.column_stack([jj[inner, inner].ravel(), ii[inner, inner].ravel(),
+                                  np.ones(jj[inner, inner].size)])
+        fit_x = np.linalg.lstsq(design, ex["image"][inner, inner, 1].ravel() + 0.5, rcond=None)[0]
+        fit_y = np.linalg.lstsq(design, ex["image"][inner, inner, 0].ravel() + 0.5, rcond=None)[0]
+        a = np.array([fit_x[:2], fit_y[:2]])
+        s = 1 / np.sqrt(abs(np.linalg.det(a)))
+        scales.append(s)
+        src_x = fit_x[0] * jj + fit_x[1] * ii + fit_x[2]
+        src_y = fit_y[0] * jj + fit_y[1] * ii + fit_y[2]
+        rows, cols = np.floor(src_y).astype(int), np.floor(src_x).astype(int)
+        np.testing.assert_array_equal(ex["footprint"][..., 0], fx.mask(tile)[rows, cols])
+        np.testing.assert_array_equal(ex["sdf"][..., 0] >= 0, ex["footprint"][..., 0] > 0)
+        dist = fx.distance(tile)[rows, cols] * s
+        want = np.clip(np.where(ex["footprint"][..., 0] > 0, dist, -dist), -T, T)
+        np.testing.assert_allclose(ex["sdf"][..., 0], want, atol=0.05)
+        inv = np.linalg.inv(a)
+        t = -inv @ np.array([fit_x[2], fit_y[2]])
+        params = [inv[0, 0], inv[0, 1], inv[1, 0], inv[1, 1], t[0], t[1]]
+        boxes, _ = _expected_boxes(fx.polygons[tile], params, CROP)
+        got = _sorted(ex["boxes"])
+        # boxes within 0.02 px; a box at the visibility threshold may differ by fit error
+        assert abs(len(got) - len(boxes)) <= 1
+        if len(got) == len(boxes):
+            np.testing.assert_allclose(got, _sorted(boxes), atol=0.02)
+            compared += 1
+    assert min(scales) < 0.95 and max(scales) > 1.05
+    assert compared >= 0.8 * len(scales)
+
+
+def test_same_seed_same_batches_different_seed_different(fx):
+    def take(seed, n=3):
+        ds = _train(fx, seed=seed, repeat=None, normalization="dataset_info",
+                    augment={"gain": 0.1, "offset_std": 0.1, "noise_std": 0.1})
+        return _batches(ds, n)
+
+    a, b, c = take(1), take(1), take(2)
+    for x, y in zip(a, b, strict=True):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
+    assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c, strict=True))
+
+
+def test_unordered_training_still_draws_the_same_crop_per_tile_and_epoch(fx):
+    def crops(seed):
+        ds = _train(fx, seed=seed, batch_size=1, deterministic=False, aois=VEGAS)
+        return sorted((ex["tile_id"], ex["image"][..., :2].tobytes()) for ex in _examples(ds))
+
+    first = crops(3)
+    assert len(first) == 5 and first == crops(3)
+    assert first != crops(4)
+
+
+def test_evaluation_reads_every_tile_once_in_order_with_georeference(fx):
+    ds = make_examples(fx.converted, "val", target="all", training=False, batch_size=3,
+                       normalization=None)
+    seen = []
+    for ex in _examples(ds):
+        tile = ex["tile_id"].decode()
+        seen.append(tile)
+        h, w = fx.sizes[tile]
+        hp, wp = ex["image"].shape[:2]
+        assert (ex["height"], ex["width"]) == (h, w)
+        assert hp % 16 == 0 and wp % 16 == 0 and hp >= h and wp >= w
+        valid = np.zeros((hp, wp), bool)
+        valid[:h, :w] = True
+        np.testing.assert_array_equal(ex["valid"][..., 0], valid)
+        assert np.all(ex["image"][~valid] == 0)
+        np.testing.assert_array_equal(ex["image"][:h, :w, 0], np.arange(h)[:, None] * np.ones(w))
+        np.testing.assert_array_equal(ex["footprint"][:h, :w, 0], fx.mask(tile))
+        assert np.all(ex["footprint"][~valid] == 0) and np.all(ex["sdf"][~valid] == -T)
+        np.testing.assert_allclose(ex["transform_gdal"], fx.transforms[tile])
+        assert ex["crs"] == b"EPSG:4326"
+        want = [p.bounds for p in fx.polygons[tile]]
+        np.testing.assert_allclose(_sorted(ex["boxes"]), _sorted(want), atol=1e-3)
+    order = [t["tile_id"] for t in read_examples(fx.converted, "val", decode_polygons=False)]
+    assert seen == order and sorted(seen) == fx.tiles("val")
+
+
+def test_eval_dataset_normalises_pads_and_works_with_keras_predict(fx):
+    import keras
+
+    ds = make_dataset(fx.converted, "val", training=False, batch_size=2)
+    image, targets, weights = next(iter(ds))
+    assert image.shape[1] % 32 == 0 and image.shape[2] % 32 == 0  # segmentation default pad
+    stats = fx.info["band_stats"]["MUL-PanSharpen"]
+    tile = next(read_examples(fx.converted, "val", decode_polygons=False))
+    raw = tile["images"]["MUL-PanSharpen"]["data"].astype(np.float64)
+    h, w = raw.shape[:2]
+    want = (raw - np.array(stats["mean"])) / np.array(stats["std"])
+    np.testing.assert_allclose(image[0, :h, :w].numpy(), want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(weights["footprint"][0, ..., 0].numpy() > 0,
+                                  np.pad(np.ones((h, w)), [(0, image.shape[1] - h),
+                                                           (0, image.shape[2] - w)]) > 0)
+    inputs = keras.Input((None, None, 8))
+    outputs = {"footprint": keras.layers.Conv2D(1, 1, name="footprint")(inputs),
+               "sdf": keras.layers.Conv2D(1, 1, name="sdf")(inputs)}
+    model = keras.Model(inputs, outputs)
+    pred = model.predict(make_dataset(fx.converted, "val", training=False, batch_size=1),
+                         verbose=0)
+    assert pred["footprint"].shape[0] == len(fx.tiles("val"))
+
+
+def test_keras_fit_with_boundary_weights(fx):
+    import keras
+
+    ds = make_dataset(fx.converted, "train", crop_size=CROP, batch_size=2,
+                      boundary_weight=4.0, aois=VEGAS)
+    image, targets, weights = next(iter(ds))
+    w = weights["footprint"].numpy()
+    sdf = targets["sdf"].numpy()
+    np.testing.assert_allclose(w, 1 + 4 * np.exp(-sdf ** 2 / 18), rtol=1e-5)
+    assert w.max() > 4.9 and w.min() < 1.01
+    inputs = keras.Input((CROP, CROP, 8))
+    outputs = {"footprint": keras.layers.Conv2D(1, 1, name="footprint")(inputs),
+               "sdf": keras.layers.Conv2D(1, 1, name="sdf")(inputs)}
+    model = keras.Model(inputs, outputs)
+    model.compile("sgd", loss={"footprint": keras.losses.BinaryCrossentropy(from_logits=True),
+                               "sdf": "mse"})
+    hist = model.fit(ds, steps_per_epoch=2, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    assert steps_per_epoch(fx.converted, "train", 2, aois=VEGAS) == 2
+
+
+@pytest.mark.parametrize("types,bands,channels", [
+    (("PAN",), None, 1),
+    (("RGB-PanSharpen",), None, 3),
+    (("MUL-PanSharpen",), None, 8),
+    (("MUL-PanSharpen", "RGB-PanSharpen"), None, 11),
+    (("MUL-PanSharpen", "PAN"), {"MUL-PanSharpen": [3, 1, 2]}, 4),
+])
+def test_shapes_dtypes_and_band_stacking(fx, types, bands, channels):
+    ds = make_dataset(fx.converted, "train", target="detection", image_types=types,
+                      bands=bands, crop_size=CROP, batch_size=2, aois=VEGAS)
+    image_spec, target_spec = ds.element_spec
+    assert image_spec.shape.as_list() == [2, CROP, CROP, channels]
+    assert image_spec.dtype == tf.float32
+    assert target_spec["coverage"].shape.as_list() == [2, 4, 4, 1]
+    assert target_spec["bbox"].shape.as_list() == [2, 4, 4, 9]
+    image, _ = next(iter(ds))
+    assert image.shape == (2, CROP, CROP, channels) and np.isfinite(image.numpy()).all()
+    if "MUL-PanSharpen" not in types:
+        return
+    ex = next(_examples(_train(fx, image_types=types, bands=bands, aois=VEGAS)))
+    img = ex["image"]
+    rc_number = (1, 2, 0) if bands else (0, 1, 2)  # bands [3, 1, 2] = (number, row, col)
+    rows, cols = (np.rint(img[..., c]).astype(int) for c in rc_number[:2])
+    tile = ex["tile_id"].decode()
+    assert fx.numbers[tile] == img[0, 0, rc_number[2]]
+    raw = next(t for t in read_examples(fx.converted, "train", decode_polygons=False)
+               if t["tile_id"] == tile)["images"]
+    k = 0
+    for t in types:  # every type's channels come from the same source pixels
+        sel = [b - 1 for b in bands[t]] if bands and t in bands else slice(None)
+        want = raw[t]["data"][rows, cols][..., sel]
+        np.testing.assert_array_equal(ex["image"][..., k:k + want.shape[-1]], want)
+        k += want.shape[-1]
+    assert k == channels
+
+
+def test_detectnet_targets_decode_back_to_the_crop_boxes(fx):
+    n_decoded = 0
+    for ex in _examples(_train(fx, aois=VEGAS, repeat=2)):
+        decoded, _ = decode_detectnet_targets(ex["coverage"], ex["bbox"], stride=16)
+        boxes = ex["boxes"]
+        for d in decoded:  # every decoded box is one of the crop's boxes (within a pixel)
+            assert np.min(np.abs(boxes - d).max(axis=1)) < 1.0
+        n_decoded += len(decoded)
+        owners = {tuple(np.round(d, 2)) for d in decoded}
+        for b in boxes:  # a box without cells lost them all to a smaller box
+            if tuple(np.round(b, 2)) not in owners:
+                area = (b[2] - b[0]) * (b[3] - b[1])
+                assert any((o[2] - o[0]) * (o[3] - o[1]) <= area for o in decoded)
+    assert n_decoded > 10
+
+
+def test_aoi_selection_and_missing_type_in_an_aoi(fx):
+    with pytest.raises(ValueError, match="AOI_3_Paris.*RGB-PanSharpen"):
+        make_dataset(fx.converted, "train", image_types=("MUL-PanSharpen", "RGB-PanSharpen"),
+                     crop_size=CROP)
+    ds = make_examples(fx.converted, "val", training=False, aois=["AOI_3_Paris"],
+                       batch_size=4)
+    ids = [t.decode() for b in _batches(ds) for t in b["tile_id"]]
+    assert ids == fx.tiles("val", "AOI_3_Paris")
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(image_types=("MUL-PanSharpen", "MUL")), "share one pixel grid"),
+    (dict(image_types=("3band",)), r"not in this dataset"),
+    (dict(bands={"PAN": [2]}, image_types=("PAN",)), r"1-based band indices in 1..1"),
+    (dict(bands={"PAN": [1]}), r"not in image_types"),
+    (dict(bands={"MUL-PanSharpen": []}), r"non-empty"),
+    (dict(target="detection", crop_size=40), "not a multiple of the DetectNet stride"),
+    (dict(crop_size=512), "exceeds the tiles"),
+    (dict(target="mask"), "target must be"),
+    (dict(training=False, repeat=True), "exactly once"),
+    (dict(normalization="minmax"), "normalization must be"),
+    (dict(normalization={"mean": [0] * 3, "std": [1] * 3}), "length 8"),
+    (dict(augment={"spin": 1}), "unknown augment option"),
+    (dict(boundary_weight=2.0, target="detection"), "boundary_weight"),
+    (dict(target="detection", training=False, pad_to_multiple=24), "multiple of stride"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(repeat=-2), "repeat"),
+])
+def test_bad_configurations_raise_clear_errors(fx, kw, match):
+    args = dict(crop_size=CROP, aois=VEGAS)
+    with pytest.raises(ValueError, match=match):
+        make_dataset(fx.converted, "train", **{**args, **kw})
+
+
+def test_unknown_split_and_folder(fx, tmp_path):
+    with pytest.raises(ValueError, match="no split 'test'"):
+        make_dataset(fx.converted, "test")
+    with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+        make_dataset(tmp_path, "train")
+
+
+def test_input_context_shards_evaluation_exactly_once(fx):
+    files = fx.info["splits"]["val"]["shards"]
+    for n in (2, len(files) + 1):  # by file, then by record (more pipelines than files)
+        ids = []
+        for i in range(n):
+            ctx = tf.distribute.InputContext(num_input_pipelines=n, input_pipeline_id=i,
+                                             num_replicas_in_sync=n)
+            ds = make_examples(fx.converted, "val", training=False, batch_size=n,
+                               input_context=ctx)
+            for b in _batches(ds):
+                assert len(b["tile_id"]) == 1  # per-replica batch = global / replicas
+                ids += [t.decode() for t in b["tile_id"]]
+        assert sorted(ids) == fx.tiles("val")
+
+
+DISTRIBUTED = r"""
+import json, sys
+from sn_tf.tfimport import tensorflow
+tf = tensorflow()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from sn_tf import make_dataset
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+data_dir = sys.argv[1]
+def fn(ctx):
+    return make_dataset(data_dir, "train", crop_size=64, batch_size=4, input_context=ctx,
+                        aois=["AOI_2_Vegas"])
+dist = strategy.distribute_datasets_from_function(fn)
+image, targets = next(iter(dist))
+local = strategy.experimental_local_results(image)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync,
+                  "shapes": [list(x.shape) for x in local],
+                  "devices": [x.device for x in local],
+                  "sdf": [list(x.shape) for x in strategy.experimental_local_results(
+                      targets["sdf"])]}))
+"""
+
+
+def test_mirrored_strategy_gives_each_replica_its_batch(fx):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-c", DISTRIBUTED, str(fx.converted)],
+                         capture_output=True, text=True, timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert out["shapes"] == [[2, 64, 64, 8], [2, 64, 64, 8]]
+    assert out["sdf"] == [[2, 64, 64, 1], [2, 64, 64, 1]]
+    assert out["devices"][0] != out["devices"][1]
+
+
+@pytest.mark.parametrize("truncation", [5.0, 50.0])  # below: stored sdf; above: distance
+def test_sdf_truncation_re_clips(fx, truncation):
+    ds = make_examples(fx.converted, "val", training=False, batch_size=1,
+                       sdf_truncation=truncation, aois=VEGAS)
+    for ex in _examples(ds):
+        tile = ex["tile_id"].decode()
+        h, w = fx.sizes[tile]
+        d = fx.distance(tile)
+        want = np.clip(np.where(fx.mask(tile) > 0, d, -d), -truncation, truncation)
+        np.testing.assert_allclose(ex["sdf"][:h, :w, 0], want, atol=0.05)
+        assert np.all(ex["sdf"][h:, :, 0] == -truncation)
+
+
+@pytest.mark.parametrize("normalization", ["percentile", "explicit", None])
+def test_normalization_options(fx, normalization):
+    stats = fx.info["band_stats"]["PAN"]
+    if normalization == "explicit":
+        norm, lo, span = {"mean": [100.0], "std": [4.0]}, 100.0, 4.0
+    elif normalization == "percentile":
+        norm, lo, span = "percentile", stats["p1"][0], stats["p99"][0] - stats["p1"][0]
+    else:
+        norm, lo, span = None, 0.0, 1.0
+    ds = make_examples(fx.converted, "val", training=False, batch_size=1,
+                       image_types=("PAN",), normalization=norm)
+    ex = next(_examples(ds))
+    raw = next(read_examples(fx.converted, "val", decode_polygons=False))
+    assert raw["tile_id"] == ex["tile_id"].decode()
+    pan = raw["images"]["PAN"]["data"][..., 0].astype(np.float64)
+    h, w = pan.shape
+    np.testing.assert_allclose(ex["image"][:h, :w, 0], (pan - lo) / span, rtol=1e-5, atol=1e-5)
+
+
+def test_show_batch_renders_a_png(fx, tmp_path):
+    import rasterio
+
+    sys.path.insert(0, str(REPO / "tools"))
+    import show_batch
+
+    out = show_batch.render(fx.converted, tmp_path / "batch.png", crop_size=CROP,
+                            batch_size=2, augment=None, image_types=("MUL-PanSharpen",))
+    with rasterio.open(tmp_path / "batch.png") as ds:
+        png = np.moveaxis(ds.read(), 0, -1)
+    np.testing.assert_array_equal(png, out)
+    assert png.shape == (4 + 2 * (CROP + 4), 4 + 3 * (CROP + 4), 3)
+    assert np.all(png == show_batch.YELLOW, axis=-1).any()  # boxes drawn
+    assert np.all(png == show_batch.CYAN, axis=-1).any()  # decoded DetectNet boxes drawn
+
+
+def test_detection_evaluation_weights_cover_cells_with_real_pixels(fx):
+    ds = make_dataset(fx.converted, "val", target="detection", training=False, batch_size=4)
+    image, targets, weights = next(iter(ds))
+    meta = next(iter(make_examples(fx.converted, "val", target="detection", training=False,
+                                   batch_size=4)))
+    cells = weights["coverage"].numpy()[..., 0]
+    assert cells.shape == targets["coverage"].shape[:3]
+    assert image.shape[1] == 16 * cells.shape[1] and image.shape[2] == 16 * cells.shape[2]
+    for b, (h, w) in enumerate(zip(meta["height"].numpy(), meta["width"].numpy(),
+                                   strict=True)):
+        want = np.zeros(cells.shape[1:])
+        want[:-(-h // 16), :-(-w // 16)] = 1  # cells holding at least one real pixel
+        np.testing.assert_array_equal(cells[b], want)
+        assert not targets["coverage"].numpy()[b, ..., 0][want == 0].any()
+
+
+def test_resampled_type_stacks_with_types_of_its_grid(fx, tmp_path):
+    from sn_tf import convert
+
+    cfg = convert.ConvertConfig(num_workers=1, progress=False, aois=("AOI_2_Vegas",),
+                                image_types=("PAN", "MUL", "MUL-PanSharpen"),
+                                resample_to="MUL-PanSharpen", resample_types=("MUL",))
+    convert.convert(fx.source, tmp_path, cfg)
+    ds = make_dataset(tmp_path, "train", image_types=("MUL@MUL-PanSharpen", "PAN"),
+                      crop_size=CROP, batch_size=2)
+    image, targets = next(iter(ds))
+    assert image.shape == (2, CROP, CROP, 9) and targets["sdf"].shape == (2, CROP, CROP, 1)
+    with pytest.raises(ValueError, match="share one pixel grid"):
+        make_dataset(tmp_path, "train", image_types=("MUL", "PAN"), crop_size=16)

@@ -1,0 +1,223 @@
+"""Input throughput: the sn_tf tf.data pipeline vs a per-sample GeoTIFF/GeoJSON loader.
+
+    .venv/bin/python tools/bench_input.py [--tiles=16] [--seconds=25] [--batch_size=8]
+
+Both feed the same work to a model, from the same synthetic SpaceNet 2 Vegas tiles
+(``sn_tf.sample``, 650 x 650 x 8 MUL-PanSharpen, generated and converted into a temporary
+folder): random 512 x 512 crops, a random symmetry of the square (flips + 90-degree
+rotations), per-band (x - mean) / std normalisation, footprint and truncated signed
+distance targets, batches of ``--batch_size``.
+
+* ``sn_tf``: ``sn_tf.make_dataset`` on the converted TFRecords (decode, crop, augment,
+  targets in TF graph ops, parallel).
+* ``per-sample``: what solaris and most lab scripts do: per step open the GeoTIFF with
+  rasterio, read the GeoJSON, rasterize the footprints (building ids, so shared walls are
+  boundaries as in ``sn_tf.labels``), scipy EDT for the distance, random crop/symmetry
+  and normalisation in numpy, fed through ``tf.data.Dataset.from_generator``.
+
+Printed: images/s of each (wall clock, after a warm-up), their ratio, images per CPU
+second (process CPU time, i.e. per fully used core), the number of usable cores, and the
+resident memory of the process while the sn_tf pipeline runs (sampled) and at its peak.
+sn_tf runs twice: with defaults (parallel interleave of the shards) and with
+``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import sys
+import tempfile
+import threading
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+
+from sn_tf import convert, labels  # noqa: E402
+from sn_tf.tfimport import tensorflow  # noqa: E402
+
+tf = tensorflow()
+TYPE = "MUL-PanSharpen"
+CROP = 512
+TRUNCATION = 32.0
+
+
+def _rss_mb() -> float:
+    """Current resident set size of this process in MB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
+    """Generate Vegas tiles with sn_tf.sample and convert MUL-PanSharpen (all to train)."""
+    from sn_tf.sample import write_sample
+
+    manifest = write_sample(root / "src", aois=["AOI_2_Vegas"], tiles_per_aoi=tiles)
+    cfg = convert.ConvertConfig(image_types=(TYPE,), splits=(("train", 1.0),),
+                                shard_size_mb=30, num_workers=2, progress=False,
+                                overwrite=True)
+    info = convert.convert(root / "src", root / "tfrecords", cfg).info
+    return root / "tfrecords", {"manifest": manifest, "info": info}
+
+
+# ---- the per-sample loader -------------------------------------------------------------
+def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: int):
+    """Yield (image [512,512,8] float32, {footprint, sdf}) per step, solaris style."""
+    import rasterio
+    import shapely
+    from rasterio import features
+
+    rng = np.random.default_rng(seed)
+    tiles = manifest["tiles"]
+    while True:
+        tile = tiles[rng.integers(len(tiles))]
+        with rasterio.open(src / tile["images"][TYPE]) as ds:
+            image = np.moveaxis(ds.read(), 0, -1)
+            transform = ds.transform
+        doc = json.loads((src / tile["label"]).read_text())
+        geoms = [shapely.make_valid(shapely.geometry.shape(f["geometry"]))
+                 for f in doc["features"]]
+        h, w = image.shape[:2]
+        inst = (features.rasterize([(g, i + 1) for i, g in enumerate(geoms)], out_shape=(h, w),
+                                   transform=transform, fill=0, dtype="int32")
+                if geoms else np.zeros((h, w), np.int32))
+        mask = (inst > 0).astype(np.uint8)  # same labels as the converter: per-building EDT
+        dist = labels.distance_to_boundary(mask, labels.instance_boundary(inst))
+        sdf = labels.signed_distance(mask, TRUNCATION, dist)
+        y0, x0 = rng.integers(0, h - CROP + 1), rng.integers(0, w - CROP + 1)
+        sl = (slice(y0, y0 + CROP), slice(x0, x0 + CROP))
+        image, mask, sdf = image[sl], mask[sl], sdf[sl]
+        k, flip = rng.integers(4), rng.integers(2)
+        image, mask, sdf = (np.rot90(a, k) for a in (image, mask, sdf))
+        if flip:
+            image, mask, sdf = image[:, ::-1], mask[:, ::-1], sdf[:, ::-1]
+        image = ((image.astype(np.float32) - mean) / std).astype(np.float32)
+        yield image, {"footprint": mask[..., None].astype(np.float32),
+                      "sdf": sdf[..., None].astype(np.float32)}
+
+
+def per_sample_dataset(src, manifest, info, batch_size: int, seed: int):
+    """The per-sample loader as a batched, prefetched tf.data.Dataset."""
+    stats = info["band_stats"][TYPE]
+    mean = np.asarray(stats["mean"], np.float32)
+    std = np.asarray(stats["std"], np.float32)
+    spec = (tf.TensorSpec([CROP, CROP, 8], tf.float32),
+            {"footprint": tf.TensorSpec([CROP, CROP, 1], tf.float32),
+             "sdf": tf.TensorSpec([CROP, CROP, 1], tf.float32)})
+    ds = tf.data.Dataset.from_generator(
+        lambda: _per_sample_generator(pathlib.Path(src), manifest, mean, std, seed),
+        output_signature=spec)
+    return ds.batch(batch_size).prefetch(2)
+
+
+# ---- measurement -----------------------------------------------------------------------
+class RssSampler:
+    """Samples the process RSS every 0.2 s in a thread (min/max over the run)."""
+
+    def __init__(self):
+        self.values: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.values.append(_rss_mb())
+            time.sleep(0.2)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def measure(ds, batch_size: int, seconds: float, warmup: int = 3) -> dict:
+    """Images/s (wall) and images per CPU second over at least ``seconds`` after warm-up."""
+    it = iter(ds)
+    for _ in range(warmup):
+        next(it)
+    t0, c0, n = time.perf_counter(), _cpu_seconds(), 0
+    rss_half = None
+    while True:
+        image = next(it)[0]
+        n += int(image.shape[0])
+        elapsed = time.perf_counter() - t0
+        if rss_half is None and elapsed >= seconds / 2:
+            rss_half = _rss_mb()
+        if elapsed >= seconds and n >= 4 * batch_size:
+            break
+    cpu = _cpu_seconds() - c0
+    return {"images": n, "seconds": elapsed, "rate": n / elapsed, "per_cpu_s": n / cpu,
+            "cpu_util": cpu / elapsed, "rss_half": rss_half, "rss_end": _rss_mb()}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tiles", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=25.0)
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--workdir", default=None, help="keep generated data here (default: temp)")
+    args = p.parse_args(argv)
+    from sn_tf.pipeline import make_dataset
+
+    cores = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as tmp:
+        root = pathlib.Path(args.workdir or tmp)
+        t = time.perf_counter()
+        data_dir, meta = make_data(root, args.tiles)
+        info = meta["info"]
+        rec_mb = info["splits"]["train"]["num_bytes"] / info["splits"]["train"][
+            "num_examples"] / 2 ** 20
+        print(f"data: {args.tiles} Vegas tiles 650x650x8 uint16 ({rec_mb:.1f} MB/record), "
+              f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores")
+        rss0 = _rss_mb()
+        rows, rss = {}, {}
+        # one reader thread first: RSS never shrinks, so the larger configuration goes last
+        for name, kw in (("sn_tf reads=1", {"num_parallel_reads": 1}), ("sn_tf", {})):
+            ds = make_dataset(data_dir, "train", crop_size=CROP, batch_size=args.batch_size,
+                              augment={"flips": True, "rot90": True}, **kw)
+            with RssSampler() as sampler:
+                rows[name] = measure(ds, args.batch_size, args.seconds)
+            rss[name] = sampler.values
+            del ds
+        rows["per-sample"] = measure(per_sample_dataset(
+            root / "src", meta["manifest"], info, args.batch_size, 0), args.batch_size,
+            args.seconds)
+    base = rows["per-sample"]
+    print(f"{'loader':<15}{'images/s':>9}{'img/CPU-s':>11}{'CPU used':>10}{'images':>8}"
+          f"{'vs per-sample':>15}")
+    for name, r in rows.items():
+        print(f"{name:<15}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
+              f"{r['images']:>8d}{r['rate'] / base['rate']:>9.1f}x wall, "
+              f"{r['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s")
+    shuffle = min(max(int(256 // rec_mb), 4), 256, info["splits"]["train"]["num_examples"])
+    batch_mb = args.batch_size * CROP * CROP * (8 + 2) * 4 / 2 ** 20
+    print(f"memory: RSS {rss0:.0f} MB before the sn_tf pipelines (TF, Keras and the data "
+          f"generator loaded); buffers: shuffle {shuffle} records x {rec_mb:.1f} MB, "
+          f"prefetch 2 batches x {batch_mb:.0f} MB")
+    for name, values in rss.items():
+        r = rows[name]
+        print(f"  {name:<14} RSS while running: min {min(values):.0f} / max {max(values):.0f} "
+              f"MB, at half time {r['rss_half']:.0f} MB, at end {r['rss_end']:.0f} MB")
+    print(f"  peak RSS of the process (all runs): {_peak_rss_mb():.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,8 +77,8 @@ def apply_overrides(config: dict, overrides) -> dict:
 # ---- shared defaults of the recipes in models/ -----------------------------------------
 DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
                  "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
-                 "boundary_weight": None, "sdf_truncation": None, "augment": None,
-                 "normalization": "dataset_info"}
+                 "boundary_weight": None, "sdf_truncation": None, "cvg_scale": 0.4,
+                 "augment": None, "normalization": "dataset_info"}
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

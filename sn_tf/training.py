@@ -33,6 +33,7 @@ tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
 from sn_tf import modeling, pipeline  # noqa: E402
+from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 
 TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
 
@@ -145,8 +146,7 @@ def _aois(info: dict, types, wanted, data_dir) -> list[str]:
 
 def _normalisation(info, types, bands, mode) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) such that the model input is (raw - mean) / std."""
-    specs = pipeline._type_specs(info, types, bands)
-    scale, bias = pipeline._normalization(info, specs, mode)
+    scale, bias = pipeline.normalization_coefficients(info, types, bands, mode)
     std = 1.0 / scale.astype(np.float64)
     return [float(v) for v in -bias * std], [float(v) for v in std]
 
@@ -163,7 +163,7 @@ def _data_kwargs(setup: Setup, split: str) -> dict:
     return dict(target=TARGET_OF[setup.kind], image_types=tuple(setup.image_types),
                 bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
                 sdf_truncation=d.get("sdf_truncation"), stride=16,
-                aois=split_aois(setup, split))
+                cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split))
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):
@@ -326,7 +326,7 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
         batch = int(setup.config["data"]["batch_size"])
         steps = _steps(setup, batch)
         keras.utils.set_random_seed(int(t["seed"]))
-        with strategy.scope():
+        with strategy.scope(), synchronized_batchnorm(strategy.num_replicas_in_sync > 1):
             model = compile_model(build_model(setup), setup, steps, _jit(setup))
         if strategy.num_replicas_in_sync > 1:
             ds = strategy.distribute_datasets_from_function(
@@ -389,7 +389,7 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     batch = int(setup.config["data"]["batch_size"])
     steps = _steps(setup, batch)
     keras.utils.set_random_seed(int(t["seed"]))
-    with strategy.scope():
+    with strategy.scope(), synchronized_batchnorm(True):
         model = build_model(setup)
         kw = dict(sdf_truncation=setup._sdf_truncation(),
                   sdf_bins=setup.config["model"].get("sdf_bins"), **setup.config["loss"]) \

@@ -14,6 +14,8 @@ blocks, cast outputs to float32.
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 import numbers
 from collections.abc import Sequence
@@ -62,6 +64,24 @@ class PerChannelConstant(keras.initializers.Initializer):
 # (the demo: ~100 steps) predict with statistics unlike training's; 0.9 converges in ~40
 # steps and is as good for long runs.
 BN_MOMENTUM = 0.9
+_SYNC_BN = [False]
+
+
+@contextlib.contextmanager
+def synchronized_batchnorm(enabled: bool = True):
+    """Models built inside use BatchNormalization(synchronized=enabled).
+
+    With several replicas (MirroredStrategy, MultiWorkerMirroredStrategy) synchronized BN
+    computes batch statistics over the global batch, so every replica updates the moving
+    statistics identically (unsynchronized, workers that see different data end with
+    different moving statistics). A single device ignores the setting.
+    """
+    saved = _SYNC_BN[0]
+    _SYNC_BN[0] = enabled
+    try:
+        yield
+    finally:
+        _SYNC_BN[0] = saved
 
 def channels(x) -> int:
     """Static channel count (last axis) of a symbolic tensor ``[B, H, W, C]``."""
@@ -78,7 +98,8 @@ def conv_bn_act(x, filters: int, kernel_size: int = 3, *, strides: int = 1,
     """
     x = layers.Conv2D(filters, kernel_size, strides=strides, padding="same", use_bias=False,
                       kernel_initializer="he_normal", name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=_SYNC_BN[0],
+                                  name=f"{name}_bn")(x)
     if activation:
         x = layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x

@@ -1,0 +1,178 @@
+"""Training on the synthetic dataset: recipes, config errors, fit, resume, precision, workers."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from sn_tf import model_dir as md
+from sn_tf.recipes import RecipeError, apply_overrides, load_recipe
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+FCN, DETECTNET = str(REPO / "models/fcn.py"), str(REPO / "models/detectnet.py")
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+@pytest.fixture(scope="module")
+def tfr(tmp_path_factory):
+    """6 Vegas + 6 Paris (+ 4 Rio, without the recipes' image type) tiles, half train, half val."""
+    from sn_tf import convert
+    from sn_tf.sample import write_sample
+
+    data = tmp_path_factory.mktemp("train_data")
+    write_sample(data, aois=("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio"), tiles_per_aoi=6,
+                 seed=3)
+    out = tmp_path_factory.mktemp("train_tfr")
+    convert.convert(data, out, convert.ConvertConfig(num_workers=1, progress=False,
+                                                     splits=(("train", 0.5), ("val", 0.5))))
+    return out
+
+
+def _cli(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "sn_tf.train", *args], env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_recipes_load_with_variants_and_overrides():
+    cfg = load_recipe(f"{FCN}:smoke")
+    assert cfg["name"] == "fcn" and cfg["variant"] == "smoke" and cfg["model"]["kind"] == "fcn"
+    cfg = apply_overrides(cfg, ["train.epochs=7", "data.image_types=[\"PAN\"]",
+                                "model.sdf_bins=8"])
+    assert cfg["train"]["epochs"] == 7 and cfg["data"]["image_types"] == ["PAN"]
+    with pytest.raises(RecipeError, match="unknown key 'train.epoch'"):
+        apply_overrides(cfg, ["train.epoch=3"])
+    with pytest.raises(RecipeError, match="unknown variant"):
+        load_recipe(f"{DETECTNET}:huge")
+    with pytest.raises(RecipeError, match="not found"):
+        load_recipe("models/nope.py")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.image_types=[\"SWIR\"]", "not in the TFRecords"),
+    ("data.bands={\"MUL-PanSharpen\": [1, 9]}", "bands \\[9\\] absent"),
+    ("data.crop_size=100", "not a multiple of the model stride"),
+    ("data.val_split=\"test\"", "split 'test' is empty or absent"),
+    ("data.aois=[\"AOI_1_Rio\"]", "lack image types"),
+])
+def test_config_that_does_not_fit_the_data(tfr, override, message):
+    from sn_tf import training
+
+    cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), [override])
+    with pytest.raises(training.ConfigError, match=message):
+        training.resolve(cfg, tfr)
+
+
+def test_cli_error_is_one_line(tfr, tmp_path):
+    r = _cli(f"--config={FCN}:smoke", f"--data_dir={tfr}", f"--model_dir={tmp_path / 'm'}",
+             "--set=data.crop_size=100")
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "not a multiple of the model stride" in r.stderr
+
+
+@pytest.mark.parametrize("recipe", [FCN, DETECTNET])
+def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
+    from sn_tf import training
+
+    cfg = apply_overrides(load_recipe(f"{recipe}:smoke"),
+                          ["train.epochs=3", "train.steps_per_epoch=4"])
+    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    loss = summary["history"]["loss"]
+    assert loss[-1] < loss[0], loss
+    for rel in (md.LAST, md.BEST, md.MODEL_INFO, md.CONFIG, md.TRAINING_LOG, md.VAL_SCORES):
+        assert (tmp_path / "m" / rel).exists(), rel
+    assert list((tmp_path / "m" / md.LOGS).rglob("events.out.tfevents*"))
+    info = md.ModelInfo.load(tmp_path / "m")
+    assert info.kind == cfg["model"]["kind"] and info.num_bands == 8
+    assert info.image_types == ["MUL-PanSharpen"] and len(info.mean) == 8
+    header = (tmp_path / "m" / md.TRAINING_LOG).read_text().splitlines()[0]
+    assert "val_f1" in header and "val_precision" in header
+    assert summary["best_val"] is not None  # validation ran through the scoring head
+
+
+def test_mixed_precision_on_cpu(tfr, tmp_path):
+    from sn_tf import training
+
+    cfg = apply_overrides(load_recipe(f"{FCN}:smoke"), [
+        "train.epochs=1", "train.steps_per_epoch=1", "train.mixed_precision=\"mixed_bfloat16\"",
+        "train.val_max_tiles=1"])
+    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    assert np.isfinite(summary["history"]["loss"][0])
+    import keras
+
+    assert keras.mixed_precision.global_policy().name == "float32"  # reset afterwards
+    model = keras.saving.load_model(tmp_path / "m" / md.LAST)
+    assert model.get_layer(index=1).dtype_policy.name == "mixed_bfloat16"
+
+
+def test_killed_run_resumes_from_backup(tfr, tmp_path):
+    args = [f"--config={FCN}:smoke", f"--data_dir={tfr}", f"--model_dir={tmp_path / 'm'}",
+            "--epochs=4", "--steps_per_epoch=3", "--set=train.val_every=100"]
+    proc = subprocess.Popen([sys.executable, "-m", "sn_tf.train", *args], env=ENV,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    meta = tmp_path / "m" / md.BACKUP / "training_metadata.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not meta.exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert meta.exists(), "no backup was written before the kill"
+    done_before = json.loads(meta.read_text())["epoch"]  # epochs completed
+    assert 1 <= done_before < 4
+    r = _cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = [int(line.split(",")[0]) for line in
+              (tmp_path / "m" / md.TRAINING_LOG).read_text().splitlines()[1:]]
+    # the resumed run starts after the last backed-up epoch: no epoch is trained twice
+    assert epochs[-1] == 3 and epochs[-(4 - done_before):] == list(range(done_before, 4))
+    assert f"{4 - done_before} epoch(s)" in r.stdout
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_end_with_identical_weights(tfr, tmp_path):
+    import keras
+
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = {**ENV, "TF_CONFIG": json.dumps({"cluster": cluster,
+                                               "task": {"type": "worker", "index": i}})}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "sn_tf.train", f"--config={FCN}:smoke",
+             f"--data_dir={tfr}", f"--model_dir={tmp_path / 'm'}", "--multiworker",
+             "--epochs=2", "--steps_per_epoch=2"], env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    chief = keras.saving.load_model(tmp_path / "m" / md.LAST)
+    worker = keras.saving.load_model(tmp_path / "m" / "worker-1" / md.LAST)
+    for a, b in zip(chief.get_weights(), worker.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / "m" / md.TRAINING_LOG).exists()
+
+
+@pytest.mark.slow
+def test_short_cpu_run_reaches_a_real_f1(tfr, tmp_path):
+    """The FCN demo recipe on the synthetic data: F1 through the scoring head above a floor."""
+    from sn_tf import training
+
+    cfg = apply_overrides(load_recipe(f"{FCN}:demo"), ["train.epochs=6", "train.val_every=6"])
+    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    assert summary["best_val"]["f1"] > 0.3, summary["best_val"]

@@ -418,12 +418,12 @@ def _versions() -> dict:
     v = {"sn_tf": __version__, "python": platform.python_version(), "numpy": np.__version__,
          "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
          "shapely": shapely.__version__, "scipy": scipy.__version__}
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         v["tensorflow"] = version("tensorflow")
-    except Exception:  # metadata missing in unusual installs: leave it out
-        pass
+    except PackageNotFoundError:  # e.g. tensorflow-cpu or a source build: record that
+        v["tensorflow"] = "not found by package metadata"
     return v
 
 

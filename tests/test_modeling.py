@@ -21,6 +21,8 @@ from sn_tf.modeling import (BboxLoss, CoverageLoss, FootprintLoss, SdfBinsLoss, 
 TRUNCATION = 6.0
 TINY_FCN = dict(width=4, depth=2, blocks=1)
 TINY_DETECTNET = dict(width=4, blocks=(1, 1))
+# the options models/detectnet.py turns on: stride-8 features and a shared 3x3 head conv
+TINY_DETECTNET_PLUS = dict(TINY_DETECTNET, fine_features=True, head_convs=1)
 
 
 @pytest.fixture(autouse=True)
@@ -142,9 +144,11 @@ def test_fcn_without_bins_and_strides():
     assert isinstance(build_model("fcn", 3, **TINY_FCN), keras.Model)
 
 
+@pytest.mark.parametrize("options", [TINY_DETECTNET, TINY_DETECTNET_PLUS],
+                         ids=["digits", "fine_head"])
 @pytest.mark.parametrize("bands", [1, 3, 8, 11])
-def test_detectnet_output_shapes_and_initial_values(bands):
-    model = build_detectnet(bands, **TINY_DETECTNET)
+def test_detectnet_output_shapes_and_initial_values(bands, options):
+    model = build_detectnet(bands, **options)
     for height, width in [(32, 32), (64, 96)]:
         out = model(np.zeros((2, height, width, bands), np.float32))
         assert set(out) == {"coverage", "bbox"}
@@ -152,10 +156,25 @@ def test_detectnet_output_shapes_and_initial_values(bands):
         assert tuple(out["bbox"].shape) == (2, height // 16, width // 16, 4)
         assert all(v.dtype == tf.float32 for v in out.values())
     # documented initial outputs: coverage ~ prior, boxes ~ bbox_scale squares about the cell
-    out = build_detectnet(bands, bbox_scale=32.0, coverage_prior=0.1, **TINY_DETECTNET)(
+    out = build_detectnet(bands, bbox_scale=32.0, coverage_prior=0.1, **options)(
         np.zeros((1, 32, 32, bands), np.float32))
     np.testing.assert_allclose(out["coverage"].numpy(), 0.1, atol=1e-5)
     np.testing.assert_allclose(out["bbox"].numpy()[0, 0, 0], [-16, -16, 16, 16], atol=1e-3)
+
+
+def test_detectnet_options_add_layers():
+    plain = build_detectnet(3, **TINY_DETECTNET)
+    plus = build_detectnet(3, **TINY_DETECTNET_PLUS)
+    names = {layer.name for layer in plus.layers}
+    assert {"fine3_conv", "fine_concat", "head0_conv"} <= names
+    assert not {"fine3_conv", "head0_conv"} & {layer.name for layer in plain.layers}
+    # fine features: 16w + 4w channels into the heads; the head conv maps them back to 16w
+    width = TINY_DETECTNET["width"]
+    assert plus.get_layer("fine_concat").output.shape[-1] == 20 * width
+    assert plus.get_layer("head0_conv").output.shape[-1] == 16 * width
+    assert plus.get_layer("coverage").input.shape[-1] == 16 * width
+    two = build_detectnet(3, head_convs=2, **TINY_DETECTNET)
+    assert {"head0_conv", "head1_conv"} <= {layer.name for layer in two.layers}
 
 
 @pytest.mark.parametrize("call, match", [
@@ -173,6 +192,11 @@ def test_detectnet_output_shapes_and_initial_values(bands):
     (lambda: build_detectnet(3, width=0), "width"),
     (lambda: build_detectnet(3, coverage_prior=1.0), "coverage_prior"),
     (lambda: build_detectnet(True), "num_bands"),
+    (lambda: build_detectnet(3, head_convs=-1), "head_convs"),
+    (lambda: build_detectnet(3, head_convs=1.5), "head_convs"),
+    (lambda: build_detectnet(3, fine_features="yes"), "fine_features"),
+    (lambda: BboxLoss(count_norm=2.0), "count_norm"),
+    (lambda: BboxLoss(count_norm=True), "count_norm"),
     (lambda: build_model("unet", 3), "kind"),
     (lambda: losses_for("fcn", sdf_bins=8), "sdf_truncation"),
     (lambda: sdf_bin_edges(1, 5.0), "num_bins"),
@@ -211,11 +235,15 @@ def test_fcn_trains_with_bins_and_pixel_sample_weights():
     assert {"footprint_iou", "sdf_mae", "sdf_bins_loss"} <= set(history.history)
 
 
-def test_detectnet_trains():
+@pytest.mark.parametrize("options, count_norm", [(TINY_DETECTNET, 1.0),
+                                                  (TINY_DETECTNET_PLUS, 0.0)],
+                         ids=["digits", "fine_head_count_norm_0"])
+def test_detectnet_trains(options, count_norm):
     rng = np.random.default_rng(1)
     x, y = _box_batch(4, 64, 8, rng)
-    model = build_detectnet(8, **TINY_DETECTNET)
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses_for("detectnet"),
+    model = build_detectnet(8, **options)
+    losses = {"coverage": CoverageLoss(), "bbox": BboxLoss(count_norm=count_norm)}
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses,
                   metrics=metrics_for("detectnet"))
     history = model.fit(x, y, batch_size=4, epochs=30, verbose=0)
     first, last = _first_last_loss(history)
@@ -383,13 +411,43 @@ def test_bbox_loss_contract():
         BboxLoss()(y_true[..., :8], offsets)
 
 
+def test_bbox_loss_count_norm():
+    # the box of test_bbox_loss_contract (2 owned cells, n = 1/2) and a 16 x 16 px box that
+    # owns the single cell (1, 0): 7 px error on x1 everywhere
+    coverage, bbox = _detectnet_targets([(4.0, 0.0, 60.0, 16.0), (0.0, 16.0, 16.0, 32.0)], 32, 64)
+    y_true = bbox[None]
+    owned = coverage[..., 0] > 0
+    assert owned.sum() == 3 and sorted(bbox[owned, 8]) == [0.5, 0.5, 1.0]
+    shifted = y_true[..., :4].copy()
+    shifted[..., 0] += 7.0
+    big, small = 7.0 / 56.0, 7.0 / 16.0  # size-normalised error of one cell of each box
+    # DIGITS (count_norm 1, the default): each box weighs 1 in total
+    assert BboxLoss().count_norm == 1.0
+    assert _loss_value(BboxLoss(weight=1.0), y_true, shifted) == pytest.approx(big + small)
+    assert _loss_value(BboxLoss(weight=1.0, count_norm=1.0), y_true,
+                       shifted) == pytest.approx(big + small)
+    # count_norm 0: every covered cell weighs 1, so the 2-cell box counts twice
+    assert _loss_value(BboxLoss(weight=1.0, count_norm=0.0), y_true,
+                       shifted) == pytest.approx(2 * big + small)
+    # count_norm 0.5: n ** 0.5 per cell
+    assert _loss_value(BboxLoss(weight=1.0, count_norm=0.5), y_true,
+                       shifted) == pytest.approx(2 * big * 0.5 ** 0.5 + small, rel=1e-5)
+    # whatever count_norm, cells without coverage contribute nothing and weight multiplies
+    wild = np.where(owned[None, ..., None], y_true[..., :4], 1e6).astype(np.float32)
+    for p in (0.0, 0.5):
+        assert _loss_value(BboxLoss(count_norm=p), y_true, wild) == 0.0
+        assert _loss_value(BboxLoss(count_norm=p), y_true, shifted) == pytest.approx(
+            2 * _loss_value(BboxLoss(weight=1.0, count_norm=p), y_true, shifted))
+
+
 def test_losses_for_and_config_round_trip():
     fcn = losses_for("fcn", sdf_truncation=5.0, sdf_bins=10, jaccard_weight=0.2)
     assert set(fcn) == {"footprint", "sdf", "sdf_bins"}
     det = losses_for("detectnet")
     assert set(det) == {"coverage", "bbox"}
     assert det["coverage"].weight == 1.0 and det["bbox"].weight == 2.0
-    for loss in [*fcn.values(), *det.values()]:
+    assert det["bbox"].count_norm == 1.0  # DIGITS object-count normalisation by default
+    for loss in [*fcn.values(), *det.values(), BboxLoss(weight=3.0, count_norm=0.0)]:
         clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(loss))
         assert type(clone) is type(loss) and clone.get_config() == loss.get_config()
 
@@ -424,7 +482,7 @@ def test_mixed_precision_detectnet_trains_with_float32_outputs():
 
 # Keras' own weight saving converts TF variables with np.array(), which numpy 2 flags; not ours.
 @pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-@pytest.mark.parametrize("kind", ["fcn", "detectnet"])
+@pytest.mark.parametrize("kind", ["fcn", "detectnet", "detectnet_plus"])
 def test_save_and_reload_keras(kind, tmp_path):
     rng = np.random.default_rng(6)
     if kind == "fcn":
@@ -432,10 +490,14 @@ def test_save_and_reload_keras(kind, tmp_path):
         y = with_sdf_bins_target(x, y)[1]
         model = build_model("fcn", 3, sdf_bins=4, **TINY_FCN)
         losses = losses_for("fcn", sdf_truncation=TRUNCATION, sdf_bins=4, jaccard_weight=0.3)
-    else:
+    elif kind == "detectnet":
         x, y = _box_batch(2, 64, 3, rng)
         model = build_model("detectnet", 3, **TINY_DETECTNET)
         losses = losses_for("detectnet")
+    else:  # the recipe's options, and a non-default BboxLoss that must reload with the model
+        x, y = _box_batch(2, 64, 3, rng)
+        model = build_model("detectnet", 3, **TINY_DETECTNET_PLUS)
+        losses = {"coverage": CoverageLoss(), "bbox": BboxLoss(count_norm=0.0)}
     model.compile(optimizer="adam", loss=losses)
     model.train_on_batch(x, y)  # move BN statistics away from their initial values
     path = tmp_path / f"{kind}.keras"

@@ -18,6 +18,14 @@ stage4            16          3x3/2 pool, ``blocks[1]`` incept.  512
 
 (the defaults ``blocks=(2, 7)`` mirror GoogLeNet's 3a-3b and 4a-4e + 5a-5b.)
 
+Two optional additions, both off by default (the DIGITS shape) and on in ``models/detectnet.py``:
+
+- ``fine_features``: the stride-8 stage output goes through a 3x3/2 conv-BN-ReLU (``4 * width``
+  channels) and is concatenated to the stride-16 features (a hypercolumn). Max pooling leaves
+  little sub-cell position in the stride-16 map; box corners need it.
+- ``head_convs``: that many 3x3 conv-BN-ReLU layers (``16 * width`` channels) shared by both
+  heads, so the heads see the neighbouring cells (a 1x1 head only sees its own cell's features).
+
 Heads (1x1 convs, float32 under any mixed-precision policy), on the ``[B, H/16, W/16]`` grid:
 
 - ``coverage``: sigmoid probabilities ``[B, h, w, 1]``; the bias starts at
@@ -48,8 +56,9 @@ __all__ = ["DETECTNET_STRIDE", "build_detectnet"]
 DETECTNET_STRIDE = 16
 
 
-def _backbone(image, width: int, blocks: tuple[int, int]):
-    """GoogLeNet-like trunk without pool4: ``[B, H, W, C]`` -> ``[B, H/16, W/16, 16 * width]``."""
+def _backbone(image, width: int, blocks: tuple[int, int], fine_features: bool = False):
+    """GoogLeNet-like trunk without pool4: ``[B, H, W, C]`` -> ``[B, H/16, W/16, 16 * width]``
+    (``20 * width`` channels with ``fine_features``)."""
     x = conv_bn_act(image, width, 3, strides=2, name="stem1")
     x = conv_bn_act(x, 2 * width, 3, name="stem2")
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
@@ -58,14 +67,21 @@ def _backbone(image, width: int, blocks: tuple[int, int]):
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
     for block in range(blocks[0]):
         x = inception_block(x, 8 * width, name=f"incep3_{block}")
+    stage3 = x
     x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool3")(x)
     for block in range(blocks[1]):
         x = inception_block(x, 16 * width, name=f"incep4_{block}")
+    if fine_features:
+        fine = conv_bn_act(stage3, 4 * width, 3, strides=2, name="fine3")
+        x = layers.Concatenate(name="fine_concat")([x, fine])
     return x
 
 
-def _heads(x, bbox_scale: float, coverage_prior: float) -> dict:
-    """Float32 1x1 coverage and bbox heads; see the module docstring."""
+def _heads(x, bbox_scale: float, coverage_prior: float, head_convs: int = 0,
+           head_width: int = 0) -> dict:
+    """Optional shared 3x3 convs, then float32 1x1 coverage and bbox heads (module docstring)."""
+    for k in range(head_convs):
+        x = conv_bn_act(x, head_width, 3, name=f"head{k}")
     prior_logit = math.log(coverage_prior / (1.0 - coverage_prior))
     coverage = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32",
                              bias_initializer=keras.initializers.Constant(prior_logit),
@@ -80,6 +96,7 @@ def _heads(x, bbox_scale: float, coverage_prior: float) -> dict:
 
 def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = (2, 7),
                     bbox_scale: float = 32.0, coverage_prior: float = 0.1,
+                    fine_features: bool = False, head_convs: int = 0,
                     name: str = "detectnet") -> keras.Model:
     """Build the DetectNet-style detector (stride 16).
 
@@ -90,6 +107,8 @@ def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = 
         bbox_scale: pixels per unit of the raw box-head output; also the side of the square the
             initial model proposes around each cell.
         coverage_prior: initial coverage probability, in (0, 1).
+        fine_features: concatenate stride-8 features (downsampled) to the stride-16 ones.
+        head_convs: 3x3 conv-BN-ReLU layers before the 1x1 heads (>= 0).
         name: model name.
 
     Returns:
@@ -113,7 +132,11 @@ def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = 
     bbox_scale = check_positive_float(bbox_scale, "bbox_scale")
     if not 0.0 < coverage_prior < 1.0:
         raise ValueError(f"coverage_prior must be in (0, 1), got {coverage_prior!r}")
+    if not isinstance(fine_features, bool):
+        raise ValueError(f"fine_features must be True or False, got {fine_features!r}")
+    head_convs = check_int(head_convs, "head_convs", 0)
 
     image = keras.Input(shape=(None, None, num_bands), name="image")
-    features = _backbone(image, width, blocks)
-    return keras.Model(image, _heads(features, bbox_scale, float(coverage_prior)), name=name)
+    features = _backbone(image, width, blocks, fine_features)
+    heads = _heads(features, bbox_scale, float(coverage_prior), head_convs, 16 * width)
+    return keras.Model(image, heads, name=name)

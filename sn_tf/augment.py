@@ -27,7 +27,10 @@ Operations (in the order the pipeline applies them):
    left-right flip, then optional up-down flip; with ``flips`` and ``rot90`` all 8
    symmetries of the square are drawn uniformly, with ``rot90`` alone the 4 rotations,
    with ``flips`` alone the 4 flip combinations. (Fusing the flips into the crop as one
-   negative-stride slice was measured 4x slower than slice + ``tf.reverse``.)
+   negative-stride slice was measured 4x slower than slice + ``tf.reverse``.) Without
+   scale jitter the pipeline applies the same symmetry as a row flip done while decoding
+   (rows read in reverse order, free) then ``flip_transpose`` (``split_dihedral``);
+   one ``tf.gather`` of all pixels was measured 1.6x slower than reverse + transpose.
 5. Radiometric (image only; ``radiometric_coefficients``, ``affine_bands``, ``add_noise``):
    on the normalised image z, per-band gain ``1 + U(-gain, gain)``, per-band offset
    ``N(0, offset_std)``, per-pixel noise ``N(0, noise_std)``:
@@ -227,18 +230,64 @@ def resize_window(image, labels, crop: int):
     return image, labels
 
 
+_PIXEL_UINTS = {1: tf.uint8, 2: tf.uint16, 4: tf.uint32, 8: tf.uint64}
+
+
+def _pixel_view(x):
+    """(view, back): a 2-D [S, S] view of an [S, S, C] tensor whose pixels are 1, 2, 4 or 8
+    bytes (C = 1, or C channels bitcast into one unsigned int), else ``x`` itself.
+
+    TF reverses and transposes a 3-D [S, S, C] tensor with one small copy per pixel; on the
+    2-D view it runs vectorised: measured 2-5x faster for [512, 512, 1] float16 (the sdf),
+    [512, 512, 2] float16 and [512, 512, 4] uint16. (16-byte pixels, e.g. 8 uint16 bands,
+    gain nothing from a complex128 view.)
+    """
+    if len(x.shape) != 3 or x.shape[2] is None or x.dtype == tf.bool:
+        return x, lambda y: y
+    channels = int(x.shape[2])
+    wide = _PIXEL_UINTS.get(channels * x.dtype.size)
+    if wide is None:
+        return x, lambda y: y
+    if channels == 1:
+        return x[..., 0], lambda y: y[..., None]
+    dtype = x.dtype
+    return tf.bitcast(x, wide), lambda y: tf.bitcast(y, dtype)
+
+
 def dihedral(x, transpose, flip_lr, flip_ud):
     """Apply a symmetry to a square [S, S, ...] tensor: transpose, then flip_lr, then flip_ud.
 
     transpose swaps rows and columns; flip_lr reverses columns (x -> S - x); flip_ud
     reverses rows (y -> S - y). Untaken branches cost nothing (``tf.cond``).
     """
+    x, back = _pixel_view(x)
     rank = len(x.shape)
     perm = [1, 0] + list(range(2, rank))
     x = tf.cond(transpose, lambda: tf.transpose(x, perm), lambda: tf.identity(x))
     x = tf.cond(flip_lr, lambda: tf.reverse(x, [1]), lambda: tf.identity(x))
     x = tf.cond(flip_ud, lambda: tf.reverse(x, [0]), lambda: tf.identity(x))
-    return x
+    return back(x)
+
+
+def split_dihedral(transpose, flip_lr, flip_ud):
+    """The symmetry of ``dihedral`` as (row flip, column flip) applied BEFORE the transpose.
+
+    ``dihedral(x, t, lr, ud) == flip_transpose(x[::-1] if rows else x, cols, t)`` with
+    ``(rows, cols) = split_dihedral(t, lr, ud)`` (flipping the rows of a transposed
+    square flips the columns of the original and vice versa). The pipeline applies the row
+    flip for free while decoding (rows read in reverse order).
+    """
+    return tf.where(transpose, flip_lr, flip_ud), tf.where(transpose, flip_ud, flip_lr)
+
+
+def flip_transpose(x, flip_cols, transpose):
+    """Optional column flip (reverse axis 1), then optional transpose of [S, S, ...] ``x``."""
+    x, back = _pixel_view(x)
+    rank = len(x.shape)
+    x = tf.cond(flip_cols, lambda: tf.reverse(x, [1]), lambda: tf.identity(x))
+    x = tf.cond(transpose, lambda: tf.transpose(x, [1, 0] + list(range(2, rank))),
+                lambda: tf.identity(x))
+    return back(x)
 
 
 def dihedral_boxes(boxes, size: int, transpose, flip_lr, flip_ud):

@@ -27,7 +27,7 @@ Outputs (``--output``)
   * a folder: ``<image id>.geojson`` per image plus ``predictions.csv``.
   An image without georeference gets pixel coordinates in its GeoJSON, with a warning.
   ``--overlays=DIR``: ``<image id>.png``, the image as RGB (``--overlay_bands``, 1-based input
-  channels; default WorldView bands 5,3,2 for 8 channels) with a 2-98 % stretch and the
+  channels; default WorldView bands 5,3,2 for 8 channels) with a 2-98 percentile stretch and the
   predicted outlines in yellow, decimated to at most ``--overlay_max_size`` pixels a side.
   ``--truth=PATH`` (SpaceNet CSV in pixels, or label GeoJSON file/folder in map coordinates,
   reprojected to each image's CRS and mapped to its pixels): prints the SpaceNet table and

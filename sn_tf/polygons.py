@@ -304,12 +304,46 @@ def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.
     return boxes[keep].astype(np.float32), coverage[rows, cols][keep].astype(np.float32)
 
 
+# Rectangles queried per STRtree call when collecting candidate pairs: bounds the transient
+# candidate arrays (pairs of one chunk) whatever the number of boxes.
+_PAIR_CHUNK = 4096
+
+
+def _points_in_rects(px, py, lo_x, lo_y, hi_x, hi_y, pad: float):
+    """Yield candidate pairs ``(i, j)`` (int64 arrays): point i lies in rectangle j.
+
+    Points ``(px[i], py[i])``; rectangles ``[lo_x[j] - pad, hi_x[j] + pad] x [lo_y[j] - pad,
+    hi_y[j] + pad]`` (boundary included). A shapely STRtree of the points answers
+    ``_PAIR_CHUNK`` rectangles at a time, so memory grows with the pairs of one chunk, not
+    with N x M. Callers test their exact predicate on the yielded pairs (``pad`` > 0 keeps
+    float rounding from losing a pair the predicate accepts).
+    """
+    tree = shapely.STRtree(shapely.points(px, py))
+    for start in range(0, len(lo_x), _PAIR_CHUNK):
+        part = slice(start, start + _PAIR_CHUNK)
+        rects = shapely.box(lo_x[part] - pad, lo_y[part] - pad, hi_x[part] + pad,
+                            hi_y[part] + pad)
+        j, i = tree.query(rects)
+        yield i.astype(np.int64), j.astype(np.int64) + start
+
+
+def _pad(boxes: np.ndarray) -> float:
+    """Query margin (pixels) far above float64 rounding of the coordinates of ``boxes``."""
+    return 1e-9 * (1.0 + float(np.abs(boxes).max(initial=0.0)))
+
+
 def _clusters(boxes: np.ndarray, eps: float) -> np.ndarray:
     """Cluster label (int [N], 0..K-1 in order of first member) of OpenCV's similarity predicate.
 
     Boxes i, j are similar when all four edges differ by at most
     ``delta = eps * (min(w_i, w_j) + min(h_i, h_j)) / 2``; clusters are the connected
     components (transitive closure, as OpenCV's union-find ``partition``).
+
+    Memory-bounded: since ``delta <= eps * (w_i + h_i) / 2 = r_i``, a box similar to box i has
+    its top-left corner within r_i of box i's, so candidate pairs come from an STRtree of
+    corners (:func:`_points_in_rects`, chunked); the exact predicate then keeps the similar
+    pairs, and scipy's ``connected_components`` runs on that sparse graph. Memory is
+    O(N + similar pairs), not O(N^2).
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -317,11 +351,18 @@ def _clusters(boxes: np.ndarray, eps: float) -> np.ndarray:
     n = len(boxes)
     w = boxes[:, 2] - boxes[:, 0]
     h = boxes[:, 3] - boxes[:, 1]
-    delta = eps * (np.minimum(w[:, None], w[None, :]) + np.minimum(h[:, None], h[None, :])) * 0.5
-    similar = np.ones((n, n), dtype=bool)
-    for k in range(4):
-        similar &= np.abs(boxes[:, None, k] - boxes[None, :, k]) <= delta
-    i, j = np.nonzero(similar)
+    reach = np.maximum(eps * (w + h) * 0.5, 0.0)
+    x1, y1 = boxes[:, 0], boxes[:, 1]
+    edges_i, edges_j = [], []
+    for i, j in _points_in_rects(x1, y1, x1 - reach, y1 - reach, x1 + reach, y1 + reach,
+                                 _pad(boxes)):
+        i, j = i[i < j], j[i < j]  # each similar pair is found from both ends
+        delta = eps * (np.minimum(w[i], w[j]) + np.minimum(h[i], h[j])) * 0.5
+        similar = np.all(np.abs(boxes[i] - boxes[j]) <= delta[:, None], axis=1)
+        edges_i.append(i[similar])
+        edges_j.append(j[similar])
+    i = np.concatenate(edges_i) if edges_i else np.zeros(0, np.int64)
+    j = np.concatenate(edges_j) if edges_j else np.zeros(0, np.int64)
     graph = coo_matrix((np.ones(i.size, dtype=np.int8), (i, j)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     # renumber clusters by their first member, for a deterministic order
@@ -330,6 +371,30 @@ def _clusters(boxes: np.ndarray, eps: float) -> np.ndarray:
     rank = np.empty_like(order)
     rank[order] = np.arange(order.size)
     return rank[labels]
+
+
+def _suppressed(r: np.ndarray, counts: np.ndarray, strong: np.ndarray, eps: float) -> np.ndarray:
+    """bool [K]: averaged box i lies inside a strong box j (j != i) enlarged by eps, and j
+    dominates it (``n_j > max(3, n_i) or n_i < 3``) - OpenCV's step 3.
+
+    ``r``: [K, 4] averaged xyxy boxes (x_min <= x_max, y_min <= y_max); ``counts``: [K]
+    members; ``strong``: [K] clusters kept by the group threshold. Candidates come from an
+    STRtree of top-left corners queried with the enlarged strong boxes (memory-bounded, as
+    :func:`_clusters`); the exact inside test runs on those pairs only.
+    """
+    dx = eps * (r[:, 2] - r[:, 0])
+    dy = eps * (r[:, 3] - r[:, 1])
+    out = np.zeros(len(r), dtype=bool)
+    cand = np.flatnonzero(strong)
+    rs, dxs, dys = r[cand], dx[cand], dy[cand]
+    for i, jj in _points_in_rects(r[:, 0], r[:, 1], rs[:, 0] - dxs, rs[:, 1] - dys,
+                                  rs[:, 2] + dxs, rs[:, 3] + dys, _pad(r)):
+        j = cand[jj]
+        inside = ((r[i, 0] >= r[j, 0] - dx[j]) & (r[i, 1] >= r[j, 1] - dy[j])
+                  & (r[i, 2] <= r[j, 2] + dx[j]) & (r[i, 3] <= r[j, 3] + dy[j]))
+        dominant = (counts[j] > np.maximum(3, counts[i])) | (counts[i] < 3)
+        out[i[inside & dominant & (i != j)]] = True
+    return out
 
 
 def group_rectangles(boxes, scores=None, group_threshold: int = 3,
@@ -341,17 +406,30 @@ def group_rectangles(boxes, scores=None, group_threshold: int = 3,
     3. Drop an averaged box r1 (n1 members) lying inside another kept box r2 (n2 members)
        enlarged by (eps * w2, eps * h2) on each side when ``n2 > max(3, n1) or n1 < 3``.
     ``group_threshold <= 0`` returns the input unchanged (each box its own group), as OpenCV.
-    Unlike OpenCV (integer ``cv::Rect``), nothing is rounded.
+    Unlike OpenCV (integer ``cv::Rect``), nothing is rounded. Memory grows with the number
+    of boxes and of similar pairs, never with N^2 (a dense scene of 10^5 boxes is fine).
 
     Args:
-      boxes: [N, 4] (x_min, y_min, x_max, y_max) pixels.
+      boxes: [N, 4] (x_min, y_min, x_max, y_max) pixels, finite, x_min <= x_max, y_min <= y_max.
       scores: [N] per-box scores (default 1); a group's score is the mean of its members'.
 
     Returns:
       (boxes float32 [M, 4], member counts int64 [M], scores float32 [M]) in cluster order.
+
+    Raises:
+      ValueError: on non-finite or inverted boxes, or scores of another length.
     """
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(boxes),):
+        raise ValueError(f"group_rectangles: {len(boxes)} boxes but scores of shape "
+                         f"{scores.shape}")
+    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) \
+        | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        raise ValueError(f"group_rectangles: {int(bad.sum())} box(es) are not finite "
+                         f"(x_min, y_min, x_max, y_max) with x_min <= x_max, y_min <= y_max, "
+                         f"e.g. {boxes[bad][0].tolist()}")
     if group_threshold <= 0 or len(boxes) == 0:
         return (boxes.astype(np.float32), np.ones(len(boxes), dtype=np.int64),
                 scores.astype(np.float32))
@@ -361,18 +439,8 @@ def group_rectangles(boxes, scores=None, group_threshold: int = 3,
     mean_boxes = np.stack([np.bincount(labels, boxes[:, c], k) for c in range(4)], 1) / counts[:, None]
     mean_scores = np.bincount(labels, scores, k) / counts
     strong = counts > group_threshold
-    r = mean_boxes
-    dx = eps * (r[:, 2] - r[:, 0])
-    dy = eps * (r[:, 3] - r[:, 1])
-    # inside[i, j]: box i inside box j enlarged by (dx_j, dy_j)
-    inside = ((r[:, None, 0] >= r[None, :, 0] - dx[None, :])
-              & (r[:, None, 1] >= r[None, :, 1] - dy[None, :])
-              & (r[:, None, 2] <= r[None, :, 2] + dx[None, :])
-              & (r[:, None, 3] <= r[None, :, 3] + dy[None, :]))
-    dominant = (counts[None, :] > np.maximum(3, counts[:, None])) | (counts[:, None] < 3)
-    suppressed = (inside & dominant & strong[None, :] & ~np.eye(k, dtype=bool)).any(axis=1)
-    keep = strong & ~suppressed
-    return (r[keep].astype(np.float32), counts[keep].astype(np.int64),
+    keep = strong & ~_suppressed(mean_boxes, counts, strong, eps)
+    return (mean_boxes[keep].astype(np.float32), counts[keep].astype(np.int64),
             mean_scores[keep].astype(np.float32))
 
 

@@ -277,6 +277,68 @@ def test_group_rectangles_chains_transitively_and_suppresses_inner_boxes():
     assert sorted(counts.tolist()) == [2, 4]           # stronger inner cluster survives
 
 
+def _dense_group_rectangles(boxes, group_threshold, eps):
+    """Reference: the former O(N^2) implementation (dense similarity and inside matrices)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(boxes)
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    delta = eps * (np.minimum(w[:, None], w[None, :]) + np.minimum(h[:, None], h[None, :])) * 0.5
+    similar = np.ones((n, n), dtype=bool)
+    for k in range(4):
+        similar &= np.abs(boxes[:, None, k] - boxes[None, :, k]) <= delta
+    i, j = np.nonzero(similar)
+    _, labels = connected_components(coo_matrix((np.ones(i.size), (i, j)), shape=(n, n)))
+    _, first = np.unique(labels, return_index=True)
+    rank = np.empty(first.size, dtype=int)
+    rank[np.argsort(first)] = np.arange(first.size)
+    labels = rank[labels]
+    k = labels.max() + 1
+    counts = np.bincount(labels, minlength=k)
+    r = np.stack([np.bincount(labels, boxes[:, c], k) for c in range(4)], 1) / counts[:, None]
+    dx, dy = eps * (r[:, 2] - r[:, 0]), eps * (r[:, 3] - r[:, 1])
+    inside = ((r[:, None, 0] >= r[None, :, 0] - dx[None, :])
+              & (r[:, None, 1] >= r[None, :, 1] - dy[None, :])
+              & (r[:, None, 2] <= r[None, :, 2] + dx[None, :])
+              & (r[:, None, 3] <= r[None, :, 3] + dy[None, :]))
+    dominant = (counts[None, :] > np.maximum(3, counts[:, None])) | (counts[:, None] < 3)
+    strong = counts > group_threshold
+    suppressed = (inside & dominant & strong[None, :] & ~np.eye(k, dtype=bool)).any(axis=1)
+    keep = strong & ~suppressed
+    return r[keep].astype(np.float32), counts[keep]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_group_rectangles_matches_the_dense_reference_on_many_boxes(seed):
+    # ~2000 noisy proposals of ~250 buildings (some nested, some chained, integer ties in seed 0)
+    rng = np.random.default_rng(seed)
+    corner = rng.uniform(0, 900, (250, 2))
+    size = rng.uniform(4, 90, (250, 2))
+    corner[:40] = corner[40:80] + size[40:80] * 0.2        # boxes nested in others
+    size[:40] = size[40:80] * 0.5
+    pick = rng.integers(0, 250, 2000)
+    boxes = np.column_stack([corner[pick], corner[pick] + size[pick]])
+    boxes += rng.normal(0, [0.5, 2.0, 5.0][seed], boxes.shape)
+    boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
+    if seed == 0:
+        boxes = np.round(boxes)
+    for group_threshold, eps in [(1, 0.02), (1, 0.2), (3, 0.2), (2, 0.5), (1, 0.0)]:
+        expected, expected_counts = _dense_group_rectangles(boxes, group_threshold, eps)
+        got, counts, _ = P.group_rectangles(boxes, None, group_threshold, eps)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(counts, expected_counts)
+
+
+def test_group_rectangles_rejects_inverted_or_non_finite_boxes():
+    with pytest.raises(ValueError, match="not finite"):
+        P.group_rectangles([[10, 0, 5, 8]], None, 1, 0.2)
+    with pytest.raises(ValueError, match="not finite"):
+        P.group_rectangles([[0, 0, np.nan, 8]], None, 1, 0.2)
+    with pytest.raises(ValueError, match="scores"):
+        P.group_rectangles([[0, 0, 5, 8]], [0.5, 0.5], 1, 0.2)
+
+
 def test_buildings_from_detectnet_end_to_end():
     coverage = np.zeros((4, 4), dtype=np.float32)
     bbox = np.zeros((4, 4, 4), dtype=np.float32)

@@ -12,6 +12,7 @@ How it works:
 3. Worker processes (``--num_workers``) each write whole shards, one tile in memory at a
    time, under a temporary name renamed when complete; a per-shard record in
    ``.sn_tf_work/`` says the shard is done, so ``--resume`` writes only what is missing.
+   Records are framed by ``sn_tf.tfrecord``: converting never imports TensorFlow.
 4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
    statistics (train split) per image type, skipped tiles with reasons, notes, command
    line and versions.
@@ -39,6 +40,7 @@ import numpy as np
 
 from sn_tf import layout, schema
 from sn_tf.stats import BandStats
+from sn_tf.tfrecord import TFRecordWriter
 from sn_tf.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
 
 INFO_FILE = "dataset_info.json"
@@ -209,9 +211,6 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     Returns the shard record: tiles written (id, AOI, bytes), skipped tiles with reasons,
     notes. ``progress`` (a callable or a queue) hears of every finished tile.
     """
-    from sn_tf.tfimport import tensorflow
-
-    tf = tensorflow()
     out = pathlib.Path(out_dir)
     work = out / WORK_DIR
     final = out / shard.file
@@ -219,20 +218,19 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     stats: dict[str, BandStats] = {}
     record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
               "notes": [], "bytes": 0, "image_types": {}, "label_grids": {}}
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    with TFRecordWriter(tmp) as writer:
         for tile in shard.tiles:
             status = "ok"
             try:
                 built, notes = build_tile(tile, options[tile.aoi])
-                data = schema.encode_tile(built, cfg.image_encoding, cfg.label_encoding)
+                parts = schema.encode_tile_parts(built, cfg.image_encoding, cfg.label_encoding)
             except TileSkipped as exc:
                 record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
                                           "reason": str(exc)})
                 status = "skipped"
             else:
-                writer.write(data)
+                record["bytes"] += writer.write(parts)
                 record["tiles"].append([tile.tile_id, tile.aoi])
-                record["bytes"] += len(data)
                 record["notes"] += [{"tile_id": tile.tile_id, "note": n} for n in notes]
                 _describe(built, record)
                 if shard.split == "train":

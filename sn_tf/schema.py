@@ -123,14 +123,20 @@ def feature_keys(image_types, label_grids) -> list[str]:
 
 
 # ---- byte encoding of arrays -----------------------------------------------------------
-def encode_array(array: np.ndarray, encoding: str, level: int = 1) -> bytes:
-    """Bytes of ``array`` (C order, little endian), raw or zlib-compressed."""
+def array_buffer(array: np.ndarray, encoding: str, level: int = 1) -> memoryview | bytes:
+    """``array``'s encoded bytes as a buffer: raw = a flat uint8 memoryview of the array
+    itself (C order, little endian; no copy when it already is both), zlib = bytes."""
     if encoding not in ENCODINGS:
         raise SchemaError(f"unknown encoding {encoding!r}; known: {ENCODINGS}")
     arr = np.ascontiguousarray(array)
     arr = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
-    raw = arr.tobytes()
-    return raw if encoding == "raw" else zlib.compress(raw, level)
+    view = memoryview(arr.reshape(-1).view(np.uint8))
+    return view if encoding == "raw" else zlib.compress(view, level)
+
+
+def encode_array(array: np.ndarray, encoding: str, level: int = 1) -> bytes:
+    """Bytes of ``array`` (C order, little endian), raw or zlib-compressed."""
+    return bytes(array_buffer(array, encoding, level))
 
 
 def decode_array(data: bytes, encoding: str, dtype: str, shape) -> np.ndarray:
@@ -203,13 +209,19 @@ def _float_feature(values) -> list:
     return _field(0x12, _field(0x0A, [packed]) if packed else [])
 
 
-def _example_bytes(features: dict[str, list]) -> bytes:
-    """Serialized tf.train.Example from {key: Feature chunks}, keys sorted."""
+def _example_parts(features: dict[str, list]) -> list:
+    """Serialized tf.train.Example from {key: Feature chunks}, keys sorted, as a list of
+    buffers whose concatenation is the serialization."""
     entries = []
     for key in sorted(features):
         k = key.encode()
         entries += _field(0x0A, [b"\x0a", _varint(len(k)), k, *_field(0x12, features[key])])
-    return b"".join(_field(0x0A, entries))
+    return _field(0x0A, entries)
+
+
+def _example_bytes(features: dict[str, list]) -> bytes:
+    """Serialized tf.train.Example from {key: Feature chunks}, keys sorted."""
+    return b"".join(_example_parts(features))
 
 
 def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
@@ -218,6 +230,16 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
 
     ``image_encoding`` applies to image pixels; ``label_encoding`` ("auto", "raw" or
     "zlib") to the label arrays (``label_encodings``). Needs no TensorFlow.
+    """
+    return b"".join(encode_tile_parts(tile, image_encoding, label_encoding, zlib_level))
+
+
+def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
+                      label_encoding: str = "auto", zlib_level: int = 1) -> list:
+    """``encode_tile``'s serialization as a list of buffers (bytes and flat uint8
+    memoryviews of the tile's arrays, uncopied when raw): join them, or hand them to
+    ``sn_tf.tfrecord.TFRecordWriter.write``. The views keep the arrays alive; do not
+    modify the arrays before the buffers are written.
     """
     import shapely
 
@@ -235,7 +257,7 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
             raise SchemaError(f"image {itype} must be HWC, got shape {data.shape}")
         nodata = img.get("nodata")
         f[image_key(itype, "data")] = _bytes_feature(
-            [encode_array(data, image_encoding, zlib_level)])
+            [array_buffer(data, image_encoding, zlib_level)])
         f[image_key(itype, "encoding")] = _bytes_feature([image_encoding])
         f[image_key(itype, "dtype")] = _bytes_feature([data.dtype.name])
         f[image_key(itype, "shape")] = _int_feature(data.shape)
@@ -254,7 +276,7 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
                 raise SchemaError(f"label {grid}/{field} has shape {arr.shape}, want {(h, w)}")
             arr = arr.astype(LABEL_DTYPES[field], copy=False)
             f[label_key(grid, field)] = _bytes_feature(
-                [encode_array(arr, label_enc[field], zlib_level)])
+                [array_buffer(arr, label_enc[field], zlib_level)])
             encoded.append(label_enc[field])
             dtypes.append(arr.dtype.name)
         boxes = np.asarray(lab["boxes_xyxy_px"], dtype=np.float32).reshape(-1, 4)
@@ -267,7 +289,7 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
         f[label_key(grid, "boxes_xyxy_px")] = _float_feature(boxes.ravel())
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(
             [shapely.to_wkb(p) for p in polys])
-    return _example_bytes(f)
+    return _example_parts(f)
 
 
 def _feature_values(feature):

@@ -1,0 +1,151 @@
+"""The TF-free TFRecord writer: byte identity with TensorFlow's, CRCs, and TF-free workers."""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from spacenet_fixture import make_sn2_aoi
+
+from sn_tf import tfrecord
+from sn_tf.reader import read_examples
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _records():
+    """Records as lists of buffers: empty, tiny, and larger than the CRC and coalesce sizes."""
+    rng = np.random.default_rng(5)
+    big = rng.integers(0, 4096, (300, 310, 3), dtype=np.uint16)  # 558,000 bytes
+    half = rng.random((257, 129)).astype(np.float16)  # not a multiple of CRC_CHUNK
+    return [
+        [b""],
+        [b"x"],
+        [b"head", memoryview(big.reshape(-1).view(np.uint8)), b"mid", half, b"tail"],
+        [bytes(range(256)) * 300, bytearray(b"abc"), big],
+        [np.arange(10, dtype=np.int64)],
+    ]
+
+
+def _tf():
+    from sn_tf.tfimport import tensorflow
+
+    return tensorflow()
+
+
+def test_crc32c_known_value_and_mask():
+    assert tfrecord.crc32c([b"123456789"]) == 0xE3069283  # the CRC-32C check value
+    assert tfrecord.crc32c([b"1234", memoryview(b"56789")]) == 0xE3069283
+    crc = 0xE3069283
+    assert tfrecord.mask_crc(crc) == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2 ** 32
+
+
+def test_files_byte_identical_to_tensorflow_writer(tmp_path):
+    tf = _tf()
+    ours, theirs = tmp_path / "ours.tfrecord", tmp_path / "tf.tfrecord"
+    joined = [b"".join(bytes(memoryview(p).cast("B")) if not isinstance(p, bytes) else p
+                       for p in rec) for rec in _records()]
+    with tfrecord.TFRecordWriter(ours) as w:
+        lengths = [w.write(rec) for rec in _records()]
+    with tf.io.TFRecordWriter(str(theirs)) as w:
+        for data in joined:
+            w.write(data)
+    assert lengths == [len(d) for d in joined]
+    assert ours.read_bytes() == theirs.read_bytes()
+    got = list(tf.data.TFRecordDataset(str(ours)).as_numpy_iterator())
+    assert got == joined
+    assert list(tfrecord.read_records(ours)) == joined
+
+
+@pytest.mark.parametrize("where", ["data", "length"])
+def test_corrupted_byte_is_detected_by_tensorflow(tmp_path, where):
+    tf = _tf()
+    path = tmp_path / "x.tfrecord"
+    with tfrecord.TFRecordWriter(path) as w:
+        for rec in _records():
+            w.write(rec)
+    raw = bytearray(path.read_bytes())
+    first_big = 12 + 4 + 12 + 1 + 4  # records 0 (empty) and 1 (1 byte), then record 2
+    raw[first_big + (2 if where == "length" else 12 + 1000)] ^= 0x10
+    path.write_bytes(bytes(raw))
+    with pytest.raises(tf.errors.DataLossError):
+        list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    with pytest.raises(tfrecord.TFRecordError, match=f"{path.name}.*byte {first_big}"):
+        list(tfrecord.read_records(path))
+
+
+def test_truncated_file_named_in_the_error(tmp_path):
+    path = tmp_path / "t.tfrecord"
+    with tfrecord.TFRecordWriter(path) as w:
+        w.write([b"a" * 100])
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(tfrecord.TFRecordError, match="t.tfrecord: record at byte 0 is truncated"):
+        list(tfrecord.read_records(path))
+
+
+def test_partial_writes_are_resumed(tmp_path, monkeypatch):
+    """os.writev may write fewer bytes than asked: the rest must follow, in order."""
+    real = os.writev
+    calls = []
+
+    def stingy(fd, buffers):
+        budget, out = 7919, []
+        for b in buffers:  # at most ~8 KB per call, cutting buffers in the middle
+            take = memoryview(b)[:budget]
+            out.append(take)
+            budget -= len(take)
+            if budget == 0:
+                break
+        calls.append(len(out))
+        return real(fd, out)
+
+    monkeypatch.setattr(tfrecord.os, "writev", stingy)
+    path = tmp_path / "p.tfrecord"
+    with tfrecord.TFRecordWriter(path) as w:
+        for rec in _records():
+            w.write(rec)
+    monkeypatch.undo()
+    ref = tmp_path / "ref.tfrecord"
+    with tfrecord.TFRecordWriter(ref) as w:
+        for rec in _records():
+            w.write(rec)
+    assert len(calls) > 100
+    assert path.read_bytes() == ref.read_bytes()
+
+
+def test_non_contiguous_buffer_refused(tmp_path):
+    with tfrecord.TFRecordWriter(tmp_path / "n.tfrecord") as w, \
+            pytest.raises(ValueError, match="C-contiguous"):
+        w.write([np.zeros((4, 4), np.uint8)[:, ::2]])
+
+
+def test_pure_python_crc_fallback_warns(monkeypatch, tmp_path):
+    monkeypatch.setattr(tfrecord.google_crc32c, "implementation", "python")
+    monkeypatch.setattr(tfrecord, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="pure-Python"):
+        tfrecord.TFRecordWriter(tmp_path / "w.tfrecord").close()
+
+
+def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
+    """The CLI and its spawned workers run with a 'tensorflow' that fails on import."""
+    data = tmp_path / "data"
+    expected = make_sn2_aoi(data, numbers=(1, 2, 3, 4), size=65)
+    fake = tmp_path / "fake" / "tensorflow"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(tmp_path)!r}, f'tf-imported-by-{{os.getpid()}}').touch()\n"
+        "raise ImportError('sn_tf.convert must not import tensorflow')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO)])}
+    out = tmp_path / "out"
+    res = subprocess.run([sys.executable, "-m", "sn_tf.convert", "--no_progress",
+                          f"--data_dir={data}", f"--output_dir={out}", "--num_workers=2",
+                          "--shard_size_mb=0.05"],
+                         capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    assert not list(tmp_path.glob("tf-imported-by-*")), res.stderr
+    shards = list(out.glob("*.tfrecord-*"))
+    assert len(shards) >= 2  # so both workers had work
+    assert sorted(t["tile_id"] for t in read_examples(out)) == sorted(expected)

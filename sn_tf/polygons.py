@@ -397,6 +397,32 @@ def _suppressed(r: np.ndarray, counts: np.ndarray, strong: np.ndarray, eps: floa
     return out
 
 
+def _checked_boxes(boxes, scores, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 boxes [N, 4] and scores [N] (default 1); ValueError naming ``caller`` on
+    non-finite or inverted boxes or scores of another length."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
+    if scores.shape != (len(boxes),):
+        raise ValueError(f"{caller}: {len(boxes)} boxes but scores of shape {scores.shape}")
+    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) \
+        | (boxes[:, 3] < boxes[:, 1])
+    if bad.any():
+        raise ValueError(f"{caller}: {int(bad.sum())} box(es) are not finite "
+                         f"(x_min, y_min, x_max, y_max) with x_min <= x_max, y_min <= y_max, "
+                         f"e.g. {boxes[bad][0].tolist()}")
+    return boxes, scores
+
+
+def _cluster_means(boxes: np.ndarray, scores: np.ndarray, eps: float):
+    """Mean box float64 [K, 4], member count int [K] and mean score float64 [K] of each
+    cluster of :func:`_clusters` (cluster order)."""
+    labels = _clusters(boxes, eps)
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k)
+    means = np.stack([np.bincount(labels, boxes[:, c], k) for c in range(4)], 1) / counts[:, None]
+    return means, counts, np.bincount(labels, scores, k) / counts
+
+
 def group_rectangles(boxes, scores=None, group_threshold: int = 3,
                      eps: float = 0.02) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """OpenCV ``groupRectangles`` semantics on float boxes (numpy, no OpenCV).
@@ -419,29 +445,40 @@ def group_rectangles(boxes, scores=None, group_threshold: int = 3,
     Raises:
       ValueError: on non-finite or inverted boxes, or scores of another length.
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.ones(len(boxes)) if scores is None else np.asarray(scores, dtype=np.float64)
-    if scores.shape != (len(boxes),):
-        raise ValueError(f"group_rectangles: {len(boxes)} boxes but scores of shape "
-                         f"{scores.shape}")
-    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < boxes[:, 0]) \
-        | (boxes[:, 3] < boxes[:, 1])
-    if bad.any():
-        raise ValueError(f"group_rectangles: {int(bad.sum())} box(es) are not finite "
-                         f"(x_min, y_min, x_max, y_max) with x_min <= x_max, y_min <= y_max, "
-                         f"e.g. {boxes[bad][0].tolist()}")
+    boxes, scores = _checked_boxes(boxes, scores, "group_rectangles")
     if group_threshold <= 0 or len(boxes) == 0:
         return (boxes.astype(np.float32), np.ones(len(boxes), dtype=np.int64),
                 scores.astype(np.float32))
-    labels = _clusters(boxes, eps)
-    k = int(labels.max()) + 1
-    counts = np.bincount(labels, minlength=k)
-    mean_boxes = np.stack([np.bincount(labels, boxes[:, c], k) for c in range(4)], 1) / counts[:, None]
-    mean_scores = np.bincount(labels, scores, k) / counts
+    means, counts, mean_scores = _cluster_means(boxes, scores, eps)
     strong = counts > group_threshold
-    keep = strong & ~_suppressed(mean_boxes, counts, strong, eps)
-    return (mean_boxes[keep].astype(np.float32), counts[keep].astype(np.int64),
+    keep = strong & ~_suppressed(means, counts, strong, eps)
+    return (means[keep].astype(np.float32), counts[keep].astype(np.int64),
             mean_scores[keep].astype(np.float32))
+
+
+def merge_clusters(boxes, scores=None, group_threshold: int = 0,
+                   eps: float = 0.2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every cluster of similar boxes (:func:`_clusters`) with > ``group_threshold`` members
+    becomes its mean box; no inner-box suppression.
+
+    The alternative to :func:`group_rectangles` for native-resolution tiles, where a small
+    building owns a single coverage cell: there OpenCV's rule "more than group_threshold
+    members, and group_threshold 0 means no grouping at all" forces a choice between losing
+    every one-cell building and keeping every cell's box as a duplicate. Here
+    ``group_threshold`` 0 keeps one-cell clusters and still merges the rest. Same arguments,
+    returns and errors as :func:`group_rectangles`.
+    """
+    boxes, scores = _checked_boxes(boxes, scores, "merge_clusters")
+    if len(boxes) == 0:
+        return (boxes.astype(np.float32), np.zeros(0, dtype=np.int64),
+                scores.astype(np.float32))
+    means, counts, mean_scores = _cluster_means(boxes, scores, eps)
+    keep = counts > group_threshold
+    return (means[keep].astype(np.float32), counts[keep].astype(np.int64),
+            mean_scores[keep].astype(np.float32))
+
+
+GROUPINGS = {"opencv": group_rectangles, "clusters": merge_clusters}
 
 
 def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> list[Building]:
@@ -462,16 +499,20 @@ def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> l
 def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int = 16,
                              threshold: float = 0.06, group_threshold: int = 3,
                              eps: float = 0.02, min_height: float = 10.0, max_boxes: int = 450,
+                             grouping: str = "opencv",
                              image_size: tuple[int, int] | None = None,
                              transform=None) -> list[Building]:
     """DetectNet grid -> merged boxes -> building records (the DIGITS clustering recipe).
 
-    :func:`detectnet_candidates`, then :func:`group_rectangles`, then boxes shorter than
-    ``min_height`` pixels are dropped and at most ``max_boxes`` boxes are kept (highest score
-    first, stable). Confidence = mean coverage of the cells of the group.
+    :func:`detectnet_candidates`, then ``grouping`` "opencv" (:func:`group_rectangles`, as
+    DIGITS) or "clusters" (:func:`merge_clusters`), then boxes shorter than ``min_height``
+    pixels are dropped and at most ``max_boxes`` boxes are kept (highest score first,
+    stable). Confidence = mean coverage of the cells of the group.
     """
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got {grouping!r}")
     boxes, scores = detectnet_candidates(coverage, bbox, stride, threshold, image_size)
-    boxes, _, scores = group_rectangles(boxes, scores, group_threshold, eps)
+    boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
     keep = (boxes[:, 3] - boxes[:, 1]) >= min_height
     boxes, scores = boxes[keep], scores[keep]
     order = np.argsort(-scores, kind="stable")[:max_boxes]
@@ -613,7 +654,7 @@ DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
             "min_area": 20.0, "simplify": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
-                  "max_boxes": 450},
+                  "max_boxes": 450, "grouping": "opencv"},
 }
 
 
@@ -653,4 +694,5 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, stride=stride,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
-        min_height=p["min_height"], max_boxes=p["max_boxes"], image_size=(height, width))
+        min_height=p["min_height"], max_boxes=p["max_boxes"], grouping=p["grouping"],
+        image_size=(height, width))

@@ -339,6 +339,45 @@ def test_group_rectangles_rejects_inverted_or_non_finite_boxes():
         P.group_rectangles([[0, 0, 5, 8]], [0.5, 0.5], 1, 0.2)
 
 
+def test_merge_clusters_keeps_one_cell_clusters_and_skips_suppression():
+    near = np.array([[100, 100, 150, 160], [100.5, 100, 150.5, 160]], dtype=np.float64)
+    lone = np.array([[300, 300, 340, 330]], dtype=np.float64)
+    inner = np.array([[110, 110, 120, 120]], dtype=np.float64)   # inside the merged pair
+    boxes, counts, scores = P.merge_clusters(np.vstack([near, lone, inner]),
+                                             [0.4, 0.8, 0.9, 0.7], 0, 0.02)
+    np.testing.assert_allclose(boxes, [near.mean(axis=0), lone[0], inner[0]], atol=1e-4)
+    assert counts.tolist() == [2, 1, 1]
+    np.testing.assert_allclose(scores, [0.6, 0.9, 0.7], atol=1e-6)
+    # group_threshold keeps its meaning: more than that many members
+    boxes, counts, _ = P.merge_clusters(np.vstack([near, lone, inner]), None, 1, 0.02)
+    assert counts.tolist() == [2]
+    # OpenCV semantics differ exactly there: 0 = no grouping, and inner boxes are suppressed
+    assert len(P.group_rectangles(np.vstack([near, lone, inner]), None, 0, 0.02)[0]) == 4
+    assert P.merge_clusters(np.zeros((0, 4)), None, 0, 0.2)[0].shape == (0, 4)
+
+
+def test_buildings_from_detectnet_grouping_option():
+    coverage = np.zeros((4, 4), dtype=np.float32)
+    bbox = np.zeros((4, 4, 4), dtype=np.float32)
+    for i, j in [(0, 0), (0, 1)]:               # a two-cell building
+        coverage[i, j] = 0.9
+        bbox[i, j] = np.array([4, 2, 30, 14]) - [(j + 0.5) * 16, 8, (j + 0.5) * 16, 8]
+    coverage[3, 3] = 0.8                        # a one-cell building
+    bbox[3, 3] = [-6, -7, 6, 7]
+    opencv = P.buildings_from_detectnet(coverage, bbox, group_threshold=1, eps=0.2,
+                                        min_height=0)
+    clusters = P.buildings_from_detectnet(coverage, bbox, group_threshold=0, eps=0.2,
+                                          min_height=0, grouping="clusters")
+    assert same_set(geoms(opencv), [box(4, 2, 30, 14)])
+    assert same_set(geoms(clusters), [box(4, 2, 30, 14), box(50, 49, 62, 63)])
+    with pytest.raises(ValueError, match="grouping"):
+        P.buildings_from_detectnet(coverage, bbox, grouping="nms")
+    params = P.postprocess_params("detectnet", {"grouping": "clusters", "group_threshold": 0})
+    out = P.outputs_to_buildings("detectnet", {"coverage": coverage[..., None], "bbox": bbox},
+                                 "x", image_size=(64, 64), params={**params, "min_height": 0})
+    assert same_set(geoms(out), geoms(clusters))
+
+
 def test_buildings_from_detectnet_end_to_end():
     coverage = np.zeros((4, 4), dtype=np.float32)
     bbox = np.zeros((4, 4, 4), dtype=np.float32)

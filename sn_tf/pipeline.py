@@ -145,13 +145,9 @@ class _Plan:
 
     @property
     def pad_values(self) -> np.ndarray:
-        """Per-channel raw value that normalises to 0 (the padding of raw images)."""
-        values = -self.norm_bias.astype(np.float64) / self.norm_scale.astype(np.float64)
-        dtype = np.dtype(self.common_dtype)
-        if dtype.kind in "ui":
-            info = np.iinfo(dtype)
-            values = np.clip(np.round(values), info.min, info.max)
-        return values.astype(dtype)
+        """float32 [C]: per-channel raw value that normalises to exactly 0 (the padding of
+        raw evaluation images): the mean of ``normalization_layer``."""
+        return _mean_std(self.norm_scale, self.norm_bias)[0].astype(np.float32)
 
     @property
     def channels(self) -> int:
@@ -164,8 +160,13 @@ class _Plan:
         return dtypes.pop() if len(dtypes) == 1 else "float32"
 
 
-def _check_types(info: dict, image_types: Sequence[str], split: str, aois) -> str:
-    """Validate the image types; return the label grid they share."""
+def _check_types(info: dict, image_types: Sequence[str], split: str, aois
+                 ) -> tuple[str, tuple[str, ...] | None]:
+    """Validate the image types; return (the label grid they share, the AOIs to read).
+
+    aois None: the AOIs of ``split`` that have every requested image type (None when
+    that is all of them, i.e. no filtering); an explicit list must all have them.
+    """
     known = info["feature_spec"]["image_types"]
     if isinstance(image_types, str) or not image_types:
         raise ValueError(f"image_types must be a non-empty sequence of type names, "
@@ -189,20 +190,32 @@ def _check_types(info: dict, image_types: Sequence[str], split: str, aois) -> st
                          f"Convert with --resample_to to put them on one grid "
                          f"(e.g. 'MUL@MUL-PanSharpen')")
     split_aois = list(info["splits"][split]["aois"])
-    if aois is not None:
-        unknown = [a for a in aois if a not in split_aois]
-        if unknown:
-            raise ValueError(f"AOI(s) {unknown} have no tiles in split {split!r}; "
-                             f"AOIs there: {split_aois}")
-        split_aois = list(aois)
-    for a in split_aois:
-        have = info["aois"].get(a, {}).get("image_types", [])
-        # a resampled type "T@G" exists where its source T and grid type G do
-        lack = [t for t in image_types if not all(p in have for p in t.split("@"))]
-        if lack:
-            raise ValueError(f"AOI {a} in split {split!r} has no {lack} (it has {have}); "
-                             f"select AOIs with aois=[...]")
-    return next(iter(grids.values()))
+    lacking = {a: _lacking_types(info, a, image_types) for a in split_aois}
+    grid = next(iter(grids.values()))
+    if aois is None:
+        fits = tuple(a for a in split_aois if not lacking[a])
+        if not fits:
+            raise ValueError(f"no AOI in split {split!r} has all of {list(image_types)}: "
+                             + "; ".join(f"{a} lacks {lacking[a]}" for a in split_aois))
+        return grid, None if len(fits) == len(split_aois) else fits
+    unknown = [a for a in aois if a not in split_aois]
+    if unknown:
+        raise ValueError(f"AOI(s) {unknown} have no tiles in split {split!r}; "
+                         f"AOIs there: {split_aois}")
+    for a in aois:
+        if lacking[a]:
+            have = info["aois"].get(a, {}).get("image_types", [])
+            raise ValueError(f"AOI {a} in split {split!r} has no {lacking[a]} (it has "
+                             f"{have}); select other AOIs with aois=[...] or leave aois=None "
+                             f"(the AOIs that have all image types)")
+    return grid, tuple(aois)
+
+
+def _lacking_types(info: dict, aoi: str, image_types) -> list[str]:
+    """The requested image types an AOI does not have (a resampled type "T@G" exists where
+    its source T and grid type G do)."""
+    have = info["aois"].get(aoi, {}).get("image_types", [])
+    return [t for t in image_types if not all(p in have for p in t.split("@"))]
 
 
 def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
@@ -280,8 +293,7 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if split not in info["splits"]:
         raise ValueError(f"no split {split!r}; splits: {list(info['splits'])}")
-    aois = None if aois is None else tuple(aois)
-    grid = _check_types(info, image_types, split, aois)
+    grid, aois = _check_types(info, image_types, split, None if aois is None else tuple(aois))
     types = _type_specs(info, image_types, bands)
     scale, bias = _normalization(info, types, normalization)
     seg, det = target in ("segmentation", "all"), target in ("detection", "all")
@@ -589,28 +601,28 @@ def _train_example(feat: dict, epoch, plan: _Plan) -> dict:
 
 
 def _pad_example(x, multiple: int, value=0.0):
-    """Pad [H, W, ...] at the bottom/right to multiples of ``multiple`` with ``value``.
-
-    value: a scalar, or a numpy vector [C] (one value per channel of an [H, W, C] image).
-    """
+    """Pad [H, W, ...] at the bottom/right to multiples of ``multiple`` with scalar ``value``."""
     shape = tf.shape(x)
     pads = [[0, (-shape[0]) % multiple], [0, (-shape[1]) % multiple]]
-    pads += [[0, 0]] * (len(x.shape) - 2)
-    if np.ndim(value) == 0:
-        return tf.pad(x, pads, constant_values=value)
-    inside = tf.pad(tf.ones(shape[:2], tf.bool), pads[:2], constant_values=False)
-    return tf.where(inside[..., None], tf.pad(x, pads), tf.constant(value, x.dtype))
+    return tf.pad(x, pads + [[0, 0]] * (len(x.shape) - 2), constant_values=value)
 
 
 def _eval_example(feat: dict, plan: _Plan) -> dict:
-    """One whole tile, normalised and padded, with its georeference (no augmentation)."""
+    """One whole tile, normalised and padded, with its georeference (no augmentation).
+
+    Raw (``image_dtype="raw"``) tiles come as float32 stored values; their padding gets
+    the band mean in ``_finish_batch`` (after batching, which pads too).
+    """
     hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
     with tf.control_dependencies(_check_example(feat, plan)):
         image = _stack([_decode_image(feat, t) for t in plan.types], plan)
-    image = _normalise(image, tf.constant(plan.norm_scale), tf.constant(plan.norm_bias), plan)
+    if plan.raw:
+        image = tf.cast(image, tf.float32)
+    else:
+        image = _normalise(image, tf.constant(plan.norm_scale), tf.constant(plan.norm_bias),
+                           plan)
     first = plan.types[0].name
-    pad_value = plan.pad_values if plan.raw else 0.0
-    out = {"image": _pad_example(image, plan.pad_multiple, pad_value),
+    out = {"image": _pad_example(image, plan.pad_multiple),
            "boxes": _boxes(feat, plan),
            "tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI],
            "transform_gdal": schema.tf_decode_transform(
@@ -640,7 +652,7 @@ def _finish_batch(batch: dict, plan: _Plan) -> dict:
         out["valid"] = tf.cast(rows & cols, tf.float32)[..., None]
         if "sdf" in batch:
             out["sdf"] = tf.where(out["valid"] > 0, batch["sdf"], -plan.truncation)
-        if plan.raw and np.any(plan.pad_values != 0):
+        if plan.raw:  # padding = the band mean, which the model normalises to exactly 0
             out["image"] = tf.where(out["valid"] > 0, image, tf.constant(plan.pad_values))
     if plan.det:
         shape = tf.shape(image)
@@ -835,7 +847,9 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         ``sn_tf.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule).
       pad_to_multiple: evaluation padding multiple (default stride for detection, 32).
       sample_weights: return weights (default: when boundary_weight is set or evaluating).
-      aois: keep only these AOIs (e.g. to mix SpaceNet 2 with a dataset lacking a type).
+      aois: keep only these AOIs (each must have all ``image_types``). None (default):
+        the AOIs of the split that have all ``image_types`` (e.g. SpaceNet 2 AOIs but not
+        Rio, which lacks MUL-PanSharpen); an error when no AOI has them.
       num_parallel_calls: parallelism of the parse/decode/augment and batch maps.
       num_parallel_reads: parallel interleave of the shard files (default AUTOTUNE, for
         remote storage); None or 1 reads with one thread (half the CPU per record, enough
@@ -846,13 +860,14 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
       repeat: None/True = forever when training, False = one epoch, int = that many epochs;
         evaluation reads once.
       image_dtype: "float32" (default) or "bfloat16" / "float16" (normalised, then cast:
-        half the bytes per batch), or "raw": the stored values in the stored dtype (uint16
-        for SpaceNet imagery; float32 when stacked types differ), NOT normalised: the
-        model normalises them itself, e.g. with ``normalization_layer`` as its first
-        layer (cheapest on CPU: no float pass, a quarter of the float32 bytes). Raw
-        excludes radiometric augmentation; with scale jitter the bilinear resample is
-        rounded back to the stored dtype; evaluation pads raw tiles with the value that
-        normalises to 0 (the band mean, rounded).
+        half the bytes per batch), or "raw": NOT normalised: the model normalises itself,
+        with ``normalization_layer`` (same ``normalization``) as its first layer
+        (cheapest on CPU: no float pass, a quarter of the float32 bytes). Raw training
+        crops keep the stored dtype (uint16 for SpaceNet imagery; float32 when stacked
+        types differ; with scale jitter the bilinear resample is rounded back to it) and
+        exclude radiometric augmentation (``sn_tf.model_input.RadiometricJitter`` does it
+        in the model); raw evaluation tiles are float32 stored values padded with the band
+        mean, which the normalisation layer maps to exactly 0.
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or
@@ -892,6 +907,12 @@ def normalization_coefficients(info: dict, image_types: Sequence[str],
     return _normalization(info, _type_specs(info, image_types, bands), normalization)
 
 
+def _mean_std(scale: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 per-channel (mean, std) with ``(x - mean) / std == x * scale + bias``."""
+    std = 1.0 / scale.astype(np.float64)
+    return -bias.astype(np.float64) * std, std
+
+
 def normalization_layer(info: dict, image_types: Sequence[str],
                         bands: Mapping[str, Sequence[int]] | None = None,
                         normalization: Any = "dataset_info", name: str = "normalization"):
@@ -907,8 +928,7 @@ def normalization_layer(info: dict, image_types: Sequence[str],
     import keras
 
     scale, bias = normalization_coefficients(info, image_types, bands, normalization)
-    std = 1.0 / scale.astype(np.float64)
-    mean = -bias.astype(np.float64) * std
+    mean, std = _mean_std(scale, bias)
     return keras.layers.Normalization(axis=-1, mean=mean.tolist(),
                                       variance=(std ** 2).tolist(), dtype="float32",
                                       name=name)

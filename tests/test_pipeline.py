@@ -6,6 +6,7 @@ test derives the crop/symmetry (or scale) from that and compares the labels with
 fixture polygons moved by the same transform.
 """
 
+import copy
 import json
 import os
 import pathlib
@@ -19,7 +20,7 @@ from shapely import affinity
 
 from pipeline_fixtures import write_dataset
 from sn_tf import labels
-from sn_tf.pipeline import make_dataset, make_examples, steps_per_epoch
+from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.reader import read_examples
 from sn_tf.targets import decode_detectnet_targets
 from sn_tf.tfimport import tensorflow
@@ -105,9 +106,12 @@ def _sorted(boxes):
     return boxes[np.lexsort(boxes.T[::-1])]
 
 
-def test_crops_and_symmetries_keep_labels_on_the_polygons(fx):
-    examples = list(_examples(_train(fx, repeat=3, aois=VEGAS)))
+@pytest.mark.parametrize("image_dtype", ["float32", "raw"])
+def test_crops_and_symmetries_keep_labels_on_the_polygons(fx, image_dtype):
+    # without scale jitter the row flip happens while decoding, the rest on 2-D views
+    examples = list(_examples(_train(fx, repeat=3, aois=VEGAS, image_dtype=image_dtype)))
     assert len(examples) == 14  # 5 tiles x 3 epochs, in full batches of 2
+    assert examples[0]["image"].dtype == (np.uint16 if image_dtype == "raw" else np.float32)
     symmetries = set()
     for ex in examples:
         tile = _tile_of(fx, ex)
@@ -131,7 +135,8 @@ def test_crops_and_symmetries_keep_labels_on_the_polygons(fx):
             assert np.all((c + 0.5 >= box[0]) & (c + 0.5 <= box[2]))
             assert np.all((r + 0.5 >= box[1]) & (r + 0.5 <= box[3]))
             assert np.all(ex["footprint"][r, c, 0] == 1)
-    assert len(symmetries) >= 3  # the test saw more than the identity
+    # 4 of the 8 symmetries flip rows while decoding: 5 distinct ones include both kinds
+    assert len(symmetries) >= 5
 
 
 def test_scale_jitter_resamples_mask_nearest_and_scales_sdf_and_boxes(fx):
@@ -170,6 +175,77 @@ def test_scale_jitter_resamples_mask_nearest_and_scales_sdf_and_boxes(fx):
             compared += 1
     assert min(scales) < 0.95 and max(scales) > 1.05
     assert compared >= 0.8 * len(scales)
+
+
+def test_raw_scale_jitter_is_the_float_resample_rounded(fx):
+    jitter = {"scale_range": (0.7, 1.4), "flips": True, "rot90": True}
+    got = _batches(_train(fx, aois=VEGAS, augment=jitter, image_dtype="raw"))
+    want = _batches(_train(fx, aois=VEGAS, augment=jitter))  # normalization=None: raw floats
+    assert got[0]["image"].dtype == np.uint16
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g["image"], np.clip(np.round(w["image"]), 0, 65535))
+        np.testing.assert_array_equal(g["sdf"], w["sdf"])
+
+
+@pytest.mark.parametrize("image_dtype", ["raw", "bfloat16", "float16"])
+def test_image_dtypes_deliver_the_float32_values(fx, image_dtype):
+    import keras  # noqa: F401  (normalization_layer builds a Keras layer)
+
+    from sn_tf.pipeline import normalization_layer
+
+    kw = {"normalization": "dataset_info", "repeat": 2}
+    want = _batches(_train(fx, **kw))
+    got = _batches(_train(fx, image_dtype=image_dtype, **kw))
+    norm = normalization_layer(fx.info, ("MUL-PanSharpen",))
+    for g, w in zip(got, want, strict=True):
+        for k in ("footprint", "sdf", "coverage", "bbox", "boxes"):
+            np.testing.assert_array_equal(g[k], w[k])
+        if image_dtype == "raw":
+            assert g["image"].dtype == np.uint16
+            np.testing.assert_allclose(norm(g["image"]).numpy(), w["image"], rtol=1e-6,
+                                       atol=1e-5)
+        else:  # normalised in float32, then cast
+            assert g["image"].dtype == tf.as_dtype(image_dtype).as_numpy_dtype
+            np.testing.assert_array_equal(
+                g["image"], tf.cast(w["image"], image_dtype).numpy())
+
+
+def test_raw_evaluation_pads_with_the_band_mean(fx):
+    from sn_tf.pipeline import normalization_layer
+
+    args = {"training": False, "batch_size": 3, "target": "all", "aois": VEGAS}
+    want = _batches(make_examples(fx.converted, "val", **args))
+    got = _batches(make_examples(fx.converted, "val", image_dtype="raw", **args))
+    norm = normalization_layer(fx.info, ("MUL-PanSharpen",))
+    mean = np.array(fx.info["band_stats"]["MUL-PanSharpen"]["mean"], np.float32)
+    for g, w in zip(got, want, strict=True):
+        assert g["image"].dtype == np.float32 and g["image"].shape == w["image"].shape
+        valid = g["valid"][..., 0] > 0
+        assert not valid.all()  # the batch holds padding (tiles of different sizes)
+        np.testing.assert_allclose(g["image"][~valid], np.broadcast_to(mean, (
+            (~valid).sum(), 8)), rtol=1e-6)
+        z = norm(g["image"]).numpy()
+        assert np.all(z[~valid] == 0)  # the model sees exactly the float32 pipeline's padding
+        np.testing.assert_allclose(z, w["image"], rtol=1e-6, atol=1e-5)
+        for k in ("footprint", "sdf", "valid", "height", "width"):
+            np.testing.assert_array_equal(g[k], w[k])
+
+
+def test_ragged_box_batches_equal_unbatched_boxes(fx):
+    one = {ex["tile_id"]: ex for ex in _examples(_train(fx, batch_size=1, aois=VEGAS))}
+    batches = _batches(_train(fx, batch_size=4, aois=VEGAS))
+    counts = set()
+    for b in batches:
+        n = b["boxes"].shape[1]
+        assert b["boxes"].shape == (4, n, 4) and b["boxes"].dtype == np.float32
+        for i, tile in enumerate(b["tile_id"]):
+            want = one[tile]["boxes"]
+            counts.add(len(want))
+            np.testing.assert_array_equal(b["boxes"][i, :len(want)], want)
+            assert not b["boxes"][i, len(want):].any()  # zero rows = padding
+            np.testing.assert_array_equal(b["coverage"][i], one[tile]["coverage"])
+            np.testing.assert_array_equal(b["bbox"][i], one[tile]["bbox"])
+    assert len(counts) > 1  # examples of one batch had different numbers of boxes
 
 
 def test_same_seed_same_batches_different_seed_different(fx):
@@ -319,9 +395,21 @@ def test_detectnet_targets_decode_back_to_the_crop_boxes(fx):
 
 
 def test_aoi_selection_and_missing_type_in_an_aoi(fx):
+    types = ("MUL-PanSharpen", "RGB-PanSharpen")  # Paris has no RGB-PanSharpen
     with pytest.raises(ValueError, match="AOI_3_Paris.*RGB-PanSharpen"):
-        make_dataset(fx.converted, "train", image_types=("MUL-PanSharpen", "RGB-PanSharpen"),
-                     crop_size=CROP)
+        make_dataset(fx.converted, "train", image_types=types, crop_size=CROP,
+                     aois=["AOI_2_Vegas", "AOI_3_Paris"])
+    # by default: the AOIs that have all the requested types
+    ds = make_examples(fx.converted, "val", training=False, image_types=types, batch_size=4)
+    ids = [t.decode() for b in _batches(ds) for t in b["tile_id"]]
+    assert sorted(ids) == fx.tiles("val", "AOI_2_Vegas")
+    ds = _train(fx, image_types=types, repeat=2)
+    assert {t.decode().rsplit("_", 1)[0] for b in _batches(ds) for t in b["tile_id"]} == set(
+        VEGAS)
+    info = copy.deepcopy(fx.info)
+    info["aois"]["AOI_2_Vegas"]["image_types"].remove("RGB-PanSharpen")
+    with pytest.raises(ValueError, match="no AOI in split 'val' has all of.*Paris lacks"):
+        _check_types(info, types, "val", None)
     ds = make_examples(fx.converted, "val", training=False, aois=["AOI_3_Paris"],
                        batch_size=4)
     ids = [t.decode() for b in _batches(ds) for t in b["tile_id"]]
@@ -344,6 +432,9 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     (dict(boundary_weight=2.0, target="detection"), "boundary_weight"),
     (dict(target="detection", training=False, pad_to_multiple=24), "multiple of stride"),
     (dict(batch_size=0), "batch_size"),
+    ({"image_dtype": "uint8"}, "image_dtype must be one of"),
+    ({"image_dtype": "raw", "augment": {"gain": 0.1}}, "radiometric augmentation"),
+    ({"image_dtype": "raw", "augment": {"noise_std": 0.1}}, "radiometric augmentation"),
     (dict(repeat=-2), "repeat"),
 ])
 def test_bad_configurations_raise_clear_errors(fx, kw, match):
@@ -486,3 +577,15 @@ def test_resampled_type_stacks_with_types_of_its_grid(fx, tmp_path):
     assert image.shape == (2, CROP, CROP, 9) and targets["sdf"].shape == (2, CROP, CROP, 1)
     with pytest.raises(ValueError, match="share one pixel grid"):
         make_dataset(tmp_path, "train", image_types=("MUL", "PAN"), crop_size=16)
+
+
+def test_importing_the_pipeline_sets_tensorflows_environment_first():
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS",
+                                                            "TF_CPP_MIN_LOG_LEVEL")}
+    code = ("import os, sn_tf.pipeline; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), "
+            "os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env={**env, "PYTHONPATH": str(REPO)}, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["0", "2"]
+    assert "oneDNN custom operations are on" not in run.stderr

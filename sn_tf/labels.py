@@ -83,19 +83,42 @@ def boundary_mask(mask: np.ndarray) -> np.ndarray:
     return inside & ~eroded
 
 
+def edt_to(boundary: np.ndarray) -> np.ndarray:
+    """float32 [H, W]: Euclidean distance (px, centre to centre) to the nearest True pixel.
+
+    ``boundary``: bool [H, W] with at least one True pixel. Equals
+    ``scipy.ndimage.distance_transform_edt(~boundary).astype(np.float32)`` bit for bit, at
+    about 2/3 of its cost: scipy's feature transform gives the nearest pixel, the squared
+    distances are exact int32, and the float32 square root of an integer below 2**24 is
+    the float32 rounding of its float64 square root (checked for every such integer).
+    """
+    h, w = boundary.shape
+    dy, dx = ndimage.distance_transform_edt(~boundary, return_distances=False,
+                                            return_indices=True)  # int32 [2, H, W]
+    dy -= np.arange(h, dtype=np.int32)[:, None]
+    dx -= np.arange(w, dtype=np.int32)
+    np.multiply(dy, dy, out=dy)
+    np.multiply(dx, dx, out=dx)
+    dy += dx
+    if (h - 1) ** 2 + (w - 1) ** 2 < 2 ** 24:
+        return np.sqrt(dy, dtype=np.float32)
+    return np.sqrt(dy, dtype=np.float64).astype(np.float32)
+
+
 def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
     """float32 [H, W]: Euclidean distance (px) to the nearest boundary pixel, capped at H+W.
 
     ``boundary`` defaults to ``boundary_mask(mask)`` (use ``instance_boundary`` when the
-    buildings are known, so shared walls count as boundary).
+    buildings are known, so shared walls count as boundary). The cap only applies to a
+    grid without boundary pixels (H+W everywhere): two pixels of one grid are always less
+    than H+W apart.
     """
     h, w = mask.shape
     if boundary is None:
         boundary = boundary_mask(mask)
     if not boundary.any():
         return np.full((h, w), float(h + w), np.float32)
-    dist = ndimage.distance_transform_edt(~boundary)
-    return np.minimum(dist, h + w).astype(np.float32)
+    return edt_to(boundary)
 
 
 def signed_distance(mask: np.ndarray, truncation: float | None = None,
@@ -107,7 +130,9 @@ def signed_distance(mask: np.ndarray, truncation: float | None = None,
     """
     if distance is None:
         distance = distance_to_boundary(mask)
-    sdf = np.where(mask.astype(bool), distance, -distance).astype(np.float32)
+    distance = np.asarray(distance, np.float32)
+    sdf = np.negative(distance)
+    np.copyto(sdf, distance, where=mask.astype(bool))
     if truncation is not None:
         np.clip(sdf, -truncation, truncation, out=sdf)
     return sdf

@@ -112,3 +112,28 @@ def test_touching_buildings_are_separated_by_a_zero_line():
     from scipy import ndimage
 
     assert ndimage.label(sdf > 1.5)[1] == 2
+
+
+@pytest.mark.parametrize("shape", [(1, 9), (7, 1), (64, 48), (650, 650)])
+def test_edt_bit_identical_to_scipy(shape):
+    """edt_to == float32(scipy's distance_transform_edt) bit for bit, and so is the sdf."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    for density in (1e-4, 0.01, 0.3):
+        boundary = rng.random(shape) < density
+        boundary.flat[rng.integers(boundary.size)] = True  # at least one pixel
+        ref = ndimage.distance_transform_edt(~boundary).astype(np.float32)
+        got = labels.edt_to(boundary)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+        mask = rng.random(shape) < 0.5
+        sdf_ref = np.clip(np.where(mask, ref, -ref), -8, 8).astype(np.float32)
+        np.testing.assert_array_equal(labels.signed_distance(mask, 8.0, got), sdf_ref)
+
+
+def test_float32_root_of_small_integers_is_the_rounded_float64_root():
+    """edt_to's shortcut: for every integer n < 2**24, sqrt_f32(n) == f32(sqrt_f64(n))."""
+    n = np.arange(2 ** 24, dtype=np.int32)
+    np.testing.assert_array_equal(np.sqrt(n, dtype=np.float32).view(np.uint32),
+                                  np.sqrt(n, dtype=np.float64).astype(np.float32).view(np.uint32))

@@ -58,19 +58,27 @@ class BandStats:
             self._keep(b, v[::max(1, v.size // 4096)])
 
     def _add_hist(self, sub: np.ndarray, nodata) -> None:
-        """One bincount over all bands at once (band b's values offset by b * nbins)."""
-        nbins = self.hist.shape[1]
-        idx = sub.reshape(-1, self.bands).astype(np.int64)
+        """One bincount over all bands at once, band-interleaved: bin = value * bands + band.
+
+        ``sub``: [h, w, bands] integer view (any strides). Only bins up to the largest
+        value present are counted and added, so 11-bit data in uint16 touches 2**11 of
+        the 2**16 bins of each band.
+        """
+        idx = sub.astype(np.intp)  # one strided-gather copy, C order
         if self.offset:
             idx += self.offset
-        idx += np.arange(self.bands, dtype=np.int64) * nbins
-        counts = np.bincount(idx.ravel(), minlength=self.bands * nbins)
-        counts = counts.reshape(self.bands, nbins)
+        idx *= self.bands
+        idx += np.arange(self.bands, dtype=np.intp)
+        idx = idx.reshape(-1)
+        if idx.size == 0:
+            return
+        nvals = int(idx.max()) // self.bands + 1
+        counts = np.bincount(idx, minlength=nvals * self.bands).reshape(nvals, self.bands)
         if nodata is not None and not np.isnan(nodata) and float(nodata).is_integer():
             k = int(nodata) + self.offset
-            if 0 <= k < nbins:
-                counts[:, k] = 0
-        self.hist += counts
+            if 0 <= k < nvals:
+                counts[k] = 0
+        self.hist[:, :nvals] += counts.T
 
     def _keep(self, b: int, values: np.ndarray) -> None:
         s = np.concatenate([self.sample[b], values])

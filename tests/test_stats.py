@@ -43,3 +43,21 @@ def test_nodata_excluded():
     s = BandStats("uint16", 1)
     s.add(t, nodata=0)
     assert s.summary()["mean"] == [7.0] and s.summary()["count"] == [3]
+
+
+@pytest.mark.parametrize("dtype,nodata", [("uint8", 255), ("uint16", 0), ("int16", -3),
+                                          ("int16", None)])
+def test_histogram_equals_per_band_bincount(dtype, nodata):
+    """The band-interleaved bincount equals one full-range bincount per band."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    lo, hi = max(info.min, -40), min(info.max, 300) if dtype != "uint8" else 255
+    s = BandStats(dtype, 3)
+    tiles = [rng.integers(lo, hi + 1, (33, 21, 3)).astype(dtype) for _ in range(2)]
+    for t in tiles:
+        s.add(t, nodata)
+    for b in range(3):
+        v = np.concatenate([t[::STRIDE, ::STRIDE, b].ravel() for t in tiles]).astype(int)
+        v = v[v != nodata] if nodata is not None else v
+        ref = np.bincount(v - info.min, minlength=1 << (8 * np.dtype(dtype).itemsize))
+        np.testing.assert_array_equal(s.hist[b], ref)

@@ -25,7 +25,11 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   ``sn_tf.pipeline``); ZERO-pad the normalised image at the bottom and right up to a multiple
   of ``ModelInfo.stride`` (i.e. padding with the band mean, exactly what the evaluation
   pipeline does for the validation score the model was selected on; reflect padding cannot
-  handle images smaller than the padding); run the model; crop every output back to the
+  handle images smaller than the padding). A model that normalises itself
+  (``ModelInfo.normalizes_input``, trained on raw batches: its first layer is the
+  normalisation) gets the float32 raw values padded with the band mean instead, which its
+  normalisation maps to exactly 0: the same model input, not normalised twice. Then run
+  the model; crop every output back to the
   input's extent: full-resolution outputs to ``[H, W]``, outputs at a coarser stride ``f``
   (DetectNet grids, f = 16) to ``[ceil(H / f), ceil(W / f)]``. Padding is at the bottom/right,
   so output pixel/cell (i, j) keeps its position.
@@ -180,8 +184,9 @@ def _dynamic_upsampling_class():
 def traceable_model(model):
     """``model`` with bilinear UpSampling2D layers swapped for a dynamic-shape equivalent.
 
-    Every other layer is shared with ``model`` (same objects, same weights). Models without
-    such layers are returned unchanged.
+    Every other layer is shared with ``model`` (same objects, same weights); nested models
+    (e.g. behind ``sn_tf.model_input.with_input_stage``) are rebuilt the same way. Models
+    without such layers are returned unchanged.
     """
     import keras
 
@@ -202,7 +207,7 @@ def traceable_model(model):
                            dtype=layer.dtype_policy)
         return layer
 
-    return keras.models.clone_model(model, clone_function=clone)
+    return keras.models.clone_model(model, clone_function=clone, recursive=True)
 
 
 def output_factor(input_size, output_size):
@@ -223,12 +228,21 @@ def serving_function(model, info: md.ModelInfo):
     stride = int(info.stride)
     net = traceable_model(model)
     names = list(model.output_names)
+    if info.normalizes_input:
+        from sn_tf.pipeline import normalization_mean_std
+
+        mean = normalization_mean_std(scale, bias)[0].astype(np.float32)
 
     def serve(image):
         shape = tf.shape(image)
         height, width = shape[1], shape[2]
-        x = tf.cast(image, tf.float32) * tf.constant(scale) + tf.constant(bias)
-        x = tf.pad(x, [[0, 0], [0, (-height) % stride], [0, (-width) % stride], [0, 0]])
+        pads = [[0, 0], [0, (-height) % stride], [0, (-width) % stride], [0, 0]]
+        if info.normalizes_input:  # raw values, padded with the band mean
+            inside = tf.pad(tf.ones(tf.concat([shape[:3], [1]], 0), tf.bool), pads)
+            x = tf.where(inside, tf.pad(tf.cast(image, tf.float32), pads), tf.constant(mean))
+        else:
+            x = tf.cast(image, tf.float32) * tf.constant(scale) + tf.constant(bias)
+            x = tf.pad(x, pads)
         outputs = net(x, training=False)
         if not isinstance(outputs, dict):
             outputs = dict(zip(names, outputs if isinstance(outputs, (list, tuple))
@@ -268,7 +282,8 @@ def load_checkpoint(model_dir, checkpoint: str = "best"):
     """(Keras model, ModelInfo, checkpoint path) of a model dir; ExportError on any problem."""
     import keras
 
-    import sn_tf.modeling  # noqa: F401  (registers the custom objects for loading)
+    import sn_tf.model_input
+    import sn_tf.modeling  # noqa: F401  (both register custom objects for loading)
 
     model_dir = pathlib.Path(model_dir)
     if not model_dir.is_dir():
@@ -328,8 +343,12 @@ def export_info_doc(info: md.ModelInfo, model_dir, checkpoint_path, output_names
                       "dtype": serving_dtype(info),
                       "channels": [f"{t}:{b}" for t in info.image_types for b in info.bands[t]]},
             "outputs": sorted(output_names),
-            "normalization": "x * (1/std) + (-mean/std), float32, std 0 -> 1 (model_info.json)",
-            "padding": f"zeros after normalisation (= band mean) at the bottom/right to a "
+            "normalization": ("inside the model (its first layer): (x - mean) / std, float32"
+                              if info.normalizes_input else
+                              "x * (1/std) + (-mean/std), float32, std 0 -> 1 "
+                              "(model_info.json)"),
+            "padding": f"{'the band mean before' if info.normalizes_input else 'zeros after'} "
+                       f"normalisation (normalised: 0) at the bottom/right to a "
                        f"multiple of {info.stride}; outputs cropped back",
         },
     }

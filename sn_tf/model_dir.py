@@ -42,6 +42,9 @@ class ModelInfo:
     parameters of the shared polygon head (e.g. threshold, min_area, sdf_level for the FCN;
     coverage threshold, group threshold, eps, min_height, max_boxes for DetectNet).
     recipe: the recipe name (e.g. "fcn").  versions: package versions at training time.
+    normalizes_input: True when the model's first layers normalise raw bands themselves
+    (trained on ``image_dtype="raw"`` batches): feed it raw values cast to float32 and pad
+    with ``mean``; False: feed ``(raw - mean) / std`` and pad with 0.
     """
 
     kind: str
@@ -56,6 +59,7 @@ class ModelInfo:
     sdf_truncation: float | None = None
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = MODEL_INFO_VERSION
+    normalizes_input: bool = False
 
     @property
     def num_bands(self) -> int:

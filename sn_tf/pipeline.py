@@ -147,7 +147,7 @@ class _Plan:
     def pad_values(self) -> np.ndarray:
         """float32 [C]: per-channel raw value that normalises to exactly 0 (the padding of
         raw evaluation images): the mean of ``normalization_layer``."""
-        return _mean_std(self.norm_scale, self.norm_bias)[0].astype(np.float32)
+        return normalization_mean_std(self.norm_scale, self.norm_bias)[0].astype(np.float32)
 
     @property
     def channels(self) -> int:
@@ -907,8 +907,14 @@ def normalization_coefficients(info: dict, image_types: Sequence[str],
     return _normalization(info, _type_specs(info, image_types, bands), normalization)
 
 
-def _mean_std(scale: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float64 per-channel (mean, std) with ``(x - mean) / std == x * scale + bias``."""
+def normalization_mean_std(scale: np.ndarray, bias: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """float64 per-channel (mean, std) with ``(x - mean) / std == x * scale + bias``.
+
+    scale, bias: float32 [C] (``normalization_coefficients``). ``normalization_layer``,
+    the raw evaluation padding and ``sn_tf.export`` all derive the mean from here, so the
+    padding is exactly the layer's float32 mean and normalises to exactly 0.
+    """
     std = 1.0 / scale.astype(np.float64)
     return -bias.astype(np.float64) * std, std
 
@@ -928,7 +934,7 @@ def normalization_layer(info: dict, image_types: Sequence[str],
     import keras
 
     scale, bias = normalization_coefficients(info, image_types, bands, normalization)
-    mean, std = _mean_std(scale, bias)
+    mean, std = normalization_mean_std(scale, bias)
     return keras.layers.Normalization(axis=-1, mean=mean.tolist(),
                                       variance=(std ** 2).tolist(), dtype="float32",
                                       name=name)

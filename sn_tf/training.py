@@ -32,7 +32,8 @@ from sn_tf.tfimport import tensorflow
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
-from sn_tf import modeling, pipeline  # noqa: E402
+from sn_tf import model_input, modeling, pipeline  # noqa: E402
+from sn_tf.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 
 TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
@@ -57,6 +58,25 @@ class Setup:
     stride: int
     label_grid: str
     aois: list[str]
+    image_dtype: str = "float32"
+
+    @property
+    def raw_input(self) -> bool:
+        """True when the pipeline delivers raw values and the model normalises them."""
+        return self.image_dtype == "raw"
+
+    def augment_split(self) -> tuple[object, dict]:
+        """(pipeline augmentation, radiometric options for the model's input stage).
+
+        With raw input the radiometric part (gain, offset_std, noise_std) moves from the
+        pipeline into the model (``sn_tf.model_input.RadiometricJitter``); otherwise the
+        pipeline does all of it and the dict is empty.
+        """
+        cfg = augment_config(self.config["data"].get("augment"))
+        if not self.raw_input:
+            return cfg, {}
+        radiometric = {k: getattr(cfg, k) for k in ("gain", "offset_std", "noise_std")}
+        return dataclasses.replace(cfg, gain=0.0, offset_std=0.0, noise_std=0.0), radiometric
 
     @property
     def num_bands(self) -> int:
@@ -72,7 +92,8 @@ class Setup:
             mean=self.mean, std=self.std, stride=self.stride,
             postprocess=polygons.postprocess_params(self.kind, self.config["postprocess"]),
             recipe=self.config.get("name", ""),
-            sdf_truncation=self._sdf_truncation(), versions=_versions())
+            sdf_truncation=self._sdf_truncation(), versions=_versions(),
+            normalizes_input=self.raw_input)
 
     def _sdf_truncation(self):
         t = self.config["data"].get("sdf_truncation")
@@ -124,8 +145,16 @@ def resolve(config: dict, data_dir) -> Setup:
         if not sum(info["splits"][split]["aois"].get(a, 0) for a in aois):
             raise ConfigError(f"split {split!r} has no tiles of AOIs {aois} in {data_dir}")
     mean, std = _normalisation(info, types, bands, data.get("normalization", "dataset_info"))
+    image_dtype = data.get("image_dtype", "float32")
+    if image_dtype not in pipeline.IMAGE_DTYPES:
+        raise ConfigError(f"data.image_dtype {image_dtype!r} unknown; known: "
+                          f"{pipeline.IMAGE_DTYPES}")
+    try:
+        augment_config(data.get("augment"))
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"data.augment: {err}") from None
     return Setup(config, str(data_dir), info, kind, types, bands, mean, std, stride,
-                 grids.pop(), aois)
+                 grids.pop(), aois, image_dtype)
 
 
 def _aois(info: dict, types, wanted, data_dir) -> list[str]:
@@ -163,16 +192,21 @@ def _data_kwargs(setup: Setup, split: str) -> dict:
     return dict(target=TARGET_OF[setup.kind], image_types=tuple(setup.image_types),
                 bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
                 sdf_truncation=d.get("sdf_truncation"), stride=16,
-                cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split))
+                cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),
+                image_dtype=setup.image_dtype)
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):
-    """The training ``tf.data.Dataset`` of (image, targets[, weights]), repeated."""
+    """The training ``tf.data.Dataset`` of (image, targets[, weights]), repeated.
+
+    Images are normalised float32, or raw values when ``data.image_dtype`` is "raw"
+    (then the model built by ``build_model`` normalises and jitters them itself).
+    """
     d, t = setup.config["data"], setup.config["train"]
     ds = pipeline.make_dataset(
         setup.data_dir, d["train_split"], training=True, crop_size=int(d["crop_size"]),
         batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
-        augment=d.get("augment"), input_context=input_context,
+        augment=setup.augment_split()[0], input_context=input_context,
         **_data_kwargs(setup, d["train_split"]))
     if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
         ds = ds.map(modeling.with_sdf_bins_target)
@@ -180,7 +214,11 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
 
 
 def predict_split(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
-    """Yield (tile_id, outputs dict of numpy [.., .., k] cropped later, (H, W)) per tile."""
+    """Yield (tile_id, outputs dict of numpy [.., .., k] cropped later, (H, W)) per tile.
+
+    The tiles come as ``train_dataset`` feeds them (normalised, or raw float32 padded
+    with the band mean for a model that normalises itself), padded to the stride.
+    """
     ds = pipeline.make_examples(setup.data_dir, split, training=False, batch_size=batch_size,
                                 pad_to_multiple=setup.stride, **_data_kwargs(setup, split))
     seen = 0
@@ -268,11 +306,23 @@ def _optimizer(setup: Setup, steps_per_epoch: int):
 
 
 def build_model(setup: Setup):
-    """The uncompiled model of the recipe, for ``setup.num_bands`` input channels."""
+    """The uncompiled model of the recipe, for ``setup.num_bands`` input channels.
+
+    With raw input (``data.image_dtype`` "raw") the model is wrapped by
+    ``model_input.with_input_stage``: it takes raw band values, normalises them with the
+    setup's mean/std (exactly the pipeline's values) and, when the recipe's augmentation
+    has gain/offset/noise, jitters them in training.
+    """
     m = {k: v for k, v in setup.config["model"].items() if k != "kind"}
     if setup.kind == "detectnet" and "blocks" in m:
         m["blocks"] = tuple(m["blocks"])
-    return modeling.build_model(setup.kind, setup.num_bands, **m)
+    model = modeling.build_model(setup.kind, setup.num_bands, **m)
+    if not setup.raw_input:
+        return model
+    norm = pipeline.normalization_layer(setup.info, setup.image_types, setup.bands,
+                                        {"mean": setup.mean, "std": setup.std})
+    return model_input.with_input_stage(model, norm, setup.augment_split()[1],
+                                        seed=int(setup.config["train"]["seed"]))
 
 
 def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):

@@ -34,7 +34,7 @@ STD = [95.0, 120.0, 80.0]
 
 def make_model_dir(path, model, *, kind: str, stride: int, image_types=(RGB,), bands=None,
                    input_dtypes=None, mean=MEAN, std=STD, postprocess=None,
-                   checkpoint: str = "best") -> pathlib.Path:
+                   checkpoint: str = "best", normalizes_input: bool = False) -> pathlib.Path:
     """A model dir in the sn_tf.model_dir layout: checkpoints/<checkpoint>.keras + ModelInfo."""
     path = pathlib.Path(path)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -44,7 +44,8 @@ def make_model_dir(path, model, *, kind: str, stride: int, image_types=(RGB,), b
     md.ModelInfo(kind=kind, image_types=list(image_types), bands=bands,
                  input_dtypes=input_dtypes, mean=list(mean), std=list(std), stride=stride,
                  postprocess=postprocess or {}, recipe="test",
-                 versions={"keras": keras.__version__}).save(path)
+                 versions={"keras": keras.__version__},
+                 normalizes_input=normalizes_input).save(path)
     return path
 
 
@@ -139,6 +140,37 @@ def test_signature_matches_keras_on_raw_inputs_of_any_size(exported, kind):
             np.testing.assert_allclose(via_signature[name].numpy(), got[name].numpy(), atol=0)
 
 
+@pytest.mark.parametrize("kind", ["fcn", "detectnet"])
+def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, kind):
+    from sn_tf import model_input
+    from sn_tf.pipeline import normalization_layer
+
+    inner = exported[kind][0]  # the float model of the other export (same weights)
+    info = {"feature_spec": {"image_types": {RGB: {"bands": 3, "dtype": "uint16"}}}}
+    norm = normalization_layer(info, (RGB,), normalization={"mean": MEAN, "std": STD})
+    wrapped = model_input.with_input_stage(
+        inner, norm, {"gain": 0.2, "offset_std": 0.1, "noise_std": 0.1}, seed=1)
+    assert wrapped.output_names == inner.output_names
+    mdir = make_model_dir(tmp_path / "m", wrapped, kind=kind, stride=STRIDE[kind],
+                          normalizes_input=True)
+    reloaded, _, _ = export.load_checkpoint(mdir)  # the custom jitter layer reloads
+    assert reloaded.get_layer("radiometric_jitter").gain == pytest.approx(0.2)
+    path = export.export_model(mdir, tmp_path / "e")
+    serve, info2, doc = export.load_export(path)
+    assert info2.normalizes_input and "inside the model" in doc["signature"]["normalization"]
+    for h, w in ((37, 50), (64, 64)):  # padded, and not padded
+        raw = raw_batch(h, w, seed=h)
+        want = keras_reference(inner, raw, STRIDE[kind])
+        got = serve(raw)
+        for name in want:  # the normalised-input model on the same input: up to rounding
+            scale = max(1.0, float(np.abs(want[name]).max()))
+            np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4 * scale, rtol=0)
+    x = raw_batch(16, 16, 3).astype(np.float32)
+    jittered = wrapped(x, training=True)  # the jitter acts in training only
+    name = inner.output_names[0]
+    assert not np.allclose(jittered[name], wrapped(x, training=False)[name], atol=1e-5)
+
+
 def test_metadata_beside_the_saved_model(exported):
     _, mdir, path = exported["fcn"]
     assert (path / "saved_model.pb").is_file()
@@ -146,6 +178,7 @@ def test_metadata_beside_the_saved_model(exported):
     assert json.loads((path / md.MODEL_INFO).read_text()) == source
     info = md.ModelInfo.load(path)
     assert info.mean == MEAN and info.stride == 4 and info.bands == {RGB: [1, 2, 3]}
+    assert not info.normalizes_input
     doc = json.loads((path / export.EXPORT_INFO).read_text())
     assert doc["versions"]["tensorflow"] == tf.__version__
     assert doc["versions"]["keras"] == keras.__version__

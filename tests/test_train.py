@@ -108,7 +108,49 @@ def test_mixed_precision_on_cpu(tfr, tmp_path):
 
     assert keras.mixed_precision.global_policy().name == "float32"  # reset afterwards
     model = keras.saving.load_model(tmp_path / "m" / md.LAST)
-    assert model.get_layer(index=1).dtype_policy.name == "mixed_bfloat16"
+    policies = {type(layer).__name__: layer.dtype_policy.name
+                for layer in model._flatten_layers(include_self=False)}
+    assert policies["Conv2D"] == "mixed_bfloat16"
+    assert policies["Normalization"] == "float32"  # raw input normalised in float32
+
+
+def test_raw_input_model_predicts_what_the_float_pipeline_feeds(tfr):
+    from sn_tf import training
+
+    cfg = load_recipe(f"{FCN}:smoke")
+    raw = training.resolve(cfg, tfr)
+    flt = training.resolve(apply_overrides(cfg, ["data.image_dtype=\"float32\""]), tfr)
+    assert raw.raw_input and not flt.raw_input
+    assert raw.model_info().normalizes_input and not flt.model_info().normalizes_input
+    model = training.build_model(raw)  # normalisation + the recipe's model
+    inner = model.get_layer(training.build_model(flt).name)
+    got = list(training.predict_split(model, raw, "val", max_tiles=3))
+    want = list(training.predict_split(inner, flt, "val", max_tiles=3))
+    assert [g[0] for g in got] == [w[0] for w in want] and len(got) == 3
+    for (_, g, gsize), (_, w, wsize) in zip(got, want, strict=True):
+        assert gsize == wsize
+        for k in w:
+            np.testing.assert_allclose(g[k], w[k], rtol=1e-4, atol=1e-4)
+
+
+def test_radiometric_augmentation_moves_into_the_raw_model(tfr, tmp_path):
+    from sn_tf import export, training
+
+    jitter = {"gain": 0.1, "offset_std": 0.1, "noise_std": 0.05}
+    cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), [
+        f"data.augment={json.dumps(jitter)}", "train.epochs=1", "train.steps_per_epoch=2",
+        "train.val_max_tiles=2"])
+    setup = training.resolve(cfg, tfr)
+    geometric, radiometric = setup.augment_split()
+    assert radiometric == jitter and not geometric.radiometric and geometric.flips
+    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    assert np.isfinite(summary["history"]["loss"][0])
+    model, info, _ = export.load_checkpoint(tmp_path / "m", "last")  # custom layer reloads
+    assert info.normalizes_input
+    assert model.get_layer("radiometric_jitter").get_config()["noise_std"] == 0.05
+    bad = apply_overrides(cfg, ["data.image_dtype=\"int8\""])
+    with pytest.raises(training.ConfigError, match="image_dtype"):
+        training.resolve(bad, tfr)
 
 
 def test_killed_run_resumes_from_backup(tfr, tmp_path):

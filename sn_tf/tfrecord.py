@@ -130,12 +130,22 @@ class TFRecordWriter:
 
     ``write(record)`` takes bytes or a sequence of buffers (one record) and returns the
     record's data length in bytes.
+
+    ``drop_cache=True`` streams the file past the page cache: after each record the
+    kernel is asked (``posix_fadvise(DONTNEED)``) to start writing back this record and
+    to drop the previous ones' pages once written. The freed pages are reused by the next
+    records instead of the page cache growing into memory not touched for a while, which
+    on VMs costs the writer a page fault per 4 KB (BUILD_NOTES section 2: ~4x the CPU of
+    the write). Readers of the file afterwards read it from disk.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, drop_cache: bool = False):
         _check_implementation()
         self.path = os.fspath(path)
         self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._drop = drop_cache and hasattr(os, "posix_fadvise")
+        self._ends = [0, 0]  # file offsets where the last two records end
+        self._pos = 0
 
     def write(self, record) -> int:
         """Append one record (bytes or a sequence of C-contiguous buffers)."""
@@ -144,11 +154,18 @@ class TFRecordWriter:
         buffers, length = frame([record] if isinstance(record, (bytes, bytearray, memoryview))
                                 else record)
         _writev_all(self._fd, buffers, self.path)
+        self._pos += length + 16
+        if self._drop:  # this record and the one before (its writeback began last time)
+            os.posix_fadvise(self._fd, self._ends[0], self._pos - self._ends[0],
+                             os.POSIX_FADV_DONTNEED)
+            self._ends = [self._ends[1], self._pos]
         return length
 
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._fd is not None:
+            if self._drop:
+                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
             os.close(self._fd)
             self._fd = None
 

@@ -42,12 +42,13 @@ def test_crc32c_known_value_and_mask():
     assert tfrecord.mask_crc(crc) == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2 ** 32
 
 
-def test_files_byte_identical_to_tensorflow_writer(tmp_path):
+@pytest.mark.parametrize("drop_cache", [False, True])
+def test_files_byte_identical_to_tensorflow_writer(tmp_path, drop_cache):
     tf = _tf()
     ours, theirs = tmp_path / "ours.tfrecord", tmp_path / "tf.tfrecord"
     joined = [b"".join(bytes(memoryview(p).cast("B")) if not isinstance(p, bytes) else p
                        for p in rec) for rec in _records()]
-    with tfrecord.TFRecordWriter(ours) as w:
+    with tfrecord.TFRecordWriter(ours, drop_cache=drop_cache) as w:
         lengths = [w.write(rec) for rec in _records()]
     with tf.io.TFRecordWriter(str(theirs)) as w:
         for data in joined:
@@ -149,3 +150,16 @@ def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
     shards = list(out.glob("*.tfrecord-*"))
     assert len(shards) >= 2  # so both workers had work
     assert sorted(t["tile_id"] for t in read_examples(out)) == sorted(expected)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_malloc_tuning_accepted_by_glibc():
+    """keep_freed_memory's mallopt values are within glibc's limits (it returns False else)."""
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+    code = "from sn_tf.convert import keep_freed_memory as k; print(k())"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert res.stdout.strip() == "True"

@@ -199,6 +199,7 @@ def test_detectnet_options_add_layers():
     (lambda: BboxLoss(count_norm=True), "count_norm"),
     (lambda: build_model("unet", 3), "kind"),
     (lambda: losses_for("fcn", sdf_bins=8), "sdf_truncation"),
+    (lambda: losses_for("detectnet", count_norm=-0.5), "count_norm"),
     (lambda: sdf_bin_edges(1, 5.0), "num_bins"),
     (lambda: SdfBinsLoss(8, truncation=-1.0), "truncation"),
     (lambda: FootprintLoss(jaccard_weight=-1.0), "jaccard_weight"),
@@ -242,7 +243,8 @@ def test_detectnet_trains(options, count_norm):
     rng = np.random.default_rng(1)
     x, y = _box_batch(4, 64, 8, rng)
     model = build_detectnet(8, **options)
-    losses = {"coverage": CoverageLoss(), "bbox": BboxLoss(count_norm=count_norm)}
+    losses = losses_for("detectnet", count_norm=count_norm)   # recipes reach BboxLoss this way
+    assert losses["bbox"].count_norm == count_norm
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses,
                   metrics=metrics_for("detectnet"))
     history = model.fit(x, y, batch_size=4, epochs=30, verbose=0)

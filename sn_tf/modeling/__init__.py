@@ -75,7 +75,7 @@ def stride_for(kind: str, *, depth: int = 4) -> int:
 def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int | None = None,
                jaccard_weight: float = 0.0, sdf_delta: float = 1.0, sdf_weight: float = 1.0,
                sdf_bins_weight: float = 1.0, coverage_weight: float = 1.0,
-               bbox_weight: float = 2.0) -> dict[str, keras.losses.Loss]:
+               bbox_weight: float = 2.0, count_norm: float = 1.0) -> dict[str, keras.losses.Loss]:
     """Losses keyed by output name, for ``model.compile(loss=...)``.
 
     "fcn": ``footprint`` (:class:`FootprintLoss` with ``jaccard_weight``), ``sdf``
@@ -83,12 +83,13 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     ``sdf_bins`` is set (it needs ``sdf_truncation``, the dataset's ``--sdf_truncation``),
     ``sdf_bins`` (:class:`SdfBinsLoss`; map the dataset through :func:`with_sdf_bins_target`).
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
-    ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2), as in DIGITS.
+    ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
+    DIGITS.
     Parameters of the other kind are ignored.
     """
     if _check_kind(kind) == "detectnet":
         return {"coverage": CoverageLoss(weight=coverage_weight),
-                "bbox": BboxLoss(weight=bbox_weight)}
+                "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
     losses = {"footprint": FootprintLoss(jaccard_weight),
               "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}
     if sdf_bins is not None:

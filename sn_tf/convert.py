@@ -23,7 +23,6 @@ dataset_info.json and printed), 1 for an unusable input or output folder, 2 for 
 
 from __future__ import annotations
 
-import concurrent.futures as futures
 import dataclasses
 import datetime
 import hashlib
@@ -35,6 +34,7 @@ import platform
 import queue
 import sys
 import time
+from concurrent import futures
 
 import numpy as np
 
@@ -278,8 +278,19 @@ def _add_stats(stats: dict, tile: dict) -> None:
         stats[itype].add(d, img["nodata"])
 
 
-def _worker_entry(shard, options, out_dir, cfg, q):
-    return write_shard(shard, options, out_dir, cfg, q)
+_progress_queue = None  # in a worker process: where finished tiles are reported
+
+
+def _init_worker(progress_queue, tune_malloc: bool) -> None:
+    """Worker process start: keep the progress queue, tune malloc (``keep_freed_memory``)."""
+    global _progress_queue
+    _progress_queue = progress_queue
+    if tune_malloc:
+        keep_freed_memory()
+
+
+def _worker_entry(shard, options, out_dir, cfg):
+    return write_shard(shard, options, out_dir, cfg, _progress_queue)
 
 
 def keep_freed_memory() -> bool:
@@ -364,17 +375,17 @@ def _run_shards(todo, options, out, cfg, bar, skipped_counter) -> list[dict]:
         return [write_shard(s, options, str(out), cfg, tick) for s in todo]
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
     records = []
-    with ctx.Manager() as manager:
-        q = manager.Queue()
-        with futures.ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=ctx,
-                                         initializer=keep_freed_memory
-                                         if cfg.tune_malloc else None) as ex:
-            pending = {ex.submit(_worker_entry, s, options, str(out), cfg, q) for s in todo}
-            while pending:
-                done, pending = futures.wait(pending, timeout=0.2)
-                _drain(q, tick)
-                records += [f.result() for f in done]
+    q = ctx.Queue()  # handed to the workers at their start (no Manager process)
+    with futures.ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=ctx,
+                                     initializer=_init_worker,
+                                     initargs=(q, cfg.tune_malloc)) as ex:
+        pending = {ex.submit(_worker_entry, s, options, str(out), cfg) for s in todo}
+        while pending:
+            done, pending = futures.wait(pending, timeout=0.2)
             _drain(q, tick)
+            records += [f.result() for f in done]
+    _drain(q, tick)  # the workers have exited: their queue feeders are flushed
+    q.close()
     return records
 
 
@@ -463,7 +474,7 @@ def build_info(layouts, shards, records, options, cfg, out, command_line, resume
             label_grids.setdefault(k, v)
     for k, v in image_types.items():
         v["encoding"] = cfg.image_encoding
-    for g, v in label_grids.items():
+    for v in label_grids.values():
         enc = schema.label_encodings(cfg.label_encoding)
         v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": enc[f]}
                        for f in schema.LABEL_ARRAY_FIELDS}

@@ -1,29 +1,41 @@
-"""Conversion throughput against the rasterio read floor, worker scaling and peak memory.
+"""Conversion throughput against read floors, worker scaling, peak memory, per-stage CPU.
 
-    .venv/bin/python tools/bench_convert.py [--tiles=32] [--workdir=/tmp/bench_convert]
+    .venv/bin/python tools/bench_convert.py [--tiles=24] [--repeats=3] [--breakdown]
+        [--workdir=/tmp/sn_tf_bench_convert]
 
 All figures come from one run on the same generated SpaceNet 2 tiles (all four image types
-plus labels, 650 px). "Per core" figures are tiles per CPU-second (user + system time of
-the process and its workers), which other load on the machine does not distort; wall-clock
-rates are printed too, with the load average.
+plus labels, 650 px; ``2 * tiles`` tiles are converted). "Per core" figures are tiles per
+CPU-second (user + system time of the process and its workers), which other load on the
+machine distorts far less than wall time; wall-clock rates are printed too, with the load
+average. Every measurement runs in a fresh process (imports excluded from its timing, the
+page cache warm), repeated ``--repeats`` times interleaved; medians are reported.
 
-* read floor: only reading every GeoTIFF of every tile with rasterio (one process);
-* read + write floor: the same, writing the pixel bytes to a file (output costs CPU too);
-* convert, 1 worker: ``sn_tf.convert`` in-process (TF already imported);
-  the target is floor/convert <= 2x per core;
-* convert, 2 workers: worker processes (spawned, each importing TF once);
+* read floor: only reading every GeoTIFF of every tile with rasterio (``geo.read_raster``);
+* read floor, tuned malloc: the same after ``convert.keep_freed_memory()``, which the
+  converter applies to itself (freed arrays are reused instead of page-faulted in again);
+* read + write floor: the same reads, writing the pixel bytes to one file (output costs
+  CPU too), with the default allocator and page cache; and "tuned": with the converter's
+  malloc setting and ``posix_fadvise(DONTNEED)`` behind the writes, as the converter does;
+* convert, 1 worker: ``sn_tf.convert`` in-process; the target is <= 2x the read floor
+  per core;
+* convert, 2 workers: spawned worker processes (their start-up, imports included, counts);
+  also run on half the tiles, which splits its CPU into start-up and per-tile cost;
 * peak memory: peak RSS of the converter (parent + workers) for N and 2N tiles in fresh
-  processes; it must not grow with the number of tiles.
+  processes; it must not grow with the number of tiles;
+* ``--breakdown``: CPU ms per tile of each step of the converter's per-tile loop (in this
+  process, tuned malloc, one shard written with drop_cache), for BUILD_NOTES.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -31,7 +43,9 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sn_tf import convert, geo, layout  # noqa: E402
+from sn_tf import convert, geo, layout
+
+KINDS = ("read", "read_tuned", "read_write", "read_write_tuned", "convert_1", "convert_2")
 
 
 def make_data(root: pathlib.Path, tiles: int) -> pathlib.Path:
@@ -43,125 +57,260 @@ def make_data(root: pathlib.Path, tiles: int) -> pathlib.Path:
     return root
 
 
-def _cpu() -> float:
-    """CPU seconds (user + system) of this process and its reaped children."""
+def _usage() -> tuple[float, float, int]:
+    """(user s, system s, minor faults) of this process and its reaped children."""
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return (me.ru_utime + kids.ru_utime, me.ru_stime + kids.ru_stime,
+            me.ru_minflt + kids.ru_minflt)
 
 
-def _measure(fn) -> tuple[float, float, int]:
-    """(wall s, CPU s, tiles) of ``fn()`` which returns the number of tiles handled."""
-    w0, c0 = time.perf_counter(), _cpu()
-    n = fn()
-    return time.perf_counter() - w0, _cpu() - c0, n
+def _tiles(data) -> list:
+    return [t for lay in layout.discover(data) for t in lay.tiles]
 
 
-def read_floor(data: pathlib.Path) -> tuple[float, float, int]:
-    """Read every GeoTIFF of every tile with rasterio: (wall s, CPU s, tiles)."""
-    tiles = [t for lay in layout.discover(data) for t in lay.tiles]
+def _read_all(tiles) -> int:
+    for t in tiles:
+        for path in t.images.values():
+            geo.read_raster(path)
+    return len(tiles)
 
-    def run():
+
+def _read_write_all(tiles, out: pathlib.Path, tuned: bool) -> int:
+    """Read every GeoTIFF and write its pixel bytes to one file (dropping written pages
+    from the page cache as the converter does when ``tuned``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / "pixels.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        ends = [0, 0]  # where the last two tiles' bytes end
         for t in tiles:
             for path in t.images.values():
-                geo.read_raster(path)
+                data = geo.read_raster(path)[0]
+                os.write(fd, memoryview(data.reshape(-1).view("uint8")))
+            if tuned:  # as TFRecordWriter(drop_cache=True): this tile and the one before
+                pos = os.lseek(fd, 0, os.SEEK_CUR)
+                os.posix_fadvise(fd, ends[0], pos - ends[0], os.POSIX_FADV_DONTNEED)
+                ends = [ends[1], pos]
         return len(tiles)
-
-    return _measure(run)
-
-
-def read_write_floor(data: pathlib.Path, out: pathlib.Path) -> tuple[float, float, int]:
-    """Read every GeoTIFF and write its pixel bytes to one file: (wall s, CPU s, tiles).
-
-    A second baseline: conversion must also write its output, and on some machines the
-    kernel's write path costs as much CPU as reading.
-    """
-    tiles = [t for lay in layout.discover(data) for t in lay.tiles]
-    out.mkdir(parents=True, exist_ok=True)
-
-    def run():
-        with open(out / "pixels.bin", "wb") as f:
-            for t in tiles:
-                for path in t.images.values():
-                    f.write(geo.read_raster(path)[0].tobytes())
-        return len(tiles)
-
-    return _measure(run)
+    finally:
+        os.close(fd)
 
 
-def convert_run(data, out, workers: int) -> tuple[float, float, int]:
-    """Convert ``data``: (wall s, CPU s of this process and the workers, tiles)."""
+def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
+    """One measurement in this (fresh) process: wall s, user s, system s, faults, tiles."""
+    tiles = _tiles(data)
+    if kind.endswith("_tuned"):
+        convert.keep_freed_memory()
     shutil.rmtree(out, ignore_errors=True)
-    cfg = convert.ConvertConfig(num_workers=workers, progress=False, shard_size_mb=50)
+    if kind.startswith("convert"):
+        cfg = convert.ConvertConfig(num_workers=int(kind[-1]), progress=False,
+                                    shard_size_mb=50)
 
-    def run():
-        res = convert.convert(data, out, cfg)
-        return sum(s["num_examples"] for s in res.info["splits"].values())
+        def work():
+            res = convert.convert(data, out, cfg)
+            return sum(s["num_examples"] for s in res.info["splits"].values())
+    elif kind.startswith("read_write"):
+        def work():
+            return _read_write_all(tiles, out, kind.endswith("_tuned"))
+    else:
+        def work():
+            return _read_all(tiles)
+    w0, (u0, s0, f0) = time.perf_counter(), _usage()
+    n = work()
+    w1, (u1, s1, f1) = time.perf_counter(), _usage()
+    shutil.rmtree(out, ignore_errors=True)
+    return {"kind": kind, "wall": w1 - w0, "user": u1 - u0, "sys": s1 - s0,
+            "faults": f1 - f0, "tiles": n, "tensorflow_imported": "tensorflow" in sys.modules}
 
-    return _measure(run)
+
+def _in_fresh_process(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
+    res = subprocess.run([sys.executable, __file__, f"--_run={kind}", f"--_data={data}",
+                          f"--_out={out}"], capture_output=True, text=True, check=True)
+    return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def peak_rss_mb(data, out, workers: int, tiles: int) -> float:
+def peak_rss_mb(data, out, workers: int) -> float:
     """Peak RSS (MB) of a fresh converter process (max of itself and its workers)."""
     shutil.rmtree(out, ignore_errors=True)
     code = (
-        "import resource, sys; sys.path.insert(0, %r)\n"
+        f"import resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from sn_tf import convert\n"
-        "cfg = convert.ConvertConfig(num_workers=%d, progress=False, shard_size_mb=50, "
+        f"cfg = convert.ConvertConfig(num_workers={workers}, progress=False, shard_size_mb=50, "
         "aois=('AOI_2_Vegas',))\n"
-        "convert.convert(%r, %r, cfg)\n"
+        f"convert.convert({str(data)!r}, {str(out)!r}, cfg)\n"
         "r = resource.getrusage\n"
-        "print(max(r(resource.RUSAGE_SELF).ru_maxrss, r(resource.RUSAGE_CHILDREN).ru_maxrss))"
-        % (str(REPO), workers, str(data), str(out)))
+        "print(max(r(resource.RUSAGE_SELF).ru_maxrss, r(resource.RUSAGE_CHILDREN).ru_maxrss))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
+    shutil.rmtree(out, ignore_errors=True)
     return int(res.stdout.strip().splitlines()[-1]) / 1024
+
+
+# ---- per-stage breakdown ---------------------------------------------------------------
+class _Timers:
+    """CPU seconds (user + system of this process) spent inside named calls."""
+
+    def __init__(self):
+        self.total: dict[str, float] = {}
+
+    @staticmethod
+    def now() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    def add(self, name: str, seconds: float) -> None:
+        self.total[name] = self.total.get(name, 0.0) + seconds
+
+    @contextlib.contextmanager
+    def patched(self, module, attr: str, name: str):
+        """Time every call of ``module.attr`` under ``name`` while the context is open."""
+        original = getattr(module, attr)
+
+        def timed(*args, **kwargs):
+            t0 = self.now()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.add(name, self.now() - t0)
+
+        setattr(module, attr, timed)
+        try:
+            yield
+        finally:
+            setattr(module, attr, original)
+
+
+def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
+    """CPU ms per tile of each step of the converter's per-tile loop (``write_shard``)."""
+    from sn_tf import labels, schema, tfrecord
+    from sn_tf import tiles as tiles_mod
+    from sn_tf.stats import BandStats
+
+    convert.keep_freed_memory()
+    tiles = _tiles(data)
+    opts = tiles_mod.TileOptions(image_types=tuple(sorted(tiles[0].images)))
+    timers = _Timers()
+    inner = [(tiles_mod, "read_images", "read GeoTIFFs"),
+             (geo, "read_label_geojson", "read label GeoJSON"),
+             (tiles_mod, "_labels_on_grid", "labels to pixels, clip"),
+             (labels, "rasterize_instances", "rasterise buildings"),
+             (labels, "instance_boundary", "boundaries"),
+             (labels, "distance_to_boundary", "distance (EDT)"),
+             (labels, "signed_distance", "sdf"),
+             (tfrecord, "crc32c", "CRC-32C"),
+             (tfrecord, "_writev_all", "writev")]
+    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        for module, attr, name in inner:
+            stack.enter_context(timers.patched(module, attr, name))
+        stats: dict[str, BandStats] = {}
+        with tfrecord.TFRecordWriter(out / "breakdown.tfrecord", drop_cache=True) as w:
+            t_all = timers.now()
+            for tile in tiles:
+                t0 = timers.now()
+                built, _ = tiles_mod.build_tile(tile, opts)
+                t1 = timers.now()
+                parts = schema.encode_tile_parts(built)
+                t2 = timers.now()
+                w.write(parts)
+                t3 = timers.now()
+                for itype, img in built["images"].items():
+                    d = img["data"]
+                    stats.setdefault(itype, BandStats(d.dtype.name, d.shape[2]))
+                    stats[itype].add(d, img["nodata"])
+                t4 = timers.now()
+                for name, dt in (("build_tile (all above)", t1 - t0), ("serialise", t2 - t1),
+                                 ("write record (CRC, writev, fadvise)", t3 - t2),
+                                 ("statistics", t4 - t3)):
+                    timers.add(name, dt)
+            timers.add("total", timers.now() - t_all)
+    shutil.rmtree(out, ignore_errors=True)
+    return {k: round(1000 * v / len(tiles), 2) for k, v in timers.total.items()}
+
+
+# ---- main ------------------------------------------------------------------------------
+def _median(runs: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tiles", type=int, default=32)
+    ap.add_argument("--tiles", type=int, default=24)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--breakdown", action="store_true")
     ap.add_argument("--workdir", default="/tmp/sn_tf_bench_convert")
+    ap.add_argument("--_run", help=argparse.SUPPRESS)
+    ap.add_argument("--_data", help=argparse.SUPPRESS)
+    ap.add_argument("--_out", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args._run:
+        print(json.dumps(run_kind(args._run, pathlib.Path(args._data), pathlib.Path(args._out))))
+        return
     work = pathlib.Path(args.workdir)
-    from sn_tf.tfimport import tensorflow
-
-    tensorflow()  # import cost is not conversion work
     small = make_data(work / f"data{args.tiles}", args.tiles)
     large = make_data(work / f"data{2 * args.tiles}", 2 * args.tiles)
-    read_floor(large)  # warm the page cache: the floor and conversions read the same way
-    fw, fc, n = read_floor(large)
-    rw, rc, _ = read_write_floor(large, work / "rw")
-    w1, c1, _ = convert_run(large, work / "out1", 1)
-    w2, c2, _ = convert_run(large, work / "out2", 2)
-    mem_small = peak_rss_mb(small, work / "outm1", 2, args.tiles)
-    mem_large = peak_rss_mb(large, work / "outm2", 2, 2 * args.tiles)
+    _read_all(_tiles(large))  # warm the page cache: floors and conversions read the same way
+    runs: dict[str, list[dict]] = {k: [] for k in KINDS}
+    small_2: list[dict] = []  # 2 workers on half the tiles: start-up vs per-tile CPU
+    for _ in range(args.repeats):
+        for kind in KINDS:
+            runs[kind].append(_in_fresh_process(kind, large, work / f"out_{kind}"))
+        small_2.append(_in_fresh_process("convert_2", small, work / "out_convert_2_small"))
+    n = runs["read"][0]["tiles"]
+    cpu = {k: _median([{**r, "cpu": r["user"] + r["sys"]} for r in v], "cpu")
+           for k, v in runs.items()}
+    wall = {k: _median(v, "wall") for k, v in runs.items()}
+    sys_ms = {k: 1000 * _median(v, "sys") / n for k, v in runs.items()}
+    mem_small = peak_rss_mb(small, work / "outm1", 2)
+    mem_large = peak_rss_mb(large, work / "outm2", 2)
     load = os.getloadavg()[0]
+    labels = {"read": "read floor (rasterio only)", "read_tuned": "read floor, tuned malloc",
+              "read_write": "read + write floor", "read_write_tuned": "read + write, tuned",
+              "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers"}
+    print(f"tiles (SN2, PAN+MUL+MUL-PanSharpen+RGB-PanSharpen + labels): {n}; "
+          f"load average {load:.1f} on {os.cpu_count()} cores; median of {args.repeats}")
+    print(f"{'':28s} {'tiles/CPU-s':>11s} {'CPU ms/tile':>11s} {'(sys)':>6s} "
+          f"{'tiles/s wall':>12s}")
+    for k in KINDS:
+        print(f"{labels[k]:28s} {n / cpu[k]:11.2f} {1000 * cpu[k] / n:11.1f} "
+              f"{sys_ms[k]:6.1f} {n / wall[k]:12.2f}")
+    c1 = cpu["convert_1"]
+    print(f"convert, 1 worker, per core: {c1 / cpu['read']:.2f}x the read floor "
+          f"(target <= 2x), {c1 / cpu['read_tuned']:.2f}x the tuned read floor, "
+          f"{c1 / cpu['read_write']:.2f}x the read+write floor, "
+          f"{c1 / cpu['read_write_tuned']:.2f}x the tuned read+write floor")
+    c2_small = statistics.median(r["user"] + r["sys"] for r in small_2)
+    n_small = small_2[0]["tiles"]
+    per_tile_2 = (cpu["convert_2"] - c2_small) / (n - n_small)
+    startup_2 = cpu["convert_2"] - per_tile_2 * n
+    print(f"convert, 2 workers: {cpu['convert_2'] / c1:.2f}x the CPU of 1 worker; from "
+          f"{n_small} vs {n} tiles: {1000 * per_tile_2:.1f} CPU ms per tile "
+          f"({per_tile_2 / cpu['read'] * n:.2f}x the read floor) + {startup_2:.2f} CPU s of "
+          f"start-up (spawning 2 workers); wall scaling 1 -> 2 workers "
+          f"{wall['convert_1'] / wall['convert_2']:.2f}x; tensorflow imported by a "
+          f"conversion: {any(r['tensorflow_imported'] for v in runs.values() for r in v)}")
+    print(f"peak RSS, {args.tiles} tiles: {mem_small:.0f} MB;  {2 * args.tiles} tiles: "
+          f"{mem_large:.0f} MB  (ratio {mem_large / mem_small:.2f})")
     result = {
-        "tiles": n, "load_average": round(load, 2),
-        "read_floor_tiles_per_cpu_s": round(n / fc, 2),
-        "convert_1_worker_tiles_per_cpu_s": round(n / c1, 2),
-        "floor_over_convert_per_core": round(c1 / fc, 2),
-        "read_write_floor_tiles_per_cpu_s": round(n / rc, 2),
-        "read_write_floor_over_convert_per_core": round(c1 / rc, 2),
-        "convert_2_workers_tiles_per_cpu_s": round(n / c2, 2),
-        "wall_tiles_per_s": {"floor": round(n / fw, 2), "1_worker": round(n / w1, 2),
-                             "2_workers": round(n / w2, 2)},
-        "scaling_2_over_1_wall": round(w1 / w2, 2),
+        "tiles": n, "load_average": round(load, 2), "repeats": args.repeats,
+        "tiles_per_cpu_s": {k: round(n / cpu[k], 2) for k in KINDS},
+        "cpu_ms_per_tile": {k: round(1000 * cpu[k] / n, 2) for k in KINDS},
+        "sys_ms_per_tile": {k: round(v, 2) for k, v in sys_ms.items()},
+        "wall_tiles_per_s": {k: round(n / wall[k], 2) for k in KINDS},
+        "convert_over_read_floor_per_core": round(c1 / cpu["read"], 2),
+        "convert_over_tuned_read_floor_per_core": round(c1 / cpu["read_tuned"], 2),
+        "convert_over_read_write_floor_per_core": round(c1 / cpu["read_write"], 2),
+        "convert_over_tuned_read_write_floor_per_core": round(c1 / cpu["read_write_tuned"], 2),
+        "convert_2_workers_cpu_ms_per_tile_marginal": round(1000 * per_tile_2, 2),
+        "convert_2_workers_startup_cpu_s": round(startup_2, 2),
+        "scaling_2_over_1_wall": round(wall["convert_1"] / wall["convert_2"], 2),
         f"peak_rss_mb_{args.tiles}_tiles": round(mem_small),
         f"peak_rss_mb_{2 * args.tiles}_tiles": round(mem_large),
     }
-    print(f"tiles (SN2, PAN+MUL+MUL-PanSharpen+RGB-PanSharpen + labels): {n}; "
-          f"load average {load:.1f} on {os.cpu_count()} cores")
-    print(f"{'':28s} {'tiles/CPU-s':>11s} {'tiles/s wall':>12s}")
-    print(f"{'read floor (rasterio only)':28s} {n / fc:11.2f} {n / fw:12.2f}")
-    print(f"{'read + write floor':28s} {n / rc:11.2f} {n / rw:12.2f}")
-    print(f"{'convert, 1 worker':28s} {n / c1:11.2f} {n / w1:12.2f}   "
-          f"per core: {c1 / fc:.2f}x the read floor (target <= 2x), "
-          f"{c1 / rc:.2f}x the read+write floor")
-    print(f"{'convert, 2 workers':28s} {n / c2:11.2f} {n / w2:12.2f}   "
-          f"wall scaling 1 -> 2 workers = {w1 / w2:.2f}x (includes 2 TF imports)")
-    print(f"peak RSS, {args.tiles} tiles: {mem_small:.0f} MB;  {2 * args.tiles} tiles: "
-          f"{mem_large:.0f} MB  (ratio {mem_large / mem_small:.2f})")
+    if args.breakdown:
+        result["breakdown_cpu_ms_per_tile"] = breakdown(large, work / "out_breakdown")
+        print("per-tile CPU of the converter's steps (ms, this process, tuned malloc):")
+        for k, v in result["breakdown_cpu_ms_per_tile"].items():
+            print(f"  {k:38s} {v:7.2f}")
     print(json.dumps(result))
 
 

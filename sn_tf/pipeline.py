@@ -10,7 +10,10 @@ What a dataset yields
 Training (``training=True``), one element per batch of random crops:
   ``(image, targets)`` or ``(image, targets, sample_weights)``
   * image: float32 [B, crop, crop, C], C = selected bands of the chosen image types stacked
-    in the given order (band order within a type as in the source file), normalised.
+    in the given order (band order within a type as in the source file), normalised;
+    ``image_dtype`` "bfloat16"/"float16": the same values cast; "raw": the stored values
+    (uint16 for SpaceNet imagery), for a model whose first layer normalises
+    (``normalization_layer``, ``sn_tf.model_input``).
   * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``;
     ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.targets).
   * sample_weights (only when ``sample_weights`` is True, or by default when
@@ -52,7 +55,8 @@ default: as many records as fit 256 MiB), then one parallel map per example that
 only the needed features, decodes only the needed arrays (raw images and labels: only
 the rows of the crop window), crops, applies the geometric augmentation on the source
 dtype, normalises with the radiometric jitter fused in (one multiply-add per pixel) and
-builds the segmentation targets; ``padded_batch``; a batched map for what is vectorised
+builds the segmentation targets; ``batch`` (training: one crop shape, boxes ragged;
+evaluation: ``padded_batch``); a batched map for what is vectorised
 over a batch (DetectNet targets, valid masks, evaluation padding); a fixed ``prefetch``
 of ``PREFETCH_BATCHES``. Per-example rather than batched element-wise work is a
 measured choice: on CPU a [8, 512, 512, 8] float32 op costs about 3x more per image than
@@ -95,6 +99,9 @@ SHUFFLE_BUDGET_BYTES = 256 * 2 ** 20
 DEFAULT_SEG_PAD = 32
 MAX_CYCLE_LENGTH = 4
 PREFETCH_BATCHES = 2  # fixed, not AUTOTUNE: memory stays bounded by the buffer sizes
+# tf.data functions are plain graph code (tf.cond where they branch on tensors): no
+# AutoGraph conversion, which re-reads the source files when a dataset is built
+_graph = tf.autograph.experimental.do_not_convert
 
 
 # ---- configuration checked against dataset_info.json --------------------------------------
@@ -367,15 +374,15 @@ def _file_dataset(files: list[str], training: bool, seed: int, epochs):
     names = tf.constant(files)
     if not training:
         return tf.data.Dataset.from_tensor_slices(names).map(
-            lambda f: (f, tf.constant(0, tf.int64)))
+            _graph(lambda f: (f, tf.constant(0, tf.int64))))
     epochs_ds = tf.data.Dataset.counter() if epochs is None else tf.data.Dataset.range(epochs)
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             names, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).map(lambda f: (f, epoch))
+        return tf.data.Dataset.from_tensor_slices(order).map(_graph(lambda f: (f, epoch)))
 
-    return epochs_ds.flat_map(one_epoch)
+    return epochs_ds.flat_map(_graph(one_epoch))
 
 
 def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, deterministic):
@@ -389,8 +396,9 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
         ds = tf.data.TFRecordDataset(f)
         if record_shard is not None:
             ds = ds.shard(*record_shard)
-        return ds.map(lambda r: (r, epoch))
+        return ds.map(_graph(lambda r: (r, epoch)))
 
+    read = _graph(read)
     if num_parallel_reads in (None, 1):
         return files_ds.interleave(read, cycle_length=cycle_length, block_length=1)
     return files_ds.interleave(read, cycle_length=cycle_length, block_length=1,
@@ -705,13 +713,14 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
 
     if plan.aois is not None:  # parse, drop other AOIs, then decode
         wanted = tf.constant(list(plan.aois))
-        ds = ds.map(parse, num_parallel_calls=npc, deterministic=det)
-        ds = ds.filter(lambda f, e: tf.reduce_any(tf.equal(f[schema.KEY_AOI], wanted)))
-        ds = ds.map(build, num_parallel_calls=npc, deterministic=det)
+        ds = ds.map(_graph(parse), num_parallel_calls=npc, deterministic=det)
+        ds = ds.filter(_graph(lambda f, e: tf.reduce_any(tf.equal(f[schema.KEY_AOI], wanted))))
+        ds = ds.map(_graph(build), num_parallel_calls=npc, deterministic=det)
     else:
-        ds = ds.map(lambda r, e: build(*parse(r, e)), num_parallel_calls=npc, deterministic=det)
+        ds = ds.map(_graph(lambda r, e: build(*parse(r, e))), num_parallel_calls=npc,
+                    deterministic=det)
     ds = _batch(ds, batch_size, training)
-    ds = ds.map(lambda b: to_element(_finish_batch(b, plan)), num_parallel_calls=npc,
+    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan))), num_parallel_calls=npc,
                 deterministic=det)
     if not training and plan.aois is None:  # known length: Keras shows progress, and a
         # shard that disagrees with dataset_info.json fails loudly instead of silently

@@ -5,21 +5,29 @@
 Both feed the same work to a model, from the same synthetic SpaceNet 2 Vegas tiles
 (``sn_tf.sample``, 650 x 650 x 8 MUL-PanSharpen, generated and converted into a temporary
 folder): random 512 x 512 crops, a random symmetry of the square (flips + 90-degree
-rotations), per-band (x - mean) / std normalisation, footprint and truncated signed
-distance targets, batches of ``--batch_size``.
+rotations), footprint and truncated signed distance targets (float32), batches of
+``--batch_size``, and the image either normalised per band ((x - mean) / std, float32) or
+raw (the stored uint16 values, for a model that normalises in its first layer, as
+``sn_tf.train`` builds by default).
 
 * ``sn_tf``: ``sn_tf.make_dataset`` on the converted TFRecords (decode, crop, augment,
   targets in TF graph ops, parallel).
 * ``per-sample``: what solaris and most lab scripts do: per step open the GeoTIFF with
   rasterio, read the GeoJSON, rasterize the footprints (building ids, so shared walls are
   boundaries as in ``sn_tf.labels``), scipy EDT for the distance, random crop/symmetry
-  and normalisation in numpy, fed through ``tf.data.Dataset.from_generator``.
+  and (float32 rows only) normalisation in numpy, fed through
+  ``tf.data.Dataset.from_generator``.
 
-Printed: images/s of each (wall clock, after a warm-up), their ratio, images per CPU
-second (process CPU time, i.e. per fully used core), the number of usable cores, and the
-resident memory of the process while the sn_tf pipeline runs (sampled) and at its peak.
-sn_tf runs twice: with defaults (parallel interleave of the shards) and with
-``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks).
+Equal work: each sn_tf row is compared with the per-sample row of the same image form:
+"raw" rows skip the normalisation in both loaders (the model does it), "float32" rows do
+it in both.
+
+Printed: images/s of each (wall clock, after a warm-up), images per CPU second (process
+CPU time, i.e. per fully used core: robust to a shared machine), the ratios of both to the
+per-sample loader, the number of usable cores, and the resident memory of the process
+while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
+``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
+the default parallel interleave of the shards.
 """
 
 from __future__ import annotations
@@ -63,8 +71,18 @@ def _cpu_seconds() -> float:
 
 
 def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
-    """Generate Vegas tiles with sn_tf.sample and convert MUL-PanSharpen (all to train)."""
+    """Generate Vegas tiles with sn_tf.sample and convert MUL-PanSharpen (all to train).
+
+    Data already in ``root`` (an earlier ``--workdir`` run with as many tiles) is reused.
+    """
     from sn_tf.sample import write_sample
+
+    manifest_path = root / "src" / "sample_manifest.json"
+    if manifest_path.is_file() and (root / "tfrecords" / "dataset_info.json").is_file():
+        manifest = json.loads(manifest_path.read_text())
+        info = json.loads((root / "tfrecords" / "dataset_info.json").read_text())
+        if len(manifest["tiles"]) == tiles and info["splits"]["train"]["num_examples"] == tiles:
+            return root / "tfrecords", {"manifest": manifest, "info": info}
 
     manifest = write_sample(root / "src", aois=["AOI_2_Vegas"], tiles_per_aoi=tiles)
     cfg = convert.ConvertConfig(image_types=(TYPE,), splits=(("train", 1.0),),
@@ -75,8 +93,12 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
 
 
 # ---- the per-sample loader -------------------------------------------------------------
-def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: int):
-    """Yield (image [512,512,8] float32, {footprint, sdf}) per step, solaris style."""
+def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: int,
+                          raw: bool = False):
+    """Yield (image [512,512,8], {footprint, sdf}) per step, solaris style.
+
+    The image is float32 ``(x - mean) / std``, or with ``raw`` the uint16 values as read.
+    """
     import rasterio
     import shapely
     from rasterio import features
@@ -105,21 +127,24 @@ def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: in
         image, mask, sdf = (np.rot90(a, k) for a in (image, mask, sdf))
         if flip:
             image, mask, sdf = image[:, ::-1], mask[:, ::-1], sdf[:, ::-1]
-        image = ((image.astype(np.float32) - mean) / std).astype(np.float32)
+        if raw:
+            image = np.ascontiguousarray(image)
+        else:
+            image = ((image.astype(np.float32) - mean) / std).astype(np.float32)
         yield image, {"footprint": mask[..., None].astype(np.float32),
                       "sdf": sdf[..., None].astype(np.float32)}
 
 
-def per_sample_dataset(src, manifest, info, batch_size: int, seed: int):
+def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: bool = False):
     """The per-sample loader as a batched, prefetched tf.data.Dataset."""
     stats = info["band_stats"][TYPE]
     mean = np.asarray(stats["mean"], np.float32)
     std = np.asarray(stats["std"], np.float32)
-    spec = (tf.TensorSpec([CROP, CROP, 8], tf.float32),
+    spec = (tf.TensorSpec([CROP, CROP, 8], tf.uint16 if raw else tf.float32),
             {"footprint": tf.TensorSpec([CROP, CROP, 1], tf.float32),
              "sdf": tf.TensorSpec([CROP, CROP, 1], tf.float32)})
     ds = tf.data.Dataset.from_generator(
-        lambda: _per_sample_generator(pathlib.Path(src), manifest, mean, std, seed),
+        lambda: _per_sample_generator(pathlib.Path(src), manifest, mean, std, seed, raw),
         output_signature=spec)
     return ds.batch(batch_size).prefetch(2)
 
@@ -172,7 +197,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiles", type=int, default=16)
     p.add_argument("--seconds", type=float, default=25.0)
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--workdir", default=None, help="keep generated data here (default: temp)")
+    p.add_argument("--workdir", default=None, help="keep generated data here and reuse it on the next run "
+                   "(default: a temporary folder)")
     args = p.parse_args(argv)
     from sn_tf.pipeline import make_dataset
 
@@ -188,32 +214,38 @@ def main(argv=None) -> int:
               f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores")
         rss0 = _rss_mb()
         rows, rss = {}, {}
-        # one reader thread first: RSS never shrinks, so the larger configuration goes last
-        for name, kw in (("sn_tf reads=1", {"num_parallel_reads": 1}), ("sn_tf", {})):
+        # one reader thread first: RSS never shrinks, so the larger configurations go last
+        for name, kw in (("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
+                         ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
+                         ("sn_tf raw", {"image_dtype": "raw"})):
             ds = make_dataset(data_dir, "train", crop_size=CROP, batch_size=args.batch_size,
                               augment={"flips": True, "rot90": True}, **kw)
             with RssSampler() as sampler:
                 rows[name] = measure(ds, args.batch_size, args.seconds)
             rss[name] = sampler.values
             del ds
-        rows["per-sample"] = measure(per_sample_dataset(
-            root / "src", meta["manifest"], info, args.batch_size, 0), args.batch_size,
-            args.seconds)
-    base = rows["per-sample"]
-    print(f"{'loader':<15}{'images/s':>9}{'img/CPU-s':>11}{'CPU used':>10}{'images':>8}"
-          f"{'vs per-sample':>15}")
+        for raw in (True, False):
+            rows[f"per-sample {'raw' if raw else 'f32'}"] = measure(per_sample_dataset(
+                root / "src", meta["manifest"], info, args.batch_size, 0, raw),
+                args.batch_size, args.seconds)
+    print(f"{'loader':<19}{'images/s':>9}{'img/CPU-s':>11}{'CPU used':>10}{'images':>8}"
+          f"   vs per-sample at equal work")
     for name, r in rows.items():
-        print(f"{name:<15}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
-              f"{r['images']:>8d}{r['rate'] / base['rate']:>9.1f}x wall, "
+        base = rows["per-sample f32" if "f32" in name else "per-sample raw"]
+        print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
+              f"{r['images']:>8d}   {r['rate'] / base['rate']:.1f}x wall, "
               f"{r['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s")
+    print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     shuffle = min(max(int(256 // rec_mb), 4), 256, info["splits"]["train"]["num_examples"])
-    batch_mb = args.batch_size * CROP * CROP * (8 + 2) * 4 / 2 ** 20
+    batch_mb = {k: args.batch_size * CROP * CROP * (8 * b + 2 * 4) / 2 ** 20
+                for k, b in (("raw", 2), ("f32", 4))}
     print(f"memory: RSS {rss0:.0f} MB before the sn_tf pipelines (TF, Keras and the data "
           f"generator loaded); buffers: shuffle {shuffle} records x {rec_mb:.1f} MB, "
-          f"prefetch 2 batches x {batch_mb:.0f} MB")
+          f"prefetch 2 batches x {batch_mb['raw']:.0f} MB (raw) / {batch_mb['f32']:.0f} MB "
+          f"(float32)")
     for name, values in rss.items():
         r = rows[name]
-        print(f"  {name:<14} RSS while running: min {min(values):.0f} / max {max(values):.0f} "
+        print(f"  {name:<18} RSS while running: min {min(values):.0f} / max {max(values):.0f} "
               f"MB, at half time {r['rss_half']:.0f} MB, at end {r['rss_end']:.0f} MB")
     print(f"  peak RSS of the process (all runs): {_peak_rss_mb():.0f} MB")
     return 0

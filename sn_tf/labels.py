@@ -83,14 +83,27 @@ def boundary_mask(mask: np.ndarray) -> np.ndarray:
     return inside & ~eroded
 
 
-def edt_to(boundary: np.ndarray) -> np.ndarray:
-    """float32 [H, W]: Euclidean distance (px, centre to centre) to the nearest True pixel.
+_root16 = np.zeros(0, np.float16)  # float16(float32 sqrt(n)) for n < size (grown on demand)
 
-    ``boundary``: bool [H, W] with at least one True pixel. Equals
+
+def _root_table16(size: int) -> np.ndarray:
+    """float16 [>= size]: entry n = float16(sqrt_float32(n)); cached for the process."""
+    global _root16
+    if _root16.size < size:
+        _root16 = np.sqrt(np.arange(size, dtype=np.int32), dtype=np.float32).astype(np.float16)
+    return _root16
+
+
+def edt_to(boundary: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """[H, W] of ``dtype``: Euclidean distance (px, centre to centre) to the nearest True pixel.
+
+    ``boundary``: bool [H, W] with at least one True pixel. ``dtype`` float32 equals
     ``scipy.ndimage.distance_transform_edt(~boundary).astype(np.float32)`` bit for bit, at
     about 2/3 of its cost: scipy's feature transform gives the nearest pixel, the squared
     distances are exact int32, and the float32 square root of an integer below 2**24 is
     the float32 rounding of its float64 square root (checked for every such integer).
+    float16 equals that float32 result cast to float16, looked up in a table of roots of
+    every squared distance (cheaper than computing and casting float32).
     """
     h, w = boundary.shape
     dy, dx = ndimage.distance_transform_edt(~boundary, return_distances=False,
@@ -100,13 +113,18 @@ def edt_to(boundary: np.ndarray) -> np.ndarray:
     np.multiply(dy, dy, out=dy)
     np.multiply(dx, dx, out=dx)
     dy += dx
-    if (h - 1) ** 2 + (w - 1) ** 2 < 2 ** 24:
-        return np.sqrt(dy, dtype=np.float32)
-    return np.sqrt(dy, dtype=np.float64).astype(np.float32)
+    largest = (h - 1) ** 2 + (w - 1) ** 2
+    if largest >= 2 ** 24:
+        return np.sqrt(dy, dtype=np.float64).astype(np.float32).astype(dtype, copy=False)
+    if np.dtype(dtype) == np.float16:
+        return np.take(_root_table16(largest + 1), dy)
+    return np.sqrt(dy, dtype=np.float32).astype(dtype, copy=False)
 
 
-def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None) -> np.ndarray:
-    """float32 [H, W]: Euclidean distance (px) to the nearest boundary pixel, capped at H+W.
+def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None,
+                         dtype=np.float32) -> np.ndarray:
+    """[H, W] float32 (or ``dtype`` float16, = the float32 result cast): Euclidean distance
+    (px) to the nearest boundary pixel, capped at H+W.
 
     ``boundary`` defaults to ``boundary_mask(mask)`` (use ``instance_boundary`` when the
     buildings are known, so shared walls count as boundary). The cap only applies to a
@@ -117,25 +135,39 @@ def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None) -
     if boundary is None:
         boundary = boundary_mask(mask)
     if not boundary.any():
-        return np.full((h, w), float(h + w), np.float32)
-    return edt_to(boundary)
+        return np.full((h, w), np.float32(h + w), dtype)
+    return edt_to(boundary, dtype)
 
 
 def signed_distance(mask: np.ndarray, truncation: float | None = None,
                     distance: np.ndarray | None = None) -> np.ndarray:
-    """float32 [H, W] signed distance: + inside, - outside, 0 on the boundary (pixels).
+    """[H, W] signed distance: + inside, - outside, 0 on the boundary (pixels).
 
     ``distance`` (from ``distance_to_boundary``) is reused when given; ``truncation``
-    clips the result to [-truncation, truncation].
+    clips the result to [-truncation, truncation]. float32, or float16 when ``distance``
+    is float16: then equal to the float32 result cast to float16 (rounding is monotonic,
+    so it commutes with the clip and the sign), computed on the bit patterns.
     """
     if distance is None:
         distance = distance_to_boundary(mask)
+    inside = mask.astype(bool)
+    distance = np.asarray(distance)
+    half = distance.dtype == np.float16
+    if half:
+        bits = distance.view(np.uint16)
+        if bits.size and bits.max() <= 0x7C00:  # +0 .. +inf: bit order is value order
+            if truncation is not None:
+                limit = np.float32(truncation).astype(np.float16).view(np.uint16)
+                bits = np.minimum(bits, limit)
+            out = bits | np.uint16(0x8000)  # the sign bit: -distance
+            np.copyto(out, bits, where=inside)
+            return out.view(np.float16)
     distance = np.asarray(distance, np.float32)
     sdf = np.negative(distance)
-    np.copyto(sdf, distance, where=mask.astype(bool))
+    np.copyto(sdf, distance, where=inside)
     if truncation is not None:
         np.clip(sdf, -truncation, truncation, out=sdf)
-    return sdf
+    return sdf.astype(np.float16) if half else sdf
 
 
 def boxes_xyxy_px(polygons_px, height: int, width: int) -> np.ndarray:
@@ -149,14 +181,16 @@ def boxes_xyxy_px(polygons_px, height: int, width: int) -> np.ndarray:
 
 
 def compute_labels(polygons_px, height: int, width: int,
-                   sdf_truncation: float | None = 32.0) -> dict:
+                   sdf_truncation: float | None = 32.0, dtype=np.float32) -> dict:
     """Every label layer of one grid, as the ``labels`` entry of the schema's tile dict.
 
     ``polygons_px`` must already be valid and clipped to the tile (``clip_to_tile``).
+    ``dtype`` of distance and sdf: float32, or float16 (what the schema stores), equal to
+    the float32 layers cast to float16 and cheaper than casting them.
     """
     instances = rasterize_instances(polygons_px, height, width)
     mask = (instances > 0).astype(np.uint8)
-    distance = distance_to_boundary(mask, instance_boundary(instances))
+    distance = distance_to_boundary(mask, instance_boundary(instances), dtype)
     return {
         "mask": mask,
         "distance": distance,

@@ -14,8 +14,13 @@ import math
 
 import numpy as np
 
-from sn_tf import geo, labels
+from sn_tf import geo, labels, schema
 from sn_tf.layout import LABEL_GRID_PRIORITY, TileSource
+
+# distance and sdf are built in their stored dtype (float16): the same values as casting
+# float32 layers when encoding, at a fraction of the cost (labels.compute_labels)
+_LABEL_FLOAT = (schema.LABEL_DTYPES["distance"]
+                if schema.LABEL_DTYPES["distance"] == schema.LABEL_DTYPES["sdf"] else "float32")
 
 
 class TileSkipped(Exception):
@@ -195,7 +200,7 @@ def build_tile(tile: TileSource, opts: TileOptions) -> tuple[dict, list[str]]:
             header = images[grid][1]
             kept = _labels_on_grid(tile, read.polygons, header, notes, grid)
             out["labels"][grid] = labels.compute_labels(
-                kept, header.height, header.width, opts.sdf_truncation)
+                kept, header.height, header.width, opts.sdf_truncation, _LABEL_FLOAT)
     elif tile.labels_expected and not h5_layers:
         raise TileSkipped(f"{tile.tile_id}: no label file (expected one in the AOI's "
                           "label folder)")

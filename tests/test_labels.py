@@ -137,3 +137,21 @@ def test_float32_root_of_small_integers_is_the_rounded_float64_root():
     n = np.arange(2 ** 24, dtype=np.int32)
     np.testing.assert_array_equal(np.sqrt(n, dtype=np.float32).view(np.uint32),
                                   np.sqrt(n, dtype=np.float64).astype(np.float32).view(np.uint32))
+
+
+@pytest.mark.parametrize("truncation", [None, 32.0, 7.3, 0.7])
+def test_float16_labels_equal_the_cast_float32_labels(truncation):
+    """compute_labels(dtype=float16) == its float32 layers cast to float16, bit for bit."""
+    rng = np.random.default_rng(7)
+    polys = [shapely.box(x, y, x + w, y + h) for x, y, w, h in
+             rng.uniform([0, 0, 2, 2], [150, 110, 60, 40], (25, 4))]
+    polys += [shapely.box(30, 30, 50, 50), shapely.box(50, 30, 70, 50)]  # a shared wall
+    for ps, (h, w) in ((polys, (120, 170)), ([], (9, 13)), (polys[:1], (300, 2))):
+        kept, _ = labels.clip_to_tile(ps, h, w)
+        ref = labels.compute_labels(kept, h, w, truncation)
+        half = labels.compute_labels(kept, h, w, truncation, dtype=np.float16)
+        np.testing.assert_array_equal(half["mask"], ref["mask"])
+        for field in ("distance", "sdf"):
+            assert half[field].dtype == np.float16
+            np.testing.assert_array_equal(half[field].view(np.uint16),
+                                          ref[field].astype(np.float16).view(np.uint16))

@@ -221,7 +221,7 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     stats: dict[str, BandStats] = {}
     record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
               "notes": [], "bytes": 0, "image_types": {}, "label_grids": {}}
-    with TFRecordWriter(tmp, drop_cache=True) as writer:
+    with TFRecordWriter(tmp, drop_cache=True, direct=True) as writer:
         for tile in shard.tiles:
             status = "ok"
             try:

@@ -14,23 +14,29 @@ compression) and what ``tf.data.TFRecordDataset`` checks; a test checks byte ide
 ``TFRecordWriter.write`` takes one record as a sequence of buffers (bytes, memoryviews,
 C-contiguous numpy arrays): the CRC is computed incrementally over them and they are handed
 to the kernel with ``os.writev``, so large pixel buffers are never joined into one bytes
-object (they are copied once, into the page cache). CRC-32C comes from the
-``google-crc32c`` package; its C extension accepts only ``bytes``, so other buffers are
-checksummed through small cache-resident ``bytes`` slices (``CRC_CHUNK``).
+object (they are copied once, into the page cache). With ``direct=True`` (what the
+converter uses) they are copied once into a page-aligned buffer written with ``O_DIRECT``
+instead. CRC-32C comes from the ``google-crc32c`` package; its C extension accepts only
+``bytes``, so other buffers are checksummed through small cache-resident ``bytes`` slices
+(``CRC_CHUNK``).
 """
 
 from __future__ import annotations
 
+import errno
+import mmap
 import os
 import struct
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import ClassVar
 
 import google_crc32c
 
 _MASK_DELTA = 0xA282EAD8
 CRC_CHUNK = 256 << 10  # bytes per slice when checksumming a non-bytes buffer
 COALESCE_BELOW = 64 << 10  # consecutive smaller buffers are joined into one
+STAGE_BYTES = 4 << 20  # O_DIRECT writes: a multiple of every device block size
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _warned = False
 
@@ -59,16 +65,23 @@ def _as_bytes_view(buf) -> bytes | memoryview:
     return view.cast("B") if (view.format != "B" or view.ndim != 1) else view
 
 
-def crc32c(buffers: Sequence) -> int:
-    """CRC-32C (Castagnoli, unmasked) of the concatenation of ``buffers``."""
-    crc = 0
+def _pieces(buffers: Sequence) -> Iterator[bytes]:
+    """The bytes of ``buffers`` in order, as ``bytes`` objects (slices of at most
+    ``CRC_CHUNK`` for buffers that are not ``bytes``: google-crc32c takes only bytes)."""
     for buf in buffers:
         view = _as_bytes_view(buf)
         if isinstance(view, bytes):
-            crc = google_crc32c.extend(crc, view)
+            yield view
             continue
         for start in range(0, view.nbytes, CRC_CHUNK):
-            crc = google_crc32c.extend(crc, view[start:start + CRC_CHUNK].tobytes())
+            yield view[start:start + CRC_CHUNK].tobytes()
+
+
+def crc32c(buffers: Sequence) -> int:
+    """CRC-32C (Castagnoli, unmasked) of the concatenation of ``buffers``."""
+    crc = 0
+    for piece in _pieces(buffers):
+        crc = google_crc32c.extend(crc, piece)
     return crc
 
 
@@ -125,49 +138,169 @@ def _writev_all(fd: int, buffers: list, path) -> None:
                 n = 0
 
 
+class _DirectSink:
+    """Appends bytes to a file opened with ``O_DIRECT``, through a page-aligned buffer.
+
+    Every write to the file is a full ``STAGE_BYTES`` buffer at a multiple of
+    ``STAGE_BYTES``, as O_DIRECT requires; the device reads the buffer itself, so the
+    kernel neither copies the data nor keeps it in the page cache. ``finish`` writes the
+    tail without O_DIRECT. A file system that refuses an O_DIRECT write (EINVAL) gets
+    ordinary writes from then on (``direct`` becomes False).
+    """
+
+    _spare: ClassVar[list] = []  # stages of finished sinks, reused (no faults per shard)
+
+    def __init__(self, fd: int, path: str):
+        self.fd, self.path = fd, path
+        self.direct = True
+        spare = [m for m in self._spare if len(m) == STAGE_BYTES]
+        self._stage = self._spare.pop(self._spare.index(spare[0])) if spare else \
+            mmap.mmap(-1, STAGE_BYTES)  # anonymous: page aligned
+        self._view = memoryview(self._stage)
+        self._fill = 0
+
+    def append(self, data) -> None:
+        """Copy ``data`` (a bytes-like buffer) into the stage, writing each full stage."""
+        view = memoryview(data)
+        start = 0
+        while start < len(view):
+            n = min(STAGE_BYTES - self._fill, len(view) - start)
+            self._view[self._fill:self._fill + n] = view[start:start + n]
+            self._fill += n
+            start += n
+            if self._fill == STAGE_BYTES:
+                self._flush()
+
+    def _flush(self) -> None:
+        data = self._view[:self._fill]
+        if self.direct:
+            try:
+                written = os.write(self.fd, data)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise OSError(exc.errno, f"{self.path}: cannot write TFRecord "
+                                             f"({exc.strerror})") from None
+                written = 0
+            if written < len(data):  # refused or short: no more O_DIRECT
+                self._buffered()
+            data = data[written:]
+        if len(data):
+            _writev_all(self.fd, [data], self.path)
+        self._fill = 0
+
+    def _buffered(self) -> None:
+        import fcntl  # POSIX only, like O_DIRECT
+
+        flags = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+        fcntl.fcntl(self.fd, fcntl.F_SETFL, flags & ~os.O_DIRECT)
+        self.direct = False
+
+    def finish(self) -> None:
+        """Write what is left (without O_DIRECT: its length is arbitrary); free the stage."""
+        if self.direct:
+            self._buffered()
+        self._flush()
+        self._view.release()
+        if len(self._spare) < 2:
+            self._spare.append(self._stage)
+        else:
+            self._stage.close()
+
+
+def _open_direct(path: str):
+    """(fd, _DirectSink) for ``path`` opened with O_DIRECT, or None where it is refused."""
+    if not hasattr(os, "O_DIRECT"):
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:  # e.g. tmpfs
+            return None
+        raise
+    return fd, _DirectSink(fd, path)
+
+
 class TFRecordWriter:
     """Writes uncompressed TFRecord files without TensorFlow; use as a context manager.
 
     ``write(record)`` takes bytes or a sequence of buffers (one record) and returns the
     record's data length in bytes.
 
-    ``drop_cache=True`` streams the file past the page cache: after each record the
-    kernel is asked (``posix_fadvise(DONTNEED)``) to start writing back this record and
-    to drop the previous ones' pages once written. The freed pages are reused by the next
-    records instead of the page cache growing into memory not touched for a while, which
-    on VMs costs the writer a page fault per 4 KB (BUILD_NOTES section 2: ~4x the CPU of
-    the write). Readers of the file afterwards read it from disk.
+    Both options below keep the written file out of the page cache (readers afterwards
+    read it from disk). On VMs the page cache otherwise grows into memory the guest has
+    not touched for a while, and each 4 KB page of it costs the writer a fault (BUILD_NOTES
+    section 2: ~4x the CPU of the write itself).
+
+    ``drop_cache=True``: after each record the kernel is asked (``posix_fadvise(DONTNEED)``)
+    to start writing back this record and to drop the previous ones' pages once written;
+    the next records reuse the freed pages.
+
+    ``direct=True``: the file is written with ``O_DIRECT`` through a 4 MB page-aligned
+    buffer (``_DirectSink``): the record is copied once, into that buffer, while its CRC is
+    computed, and the device reads the buffer (no page cache, no kernel copy, no
+    writeback). Writes wait for the device. Falls back to ordinary writes (with
+    ``drop_cache`` if set) where the file system refuses O_DIRECT.
     """
 
-    def __init__(self, path, drop_cache: bool = False):
+    def __init__(self, path, drop_cache: bool = False, direct: bool = False):
         _check_implementation()
         self.path = os.fspath(path)
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        opened = _open_direct(self.path) if direct else None
+        if opened is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            self._sink = None
+        else:
+            self._fd, self._sink = opened
         self._drop = drop_cache and hasattr(os, "posix_fadvise")
         self._ends = [0, 0]  # file offsets where the last two records end
         self._pos = 0
+
+    @property
+    def direct(self) -> bool:
+        """True while the file is being written with O_DIRECT."""
+        return self._sink is not None and self._sink.direct
 
     def write(self, record) -> int:
         """Append one record (bytes or a sequence of C-contiguous buffers)."""
         if self._fd is None:
             raise ValueError(f"{self.path}: TFRecordWriter is closed")
-        buffers, length = frame([record] if isinstance(record, (bytes, bytearray, memoryview))
-                                else record)
-        _writev_all(self._fd, buffers, self.path)
+        buffers = [record] if isinstance(record, (bytes, bytearray, memoryview)) else record
+        if self._sink is None:
+            framed, length = frame(buffers)
+            _writev_all(self._fd, framed, self.path)
+        else:
+            length = self._stage_record(buffers)
         self._pos += length + 16
-        if self._drop:  # this record and the one before (its writeback began last time)
-            os.posix_fadvise(self._fd, self._ends[0], self._pos - self._ends[0],
-                             os.POSIX_FADV_DONTNEED)
+        if self._drop and not self.direct:  # this record and the one before (its
+            os.posix_fadvise(self._fd, self._ends[0],  # writeback began last time)
+                             self._pos - self._ends[0], os.POSIX_FADV_DONTNEED)
             self._ends = [self._ends[1], self._pos]
         return length
 
+    def _stage_record(self, buffers: Sequence) -> int:
+        """Frame one record into the O_DIRECT sink, CRC computed piece by piece as copied."""
+        data = _coalesce(buffers)
+        length = sum(len(b) for b in data)
+        head = struct.pack("<Q", length)
+        self._sink.append(head + struct.pack("<I", masked_crc32c([head])))
+        crc = 0
+        for piece in _pieces(data):
+            crc = google_crc32c.extend(crc, piece)
+            self._sink.append(piece)
+        self._sink.append(struct.pack("<I", mask_crc(crc)))
+        return length
+
     def close(self) -> None:
-        """Close the file (idempotent)."""
+        """Write what is staged and close the file (idempotent)."""
         if self._fd is not None:
-            if self._drop:
-                os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(self._fd)
-            self._fd = None
+            try:
+                if self._sink is not None:
+                    self._sink.finish()
+                if self._drop:
+                    os.posix_fadvise(self._fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
     def __enter__(self):
         return self

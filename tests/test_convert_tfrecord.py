@@ -42,13 +42,18 @@ def test_crc32c_known_value_and_mask():
     assert tfrecord.mask_crc(crc) == (((crc >> 15) | (crc << 17)) + 0xA282EAD8) % 2 ** 32
 
 
-@pytest.mark.parametrize("drop_cache", [False, True])
-def test_files_byte_identical_to_tensorflow_writer(tmp_path, drop_cache):
+MODES = {"plain": {}, "drop_cache": {"drop_cache": True},
+         "direct": {"direct": True, "drop_cache": True}}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_files_byte_identical_to_tensorflow_writer(tmp_path, mode, monkeypatch):
     tf = _tf()
+    monkeypatch.setattr(tfrecord, "STAGE_BYTES", 64 << 10)  # records span many O_DIRECT writes
     ours, theirs = tmp_path / "ours.tfrecord", tmp_path / "tf.tfrecord"
     joined = [b"".join(bytes(memoryview(p).cast("B")) if not isinstance(p, bytes) else p
                        for p in rec) for rec in _records()]
-    with tfrecord.TFRecordWriter(ours, drop_cache=drop_cache) as w:
+    with tfrecord.TFRecordWriter(ours, **MODES[mode]) as w:
         lengths = [w.write(rec) for rec in _records()]
     with tf.io.TFRecordWriter(str(theirs)) as w:
         for data in joined:
@@ -75,6 +80,34 @@ def test_corrupted_byte_is_detected_by_tensorflow(tmp_path, where):
         list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
     with pytest.raises(tfrecord.TFRecordError, match=f"{path.name}.*byte {first_big}"):
         list(tfrecord.read_records(path))
+
+
+def test_direct_writes_fall_back_when_refused(tmp_path, monkeypatch):
+    """An O_DIRECT write refused with EINVAL: the rest is written normally, file intact."""
+    import errno
+
+    monkeypatch.setattr(tfrecord, "STAGE_BYTES", 64 << 10)
+    path = tmp_path / "d.tfrecord"
+    with tfrecord.TFRecordWriter(path, direct=True) as w:
+        if w._sink is None:
+            pytest.skip("this file system refuses O_DIRECT at open")
+        w.write(_records()[2])  # > 64 KB: at least one O_DIRECT write
+        assert w.direct
+        real = os.write
+
+        def refuse(fd, data):
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(tfrecord.os, "write", refuse)
+        w.write(_records()[3])
+        monkeypatch.setattr(tfrecord.os, "write", real)
+        assert not w.direct
+        w.write(_records()[4])
+    ref = tmp_path / "ref.tfrecord"
+    with tfrecord.TFRecordWriter(ref) as w:
+        for rec in _records()[2:]:
+            w.write(rec)
+    assert path.read_bytes() == ref.read_bytes()
 
 
 def test_truncated_file_named_in_the_error(tmp_path):

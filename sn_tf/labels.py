@@ -99,26 +99,29 @@ def edt_to(boundary: np.ndarray, dtype=np.float32) -> np.ndarray:
 
     ``boundary``: bool [H, W] with at least one True pixel. ``dtype`` float32 equals
     ``scipy.ndimage.distance_transform_edt(~boundary).astype(np.float32)`` bit for bit, at
-    about 2/3 of its cost: scipy's feature transform gives the nearest pixel, the squared
+    about 3/5 of its cost: scipy's feature transform gives the nearest pixel, the squared
     distances are exact int32, and the float32 square root of an integer below 2**24 is
     the float32 rounding of its float64 square root (checked for every such integer).
     float16 equals that float32 result cast to float16, looked up in a table of roots of
     every squared distance (cheaper than computing and casting float32).
     """
     h, w = boundary.shape
-    dy, dx = ndimage.distance_transform_edt(~boundary, return_distances=False,
-                                            return_indices=True)  # int32 [2, H, W]
-    dy -= np.arange(h, dtype=np.int32)[:, None]
-    dx -= np.arange(w, dtype=np.int32)
-    np.multiply(dy, dy, out=dy)
-    np.multiply(dx, dx, out=dx)
-    dy += dx
+    # scipy's feature transform of the transposed view is ~15 % faster (its passes then
+    # run along memory); squared distances do not depend on the orientation
+    fx, fy = ndimage.distance_transform_edt(~boundary.T, return_distances=False,
+                                            return_indices=True)  # int32 [2, W, H]
+    fx -= np.arange(w, dtype=np.int32)[:, None]
+    fy -= np.arange(h, dtype=np.int32)
+    np.multiply(fx, fx, out=fx)
+    np.multiply(fy, fy, out=fy)
+    fx += fy
+    d2 = fx.T  # int32 [H, W] view
     largest = (h - 1) ** 2 + (w - 1) ** 2
     if largest >= 2 ** 24:
-        return np.sqrt(dy, dtype=np.float64).astype(np.float32).astype(dtype, copy=False)
+        return np.sqrt(d2, dtype=np.float64, order="C").astype(np.float32).astype(dtype)
     if np.dtype(dtype) == np.float16:
-        return np.take(_root_table16(largest + 1), dy)
-    return np.sqrt(dy, dtype=np.float32).astype(dtype, copy=False)
+        return np.take(_root_table16(largest + 1), d2)
+    return np.sqrt(d2, dtype=np.float32, order="C").astype(dtype, copy=False)
 
 
 def distance_to_boundary(mask: np.ndarray, boundary: np.ndarray | None = None,

@@ -139,25 +139,35 @@ def _writev_all(fd: int, buffers: list, path) -> None:
 
 
 class _DirectSink:
-    """Appends bytes to a file opened with ``O_DIRECT``, through a page-aligned buffer.
+    """Appends bytes to a file opened with ``O_DIRECT``, through page-aligned buffers.
 
     Every write to the file is a full ``STAGE_BYTES`` buffer at a multiple of
     ``STAGE_BYTES``, as O_DIRECT requires; the device reads the buffer itself, so the
-    kernel neither copies the data nor keeps it in the page cache. ``finish`` writes the
-    tail without O_DIRECT. A file system that refuses an O_DIRECT write (EINVAL) gets
-    ordinary writes from then on (``direct`` becomes False).
+    kernel neither copies the data nor keeps it in the page cache. Two buffers alternate:
+    a helper thread writes a full one (waiting for the device) while the caller fills the
+    other. ``finish`` writes the tail without O_DIRECT. A file system that refuses an
+    O_DIRECT write (EINVAL) gets ordinary writes from then on (``direct`` becomes False).
     """
 
     _spare: ClassVar[list] = []  # stages of finished sinks, reused (no faults per shard)
 
     def __init__(self, fd: int, path: str):
+        from concurrent.futures import ThreadPoolExecutor
+
         self.fd, self.path = fd, path
         self.direct = True
-        spare = [m for m in self._spare if len(m) == STAGE_BYTES]
-        self._stage = self._spare.pop(self._spare.index(spare[0])) if spare else \
-            mmap.mmap(-1, STAGE_BYTES)  # anonymous: page aligned
-        self._view = memoryview(self._stage)
+        self._stages = [self._take_stage(), self._take_stage()]
+        self._view = memoryview(self._stages[0])
         self._fill = 0
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="tfrecord-o-direct")
+        self._pending = None  # the future of the write in progress
+
+    @classmethod
+    def _take_stage(cls) -> mmap.mmap:
+        for i, stage in enumerate(cls._spare):
+            if len(stage) == STAGE_BYTES:
+                return cls._spare.pop(i)
+        return mmap.mmap(-1, STAGE_BYTES)  # anonymous: page aligned
 
     def append(self, data) -> None:
         """Copy ``data`` (a bytes-like buffer) into the stage, writing each full stage."""
@@ -171,8 +181,22 @@ class _DirectSink:
             if self._fill == STAGE_BYTES:
                 self._flush()
 
+    def _wait(self) -> None:
+        """Wait for the write in progress (re-raising its error)."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
     def _flush(self) -> None:
-        data = self._view[:self._fill]
+        """Hand the full stage to the writer thread and continue in the other one."""
+        self._wait()
+        self._pending = self._thread.submit(self._write, self._view[:self._fill])
+        self._stages.reverse()
+        self._view = memoryview(self._stages[0])
+        self._fill = 0
+
+    def _write(self, data: memoryview) -> None:
+        """(writer thread) Write ``data``: O_DIRECT while accepted, ordinary writes after."""
         if self.direct:
             try:
                 written = os.write(self.fd, data)
@@ -186,7 +210,6 @@ class _DirectSink:
             data = data[written:]
         if len(data):
             _writev_all(self.fd, [data], self.path)
-        self._fill = 0
 
     def _buffered(self) -> None:
         import fcntl  # POSIX only, like O_DIRECT
@@ -196,15 +219,20 @@ class _DirectSink:
         self.direct = False
 
     def finish(self) -> None:
-        """Write what is left (without O_DIRECT: its length is arbitrary); free the stage."""
-        if self.direct:
-            self._buffered()
-        self._flush()
-        self._view.release()
-        if len(self._spare) < 2:
-            self._spare.append(self._stage)
-        else:
-            self._stage.close()
+        """Write what is left (without O_DIRECT: its length is arbitrary); free the stages."""
+        try:
+            self._wait()
+            if self.direct:
+                self._buffered()
+            self._write(self._view[:self._fill])
+        finally:
+            self._thread.shutdown()
+            self._view.release()
+            for stage in self._stages:
+                if len(self._spare) < 4:
+                    self._spare.append(stage)
+                else:
+                    stage.close()
 
 
 def _open_direct(path: str):

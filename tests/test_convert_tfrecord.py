@@ -83,29 +83,30 @@ def test_corrupted_byte_is_detected_by_tensorflow(tmp_path, where):
 
 
 def test_direct_writes_fall_back_when_refused(tmp_path, monkeypatch):
-    """An O_DIRECT write refused with EINVAL: the rest is written normally, file intact."""
+    """The 4th O_DIRECT write is refused with EINVAL: the rest is written normally."""
     import errno
 
     monkeypatch.setattr(tfrecord, "STAGE_BYTES", 64 << 10)
+    real, calls = os.write, []
+
+    def refuse_fourth(fd, data):
+        calls.append(len(data))
+        if len(calls) == 4:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, data)
+
+    monkeypatch.setattr(tfrecord.os, "write", refuse_fourth)
     path = tmp_path / "d.tfrecord"
     with tfrecord.TFRecordWriter(path, direct=True) as w:
         if w._sink is None:
             pytest.skip("this file system refuses O_DIRECT at open")
-        w.write(_records()[2])  # > 64 KB: at least one O_DIRECT write
-        assert w.direct
-        real = os.write
-
-        def refuse(fd, data):
-            raise OSError(errno.EINVAL, "Invalid argument")
-
-        monkeypatch.setattr(tfrecord.os, "write", refuse)
-        w.write(_records()[3])
-        monkeypatch.setattr(tfrecord.os, "write", real)
-        assert not w.direct
-        w.write(_records()[4])
+        for rec in _records():
+            w.write(rec)
+    assert len(calls) == 4 and calls[:3] == [64 << 10] * 3  # no O_DIRECT after the refusal
+    monkeypatch.undo()
     ref = tmp_path / "ref.tfrecord"
     with tfrecord.TFRecordWriter(ref) as w:
-        for rec in _records()[2:]:
+        for rec in _records():
             w.write(rec)
     assert path.read_bytes() == ref.read_bytes()
 

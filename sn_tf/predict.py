@@ -57,10 +57,9 @@ Memory
   rows of components that touch its last row into the next strip, so polygons are exactly
   those of a whole-scene call and memory grows with the scene WIDTH (and the tallest
   building), not its area. DetectNet grids (1/256 of the pixels, 5 channels) are accumulated
-  for the whole scene and decoded once, so ``max_boxes`` applies to the whole scene, and the
-  head's rectangle grouping compares candidate boxes pairwise (memory quadratic in the number
-  of cells above the coverage threshold): for large scenes with DetectNet, raise the
-  threshold or predict tiles.
+  for the whole scene and decoded once, so ``max_boxes`` applies to the whole scene; the
+  head's rectangle grouping finds candidate pairs with an STRtree (memory grows with the
+  cells above the coverage threshold and their similar pairs, not quadratically).
 
 ``--from_tfrecords=DIR --split=val``: tiles of a converted dataset (``sn_tf.read_examples``),
 each predicted whole (unless ``--window`` is given), with the stored georeference; scored

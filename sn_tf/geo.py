@@ -137,11 +137,22 @@ def _header(ds, path) -> RasterHeader:
         else IDENTITY_GDAL, crs=_crs_string(ds.crs), nodata=ds.nodata)
 
 
-def read_raster(path) -> tuple[np.ndarray, RasterHeader]:
-    """Read all bands of a GeoTIFF: (HWC array in the file's dtype and band order, header)."""
+# GDAL reads uncompressed GeoTIFFs (SpaceNet's) through a memory map instead of strip by
+# strip through its block cache: ~3x less CPU, same pixels; other files, other platforms
+# and files too short for their strips (an error, as before) take the usual path.
+# (GTIFF_DIRECT_IO, also faster, returns zeros for a truncated file without an error.)
+FAST_READ_OPTIONS = {"GTIFF_VIRTUAL_MEM_IO": "IF_ENOUGH_RAM"}
+
+
+def read_raster(path, fast: bool = True) -> tuple[np.ndarray, RasterHeader]:
+    """Read all bands of a GeoTIFF: (HWC array in the file's dtype and band order, header).
+
+    ``fast``: with ``FAST_READ_OPTIONS`` (False: GDAL's defaults; same result).
+    """
+    import rasterio
     from rasterio.errors import RasterioError
 
-    with _open(path) as ds:
+    with rasterio.Env(**(FAST_READ_OPTIONS if fast else {})), _open(path) as ds:
         header = _header(ds, path)
         if len(set(ds.dtypes)) != 1:
             raise DataError(path, f"bands of different dtypes {ds.dtypes} are not supported")

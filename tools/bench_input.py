@@ -27,7 +27,9 @@ CPU time, i.e. per fully used core: robust to a shared machine), the ratios of b
 per-sample loader, the number of usable cores, and the resident memory of the process
 while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
 ``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
-the default parallel interleave of the shards.
+the default parallel interleave of the shards. A last sn_tf row ("raw det") gives the
+DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
+H100 arithmetic; the per-sample loader has no DetectNet form.
 """
 
 from __future__ import annotations
@@ -217,7 +219,9 @@ def main(argv=None) -> int:
         # one reader thread first: RSS never shrinks, so the larger configurations go last
         for name, kw in (("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
                          ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
-                         ("sn_tf raw", {"image_dtype": "raw"})):
+                         ("sn_tf raw", {"image_dtype": "raw"}),
+                         ("sn_tf raw det", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                            "target": "detection"})):
             ds = make_dataset(data_dir, "train", crop_size=CROP, batch_size=args.batch_size,
                               augment={"flips": True, "rot90": True}, **kw)
             with RssSampler() as sampler:
@@ -232,9 +236,12 @@ def main(argv=None) -> int:
           f"   vs per-sample at equal work")
     for name, r in rows.items():
         base = rows["per-sample f32" if "f32" in name else "per-sample raw"]
+        versus = (f"{r['rate'] / base['rate']:.1f}x wall, "
+                  f"{r['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s")
+        if name.endswith("det"):
+            versus = "- (DetectNet targets, reads=1; no per-sample counterpart)"
         print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
-              f"{r['images']:>8d}   {r['rate'] / base['rate']:.1f}x wall, "
-              f"{r['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s")
+              f"{r['images']:>8d}   {versus}")
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     shuffle = min(max(int(256 // rec_mb), 4), 256, info["splits"]["train"]["num_examples"])
     batch_mb = {k: args.batch_size * CROP * CROP * (8 * b + 2 * 4) / 2 ** 20

@@ -44,7 +44,9 @@ must be given as ``[B, 1, 1, 1]``.
   one, the loss-optimal answer is the small box. On the synthetic SpaceNet 2 demo (24 epochs)
   p = 1 predicted ~35 px boxes for every building (median predicted/true size 0.43 for 64-96
   px buildings); p = 0 halved the corner error (median 7.9 -> 4.7 px) and rectangle grouping
-  of its cells works again.
+  of its cells works again. Measured again with the demo recipe (30 epochs, same grouping):
+  median corner error 8.1 -> 4.2 px, predicted/true width 0.57 -> 0.88, held-out F1 0.41
+  (jumping 0.23-0.47 between epochs) -> 0.56 (0.51-0.56 from epoch 12 on).
 
 The sdf bin helpers (:func:`sdf_bin_edges`, :func:`sdf_bin_centers`, :func:`sdf_from_bin_logits`)
 are plain numpy, for the polygon head; :func:`sdf_to_bins` is the ``keras.ops`` twin of

@@ -10,6 +10,12 @@ Several hosts: Keras 3 ``fit`` fails under ``MultiWorkerMirroredStrategy`` (TF 2
 Keras 3.15: "Attempt to convert a value (PerReplica...)"), so ``train_multiworker`` runs a
 custom step with ``strategy.run`` on the same datasets, model, losses and checkpoints.
 
+Input: with the recipes' default ``data.image_dtype: "raw"`` the pipeline feeds stored
+band values and ``build_model`` puts the normalisation (and the recipe's gain/offset/noise
+augmentation, training only) into the model's first layers (``sn_tf.model_input``); the
+validation, checkpoints and ``ModelInfo.normalizes_input`` follow. ``"float32"``
+normalises in the pipeline instead.
+
 The model directory layout is ``sn_tf.model_dir``.
 """
 

@@ -23,6 +23,7 @@ instead. CRC-32C comes from the ``google-crc32c`` package; its C extension accep
 
 from __future__ import annotations
 
+import collections
 import errno
 import mmap
 import os
@@ -37,6 +38,7 @@ _MASK_DELTA = 0xA282EAD8
 CRC_CHUNK = 256 << 10  # bytes per slice when checksumming a non-bytes buffer
 COALESCE_BELOW = 64 << 10  # consecutive smaller buffers are joined into one
 STAGE_BYTES = 4 << 20  # O_DIRECT writes: a multiple of every device block size
+STAGES = 4  # O_DIRECT buffers per writer: a whole ~12 MB tile is staged without waiting
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _warned = False
 
@@ -143,10 +145,11 @@ class _DirectSink:
 
     Every write to the file is a full ``STAGE_BYTES`` buffer at a multiple of
     ``STAGE_BYTES``, as O_DIRECT requires; the device reads the buffer itself, so the
-    kernel neither copies the data nor keeps it in the page cache. Two buffers alternate:
-    a helper thread writes a full one (waiting for the device) while the caller fills the
-    other. ``finish`` writes the tail without O_DIRECT. A file system that refuses an
-    O_DIRECT write (EINVAL) gets ordinary writes from then on (``direct`` becomes False).
+    kernel neither copies the data nor keeps it in the page cache. ``STAGES`` buffers
+    rotate: a helper thread writes the full ones in order (waiting for the device) while
+    the caller fills the next, waiting only when all are full. ``finish`` writes the tail
+    without O_DIRECT. A file system that refuses an O_DIRECT write (EINVAL) gets ordinary
+    writes from then on (``direct`` becomes False).
     """
 
     _spare: ClassVar[list] = []  # stages of finished sinks, reused (no faults per shard)
@@ -156,11 +159,12 @@ class _DirectSink:
 
         self.fd, self.path = fd, path
         self.direct = True
-        self._stages = [self._take_stage(), self._take_stage()]
+        self._stages = [self._take_stage() for _ in range(STAGES)]
+        self._current = 0  # the stage being filled
         self._view = memoryview(self._stages[0])
         self._fill = 0
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="tfrecord-o-direct")
-        self._pending = None  # the future of the write in progress
+        self._pending = collections.deque()  # futures of submitted stages, oldest first
 
     @classmethod
     def _take_stage(cls) -> mmap.mmap:
@@ -181,18 +185,17 @@ class _DirectSink:
             if self._fill == STAGE_BYTES:
                 self._flush()
 
-    def _wait(self) -> None:
-        """Wait for the write in progress (re-raising its error)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
+    def _wait(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` writes are in progress (re-raising their errors)."""
+        while len(self._pending) > keep:
+            self._pending.popleft().result()
 
     def _flush(self) -> None:
-        """Hand the full stage to the writer thread and continue in the other one."""
-        self._wait()
-        self._pending = self._thread.submit(self._write, self._view[:self._fill])
-        self._stages.reverse()
-        self._view = memoryview(self._stages[0])
+        """Hand the full stage to the writer thread and continue in the next free one."""
+        self._pending.append(self._thread.submit(self._write, self._view[:self._fill]))
+        self._wait(keep=STAGES - 1)  # the next stage is the oldest submitted: wait for it
+        self._current = (self._current + 1) % STAGES
+        self._view = memoryview(self._stages[self._current])
         self._fill = 0
 
     def _write(self, data: memoryview) -> None:
@@ -229,7 +232,7 @@ class _DirectSink:
             self._thread.shutdown()
             self._view.release()
             for stage in self._stages:
-                if len(self._spare) < 4:
+                if len(self._spare) < STAGES:
                     self._spare.append(stage)
                 else:
                     stage.close()

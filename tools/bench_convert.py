@@ -10,12 +10,13 @@ machine distorts far less than wall time; wall-clock rates are printed too, with
 average. Every measurement runs in a fresh process (imports excluded from its timing, the
 page cache warm), repeated ``--repeats`` times interleaved; medians are reported.
 
-* read floor: only reading every GeoTIFF of every tile with rasterio (``geo.read_raster``);
-* read floor, tuned malloc: the same after ``convert.keep_freed_memory()``, which the
-  converter applies to itself (freed arrays are reused instead of page-faulted in again);
-* read + write floor: the same reads, writing the pixel bytes to one file (output costs
-  CPU too), with the default allocator and page cache; and "tuned": with the converter's
-  malloc setting and ``posix_fadvise(DONTNEED)`` behind the writes, as the converter does;
+* read floor, GDAL defaults: only reading every GeoTIFF of every tile with rasterio and
+  GDAL's default options and malloc (``geo.read_raster(fast=False)``): the issue's floor;
+* read + write floor, defaults: the same, writing the pixel bytes to one file;
+* read floor, as the converter reads: ``geo.read_raster()`` (memory-mapped GeoTIFF
+  reads) after ``convert.keep_freed_memory()``;
+* read + write floor, as the converter: the same, writing each tile's pixels as one
+  TFRecord the way the converter writes (O_DIRECT, CRC);
 * convert, 1 worker: ``sn_tf.convert`` in-process; the target is <= 2x the read floor
   per core;
 * convert, 2 workers: spawned worker processes (their start-up, imports included, counts);
@@ -23,7 +24,7 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
 * peak memory: peak RSS of the converter (parent + workers) for N and 2N tiles in fresh
   processes; it must not grow with the number of tiles;
 * ``--breakdown``: CPU ms per tile of each step of the converter's per-tile loop (in this
-  process, tuned malloc, one shard written with drop_cache), for BUILD_NOTES.
+  process, tuned malloc, one shard written as the converter writes), for BUILD_NOTES.
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ sys.path.insert(0, str(REPO))
 
 from sn_tf import convert, geo, layout
 
-KINDS = ("read", "read_tuned", "read_write", "read_write_tuned", "convert_1", "convert_2")
+KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1", "convert_2")
+LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "read + write, defaults",
+          "read": "read floor, as converter", "read_write": "read + write, as converter",
+          "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers"}
 
 
 def make_data(root: pathlib.Path, tiles: int) -> pathlib.Path:
@@ -68,38 +72,37 @@ def _tiles(data) -> list:
     return [t for lay in layout.discover(data) for t in lay.tiles]
 
 
-def _read_all(tiles) -> int:
+def _read_all(tiles, fast: bool = True) -> int:
     for t in tiles:
         for path in t.images.values():
-            geo.read_raster(path)
+            geo.read_raster(path, fast=fast)
     return len(tiles)
 
 
-def _read_write_all(tiles, out: pathlib.Path, tuned: bool) -> int:
-    """Read every GeoTIFF and write its pixel bytes to one file (dropping written pages
-    from the page cache as the converter does when ``tuned``)."""
+def _read_write_default(tiles, out: pathlib.Path) -> int:
+    """Read every GeoTIFF (GDAL defaults) and write its pixel bytes to one file."""
     out.mkdir(parents=True, exist_ok=True)
-    fd = os.open(out / "pixels.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        ends = [0, 0]  # where the last two tiles' bytes end
+    with open(out / "pixels.bin", "wb") as f:
         for t in tiles:
-            for path in t.images.values():
-                data = geo.read_raster(path)[0]
-                os.write(fd, memoryview(data.reshape(-1).view("uint8")))
-            if tuned:  # as TFRecordWriter(drop_cache=True): this tile and the one before
-                pos = os.lseek(fd, 0, os.SEEK_CUR)
-                os.posix_fadvise(fd, ends[0], pos - ends[0], os.POSIX_FADV_DONTNEED)
-                ends = [ends[1], pos]
-        return len(tiles)
-    finally:
-        os.close(fd)
+            f.writelines(geo.read_raster(path, fast=False)[0].tobytes()
+                         for path in t.images.values())
+    return len(tiles)
+
+
+def _read_write_as_converter(tiles, out: pathlib.Path) -> int:
+    """Read every GeoTIFF as the converter does; write each tile's pixels as one record."""
+    from sn_tf.tfrecord import TFRecordWriter
+
+    out.mkdir(parents=True, exist_ok=True)
+    with TFRecordWriter(out / "pixels.tfrecord", drop_cache=True, direct=True) as w:
+        for t in tiles:
+            w.write([geo.read_raster(path)[0] for path in t.images.values()])
+    return len(tiles)
 
 
 def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     """One measurement in this (fresh) process: wall s, user s, system s, faults, tiles."""
     tiles = _tiles(data)
-    if kind.endswith("_tuned"):
-        convert.keep_freed_memory()
     shutil.rmtree(out, ignore_errors=True)
     if kind.startswith("convert"):
         cfg = convert.ConvertConfig(num_workers=int(kind[-1]), progress=False,
@@ -108,12 +111,13 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
         def work():
             res = convert.convert(data, out, cfg)
             return sum(s["num_examples"] for s in res.info["splits"].values())
-    elif kind.startswith("read_write"):
-        def work():
-            return _read_write_all(tiles, out, kind.endswith("_tuned"))
     else:
-        def work():
-            return _read_all(tiles)
+        work = {"read_default": lambda: _read_all(tiles, fast=False),
+                "read_write_default": lambda: _read_write_default(tiles, out),
+                "read": lambda: _read_all(tiles),
+                "read_write": lambda: _read_write_as_converter(tiles, out)}[kind]
+        if not kind.endswith("_default"):
+            convert.keep_freed_memory()
     w0, (u0, s0, f0) = time.perf_counter(), _usage()
     n = work()
     w1, (u1, s1, f1) = time.perf_counter(), _usage()
@@ -180,7 +184,11 @@ class _Timers:
 
 
 def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
-    """CPU ms per tile of each step of the converter's per-tile loop (``write_shard``)."""
+    """CPU ms per tile of each step of the converter's per-tile loop (``write_shard``).
+
+    Steps of ``build_tile`` are indented; "rest" is the process CPU not in a listed
+    top-level step (the O_DIRECT writer thread, the loop).
+    """
     from sn_tf import labels, schema, tfrecord
     from sn_tf import tiles as tiles_mod
     from sn_tf.stats import BandStats
@@ -189,42 +197,44 @@ def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
     tiles = _tiles(data)
     opts = tiles_mod.TileOptions(image_types=tuple(sorted(tiles[0].images)))
     timers = _Timers()
-    inner = [(tiles_mod, "read_images", "read GeoTIFFs"),
-             (geo, "read_label_geojson", "read label GeoJSON"),
-             (tiles_mod, "_labels_on_grid", "labels to pixels, clip"),
-             (labels, "rasterize_instances", "rasterise buildings"),
-             (labels, "instance_boundary", "boundaries"),
-             (labels, "distance_to_boundary", "distance (EDT)"),
-             (labels, "signed_distance", "sdf"),
-             (tfrecord, "crc32c", "CRC-32C"),
-             (tfrecord, "_writev_all", "writev")]
+    inner = [(tiles_mod, "read_images", "  read GeoTIFFs"),
+             (geo, "read_label_geojson", "  read label GeoJSON"),
+             (tiles_mod, "_labels_on_grid", "  labels to pixels, clip"),
+             (labels, "rasterize_instances", "  rasterise buildings"),
+             (labels, "instance_boundary", "  boundaries"),
+             (labels, "distance_to_boundary", "  distance (EDT)"),
+             (labels, "signed_distance", "  sdf")]
+    steps = ("build_tile", "serialise", "write record (frame, CRC, copy)", "statistics")
     out.mkdir(parents=True, exist_ok=True)
     with contextlib.ExitStack() as stack:
         for module, attr, name in inner:
             stack.enter_context(timers.patched(module, attr, name))
         stats: dict[str, BandStats] = {}
-        with tfrecord.TFRecordWriter(out / "breakdown.tfrecord", drop_cache=True) as w:
-            t_all = timers.now()
+        t_all = timers.now()
+        with tfrecord.TFRecordWriter(out / "breakdown.tfrecord", drop_cache=True,
+                                     direct=True) as w:
             for tile in tiles:
-                t0 = timers.now()
+                t = [timers.now()]
                 built, _ = tiles_mod.build_tile(tile, opts)
-                t1 = timers.now()
+                t.append(timers.now())
                 parts = schema.encode_tile_parts(built)
-                t2 = timers.now()
+                t.append(timers.now())
                 w.write(parts)
-                t3 = timers.now()
+                t.append(timers.now())
                 for itype, img in built["images"].items():
                     d = img["data"]
                     stats.setdefault(itype, BandStats(d.dtype.name, d.shape[2]))
                     stats[itype].add(d, img["nodata"])
-                t4 = timers.now()
-                for name, dt in (("build_tile (all above)", t1 - t0), ("serialise", t2 - t1),
-                                 ("write record (CRC, writev, fadvise)", t3 - t2),
-                                 ("statistics", t4 - t3)):
-                    timers.add(name, dt)
-            timers.add("total", timers.now() - t_all)
+                t.append(timers.now())
+                for name, t0, t1 in zip(steps, t, t[1:]):
+                    timers.add(name, t1 - t0)
+        timers.add("total", timers.now() - t_all)
+    timers.add("rest (O_DIRECT thread, loop)",
+               timers.total["total"] - sum(timers.total[k] for k in steps))
     shutil.rmtree(out, ignore_errors=True)
-    return {k: round(1000 * v / len(tiles), 2) for k, v in timers.total.items()}
+    order = [steps[0], *(name for _, _, name in inner), *steps[1:],
+             "rest (O_DIRECT thread, loop)", "total"]
+    return {k: round(1000 * timers.total.get(k, 0.0) / len(tiles), 2) for k in order}
 
 
 # ---- main ------------------------------------------------------------------------------
@@ -255,7 +265,7 @@ def main():
         for kind in KINDS:
             runs[kind].append(_in_fresh_process(kind, large, work / f"out_{kind}"))
         small_2.append(_in_fresh_process("convert_2", small, work / "out_convert_2_small"))
-    n = runs["read"][0]["tiles"]
+    n = runs["read_default"][0]["tiles"]
     cpu = {k: _median([{**r, "cpu": r["user"] + r["sys"]} for r in v], "cpu")
            for k, v in runs.items()}
     wall = {k: _median(v, "wall") for k, v in runs.items()}
@@ -263,28 +273,26 @@ def main():
     mem_small = peak_rss_mb(small, work / "outm1", 2)
     mem_large = peak_rss_mb(large, work / "outm2", 2)
     load = os.getloadavg()[0]
-    labels = {"read": "read floor (rasterio only)", "read_tuned": "read floor, tuned malloc",
-              "read_write": "read + write floor", "read_write_tuned": "read + write, tuned",
-              "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers"}
     print(f"tiles (SN2, PAN+MUL+MUL-PanSharpen+RGB-PanSharpen + labels): {n}; "
           f"load average {load:.1f} on {os.cpu_count()} cores; median of {args.repeats}")
     print(f"{'':28s} {'tiles/CPU-s':>11s} {'CPU ms/tile':>11s} {'(sys)':>6s} "
           f"{'tiles/s wall':>12s}")
     for k in KINDS:
-        print(f"{labels[k]:28s} {n / cpu[k]:11.2f} {1000 * cpu[k] / n:11.1f} "
+        print(f"{LABELS[k]:28s} {n / cpu[k]:11.2f} {1000 * cpu[k] / n:11.1f} "
               f"{sys_ms[k]:6.1f} {n / wall[k]:12.2f}")
     c1 = cpu["convert_1"]
-    print(f"convert, 1 worker, per core: {c1 / cpu['read']:.2f}x the read floor "
-          f"(target <= 2x), {c1 / cpu['read_tuned']:.2f}x the tuned read floor, "
-          f"{c1 / cpu['read_write']:.2f}x the read+write floor, "
-          f"{c1 / cpu['read_write_tuned']:.2f}x the tuned read+write floor")
+    print(f"convert, 1 worker, per core: {c1 / cpu['read_default']:.2f}x the read floor with "
+          f"GDAL defaults (target <= 2x), {c1 / cpu['read_write_default']:.2f}x read+write "
+          f"with defaults; {c1 / cpu['read']:.2f}x the read floor as the converter reads, "
+          f"{c1 / cpu['read_write']:.2f}x read+write as the converter")
     c2_small = statistics.median(r["user"] + r["sys"] for r in small_2)
     n_small = small_2[0]["tiles"]
     per_tile_2 = (cpu["convert_2"] - c2_small) / (n - n_small)
     startup_2 = cpu["convert_2"] - per_tile_2 * n
     print(f"convert, 2 workers: {cpu['convert_2'] / c1:.2f}x the CPU of 1 worker; from "
           f"{n_small} vs {n} tiles: {1000 * per_tile_2:.1f} CPU ms per tile "
-          f"({per_tile_2 / cpu['read'] * n:.2f}x the read floor) + {startup_2:.2f} CPU s of "
+          f"({per_tile_2 / cpu['read_default'] * n:.2f}x the default read floor) + "
+          f"{startup_2:.2f} CPU s of "
           f"start-up (spawning 2 workers); wall scaling 1 -> 2 workers "
           f"{wall['convert_1'] / wall['convert_2']:.2f}x; tensorflow imported by a "
           f"conversion: {any(r['tensorflow_imported'] for v in runs.values() for r in v)}")
@@ -296,10 +304,11 @@ def main():
         "cpu_ms_per_tile": {k: round(1000 * cpu[k] / n, 2) for k in KINDS},
         "sys_ms_per_tile": {k: round(v, 2) for k, v in sys_ms.items()},
         "wall_tiles_per_s": {k: round(n / wall[k], 2) for k in KINDS},
-        "convert_over_read_floor_per_core": round(c1 / cpu["read"], 2),
-        "convert_over_tuned_read_floor_per_core": round(c1 / cpu["read_tuned"], 2),
-        "convert_over_read_write_floor_per_core": round(c1 / cpu["read_write"], 2),
-        "convert_over_tuned_read_write_floor_per_core": round(c1 / cpu["read_write_tuned"], 2),
+        "convert_over_default_read_floor_per_core": round(c1 / cpu["read_default"], 2),
+        "convert_over_default_read_write_floor_per_core":
+            round(c1 / cpu["read_write_default"], 2),
+        "convert_over_converter_read_floor_per_core": round(c1 / cpu["read"], 2),
+        "convert_over_converter_read_write_floor_per_core": round(c1 / cpu["read_write"], 2),
         "convert_2_workers_cpu_ms_per_tile_marginal": round(1000 * per_tile_2, 2),
         "convert_2_workers_startup_cpu_s": round(startup_2, 2),
         "scaling_2_over_1_wall": round(wall["convert_1"] / wall["convert_2"], 2),

@@ -28,6 +28,7 @@ import errno
 import mmap
 import os
 import struct
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
@@ -153,6 +154,7 @@ class _DirectSink:
     """
 
     _spare: ClassVar[list] = []  # stages of finished sinks, reused (no faults per shard)
+    _spare_lock: ClassVar[threading.Lock] = threading.Lock()  # writers may live in threads
 
     def __init__(self, fd: int, path: str):
         from concurrent.futures import ThreadPoolExecutor
@@ -168,9 +170,10 @@ class _DirectSink:
 
     @classmethod
     def _take_stage(cls) -> mmap.mmap:
-        for i, stage in enumerate(cls._spare):
-            if len(stage) == STAGE_BYTES:
-                return cls._spare.pop(i)
+        with cls._spare_lock:
+            for i, stage in enumerate(cls._spare):
+                if len(stage) == STAGE_BYTES:
+                    return cls._spare.pop(i)
         return mmap.mmap(-1, STAGE_BYTES)  # anonymous: page aligned
 
     def append(self, data) -> None:
@@ -231,11 +234,11 @@ class _DirectSink:
         finally:
             self._thread.shutdown()
             self._view.release()
-            for stage in self._stages:
-                if len(self._spare) < STAGES:
-                    self._spare.append(stage)
-                else:
-                    stage.close()
+            with self._spare_lock:
+                keep = max(0, STAGES - len(self._spare))
+                self._spare.extend(self._stages[:keep])
+            for stage in self._stages[keep:]:
+                stage.close()
 
 
 def _open_direct(path: str):

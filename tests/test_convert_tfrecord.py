@@ -65,6 +65,34 @@ def test_files_byte_identical_to_tensorflow_writer(tmp_path, mode, monkeypatch):
     assert list(tfrecord.read_records(ours)) == joined
 
 
+def test_direct_writers_in_threads_share_the_stage_pool_safely(tmp_path, monkeypatch):
+    # spare O_DIRECT stages are pooled per process: writers in threads must not collide
+    import threading
+
+    monkeypatch.setattr(tfrecord, "STAGE_BYTES", 64 << 10)
+    records = [[bytes([k]) * (k * 7919 % 200_000 + 1)] for k in range(40)]
+    expected = [r[0] for r in records]
+    errors = []
+
+    def work(index: int) -> None:
+        try:
+            for round_ in range(3):
+                path = tmp_path / f"t{index}_{round_}.tfrecord"
+                with tfrecord.TFRecordWriter(path, direct=True, drop_cache=True) as w:
+                    for rec in records:
+                        w.write(rec)
+                assert list(tfrecord.read_records(path)) == expected
+        except Exception as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
 @pytest.mark.parametrize("where", ["data", "length"])
 def test_corrupted_byte_is_detected_by_tensorflow(tmp_path, where):
     tf = _tf()

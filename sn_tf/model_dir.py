@@ -45,6 +45,11 @@ class ModelInfo:
     normalizes_input: True when the model's first layers normalise raw bands themselves
     (trained on ``image_dtype="raw"`` batches): feed it raw values cast to float32 and pad
     with ``mean``; False: feed ``(raw - mean) / std`` and pad with 0.
+    source_bands: band count of each image type in the training data (e.g.
+    {"MUL-PanSharpen": 8}); inputs with another count are refused by ``sn_tf.predict`` even
+    when they hold the bands the model reads (an 8-band file where a 3-band type is expected
+    is most likely the wrong file). Empty for model infos written before it existed: then
+    only "at least the highest band read" is checked.
     """
 
     kind: str
@@ -60,6 +65,7 @@ class ModelInfo:
     versions: dict = dataclasses.field(default_factory=dict)
     format_version: int = MODEL_INFO_VERSION
     normalizes_input: bool = False
+    source_bands: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def num_bands(self) -> int:

@@ -17,6 +17,7 @@ Inputs (``--images``: comma-separated files, globs or folders)
   * a SpaceNet folder (``sn_tf.layout.discover``): every tile, with the types the model needs.
   * a plain GeoTIFF (no type prefix) when the model reads exactly one image type.
   The model's bands are read from each type (``ModelInfo.bands``); a file with too few bands
+  (or another band count than the training data, ``ModelInfo.source_bands``)
   or another dtype than the model was trained on is an error naming the file. Image id = tile
   id found in the file name, else the file stem.
 
@@ -354,9 +355,7 @@ class GeoTiffImage:
                 header = _header(path)
                 expected = np.dtype(info.input_dtypes[itype])
                 bands = list(info.bands[itype])
-                if header.count < max(bands):
-                    raise PredictError(f"{path}: has {header.count} band(s) but the model reads "
-                                       f"bands {bands} of {itype}")
+                _check_band_count(str(path), header.count, itype, bands, info)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
                     ds = rasterio.open(path)
@@ -432,6 +431,20 @@ class GeoTiffImage:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _check_band_count(where: str, count: int, itype: str, bands: Sequence[int],
+                      info: ModelInfo) -> None:
+    """Refuse an input of ``itype`` with ``count`` bands that the model cannot have been
+    trained on: fewer than the highest band it reads, or (when ``info.source_bands`` knows
+    the training data's count) any other count. ``where`` names the file or tile."""
+    trained = info.source_bands.get(itype)
+    if count < max(bands):
+        raise PredictError(f"{where}: has {count} band(s) but the model reads bands "
+                           f"{list(bands)} of {itype}")
+    if trained is not None and count != trained:
+        raise PredictError(f"{where}: has {count} band(s) but the model was trained on "
+                           f"{trained}-band {itype} images (is it the right file?)")
 
 
 def _header(path) -> geo.RasterHeader:
@@ -866,9 +879,7 @@ def tile_array(tile: dict, info: ModelInfo, dtype) -> np.ndarray:
                                f"(present: {sorted(tile['images'])})")
         data = image["data"]
         bands = info.bands[itype]
-        if data.shape[-1] < max(bands):
-            raise PredictError(f"tile {tile['tile_id']}: {itype} has {data.shape[-1]} band(s) but "
-                               f"the model reads bands {bands}")
+        _check_band_count(f"tile {tile['tile_id']}: {itype}", data.shape[-1], itype, bands, info)
         if np.dtype(data.dtype) != np.dtype(info.input_dtypes[itype]):
             raise PredictError(f"tile {tile['tile_id']}: {itype} pixels are {data.dtype} but the "
                                f"model was trained on {info.input_dtypes[itype]}")

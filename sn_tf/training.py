@@ -99,7 +99,8 @@ class Setup:
             postprocess=polygons.postprocess_params(self.kind, self.config["postprocess"]),
             recipe=self.config.get("name", ""),
             sdf_truncation=self._sdf_truncation(), versions=_versions(),
-            normalizes_input=self.raw_input)
+            normalizes_input=self.raw_input,
+            source_bands={t: int(types[t]["bands"]) for t in self.image_types})
 
     def _sdf_truncation(self):
         t = self.config["data"].get("sdf_truncation")

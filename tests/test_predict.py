@@ -243,6 +243,22 @@ def test_wrong_bands_dtype_and_empty_files_are_clear_errors(models, tmp_path):
         predict.find_images([str(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif")], info)
 
 
+def test_band_count_other_than_the_training_data_is_refused(models, tmp_path, monkeypatch):
+    import dataclasses
+
+    image, _ = oracle_scene(64, 64)
+    three = write_tif(tmp_path / "three_bands.tif", np.concatenate([image, image[..., :1]], -1))
+    two = write_tif(tmp_path / "two_bands.tif", image)
+    oracle = models["oracle"]
+    predict.predict_image(oracle, three)  # unknown training count: bands 1-2 exist, accepted
+    monkeypatch.setattr(oracle, "info",
+                        dataclasses.replace(oracle.info, source_bands={ORACLE_TYPE: 2}))
+    with pytest.raises(predict.PredictError,
+                       match="three_bands.tif: has 3 band.* trained on 2-band RGB-PanSharpen"):
+        predict.predict_image(oracle, three)
+    assert predict.predict_image(oracle, two).buildings  # the training count is fine
+
+
 def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models, tmp_path):
     image, boxes = oracle_scene(180, 150)
     path = write_tif(tmp_path / "plain.tif", image, transform=None, crs=None)

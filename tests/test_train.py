@@ -91,6 +91,7 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
     info = md.ModelInfo.load(tmp_path / "m")
     assert info.kind == cfg["model"]["kind"] and info.num_bands == 8
     assert info.image_types == ["MUL-PanSharpen"] and len(info.mean) == 8
+    assert info.source_bands == {"MUL-PanSharpen": 8}  # predict refuses other band counts
     header = (tmp_path / "m" / md.TRAINING_LOG).read_text().splitlines()[0]
     assert "val_f1" in header and "val_precision" in header
     assert summary["best_val"] is not None  # validation ran through the scoring head

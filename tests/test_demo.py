@@ -10,7 +10,7 @@ def test_demo_path_in_smoke_size(tmp_path):
     from sn_tf.demo import run_demo
 
     out = tmp_path / "demo"
-    scores = run_demo(out, tiles_per_aoi=6, variant="smoke", verbose=0)
+    scores = run_demo(out, tiles_per_aoi=7, variant="smoke", verbose=0)
     assert set(scores) == {"fcn", "detectnet"}
     assert json.loads((out / "scores.json").read_text()) == scores
     for name, s in scores.items():
@@ -23,3 +23,10 @@ def test_demo_path_in_smoke_size(tmp_path):
         assert (out / "predictions" / name / "predictions.csv").exists()
         assert list((out / "predictions" / name).glob("*.geojson"))
         assert list((out / "overlays" / name).glob("*.png"))
+    # scored: exactly the held-out 'test' tiles that have the model's image type (not Rio),
+    # none of which trained the model or chose its checkpoint
+    info = json.loads((out / "tfrecords" / "dataset_info.json").read_text())
+    assert set(info["splits"]) == {"train", "val", "test"}, info["splits"]
+    test_ids = {p.stem for p in (out / "predictions" / "fcn").glob("*.geojson")}
+    assert test_ids and all(i.startswith(("AOI_2_Vegas", "AOI_3_Paris")) for i in test_ids)
+    assert scores["fcn"]["overall"]["n_images"] == len(test_ids)

@@ -8,11 +8,13 @@ Models are untrained (no checkpoint ships with the repository); normalisation = 
 per-band mean/std. An untrained FCN marks ~half of all pixels as building, so its footprint
 percolates into one scene-wide component, which no trained model does; the footprint-head
 bias is therefore shifted so that ~8 % of the pixels of a sample tile are above the threshold
-(and DetectNet's coverage bias so that ~10 % of cells pass 0.06). This "sparse surrogate"
+(and DetectNet's coverage bias so that ~10 % of cells pass its threshold). This "sparse surrogate"
 keeps the head's work per pixel realistic; building counts are printed.
 
-1. Throughput: default-size FCN (width 32, depth 4, 2 blocks) and DetectNet (width 32, blocks
-   (2, 7)), exported with ``sn_tf.export``; ``predict_images`` over ``--tiles`` GeoTIFF tiles
+1. Throughput: the full-size recipes' models (``models/fcn.py``: width 32, depth 4, 2 blocks;
+   ``models/detectnet.py``: width 32, blocks (2, 7), stride-8 features, head conv) with the
+   recipes' post-processing (DetectNet: "clusters" grouping; its coverage bias is set so that
+   ~10 % of the cells pass the recipe's threshold), exported with ``sn_tf.export``; ``predict_images`` over ``--tiles`` GeoTIFF tiles
    plus ``write_predictions`` (GeoJSON per tile + CSV), with the default window (512/64:
    2x2 windows per tile) and with one 704-px window per tile. Reports tiles/s and the split
    model / (stitching + polygons + writing) per tile. One warm-up tile is not counted.
@@ -39,9 +41,23 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
+from sn_tf import tfimport  # noqa: F401  (first: sets TF's environment before keras loads TF)
+
 TYPE = "MUL-PanSharpen"
 TILE = 650
 SMALL_FCN = dict(width=8, depth=4, blocks=1)
+MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
+
+
+def recipe_model(kind: str) -> tuple[dict, dict]:
+    """(model kwargs, postprocess) of the full-size recipe ``models/<kind>.py``."""
+    from sn_tf.recipes import load_recipe
+
+    cfg = load_recipe(str(MODELS / f"{kind}.py"))
+    kw = {k: v for k, v in cfg["model"].items() if k != "kind"}
+    if "blocks" in kw and kind == "detectnet":
+        kw["blocks"] = tuple(kw["blocks"])
+    return kw, dict(cfg["postprocess"])
 
 
 # ---------------------------------------------------------------------------------- data
@@ -99,13 +115,33 @@ def logit(p):
 
 
 def _shift_bias(model, layer: str, raw_tile: np.ndarray, mean, std, quantile: float,
-                target: float, transform=lambda v: v) -> None:
+                target: float) -> None:
     """Shift ``layer``'s bias so that ``quantile`` of its output on a tile equals ``target``."""
     x = ((raw_tile.astype(np.float32) - np.float32(mean)) / np.float32(std))[None, :640, :640]
     out = np.asarray(model(x, training=False)[layer])
-    value = np.quantile(transform(out), quantile)
+    value = np.quantile(out, quantile)
     kernel, bias = model.get_layer(layer).get_weights()
     model.get_layer(layer).set_weights([kernel, bias + (target - value)])
+
+
+def _sparse_detectnet(model, raw_tile: np.ndarray, mean, std, cut: float) -> None:
+    """Make an untrained DetectNet a sparse surrogate: coverage logits rescaled to unit spread
+    with ~10 % of the cells of a tile above ``cut``; boxes = the head's initial squares
+    (bbox kernel zeroed: random 3x3 head convs otherwise give inverted, 400 px boxes)."""
+    import keras
+
+    x = ((raw_tile.astype(np.float32) - np.float32(mean)) / np.float32(std))[None, :640, :640]
+    layer = model.get_layer("coverage")
+    features = np.asarray(keras.Model(model.inputs, layer.input)(x, training=False))
+    kernel, bias = layer.get_weights()
+    logits = features.reshape(-1, features.shape[-1]) @ kernel.reshape(-1, 1)
+    kernel = kernel / max(float(logits.std()), 1e-6)
+    logits = features.reshape(-1, features.shape[-1]) @ kernel.reshape(-1, 1)
+    target = float(logit(np.float64(cut)))
+    layer.set_weights([kernel, np.full_like(bias, target - np.quantile(logits, 0.90))])
+    box = model.get_layer("bbox_unscaled")
+    kernel, bias = box.get_weights()
+    box.set_weights([np.zeros_like(kernel), bias])
 
 
 def export_models(workdir: pathlib.Path, tiles, which) -> dict:
@@ -117,10 +153,12 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
 
     mean, std = band_stats(tiles)
     raw = geo.read_raster(tiles[0])[0]
-    specs = {"fcn": ("fcn", {}), "detectnet": ("detectnet", {}), "small_fcn": ("fcn", SMALL_FCN)}
+    specs = {"fcn": ("fcn", *recipe_model("fcn")),
+             "detectnet": ("detectnet", *recipe_model("detectnet")),
+             "small_fcn": ("fcn", SMALL_FCN, {})}
     out = {}
     for name in which:
-        kind, kw = specs[name]
+        kind, kw, post = specs[name]
         target = workdir / f"{name}_export"
         if (target / "saved_model.pb").is_file():
             out[name] = target
@@ -128,10 +166,10 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
         keras.utils.set_random_seed(0)
         model = modeling.build_model(kind, 8, **kw)
         if kind == "fcn":
-            _shift_bias(model, "footprint", raw, mean, std, 0.92, 0.0)
+            _shift_bias(model, "footprint", raw, mean, std, 0.92,
+                        float(post.get("threshold", 0.0)))
         else:
-            _shift_bias(model, "coverage", raw, mean, std, 0.90, float(logit(np.float64(0.06))),
-                        transform=logit)
+            _sparse_detectnet(model, raw, mean, std, float(post.get("threshold", 0.06)))
         model.compile(loss=modeling.losses_for(kind, sdf_truncation=32.0))
         mdir = workdir / name
         (mdir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -139,7 +177,7 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
         stride = modeling.stride_for(kind, depth=kw.get("depth", 4))
         md.ModelInfo(kind=kind, image_types=[TYPE], bands={TYPE: list(range(1, 9))},
                      input_dtypes={TYPE: "uint16"}, mean=mean, std=std, stride=stride,
-                     postprocess={}, recipe=f"bench-{name}").save(mdir)
+                     postprocess=post, recipe=f"bench-{name}").save(mdir)
         out[name] = export.export_model(mdir, target)
     return out
 

@@ -145,7 +145,9 @@ def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, ki
     from sn_tf import model_input
     from sn_tf.pipeline import normalization_layer
 
-    inner = exported[kind][0]  # the float model of the other export (same weights)
+    compiled = exported[kind][0]  # the float model of the other export (same weights)
+    inner = keras.models.clone_model(compiled)  # uncompiled, as training nests it: no optimizer
+    inner.set_weights(compiled.get_weights())  # state saved inside the wrapped checkpoint
     info = {"feature_spec": {"image_types": {RGB: {"bands": 3, "dtype": "uint16"}}}}
     norm = normalization_layer(info, (RGB,), normalization={"mean": MEAN, "std": STD})
     wrapped = model_input.with_input_stage(

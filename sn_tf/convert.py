@@ -33,6 +33,7 @@ import pathlib
 import platform
 import queue
 import sys
+import threading
 import time
 from concurrent import futures
 
@@ -74,9 +75,10 @@ class ConvertConfig:
     label_encoding: str = "auto"
     source: str = "auto"
     progress: bool = True
-    # glibc only: keep freed memory in the converting process (``keep_freed_memory``);
-    # False leaves the allocator of an in-process (num_workers=1) caller untouched
-    tune_malloc: bool = True
+    # glibc only: keep freed memory in converting processes (``keep_freed_memory``).
+    # None: in spawned workers only, so an in-process (num_workers=1) library caller's
+    # allocator is left untouched; True: also in-process (the CLI); False: never
+    tune_malloc: bool | None = None
 
 
 # ---- splits and shard names ------------------------------------------------------------
@@ -373,19 +375,38 @@ def _run_shards(todo, options, out, cfg, bar, skipped_counter) -> list[dict]:
         if cfg.tune_malloc:
             keep_freed_memory()
         return [write_shard(s, options, str(out), cfg, tick) for s in todo]
+    return _pool_run(_worker_entry, [(s, options, str(out), cfg) for s in todo],
+                     cfg.num_workers, cfg.tune_malloc is not False, tick)
+
+
+def _pool_run(entry, calls: list[tuple], num_workers: int, tune_malloc: bool, tick) -> list:
+    """``[entry(*c) for c in calls]`` in spawned worker processes (result order: completion).
+
+    Workers report ``(tile_id, status)`` through a queue (``_init_worker``) that the caller
+    drains into ``tick`` until every worker has exited, also when a call raises: a worker
+    exits only once its queued messages are flushed, so an undrained queue would hang the
+    pool's shutdown. On an error, calls not yet started are cancelled and it is re-raised.
+    """
     ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
     records = []
     q = ctx.Queue()  # handed to the workers at their start (no Manager process)
-    with futures.ProcessPoolExecutor(min(cfg.num_workers, len(todo)), mp_context=ctx,
-                                     initializer=_init_worker,
-                                     initargs=(q, cfg.tune_malloc)) as ex:
-        pending = {ex.submit(_worker_entry, s, options, str(out), cfg) for s in todo}
+    ex = futures.ProcessPoolExecutor(min(num_workers, len(calls)), mp_context=ctx,
+                                     initializer=_init_worker, initargs=(q, tune_malloc))
+    try:
+        pending = {ex.submit(entry, *c) for c in calls}
         while pending:
             done, pending = futures.wait(pending, timeout=0.2)
             _drain(q, tick)
             records += [f.result() for f in done]
-    _drain(q, tick)  # the workers have exited: their queue feeders are flushed
-    q.close()
+    finally:
+        stopper = threading.Thread(target=ex.shutdown,
+                                   kwargs={"wait": True, "cancel_futures": True})
+        stopper.start()
+        while stopper.is_alive():
+            _drain(q, tick)
+            stopper.join(0.1)
+        _drain(q, tick)  # the workers have exited: their queue feeders are flushed
+        q.close()
     return records
 
 
@@ -576,7 +597,7 @@ def main(argv):
             num_workers=FLAGS.num_workers, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
             sdf_truncation=FLAGS.sdf_truncation, image_encoding=FLAGS.image_encoding,
             label_encoding=FLAGS.label_encoding, source=FLAGS.source,
-            progress=not FLAGS.no_progress)
+            progress=not FLAGS.no_progress, tune_malloc=True)  # a process of its own
         result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
     except ConvertError as exc:
         print(f"sn_tf.convert: error: {exc}", file=sys.stderr)

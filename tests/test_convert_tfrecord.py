@@ -225,3 +225,25 @@ def test_malloc_tuning_accepted_by_glibc():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
     assert res.stdout.strip() == "True"
+
+
+def test_a_failing_worker_raises_instead_of_hanging_the_pool():
+    # ~64 KB of undrained progress messages made spawned workers block at exit, so an
+    # exception in one shard hung the pool's shutdown forever; run with a timeout
+    code = (
+        "import sys; sys.path[:0] = [{repo!r}, {tests!r}]\n"
+        "from sn_tf import convert\n"
+        "from pool_helpers import chatty\n"
+        "ticks = []\n"
+        "calls = [(i, 2500, i == 0) for i in range(3)]\n"
+        "try:\n"
+        "    convert._pool_run(chatty, calls, 2, False, lambda *t: ticks.append(t))\n"
+        "except RuntimeError as exc:\n"
+        "    print('raised:', exc, len(ticks))\n"
+    ).format(repo=str(REPO), tests=str(REPO / "tests"))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "raised: shard 0 failed" in out.stdout, out.stdout + out.stderr[-2000:]
+    ticks = int(out.stdout.split()[-1])
+    assert ticks >= 2500  # the failing worker's ticks (and any finished shard's) all arrived

@@ -106,7 +106,7 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     if kind.startswith("convert"):
         cfg = convert.ConvertConfig(num_workers=int(kind[-1]), progress=False,
-                                    shard_size_mb=50)
+                                    shard_size_mb=50, tune_malloc=True)  # as the CLI
 
         def work():
             res = convert.convert(data, out, cfg)
@@ -139,7 +139,7 @@ def peak_rss_mb(data, out, workers: int) -> float:
         f"import resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
         "from sn_tf import convert\n"
         f"cfg = convert.ConvertConfig(num_workers={workers}, progress=False, shard_size_mb=50, "
-        "aois=('AOI_2_Vegas',))\n"
+        "aois=('AOI_2_Vegas',), tune_malloc=True)\n"
         f"convert.convert({str(data)!r}, {str(out)!r}, cfg)\n"
         "r = resource.getrusage\n"
         "print(max(r(resource.RUSAGE_SELF).ru_maxrss, r(resource.RUSAGE_CHILDREN).ru_maxrss))")

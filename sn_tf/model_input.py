@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from sn_tf.tfimport import tensorflow
 
-tensorflow()
+tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
 
@@ -33,7 +33,9 @@ class RadiometricJitter(keras.layers.Layer):
     output ``x * g + o + n`` (the same distribution as ``sn_tf.augment``'s radiometric
     step). Identity at inference (``training`` false or None). Computes in float32.
     Draws come from a Keras ``SeedGenerator`` (reproducible for a seed and a step
-    sequence, unlike the pipeline's per-tile stateless keys).
+    sequence, unlike the pipeline's per-tile stateless keys), folded with the replica id:
+    the generator's state is mirrored, so without it every replica of a distributed step
+    would draw the same values for its examples.
     """
 
     def __init__(self, gain: float = 0.0, offset_std: float = 0.0, noise_std: float = 0.0,
@@ -51,15 +53,18 @@ class RadiometricJitter(keras.layers.Layer):
     def call(self, x, training=None):
         if not training:
             return x
-        shape = keras.ops.shape(x)
-        bands = (shape[0], 1, 1, shape[-1])
+        shape = tf.shape(x)
+        bands = tf.stack([shape[0], 1, 1, shape[-1]])
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        seeds = tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(
+            self.seed_generator.next(), replica_id), 3)
         if self.gain > 0:
-            x = x * keras.random.uniform(bands, 1 - self.gain, 1 + self.gain,
-                                         seed=self.seed_generator)
+            x = x * tf.random.stateless_uniform(bands, seeds[0], 1 - self.gain, 1 + self.gain)
         if self.offset_std > 0:
-            x = x + keras.random.normal(bands, stddev=self.offset_std, seed=self.seed_generator)
+            x = x + tf.random.stateless_normal(bands, seeds[1], stddev=self.offset_std)
         if self.noise_std > 0:
-            x = x + keras.random.normal(shape, stddev=self.noise_std, seed=self.seed_generator)
+            x = x + tf.random.stateless_normal(shape, seeds[2], stddev=self.noise_std)
         return x
 
     def compute_output_shape(self, input_shape):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 from typing import Iterable, Sequence
@@ -652,6 +653,10 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
 # ----------------------------------------------------------------------------------------------
 # Model outputs -> buildings (the one path used by training validation, predict and the demo)
 
+# DetectNet's ``max_boxes`` is per SpaceNet tile area (650 x 650 px): ``outputs_to_buildings``
+# scales it with the image area, so a whole scene is not capped at one tile's count.
+MAX_BOXES_AREA = 650 * 650
+
 DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
             "min_area": 20.0, "simplify": 0.0},
@@ -682,7 +687,9 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     in pixels, used to split touching buildings); kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4]. ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
-    overrides; ``min_area`` is in pixels. Map coordinates come later, from the writers.
+    overrides; ``min_area`` is in pixels; DetectNet's ``max_boxes`` counts per
+    ``MAX_BOXES_AREA`` pixels of the image (never fewer than ``max_boxes``). Map coordinates
+    come later, from the writers.
     """
     p = postprocess_params(kind, params)
     height, width = image_size
@@ -696,5 +703,6 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, stride=stride,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
-        min_height=p["min_height"], max_boxes=p["max_boxes"], grouping=p["grouping"],
-        image_size=(height, width))
+        min_height=p["min_height"], grouping=p["grouping"], image_size=(height, width),
+        max_boxes=max(int(p["max_boxes"]),
+                      math.ceil(p["max_boxes"] * height * width / MAX_BOXES_AREA)))

@@ -58,7 +58,7 @@ Memory
   rows of components that touch its last row into the next strip, so polygons are exactly
   those of a whole-scene call and memory grows with the scene WIDTH (and the tallest
   building), not its area. DetectNet grids (1/256 of the pixels, 5 channels) are accumulated
-  for the whole scene and decoded once, so ``max_boxes`` applies to the whole scene; the
+  for the whole scene and decoded once (``max_boxes`` scales with the scene area); the
   head's rectangle grouping finds candidate pairs with an STRtree (memory grows with the
   cells above the coverage threshold and their similar pairs, not quadratically).
 

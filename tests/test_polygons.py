@@ -496,3 +496,23 @@ def test_outputs_to_buildings_detectnet():
     out = P.outputs_to_buildings("detectnet", {"coverage": cov, "bbox": bbox}, "x",
                                  image_size=(64, 64))
     assert len(out) == 1 and out[0].polygon.bounds == (16, 16, 48, 48)
+
+
+def test_detectnet_max_boxes_scales_with_the_image_area():
+    # a 3 x 3 tile scene (1950 px) with 3,721 separate 12 px buildings: the cap of 450 per
+    # 650 x 650 px becomes 4,050, so none is dropped (it was 450 for the whole scene); one
+    # tile's area keeps the cap as given
+    stride, size = 16, 1950
+    grid = size // stride + 1
+    coverage = np.zeros((grid, grid, 1), np.float32)
+    coverage[::2, ::2] = 0.9
+    bbox = np.tile(np.array([-6.0, -6.0, 6.0, 6.0], np.float32), (grid, grid, 1))
+    params = {"threshold": 0.5, "grouping": "clusters", "group_threshold": 0, "eps": 0.2,
+              "min_height": 4.0, "max_boxes": 450}
+    out = {"coverage": coverage, "bbox": bbox}
+    scene = P.outputs_to_buildings("detectnet", out, "scene", image_size=(size, size),
+                                          params=params, stride=stride)
+    assert len(scene) == int((coverage > 0.5).sum()) == 61 * 61
+    tile = P.outputs_to_buildings("detectnet", out, "tile", image_size=(650, 650),
+                                  params={**params, "max_boxes": 100}, stride=stride)
+    assert len(tile) == 100

@@ -34,9 +34,9 @@ from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 import google_crc32c
+import numpy as np
 
 _MASK_DELTA = 0xA282EAD8
-CRC_CHUNK = 256 << 10  # bytes per slice when checksumming a non-bytes buffer
 COALESCE_BELOW = 64 << 10  # consecutive smaller buffers are joined into one
 STAGE_BYTES = 4 << 20  # O_DIRECT writes: a multiple of every device block size
 STAGES = 4  # O_DIRECT buffers per writer: a whole ~12 MB tile is staged without waiting
@@ -68,16 +68,13 @@ def _as_bytes_view(buf) -> bytes | memoryview:
     return view.cast("B") if (view.format != "B" or view.ndim != 1) else view
 
 
-def _pieces(buffers: Sequence) -> Iterator[bytes]:
-    """The bytes of ``buffers`` in order, as ``bytes`` objects (slices of at most
-    ``CRC_CHUNK`` for buffers that are not ``bytes``: google-crc32c takes only bytes)."""
+def _pieces(buffers: Sequence) -> Iterator[bytes | np.ndarray]:
+    """The bytes of ``buffers`` in order, without copies: ``bytes`` as they are, other
+    buffers as flat uint8 arrays (google-crc32c's C extension refuses memoryviews but
+    takes arrays; its pure-Python fallback takes both)."""
     for buf in buffers:
         view = _as_bytes_view(buf)
-        if isinstance(view, bytes):
-            yield view
-            continue
-        for start in range(0, view.nbytes, CRC_CHUNK):
-            yield view[start:start + CRC_CHUNK].tobytes()
+        yield view if isinstance(view, bytes) else np.frombuffer(view, np.uint8)
 
 
 def crc32c(buffers: Sequence) -> int:
@@ -115,13 +112,17 @@ def _coalesce(buffers: Sequence) -> list:
     return out
 
 
+def _header(length: int) -> bytes:
+    """A record's 12-byte header: uint64 length, masked CRC-32C of those 8 bytes."""
+    head = struct.pack("<Q", length)
+    return head + struct.pack("<I", masked_crc32c([head]))
+
+
 def frame(buffers: Sequence) -> tuple[list, int]:
     """(buffers of one framed record, data length): header, the data buffers, footer."""
     data = _coalesce(buffers)
     length = sum(len(b) for b in data)
-    head = struct.pack("<Q", length)
-    head += struct.pack("<I", masked_crc32c([head]))
-    return [head, *data, struct.pack("<I", masked_crc32c(data))], length
+    return [_header(length), *data, struct.pack("<I", masked_crc32c(data))], length
 
 
 def _writev_all(fd: int, buffers: list, path) -> None:
@@ -130,7 +131,7 @@ def _writev_all(fd: int, buffers: list, path) -> None:
     while views:
         batch = views[:_IOV_MAX]
         try:
-            n = os.writev(fd, batch)
+            n = os.writev(fd, batch) if hasattr(os, "writev") else os.write(fd, batch[0])
         except OSError as exc:
             raise OSError(exc.errno, f"{path}: cannot write TFRecord ({exc.strerror})") from None
         while n and views:  # drop what was written
@@ -251,7 +252,11 @@ def _open_direct(path: str):
         if exc.errno == errno.EINVAL:  # e.g. tmpfs
             return None
         raise
-    return fd, _DirectSink(fd, path)
+    try:
+        return fd, _DirectSink(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class TFRecordWriter:
@@ -315,8 +320,7 @@ class TFRecordWriter:
         """Frame one record into the O_DIRECT sink, CRC computed piece by piece as copied."""
         data = _coalesce(buffers)
         length = sum(len(b) for b in data)
-        head = struct.pack("<Q", length)
-        self._sink.append(head + struct.pack("<I", masked_crc32c([head])))
+        self._sink.append(_header(length))
         crc = 0
         for piece in _pieces(data):
             crc = google_crc32c.extend(crc, piece)

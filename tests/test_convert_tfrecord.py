@@ -19,7 +19,7 @@ def _records():
     """Records as lists of buffers: empty, tiny, and larger than the CRC and coalesce sizes."""
     rng = np.random.default_rng(5)
     big = rng.integers(0, 4096, (300, 310, 3), dtype=np.uint16)  # 558,000 bytes
-    half = rng.random((257, 129)).astype(np.float16)  # not a multiple of CRC_CHUNK
+    half = rng.random((257, 129)).astype(np.float16)  # odd sizes, not multiples of any chunk or stage
     return [
         [b""],
         [b"x"],
@@ -182,6 +182,18 @@ def test_non_contiguous_buffer_refused(tmp_path):
     with tfrecord.TFRecordWriter(tmp_path / "n.tfrecord") as w, \
             pytest.raises(ValueError, match="C-contiguous"):
         w.write([np.zeros((4, 4), np.uint8)[:, ::2]])
+
+
+def test_crc_takes_array_views_in_both_implementations():
+    # _pieces hands pixel buffers to google-crc32c as uint8 arrays (no copy); the C
+    # extension refuses memoryviews, so pin that arrays work in C and pure Python alike
+    from google_crc32c import python as pure
+
+    rng = np.random.default_rng(2)
+    pixels = rng.integers(0, 4096, (37, 41, 3), dtype=np.uint16)
+    want = tfrecord.google_crc32c.extend(0, pixels.tobytes())
+    assert tfrecord.crc32c([pixels]) == want
+    assert pure.extend(0, next(tfrecord._pieces([pixels]))) == want
 
 
 def test_pure_python_crc_fallback_warns(monkeypatch, tmp_path):

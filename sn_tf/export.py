@@ -80,10 +80,10 @@ def serving_dtype(info: md.ModelInfo) -> str:
 
 def normalization(info: md.ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     """(scale, bias) float32 [C] with ``normalised = raw * scale + bias`` (std 0 -> 1)."""
-    mean = np.asarray(info.mean, np.float64)
+    from sn_tf.pipeline import coefficients_from_mean_std
+
     std = np.asarray(info.std, np.float64)
-    std = np.where(std > 0, std, 1.0)
-    return (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
+    return coefficients_from_mean_std(info.mean, np.where(std > 0, std, 1.0))
 
 
 def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:

@@ -269,7 +269,7 @@ def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
         if mean.shape != (c,) or std.shape != (c,) or np.any(std <= 0):
             raise ValueError(f"normalization mapping needs 'mean' and 'std' of length {c} "
                              f"(the selected channels) with std > 0")
-        return (1 / std).astype(np.float32), (-mean / std).astype(np.float32)
+        return coefficients_from_mean_std(mean, std)
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, None, or "
                          f"{{'mean': [...], 'std': [...]}}, got {normalization!r}")
@@ -934,6 +934,14 @@ def normalization_coefficients(info: dict, image_types: Sequence[str],
     ``make_dataset``. For exporting models that normalise raw bands themselves.
     """
     return _normalization(info, _type_specs(info, image_types, bands), normalization)
+
+
+def coefficients_from_mean_std(mean, std) -> tuple[np.ndarray, np.ndarray]:
+    """float32 per-channel (scale, bias) = (1 / std, -mean / std), computed in float64;
+    the inverse of :func:`normalization_mean_std` (std > 0)."""
+    mean = np.asarray(mean, np.float64)
+    std = np.asarray(std, np.float64)
+    return (1 / std).astype(np.float32), (-mean / std).astype(np.float32)
 
 
 def normalization_mean_std(scale: np.ndarray, bias: np.ndarray

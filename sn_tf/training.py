@@ -182,9 +182,9 @@ def _aois(info: dict, types, wanted, data_dir) -> list[str]:
 
 def _normalisation(info, types, bands, mode) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) such that the model input is (raw - mean) / std."""
-    scale, bias = pipeline.normalization_coefficients(info, types, bands, mode)
-    std = 1.0 / scale.astype(np.float64)
-    return [float(v) for v in -bias * std], [float(v) for v in std]
+    mean, std = pipeline.normalization_mean_std(
+        *pipeline.normalization_coefficients(info, types, bands, mode))
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 # ---- data ------------------------------------------------------------------------------

@@ -854,7 +854,7 @@ def predict_images(model, images, *, window: int | None = WINDOW, overlap: int =
     else:
         sources = find_images(images, predictor.info)
     total = 0
-    for s in sources:
+    for s in sources if progress else ():  # the bar's total: one header read per image
         header = _header(s.files[predictor.info.image_types[0]])
         rows, cols = window_grid(header.height, header.width, predictor.stride, window, overlap)
         total += len(rows) * len(cols)

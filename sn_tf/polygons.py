@@ -675,6 +675,9 @@ def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
         raise ValueError(f"unknown {kind} post-processing parameter(s) {sorted(unknown)}; "
                          f"known: {sorted(params)}")
     params.update(overrides or {})
+    if kind == "detectnet" and params["grouping"] not in GROUPINGS:  # fail at config time
+        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got "
+                         f"{params['grouping']!r}")
     return params
 
 

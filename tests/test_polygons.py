@@ -516,3 +516,9 @@ def test_detectnet_max_boxes_scales_with_the_image_area():
     tile = P.outputs_to_buildings("detectnet", out, "tile", image_size=(650, 650),
                                   params={**params, "max_boxes": 100}, stride=stride)
     assert len(tile) == 100
+
+
+def test_unknown_grouping_is_refused_with_the_parameters():
+    with pytest.raises(ValueError, match="grouping must be one of"):
+        P.postprocess_params("detectnet", {"grouping": "nms"})
+    assert P.postprocess_params("detectnet", {"grouping": "clusters"})["grouping"] == "clusters"

@@ -40,6 +40,7 @@ from concurrent import futures
 import numpy as np
 
 from sn_tf import layout, schema
+from sn_tf.malloc import keep_freed_memory
 from sn_tf.stats import BandStats
 from sn_tf.tfrecord import TFRecordWriter
 from sn_tf.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
@@ -293,26 +294,6 @@ def _init_worker(progress_queue, tune_malloc: bool) -> None:
 
 def _worker_entry(shard, options, out_dir, cfg):
     return write_shard(shard, options, out_dir, cfg, _progress_queue)
-
-
-def keep_freed_memory() -> bool:
-    """Make glibc's malloc keep freed memory for the next tile; True when it applied.
-
-    A tile allocates ~40 MB of arrays (pixels, feature transform, label layers). By
-    default glibc serves each large array with a fresh mmap and returns it to the kernel
-    when freed, so every tile page-faults its arrays in again (~1000 faults per tile,
-    ~30 % of the converter's system time on a VM; BUILD_NOTES section 2). Serving arrays
-    up to 32 MB from the heap and not trimming it keeps the pages; peak memory stays
-    that of one tile. Process-wide and permanent (``ConvertConfig.tune_malloc``).
-    """
-    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    import ctypes
-
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and \
-        bool(libc.mallopt(m_trim_threshold, 1 << 30))
 
 
 # ---- orchestration ---------------------------------------------------------------------

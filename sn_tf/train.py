@@ -51,8 +51,10 @@ def main(argv):
     if len(argv) > 1:
         print(f"sn_tf.train: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
+    from sn_tf.malloc import keep_freed_memory
     from sn_tf.recipes import RecipeError, apply_overrides, load_recipe
 
+    keep_freed_memory()  # the input pipeline reuses its record and batch memory
     try:
         config = apply_overrides(load_recipe(FLAGS.config), _overrides())
         from sn_tf import training

@@ -226,19 +226,6 @@ def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
     assert sorted(t["tile_id"] for t in read_examples(out)) == sorted(expected)
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
-def test_malloc_tuning_accepted_by_glibc():
-    """keep_freed_memory's mallopt values are within glibc's limits (it returns False else)."""
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("not glibc")
-    code = "from sn_tf.convert import keep_freed_memory as k; print(k())"
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
-    assert res.stdout.strip() == "True"
-
-
 def test_a_failing_worker_raises_instead_of_hanging_the_pool():
     # ~64 KB of undrained progress messages made spawned workers block at exit, so an
     # exception in one shard hung the pool's shutdown forever; run with a timeout

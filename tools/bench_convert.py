@@ -14,7 +14,7 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
   GDAL's default options and malloc (``geo.read_raster(fast=False)``): the issue's floor;
 * read + write floor, defaults: the same, writing the pixel bytes to one file;
 * read floor, as the converter reads: ``geo.read_raster()`` (memory-mapped GeoTIFF
-  reads) after ``convert.keep_freed_memory()``;
+  reads) after ``sn_tf.malloc.keep_freed_memory()``;
 * read + write floor, as the converter: the same, writing each tile's pixels as one
   TFRecord the way the converter writes (O_DIRECT, CRC);
 * convert, 1 worker: ``sn_tf.convert`` in-process; the target is <= 2x the read floor
@@ -44,7 +44,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sn_tf import convert, geo, layout
+from sn_tf import convert, geo, layout, malloc
 
 KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1", "convert_2")
 LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "read + write, defaults",
@@ -117,7 +117,7 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
                 "read": lambda: _read_all(tiles),
                 "read_write": lambda: _read_write_as_converter(tiles, out)}[kind]
         if not kind.endswith("_default"):
-            convert.keep_freed_memory()
+            malloc.keep_freed_memory()
     w0, (u0, s0, f0) = time.perf_counter(), _usage()
     n = work()
     w1, (u1, s1, f1) = time.perf_counter(), _usage()
@@ -193,7 +193,7 @@ def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
     from sn_tf import tiles as tiles_mod
     from sn_tf.stats import BandStats
 
-    convert.keep_freed_memory()
+    malloc.keep_freed_memory()
     tiles = _tiles(data)
     opts = tiles_mod.TileOptions(image_types=tuple(sorted(tiles[0].images)))
     timers = _Timers()

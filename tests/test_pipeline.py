@@ -19,7 +19,7 @@ import shapely
 from shapely import affinity
 
 from pipeline_fixtures import write_dataset
-from sn_tf import labels
+from sn_tf import labels, pipeline
 from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.reader import read_examples
 from sn_tf.targets import decode_detectnet_targets
@@ -589,3 +589,10 @@ def test_importing_the_pipeline_sets_tensorflows_environment_first():
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["0", "2"]
     assert "oneDNN custom operations are on" not in run.stderr
+
+
+def test_read_buffer_only_for_remote_files():
+    # local shards are read unbuffered (one copy fewer per MB-sized record); gs:// etc.
+    # keep TF's buffer, where every small read would be a request
+    assert pipeline._read_buffer_size(["/data/a.tfrecord", "rel/b.tfrecord"]) == 0
+    assert pipeline._read_buffer_size(["/data/a.tfrecord", "gs://bucket/b.tfrecord"]) is None

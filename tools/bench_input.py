@@ -12,15 +12,20 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
 
 * ``sn_tf``: ``sn_tf.make_dataset`` on the converted TFRecords (decode, crop, augment,
   targets in TF graph ops, parallel).
-* ``per-sample``: what solaris and most lab scripts do: per step open the GeoTIFF with
-  rasterio, read the GeoJSON, rasterize the footprints (building ids, so shared walls are
-  boundaries as in ``sn_tf.labels``), scipy EDT for the distance, random crop/symmetry
-  and (float32 rows only) normalisation in numpy, fed through
-  ``tf.data.Dataset.from_generator``.
+* ``per-sample``: what solaris and most lab scripts do (``per_sample_tile``): per step
+  open the GeoTIFF with rasterio, read the GeoJSON, rasterize the footprints (building
+  ids, so shared walls are boundaries as in ``sn_tf.labels``), scipy's EDT for the
+  distance, random crop/symmetry and (float32 rows only) normalisation in numpy, fed
+  through ``tf.data.Dataset.from_generator``. ``per-sample raw*`` is a stronger baseline
+  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 cheaper); sn_tf's
+  raw rows are compared with both.
 
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
 "raw" rows skip the normalisation in both loaders (the model does it), "float32" rows do
 it in both.
+
+glibc malloc keeps freed memory in the whole process (``sn_tf.keep_freed_memory``, as the
+train CLI sets it), for every loader; ``--no_malloc_tuning`` measures glibc's defaults.
 
 Printed: images/s of each (wall clock, after a warm-up), images per CPU second (process
 CPU time, i.e. per fully used core: robust to a shared machine), the ratios of both to the
@@ -95,33 +100,59 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
 
 
 # ---- the per-sample loader -------------------------------------------------------------
-def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: int,
-                          raw: bool = False):
-    """Yield (image [512,512,8], {footprint, sdf}) per step, solaris style.
+EDT_STYLES = ("scipy", "sn_tf")
 
-    The image is float32 ``(x - mean) / std``, or with ``raw`` the uint16 values as read.
+
+def per_sample_tile(src: pathlib.Path, tile: dict, edt: str = "scipy"):
+    """One whole tile as the per-sample loader builds it at every step, solaris style:
+    (uint16 image [H, W, 8], uint8 footprint [H, W], float32 truncated sdf [H, W]).
+
+    Open the GeoTIFF with rasterio, read the GeoJSON, rasterize the footprints (building
+    ids, so shared walls are boundaries as in ``sn_tf.labels``), distance of every pixel
+    to the nearest boundary pixel, + inside and - outside, clipped at ``TRUNCATION``.
+    ``edt``: "scipy" = ``scipy.ndimage.distance_transform_edt`` as a lab script calls it
+    (the issue's baseline); "sn_tf" = the converter's own, ~2/3 cheaper EDT
+    (``sn_tf.labels.distance_to_boundary``), a stronger baseline. Both give the labels
+    the converter stores (``tests/test_bench_input.py``).
     """
     import rasterio
     import shapely
     from rasterio import features
+    from scipy import ndimage
 
+    with rasterio.open(src / tile["images"][TYPE]) as ds:
+        image = np.moveaxis(ds.read(), 0, -1)
+        transform = ds.transform
+    doc = json.loads((src / tile["label"]).read_text())
+    geoms = [shapely.make_valid(shapely.geometry.shape(f["geometry"])) for f in doc["features"]]
+    h, w = image.shape[:2]
+    inst = (features.rasterize([(g, i + 1) for i, g in enumerate(geoms)], out_shape=(h, w),
+                               transform=transform, fill=0, dtype="int32")
+            if geoms else np.zeros((h, w), np.int32))
+    mask = (inst > 0).astype(np.uint8)
+    boundary = labels.instance_boundary(inst)
+    if edt == "sn_tf":
+        sdf = labels.signed_distance(mask, TRUNCATION, labels.distance_to_boundary(mask, boundary))
+    elif edt == "scipy":
+        dist = (ndimage.distance_transform_edt(~boundary) if boundary.any()
+                else np.full((h, w), h + w, np.float64))
+        sdf = np.clip(np.where(mask > 0, dist, -dist), -TRUNCATION, TRUNCATION).astype(np.float32)
+    else:
+        raise ValueError(f"edt must be one of {EDT_STYLES}, got {edt!r}")
+    return image, mask, sdf
+
+
+def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: int,
+                          raw: bool = False, edt: str = "scipy"):
+    """Yield (image [512,512,8], {footprint, sdf}) per step from ``per_sample_tile``.
+
+    The image is float32 ``(x - mean) / std``, or with ``raw`` the uint16 values as read.
+    """
     rng = np.random.default_rng(seed)
     tiles = manifest["tiles"]
     while True:
-        tile = tiles[rng.integers(len(tiles))]
-        with rasterio.open(src / tile["images"][TYPE]) as ds:
-            image = np.moveaxis(ds.read(), 0, -1)
-            transform = ds.transform
-        doc = json.loads((src / tile["label"]).read_text())
-        geoms = [shapely.make_valid(shapely.geometry.shape(f["geometry"]))
-                 for f in doc["features"]]
-        h, w = image.shape[:2]
-        inst = (features.rasterize([(g, i + 1) for i, g in enumerate(geoms)], out_shape=(h, w),
-                                   transform=transform, fill=0, dtype="int32")
-                if geoms else np.zeros((h, w), np.int32))
-        mask = (inst > 0).astype(np.uint8)  # same labels as the converter: per-building EDT
-        dist = labels.distance_to_boundary(mask, labels.instance_boundary(inst))
-        sdf = labels.signed_distance(mask, TRUNCATION, dist)
+        image, mask, sdf = per_sample_tile(src, tiles[rng.integers(len(tiles))], edt)
+        h, w = mask.shape
         y0, x0 = rng.integers(0, h - CROP + 1), rng.integers(0, w - CROP + 1)
         sl = (slice(y0, y0 + CROP), slice(x0, x0 + CROP))
         image, mask, sdf = image[sl], mask[sl], sdf[sl]
@@ -137,7 +168,8 @@ def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: in
                       "sdf": sdf[..., None].astype(np.float32)}
 
 
-def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: bool = False):
+def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: bool = False,
+                       edt: str = "scipy"):
     """The per-sample loader as a batched, prefetched tf.data.Dataset."""
     stats = info["band_stats"][TYPE]
     mean = np.asarray(stats["mean"], np.float32)
@@ -146,7 +178,7 @@ def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: boo
             {"footprint": tf.TensorSpec([CROP, CROP, 1], tf.float32),
              "sdf": tf.TensorSpec([CROP, CROP, 1], tf.float32)})
     ds = tf.data.Dataset.from_generator(
-        lambda: _per_sample_generator(pathlib.Path(src), manifest, mean, std, seed, raw),
+        lambda: _per_sample_generator(pathlib.Path(src), manifest, mean, std, seed, raw, edt),
         output_signature=spec)
     return ds.batch(batch_size).prefetch(2)
 
@@ -194,6 +226,13 @@ def measure(ds, batch_size: int, seconds: float, warmup: int = 3) -> dict:
             "cpu_util": cpu / elapsed, "rss_half": rss_half, "rss_end": _rss_mb()}
 
 
+def _versus(row: dict, base: dict, star: bool) -> str:
+    """'<wall ratio>x wall, <CPU ratio>x per CPU-s' of ``row`` over ``base``."""
+    mark = "*" if star else ""
+    return (f"{row['rate'] / base['rate']:.1f}x wall{mark}, "
+            f"{row['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s{mark}")
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiles", type=int, default=16)
@@ -201,8 +240,14 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--workdir", default=None, help="keep generated data here and reuse it on the next run "
                    "(default: a temporary folder)")
+    p.add_argument("--no_malloc_tuning", action="store_true",
+                   help="leave glibc malloc at its defaults (sn_tf.keep_freed_memory is "
+                   "applied to the whole process, i.e. to every loader, by default)")
     args = p.parse_args(argv)
-    from sn_tf.pipeline import make_dataset
+    from sn_tf.malloc import keep_freed_memory
+    from sn_tf.pipeline import _auto_shuffle_buffer, make_dataset
+
+    tuned = False if args.no_malloc_tuning else keep_freed_memory()
 
     cores = len(os.sched_getaffinity(0))
     with tempfile.TemporaryDirectory() as tmp:
@@ -213,7 +258,8 @@ def main(argv=None) -> int:
         rec_mb = info["splits"]["train"]["num_bytes"] / info["splits"]["train"][
             "num_examples"] / 2 ** 20
         print(f"data: {args.tiles} Vegas tiles 650x650x8 uint16 ({rec_mb:.1f} MB/record), "
-              f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores")
+              f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores; "
+              f"malloc {'keeps freed memory' if tuned else 'defaults'} (all loaders)")
         rss0 = _rss_mb()
         rows, rss = {}, {}
         # one reader thread first: RSS never shrinks, so the larger configurations go last
@@ -228,22 +274,23 @@ def main(argv=None) -> int:
                 rows[name] = measure(ds, args.batch_size, args.seconds)
             rss[name] = sampler.values
             del ds
-        for raw in (True, False):
-            rows[f"per-sample {'raw' if raw else 'f32'}"] = measure(per_sample_dataset(
-                root / "src", meta["manifest"], info, args.batch_size, 0, raw),
-                args.batch_size, args.seconds)
+        for name, raw, edt in (("per-sample raw", True, "scipy"),
+                               ("per-sample f32", False, "scipy"),
+                               ("per-sample raw*", True, "sn_tf")):
+            rows[name] = measure(per_sample_dataset(root / "src", meta["manifest"], info,
+                                                    args.batch_size, 0, raw, edt),
+                                 args.batch_size, args.seconds)
     print(f"{'loader':<19}{'images/s':>9}{'img/CPU-s':>11}{'CPU used':>10}{'images':>8}"
-          f"   vs per-sample at equal work")
+          f"   vs per-sample at equal work (* = with sn_tf's EDT)")
     for name, r in rows.items():
-        base = rows["per-sample f32" if "f32" in name else "per-sample raw"]
-        versus = (f"{r['rate'] / base['rate']:.1f}x wall, "
-                  f"{r['per_cpu_s'] / base['per_cpu_s']:.1f}x per CPU-s")
+        bases = ["per-sample f32"] if "f32" in name else ["per-sample raw", "per-sample raw*"]
+        versus = "; ".join(_versus(r, rows[b], b.endswith("*")) for b in bases if b != name)
         if name.endswith("det"):
             versus = "- (DetectNet targets, reads=1; no per-sample counterpart)"
         print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
               f"{r['images']:>8d}   {versus}")
     print(f"load average at the end: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    shuffle = min(max(int(256 // rec_mb), 4), 256, info["splits"]["train"]["num_examples"])
+    shuffle = _auto_shuffle_buffer(info, "train")
     batch_mb = {k: args.batch_size * CROP * CROP * (8 * b + 2 * 4) / 2 ** 20
                 for k, b in (("raw", 2), ("f32", 4))}
     print(f"memory: RSS {rss0:.0f} MB before the sn_tf pipelines (TF, Keras and the data "

@@ -78,10 +78,13 @@ def apply_overrides(config: dict, overrides) -> dict:
 DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
                  "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
                  "boundary_weight": None, "sdf_truncation": None, "cvg_scale": 0.4,
-                 "augment": None, "normalization": "dataset_info", "image_dtype": "raw"}
+                 "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
+                 "crops_per_tile": 1}
 # data.image_dtype "raw": the pipeline feeds stored values and the model normalises them
 # (and applies gain/offset/noise augmentation) in its first layers, on the accelerator;
 # "float32" normalises on the input CPUs (BUILD_NOTES.md section 4).
+# data.crops_per_tile k > 1: k training crops per read tile (make_dataset), for hosts
+# whose input CPUs cannot keep up (e.g. DetectNet on an H100, BUILD_NOTES.md section 7).
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

@@ -6,7 +6,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from sn_tf import convert
 from sn_tf.reader import read_examples
 from tools import bench_input
 

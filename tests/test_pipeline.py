@@ -106,37 +106,62 @@ def _sorted(boxes):
     return boxes[np.lexsort(boxes.T[::-1])]
 
 
+def _assert_labels_on_polygons(fx, ex) -> np.ndarray:
+    """Check one training crop's labels against its tile's moved polygons; returns the
+    crop's symmetry matrix."""
+    tile = _tile_of(fx, ex)
+    params, rows, cols, m = _transform(ex)
+    moved = [affinity.affine_transform(p, params) for p in fx.polygons[tile]]
+    want = labels.rasterize_mask(moved, CROP, CROP)
+    np.testing.assert_array_equal(ex["footprint"][..., 0], want)  # 0 mismatching pixels
+    np.testing.assert_array_equal(ex["footprint"][..., 0], fx.mask(tile)[rows, cols])
+    # sdf: sign equals the mask; value = tile distance at the source pixel, truncated
+    np.testing.assert_array_equal(ex["sdf"][..., 0] >= 0, want > 0)
+    dist = fx.distance(tile)[rows, cols]
+    sdf = np.clip(np.where(want > 0, dist, -dist), -T, T)
+    np.testing.assert_allclose(ex["sdf"][..., 0], sdf, atol=0.02)
+    # boxes: the moved, clipped tile boxes under the drop rule, enclosing their pixels
+    boxes, kept = _expected_boxes(fx.polygons[tile], params, CROP)
+    np.testing.assert_allclose(_sorted(ex["boxes"]), _sorted(boxes), atol=1e-3)
+    for p, box in zip(kept, boxes, strict=True):
+        comp = labels.rasterize_mask([affinity.affine_transform(p, params)], CROP, CROP)
+        r, c = np.nonzero(comp)
+        assert np.all((c + 0.5 >= box[0]) & (c + 0.5 <= box[2]))
+        assert np.all((r + 0.5 >= box[1]) & (r + 0.5 <= box[3]))
+        assert np.all(ex["footprint"][r, c, 0] == 1)
+    return m
+
+
 @pytest.mark.parametrize("image_dtype", ["float32", "raw"])
 def test_crops_and_symmetries_keep_labels_on_the_polygons(fx, image_dtype):
     # without scale jitter the row flip happens while decoding, the rest on 2-D views
     examples = list(_examples(_train(fx, repeat=3, aois=VEGAS, image_dtype=image_dtype)))
     assert len(examples) == 14  # 5 tiles x 3 epochs, in full batches of 2
     assert examples[0]["image"].dtype == (np.uint16 if image_dtype == "raw" else np.float32)
-    symmetries = set()
-    for ex in examples:
-        tile = _tile_of(fx, ex)
-        params, rows, cols, m = _transform(ex)
-        symmetries.add(m.tobytes())
-        moved = [affinity.affine_transform(p, params) for p in fx.polygons[tile]]
-        want = labels.rasterize_mask(moved, CROP, CROP)
-        np.testing.assert_array_equal(ex["footprint"][..., 0], want)  # 0 mismatching pixels
-        np.testing.assert_array_equal(ex["footprint"][..., 0], fx.mask(tile)[rows, cols])
-        # sdf: sign equals the mask; value = tile distance at the source pixel, truncated
-        np.testing.assert_array_equal(ex["sdf"][..., 0] >= 0, want > 0)
-        dist = fx.distance(tile)[rows, cols]
-        sdf = np.clip(np.where(want > 0, dist, -dist), -T, T)
-        np.testing.assert_allclose(ex["sdf"][..., 0], sdf, atol=0.02)
-        # boxes: the moved, clipped tile boxes under the drop rule, enclosing their pixels
-        boxes, kept = _expected_boxes(fx.polygons[tile], params, CROP)
-        np.testing.assert_allclose(_sorted(ex["boxes"]), _sorted(boxes), atol=1e-3)
-        for p, box in zip(kept, boxes, strict=True):
-            comp = labels.rasterize_mask([affinity.affine_transform(p, params)], CROP, CROP)
-            r, c = np.nonzero(comp)
-            assert np.all((c + 0.5 >= box[0]) & (c + 0.5 <= box[2]))
-            assert np.all((r + 0.5 >= box[1]) & (r + 0.5 <= box[3]))
-            assert np.all(ex["footprint"][r, c, 0] == 1)
+    symmetries = {_assert_labels_on_polygons(fx, ex).tobytes() for ex in examples}
     # 4 of the 8 symmetries flip rows while decoding: 5 distinct ones include both kinds
     assert len(symmetries) >= 5
+
+
+def test_crops_per_tile_gives_distinct_aligned_crops_in_consecutive_batches(fx):
+    ds = _train(fx, repeat=1, aois=VEGAS, crops_per_tile=3, batch_size=2)
+    batches = _batches(ds)
+    assert len(batches) == 7  # 5 tiles x 3 crops, full batches of 2
+    # a batch never holds two crops of one tile, except at the end of a finite stream
+    # (5 tiles interleaved 2 at a time: the fifth tile's crops come last, together)
+    for b in batches[:-1]:
+        assert len(set(b["tile_id"].tolist())) == 2
+    per_tile = {}
+    for ex in _examples(ds):
+        _assert_labels_on_polygons(fx, ex)
+        per_tile.setdefault(ex["tile_id"], []).append(ex["image"][..., :2].tobytes())
+    assert sorted(len(v) for v in per_tile.values()) == [2, 3, 3, 3, 3]  # one crop dropped
+    for crops in per_tile.values():  # each crop has its own window / symmetry draw
+        assert len(set(crops)) == len(crops)
+    again = _batches(_train(fx, repeat=1, aois=VEGAS, crops_per_tile=3, batch_size=2))
+    for x, y in zip(batches, again, strict=True):
+        for k in x:
+            np.testing.assert_array_equal(x[k], y[k])
 
 
 def test_scale_jitter_resamples_mask_nearest_and_scales_sdf_and_boxes(fx):
@@ -436,6 +461,8 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     ({"image_dtype": "raw", "augment": {"gain": 0.1}}, "radiometric augmentation"),
     ({"image_dtype": "raw", "augment": {"noise_std": 0.1}}, "radiometric augmentation"),
     (dict(repeat=-2), "repeat"),
+    (dict(crops_per_tile=0), "crops_per_tile must be a positive int"),
+    (dict(training=False, crops_per_tile=2), "crops_per_tile applies to training"),
 ])
 def test_bad_configurations_raise_clear_errors(fx, kw, match):
     args = dict(crop_size=CROP, aois=VEGAS)

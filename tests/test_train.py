@@ -69,6 +69,14 @@ def test_config_that_does_not_fit_the_data(tfr, override, message):
         training.resolve(cfg, tfr)
 
 
+def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
+    from sn_tf import training
+
+    cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), ["data.crops_per_tile=0"])
+    with pytest.raises(ValueError, match="crops_per_tile must be a positive int"):
+        training.train_dataset(training.resolve(cfg, tfr), batch_size=2)
+
+
 def test_cli_error_is_one_line(tfr, tmp_path):
     r = _cli(f"--config={FCN}:smoke", f"--data_dir={tfr}", f"--model_dir={tmp_path / 'm'}",
              "--set=data.crop_size=100")
@@ -80,8 +88,10 @@ def test_cli_error_is_one_line(tfr, tmp_path):
 def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
     from sn_tf import training
 
-    cfg = apply_overrides(load_recipe(f"{recipe}:smoke"),
-                          ["train.epochs=3", "train.steps_per_epoch=4"])
+    sets = ["train.epochs=3", "train.steps_per_epoch=4"]
+    if recipe == DETECTNET:  # the recipe's data.crops_per_tile reaches the pipeline
+        sets.append("data.crops_per_tile=2")
+    cfg = apply_overrides(load_recipe(f"{recipe}:smoke"), sets)
     summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
     loss = summary["history"]["loss"]
     assert loss[-1] < loss[0], loss

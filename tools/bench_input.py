@@ -34,7 +34,9 @@ while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
 ``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
 the default parallel interleave of the shards. A last sn_tf row ("raw det") gives the
 DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
-H100 arithmetic; the per-sample loader has no DetectNet form.
+H100 arithmetic; the per-sample loader has no DetectNet form. Rows "x<k>"
+(``--crops_per_tile``) cut k crops from each read tile (``make_dataset(crops_per_tile=k)``,
+repeated augmentation): faster, but not equal work, so they get no ratio.
 """
 
 from __future__ import annotations
@@ -240,6 +242,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--workdir", default=None, help="keep generated data here and reuse it on the next run "
                    "(default: a temporary folder)")
+    p.add_argument("--crops_per_tile", type=int, nargs="*", default=[4],
+                   help="extra sn_tf rows (segmentation and DetectNet, reads=1) cutting k "
+                   "crops per read tile: repeated augmentation, not equal work")
     p.add_argument("--no_malloc_tuning", action="store_true",
                    help="leave glibc malloc at its defaults (sn_tf.keep_freed_memory is "
                    "applied to the whole process, i.e. to every loader, by default)")
@@ -263,11 +268,17 @@ def main(argv=None) -> int:
         rss0 = _rss_mb()
         rows, rss = {}, {}
         # one reader thread first: RSS never shrinks, so the larger configurations go last
-        for name, kw in (("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
-                         ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
-                         ("sn_tf raw", {"image_dtype": "raw"}),
-                         ("sn_tf raw det", {"num_parallel_reads": 1, "image_dtype": "raw",
-                                            "target": "detection"})):
+        configs = [("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
+                   ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
+                   ("sn_tf raw", {"image_dtype": "raw"}),
+                   ("sn_tf raw det", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                      "target": "detection"})]
+        for k in args.crops_per_tile:
+            configs += [(f"sn_tf raw x{k}", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                             "crops_per_tile": k}),
+                        (f"sn_tf raw det x{k}", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                                 "target": "detection", "crops_per_tile": k})]
+        for name, kw in configs:
             ds = make_dataset(data_dir, "train", crop_size=CROP, batch_size=args.batch_size,
                               augment={"flips": True, "rot90": True}, **kw)
             with RssSampler() as sampler:
@@ -285,7 +296,9 @@ def main(argv=None) -> int:
     for name, r in rows.items():
         bases = ["per-sample f32"] if "f32" in name else ["per-sample raw", "per-sample raw*"]
         versus = "; ".join(_versus(r, rows[b], b.endswith("*")) for b in bases if b != name)
-        if name.endswith("det"):
+        if " x" in name:
+            versus = "- (k crops per read tile: not equal work)"
+        elif name.endswith("det"):
             versus = "- (DetectNet targets, reads=1; no per-sample counterpart)"
         print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
               f"{r['images']:>8d}   {versus}")

@@ -119,6 +119,7 @@ class _TypeSpec:
     encoding: str
     num_bands: int
     channels: tuple[int, ...]  # 0-based channels to keep, in output order
+    example_bytes: int = 0  # raw bytes of the dataset's example tile (example_shape)
 
     @property
     def all_channels(self) -> bool:
@@ -149,6 +150,13 @@ class _Plan:
     boundary_sigma: float
     aois: tuple[str, ...] | None
     image_dtype: str = "float32"
+    from_record: bool = False  # training windows of raw arrays cut from the record itself
+    grid_shape: tuple[int, int] = (0, 0)  # the label grid's example_shape (H, W)
+
+    def cut_from_record(self, encoding: str) -> bool:
+        """True when a payload of ``encoding`` is read out of the serialized record
+        (``_payload``) instead of being parsed (copied) first."""
+        return self.from_record and encoding == "raw"
 
     @property
     def raw(self) -> bool:
@@ -257,7 +265,9 @@ def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
         dtype = known[t]["dtype"]
         if dtype not in schema.TF_DECODABLE_DTYPES:
             raise ValueError(f"{t} is stored as {dtype}, which TensorFlow cannot decode")
-        specs.append(_TypeSpec(t, dtype, known[t].get("encoding", "raw"), n, channels))
+        example_bytes = int(np.prod(known[t]["example_shape"])) * np.dtype(dtype).itemsize
+        specs.append(_TypeSpec(t, dtype, known[t].get("encoding", "raw"), n, channels,
+                               example_bytes))
     return tuple(specs)
 
 
@@ -343,11 +353,14 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     if image_dtype == "raw" and cfg.radiometric:
         raise ValueError("image_dtype='raw' delivers stored values: radiometric augmentation "
                          "(gain, offset_std, noise_std) needs a float image_dtype")
+    from_record = training and int(info.get("schema_version", 1)) >= \
+        schema.FIRST_VERSION_WITH_OFFSETS
     return _Plan(types, grid, arrays, _label_fields(seg, cfg, stored_t, truncation),
                  truncation, scale, bias, seg, det, training, crop_size,
                  stride, float(cvg_scale), int(pad), cfg, int(seed),
                  None if boundary_weight is None else float(boundary_weight),
-                 float(boundary_sigma), aois, image_dtype)
+                 float(boundary_sigma), aois, image_dtype, from_record,
+                 tuple(grid_info["example_shape"]))
 
 
 def _label_fields(seg: bool, cfg: AugmentConfig, stored_t: float, truncation: float):
@@ -444,17 +457,40 @@ def _auto_shuffle_buffer(info: dict, split: str) -> int:
 
 # ---- parsing and decoding (one example) ------------------------------------------------------
 def _feature_spec(plan: _Plan) -> dict:
-    """The schema's parse spec restricted to the features this plan reads."""
+    """The schema's parse spec restricted to the features this plan reads.
+
+    Payloads cut from the record (``_Plan.cut_from_record``) are not parsed (a copy of
+    MBs); their offsets are.
+    """
     full = schema.tf_feature_spec([t.name for t in plan.types], [plan.grid])
     keys = [schema.KEY_SCHEMA_VERSION, schema.KEY_TILE_ID, schema.KEY_AOI,
             schema.label_key(plan.grid, "shape"), schema.label_key(plan.grid, "boxes_xyxy_px")]
     for t in plan.types:
-        keys += [schema.image_key(t.name, "data"), schema.image_key(t.name, "shape")]
-    keys += [schema.label_key(plan.grid, f) for f in plan.label_fields]
+        keys.append(schema.image_key(t.name, "shape"))
+        keys.append(schema.image_key(t.name, "payload_offset" if plan.cut_from_record(
+            t.encoding) else "data"))
+    for f in plan.label_fields:
+        if not plan.cut_from_record(plan.label_arrays[f][1]):
+            keys.append(schema.label_key(plan.grid, f))
+    if any(plan.cut_from_record(plan.label_arrays[f][1]) for f in plan.label_fields):
+        keys.append(schema.label_key(plan.grid, "payload_offsets"))
     if not plan.training:
         first = plan.types[0].name
         keys += [schema.image_key(first, "transform_gdal"), schema.image_key(first, "crs")]
     return {k: full[k] for k in keys}
+
+
+_RECORD = "_record"  # the serialized example, next to its parsed features
+
+
+def _payload(feat: dict, key: str, offset_key: str, index: int, nbytes: int):
+    """``(source, base)`` of a raw payload (``schema.tf_payload``): the record and the
+    payload's offset in it, or the parsed value and 0 when the offset does not check or
+    the payload is not of the dataset's usual size ``nbytes``. A record without offsets
+    (b"") gives offset 0, which never checks."""
+    offsets = tf.concat([schema.tf_decode_offsets(feat[offset_key]),
+                         tf.zeros([index + 1], tf.int64)], 0)
+    return schema.tf_payload(feat[_RECORD], key, offsets[index], nbytes)
 
 
 def _check_example(feat: dict, plan: _Plan):
@@ -474,9 +510,11 @@ def _check_example(feat: dict, plan: _Plan):
     return ops
 
 
-def _decode_window(data, encoding: str, dtype: str, shape, window, flip_rows=None):
+def _decode_window(data, encoding: str, dtype: str, shape, window, flip_rows=None, base=0):
     """Pixels of ``window = (y0, x0, win)`` of an encoded HWC array (shape int32 [3]; a
     Python int channel count ``shape[2]`` gives the result a static channel dimension).
+
+    base: where the array's bytes start in ``data`` (raw only; int64 scalar or 0).
 
     flip_rows: optional bool scalar tensor: rows in reverse order (an up-down flip).
     Raw arrays decode only the window: one byte range per row (``substr`` with a vector
@@ -490,8 +528,10 @@ def _decode_window(data, encoding: str, dtype: str, shape, window, flip_rows=Non
         rows = tf.range(win)
         if flip_rows is not None:
             rows = tf.where(flip_rows, win - 1 - rows, rows)
-        offsets = (y0 + rows) * (shape[1] * pixel_bytes) + x0 * pixel_bytes
-        parts = tf.strings.substr(data, offsets, tf.fill([win], win * pixel_bytes))
+        offsets = (tf.cast(y0 + rows, tf.int64) * tf.cast(shape[1] * pixel_bytes, tf.int64)
+                   + tf.cast(x0 * pixel_bytes, tf.int64) + base)
+        parts = tf.strings.substr(data, offsets,
+                                  tf.fill([win], tf.cast(win * pixel_bytes, tf.int64)))
         flat = tf.io.decode_raw(parts, tf.dtypes.as_dtype(dtype), little_endian=True)
         return tf.reshape(flat, [-1, win, shape[2]])
     x = schema.tf_decode_bytes(data, encoding, dtype, shape)[y0:y0 + win, x0:x0 + win]
@@ -500,12 +540,17 @@ def _decode_window(data, encoding: str, dtype: str, shape, window, flip_rows=Non
     return tf.cond(flip_rows, lambda: tf.reverse(x, [0]), lambda: tf.identity(x))
 
 
-def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows=None):
+def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows, plan: _Plan):
     """Window of one image type [win, win, selected channels], source dtype."""
     shape = tf.cast(feat[schema.image_key(t.name, "shape")], tf.int32)
     shape = [shape[0], shape[1], t.num_bands]  # static channels (checked by _check_example)
-    x = _decode_window(feat[schema.image_key(t.name, "data")], t.encoding, t.dtype, shape,
-                       window, flip_rows)
+    key = schema.image_key(t.name, "data")
+    if plan.cut_from_record(t.encoding):
+        data, base = _payload(feat, key, schema.image_key(t.name, "payload_offset"), 0,
+                              t.example_bytes)
+    else:
+        data, base = feat[key], 0
+    x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
     return x if t.all_channels else tf.gather(x, list(t.channels), axis=2)
 
 
@@ -536,12 +581,19 @@ def _decode_labels(feat: dict, plan: _Plan, window=None, flip_rows=None):
     layers = []
     for field in plan.label_fields:
         dtype, encoding = plan.label_arrays[field]
-        data = feat[schema.label_key(plan.grid, field)]
+        key = schema.label_key(plan.grid, field)
         if window is None:
-            layers.append(schema.tf_decode_bytes(data, encoding, dtype, tf.concat([hw, [1]], 0)))
+            layers.append(schema.tf_decode_bytes(feat[key], encoding, dtype,
+                                                 tf.concat([hw, [1]], 0)))
+            continue
+        if plan.cut_from_record(encoding):
+            nbytes = int(np.prod(plan.grid_shape)) * np.dtype(dtype).itemsize
+            data, base = _payload(feat, key, schema.label_key(plan.grid, "payload_offsets"),
+                                  schema.LABEL_ARRAY_FIELDS.index(field), nbytes)
         else:
-            layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,
-                                         flip_rows))
+            data, base = feat[key], 0
+        layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,
+                                     flip_rows, base))
     dtype = next((x.dtype for x in layers if x.dtype.is_floating), tf.float32)
     layers = [x if x.dtype == dtype else tf.cast(x, dtype) for x in layers]
     return layers[0] if len(layers) == 1 else tf.concat(layers, axis=-1)
@@ -607,7 +659,8 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
 
         def geometric(x):
             return aug.dihedral(x, t, flr, fud)
-    image = _stack([_decode_image_window(feat, tp, window, rows) for tp in plan.types], plan)
+    image = _stack([_decode_image_window(feat, tp, window, rows, plan) for tp in plan.types],
+                   plan)
     labels = _decode_labels(feat, plan, window, rows)
     if cfg.scale_range is not None:
         image, labels = aug.resize_window(image, labels, crop)
@@ -753,7 +806,10 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
     spec = _feature_spec(plan)
 
     def parse(record, epoch):
-        return tf.io.parse_single_example(record, spec), epoch
+        feat = dict(tf.io.parse_single_example(record, spec))
+        if plan.from_record:  # raw windows are cut from the record itself
+            feat[_RECORD] = record
+        return feat, epoch
 
     def build(feat, draw):
         return _train_example(feat, draw, plan) if training else _eval_example(feat, plan)

@@ -40,8 +40,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-SCHEMA_VERSION = 1
-KNOWN_SCHEMA_VERSIONS = (1,)
+SCHEMA_VERSION = 2
+KNOWN_SCHEMA_VERSIONS = (1, 2)
+# Version 2 adds the payload offsets (``image/<type>/payload_offset``,
+# ``labels/<grid>/payload_offsets``)
+# so that readers can cut pixel windows straight out of the serialized record; version 1
+# data reads as before (without them).
+FIRST_VERSION_WITH_OFFSETS = 2
 
 # ---- tile-level keys -------------------------------------------------------------------
 KEY_SCHEMA_VERSION = "schema/version"  # int64
@@ -60,6 +65,8 @@ IMAGE_FIELDS = (
     "crs",  # bytes: "EPSG:xxxx" or WKT; "" if none
     "nodata",  # bytes: 1 x float64 little endian; NaN = no nodata value
     "label_grid",  # bytes: name of the matching label grid, "" if none
+    "payload_offset",  # bytes: 1 x int64 little endian: where "data"'s payload starts in
+    # the serialized Example (``encode_tile_parts``); version >= 2
 )
 
 # ---- per label grid: labels/<grid>/<field> ---------------------------------------------
@@ -70,6 +77,8 @@ LABEL_FIELDS = LABEL_ARRAY_FIELDS + (
     "shape",  # int64 [2]: H, W
     "boxes_xyxy_px",  # float32 [N * 4]
     "polygons_wkb",  # bytes list [N]: pixel-coordinate polygons as WKB
+    "payload_offsets",  # bytes: int64 little endian, parallel to LABEL_ARRAY_FIELDS: where
+    # each array's payload starts in the serialized Example; version >= 2
 )
 
 # Stored dtype of each label array (distance and sdf in float16: 11-bit mantissa, i.e.
@@ -171,7 +180,8 @@ def _f64_values(data: bytes) -> np.ndarray:
 #   BytesList { repeated bytes value = 1; }  FloatList { repeated float value = 1 [packed]; }
 #   Int64List { repeated int64 value = 1 [packed]; }
 # Keys are written in sorted order, as protobuf's deterministic serialization does; a test
-# checks the bytes equal ``tf.train.Example.SerializeToString(deterministic=True)``.
+# checks the bytes equal ``tf.train.Example.SerializeToString(deterministic=True)``. No key
+# may be a prefix of another (protobuf's upb orders such pairs longest first).
 def _tf():
     from sn_tf.tfimport import tensorflow  # lazily: this module is also used by TF-free code
 
@@ -234,16 +244,49 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
     return b"".join(encode_tile_parts(tile, image_encoding, label_encoding, zlib_level))
 
 
+def _offsets_placeholder(count: int) -> bytes:
+    """A fresh bytes object of ``count`` int64 (the size of the offsets it stands for)."""
+    return bytes(8 * count)
+
+
+def _fill_offsets(parts: list, payloads: dict[int, int], holders: dict[int, list]) -> list:
+    """Replace each offsets placeholder in ``parts`` by the offsets of its payloads.
+
+    payloads: id(payload buffer) -> its byte offset, filled here by walking ``parts``;
+    holders: id(placeholder) -> ids of the payloads it holds, in order. A placeholder
+    has the size of its values (8 bytes each), so filling it moves nothing.
+    """
+    position = 0
+    for part in parts:
+        if id(part) in payloads:
+            payloads[id(part)] = position
+        position += len(part)
+    out = []
+    for part in parts:
+        ids = holders.get(id(part))
+        out.append(part if ids is None else
+                   np.asarray([payloads[i] for i in ids], "<i8").tobytes())
+    return out
+
+
 def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
                       label_encoding: str = "auto", zlib_level: int = 1) -> list:
     """``encode_tile``'s serialization as a list of buffers (bytes and flat uint8
     memoryviews of the tile's arrays, uncopied when raw): join them, or hand them to
     ``sn_tf.tfrecord.TFRecordWriter.write``. The views keep the arrays alive; do not
     modify the arrays before the buffers are written.
+
+    Payload offsets (version 2): ``image/<type>/payload_offset`` and
+    ``labels/<grid>/payload_offsets``
+    hold where each pixel payload starts in this serialization (fixed-width int64, so
+    writing them moves nothing). They describe these exact bytes: a record re-serialized
+    by other code may place payloads elsewhere, which ``tf_payload`` detects.
     """
     import shapely
 
     label_enc = label_encodings(label_encoding)
+    payloads: dict[int, int] = {}  # id(payload buffer) -> offset (filled at the end)
+    holders: dict[int, list] = {}  # id(offsets placeholder) -> payload ids
     f: dict[str, Any] = {
         KEY_SCHEMA_VERSION: _int_feature([SCHEMA_VERSION]),
         KEY_TILE_ID: _bytes_feature([tile["tile_id"]]),
@@ -256,8 +299,11 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
         if data.ndim != 3:
             raise SchemaError(f"image {itype} must be HWC, got shape {data.shape}")
         nodata = img.get("nodata")
-        f[image_key(itype, "data")] = _bytes_feature(
-            [array_buffer(data, image_encoding, zlib_level)])
+        payload = array_buffer(data, image_encoding, zlib_level)
+        holder = _offsets_placeholder(1)
+        payloads[id(payload)], holders[id(holder)] = -1, [id(payload)]
+        f[image_key(itype, "data")] = _bytes_feature([payload])
+        f[image_key(itype, "payload_offset")] = _bytes_feature([holder])
         f[image_key(itype, "encoding")] = _bytes_feature([image_encoding])
         f[image_key(itype, "dtype")] = _bytes_feature([data.dtype.name])
         f[image_key(itype, "shape")] = _int_feature(data.shape)
@@ -270,15 +316,20 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
     for grid, lab in tile.get("labels", {}).items():
         h, w = int(lab["height"]), int(lab["width"])
         encoded, dtypes = [], []
+        holder = _offsets_placeholder(len(LABEL_ARRAY_FIELDS))
+        holders[id(holder)] = []
         for field in LABEL_ARRAY_FIELDS:
             arr = np.asarray(lab[field])
             if arr.shape != (h, w):
                 raise SchemaError(f"label {grid}/{field} has shape {arr.shape}, want {(h, w)}")
             arr = arr.astype(LABEL_DTYPES[field], copy=False)
-            f[label_key(grid, field)] = _bytes_feature(
-                [array_buffer(arr, label_enc[field], zlib_level)])
+            payload = array_buffer(arr, label_enc[field], zlib_level)
+            payloads[id(payload)] = -1
+            holders[id(holder)].append(id(payload))
+            f[label_key(grid, field)] = _bytes_feature([payload])
             encoded.append(label_enc[field])
             dtypes.append(arr.dtype.name)
+        f[label_key(grid, "payload_offsets")] = _bytes_feature([holder])
         boxes = np.asarray(lab["boxes_xyxy_px"], dtype=np.float32).reshape(-1, 4)
         polys = list(lab["polygons_px"])
         if len(polys) != len(boxes):
@@ -290,7 +341,7 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
         wkbs = np.empty(len(polys), dtype=object)  # one vectorised to_wkb call
         wkbs[:] = polys
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(list(shapely.to_wkb(wkbs)))
-    return _example_parts(f)
+    return _fill_offsets(_example_parts(f), payloads, holders)
 
 
 def _feature_values(feature):
@@ -371,11 +422,15 @@ def tf_feature_spec(image_types, label_grids, with_polygons: bool = False) -> di
         spec[image_key(t, "transform_gdal")] = tf.io.FixedLenFeature(
             [], tf.string, default_value="")
         spec[image_key(t, "crs")] = tf.io.FixedLenFeature([], tf.string, default_value="")
+        spec[image_key(t, "payload_offset")] = tf.io.FixedLenFeature(
+            [], tf.string, default_value="")  # "" in version 1 data
     for g in label_grids:
         for field in LABEL_ARRAY_FIELDS:
             spec[label_key(g, field)] = tf.io.FixedLenFeature([], tf.string, default_value="")
         spec[label_key(g, "shape")] = tf.io.FixedLenFeature([2], tf.int64, default_value=[0, 0])
         spec[label_key(g, "boxes_xyxy_px")] = tf.io.VarLenFeature(tf.float32)
+        spec[label_key(g, "payload_offsets")] = tf.io.FixedLenFeature(
+            [], tf.string, default_value="")
         if with_polygons:
             spec[label_key(g, "polygons_wkb")] = tf.io.VarLenFeature(tf.string)
     return spec
@@ -396,6 +451,55 @@ def tf_decode_bytes(data, encoding: str, dtype: str, shape):
         raise SchemaError(f"unknown encoding {encoding!r}")
     flat = tf.io.decode_raw(data, tf.dtypes.as_dtype(dtype), little_endian=True)
     return tf.reshape(flat, shape)
+
+
+def entry_header(key: str, nbytes: int) -> bytes:
+    """The bytes that precede the payload of bytes feature ``key`` holding one value of
+    ``nbytes`` bytes in a serialized Example (from its map entry's key on)::
+
+        0x0A V(len(key)) key 0x12 V(feature_len) 0x0A V(list_len) 0x0A V(nbytes)
+
+    (V = varint; the map entry's own tag and length come before and are not included).
+    """
+    k = key.encode()
+    value = b"\x0a" + _varint(nbytes)
+    bytes_list = b"\x0a" + _varint(len(value) + nbytes) + value
+    feature = b"\x12" + _varint(len(bytes_list) + nbytes) + bytes_list
+    return b"\x0a" + _varint(len(k)) + k + feature
+
+
+def tf_payload(record, key: str, offset, nbytes: int):
+    """Where the payload of bytes feature ``key`` is: ``(source, base)``, a scalar string
+    and an int64 scalar, such that the feature's value starts at ``source[base:]``.
+
+    record: the serialized Example (scalar string); offset: int64 scalar, the payload's
+    position from the version 2 offsets (``encode_tile_parts``); nbytes: the payload
+    size expected (static: e.g. from the dataset's ``example_shape``). When the bytes
+    before ``offset`` are exactly ``entry_header(key, nbytes)`` and the record holds
+    ``nbytes`` after it, the source is the record itself (no copy: windows are cut from
+    it). Otherwise (another size, a record re-serialized by other code, version 1 data)
+    the feature is parsed and the source is its value, base 0: either way the bytes are
+    the feature's value.
+    """
+    tf = _tf()
+    header = entry_header(key, nbytes)
+    offset = tf.cast(offset, tf.int64)
+    start = offset - len(header)
+    fits = (start >= 0) & (offset + nbytes <= tf.cast(tf.strings.length(record), tf.int64))
+    ok = tf.cond(fits, lambda: tf.equal(tf.strings.substr(record, start, len(header)), header),
+                 lambda: tf.constant(False))
+
+    def parsed():
+        spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")}
+        return tf.io.parse_single_example(record, spec)[key], tf.constant(0, tf.int64)
+
+    return tf.cond(ok, lambda: (tf.identity(record), offset), parsed)
+
+
+def tf_decode_offsets(data):
+    """TF op: payload offsets bytes (``payload_offset(s)`` features) -> int64 [N]."""
+    tf = _tf()
+    return tf.io.decode_raw(data, tf.int64, little_endian=True)
 
 
 def tf_decode_transform(data):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sn_tf import convert, geo, labels
+from sn_tf import convert, geo, labels, schema
 from sn_tf.reader import read_examples
 from spacenet_fixture import TILE_DEG, geojson_text, make_sn2_aoi
 
@@ -76,7 +76,7 @@ def test_dataset_info(converted, aoi):
     out, result = converted
     info = json.loads((out / "dataset_info.json").read_text())
     assert info == result.info
-    assert info["schema_version"] == 1 and info["versions"]["tensorflow"]
+    assert info["schema_version"] == schema.SCHEMA_VERSION and info["versions"]["tensorflow"]
     n = sum(s["num_examples"] for s in info["splits"].values())
     assert n == len(aoi[1])
     for split, sp in info["splits"].items():

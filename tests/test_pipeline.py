@@ -19,7 +19,7 @@ import shapely
 from shapely import affinity
 
 from pipeline_fixtures import write_dataset
-from sn_tf import labels, pipeline
+from sn_tf import labels, pipeline, schema
 from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.reader import read_examples
 from sn_tf.targets import decode_detectnet_targets
@@ -284,6 +284,64 @@ def test_same_seed_same_batches_different_seed_different(fx):
         for k in x:
             np.testing.assert_array_equal(x[k], y[k])
     assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c, strict=True))
+
+
+def _rewritten(fx, out: pathlib.Path, change, schema_version: int | None = None):
+    """A copy of the fixture's dataset with every record passed through ``change``
+    (tf.train.Example -> None, edited in place) and re-serialized by protobuf."""
+    out.mkdir()
+    info = json.loads((fx.converted / "dataset_info.json").read_text())
+    if schema_version is not None:
+        info["schema_version"] = schema_version
+    (out / "dataset_info.json").write_text(json.dumps(info))
+    for shard in fx.converted.glob("*.tfrecord-*"):
+        with tf.io.TFRecordWriter(str(out / shard.name)) as w:
+            for rec in tf.data.TFRecordDataset(str(shard)):
+                ex = tf.train.Example.FromString(rec.numpy())
+                change(ex)
+                w.write(ex.SerializeToString(deterministic=True))
+    return out
+
+
+@pytest.mark.parametrize("case", ["version 1", "stale offsets"])
+def test_windows_cut_from_the_record_equal_parsed_ones(fx, tmp_path, case):
+    # version 2 records say where their pixel payloads start, so training windows are cut
+    # from the record without parsing (copying) the payloads first; version 1 data (no
+    # offsets) and records whose offsets no longer match (re-serialized with one more
+    # feature in front of the payloads) take the parsed path, with the same crops
+    def drop_offsets(ex):
+        for key in list(ex.features.feature):
+            if key.endswith(("/payload_offset", "/payload_offsets")):
+                del ex.features.feature[key]
+        ex.features.feature[schema.KEY_SCHEMA_VERSION].int64_list.value[:] = [1]
+
+    def shift_payloads(ex):
+        ex.features.feature["a/first"].bytes_list.value.append(b"moves every payload")
+
+    if case == "version 1":
+        data = _rewritten(fx, tmp_path / "v1", drop_offsets, schema_version=1)
+    else:
+        data = _rewritten(fx, tmp_path / "shifted", shift_payloads)
+    kw = dict(target="all", crop_size=CROP, batch_size=2, deterministic=True, repeat=2,
+              seed=5, aois=VEGAS, image_dtype="raw")
+    assert pipeline.load_info(data)["schema_version"] == (1 if case == "version 1" else 2)
+    key = schema.image_key("MUL-PanSharpen", "data")
+    for folder, cut in ((fx.converted, True), (data, False)):  # where the windows come from
+        record = next(iter(tf.data.TFRecordDataset(sorted(map(str, folder.glob("*train*"))))))
+        feat = tf.io.parse_single_example(record, schema.tf_feature_spec(["MUL-PanSharpen"],
+                                                                        []))
+        offset = schema.tf_decode_offsets(feat[schema.image_key("MUL-PanSharpen",
+                                                                "payload_offset")])
+        nbytes = len(feat[key].numpy())
+        source, base = schema.tf_payload(record, key, offset[0] if len(offset) else 0, nbytes)
+        assert (int(base) > 0) == cut
+        assert tf.strings.substr(source, base, nbytes).numpy() == feat[key].numpy()
+    want = _batches(make_examples(fx.converted, "train", **kw))
+    got = _batches(make_examples(data, "train", **kw))
+    assert len(want) == len(got) == 5
+    for x, y in zip(want, got, strict=True):
+        for k in ("image", "footprint", "sdf", "boxes", "tile_id"):
+            np.testing.assert_array_equal(x[k], y[k])
 
 
 def test_unordered_training_still_draws_the_same_crop_per_tile_and_epoch(fx):

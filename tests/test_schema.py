@@ -58,15 +58,19 @@ def test_unknown_version_refused():
 
 def test_keys_are_frozen():
     """Changing a key breaks every converted dataset: bump SCHEMA_VERSION and update this."""
-    assert schema.SCHEMA_VERSION == 1
-    assert schema.feature_keys(["PAN"], ["PAN"]) == [
+    assert schema.SCHEMA_VERSION == 2 and schema.KNOWN_SCHEMA_VERSIONS == (1, 2)
+    keys = schema.feature_keys(["PAN"], ["PAN"])
+    assert keys == [
         "schema/version", "tile/id", "tile/aoi", "tile/image_types", "tile/label_grids",
         "image/PAN/data", "image/PAN/encoding", "image/PAN/dtype", "image/PAN/shape",
         "image/PAN/transform_gdal", "image/PAN/crs", "image/PAN/nodata",
-        "image/PAN/label_grid",
+        "image/PAN/label_grid", "image/PAN/payload_offset",
         "labels/PAN/mask", "labels/PAN/distance", "labels/PAN/sdf", "labels/PAN/encoding",
         "labels/PAN/dtypes", "labels/PAN/shape", "labels/PAN/boxes_xyxy_px",
-        "labels/PAN/polygons_wkb"]
+        "labels/PAN/polygons_wkb", "labels/PAN/payload_offsets"]
+    # the hand-written serializer's key order is protobuf's only if no key is a prefix
+    # of another (upb puts the longer first)
+    assert not [(a, b) for a in keys for b in keys if a != b and b.startswith(a)]
     with pytest.raises(schema.SchemaError):
         schema.image_key("PAN", "pixels")
 
@@ -112,3 +116,42 @@ def test_hand_written_wire_format_equals_protobuf(with_labels):
     assert list(ex.features.feature["c"].bytes_list.value) == [b"", b"x"]
     assert ex.features.feature["b"].WhichOneof("kind") == "float_list"
     assert ex.SerializeToString(deterministic=True) == raw
+
+
+@pytest.mark.parametrize("enc", ["raw", "zlib"])
+def test_payload_offsets_point_at_every_payload(enc):
+    from sn_tf.tfimport import tensorflow
+
+    tf = tensorflow()
+    tile = _tile()
+    tile["images"]["Y"] = dict(tile["images"]["X"], data=tile["images"]["X"]["data"][..., :3])
+    ser = schema.encode_tile(tile, image_encoding=enc, label_encoding=enc)
+    ex = tf.train.Example.FromString(ser)
+    feat = ex.features.feature
+
+    def value(key):
+        return feat[key].bytes_list.value[0]
+
+    def offsets(key):
+        return np.frombuffer(value(key), "<i8").tolist()
+
+    found = []
+    for itype in ("X", "Y"):
+        (off,) = offsets(schema.image_key(itype, "payload_offset"))
+        data = value(schema.image_key(itype, "data"))
+        found.append(ser[off:off + len(data)] == data)
+    offs = offsets(schema.label_key("X", "payload_offsets"))
+    for field, off in zip(schema.LABEL_ARRAY_FIELDS, offs, strict=True):
+        data = value(schema.label_key("X", field))
+        found.append(ser[off:off + len(data)] == data)
+    assert found == [True] * 5
+    # the TF side: the record itself when the entry before the offset checks, else parsed
+    key = schema.label_key("X", "sdf")
+    sdf = value(key)
+    cases = [(offs[2], len(sdf), True), (offs[1], len(sdf), False),  # distance's payload
+             (offs[2] + 1, len(sdf), False), (10 ** 9, len(sdf), False), (-5, len(sdf), False),
+             (offs[2], len(sdf) - 2, False)]  # a payload of another size than expected
+    for off, nbytes, cut in cases:
+        source, base = schema.tf_payload(tf.constant(ser), key, off, nbytes)
+        assert (int(base) == off) == cut
+        assert tf.strings.substr(source, base, len(sdf)).numpy() == sdf

@@ -7,8 +7,8 @@ covers [c, c+1) x [r, r+1), x = column, y = row, boxes are float32
 ``(x_min, y_min, x_max, y_max)`` in pixels.
 
 Randomness is stateless and reproducible: each example gets a key
-``example_key(seed, tile_id, epoch)`` (a function of the seed, the tile id and the epoch
-only, so an example's augmentation does not depend on the order in which examples arrive
+``example_key(seed, tile_id, draw)`` (a function of the seed, the tile id and the draw
+index only: the epoch, or ``epoch * k + i`` for the i-th of k crops per tile; so an example's augmentation does not depend on the order in which examples arrive
 or on the number of parallel calls), from which every draw is derived (``split_key``).
 
 Operations (in the order the pipeline applies them):
@@ -125,7 +125,8 @@ def augment_config(augment: Any) -> AugmentConfig:
 def example_key(seed: int, tile_id, epoch):
     """int64 [2] stateless key of one example: (seed, hash of tile id and epoch).
 
-    tile_id: scalar string tensor; epoch: scalar int64 tensor.
+    tile_id: scalar string tensor; epoch: scalar int64 tensor, the draw index (the epoch,
+    or ``epoch * k + i`` for the i-th of k crops per tile).
     """
     text = tf.strings.join([tile_id, tf.strings.as_string(epoch)], separator="#")
     h = tf.strings.to_hash_bucket_fast(text, 2 ** 62)

@@ -10,7 +10,10 @@ time; BUILD_NOTES sections 2 and 3). ``keep_freed_memory`` makes malloc serve th
 arrays from its heaps and keep freed memory, so the pages are reused.
 
 Process-wide and permanent: resident memory stays near its high-water mark instead of
-shrinking between tiles. The CLIs (``sn_tf.convert``, ``sn_tf.train``, ``sn_tf.demo``)
+shrinking between tiles. Each thread's malloc arena keeps what it freed, so the retained
+memory grows with the threads that allocate (tf.data's pools are sized to the cores):
++~90 MB for one training pipeline on 2 cores; on a many-core host, setting glibc's
+``MALLOC_ARENA_MAX`` in the environment caps it. The CLIs (``sn_tf.convert``, ``sn_tf.train``, ``sn_tf.demo``)
 call it at start; a library user opts in by calling it before building the pipeline.
 """
 

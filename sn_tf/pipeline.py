@@ -51,11 +51,12 @@ input pipeline (``input_context``: by file when there are at least as many files
 pipelines, else by record within each file), read by an interleave (parallel by default,
 ``num_parallel_reads``; non-deterministic order for training unless
 ``deterministic=True``), a bounded shuffle of serialized records (``shuffle_buffer``;
-default: as many records as fit 256 MiB; with ``crops_per_tile`` k > 1 each parsed
-record then yields k crops, interleaved over ``batch_size`` tiles), then one parallel
-map per example that parses
-only the needed features, decodes only the needed arrays (raw images and labels: only
-the rows of the crop window), crops, applies the geometric augmentation on the source
+default: as many records as fit 256 MiB), a parallel map that parses only the small
+features (version 2 records: raw pixel payloads stay in the record, whose payload
+offsets are checked once per tile, ``schema.tf_payload``), with ``crops_per_tile`` k > 1
+k crops per parsed tile interleaved over ``batch_size`` tiles, then one parallel
+map per example that decodes only the needed arrays (raw images and labels: only the
+rows of the crop window), crops, applies the geometric augmentation on the source
 dtype, normalises with the radiometric jitter fused in (one multiply-add per pixel) and
 builds the segmentation targets; ``batch`` (training: one crop shape, boxes ragged;
 evaluation: ``padded_batch``); a batched map for what is vectorised
@@ -82,6 +83,7 @@ varies), evaluation is always in order.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import pathlib
 from typing import Any, Mapping, Sequence
 
@@ -480,17 +482,42 @@ def _feature_spec(plan: _Plan) -> dict:
     return {k: full[k] for k in keys}
 
 
-_RECORD = "_record"  # the serialized example, next to its parsed features
+def _cut_payloads(plan: _Plan) -> list[tuple[str, str, int, int]]:
+    """The payloads this plan cuts from the record: (feature key, offsets key, index in
+    the offsets, bytes of the dataset's example tile) each."""
+    out = [(schema.image_key(t.name, "data"), schema.image_key(t.name, "payload_offset"), 0,
+            t.example_bytes) for t in plan.types if plan.cut_from_record(t.encoding)]
+    for f in plan.label_fields:
+        dtype, encoding = plan.label_arrays[f]
+        if plan.cut_from_record(encoding):
+            out.append((schema.label_key(plan.grid, f),
+                        schema.label_key(plan.grid, "payload_offsets"),
+                        schema.LABEL_ARRAY_FIELDS.index(f),
+                        int(np.prod(plan.grid_shape)) * np.dtype(dtype).itemsize))
+    return out
 
 
-def _payload(feat: dict, key: str, offset_key: str, index: int, nbytes: int):
-    """``(source, base)`` of a raw payload (``schema.tf_payload``): the record and the
-    payload's offset in it, or the parsed value and 0 when the offset does not check or
-    the payload is not of the dataset's usual size ``nbytes``. A record without offsets
-    (b"") gives offset 0, which never checks."""
-    offsets = tf.concat([schema.tf_decode_offsets(feat[offset_key]),
-                         tf.zeros([index + 1], tf.int64)], 0)
-    return schema.tf_payload(feat[_RECORD], key, offsets[index], nbytes)
+def _with_payload_sources(feat: dict, record, plan: _Plan) -> dict:
+    """Parsed features plus, for each payload cut from the record, ``(source, base)``
+    under ``_SOURCE``/``_BASE`` + key (``schema.tf_payload``): the record and the offset
+    when it checks, else the parsed value and 0. Once per tile, before any crops."""
+    feat = dict(feat)
+    for key, offsets_key, index, nbytes in _cut_payloads(plan):
+        offsets = tf.concat([schema.tf_decode_offsets(feat[offsets_key]),
+                             tf.zeros([index + 1], tf.int64)], 0)  # none (b"") -> 0: parsed
+        feat[_SOURCE + key], feat[_BASE + key] = schema.tf_payload(record, key,
+                                                                   offsets[index], nbytes)
+    return feat
+
+
+_SOURCE, _BASE = "_source:", "_base:"  # internal feature names (not schema keys)
+
+
+def _payload_bytes(feat: dict, key: str, cut: bool):
+    """``(data, base)``: where a payload's bytes start; the parsed feature unless cut."""
+    if cut:
+        return feat[_SOURCE + key], feat[_BASE + key]
+    return feat[key], 0
 
 
 def _check_example(feat: dict, plan: _Plan):
@@ -544,12 +571,8 @@ def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows, plan: _Pla
     """Window of one image type [win, win, selected channels], source dtype."""
     shape = tf.cast(feat[schema.image_key(t.name, "shape")], tf.int32)
     shape = [shape[0], shape[1], t.num_bands]  # static channels (checked by _check_example)
-    key = schema.image_key(t.name, "data")
-    if plan.cut_from_record(t.encoding):
-        data, base = _payload(feat, key, schema.image_key(t.name, "payload_offset"), 0,
-                              t.example_bytes)
-    else:
-        data, base = feat[key], 0
+    data, base = _payload_bytes(feat, schema.image_key(t.name, "data"),
+                                plan.cut_from_record(t.encoding))
     x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
     return x if t.all_channels else tf.gather(x, list(t.channels), axis=2)
 
@@ -586,12 +609,7 @@ def _decode_labels(feat: dict, plan: _Plan, window=None, flip_rows=None):
             layers.append(schema.tf_decode_bytes(feat[key], encoding, dtype,
                                                  tf.concat([hw, [1]], 0)))
             continue
-        if plan.cut_from_record(encoding):
-            nbytes = int(np.prod(plan.grid_shape)) * np.dtype(dtype).itemsize
-            data, base = _payload(feat, key, schema.label_key(plan.grid, "payload_offsets"),
-                                  schema.LABEL_ARRAY_FIELDS.index(field), nbytes)
-        else:
-            data, base = feat[key], 0
+        data, base = _payload_bytes(feat, key, plan.cut_from_record(encoding))
         layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,
                                      flip_rows, base))
     dtype = next((x.dtype for x in layers if x.dtype.is_floating), tf.float32)
@@ -781,8 +799,9 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
         raise ValueError("evaluation (training=False) reads every example exactly once; "
                          "repeat must be None or False")
     crops = rt.crops_per_tile
-    if not isinstance(crops, int) or isinstance(crops, bool) or crops < 1:
+    if not isinstance(crops, numbers.Integral) or isinstance(crops, bool) or crops < 1:
         raise ValueError(f"crops_per_tile must be a positive int, got {crops!r}")
+    crops = int(crops)
     if crops > 1 and not plan.training:
         raise ValueError("crops_per_tile applies to training crops; evaluation (training="
                          "False) reads every whole tile exactly once")
@@ -806,9 +825,9 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
     spec = _feature_spec(plan)
 
     def parse(record, epoch):
-        feat = dict(tf.io.parse_single_example(record, spec))
+        feat = tf.io.parse_single_example(record, spec)
         if plan.from_record:  # raw windows are cut from the record itself
-            feat[_RECORD] = record
+            feat = _with_payload_sources(feat, record, plan)
         return feat, epoch
 
     def build(feat, draw):
@@ -844,11 +863,13 @@ def _repeat_crops(ds, crops: int, cycle: int):
     """Parsed tiles ``(feat, epoch)`` -> ``crops`` elements ``(feat, epoch * crops + i)``
     per tile, i = 0..crops-1, each one crop's draw index (repeated augmentation).
 
-    The tensors are shared, not copied. The crops of a tile are spread over consecutive
-    batches: a deterministic interleave over ``cycle`` (= the batch size) tiles takes one
-    crop of each in turn, so a batch holds crops of ``cycle`` different tiles while at
-    most ``cycle`` parsed records are held (at the end of a finite stream, fewer than
-    ``cycle`` tiles remain and their crops do meet).
+    The tensors are shared, not copied. A deterministic interleave over ``cycle`` (= the
+    batch size) tiles takes one crop of each in turn: a batch holds crops of ``cycle``
+    different tiles, and ``crops`` consecutive batches hold the same tiles, each crop with
+    its own window and symmetry (the end of a finite stream, with fewer than ``cycle``
+    tiles left, is the exception). At most ``cycle`` parsed records are held; a cycle of
+    ``crops * cycle`` tiles would spread a tile's crops further apart but hold ``crops``
+    times the records (4.3 GB for a global batch of 128 and k = 4).
     """
     def repeat(feat, epoch):
         return tf.data.Dataset.range(crops).map(_graph(lambda i: (feat, epoch * crops + i)))
@@ -1001,11 +1022,13 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         in the model); raw evaluation tiles are float32 stored values padded with the band
         mean, which the normalisation layer maps to exactly 0.
       crops_per_tile: training crops cut from each read tile (repeated augmentation), each
-        with its own window and augmentation draws; the crops of one tile go to
-        consecutive batches. 1 (default) reads every crop's tile; k > 1 amortises reading
-        and parsing the record over k crops (~half of a raw crop's CPU at k = 1), at the
-        price of crops of one tile meeting in nearby steps (512 px crops of a 650 px tile
-        overlap by >= 53 %). An epoch of the file list then yields k crops per tile.
+        with its own window and augmentation draws. 1 (default) reads a tile per crop;
+        k > 1 amortises reading and parsing the record over k crops (1.25-1.5x the crops
+        per CPU-second at k = 4, BUILD_NOTES.md section 4) at the price of correlated
+        steps: k consecutive batches hold the same ``batch_size`` tiles, differently
+        cropped and flipped (512 px crops of a 650 px tile overlap by >= 53 %). A pass
+        over the file list then yields k crops per tile, so a Keras epoch of
+        ``steps_per_epoch`` steps sees 1/k as many different tiles.
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or

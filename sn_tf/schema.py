@@ -9,7 +9,7 @@ One example = one tile. Its canonical in-memory form (what ``encode_tile`` takes
     {
       "tile_id": "AOI_2_Vegas_img123",          # str
       "aoi": "AOI_2_Vegas",                    # str
-      "schema_version": 1,                     # int
+      "schema_version": 2,                     # int
       "images": {                              # one entry per image type
         "MUL-PanSharpen": {
           "data": ndarray [H, W, C], source dtype, source band order (band 1 = channel 0),
@@ -245,7 +245,11 @@ def encode_tile(tile: Mapping[str, Any], image_encoding: str = "raw",
 
 
 def _offsets_placeholder(count: int) -> bytes:
-    """A fresh bytes object of ``count`` int64 (the size of the offsets it stands for)."""
+    """A fresh bytes object of ``count`` int64 (the size of the offsets it stands for);
+    ``count`` > 0 (CPython shares one empty bytes object, which ``_fill_offsets`` could
+    not tell from other empty parts)."""
+    if count < 1:
+        raise ValueError("an offsets placeholder holds at least one offset")
     return bytes(8 * count)
 
 
@@ -455,17 +459,18 @@ def tf_decode_bytes(data, encoding: str, dtype: str, shape):
 
 def entry_header(key: str, nbytes: int) -> bytes:
     """The bytes that precede the payload of bytes feature ``key`` holding one value of
-    ``nbytes`` bytes in a serialized Example (from its map entry's key on)::
+    ``nbytes`` bytes in a serialized Example: its whole map entry up to the payload::
 
-        0x0A V(len(key)) key 0x12 V(feature_len) 0x0A V(list_len) 0x0A V(nbytes)
+        0x0A V(entry_len) 0x0A V(len(key)) key 0x12 V(feature_len) 0x0A V(list_len) 0x0A V(nbytes)
 
-    (V = varint; the map entry's own tag and length come before and are not included).
+    (V = varint).
     """
     k = key.encode()
     value = b"\x0a" + _varint(nbytes)
     bytes_list = b"\x0a" + _varint(len(value) + nbytes) + value
     feature = b"\x12" + _varint(len(bytes_list) + nbytes) + bytes_list
-    return b"\x0a" + _varint(len(k)) + k + feature
+    entry = b"\x0a" + _varint(len(k)) + k + feature
+    return b"\x0a" + _varint(len(entry) + nbytes) + entry
 
 
 def tf_payload(record, key: str, offset, nbytes: int):
@@ -485,7 +490,7 @@ def tf_payload(record, key: str, offset, nbytes: int):
     header = entry_header(key, nbytes)
     offset = tf.cast(offset, tf.int64)
     start = offset - len(header)
-    fits = (start >= 0) & (offset + nbytes <= tf.cast(tf.strings.length(record), tf.int64))
+    fits = (start >= 0) & (offset <= tf.cast(tf.strings.length(record), tf.int64) - nbytes)
     ok = tf.cond(fits, lambda: tf.equal(tf.strings.substr(record, start, len(header)), header),
                  lambda: tf.constant(False))
 

@@ -214,7 +214,7 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
         setup.data_dir, d["train_split"], training=True, crop_size=int(d["crop_size"]),
         batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
         augment=setup.augment_split()[0], input_context=input_context,
-        crops_per_tile=int(d.get("crops_per_tile", 1)), **_data_kwargs(setup, d["train_split"]))
+        crops_per_tile=d.get("crops_per_tile", 1), **_data_kwargs(setup, d["train_split"]))
     if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
         ds = ds.map(modeling.with_sdf_bins_target)
     return ds

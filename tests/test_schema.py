@@ -150,8 +150,14 @@ def test_payload_offsets_point_at_every_payload(enc):
     sdf = value(key)
     cases = [(offs[2], len(sdf), True), (offs[1], len(sdf), False),  # distance's payload
              (offs[2] + 1, len(sdf), False), (10 ** 9, len(sdf), False), (-5, len(sdf), False),
-             (offs[2], len(sdf) - 2, False)]  # a payload of another size than expected
+             (offs[2], len(sdf) - 2, False),  # a payload of another size than expected
+             (2 ** 63 - 10, len(sdf), False)]  # offset + size would overflow int64
     for off, nbytes, cut in cases:
         source, base = schema.tf_payload(tf.constant(ser), key, off, nbytes)
         assert (int(base) == off) == cut
         assert tf.strings.substr(source, base, len(sdf)).numpy() == sdf
+
+
+def test_offsets_placeholder_is_never_the_shared_empty_bytes():
+    with pytest.raises(ValueError, match="at least one offset"):
+        schema._offsets_placeholder(0)

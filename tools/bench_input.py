@@ -17,7 +17,7 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
   ids, so shared walls are boundaries as in ``sn_tf.labels``), scipy's EDT for the
   distance, random crop/symmetry and (float32 rows only) normalisation in numpy, fed
   through ``tf.data.Dataset.from_generator``. ``per-sample raw*`` is a stronger baseline
-  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 cheaper); sn_tf's
+  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 of scipy's cost); sn_tf's
   raw rows are compared with both.
 
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
@@ -113,7 +113,7 @@ def per_sample_tile(src: pathlib.Path, tile: dict, edt: str = "scipy"):
     ids, so shared walls are boundaries as in ``sn_tf.labels``), distance of every pixel
     to the nearest boundary pixel, + inside and - outside, clipped at ``TRUNCATION``.
     ``edt``: "scipy" = ``scipy.ndimage.distance_transform_edt`` as a lab script calls it
-    (the issue's baseline); "sn_tf" = the converter's own, ~2/3 cheaper EDT
+    (the issue's baseline); "sn_tf" = the converter's own EDT (~2/3 of scipy's cost)
     (``sn_tf.labels.distance_to_boundary``), a stronger baseline. Both give the labels
     the converter stores (``tests/test_bench_input.py``).
     """

@@ -267,7 +267,9 @@ def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
         dtype = known[t]["dtype"]
         if dtype not in schema.TF_DECODABLE_DTYPES:
             raise ValueError(f"{t} is stored as {dtype}, which TensorFlow cannot decode")
-        example_bytes = int(np.prod(known[t]["example_shape"])) * np.dtype(dtype).itemsize
+        shape = known[t].get("example_shape")  # absent: no size to check windows against,
+        # so every payload is parsed (tf_payload never matches 0 bytes of a real tile)
+        example_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 0
         specs.append(_TypeSpec(t, dtype, known[t].get("encoding", "raw"), n, channels,
                                example_bytes))
     return tuple(specs)
@@ -362,7 +364,7 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
                  stride, float(cvg_scale), int(pad), cfg, int(seed),
                  None if boundary_weight is None else float(boundary_weight),
                  float(boundary_sigma), aois, image_dtype, from_record,
-                 tuple(grid_info["example_shape"]))
+                 tuple(grid_info.get("example_shape", (0, 0))))
 
 
 def _label_fields(seg: bool, cfg: AugmentConfig, stored_t: float, truncation: float):

@@ -8,8 +8,9 @@ covers [c, c+1) x [r, r+1), x = column, y = row, boxes are float32
 
 Randomness is stateless and reproducible: each example gets a key
 ``example_key(seed, tile_id, draw)`` (a function of the seed, the tile id and the draw
-index only: the epoch, or ``epoch * k + i`` for the i-th of k crops per tile; so an example's augmentation does not depend on the order in which examples arrive
-or on the number of parallel calls), from which every draw is derived (``split_key``).
+index only: the epoch, or ``epoch * k + i`` for the i-th of k crops per tile; so an
+example's augmentation does not depend on the order in which examples arrive or on the
+number of parallel calls), from which every draw is derived (``split_key``).
 
 Operations (in the order the pipeline applies them):
 

@@ -13,8 +13,9 @@ Process-wide and permanent: resident memory stays near its high-water mark inste
 shrinking between tiles. Each thread's malloc arena keeps what it freed, so the retained
 memory grows with the threads that allocate (tf.data's pools are sized to the cores):
 +~90 MB for one training pipeline on 2 cores; on a many-core host, setting glibc's
-``MALLOC_ARENA_MAX`` in the environment caps it. The CLIs (``sn_tf.convert``, ``sn_tf.train``, ``sn_tf.demo``)
-call it at start; a library user opts in by calling it before building the pipeline.
+``MALLOC_ARENA_MAX`` in the environment caps it. The CLIs (``sn_tf.convert``,
+``sn_tf.train``, ``sn_tf.demo``) call it at start; a library user opts in by calling it
+before building the pipeline.
 """
 
 from __future__ import annotations

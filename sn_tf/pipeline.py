@@ -157,7 +157,7 @@ class _Plan:
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
-        (``_payload``) instead of being parsed (copied) first."""
+        (``_cut_payloads``) instead of being parsed (copied) first."""
         return self.from_record and encoding == "raw"
 
     @property
@@ -463,39 +463,37 @@ def _auto_shuffle_buffer(info: dict, split: str) -> int:
 def _feature_spec(plan: _Plan) -> dict:
     """The schema's parse spec restricted to the features this plan reads.
 
-    Payloads cut from the record (``_Plan.cut_from_record``) are not parsed (a copy of
-    MBs); their offsets are.
+    Payloads cut from the record (``_cut_payloads``) are not parsed (a copy of MBs);
+    their offsets are.
     """
     full = schema.tf_feature_spec([t.name for t in plan.types], [plan.grid])
+    cut = _cut_payloads(plan)
     keys = [schema.KEY_SCHEMA_VERSION, schema.KEY_TILE_ID, schema.KEY_AOI,
             schema.label_key(plan.grid, "shape"), schema.label_key(plan.grid, "boxes_xyxy_px")]
-    for t in plan.types:
-        keys.append(schema.image_key(t.name, "shape"))
-        keys.append(schema.image_key(t.name, "payload_offset" if plan.cut_from_record(
-            t.encoding) else "data"))
-    for f in plan.label_fields:
-        if not plan.cut_from_record(plan.label_arrays[f][1]):
-            keys.append(schema.label_key(plan.grid, f))
-    if any(plan.cut_from_record(plan.label_arrays[f][1]) for f in plan.label_fields):
-        keys.append(schema.label_key(plan.grid, "payload_offsets"))
+    keys += [schema.image_key(t.name, "shape") for t in plan.types]
+    keys += [k for k in ([schema.image_key(t.name, "data") for t in plan.types]
+                         + [schema.label_key(plan.grid, f) for f in plan.label_fields])
+             if k not in cut]
+    keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
     if not plan.training:
         first = plan.types[0].name
         keys += [schema.image_key(first, "transform_gdal"), schema.image_key(first, "crs")]
     return {k: full[k] for k in keys}
 
 
-def _cut_payloads(plan: _Plan) -> list[tuple[str, str, int, int]]:
-    """The payloads this plan cuts from the record: (feature key, offsets key, index in
-    the offsets, bytes of the dataset's example tile) each."""
-    out = [(schema.image_key(t.name, "data"), schema.image_key(t.name, "payload_offset"), 0,
-            t.example_bytes) for t in plan.types if plan.cut_from_record(t.encoding)]
+def _cut_payloads(plan: _Plan) -> dict[str, tuple[str, int, int]]:
+    """The payloads this plan cuts from the record: {feature key: (offsets key, index in
+    the offsets, bytes of the dataset's example tile)}."""
+    out = {schema.image_key(t.name, "data"): (schema.image_key(t.name, "payload_offset"), 0,
+                                              t.example_bytes)
+           for t in plan.types if plan.cut_from_record(t.encoding)}
     for f in plan.label_fields:
         dtype, encoding = plan.label_arrays[f]
         if plan.cut_from_record(encoding):
-            out.append((schema.label_key(plan.grid, f),
-                        schema.label_key(plan.grid, "payload_offsets"),
-                        schema.LABEL_ARRAY_FIELDS.index(f),
-                        int(np.prod(plan.grid_shape)) * np.dtype(dtype).itemsize))
+            out[schema.label_key(plan.grid, f)] = (
+                schema.label_key(plan.grid, "payload_offsets"),
+                schema.LABEL_ARRAY_FIELDS.index(f),
+                int(np.prod(plan.grid_shape)) * np.dtype(dtype).itemsize)
     return out
 
 
@@ -503,21 +501,24 @@ def _with_payload_sources(feat: dict, record, plan: _Plan) -> dict:
     """Parsed features plus, for each payload cut from the record, ``(source, base)``
     under ``_SOURCE``/``_BASE`` + key (``schema.tf_payload``): the record and the offset
     when it checks, else the parsed value and 0. Once per tile, before any crops."""
-    feat = dict(feat)
-    for key, offsets_key, index, nbytes in _cut_payloads(plan):
-        offsets = tf.concat([schema.tf_decode_offsets(feat[offsets_key]),
-                             tf.zeros([index + 1], tf.int64)], 0)  # none (b"") -> 0: parsed
-        feat[_SOURCE + key], feat[_BASE + key] = schema.tf_payload(record, key,
-                                                                   offsets[index], nbytes)
+    feat, offsets = dict(feat), {}
+    for key, (offsets_key, index, nbytes) in _cut_payloads(plan).items():
+        if offsets_key not in offsets:  # none (b"") -> zeros, an offset that never checks
+            offsets[offsets_key] = tf.concat([schema.tf_decode_offsets(feat[offsets_key]),
+                                              tf.zeros([len(schema.LABEL_ARRAY_FIELDS)],
+                                                       tf.int64)], 0)
+        feat[_SOURCE + key], feat[_BASE + key] = schema.tf_payload(
+            record, key, offsets[offsets_key][index], nbytes)
     return feat
 
 
 _SOURCE, _BASE = "_source:", "_base:"  # internal feature names (not schema keys)
 
 
-def _payload_bytes(feat: dict, key: str, cut: bool):
-    """``(data, base)``: where a payload's bytes start; the parsed feature unless cut."""
-    if cut:
+def _payload_bytes(feat: dict, key: str):
+    """``(data, base)``: where a payload's bytes start (``_with_payload_sources`` when it
+    was cut from the record, else the parsed feature and 0)."""
+    if _SOURCE + key in feat:
         return feat[_SOURCE + key], feat[_BASE + key]
     return feat[key], 0
 
@@ -573,8 +574,7 @@ def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows, plan: _Pla
     """Window of one image type [win, win, selected channels], source dtype."""
     shape = tf.cast(feat[schema.image_key(t.name, "shape")], tf.int32)
     shape = [shape[0], shape[1], t.num_bands]  # static channels (checked by _check_example)
-    data, base = _payload_bytes(feat, schema.image_key(t.name, "data"),
-                                plan.cut_from_record(t.encoding))
+    data, base = _payload_bytes(feat, schema.image_key(t.name, "data"))
     x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
     return x if t.all_channels else tf.gather(x, list(t.channels), axis=2)
 
@@ -611,7 +611,7 @@ def _decode_labels(feat: dict, plan: _Plan, window=None, flip_rows=None):
             layers.append(schema.tf_decode_bytes(feat[key], encoding, dtype,
                                                  tf.concat([hw, [1]], 0)))
             continue
-        data, base = _payload_bytes(feat, key, plan.cut_from_record(encoding))
+        data, base = _payload_bytes(feat, key)
         layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,
                                      flip_rows, base))
     dtype = next((x.dtype for x in layers if x.dtype.is_floating), tf.float32)

@@ -43,9 +43,8 @@ import numpy as np
 SCHEMA_VERSION = 2
 KNOWN_SCHEMA_VERSIONS = (1, 2)
 # Version 2 adds the payload offsets (``image/<type>/payload_offset``,
-# ``labels/<grid>/payload_offsets``)
-# so that readers can cut pixel windows straight out of the serialized record; version 1
-# data reads as before (without them).
+# ``labels/<grid>/payload_offsets``) so that readers can cut pixel windows straight out of
+# the serialized record; version 1 data reads as before (without them).
 FIRST_VERSION_WITH_OFFSETS = 2
 
 # ---- tile-level keys -------------------------------------------------------------------
@@ -219,13 +218,18 @@ def _float_feature(values) -> list:
     return _field(0x12, _field(0x0A, [packed]) if packed else [])
 
 
+def _map_entry(key: str, feature: list) -> list:
+    """One ``Features.feature`` map entry (``key`` -> Feature chunks) as buffers."""
+    k = key.encode()
+    return _field(0x0A, [b"\x0a", _varint(len(k)), k, *_field(0x12, feature)])
+
+
 def _example_parts(features: dict[str, list]) -> list:
     """Serialized tf.train.Example from {key: Feature chunks}, keys sorted, as a list of
     buffers whose concatenation is the serialization."""
     entries = []
     for key in sorted(features):
-        k = key.encode()
-        entries += _field(0x0A, [b"\x0a", _varint(len(k)), k, *_field(0x12, features[key])])
+        entries += _map_entry(key, features[key])
     return _field(0x0A, entries)
 
 
@@ -253,24 +257,20 @@ def _offsets_placeholder(count: int) -> bytes:
     return bytes(8 * count)
 
 
-def _fill_offsets(parts: list, payloads: dict[int, int], holders: dict[int, list]) -> list:
-    """Replace each offsets placeholder in ``parts`` by the offsets of its payloads.
+def _fill_offsets(parts: list, holders: dict[int, list]) -> list:
+    """``parts`` with each offsets placeholder replaced by the offsets of its payloads.
 
-    payloads: id(payload buffer) -> its byte offset, filled here by walking ``parts``;
-    holders: id(placeholder) -> ids of the payloads it holds, in order. A placeholder
-    has the size of its values (8 bytes each), so filling it moves nothing.
+    holders: id(placeholder) -> the payload buffers whose offsets (positions in the
+    concatenation of ``parts``) it holds, in order. A placeholder has the size of its
+    values (8 bytes each), so filling it moves nothing.
     """
-    position = 0
+    where, position = {}, 0
     for part in parts:
-        if id(part) in payloads:
-            payloads[id(part)] = position
+        where.setdefault(id(part), position)
         position += len(part)
-    out = []
-    for part in parts:
-        ids = holders.get(id(part))
-        out.append(part if ids is None else
-                   np.asarray([payloads[i] for i in ids], "<i8").tobytes())
-    return out
+    return [part if id(part) not in holders else
+            np.asarray([where[id(p)] for p in holders[id(part)]], "<i8").tobytes()
+            for part in parts]
 
 
 def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
@@ -281,16 +281,15 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
     modify the arrays before the buffers are written.
 
     Payload offsets (version 2): ``image/<type>/payload_offset`` and
-    ``labels/<grid>/payload_offsets``
-    hold where each pixel payload starts in this serialization (fixed-width int64, so
-    writing them moves nothing). They describe these exact bytes: a record re-serialized
-    by other code may place payloads elsewhere, which ``tf_payload`` detects.
+    ``labels/<grid>/payload_offsets`` hold where each pixel payload starts in this
+    serialization (fixed-width int64, so writing them moves nothing). They describe these
+    exact bytes: a record re-serialized by other code may place payloads elsewhere, which
+    ``tf_payload`` detects.
     """
     import shapely
 
     label_enc = label_encodings(label_encoding)
-    payloads: dict[int, int] = {}  # id(payload buffer) -> offset (filled at the end)
-    holders: dict[int, list] = {}  # id(offsets placeholder) -> payload ids
+    holders: dict[int, list] = {}  # id(offsets placeholder) -> its payload buffers
     f: dict[str, Any] = {
         KEY_SCHEMA_VERSION: _int_feature([SCHEMA_VERSION]),
         KEY_TILE_ID: _bytes_feature([tile["tile_id"]]),
@@ -305,7 +304,7 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
         nodata = img.get("nodata")
         payload = array_buffer(data, image_encoding, zlib_level)
         holder = _offsets_placeholder(1)
-        payloads[id(payload)], holders[id(holder)] = -1, [id(payload)]
+        holders[id(holder)] = [payload]
         f[image_key(itype, "data")] = _bytes_feature([payload])
         f[image_key(itype, "payload_offset")] = _bytes_feature([holder])
         f[image_key(itype, "encoding")] = _bytes_feature([image_encoding])
@@ -328,8 +327,7 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
                 raise SchemaError(f"label {grid}/{field} has shape {arr.shape}, want {(h, w)}")
             arr = arr.astype(LABEL_DTYPES[field], copy=False)
             payload = array_buffer(arr, label_enc[field], zlib_level)
-            payloads[id(payload)] = -1
-            holders[id(holder)].append(id(payload))
+            holders[id(holder)].append(payload)
             f[label_key(grid, field)] = _bytes_feature([payload])
             encoded.append(label_enc[field])
             dtypes.append(arr.dtype.name)
@@ -345,7 +343,7 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
         wkbs = np.empty(len(polys), dtype=object)  # one vectorised to_wkb call
         wkbs[:] = polys
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(list(shapely.to_wkb(wkbs)))
-    return _fill_offsets(_example_parts(f), payloads, holders)
+    return _fill_offsets(_example_parts(f), holders)
 
 
 def _feature_values(feature):
@@ -457,20 +455,27 @@ def tf_decode_bytes(data, encoding: str, dtype: str, shape):
     return tf.reshape(flat, shape)
 
 
+class _Absent:
+    """Stands for a payload of ``n`` bytes that is not there: the serializer needs only
+    its length (``entry_header``)."""
+
+    def __init__(self, n: int):
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def entry_header(key: str, nbytes: int) -> bytes:
     """The bytes that precede the payload of bytes feature ``key`` holding one value of
-    ``nbytes`` bytes in a serialized Example: its whole map entry up to the payload::
-
-        0x0A V(entry_len) 0x0A V(len(key)) key 0x12 V(feature_len) 0x0A V(list_len) 0x0A V(nbytes)
-
-    (V = varint).
+    ``nbytes`` bytes in a serialized Example: its whole map entry up to the payload
+    (``0x0A V(entry_len) 0x0A V(len(key)) key 0x12 V(feature_len) 0x0A V(list_len) 0x0A
+    V(nbytes)``, V = varint), as ``encode_tile`` writes it.
     """
-    k = key.encode()
-    value = b"\x0a" + _varint(nbytes)
-    bytes_list = b"\x0a" + _varint(len(value) + nbytes) + value
-    feature = b"\x12" + _varint(len(bytes_list) + nbytes) + bytes_list
-    entry = b"\x0a" + _varint(len(k)) + k + feature
-    return b"\x0a" + _varint(len(entry) + nbytes) + entry
+    payload = _Absent(nbytes)
+    parts = _map_entry(key, _bytes_feature([payload]))
+    assert parts[-1] is payload
+    return b"".join(parts[:-1])
 
 
 def tf_payload(record, key: str, offset, nbytes: int):
@@ -489,10 +494,12 @@ def tf_payload(record, key: str, offset, nbytes: int):
     tf = _tf()
     header = entry_header(key, nbytes)
     offset = tf.cast(offset, tf.int64)
+    length = tf.cast(tf.strings.length(record), tf.int64)
     start = offset - len(header)
-    fits = (start >= 0) & (offset <= tf.cast(tf.strings.length(record), tf.int64) - nbytes)
-    ok = tf.cond(fits, lambda: tf.equal(tf.strings.substr(record, start, len(header)), header),
-                 lambda: tf.constant(False))
+    fits = (start >= 0) & (offset <= length - nbytes)
+    # substr at a clipped position never fails; ``fits`` decides for positions off the record
+    seen = tf.strings.substr(record, tf.clip_by_value(start, 0, length), len(header))
+    ok = fits & tf.equal(seen, header)
 
     def parsed():
         spec = {key: tf.io.FixedLenFeature([], tf.string, default_value="")}

@@ -17,8 +17,8 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
   ids, so shared walls are boundaries as in ``sn_tf.labels``), scipy's EDT for the
   distance, random crop/symmetry and (float32 rows only) normalisation in numpy, fed
   through ``tf.data.Dataset.from_generator``. ``per-sample raw*`` is a stronger baseline
-  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 of scipy's cost); sn_tf's
-  raw rows are compared with both.
+  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 of scipy's cost);
+  sn_tf's raw rows are compared with both.
 
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
 "raw" rows skip the normalisation in both loaders (the model does it), "float32" rows do
@@ -240,8 +240,8 @@ def main(argv=None) -> int:
     p.add_argument("--tiles", type=int, default=16)
     p.add_argument("--seconds", type=float, default=25.0)
     p.add_argument("--batch_size", type=int, default=8)
-    p.add_argument("--workdir", default=None, help="keep generated data here and reuse it on the next run "
-                   "(default: a temporary folder)")
+    p.add_argument("--workdir", default=None, help="keep generated data here and reuse it on "
+                   "the next run (default: a temporary folder)")
     p.add_argument("--crops_per_tile", type=int, nargs="*", default=[4],
                    help="extra sn_tf rows (segmentation and DetectNet, reads=1) cutting k "
                    "crops per read tile: repeated augmentation, not equal work")

@@ -100,11 +100,15 @@ def _train_export_predict(name, variant, tfr, out, overrides, verbose):
 def _print_summary(scores: dict, timings: dict, out: pathlib.Path, seconds: float) -> None:
     print(f"\n== demo results (held-out '{HELD_OUT}' split, SpaceNet metric, IoU > 0.5)")
     print(f"{'recipe':10s} {'TP':>5s} {'FP':>5s} {'FN':>5s} {'precision':>9s} {'recall':>7s} "
-          f"{'F1':>6s} {'train':>8s}")
+          f"{'F1':>6s} {'score':>6s} {'touching':>9s} {'isolated':>9s} {'train':>8s}")
     for name, s in scores.items():
-        o = s["overall"]
+        o, b = s["overall"], s["breakdown"]["overall"]
         print(f"{name:10s} {o['tp']:5d} {o['fp']:5d} {o['fn']:5d} {o['precision']:9.3f} "
-              f"{o['recall']:7.3f} {o['f1']:6.3f} {timings[name]['train_s']:7.0f}s")
+              f"{o['recall']:7.3f} {o['f1']:6.3f} {o['mean_city_f1']:6.3f} "
+              f"{b['touching']['recall']:9.3f} {b['isolated']['recall']:9.3f} "
+              f"{timings[name]['train_s']:7.0f}s")
+    print("score = SpaceNet score (mean city F1); touching / isolated = recall over truth "
+          "buildings within 1 px of another one / the others")
     print(f"\nEverything is in {out.resolve()}  ({seconds / 60:.1f} min):")
     print("  scores.json, predictions/<recipe>/ (CSV + GeoJSON), overlays/<recipe>/*.png,\n"
           "  models/<recipe>/ (checkpoints, TensorBoard logs), export/<recipe>/ (SavedModel),\n"

@@ -2,12 +2,17 @@
 
     python -m sn_tf.score --truth=PATH --proposals=PATH [--iou=0.5] [--min_area=20]
         [--json=FILE] [--repair_proposals=true] [--iou_inclusive=false] [--skip_malformed=false]
+        [--touch_distance=1] [--size_classes=100,1000]
 
 PATH is a SpaceNet CSV, a GeoJSON file, or a folder of them. Prints a table per city and
 overall (the SpaceNet 2 score is the mean of the city F1 values); ``--json`` also writes
 ``{"overall": {...}, "cities": {...}, "images": {...}}`` (each with tp, fp, fn, precision,
 recall, f1; overall adds ``mean_city_f1``; every image lists ``truth_best_iou``, the best IoU of
-each kept truth building). Imports numpy, shapely and absl only (never TensorFlow).
+each kept truth building, ``truth_matched`` and ``truth_touching``). A second table gives the
+recall over touching and isolated truth buildings (touching: another truth building within
+``--touch_distance``, in the truth's units) and per size class, per city and overall
+(``"breakdown"`` in the JSON): a low touching recall means the model merges neighbours.
+Imports numpy, shapely and absl only (never TensorFlow).
 Exit status: 0 on success, 1 on an input problem (message on stderr, no traceback).
 """
 
@@ -28,6 +33,11 @@ flags.DEFINE_float("min_area", 20.0, "Drop truth and proposal polygons with area
 flags.DEFINE_string("json", None, "Also write the full result as JSON to this file.")
 flags.DEFINE_bool("repair_proposals", True, "buffer(0) invalid proposals as the reference Python "
                   "scorers do (the official Java tester does not repair).")
+flags.DEFINE_float("touch_distance", 1.0, "Breakdown: a truth building within this distance of "
+                   "another truth building of its image is 'touching' (truth units: pixels "
+                   "for CSV).")
+flags.DEFINE_list("size_classes", ["100", "1000"], "Breakdown: ascending area edges of the size "
+                  "classes (truth units).")
 flags.DEFINE_bool("skip_malformed", False, "Skip malformed rows with a warning instead of "
                   "stopping with an error.")
 
@@ -47,10 +57,16 @@ def main(argv) -> None:
     from sn_tf.scoring import SpaceNetFormatError, score_polygons
 
     try:
+        size_classes = [float(v) for v in FLAGS.size_classes]
+    except ValueError:
+        _fail(f"--size_classes: expected comma-separated numbers, got "
+              f"{','.join(FLAGS.size_classes)!r}")
+    try:
         result = score_polygons(FLAGS.truth, FLAGS.proposals, FLAGS.iou, FLAGS.min_area,
                                 iou_inclusive=FLAGS.iou_inclusive,
                                 repair_proposals=FLAGS.repair_proposals,
-                                on_error="skip" if FLAGS.skip_malformed else "raise")
+                                on_error="skip" if FLAGS.skip_malformed else "raise",
+                                touch_distance=FLAGS.touch_distance, size_classes=size_classes)
     except (OSError, SpaceNetFormatError, ValueError) as err:
         _fail(str(err))
     for issue in result.issues:

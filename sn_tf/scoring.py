@@ -34,6 +34,16 @@ Decisions (documented in the CLI help as well):
   :class:`ReadIssue` in ``ScoreResult.issues``. Comment lines (``#``), blank lines, z values,
   ``-0.0`` and self-intersecting polygons are NOT malformed.
 
+Recall by kind of truth building (``ScoreResult.breakdown``, not part of the official metric):
+every kept truth polygon is *touching* when another truth polygon of its image (any truth
+polygon, also those dropped by ``min_area``: a merge does not care about the area rule) lies
+within ``touch_distance`` of it (default 1, in the truth's units: pixels for SpaceNet CSVs),
+else *isolated*; and it falls in a size class by its area (``size_classes`` edges, default
+100 and 1000: ``area<100``, ``area 100-1000``, ``area>=1000``). For each group, overall and per
+city: how many truth buildings it has, how many a proposal matched (TP), and that recall.
+A polygon that merges two touching buildings usually matches neither (IoU <= 0.5 with each),
+so a low touching recall next to a high isolated recall says the model merges neighbours.
+
 Speed: candidate pairs come from one ``shapely.STRtree`` query per image (vectorised over its
 proposals), intersections are one vectorised ``shapely.intersection`` call over all pairs; only
 the greedy matching loops in Python, over the sparse candidate lists.
@@ -58,6 +68,8 @@ GEOJSON_SUFFIXES = (".geojson", ".json")
 CSV_SUFFIXES = (".csv",)
 CONFIDENCE_KEYS = ("confidence", "Confidence", "conf", "score")
 IMAGE_ID_KEYS = ("image_id", "ImageId")
+#: Default area edges (truth units, pixels for SpaceNet CSVs) of the breakdown's size classes.
+SIZE_CLASSES = (100.0, 1000.0)
 
 
 class SpaceNetFormatError(ValueError):
@@ -353,12 +365,54 @@ class ImageScore(Counts):
 
     truth_best_iou: list = dataclasses.field(default_factory=list)
     truth_building_ids: list = dataclasses.field(default_factory=list)
+    truth_matched: list = dataclasses.field(default_factory=list)
+    truth_touching: list = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict:
         out = super().to_dict()
         out["truth_best_iou"] = [float(v) for v in self.truth_best_iou]
         out["truth_building_ids"] = list(self.truth_building_ids)
+        out["truth_matched"] = [bool(v) for v in self.truth_matched]
+        out["truth_touching"] = [bool(v) for v in self.truth_touching]
         return out
+
+
+@dataclasses.dataclass
+class GroupRecall:
+    """Truth buildings of one group (e.g. touching ones) and how many a proposal matched."""
+
+    n: int = 0
+    found: int = 0
+
+    @property
+    def recall(self) -> float:
+        return self.found / self.n if self.n else 0.0
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "found": self.found, "recall": self.recall}
+
+
+def size_class_names(edges: Sequence[float]) -> list[str]:
+    """Names of the size classes cut at ``edges`` (ascending): ``area<e0``, ``area e0-e1``, ...,
+    ``area>=e_last`` (edges printed with ``%g``)."""
+    e = [f"{v:g}" for v in edges]
+    if not e:
+        return ["all sizes"]
+    return ([f"area<{e[0]}"] + [f"area {a}-{b}" for a, b in zip(e, e[1:])]
+            + [f"area>={e[-1]}"])
+
+
+def _group_recalls(matched: np.ndarray, touching: np.ndarray, area: np.ndarray,
+                   edges: Sequence[float]) -> dict:
+    """{group name: GroupRecall} for truth flags ``matched``/``touching`` (bool [N]) and
+    ``area`` (float [N]): ``touching``, ``isolated``, then one entry per size class."""
+    out = {"touching": GroupRecall(int(touching.sum()), int((matched & touching).sum())),
+           "isolated": GroupRecall(int((~touching).sum()), int((matched & ~touching).sum()))}
+    size = np.searchsorted(np.asarray(edges, np.float64), area, side="right")
+    for k, name in enumerate(size_class_names(edges)):
+        inside = size == k
+        out[name] = GroupRecall(int(inside.sum()), int((matched & inside).sum()))
+    return out
 
 
 @dataclasses.dataclass
@@ -370,6 +424,7 @@ class ScoreResult:
     images: dict
     settings: dict
     issues: list = dataclasses.field(default_factory=list)
+    breakdown: dict = dataclasses.field(default_factory=dict)
 
     @property
     def mean_city_f1(self) -> float:
@@ -384,8 +439,34 @@ class ScoreResult:
         return {"overall": overall,
                 "cities": {k: v.to_dict() for k, v in self.cities.items()},
                 "images": {k: v.to_dict() for k, v in self.images.items()},
+                "breakdown": {scope: {g: v.to_dict() for g, v in groups.items()}
+                              for scope, groups in self.breakdown.items()},
                 "settings": dict(self.settings),
                 "issues": [str(i) for i in self.issues]}
+
+    def touching_recall(self, scope: str = "overall") -> float:
+        """Recall over the touching truth buildings of ``scope`` ("overall" or a city)."""
+        return self.breakdown[scope]["touching"].recall
+
+    def format_breakdown(self) -> str:
+        """Readable table of recall by kind of truth building, one row per city + overall."""
+        if not self.breakdown:
+            return ""
+        groups = list(self.breakdown["overall"])
+        scopes = [k for k in self.breakdown if k != "overall"] + ["overall"]
+        cells = {scope: [f"{r.recall:.3f} ({r.found}/{r.n})" if r.n else "-"
+                         for r in (self.breakdown[scope][g] for g in groups)]
+                 for scope in scopes}
+        width = 2 + max(len(c) for row in cells.values() for c in row + groups)
+        head = f"{'recall by truth building':<28}" + "".join(f"{g:>{width}}" for g in groups)
+        lines = [head, "-" * len(head)]
+        for scope in scopes:
+            if scope == "overall":
+                lines.append("-" * len(head))
+            lines.append(f"{scope:<28}" + "".join(f"{c:>{width}}" for c in cells[scope]))
+        d = self.settings.get("touch_distance")
+        lines.append(f"touching: another truth building within {d:g} (truth units) of it")
+        return "\n".join(lines)
 
     def format_table(self) -> str:
         """Readable table: one row per city, then the overall row and the SpaceNet 2 score."""
@@ -402,6 +483,8 @@ class ScoreResult:
             lines.append(f"{name:<28} {n:>6} {c.tp:>7} {c.fp:>7} {c.fn:>7} "
                          f"{c.precision:>9.4f} {c.recall:>9.4f} {c.f1:>9.4f}")
         lines.append(f"SpaceNet score (mean city F1): {self.mean_city_f1:.6f}")
+        if self.breakdown:
+            lines += ["", self.format_breakdown()]
         return "\n".join(lines)
 
 
@@ -433,7 +516,8 @@ class _Side:
 
     image: int64 [N] image index; geoms: object [N] shapely geometries; conf: float64 [N];
     area: float64 [N]; valid: bool [N]; bid: list of building ids; start: int64 [n_images + 1]
-    CSR offsets of each image's rows.
+    CSR offsets of each image's rows; ``every``/``every_start``: the same before the area filter
+    (for the touching test of the breakdown).
     """
 
     image: np.ndarray
@@ -443,6 +527,9 @@ class _Side:
     valid: np.ndarray
     bid: list
     start: np.ndarray
+    every: np.ndarray = None      # object [M]: every non-empty polygon, also those under min_area
+    every_start: np.ndarray = None  # int64 [n_images + 1]: CSR offsets of ``every`` per image
+    in_every: np.ndarray = None   # int64 [N]: position of each kept polygon in ``every``
 
 
 def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
@@ -460,12 +547,29 @@ def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
         geoms[~valid] = shapely.buffer(geoms[~valid], 0)
         valid = shapely.is_valid(geoms)
     area = shapely.area(geoms) if len(keep) else np.zeros(0)
-    mask = area >= min_area
-    order = np.flatnonzero(mask)
-    order = order[np.argsort(image[order], kind="stable")]
+    by_image = np.argsort(image, kind="stable")
+    every_start = np.searchsorted(image[by_image], np.arange(len(image_index) + 1))
+    in_every = np.flatnonzero(area[by_image] >= min_area)
+    order = by_image[in_every]
     start = np.searchsorted(image[order], np.arange(len(image_index) + 1))
     return _Side(image[order], geoms[order], conf[order], area[order], valid[order],
-                 [bid[k] for k in order], start)
+                 [bid[k] for k in order], start, geoms[by_image], every_start, in_every)
+
+
+def _touching(side: _Side, n_images: int, distance: float) -> np.ndarray:
+    """bool [N]: kept polygon k lies within ``distance`` of another polygon of its image (any
+    polygon of ``side.every``, also those under the area rule; distance 0 = they intersect)."""
+    flags = np.zeros(len(side.geoms), dtype=bool)
+    for img in range(n_images):
+        k0, k1 = side.start[img], side.start[img + 1]
+        e0, e1 = side.every_start[img], side.every_start[img + 1]
+        if k1 == k0 or e1 - e0 < 2:
+            continue
+        tree = shapely.STRtree(side.every[e0:e1])
+        qi, ti = tree.query(side.geoms[k0:k1], predicate="dwithin", distance=float(distance))
+        other = e0 + ti != side.in_every[k0 + qi]   # not itself
+        flags[k0 + qi[other]] = True
+    return flags
 
 
 def _candidate_pairs(truth: _Side, props: _Side, n_images: int) -> tuple[np.ndarray, np.ndarray]:
@@ -502,8 +606,10 @@ def _intersection_areas(a: np.ndarray, b: np.ndarray, ok: np.ndarray) -> np.ndar
 
 
 def _greedy_match(props: _Side, n_truth: int, pi: np.ndarray, ti: np.ndarray, iou: np.ndarray,
-                  n_images: int, threshold: float, inclusive: bool) -> np.ndarray:
-    """True-positive flag (bool [n_props]) of every proposal by the official greedy rule.
+                  n_images: int, threshold: float, inclusive: bool
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(true-positive flag of every proposal bool [n_props], matched flag of every truth
+    polygon bool [n_truth]) by the official greedy rule.
 
     ``pi``/``ti``/``iou`` are the candidate pairs sorted by proposal then truth index.
     """
@@ -525,12 +631,13 @@ def _greedy_match(props: _Side, n_truth: int, pi: np.ndarray, ti: np.ndarray, io
             if best_t >= 0 and (best > threshold or (inclusive and best >= threshold)):
                 matched[best_t] = True
                 hit[p] = True
-    return hit
+    return hit, np.array(matched, dtype=bool)
 
 
 def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float = 20.0, *,
                    iou_inclusive: bool = False, repair_proposals: bool = True,
-                   on_error: str = "raise") -> ScoreResult:
+                   on_error: str = "raise", touch_distance: float = 1.0,
+                   size_classes: Sequence[float] = SIZE_CLASSES) -> ScoreResult:
     """Score proposals against truth with the SpaceNet rules (see the module docstring).
 
     Args:
@@ -543,6 +650,9 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         coordinates: pixels for SpaceNet CSVs; use 0 for GeoJSON in metres/degrees).
       repair_proposals: buffer(0) invalid proposals (default, as the reference Python scorers).
       on_error: "raise" or "skip" malformed rows (skipped rows listed in ``result.issues``).
+      touch_distance: >= 0; a truth building within this distance of another truth building
+        of its image counts as touching in ``result.breakdown`` (truth units; 1 px default).
+      size_classes: ascending area edges of the breakdown's size classes (truth units).
 
     Returns:
       :class:`ScoreResult` (``to_dict()`` for JSON).
@@ -551,6 +661,12 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
     if not float(min_area) >= 0.0:
         raise ValueError(f"min_area must be >= 0, got {min_area}")
+    if not float(touch_distance) >= 0.0 or math.isinf(float(touch_distance)):
+        raise ValueError(f"touch_distance must be a finite number >= 0, got {touch_distance}")
+    edges = [float(v) for v in size_classes]
+    if any(not math.isfinite(v) or v < 0 for v in edges) or edges != sorted(set(edges)):
+        raise ValueError(f"size_classes must be ascending distinct finite areas >= 0, "
+                         f"got {list(size_classes)}")
     issues: list = []
     truth_records = _as_records(truth, on_error, issues)
     prop_records = _as_records(proposals, on_error, issues)
@@ -572,8 +688,9 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
     union = p_side.area[pi] + t_side.area[ti] - inter
     iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
     np.clip(iou, 0.0, 1.0, out=iou)   # rounding can give 1 + 2e-16 for identical polygons
-    hit = _greedy_match(p_side, len(t_side.geoms), pi, ti, iou, n_images,
-                        float(iou_threshold), iou_inclusive)
+    hit, matched = _greedy_match(p_side, len(t_side.geoms), pi, ti, iou, n_images,
+                                 float(iou_threshold), iou_inclusive)
+    touching = _touching(t_side, n_images, float(touch_distance))
     best = np.zeros(len(t_side.geoms))
     np.maximum.at(best, ti, iou)
 
@@ -584,10 +701,16 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
     for image_id, img in image_index.items():
         t0, t1 = t_side.start[img], t_side.start[img + 1]
         score = ImageScore(int(tp[img]), int(n_props[img] - tp[img]), int(n_truth[img] - tp[img]),
-                           best[t0:t1].tolist(), t_side.bid[t0:t1])
+                           best[t0:t1].tolist(), t_side.bid[t0:t1], matched[t0:t1].tolist(),
+                           touching[t0:t1].tolist())
         images[image_id] = score
         cities.setdefault(city_of(image_id), Counts()).add(score)
         overall.add(score)
+    t_city = np.array([city_of(i) for i in image_index], dtype=object)[t_side.image]
+    breakdown = {city: _group_recalls(matched[t_city == city], touching[t_city == city],
+                                      t_side.area[t_city == city], edges) for city in cities}
+    breakdown["overall"] = _group_recalls(matched, touching, t_side.area, edges)
     settings = {"iou_threshold": float(iou_threshold), "iou_inclusive": bool(iou_inclusive),
-                "min_area": float(min_area), "repair_proposals": bool(repair_proposals)}
-    return ScoreResult(overall, cities, images, settings, issues)
+                "min_area": float(min_area), "repair_proposals": bool(repair_proposals),
+                "touch_distance": float(touch_distance), "size_classes": edges}
+    return ScoreResult(overall, cities, images, settings, issues, breakdown)

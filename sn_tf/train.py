@@ -73,8 +73,9 @@ def main(argv):
     best = summary["best_val"]
     print(f"sn_tf.train: {FLAGS.config} -> {summary['model_dir']}: {summary['epochs_run']} "
           f"epoch(s) in {summary['seconds']:.0f} s ({summary['images_per_s']:.1f} img/s)"
-          + (f"; best val F1 {best['f1']:.3f} (P {best['precision']:.3f}, "
-             f"R {best['recall']:.3f}) at epoch {summary['best_epoch']}" if best else ""))
+          + (f"; best.keras: epoch {summary['best_epoch']}, val SpaceNet score (mean city F1) "
+             f"{best.get('mean_city_f1', best['f1']):.3f}, pooled F1 {best['f1']:.3f} "
+             f"(P {best['precision']:.3f}, R {best['recall']:.3f})" if best else ""))
     if FLAGS.summary_json:
         with open(FLAGS.summary_json, "w") as f:
             json.dump(summary, f, indent=1)

@@ -259,10 +259,16 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
 class SpaceNetValidation(keras.callbacks.Callback):
     """Every ``every`` epochs (and the last): polygons + SpaceNet score on the val split.
 
-    Adds ``val_precision``, ``val_recall``, ``val_f1`` to the epoch logs (so the CSV log and
-    TensorBoard record them; put this callback before those), saves ``best.keras`` and
-    ``val_scores.json`` when F1 improves. The best F1 survives a resumed run.
+    Adds ``val_score`` (the SpaceNet score: mean of the per-city F1), ``val_precision``,
+    ``val_recall``, ``val_f1`` (pooled over all tiles), ``val_touching_recall`` and
+    ``val_isolated_recall`` (recall over truth buildings within 1 px of another one, and
+    over the rest: ``ScoreResult.breakdown``) to the epoch logs (so the CSV log and
+    TensorBoard record them; put this callback before those), and saves ``best.keras`` and
+    ``val_scores.json`` when ``val_score`` improves. The best score survives a resumed run.
     """
+
+    #: the log key ``best.keras`` is chosen on
+    MONITOR = "val_score"
 
     def __init__(self, setup: Setup, model_dir, every: int, max_tiles=None, batch_size=4,
                  is_chief: bool = True):
@@ -270,7 +276,11 @@ class SpaceNetValidation(keras.callbacks.Callback):
         self.setup, self.dir, self.every = setup, pathlib.Path(model_dir), max(1, int(every))
         self.max_tiles, self.batch_size, self.is_chief = max_tiles, batch_size, is_chief
         scores = self.dir / md.VAL_SCORES
-        self.best = json.loads(scores.read_text())["overall"]["f1"] if scores.exists() else -1.0
+        self.best = -1.0
+        if scores.exists():
+            overall = json.loads(scores.read_text())["overall"]
+            # val_scores.json of an older run holds only the pooled F1 it was chosen on
+            self.best = overall.get("mean_city_f1", overall["f1"])
 
     def on_epoch_end(self, epoch, logs=None):
         last = self.params and epoch + 1 == self.params.get("epochs")
@@ -280,17 +290,27 @@ class SpaceNetValidation(keras.callbacks.Callback):
         result = evaluate_f1(self.model, self.setup, self.setup.config["data"]["val_split"],
                              self.max_tiles, self.batch_size)
         o = result.to_dict()["overall"]
+        groups = result.breakdown["overall"]
+        values = {"val_score": result.mean_city_f1, "val_precision": o["precision"],
+                  "val_recall": o["recall"], "val_f1": o["f1"],
+                  "val_touching_recall": groups["touching"].recall,
+                  "val_isolated_recall": groups["isolated"].recall}
         if logs is not None:
-            logs.update(val_precision=o["precision"], val_recall=o["recall"], val_f1=o["f1"])
-        print(f"\nvalidation (epoch {epoch + 1}): precision {o['precision']:.3f} recall "
-              f"{o['recall']:.3f} F1 {o['f1']:.3f} (tp {o['tp']} fp {o['fp']} fn {o['fn']}, "
-              f"{time.time() - t0:.1f} s)", flush=True)
-        if o["f1"] > self.best and self.is_chief:
-            self.best = o["f1"]
+            logs.update(values)
+        better = values[self.MONITOR] > self.best
+        print(f"\nvalidation (epoch {epoch + 1}): SpaceNet score (mean city F1) "
+              f"{values['val_score']:.3f}{' (best so far)' if better else ''}; pooled "
+              f"precision {o['precision']:.3f} recall {o['recall']:.3f} F1 {o['f1']:.3f} "
+              f"(tp {o['tp']} fp {o['fp']} fn {o['fn']}); recall touching "
+              f"{values['val_touching_recall']:.3f} ({groups['touching'].found}/"
+              f"{groups['touching'].n}) isolated {values['val_isolated_recall']:.3f} "
+              f"({time.time() - t0:.1f} s)", flush=True)
+        if better and self.is_chief:
+            self.best = values[self.MONITOR]
             (self.dir / md.BEST).parent.mkdir(parents=True, exist_ok=True)
             self.model.save(self.dir / md.BEST)
             (self.dir / md.VAL_SCORES).write_text(json.dumps(
-                {**result.to_dict(), "epoch": epoch + 1}, indent=1))
+                {**result.to_dict(), "epoch": epoch + 1, "chosen_on": self.MONITOR}, indent=1))
 
 
 # ---- model -----------------------------------------------------------------------------

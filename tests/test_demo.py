@@ -17,6 +17,7 @@ def test_demo_path_in_smoke_size(tmp_path):
         o = s["overall"]
         assert o["tp"] + o["fn"] > 0  # the held-out split has buildings to find
         assert 0.0 <= o["f1"] <= 1.0
+        assert s["breakdown"]["overall"]["touching"]["n"] > 0  # the sample has row houses
         assert s["cities"] and set(s["cities"]) <= {"AOI_2_Vegas", "AOI_3_Paris"}  # no Rio
         assert (out / "export" / name / "saved_model.pb").exists()
         assert (out / "models" / name / "checkpoints" / "best.keras").exists()

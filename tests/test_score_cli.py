@@ -44,12 +44,39 @@ def test_score_cli_prints_table_and_writes_json(tmp_path):
     assert data["images"]["AOI_2_Vegas_img1"]["truth_best_iou"] == [1.0]
     # the options reach the scorer: min_area above 100 drops every polygon
     proc = run("-m", "sn_tf.score", f"--truth={truth}", f"--proposals={props}", f"--json={out}",
-               "--min_area=101", "--iou=0.3", "--iou_inclusive", "--norepair_proposals")
+               "--min_area=101", "--iou=0.3", "--iou_inclusive", "--norepair_proposals",
+               "--touch_distance=2.5", "--size_classes=50,500,5000")
     assert proc.returncode == 0, proc.stderr
     data = json.loads(out.read_text())
     assert data["overall"]["tp"] + data["overall"]["fp"] + data["overall"]["fn"] == 0
     assert data["settings"] == {"iou_threshold": 0.3, "iou_inclusive": True, "min_area": 101.0,
-                                "repair_proposals": False}
+                                "repair_proposals": False, "touch_distance": 2.5,
+                                "size_classes": [50.0, 500.0, 5000.0]}
+    assert list(data["breakdown"]["overall"]) == [
+        "touching", "isolated", "area<50", "area 50-500", "area 500-5000", "area>=5000"]
+
+
+def test_score_cli_reports_touching_recall(tmp_path):
+    """Two squares sharing a wall and one isolated square; one proposal merges the pair."""
+    rows = [f"AOI_3_Paris_img1,1,\"POLYGON ((0 0,10 0,10 10,0 10,0 0))\",1",
+            f"AOI_3_Paris_img1,2,\"POLYGON ((10 0,20 0,20 10,10 10,10 0))\",1",
+            f"AOI_3_Paris_img1,3,\"POLYGON ((50 50,70 50,70 70,50 70,50 50))\",1"]
+    truth = write_csv(tmp_path / "truth.csv", rows)
+    props = write_csv(tmp_path / "props.csv", [
+        f"AOI_3_Paris_img1,1,\"POLYGON ((0 0,20 0,20 10,0 10,0 0))\",0.9",
+        f"AOI_3_Paris_img1,2,\"POLYGON ((50 50,70 50,70 70,50 70,50 50))\",0.8"])
+    out = tmp_path / "score.json"
+    proc = run("-m", "sn_tf.score", f"--truth={truth}", f"--proposals={props}", f"--json={out}")
+    assert proc.returncode == 0, proc.stderr
+    assert "recall by truth building" in proc.stdout
+    overall = json.loads(out.read_text())["breakdown"]["overall"]
+    assert overall["touching"] == {"n": 2, "found": 0, "recall": 0.0}
+    assert overall["isolated"] == {"n": 1, "found": 1, "recall": 1.0}
+    assert overall["area 100-1000"] == {"n": 3, "found": 1, "recall": 1 / 3}
+    proc = run("-m", "sn_tf.score", f"--truth={truth}", f"--proposals={props}",
+               "--touch_distance=-1")
+    assert proc.returncode == 1 and "touch_distance" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 def test_score_cli_missing_file_is_a_clear_error(tmp_path):

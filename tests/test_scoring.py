@@ -393,3 +393,48 @@ def test_result_json_shape():
     assert data["overall"]["mean_city_f1"] == pytest.approx(2 / 3)
     assert data["images"][V]["truth_best_iou"] == [pytest.approx(100 / 110), 0.0]
     assert "AOI_2_Vegas" in result.format_table()
+
+
+# ---------------------------------------------------------------------------------- breakdown
+
+
+def test_breakdown_two_squares_sharing_a_wall_merged_proposal_misses_both():
+    pair = [box(0, 0, 10, 10), box(10, 0, 20, 10)]          # share the wall x = 10
+    lone = box(50, 50, 70, 70)
+    truth = [(V, pair[0]), (V, pair[1]), (V, lone)]
+    merged = score_polygons(truth, [(V, box(0, 0, 20, 10), 0.9), (V, lone, 0.8)])
+    assert counts(merged) == (1, 1, 2)
+    b = merged.breakdown["overall"]
+    assert (b["touching"].n, b["touching"].found) == (2, 0)
+    assert (b["isolated"].n, b["isolated"].found) == (1, 1)
+    assert merged.images[V].truth_touching == [True, True, False]
+    assert merged.images[V].truth_matched == [False, False, True]
+    assert merged.touching_recall() == 0.0
+    split = score_polygons(truth, [(V, pair[0], 0.9), (V, pair[1], 0.9), (V, lone, 0.8)])
+    assert split.touching_recall() == 1.0 and split.touching_recall("AOI_2_Vegas") == 1.0
+    assert "recall by truth building" in split.format_table()
+
+
+def test_breakdown_touch_distance_sizes_and_cities():
+    paris = "AOI_3_Paris_img7"
+    truth = [(V, box(0, 0, 10, 10)), (V, box(10.5, 0, 20, 10)),      # gap 0.5: touching at 1
+             (V, box(40, 0, 50, 10)), (V, box(52, 0, 90, 40)),       # gap 2: touching at 2 only
+             (V, box(100, 0, 104, 4)), (V, box(104, 0, 140, 10)),    # touches a 16 px sliver
+             (paris, box(0, 0, 5, 5))]
+    result = score_polygons(truth, [(V, box(52, 0, 90, 40))])
+    assert result.images[V].truth_touching == [True, True, False, False, True]
+    assert result.images[paris].truth_touching == [False]
+    assert result.breakdown["AOI_2_Vegas"]["touching"].n == 3
+    assert result.breakdown["AOI_3_Paris"]["isolated"].n == 1
+    sizes = {k: (v.n, v.found) for k, v in result.breakdown["overall"].items()
+             if k.startswith("area")}
+    assert sizes == {"area<100": (2, 0), "area 100-1000": (3, 0), "area>=1000": (1, 1)}
+    wide = score_polygons(truth, [(V, box(52, 0, 90, 40))], touch_distance=2.0)
+    assert wide.images[V].truth_touching == [True, True, True, True, True]
+    assert wide.breakdown["overall"]["touching"].found == 1
+    custom = score_polygons(truth, [], size_classes=[50])
+    assert list(custom.breakdown["overall"]) == ["touching", "isolated", "area<50", "area>=50"]
+    for bad in ({"touch_distance": -1}, {"touch_distance": float("nan")},
+                {"size_classes": [100, 50]}, {"size_classes": [float("inf")]}):
+        with pytest.raises(ValueError):
+            score_polygons(truth, [], **bad)

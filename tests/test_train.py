@@ -103,7 +103,11 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
     assert info.image_types == ["MUL-PanSharpen"] and len(info.mean) == 8
     assert info.source_bands == {"MUL-PanSharpen": 8}  # predict refuses other band counts
     header = (tmp_path / "m" / md.TRAINING_LOG).read_text().splitlines()[0]
-    assert "val_f1" in header and "val_precision" in header
+    for key in ("val_score", "val_f1", "val_precision", "val_touching_recall",
+                "val_isolated_recall"):
+        assert key in header, header
+    chosen = json.loads((tmp_path / "m" / md.VAL_SCORES).read_text())
+    assert chosen["chosen_on"] == "val_score" and "breakdown" in chosen
     assert summary["best_val"] is not None  # validation ran through the scoring head
 
 

@@ -39,7 +39,7 @@ from concurrent import futures
 
 import numpy as np
 
-from sn_tf import layout, schema
+from sn_tf import labels, layout, schema
 from sn_tf.malloc import keep_freed_memory
 from sn_tf.stats import BandStats
 from sn_tf.tfrecord import TFRecordWriter
@@ -72,6 +72,7 @@ class ConvertConfig:
     resume: bool = False
     overwrite: bool = False
     sdf_truncation: float = 32.0
+    contact_radius: int = labels.CONTACT_RADIUS
     image_encoding: str = "raw"
     label_encoding: str = "auto"
     source: str = "auto"
@@ -138,7 +139,7 @@ def tile_options(cfg: ConvertConfig, lay: layout.AoiLayout, types) -> TileOption
         image_types=mine, label_grids=tuple(cfg.label_grids) or None,
         resample_to=cfg.resample_to if resample_types else None,
         resample_types=resample_types, resample_method=cfg.resample_method,
-        sdf_truncation=cfg.sdf_truncation, source=cfg.source)
+        sdf_truncation=cfg.sdf_truncation, contact_radius=cfg.contact_radius, source=cfg.source)
 
 
 def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
@@ -404,6 +405,8 @@ def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
     """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
     cfg = cfg or ConvertConfig()
     t0 = time.time()
+    if int(cfg.contact_radius) != cfg.contact_radius or cfg.contact_radius < 1:
+        raise ConvertError(f"contact_radius must be an integer >= 1, got {cfg.contact_radius!r}")
     try:
         layouts = layout.discover(data_dir, cfg.aois or None)
     except layout.LayoutError as exc:
@@ -481,6 +484,7 @@ def build_info(layouts, shards, records, options, cfg, out, command_line, resume
         v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": enc[f]}
                        for f in schema.LABEL_ARRAY_FIELDS}
         v["sdf_truncation"] = cfg.sdf_truncation
+        v["contact_radius"] = cfg.contact_radius
     splits = {}
     for s in shards:
         r = records[s.file]
@@ -576,7 +580,8 @@ def main(argv):
             resample_types=tuple(FLAGS.resample_types), resample_method=FLAGS.resample_method,
             splits=_parse_splits(FLAGS.splits), shard_size_mb=FLAGS.shard_size_mb,
             num_workers=FLAGS.num_workers, resume=FLAGS.resume, overwrite=FLAGS.overwrite,
-            sdf_truncation=FLAGS.sdf_truncation, image_encoding=FLAGS.image_encoding,
+            sdf_truncation=FLAGS.sdf_truncation, contact_radius=FLAGS.contact_radius,
+            image_encoding=FLAGS.image_encoding,
             label_encoding=FLAGS.label_encoding, source=FLAGS.source,
             progress=not FLAGS.no_progress, tune_malloc=True)  # a process of its own
         result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
@@ -611,9 +616,13 @@ def _define_flags():
     flags.DEFINE_bool("resume", False, "Write only the shards a killed run did not finish.")
     flags.DEFINE_bool("overwrite", False, "Replace an existing conversion in output_dir.")
     flags.DEFINE_float("sdf_truncation", 32.0, "Signed distance clipped to +-this (pixels).")
+    flags.DEFINE_integer("contact_radius", labels.CONTACT_RADIUS, "Contact layer: pixels whose "
+                         "(2r+1)-pixel square window holds two different buildings "
+                         "(shared walls, narrow gaps).", lower_bound=1)
     flags.DEFINE_enum("image_encoding", "raw", list(schema.ENCODINGS), "Pixel encoding.")
     flags.DEFINE_enum("label_encoding", "auto", ["auto", *schema.ENCODINGS],
-                      "Label array encoding; auto = zlib mask, raw distance and sdf.")
+                      "Label array encoding; auto = zlib mask and contact, raw distance and "
+                      "sdf.")
     flags.DEFINE_enum("source", "auto", ["auto", "geotiff", "hdf5"],
                       "Pixel source: GeoTIFF, lab HDF5 layers, or GeoTIFF when present.")
     flags.DEFINE_bool("no_progress", False, "No progress bar.")

@@ -12,7 +12,17 @@ coordinates (x = column, y = row, (0, 0) the top-left corner of the top-left pix
   nearest boundary pixel; ``H + W`` everywhere on a tile without buildings.
 * ``sdf``: float32 [H, W], +distance inside the mask, -distance outside, 0 on the boundary,
   clipped to [-truncation, truncation].
+* ``contact``: uint8 [H, W], 1 where the (2r+1) x (2r+1) pixel window centred on the pixel
+  (r = ``contact_radius``, clipped to the tile) holds pixels of two different buildings:
+  a band of width 2r along every shared wall (r pixels into each building) and across every
+  gap of up to 2r - 1 pixels between two buildings. The pixels a model must get right to
+  keep touching buildings apart (the SpaceNet 4 winners' "contact" channel, extended to
+  walls shared without a gap).
 * ``boxes_xyxy_px``: float32 [N, 4], axis-aligned bounds of each polygon, clipped to the tile.
+* ``rects_px``: float32 [N, 4, 2], the four (x, y) vertices of each polygon's minimum rotated
+  rectangle (``shapely.oriented_envelope``), in the envelope ring's order from its first
+  vertex; the oriented box a rotated building needs (an axis-aligned box of a building
+  turned 45 degrees can miss IoU 0.5 with it).
 """
 
 from __future__ import annotations
@@ -74,6 +84,108 @@ def instance_boundary(instances: np.ndarray) -> np.ndarray:
     b[:-1, :] |= ids[:-1, :] != ids[1:, :]
     b[1:, :] |= ids[1:, :] != ids[:-1, :]
     return b & (ids > 0)
+
+
+#: Default ``contact_radius`` (pixels) of the converter.
+CONTACT_RADIUS = 2
+
+
+def _contact_full(ids: np.ndarray, radius: int) -> np.ndarray:
+    """bool ``contact_mask`` of int32 ids over the whole array (rank filters)."""
+    size = 2 * radius + 1
+    top = ndimage.maximum_filter(ids, size=size, mode="constant", cval=0)
+    big = np.int32(np.iinfo(np.int32).max)
+    low = ndimage.minimum_filter(np.where(ids > 0, ids, big), size=size, mode="constant",
+                                 cval=big)
+    return (top > 0) & (low < top)
+
+
+def _merge_windows(windows: list) -> list:
+    """Merge (y0, y1, x0, x1) windows until none overlaps another (their union is covered)."""
+    merged = list(windows)
+    changed = True
+    while changed:
+        changed, out = False, []
+        for win in merged:
+            for k, other in enumerate(out):
+                if win[0] < other[1] and other[0] < win[1] and win[2] < other[3] \
+                        and other[2] < win[3]:
+                    out[k] = (min(win[0], other[0]), max(win[1], other[1]),
+                              min(win[2], other[2]), max(win[3], other[3]))
+                    changed = True
+                    break
+            else:
+                out.append(win)
+        merged = out
+    return merged
+
+
+def _contact_windows(extents: np.ndarray, radius: int, height: int, width: int) -> list:
+    """Merged (y0, y1, x0, x1) windows covering every place where two buildings' pixel
+    extents (int [N, 4] rows y0..y1, columns x0..x1, end exclusive) grown by ``radius``
+    overlap: the only places a contact pixel can be."""
+    grown = extents + np.array([-radius, radius, -radius, radius])
+    y0 = np.maximum(grown[:, None, 0], grown[None, :, 0])
+    y1 = np.minimum(grown[:, None, 1], grown[None, :, 1])
+    x0 = np.maximum(grown[:, None, 2], grown[None, :, 2])
+    x1 = np.minimum(grown[:, None, 3], grown[None, :, 3])
+    i, j = np.nonzero(np.triu((y0 < y1) & (x0 < x1), k=1))
+    windows = [(max(int(y0[a, b]), 0), min(int(y1[a, b]), height),
+                max(int(x0[a, b]), 0), min(int(x1[a, b]), width)) for a, b in zip(i, j)]
+    return _merge_windows([w for w in windows if w[0] < w[1] and w[2] < w[3]])
+
+
+def contact_mask(instances: np.ndarray, radius: int = CONTACT_RADIUS,
+                 boxes_xyxy_px: np.ndarray | None = None) -> np.ndarray:
+    """uint8 [H, W]: 1 where the (2 radius + 1)-pixel square window around the pixel (clipped
+    to the grid) holds pixels of two different buildings (``instances``: int [H, W], 0 =
+    background, k > 0 = building k). ``radius`` >= 1.
+
+    Two rank filters (largest and smallest building id in the window: the window holds two
+    buildings exactly when they differ), run only where two buildings' extents grown by
+    ``radius`` overlap; equal to running them over the whole grid (tested). The extents
+    come from ``boxes_xyxy_px`` (float [K, 4] for buildings 1..K, e.g. the polygons' clipped
+    bounds: ~0.5 ms for a 650 px grid of ~50 buildings instead of 4.6 ms for the whole
+    grid) or, without them, from ``scipy.ndimage.find_objects`` (+1 ms).
+    """
+    radius = int(radius)
+    if radius < 1:
+        raise ValueError(f"contact radius must be >= 1, got {radius}")
+    ids = np.asarray(instances).astype(np.int32, copy=False)
+    h, w = ids.shape
+    out = np.zeros((h, w), bool)
+    if boxes_xyxy_px is None:
+        if ids.max(initial=0) == 0:
+            return out.view(np.uint8)
+        extents = np.array([(s[0].start, s[0].stop, s[1].start, s[1].stop)
+                            for s in ndimage.find_objects(ids) if s is not None], np.int64)
+    else:  # a pixel centre inside a polygon lies within its bounds' floor/ceil range
+        b = np.asarray(boxes_xyxy_px, np.float64).reshape(-1, 4)
+        extents = np.stack([np.floor(b[:, 1]), np.ceil(b[:, 3]), np.floor(b[:, 0]),
+                            np.ceil(b[:, 2])], axis=1).astype(np.int64)
+    for y0, y1, x0, x1 in _contact_windows(extents.reshape(-1, 4), radius, h, w):
+        # the window plus ``radius`` of context: every window pixel sees its whole square
+        cy0, cy1 = max(y0 - radius, 0), min(y1 + radius, h)
+        cx0, cx1 = max(x0 - radius, 0), min(x1 + radius, w)
+        local = _contact_full(ids[cy0:cy1, cx0:cx1], radius)
+        out[y0:y1, x0:x1] |= local[y0 - cy0:y1 - cy0, x0 - cx0:x1 - cx0]
+    return out.view(np.uint8)
+
+
+def rotated_rects_px(polygons_px) -> np.ndarray:
+    """float32 [N, 4, 2]: vertices (x, y) of each polygon's minimum rotated rectangle
+    (``shapely.oriented_envelope``: the ring's first four vertices). A degenerate envelope
+    (a line or point, never from a polygon of area > 0) repeats its points."""
+    if len(polygons_px) == 0:
+        return np.zeros((0, 4, 2), np.float32)
+    env = shapely.oriented_envelope(np.asarray(list(polygons_px), dtype=object))
+    out = np.zeros((len(env), 4, 2), np.float32)
+    for k, geom in enumerate(env):
+        ring = geom.exterior.coords if geom.geom_type == "Polygon" else geom.coords
+        pts = np.asarray(ring, np.float64)[:, :2]
+        pts = pts[:-1] if len(pts) == 5 else pts
+        out[k] = pts[np.arange(4) % len(pts)]
+    return out
 
 
 def boundary_mask(mask: np.ndarray) -> np.ndarray:
@@ -184,7 +296,8 @@ def boxes_xyxy_px(polygons_px, height: int, width: int) -> np.ndarray:
 
 
 def compute_labels(polygons_px, height: int, width: int,
-                   sdf_truncation: float | None = 32.0, dtype=np.float32) -> dict:
+                   sdf_truncation: float | None = 32.0, dtype=np.float32,
+                   contact_radius: int = CONTACT_RADIUS) -> dict:
     """Every label layer of one grid, as the ``labels`` entry of the schema's tile dict.
 
     ``polygons_px`` must already be valid and clipped to the tile (``clip_to_tile``).
@@ -194,11 +307,14 @@ def compute_labels(polygons_px, height: int, width: int,
     instances = rasterize_instances(polygons_px, height, width)
     mask = (instances > 0).astype(np.uint8)
     distance = distance_to_boundary(mask, instance_boundary(instances), dtype)
+    boxes = boxes_xyxy_px(polygons_px, height, width)
     return {
         "mask": mask,
         "distance": distance,
         "sdf": signed_distance(mask, sdf_truncation, distance),
-        "boxes_xyxy_px": boxes_xyxy_px(polygons_px, height, width),
+        "contact": contact_mask(instances, contact_radius, boxes),
+        "boxes_xyxy_px": boxes,
+        "rects_px": rotated_rects_px(polygons_px),
         "polygons_px": list(polygons_px),
         "height": int(height),
         "width": int(width),
@@ -206,11 +322,14 @@ def compute_labels(polygons_px, height: int, width: int,
 
 
 def labels_from_mask(mask: np.ndarray, distance: np.ndarray | None = None,
-                     sdf_truncation: float | None = 32.0) -> dict:
+                     sdf_truncation: float | None = 32.0,
+                     contact_radius: int = CONTACT_RADIUS) -> dict:
     """Label layers when only a footprint mask is known (e.g. lab HDF5 files).
 
     Buildings are the 4-connected components of the mask, traced into pixel polygons with
-    rasterio.features.shapes; ``distance`` (if the source has one) is kept as given.
+    rasterio.features.shapes; ``distance`` (if the source has one) is kept as given. The
+    contact layer sees the components as the buildings (buildings touching in the mask are
+    one component: no contact between them).
     """
     from rasterio import features
 
@@ -224,7 +343,9 @@ def labels_from_mask(mask: np.ndarray, distance: np.ndarray | None = None,
         "mask": mask,
         "distance": dist,
         "sdf": signed_distance(mask, sdf_truncation, distance_to_boundary(mask)),
+        "contact": contact_mask(ndimage.label(mask, structure=_CROSS)[0], contact_radius),
         "boxes_xyxy_px": boxes_xyxy_px(polys, h, w),
+        "rects_px": rotated_rects_px(polys),
         "polygons_px": polys,
         "height": int(h),
         "width": int(w),

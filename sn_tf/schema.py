@@ -9,7 +9,7 @@ One example = one tile. Its canonical in-memory form (what ``encode_tile`` takes
     {
       "tile_id": "AOI_2_Vegas_img123",          # str
       "aoi": "AOI_2_Vegas",                    # str
-      "schema_version": 2,                     # int
+      "schema_version": 3,                     # int
       "images": {                              # one entry per image type
         "MUL-PanSharpen": {
           "data": ndarray [H, W, C], source dtype, source band order (band 1 = channel 0),
@@ -21,7 +21,9 @@ One example = one tile. Its canonical in-memory form (what ``encode_tile`` takes
       "labels": {                              # one entry per label grid (an image type name)
         "MUL-PanSharpen": {
           "mask": uint8 [H, W] (0/1), "distance": float [H, W] (px), "sdf": float [H, W] (px),
-          "boxes_xyxy_px": float32 [N, 4], "polygons_px": list of N shapely Polygons (pixels),
+          "contact": uint8 [H, W] (0/1; version >= 3),
+          "boxes_xyxy_px": float32 [N, 4], "rects_px": float32 [N, 4, 2] (version >= 3),
+          "polygons_px": list of N shapely Polygons (pixels),
           "height": H, "width": W,
         }, ...},
     }
@@ -40,12 +42,16 @@ from typing import Any, Mapping
 
 import numpy as np
 
-SCHEMA_VERSION = 2
-KNOWN_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 # Version 2 adds the payload offsets (``image/<type>/payload_offset``,
 # ``labels/<grid>/payload_offsets``) so that readers can cut pixel windows straight out of
 # the serialized record; version 1 data reads as before (without them).
 FIRST_VERSION_WITH_OFFSETS = 2
+# Version 3 adds, per label grid, the ``contact`` array (pixels near two different
+# buildings: shared walls and narrow gaps) and ``rects_px`` (each building's minimum
+# rotated rectangle); version 1 and 2 data read as before, without them.
+FIRST_VERSION_WITH_CONTACT = 3
 
 # ---- tile-level keys -------------------------------------------------------------------
 KEY_SCHEMA_VERSION = "schema/version"  # int64
@@ -69,12 +75,14 @@ IMAGE_FIELDS = (
 )
 
 # ---- per label grid: labels/<grid>/<field> ---------------------------------------------
-LABEL_ARRAY_FIELDS = ("mask", "distance", "sdf")  # encoded [H, W] arrays
+LABEL_ARRAY_FIELDS = ("mask", "distance", "sdf", "contact")  # encoded [H, W] arrays
 LABEL_FIELDS = LABEL_ARRAY_FIELDS + (
     "encoding",  # bytes list, parallel to LABEL_ARRAY_FIELDS
     "dtypes",  # bytes list, parallel to LABEL_ARRAY_FIELDS
     "shape",  # int64 [2]: H, W
     "boxes_xyxy_px",  # float32 [N * 4]
+    "rects_px",  # float32 [N * 8]: (x, y) of the 4 vertices of each minimum rotated
+    # rectangle (labels.rotated_rects_px); version >= 3
     "polygons_wkb",  # bytes list [N]: pixel-coordinate polygons as WKB
     "payload_offsets",  # bytes: int64 little endian, parallel to LABEL_ARRAY_FIELDS: where
     # each array's payload starts in the serialized Example; version >= 2
@@ -82,13 +90,21 @@ LABEL_FIELDS = LABEL_ARRAY_FIELDS + (
 
 # Stored dtype of each label array (distance and sdf in float16: 11-bit mantissa, i.e.
 # < 0.05 % relative error, far below the pixel quantisation of the masks they come from).
-LABEL_DTYPES = {"mask": "uint8", "distance": "float16", "sdf": "float16"}
+LABEL_DTYPES = {"mask": "uint8", "distance": "float16", "sdf": "float16", "contact": "uint8"}
 
 ENCODINGS = ("raw", "zlib")
 # "auto" label encoding: the mask compresses ~30x in ~1 ms per 650 px tile; the float16
 # distance and sdf layers cost 4-7 ms each to compress for a 5-10x gain, which would make
 # label compression the converter's largest cost after the EDT (BUILD_NOTES.md section 2).
-AUTO_LABEL_ENCODING = {"mask": "zlib", "distance": "raw", "sdf": "raw"}
+AUTO_LABEL_ENCODING = {"mask": "zlib", "distance": "raw", "sdf": "raw", "contact": "zlib"}
+
+
+def label_array_fields(version: int = SCHEMA_VERSION) -> tuple[str, ...]:
+    """The label arrays of a schema version, in the order of their parallel lists
+    (``encoding``, ``dtypes``, ``payload_offsets``)."""
+    if int(version) < FIRST_VERSION_WITH_CONTACT:
+        return LABEL_ARRAY_FIELDS[:3]
+    return LABEL_ARRAY_FIELDS
 
 
 def label_encodings(label_encoding: str) -> dict[str, str]:
@@ -333,13 +349,16 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
             dtypes.append(arr.dtype.name)
         f[label_key(grid, "payload_offsets")] = _bytes_feature([holder])
         boxes = np.asarray(lab["boxes_xyxy_px"], dtype=np.float32).reshape(-1, 4)
+        rects = np.asarray(lab["rects_px"], dtype=np.float32).reshape(-1, 8)
         polys = list(lab["polygons_px"])
-        if len(polys) != len(boxes):
-            raise SchemaError(f"label {grid}: {len(boxes)} boxes but {len(polys)} polygons")
+        if not len(polys) == len(boxes) == len(rects):
+            raise SchemaError(f"label {grid}: {len(boxes)} boxes, {len(rects)} rectangles but "
+                              f"{len(polys)} polygons")
         f[label_key(grid, "encoding")] = _bytes_feature(encoded)
         f[label_key(grid, "dtypes")] = _bytes_feature(dtypes)
         f[label_key(grid, "shape")] = _int_feature([h, w])
         f[label_key(grid, "boxes_xyxy_px")] = _float_feature(boxes.ravel())
+        f[label_key(grid, "rects_px")] = _float_feature(rects.ravel())
         wkbs = np.empty(len(polys), dtype=object)  # one vectorised to_wkb call
         wkbs[:] = polys
         f[label_key(grid, "polygons_wkb")] = _bytes_feature(list(shapely.to_wkb(wkbs)))
@@ -396,9 +415,12 @@ def decode_tile(serialized: bytes, decode_polygons: bool = True) -> dict[str, An
         lab: dict[str, Any] = {"height": int(h), "width": int(w)}
         encodings = [e.decode() for e in lv("encoding")]
         dtypes = [d.decode() for d in lv("dtypes")]
-        for field, enc, dt in zip(LABEL_ARRAY_FIELDS, encodings, dtypes):
+        for field, enc, dt in zip(label_array_fields(version), encodings, dtypes,
+                                  strict=True):
             lab[field] = decode_array(lv(field)[0], enc, dt, (h, w))
         lab["boxes_xyxy_px"] = np.asarray(lv("boxes_xyxy_px"), np.float32).reshape(-1, 4)
+        if version >= FIRST_VERSION_WITH_CONTACT:
+            lab["rects_px"] = np.asarray(lv("rects_px"), np.float32).reshape(-1, 4, 2)
         wkbs = lv("polygons_wkb")
         lab["polygons_px"] = list(shapely.from_wkb(wkbs)) if (decode_polygons and wkbs) else []
         tile["labels"][grid] = lab
@@ -431,6 +453,7 @@ def tf_feature_spec(image_types, label_grids, with_polygons: bool = False) -> di
             spec[label_key(g, field)] = tf.io.FixedLenFeature([], tf.string, default_value="")
         spec[label_key(g, "shape")] = tf.io.FixedLenFeature([2], tf.int64, default_value=[0, 0])
         spec[label_key(g, "boxes_xyxy_px")] = tf.io.VarLenFeature(tf.float32)
+        spec[label_key(g, "rects_px")] = tf.io.VarLenFeature(tf.float32)  # version >= 3
         spec[label_key(g, "payload_offsets")] = tf.io.FixedLenFeature(
             [], tf.string, default_value="")
         if with_polygons:

@@ -43,6 +43,7 @@ class TileOptions:
     resample_types: tuple[str, ...] = ()
     resample_method: str = "bilinear"
     sdf_truncation: float = 32.0
+    contact_radius: int = labels.CONTACT_RADIUS
     source: str = "auto"
 
 
@@ -200,7 +201,8 @@ def build_tile(tile: TileSource, opts: TileOptions) -> tuple[dict, list[str]]:
             header = images[grid][1]
             kept = _labels_on_grid(tile, read.polygons, header, notes, grid)
             out["labels"][grid] = labels.compute_labels(
-                kept, header.height, header.width, opts.sdf_truncation, _LABEL_FLOAT)
+                kept, header.height, header.width, opts.sdf_truncation, _LABEL_FLOAT,
+                opts.contact_radius)
     elif tile.labels_expected and not h5_layers:
         raise TileSkipped(f"{tile.tile_id}: no label file (expected one in the AOI's "
                           "label folder)")
@@ -208,7 +210,8 @@ def build_tile(tile: TileSource, opts: TileOptions) -> tuple[dict, list[str]]:
         for grid in grids:
             if grid in h5_layers:
                 mask, dist = h5_layers[grid]
-                out["labels"][grid] = labels.labels_from_mask(mask, dist, opts.sdf_truncation)
+                out["labels"][grid] = labels.labels_from_mask(mask, dist, opts.sdf_truncation,
+                                                              opts.contact_radius)
                 notes.append(f"{tile.tile_id}: labels of {grid} from the HDF5 layers "
                              "(no GeoJSON): buildings are mask components")
     return out, notes

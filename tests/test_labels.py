@@ -5,6 +5,8 @@ import csv
 import numpy as np
 import pytest
 import shapely
+import shapely.affinity
+from shapely.geometry import box
 
 from sn_tf import labels
 
@@ -155,3 +157,70 @@ def test_float16_labels_equal_the_cast_float32_labels(truncation):
             assert half[field].dtype == np.float16
             np.testing.assert_array_equal(half[field].view(np.uint16),
                                           ref[field].astype(np.float16).view(np.uint16))
+
+
+# ---- contact and rotated rectangles (schema version 3) ----------------------------------
+def test_contact_of_two_squares_sharing_a_wall_is_exact():
+    """A: columns 5..14, B: 15..24, rows 5..14; radius 2: the 5x5 window of a pixel holds
+    both exactly for columns 13..16 and rows 3..16."""
+    lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)
+    want = np.zeros((40, 48), np.uint8)
+    want[3:17, 13:17] = 1
+    np.testing.assert_array_equal(lab["contact"], want)
+    assert lab["contact"].dtype == np.uint8
+    wide = labels.contact_mask(labels.rasterize_instances(
+        [box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48), radius=3)
+    assert wide[:, 12:18].any(axis=0).all() and not wide[:, :12].any()
+
+
+@pytest.mark.parametrize("gap, columns", [(3, [16]), (4, []), (1, [14, 15, 16])])
+def test_contact_across_a_gap(gap, columns):
+    """A gap of up to 2r - 1 pixels between two buildings is contact (radius 2)."""
+    polys = [box(5, 5, 15, 15), box(15 + gap, 5, 25 + gap, 15)]
+    contact = labels.compute_labels(polys, 30, 40)["contact"]
+    assert np.flatnonzero(contact.any(axis=0)).tolist() == columns
+
+
+def test_contact_is_the_whole_grid_rank_filter_and_follows_symmetries():
+    rng = np.random.default_rng(3)
+    polys = []
+    for _ in range(40):
+        x, y = rng.uniform(0, 90, 2)
+        polys.append(shapely.affinity.rotate(box(x, y, x + rng.uniform(3, 15),
+                                                 y + rng.uniform(3, 15)), rng.uniform(0, 90)))
+    polys, _ = labels.clip_to_tile(polys, 80, 96)
+    ids = labels.rasterize_instances(polys, 80, 96)
+    full = labels._contact_full(ids, 2).astype(np.uint8)
+    assert full.any()
+    np.testing.assert_array_equal(labels.contact_mask(ids, 2), full)
+    np.testing.assert_array_equal(
+        labels.contact_mask(ids, 2, labels.boxes_xyxy_px(polys, 80, 96)), full)
+    # a rank filter over a square window commutes with flips and transposes
+    for op in (np.fliplr, np.flipud, np.transpose):
+        np.testing.assert_array_equal(labels.contact_mask(op(ids), 2), op(full))
+    # and a crop sees the same contact away from its edges (radius 2 from them)
+    crop = labels.contact_mask(ids[10:60, 20:90], 2)
+    np.testing.assert_array_equal(crop[2:-2, 2:-2], full[12:58, 22:88])
+    with pytest.raises(ValueError, match="radius"):
+        labels.contact_mask(ids, 0)
+
+
+def test_contact_from_a_mask_treats_components_as_buildings():
+    mask = np.zeros((20, 30), np.uint8)
+    mask[2:8, 2:10] = 1
+    mask[2:8, 12:20] = 1     # 2 px gap: contact at radius 2
+    lab = labels.labels_from_mask(mask)
+    assert lab["contact"][:, 10:12].all(axis=1)[2:8].all()
+    assert lab["rects_px"].shape == (2, 4, 2)
+
+
+def test_rotated_rects_are_the_minimum_rotated_rectangles():
+    square = shapely.affinity.rotate(box(10, 10, 20, 30), 30, origin="centroid")
+    rects = labels.rotated_rects_px([square, box(1, 2, 5, 9)])
+    assert rects.shape == (2, 4, 2) and rects.dtype == np.float32
+    assert shapely.Polygon(rects[0]).equals_exact(square.normalize(), 1e-4) or \
+        shapely.Polygon(rects[0]).symmetric_difference(square).area < 1e-3
+    assert sorted(map(tuple, rects[1].tolist())) == [(1, 2), (1, 9), (5, 2), (5, 9)]
+    l_shape = shapely.Polygon([(0, 0), (10, 0), (10, 4), (4, 4), (4, 10), (0, 10)])
+    assert shapely.Polygon(labels.rotated_rects_px([l_shape])[0]).area == pytest.approx(100)
+    assert labels.rotated_rects_px([]).shape == (0, 4, 2)

@@ -12,7 +12,7 @@ def _tile(dtype="uint16", bands=8, encoding_kw=None):
     info = np.iinfo(dtype) if np.dtype(dtype).kind in "ui" else None
     hi = min(info.max, 5000) if info else 1.0
     data = (rng.uniform(0, hi, (13, 17, bands))).astype(dtype)
-    polys = [shapely.box(2, 3, 9, 8), shapely.Polygon([(10, 1), (16, 2), (12, 9)])]
+    polys = [shapely.box(2, 3, 9, 8), shapely.Polygon([(10, 1), (16, 2), (12, 9)])]  # 1 px gap
     lab = labels.compute_labels(polys, 13, 17, 4.0)
     return {
         "tile_id": "AOI_2_Vegas_img7", "aoi": "AOI_2_Vegas",
@@ -36,6 +36,9 @@ def test_round_trip_exact(dtype, enc):
     np.testing.assert_array_equal(lab["mask"], slab["mask"])
     np.testing.assert_allclose(lab["sdf"], slab["sdf"], rtol=1e-3)
     np.testing.assert_array_equal(lab["boxes_xyxy_px"], slab["boxes_xyxy_px"])
+    np.testing.assert_array_equal(lab["contact"], slab["contact"])
+    np.testing.assert_array_equal(lab["rects_px"], slab["rects_px"])
+    assert lab["contact"].any() and lab["rects_px"].shape == (2, 4, 2)
     assert all(a.equals(b) for a, b in zip(lab["polygons_px"], slab["polygons_px"]))
     assert back["tile_id"] == "AOI_2_Vegas_img7" and back["schema_version"] == schema.SCHEMA_VERSION
 
@@ -56,18 +59,48 @@ def test_unknown_version_refused():
         schema.decode_tile(ex.SerializeToString())
 
 
+def _as_version_2(serialized: bytes) -> bytes:
+    """A version 3 record rewritten as version 2 wrote it (no contact, no rects_px)."""
+    from sn_tf.tfimport import tensorflow
+
+    ex = tensorflow().train.Example.FromString(serialized)
+    feat = ex.features.feature
+    feat[schema.KEY_SCHEMA_VERSION].int64_list.value[:] = [2]
+    for grid in feat[schema.KEY_LABEL_GRIDS].bytes_list.value:
+        g = grid.decode()
+        del feat[schema.label_key(g, "contact")], feat[schema.label_key(g, "rects_px")]
+        for field in ("encoding", "dtypes"):
+            del feat[schema.label_key(g, field)].bytes_list.value[-1]
+        offsets = feat[schema.label_key(g, "payload_offsets")].bytes_list.value
+        offsets[0] = offsets[0][:-8]
+    return ex.SerializeToString(deterministic=True)
+
+
+def test_version_2_records_decode_without_contact_and_rects():
+    tile = _tile()
+    back = schema.decode_tile(_as_version_2(schema.encode_tile(tile)))
+    assert back["schema_version"] == 2
+    lab = back["labels"]["X"]
+    assert "contact" not in lab and "rects_px" not in lab
+    np.testing.assert_array_equal(lab["mask"], tile["labels"]["X"]["mask"])
+    np.testing.assert_array_equal(lab["boxes_xyxy_px"], tile["labels"]["X"]["boxes_xyxy_px"])
+
+
 def test_keys_are_frozen():
     """Changing a key breaks every converted dataset: bump SCHEMA_VERSION and update this."""
-    assert schema.SCHEMA_VERSION == 2 and schema.KNOWN_SCHEMA_VERSIONS == (1, 2)
+    assert schema.SCHEMA_VERSION == 3 and schema.KNOWN_SCHEMA_VERSIONS == (1, 2, 3)
     keys = schema.feature_keys(["PAN"], ["PAN"])
     assert keys == [
         "schema/version", "tile/id", "tile/aoi", "tile/image_types", "tile/label_grids",
         "image/PAN/data", "image/PAN/encoding", "image/PAN/dtype", "image/PAN/shape",
         "image/PAN/transform_gdal", "image/PAN/crs", "image/PAN/nodata",
         "image/PAN/label_grid", "image/PAN/payload_offset",
-        "labels/PAN/mask", "labels/PAN/distance", "labels/PAN/sdf", "labels/PAN/encoding",
-        "labels/PAN/dtypes", "labels/PAN/shape", "labels/PAN/boxes_xyxy_px",
-        "labels/PAN/polygons_wkb", "labels/PAN/payload_offsets"]
+        "labels/PAN/mask", "labels/PAN/distance", "labels/PAN/sdf", "labels/PAN/contact",
+        "labels/PAN/encoding", "labels/PAN/dtypes", "labels/PAN/shape",
+        "labels/PAN/boxes_xyxy_px", "labels/PAN/rects_px", "labels/PAN/polygons_wkb",
+        "labels/PAN/payload_offsets"]
+    assert schema.label_array_fields(2) == ("mask", "distance", "sdf")
+    assert schema.label_array_fields(3) == ("mask", "distance", "sdf", "contact")
     # the hand-written serializer's key order is protobuf's only if no key is a prefix
     # of another (upb puts the longer first)
     assert not [(a, b) for a in keys for b in keys if a != b and b.startswith(a)]
@@ -144,7 +177,7 @@ def test_payload_offsets_point_at_every_payload(enc):
     for field, off in zip(schema.LABEL_ARRAY_FIELDS, offs, strict=True):
         data = value(schema.label_key("X", field))
         found.append(ser[off:off + len(data)] == data)
-    assert found == [True] * 5
+    assert found == [True] * 6
     # the TF side: the record itself when the entry before the offset checks, else parsed
     key = schema.label_key("X", "sdf")
     sdf = value(key)

@@ -16,12 +16,15 @@ from sn_tf.recipes import recipe
 def get_config(variant: str = "") -> dict:
     return recipe(
         variant,
-        model={"kind": "fcn", "width": 32, "depth": 4, "blocks": 2, "sdf_bins": None},
+        model={"kind": "fcn", "width": 32, "depth": 4, "blocks": 2, "sdf_bins": None,
+               "contact": False},
         data={"boundary_weight": 2.0, "sdf_truncation": 8.0},
-        loss={"jaccard_weight": 0.5, "sdf_weight": 1.0},
+        loss={"jaccard_weight": 0.5, "sdf_weight": 1.0, "contact_loss_weight": 1.0,
+              "contact_jaccard_weight": 0.0, "contact_pos_weight": 1.0},
         train={"learning_rate": 2e-3},
         postprocess={"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0,
-                     "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0},
+                     "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0,
+                     "contact_threshold": 0.0},
         variants={"demo": {"model": {"width": 16, "blocks": 1},
                            "train": {"learning_rate": 3e-3}},
                   "smoke": {"model": {"width": 8, "depth": 3, "blocks": 1},

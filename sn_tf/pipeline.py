@@ -14,7 +14,8 @@ Training (``training=True``), one element per batch of random crops:
     ``image_dtype`` "bfloat16"/"float16": the same values cast; "raw": the stored values
     (uint16 for SpaceNet imagery), for a model whose first layer normalises
     (``normalization_layer``, ``sn_tf.model_input``).
-  * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``;
+  * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``
+    (plus ``"contact": [B,H,W,1]`` with ``contact=True``);
     ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.targets).
   * sample_weights (only when ``sample_weights`` is True, or by default when
     ``boundary_weight`` is set or ``training=False``): one map per target, same
@@ -33,6 +34,7 @@ Evaluation (``training=False``): whole tiles, every example of the split exactly
 with georeference, visualisation and tests::
 
     "image" [B,H,W,C], "footprint" [B,H,W,1], "sdf" [B,H,W,1]   (segmentation / all)
+    "contact" [B,H,W,1] float32 in {0, 1}                     (with ``contact=True``)
     "coverage" [B,h,w,1], "bbox" [B,h,w,9]                      (detection / all)
     "boxes" [B,N,4] float32 xyxy pixels of the (augmented) image, zero rows = padding
     "valid" [B,H,W,1] float32, 1 on real pixels
@@ -135,7 +137,8 @@ class _Plan:
     types: tuple[_TypeSpec, ...]
     grid: str
     label_arrays: dict  # field -> (dtype, encoding)
-    label_fields: tuple[str, ...]  # ("sdf",) or ("mask", "distance"); () without segmentation
+    label_fields: tuple[str, ...]  # ("sdf",) or ("mask", "distance"), then "contact" when
+    # the contact target or weight is asked for; () without segmentation
     truncation: float
     norm_scale: np.ndarray  # float32 [C]
     norm_bias: np.ndarray  # float32 [C]
@@ -154,6 +157,13 @@ class _Plan:
     image_dtype: str = "float32"
     from_record: bool = False  # training windows of raw arrays cut from the record itself
     grid_shape: tuple[int, int] = (0, 0)  # the label grid's example_shape (H, W)
+    contact: bool = False  # segmentation targets include "contact"
+    contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
+
+    @property
+    def needs_contact(self) -> bool:
+        """True when the contact layer is decoded (as a target or for the weights)."""
+        return self.contact or self.contact_weight is not None
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
@@ -313,7 +323,8 @@ def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
 
 def _plan(info: dict, split: str, *, target, training, image_types, bands, normalization,
           crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, stride,
-          cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32") -> _Plan:
+          cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32", contact=False,
+          contact_weight=None) -> _Plan:
     """Check every argument against the dataset and resolve it into a ``_Plan``."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
@@ -343,6 +354,7 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     if boundary_weight is not None and (not seg or boundary_weight < 0 or boundary_sigma <= 0):
         raise ValueError("boundary_weight needs target='segmentation' (or 'all'), "
                          "boundary_weight >= 0 and boundary_sigma > 0")
+    _check_contact(info, grid, seg, contact, contact_weight)
     if training:
         small = [t for t in image_types
                  if min(info["feature_spec"]["image_types"][t]["example_shape"][:2]) < crop_size]
@@ -359,12 +371,36 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
                          "(gain, offset_std, noise_std) needs a float image_dtype")
     from_record = training and int(info.get("schema_version", 1)) >= \
         schema.FIRST_VERSION_WITH_OFFSETS
-    return _Plan(types, grid, arrays, _label_fields(seg, cfg, stored_t, truncation),
+    fields = _label_fields(seg, cfg, stored_t, truncation)
+    if contact or contact_weight is not None:
+        fields += ("contact",)
+    return _Plan(types, grid, arrays, fields,
                  truncation, scale, bias, seg, det, training, crop_size,
                  stride, float(cvg_scale), int(pad), cfg, int(seed),
                  None if boundary_weight is None else float(boundary_weight),
                  float(boundary_sigma), aois, image_dtype, from_record,
-                 tuple(grid_info.get("example_shape", (0, 0))))
+                 tuple(grid_info.get("example_shape", (0, 0))), bool(contact),
+                 None if contact_weight is None else float(contact_weight))
+
+
+def _check_contact(info: dict, grid: str, seg: bool, contact, contact_weight) -> None:
+    """The contact target and weight need segmentation and data with the contact layer
+    (schema version >= 3)."""
+    if not isinstance(contact, bool):
+        raise ValueError(f"contact must be True or False, got {contact!r}")
+    if contact_weight is not None and (isinstance(contact_weight, bool) or not isinstance(
+            contact_weight, numbers.Real) or not float(contact_weight) >= 0):
+        raise ValueError(f"contact_weight must be a number >= 0 or None, got "
+                         f"{contact_weight!r}")
+    if not (contact or contact_weight is not None):
+        return
+    if not seg:
+        raise ValueError("contact and contact_weight need target='segmentation' (or 'all')")
+    if "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+        raise ValueError(f"the contact layer is not in this dataset (schema version "
+                         f"{info.get('schema_version', 1)}; it came with version "
+                         f"{schema.FIRST_VERSION_WITH_CONTACT}): convert the data again with "
+                         f"this sn_tf to train with contact or contact_weight")
 
 
 def _label_fields(seg: bool, cfg: AugmentConfig, stored_t: float, truncation: float):
@@ -626,10 +662,21 @@ def _boxes(feat: dict, plan: _Plan):
 
 
 def _seg_targets(labels, scale, plan: _Plan) -> dict:
-    """footprint and sdf float32 [H, W, 1] from the stacked label arrays [H, W, L]."""
-    if plan.label_fields == ("sdf",):
-        return tg.segmentation_targets_from_sdf(labels, scale, plan.truncation)
-    return tg.segmentation_targets(labels[..., :1], labels[..., 1:], scale, plan.truncation)
+    """footprint and sdf float32 [..., H, W, 1] (and ``contact`` when the plan has it) from
+    the stacked label arrays [..., H, W, L] (order ``plan.label_fields``)."""
+    if plan.label_fields[0] == "sdf":
+        out = tg.segmentation_targets_from_sdf(labels[..., :1], scale, plan.truncation)
+    else:
+        out = tg.segmentation_targets(labels[..., :1], labels[..., 1:2], scale,
+                                      plan.truncation)
+    if plan.contact:
+        out["contact"] = tf.cast(labels[..., -1:] > 0, tf.float32)
+    elif plan.contact_weight is not None:  # weights only: carried under an internal name
+        out[_CONTACT_WEIGHT] = tf.cast(labels[..., -1:] > 0, tf.float32)
+    return out
+
+
+_CONTACT_WEIGHT = "_contact"  # internal batch key: the contact layer for the weights only
 
 
 def _to_stored(image, plan: _Plan):
@@ -709,13 +756,14 @@ _STORED_SDF = "_stored_sdf"  # internal batch key, replaced by the targets in _f
 
 
 def _batched_sdf(plan: _Plan) -> bool:
-    """True when training crops carry the stored sdf (e.g. float16 [crop, crop, 1]) through
-    batching and ``_finish_batch`` builds footprint and sdf from it: with the sdf alone and
-    no scale jitter (no per-example factor). A quarter of the bytes of the two float32
+    """True when training crops carry the stored sdf (e.g. float16 [crop, crop, 1], and the
+    contact layer beside it when asked for) through batching and ``_finish_batch`` builds
+    the targets from it: sdf-based labels and no scale jitter (no per-example factor). A quarter of the bytes of the two float32
     targets cross the batch copy (this pipeline is bound by memory traffic: reading,
     parsing and copying ~50 MB per 512 px crop); measured ~2 % less CPU per crop.
     """
-    return plan.training and plan.label_fields == ("sdf",) and plan.augment.scale_range is None
+    return (plan.training and plan.label_fields[:1] == ("sdf",)
+            and plan.augment.scale_range is None)
 
 
 def _pad_example(x, multiple: int, value=0.0):
@@ -751,6 +799,9 @@ def _eval_example(feat: dict, plan: _Plan) -> dict:
         seg = _seg_targets(labels, None, plan)
         out["footprint"] = _pad_example(seg["footprint"], plan.pad_multiple)
         out["sdf"] = _pad_example(seg["sdf"], plan.pad_multiple, -plan.truncation)
+        for key in ("contact", _CONTACT_WEIGHT):
+            if key in seg:
+                out[key] = _pad_example(seg[key], plan.pad_multiple)
     return out
 
 
@@ -907,20 +958,29 @@ def _epochs(training: bool, repeat) -> int | None:
 
 
 def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 16,
-                  boundary_weight: float | None = None, boundary_sigma: float = 3.0):
+                  boundary_weight: float | None = None, boundary_sigma: float = 3.0,
+                  contact_weight: float | None = None):
     """A ``make_examples`` batch -> ``(image, targets)`` or ``(image, targets, weights)``.
 
-    Segmentation weights: ``valid`` x boundary weight map; detection weights: 1 for cells
-    that hold at least one valid (unpadded) pixel.
+    Segmentation targets: ``footprint``, ``sdf`` and, when the batch has it, ``contact``.
+    Segmentation weights (the same map for every target): ``valid`` x (boundary weight map
+    ``1 + boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight`` on
+    contact pixels). Detection weights: 1 for cells that hold at least one valid (unpadded)
+    pixel.
     """
     if target == "segmentation":
-        targets = {"footprint": batch["footprint"], "sdf": batch["sdf"]}
+        targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
         if not sample_weights:
             return batch["image"], targets
         w = batch["valid"]
-        if boundary_weight is not None:
-            w = w * tg.boundary_weights(batch["sdf"], boundary_weight, boundary_sigma)
-        return batch["image"], targets, {"footprint": w, "sdf": w}
+        if boundary_weight is not None or contact_weight is not None:
+            m = (1.0 if boundary_weight is None
+                 else tg.boundary_weights(batch["sdf"], boundary_weight, boundary_sigma))
+            if contact_weight is not None:
+                layer = batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT]
+                m = m + contact_weight * layer
+            w = w * m
+        return batch["image"], targets, {k: w for k in targets}
     targets = {"coverage": batch["coverage"], "bbox": batch["bbox"]}
     if not sample_weights:
         return batch["image"], targets
@@ -944,7 +1004,8 @@ def make_examples(data_dir, split: str, target: str = "segmentation", training: 
                   num_parallel_calls: int = tf.data.AUTOTUNE,
                   num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
                   deterministic: bool | None = None, repeat: Any = None,
-                  image_dtype: str = "float32", crops_per_tile: int = 1):
+                  image_dtype: str = "float32", crops_per_tile: int = 1,
+                  contact: bool = False):
     """Batches as dicts (keys in the module docstring; ``target`` may also be "all").
 
     Arguments as ``make_dataset``. With ``training=False`` this is the evaluation /
@@ -957,7 +1018,7 @@ def make_examples(data_dir, split: str, target: str = "segmentation", training: 
                  sdf_truncation=sdf_truncation, boundary_weight=None,
                  boundary_sigma=boundary_sigma, stride=stride, cvg_scale=cvg_scale,
                  augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
-                 image_dtype=image_dtype)
+                 image_dtype=image_dtype, contact=contact)
     rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
                   input_context, deterministic, repeat, crops_per_tile)
     return _build(data_dir, info, plan, split, rt, lambda b: b)
@@ -975,7 +1036,8 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                  num_parallel_calls: int = tf.data.AUTOTUNE,
                  num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
                  deterministic: bool | None = None, repeat: Any = None,
-                 image_dtype: str = "float32", crops_per_tile: int = 1):
+                 image_dtype: str = "float32", crops_per_tile: int = 1,
+                 contact: bool = False, contact_weight: float | None = None):
     """A tf.data.Dataset of ``(image, targets)`` or ``(image, targets, sample_weights)``.
 
     Args:
@@ -1031,6 +1093,13 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         cropped and flipped (512 px crops of a 650 px tile overlap by >= 53 %). A pass
         over the file list then yields k crops per tile, so a Keras epoch of
         ``steps_per_epoch`` steps sees 1/k as many different tiles.
+      contact: segmentation targets also hold ``"contact"``: float32 [B, H, W, 1] in {0, 1},
+        the converter's contact layer (pixels whose (2r+1)-pixel window holds two different
+        buildings: shared walls and narrow gaps), augmented with the image. Needs data of
+        schema version >= 3.
+      contact_weight: with a weight c, the segmentation sample weights get ``+ c`` on
+        contact pixels (the few pixels that keep touching buildings apart), on top of the
+        boundary map. Needs data of schema version >= 3.
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or
@@ -1046,13 +1115,14 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                  sdf_truncation=sdf_truncation, boundary_weight=boundary_weight,
                  boundary_sigma=boundary_sigma, stride=stride, cvg_scale=cvg_scale,
                  augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
-                 image_dtype=image_dtype)
+                 image_dtype=image_dtype, contact=contact, contact_weight=contact_weight)
     if sample_weights is None:
-        sample_weights = boundary_weight is not None or not training
+        sample_weights = (boundary_weight is not None or contact_weight is not None
+                          or not training)
 
     def to_keras(batch):
         return keras_element(batch, target, sample_weights, stride, plan.boundary_weight,
-                             plan.boundary_sigma)
+                             plan.boundary_sigma, plan.contact_weight)
 
     rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
                   input_context, deterministic, repeat, crops_per_tile)

@@ -130,16 +130,22 @@ def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
     return seeds[rows, cols]
 
 
-def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float,
-                    min_seed_area: int = 0) -> tuple[np.ndarray, int]:
-    """Label a footprint, splitting touching buildings with a signed-distance raster.
+def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
+                    min_seed_area: int = 0, barrier: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, int]:
+    """Label a footprint, splitting touching buildings with a signed-distance raster and/or
+    a barrier (contact) mask.
 
     Args:
       footprint: bool [H, W], True on building pixels.
-      sdf: float [H, W] signed distance (pixels, positive inside buildings).
-      level: seeds (markers) are the 4-connected regions of ``footprint & (sdf > level)``.
+      sdf: float [H, W] signed distance (pixels, positive inside buildings), or None (no
+        sdf condition on the seeds).
+      level: seeds (markers) are the 4-connected regions of ``footprint & (sdf > level)``
+        (and ``~barrier``).
       min_seed_area: seeds with fewer pixels are ignored (noise in a predicted sdf would
         otherwise cut one building into pieces).
+      barrier: optional bool [H, W]: pixels that never seed, e.g. predicted contact pixels
+        (near two buildings): a shared wall then separates two seeds.
 
     Returns:
       (labels int32 [H, W], n): 0 = background, 1..n = one building each.
@@ -154,7 +160,10 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float,
 
     cross = ndimage.generate_binary_structure(2, 1)
     components, n_comp = ndimage.label(footprint, structure=cross)
-    seeds, n_seeds = ndimage.label(footprint & (np.asarray(sdf) > level), structure=cross)
+    seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
+    if barrier is not None:
+        seed_mask = seed_mask & ~np.asarray(barrier, bool)
+    seeds, n_seeds = ndimage.label(seed_mask, structure=cross)
     if n_seeds and min_seed_area > 1:
         big = np.bincount(seeds.ravel()) >= min_seed_area
         big[0] = False
@@ -184,20 +193,33 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray, level: float,
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
-                    sdf_level: float = 2.0, min_seed_area: int = 0) -> tuple[np.ndarray, int]:
+                    sdf_level: float = 2.0, min_seed_area: int = 0,
+                    contact: np.ndarray | None = None, contact_threshold: float = 0.0
+                    ) -> tuple[np.ndarray, int]:
     """Threshold ``raster`` (value > threshold; NaN is background) and label its buildings.
 
-    Without ``sdf``: 4-connected components. With ``sdf``: :func:`split_footprint`.
+    Without ``sdf`` and ``contact``: 4-connected components. With either:
+    :func:`split_footprint`, whose seeds leave out the pixels where ``contact`` (a raster
+    like ``raster``, e.g. contact logits) > ``contact_threshold``.
     Returns (labels int32 [H, W], number of labels).
     """
     from scipy import ndimage
 
     footprint = np.asarray(raster) > threshold
-    if sdf is not None:
-        sdf = _as_2d(sdf, "sdf")
-        if sdf.shape != footprint.shape:
-            raise ValueError(f"sdf shape {sdf.shape} differs from raster shape {footprint.shape}")
-        return split_footprint(footprint, sdf, sdf_level, min_seed_area)
+    if sdf is not None or contact is not None:
+        if sdf is not None:
+            sdf = _as_2d(sdf, "sdf")
+            if sdf.shape != footprint.shape:
+                raise ValueError(f"sdf shape {sdf.shape} differs from raster shape "
+                                 f"{footprint.shape}")
+        barrier = None
+        if contact is not None:
+            contact = _as_2d(contact, "contact")
+            if contact.shape != footprint.shape:
+                raise ValueError(f"contact shape {contact.shape} differs from raster shape "
+                                 f"{footprint.shape}")
+            barrier = contact > contact_threshold
+        return split_footprint(footprint, sdf, sdf_level, min_seed_area, barrier)
     labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
     return labels.astype(np.int32), int(n)
 
@@ -206,7 +228,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                          kind: str = "probability", min_area: float = 0.0,
                          simplify: float = 0.0, sdf=None, sdf_level: float = 2.0,
                          min_seed_area: int = 0, probability=None,
-                         transform=None) -> list[Building]:
+                         transform=None, contact=None,
+                         contact_threshold: float = 0.0) -> list[Building]:
     """Building polygons from a raster model output.
 
     Args:
@@ -224,6 +247,9 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
         touching buildings (seeds where sdf > ``sdf_level``, then the distance-based watershed of
         :func:`split_footprint`). May be ``raster`` itself when kind == "sdf".
       min_seed_area: seeds smaller than this (pixels) are ignored when splitting.
+      contact: optional raster [H, W] (e.g. the FCN's contact logits): pixels where it is
+        > ``contact_threshold`` never seed, so a predicted shared wall splits two buildings
+        (with or without ``sdf``).
       probability: optional per-pixel probability raster [H, W] for the confidences; default
         ``confidence_map(raster, kind)``.
       transform: optional GDAL tuple or Affine; polygons are then in map coordinates.
@@ -242,7 +268,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if kind not in DEFAULT_THRESHOLDS:
         raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
-    labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area)
+    labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
+                                contact_threshold)
     if n == 0:
         return []
     prob = confidence_map(raster, kind) if probability is None else _as_2d(probability, "probability")
@@ -659,7 +686,7 @@ MAX_BOXES_AREA = 650 * 650
 
 DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
-            "min_area": 20.0, "simplify": 0.0},
+            "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
                   "max_boxes": 450, "grouping": "opencv"},
 }
@@ -687,7 +714,9 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     """One image's raw model outputs -> building records in PIXEL coordinates.
 
     kind "fcn": ``outputs["footprint"]`` logits [H', W', 1] (and ``outputs["sdf"]`` [H', W', 1]
-    in pixels, used to split touching buildings); kind "detectnet": ``outputs["coverage"]``
+    in pixels, used to split touching buildings; ``outputs["contact"]`` logits [H', W', 1]
+    when the model has them: pixels with contact logit > ``contact_threshold`` never seed);
+    kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4]. ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
     overrides; ``min_area`` is in pixels; DetectNet's ``max_boxes`` counts per
@@ -699,10 +728,14 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     if kind == "fcn":
         logits = np.asarray(outputs["footprint"])[:height, :width, 0]
         sdf = np.asarray(outputs["sdf"])[:height, :width, 0] if p["split_with_sdf"] else None
+        contact = outputs.get("contact")
+        if contact is not None:
+            contact = np.asarray(contact)[:height, :width, 0]
         return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
                                     min_area=p["min_area"], simplify=p["simplify"], sdf=sdf,
                                     sdf_level=p["sdf_level"],
-                                    min_seed_area=int(p["min_seed_area"]))
+                                    min_seed_area=int(p["min_seed_area"]), contact=contact,
+                                    contact_threshold=float(p["contact_threshold"]))
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, stride=stride,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],

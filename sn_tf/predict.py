@@ -30,6 +30,10 @@ Outputs (``--output``)
   ``--overlays=DIR``: ``<image id>.png``, the image as RGB (``--overlay_bands``, 1-based input
   channels; default WorldView bands 5,3,2 for 8 channels) with a 2-98 percentile stretch and the
   predicted outlines in yellow, decimated to at most ``--overlay_max_size`` pixels a side.
+  With truth (``--truth``, or the stored truth of ``--from_tfrecords``) the outlines are
+  coloured by the SpaceNet metric's verdict: true-positive proposals green, false positives
+  red, missed truth buildings blue (``sn_tf.render.OUTCOME_COLORS``): merged rows of houses
+  show as one red polygon over blue outlines.
   ``--truth=PATH`` (SpaceNet CSV in pixels, or label GeoJSON file/folder in map coordinates,
   reprojected to each image's CRS and mapped to its pixels): prints the SpaceNet table and
   writes ``score.json`` beside the outputs (only the predicted images are scored).
@@ -104,6 +108,8 @@ SCORE_JSON = "score.json"
 # on the stride-16 grid of the targets contract (sn_tf.modeling.DETECTNET_STRIDE).
 GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
+# outputs the head uses when the exported model has them (export_info.json "outputs")
+OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact",), "detectnet": ()}
 GEOJSON_SUFFIXES = (".geojson", ".json")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -141,7 +147,9 @@ class Predictor:
         self.stride = int(self.info.stride)
         self.dtype = np.dtype(serving_dtype(self.info))
         self.params = polygons.postprocess_params(self.kind, self.info.postprocess)
-        self.outputs = HEAD_OUTPUTS[self.kind]
+        have = set(self.export_info.get("outputs", ()))
+        self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
+            n for n in OPTIONAL_HEAD_OUTPUTS[self.kind] if n in have)
         self.grid_stride = GRID_STRIDE[self.kind]
 
     @property
@@ -693,8 +701,10 @@ class _FcnStrips:
         self.buildings: list = []
 
     def add(self, strip: dict[str, np.ndarray], final: bool) -> None:
-        """Append a strip {"footprint", "sdf": float32 [n, W, 1]} and emit what is complete."""
-        strip = {k: strip[k] for k in HEAD_OUTPUTS["fcn"]}
+        """Append a strip {"footprint", "sdf"[, "contact"]: float32 [n, W, 1]} and emit what
+        is complete."""
+        names = HEAD_OUTPUTS["fcn"] + OPTIONAL_HEAD_OUTPUTS["fcn"]
+        strip = {k: v for k, v in strip.items() if k in names}
         if self.pending is None:
             self.pending = strip
         else:
@@ -780,7 +790,7 @@ def _open(image, predictor: Predictor):
 def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = OVERLAP,
                   batch_size: int = BATCH_SIZE, progress=None, overlays_dir=None,
                   overlay_channels: Sequence[int] | None = None,
-                  overlay_max_size: int = OVERLAY_MAX_SIZE) -> ImagePrediction:
+                  overlay_max_size: int = OVERLAY_MAX_SIZE, truth=None) -> ImagePrediction:
     """Buildings of one image with sliding windows (module docstring).
 
     Args:
@@ -793,6 +803,9 @@ def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = O
       progress: tqdm bar advanced per window, or None.
       overlays_dir: write ``<image id>.png`` there (``sn_tf.render``), decimated to at most
         ``overlay_max_size`` pixels a side, with ``overlay_channels`` (0-based) as RGB.
+      truth: for the overlay only: this image's truth records (pixel coordinates), or a
+        :class:`TruthSource`; the overlay then colours every polygon by what the SpaceNet
+        metric made of it (``render.OUTCOME_COLORS``) instead of outlining the predictions.
     """
     import rasterio
 
@@ -809,15 +822,22 @@ def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = O
         result = ImagePrediction(reader.image_id, reader.name, reader.height, reader.width,
                                  reader.transform, reader.crs, buildings)
         if overlays_dir is not None:
-            write_overlay(reader, buildings, overlays_dir, overlay_channels, overlay_max_size)
+            if isinstance(truth, TruthSource):
+                truth = truth.records(result)
+            write_overlay(reader, buildings, overlays_dir, overlay_channels, overlay_max_size,
+                          truth)
     return result
 
 
 def write_overlay(reader, buildings: list, overlays_dir, channels=None,
-                  max_size: int = OVERLAY_MAX_SIZE) -> pathlib.Path:
+                  max_size: int = OVERLAY_MAX_SIZE, truth: Sequence | None = None
+                  ) -> pathlib.Path:
     """``<overlays_dir>/<image id>.png``: input ``channels`` (0-based, default
-    ``render.default_rgb_channels``) as RGB with the buildings' outlines in yellow."""
-    from sn_tf import render
+    ``render.default_rgb_channels``) as RGB with the buildings' outlines in yellow, or, with
+    ``truth`` (records of this image, pixel coordinates), every polygon coloured by the
+    SpaceNet metric's verdict: matched proposals green, false positives red, missed truth
+    blue (``render.outcome_overlay``; default IoU and area rules)."""
+    from sn_tf import render, scoring
 
     n = reader.channels
     channels = list(channels) if channels is not None else list(render.default_rgb_channels(n))
@@ -827,7 +847,14 @@ def write_overlay(reader, buildings: list, overlays_dir, channels=None,
     raw, scale = reader.overview(channels, max_size)
     path = pathlib.Path(overlays_dir) / f"{reader.image_id}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    render.write_png(path, render.overlay(raw, [b.polygon for b in buildings], scale))
+    if truth is None:
+        render.write_png(path, render.overlay(raw, [b.polygon for b in buildings], scale))
+        return path
+    truth = [t for t in truth if not t.is_empty]
+    t_out, p_out = scoring.match_outcomes(truth, buildings)
+    render.write_png(path, render.outcome_overlay(raw, [t.polygon for t in truth], t_out,
+                                                  [b.polygon for b in buildings], p_out,
+                                                  scale))
     return path
 
 
@@ -843,10 +870,12 @@ def _progress_bar(total: int | None, enabled: bool, unit: str):
 def predict_images(model, images, *, window: int | None = WINDOW, overlap: int = OVERLAP,
                    batch_size: int = BATCH_SIZE, progress: bool = False, overlays_dir=None,
                    overlay_channels: Sequence[int] | None = None,
-                   overlay_max_size: int = OVERLAY_MAX_SIZE) -> list[ImagePrediction]:
+                   overlay_max_size: int = OVERLAY_MAX_SIZE,
+                   truth: "TruthSource | None" = None) -> list[ImagePrediction]:
     """:func:`predict_image` over ``images`` (``--images`` entries or ImageSources).
 
-    ``progress``: one tqdm bar over all windows of all images.
+    ``progress``: one tqdm bar over all windows of all images. ``truth``: colours the
+    overlays by outcome (:func:`predict_image`).
     """
     predictor = as_predictor(model)
     if images and all(isinstance(i, ImageSource) for i in images):
@@ -863,7 +892,8 @@ def predict_images(model, images, *, window: int | None = WINDOW, overlap: int =
         return [predict_image(predictor, s, window=window, overlap=overlap,
                               batch_size=batch_size, progress=bar, overlays_dir=overlays_dir,
                               overlay_channels=overlay_channels,
-                              overlay_max_size=overlay_max_size) for s in sources]
+                              overlay_max_size=overlay_max_size, truth=truth)
+                for s in sources]
     finally:
         if bar is not None:
             bar.close()
@@ -906,12 +936,15 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
                       overlap: int = OVERLAP, batch_size: int = BATCH_SIZE,
                       progress: bool = False, overlays_dir=None,
                       overlay_channels: Sequence[int] | None = None,
-                      overlay_max_size: int = OVERLAY_MAX_SIZE
+                      overlay_max_size: int = OVERLAY_MAX_SIZE,
+                      truth: "TruthSource | None" = None
                       ) -> tuple[list[ImagePrediction], list]:
-    """Predict every tile of a converted split; returns (predictions, stored truth records).
+    """Predict every tile of a converted split; returns (predictions, truth records: the
+    stored truth polygons, or ``truth``'s records when given).
 
     Tiles come from ``sn_tf.read_examples`` (source dtype, georeference of the model's first
-    image type); ``window`` None predicts each tile whole.
+    image type); ``window`` None predicts each tile whole. Overlays are coloured by outcome
+    against that truth.
     """
     from sn_tf.reader import load_info, read_examples
 
@@ -928,7 +961,8 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
         raise PredictError(f"{data_dir}: image type(s) {missing} the model reads are not in "
                            f"this dataset (present: {sorted(known)})")
     bar = _progress_bar(info["splits"][split]["num_examples"], progress, "tile")
-    predictions, truth, lacking = [], [], []
+    truth_source, truth = truth, []
+    predictions, lacking = [], []
     try:
         for tile in read_examples(data_dir, split):
             if any(t not in tile["images"] for t in predictor.info.image_types):
@@ -942,11 +976,15 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
             image = ArrayImage(tile["tile_id"], tile_array(tile, predictor.info, predictor.dtype),
                                transform if georef else None, first["crs"],
                                name=f"{data_dir}:{tile['tile_id']}")
-            predictions.append(predict_image(
-                predictor, image, window=window, overlap=overlap, batch_size=batch_size,
-                overlays_dir=overlays_dir, overlay_channels=overlay_channels,
-                overlay_max_size=overlay_max_size))
-            truth += tile_truth(tile, predictor.info)
+            pred = predict_image(
+                predictor, image, window=window, overlap=overlap, batch_size=batch_size)
+            records = (tile_truth(tile, predictor.info) if truth_source is None
+                       else truth_source.records(pred))
+            if overlays_dir is not None:
+                write_overlay(image, pred.buildings, overlays_dir, overlay_channels,
+                              overlay_max_size, records)
+            predictions.append(pred)
+            truth += records
             if bar is not None:
                 bar.update(1)
     finally:
@@ -1009,40 +1047,52 @@ def score_dir(output) -> pathlib.Path:
     return output.parent if output.suffix.lower() in (".csv",) + GEOJSON_SUFFIXES else output
 
 
-def read_truth(path, predictions: Sequence[ImagePrediction]) -> list:
-    """Truth records in PIXEL coordinates for the predicted images.
+class TruthSource:
+    """Truth buildings for predicted images, in each image's PIXEL coordinates.
 
-    ``path``: a SpaceNet CSV (pixels) or a folder of CSVs, read with
+    ``path``: a SpaceNet CSV (pixels) or a folder of CSVs, read once with
     ``sn_tf.scoring.read_buildings``; or a label GeoJSON file / folder of them (map
-    coordinates, file name carrying the tile id), read with ``sn_tf.geo.read_label_geojson``
-    in the image's CRS and mapped to its pixels. Records of other images are dropped; every
-    predicted image is registered.
+    coordinates, file name carrying the tile id), each read when its image comes, with
+    ``sn_tf.geo.read_label_geojson`` in the image's CRS and mapped to its pixels.
     """
-    from sn_tf import scoring
 
-    path = pathlib.Path(path)
-    by_id = {p.image_id: p for p in predictions}
-    if not path.exists():
-        raise PredictError(f"--truth {path}: no such file or folder")
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
-    geojsons = [f for f in files if f.suffix.lower() in GEOJSON_SUFFIXES]
-    records = [polygons.Building(i, None) for i in by_id]
-    if not geojsons:
-        records += [r for r in scoring.read_buildings(path) if r.image_id in by_id]
-        return records
-    for file in geojsons:
-        pred = by_id.get(polygons.tile_id_from_name(file))
-        if pred is None:
-            continue
+    def __init__(self, path):
+        from sn_tf import scoring
+
+        self.path = pathlib.Path(path)
+        if not self.path.exists():
+            raise PredictError(f"--truth {self.path}: no such file or folder")
+        files = sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
+        self._geojson = {polygons.tile_id_from_name(f): f for f in files
+                         if f.suffix.lower() in GEOJSON_SUFFIXES}
+        self._csv: dict[str, list] = {}
+        if not self._geojson:
+            for r in scoring.read_buildings(self.path):
+                self._csv.setdefault(r.image_id, []).append(r)
+
+    def records(self, prediction: ImagePrediction) -> list:
+        """The image's truth records (pixels), starting with an empty one registering it."""
+        records = [polygons.Building(prediction.image_id, None)]
+        if not self._geojson:
+            return records + self._csv.get(prediction.image_id, [])
+        file = self._geojson.get(prediction.image_id)
+        if file is None:
+            return records
         try:
-            read = geo.read_label_geojson(file, pred.crs or None)
+            read = geo.read_label_geojson(file, prediction.crs or None)
         except geo.DataError as err:
             raise PredictError(str(err)) from None
         polys = read.polygons
-        if pred.transform is not None:
-            polys = geo.map_to_pixel(polys, pred.transform)
-        records += [polygons.Building(pred.image_id, p) for p in polys]
-    return records
+        if prediction.transform is not None:
+            polys = geo.map_to_pixel(polys, prediction.transform)
+        return records + [polygons.Building(prediction.image_id, p) for p in polys]
+
+
+def read_truth(path, predictions: Sequence[ImagePrediction]) -> list:
+    """Truth records in PIXEL coordinates for the predicted images (:class:`TruthSource`):
+    records of other images are dropped; every predicted image is registered."""
+    source = path if isinstance(path, TruthSource) else TruthSource(path)
+    return [r for p in predictions for r in source.records(p)]
 
 
 def score(predictions: Sequence[ImagePrediction], truth: list, iou: float = 0.5,
@@ -1085,9 +1135,10 @@ def run(fl) -> str:
         raise PredictError("give exactly one of --images and --from_tfrecords")
     predictor = Predictor(fl.saved_model)
     channels = [int(b) - 1 for b in fl.overlay_bands] if fl.overlay_bands else None
+    truth_source = TruthSource(fl.truth) if fl.truth else None  # checked before predicting
     common = dict(overlap=fl.overlap, batch_size=fl.batch_size, progress=fl.progress,
                   overlays_dir=fl.overlays, overlay_channels=channels,
-                  overlay_max_size=fl.overlay_max_size)
+                  overlay_max_size=fl.overlay_max_size, truth=truth_source)
     truth = None
     if fl.from_tfrecords:
         window = fl.window if fl["window"].present else None
@@ -1099,8 +1150,8 @@ def run(fl) -> str:
     n = sum(len(p.buildings) for p in predictions)
     lines = [f"{n} buildings in {len(predictions)} image(s) -> "
              f"{paths[-1] if len(paths) == 1 else fl.output}"]
-    if fl.truth:
-        truth = read_truth(fl.truth, predictions)
+    if truth_source is not None and not fl.from_tfrecords:
+        truth = read_truth(truth_source, predictions)
     if truth is not None:
         result = score(predictions, truth, fl.iou, fl.min_area)
         path = write_score(result, score_dir(fl.output))

@@ -15,6 +15,10 @@ import warnings
 import numpy as np
 
 OUTLINE_COLOR = (255, 230, 0)  # yellow
+# scored overlays (``outcome_overlay``): what the SpaceNet metric made of each polygon
+OUTCOME_COLORS = {"tp": (0, 230, 0),       # green: proposal matched to a truth building
+                  "fp": (255, 40, 40),     # red: proposal matching no truth building
+                  "fn": (40, 140, 255)}    # blue: truth building no proposal matched
 
 
 def default_rgb_channels(num_channels: int) -> tuple[int, int, int]:
@@ -82,4 +86,23 @@ def overlay(image_rgb: np.ndarray, polygons, scale: int = 1, color=OUTLINE_COLOR
     """uint8 [H', W', 3]: ``image_rgb`` (raw [H', W', 3] overview) stretched, outlines drawn."""
     rgb = stretch(image_rgb, low_pct, high_pct)
     rgb[outline_mask(polygons, rgb.shape[:2], scale)] = color
+    return rgb
+
+
+def outcome_overlay(image_rgb: np.ndarray, truth, truth_outcomes, proposals,
+                    proposal_outcomes, scale: int = 1, low_pct: float = 2.0,
+                    high_pct: float = 98.0) -> np.ndarray:
+    """uint8 [H', W', 3]: ``image_rgb`` stretched, with the scored polygons drawn in
+    ``OUTCOME_COLORS``: missed truth buildings blue, false-positive proposals red, true-
+    positive proposals green (drawn in that order, so a match is green on top).
+
+    ``truth``/``proposals``: shapely polygons (full-resolution pixels); ``*_outcomes``: the
+    parallel lists of ``sn_tf.scoring.match_outcomes`` ("not scored" ones are not drawn).
+    """
+    rgb = stretch(image_rgb, low_pct, high_pct)
+    layers = ((truth, truth_outcomes, "fn"), (proposals, proposal_outcomes, "fp"),
+              (proposals, proposal_outcomes, "tp"))
+    for polys, outcomes, kind in layers:
+        chosen = [p for p, o in zip(polys, outcomes, strict=True) if o == kind]
+        rgb[outline_mask(chosen, rgb.shape[:2], scale)] = OUTCOME_COLORS[kind]
     return rgb

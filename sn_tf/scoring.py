@@ -530,12 +530,14 @@ class _Side:
     every: np.ndarray = None      # object [M]: every non-empty polygon, also those under min_area
     every_start: np.ndarray = None  # int64 [n_images + 1]: CSR offsets of ``every`` per image
     in_every: np.ndarray = None   # int64 [N]: position of each kept polygon in ``every``
+    source: np.ndarray = None     # int64 [N]: index of each kept polygon in the input records
 
 
 def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
              min_area: float) -> _Side:
     """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop small ones."""
-    keep = [r for r in records if not r.is_empty and r.building_id != -1]
+    kept_at = [k for k, r in enumerate(records) if not r.is_empty and r.building_id != -1]
+    keep = [records[k] for k in kept_at]
     geoms = np.empty(len(keep), dtype=object)
     geoms[:] = [r.polygon for r in keep]
     geoms = shapely.force_2d(geoms) if len(keep) else geoms
@@ -553,7 +555,8 @@ def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
     order = by_image[in_every]
     start = np.searchsorted(image[order], np.arange(len(image_index) + 1))
     return _Side(image[order], geoms[order], conf[order], area[order], valid[order],
-                 [bid[k] for k in order], start, geoms[by_image], every_start, in_every)
+                 [bid[k] for k in order], start, geoms[by_image], every_start, in_every,
+                 np.asarray(kept_at, np.int64)[order])
 
 
 def _touching(side: _Side, n_images: int, distance: float) -> np.ndarray:
@@ -634,6 +637,22 @@ def _greedy_match(props: _Side, n_truth: int, pi: np.ndarray, ti: np.ndarray, io
     return hit, np.array(matched, dtype=bool)
 
 
+def _match(t_side: _Side, p_side: _Side, n_images: int, threshold: float, inclusive: bool
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(proposal hit bool [P], truth matched bool [T], best IoU of each truth float [T]) of
+    the kept polygons by the official greedy rule."""
+    pi, ti = _candidate_pairs(t_side, p_side, n_images)
+    inter = _intersection_areas(p_side.geoms[pi], t_side.geoms[ti], p_side.valid[pi] & t_side.valid[ti])
+    union = p_side.area[pi] + t_side.area[ti] - inter
+    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    np.clip(iou, 0.0, 1.0, out=iou)   # rounding can give 1 + 2e-16 for identical polygons
+    hit, matched = _greedy_match(p_side, len(t_side.geoms), pi, ti, iou, n_images,
+                                 threshold, inclusive)
+    best = np.zeros(len(t_side.geoms))
+    np.maximum.at(best, ti, iou)
+    return hit, matched, best
+
+
 def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float = 20.0, *,
                    iou_inclusive: bool = False, repair_proposals: bool = True,
                    on_error: str = "raise", touch_distance: float = 1.0,
@@ -683,16 +702,8 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
     t_side = _prepare(truth_records, image_index, True, min_area)
     p_side = _prepare(prop_records, image_index, repair_proposals, min_area)
 
-    pi, ti = _candidate_pairs(t_side, p_side, n_images)
-    inter = _intersection_areas(p_side.geoms[pi], t_side.geoms[ti], p_side.valid[pi] & t_side.valid[ti])
-    union = p_side.area[pi] + t_side.area[ti] - inter
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    np.clip(iou, 0.0, 1.0, out=iou)   # rounding can give 1 + 2e-16 for identical polygons
-    hit, matched = _greedy_match(p_side, len(t_side.geoms), pi, ti, iou, n_images,
-                                 float(iou_threshold), iou_inclusive)
+    hit, matched, best = _match(t_side, p_side, n_images, float(iou_threshold), iou_inclusive)
     touching = _touching(t_side, n_images, float(touch_distance))
-    best = np.zeros(len(t_side.geoms))
-    np.maximum.at(best, ti, iou)
 
     tp = np.bincount(p_side.image[hit], minlength=n_images)
     n_props = np.bincount(p_side.image, minlength=n_images)
@@ -714,3 +725,35 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
                 "min_area": float(min_area), "repair_proposals": bool(repair_proposals),
                 "touch_distance": float(touch_distance), "size_classes": edges}
     return ScoreResult(overall, cities, images, settings, issues, breakdown)
+
+
+#: Outcome names of :func:`match_outcomes`.
+TRUE_POSITIVE, FALSE_POSITIVE, MISSED, NOT_SCORED = "tp", "fp", "fn", "not scored"
+
+
+def match_outcomes(truth: Sequence[Building], proposals: Sequence[Building],
+                   iou_threshold: float = 0.5, min_area: float = 20.0, *,
+                   iou_inclusive: bool = False, repair_proposals: bool = True
+                   ) -> tuple[list[str], list[str]]:
+    """What the SpaceNet rules made of every record: ``(truth outcomes, proposal outcomes)``,
+    lists parallel to ``truth`` and ``proposals``.
+
+    Truth: ``"tp"`` (matched by a proposal) or ``"fn"`` (missed); proposals: ``"tp"`` or
+    ``"fp"``; records the metric does not score (empty, BuildingId -1, area < ``min_area``)
+    are ``"not scored"``. The rules and options are those of :func:`score_polygons` (for
+    overlays: ``sn_tf.render.outcome_overlay``).
+    """
+    truth, proposals = list(truth), list(proposals)
+    image_index: dict = {}
+    for record in truth + proposals:
+        image_index.setdefault(record.image_id, len(image_index))
+    t_side = _prepare(truth, image_index, True, min_area)
+    p_side = _prepare(proposals, image_index, repair_proposals, min_area)
+    hit, matched, _ = _match(t_side, p_side, len(image_index), float(iou_threshold),
+                             iou_inclusive)
+    t_out, p_out = [NOT_SCORED] * len(truth), [NOT_SCORED] * len(proposals)
+    for k, m in zip(t_side.source.tolist(), matched.tolist()):
+        t_out[k] = TRUE_POSITIVE if m else MISSED
+    for k, h in zip(p_side.source.tolist(), hit.tolist()):
+        p_out[k] = TRUE_POSITIVE if h else FALSE_POSITIVE
+    return t_out, p_out

@@ -85,6 +85,11 @@ class Setup:
         return dataclasses.replace(cfg, gain=0.0, offset_std=0.0, noise_std=0.0), radiometric
 
     @property
+    def contact_output(self) -> bool:
+        """True when the model has a ``contact`` output (FCN ``model.contact``)."""
+        return self.kind == "fcn" and bool(self.config["model"].get("contact", False))
+
+    @property
     def num_bands(self) -> int:
         return sum(len(v) for v in self.bands.values())
 
@@ -214,7 +219,8 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
         setup.data_dir, d["train_split"], training=True, crop_size=int(d["crop_size"]),
         batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
         augment=setup.augment_split()[0], input_context=input_context,
-        crops_per_tile=d.get("crops_per_tile", 1), **_data_kwargs(setup, d["train_split"]))
+        crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
+        contact_weight=d.get("contact_weight"), **_data_kwargs(setup, d["train_split"]))
     if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
         ds = ds.map(modeling.with_sdf_bins_target)
     return ds
@@ -357,9 +363,12 @@ def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):
     kw = dict(sdf_truncation=setup._sdf_truncation(),
               sdf_bins=setup.config["model"].get("sdf_bins"), **l) if setup.kind == "fcn" \
         else dict(**l)
+    if setup.kind == "fcn":
+        kw["contact"] = setup.contact_output
     model.compile(optimizer=_optimizer(setup, steps_per_epoch),
                   loss=modeling.losses_for(setup.kind, **kw),
-                  metrics=modeling.metrics_for(setup.kind), jit_compile=jit_compile)
+                  metrics=modeling.metrics_for(setup.kind, contact=setup.contact_output),
+                  jit_compile=jit_compile)
     return model
 
 

@@ -69,6 +69,13 @@ class Dataset:
         return labels.distance_to_boundary(inst > 0, labels.instance_boundary(inst))
 
 
+    def contact(self, tile_id: str) -> np.ndarray:
+        """uint8 [H, W] contact layer of a tile (``labels.contact_mask``, the converter's
+        default radius)."""
+        h, w = self.sizes[tile_id]
+        return labels.contact_mask(labels.rasterize_instances(self.polygons[tile_id], h, w))
+
+
 def tile_polygons(number: int, height: int, width: int) -> list:
     """Unclipped pixel polygons of tile ``number`` (varied by the number)."""
     dx, dy = (number * 7) % 11 + 0.3, (number * 5) % 9 + 0.2

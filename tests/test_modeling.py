@@ -136,6 +136,20 @@ def test_fcn_output_shapes_and_dtypes(bands):
         assert all(v.dtype == tf.float32 for v in out.values())
 
 
+def test_fcn_contact_head_and_its_loss():
+    model = build_fcn(8, contact=True, **TINY_FCN)
+    out = model(np.zeros((2, 32, 48, 8), np.float32))
+    assert set(out) == {"footprint", "sdf", "contact"}
+    assert tuple(out["contact"].shape) == (2, 32, 48, 1) and out["contact"].dtype == tf.float32
+    losses = losses_for("fcn", sdf_truncation=8.0, contact=True, contact_pos_weight=20.0,
+                        contact_loss_weight=0.5)
+    assert set(losses) == {"footprint", "sdf", "contact"}
+    assert losses["contact"].pos_weight == 20.0 and losses["contact"].weight == 0.5
+    assert set(metrics_for("fcn", contact=True)) == {"footprint", "sdf", "contact"}
+    with pytest.raises(ValueError, match="contact"):
+        build_fcn(8, contact="yes", **TINY_FCN)
+
+
 def test_fcn_without_bins_and_strides():
     model = build_fcn(3, **TINY_FCN)
     assert set(model.output) == {"footprint", "sdf"}
@@ -267,6 +281,17 @@ def test_footprint_loss_values():
     expected = np.log(2) + 0.5 * np.mean([1 - 3 / 11, 1 - 1 / 9])
     assert _loss_value(FootprintLoss(jaccard_weight=0.5), target,
                        np.zeros_like(target)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_footprint_loss_positive_weight():
+    target = np.zeros((1, 2, 2, 1), np.float32)
+    target[0, 0, 0] = 1.0
+    logits = np.zeros_like(target)  # p = 0.5: every pixel's BCE is log 2
+    # one positive weighing 9 and three negatives weighing 1: mean (9 + 3) log 2 / 4
+    assert _loss_value(FootprintLoss(pos_weight=9.0), target, logits) == pytest.approx(
+        3 * np.log(2), rel=1e-6)
+    with pytest.raises(ValueError, match="pos_weight"):
+        FootprintLoss(pos_weight=0.0)
 
 
 def test_sdf_loss_values():

@@ -143,6 +143,72 @@ def test_crops_and_symmetries_keep_labels_on_the_polygons(fx, image_dtype):
     assert len(symmetries) >= 5
 
 
+@pytest.mark.parametrize("image_dtype", ["float32", "raw"])
+def test_contact_target_follows_every_crop_and_symmetry(fx, image_dtype):
+    """The contact layer (row houses share a wall in every tile) is cut and turned with
+    the image: each crop pixel holds the stored contact of its source pixel."""
+    kw = dict(repeat=3, aois=VEGAS, image_dtype=image_dtype)
+    plain = list(_examples(_train(fx, **kw)))
+    examples = list(_examples(_train(fx, contact=True, **kw)))
+    assert len(examples) == len(plain) == 14
+    seen = 0
+    for ex, ref in zip(examples, plain, strict=True):
+        for key in ("image", "footprint", "sdf", "boxes"):  # the other targets unchanged
+            np.testing.assert_array_equal(ex[key], ref[key])
+        tile = _tile_of(fx, ex)
+        _, rows, cols, _ = _transform(ex)
+        assert ex["contact"].dtype == np.float32 and ex["contact"].shape == (CROP, CROP, 1)
+        np.testing.assert_array_equal(ex["contact"][..., 0], fx.contact(tile)[rows, cols])
+        seen += int(ex["contact"].sum() > 0)
+    assert seen >= 5  # the shared walls are in most crops
+
+
+def test_contact_weight_and_evaluation_targets(fx):
+    ds = make_dataset(fx.converted, "train", crop_size=CROP, batch_size=2, normalization=None,
+                      deterministic=True, repeat=1, seed=5, aois=VEGAS, contact=True,
+                      contact_weight=4.0, boundary_weight=None)
+    ref = make_dataset(fx.converted, "train", crop_size=CROP, batch_size=2, normalization=None,
+                       deterministic=True, repeat=1, seed=5, aois=VEGAS, contact=True)
+    (_, y, w), (_, y0) = next(iter(ds)), next(iter(ref))
+    assert sorted(y) == sorted(w) == ["contact", "footprint", "sdf"]
+    np.testing.assert_array_equal(y["contact"], y0["contact"])
+    np.testing.assert_array_equal(w["sdf"].numpy(), 1.0 + 4.0 * y["contact"].numpy())
+    # weights only: no contact target, the same map
+    _, y2, w2 = next(iter(make_dataset(
+        fx.converted, "train", crop_size=CROP, batch_size=2, normalization=None,
+        deterministic=True, repeat=1, seed=5, aois=VEGAS, contact_weight=4.0)))
+    assert sorted(y2) == ["footprint", "sdf"]
+    np.testing.assert_array_equal(w2["footprint"], w["footprint"])
+    # evaluation: whole tiles, contact padded with 0 like the footprint
+    batch = next(iter(make_examples(fx.converted, "val", training=False, batch_size=1,
+                                    normalization=None, contact=True)))
+    tile = batch["tile_id"].numpy()[0].decode()
+    h, w_ = fx.sizes[tile]
+    np.testing.assert_array_equal(batch["contact"].numpy()[0, :h, :w_, 0], fx.contact(tile))
+    assert not batch["contact"].numpy()[0, h:].any()
+
+
+def test_contact_needs_schema_3_data(fx, tmp_path):
+    def drop_contact(ex):
+        for key in list(ex.features.feature):
+            if key.endswith(("/contact", "/rects_px")):
+                del ex.features.feature[key]
+
+    old = _rewritten(fx, tmp_path / "v2", drop_contact, schema_version=2)
+    info = json.loads((old / "dataset_info.json").read_text())
+    for grid in info["feature_spec"]["label_grids"].values():
+        del grid["arrays"]["contact"]
+    (old / "dataset_info.json").write_text(json.dumps(info))
+    for kw in ({"contact": True}, {"contact_weight": 2.0}):
+        with pytest.raises(ValueError, match="convert the data again"):
+            make_dataset(old, "train", crop_size=CROP, **kw)
+    next(iter(make_dataset(old, "train", crop_size=CROP, batch_size=2)))  # trains without
+    with pytest.raises(ValueError, match="segmentation"):
+        make_dataset(fx.converted, "train", target="detection", crop_size=CROP, contact=True)
+    with pytest.raises(ValueError, match="contact_weight"):
+        make_dataset(fx.converted, "train", crop_size=CROP, contact_weight=-1.0)
+
+
 def test_crops_per_tile_gives_distinct_aligned_crops_in_consecutive_batches(fx):
     ds = _train(fx, repeat=1, aois=VEGAS, crops_per_tile=3, batch_size=2)
     batches = _batches(ds)

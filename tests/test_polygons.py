@@ -485,6 +485,32 @@ def test_outputs_to_buildings_fcn_crops_padding_and_splits_with_sdf():
         P.postprocess_params("fcn", {"treshold": 1})
 
 
+def test_contact_raster_splits_touching_buildings_with_or_without_sdf():
+    """The stored contact layer of two squares sharing a wall, as a model's contact output:
+    seeds leave the contact band out, and each band pixel joins its nearest seed."""
+    from sn_tf import labels
+
+    lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)
+    logits = np.where(lab["mask"] > 0, 4.0, -4.0)
+    contact = np.where(lab["contact"] > 0, 3.0, -3.0)
+    flat_sdf = np.where(lab["mask"] > 0, 5.0, -5.0)  # an sdf that does not dip at the wall
+    outputs = {"footprint": logits[..., None], "sdf": flat_sdf[..., None]}
+    merged = P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48))
+    assert [round(b.polygon.area) for b in merged] == [200]
+    outputs["contact"] = contact[..., None]
+    split = P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48))
+    assert same_set(geoms(split), [box(5, 5, 15, 15), box(15, 5, 25, 15)])
+    # a threshold above every contact logit: no barrier, one building again
+    high = P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48),
+                                  params={"contact_threshold": 5.0})
+    assert len(high) == 1
+    # without the sdf: the contact band alone splits
+    alone = P.polygons_from_raster(logits, kind="logit", contact=contact)
+    assert same_set(geoms(alone), [box(5, 5, 15, 15), box(15, 5, 25, 15)])
+    with pytest.raises(ValueError, match="contact shape"):
+        P.polygons_from_raster(logits, kind="logit", contact=contact[:-1])
+
+
 def test_outputs_to_buildings_detectnet():
     cov = np.zeros((4, 4, 1), np.float32)
     bbox = np.zeros((4, 4, 4), np.float32)

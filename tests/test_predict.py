@@ -287,6 +287,43 @@ def test_overlays_are_pngs_of_the_image(models, tmp_path):
     assert np.all(rgb == (255, 230, 0), axis=-1).any()
 
 
+def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path):
+    from sn_tf import render
+
+    image, boxes = oracle_scene(90, 150)
+    path = write_tif(tmp_path / "scene.tif", image)
+    plain = predict.predict_image(models["oracle"], path)
+    # truth: the tall block (found), the two wall-sharing squares as ONE building (each
+    # predicted square then has IoU 0.5 with it: both false positives, the merged truth
+    # missed), and a building nobody predicted (missed)
+    truth = [polygons.Building("scene", shapely.box(*boxes[0][0])),
+             polygons.Building("scene", shapely.box(95, 30, 135, 50)),
+             polygons.Building("scene", shapely.box(5, 175 - 100, 9, 85))]
+    t_out, p_out = scoring.match_outcomes(truth, plain.buildings)
+    assert t_out == ["tp", "fn", "fn"]
+    assert p_out.count("tp") == 1 and p_out.count("fp") >= 2
+    pred = predict.predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
+                                 overlay_channels=[1, 1, 0], truth=truth)
+    assert [b.polygon.wkt for b in pred.buildings] == [b.polygon.wkt for b in plain.buildings]
+    with rasterio.open(tmp_path / "png" / "scene.png") as ds:
+        rgb = np.moveaxis(ds.read(), 0, -1)
+    for kind in ("tp", "fp", "fn"):
+        assert np.all(rgb == render.OUTCOME_COLORS[kind], axis=-1).any(), kind
+    assert not np.all(rgb == render.OUTLINE_COLOR, axis=-1).any()
+
+
+def test_match_outcomes_are_parallel_to_the_inputs():
+    v = "AOI_2_Vegas_img1"
+    truth = [polygons.Building(v, None), polygons.Building(v, shapely.box(0, 0, 10, 10)),
+             polygons.Building(v, shapely.box(20, 0, 30, 10)),
+             polygons.Building(v, shapely.box(50, 0, 53, 3))]          # 9 px: not scored
+    props = [polygons.Building(v, shapely.box(40, 0, 50, 10), 0.9),
+             polygons.Building(v, shapely.box(0, 0, 10, 9), 0.8),
+             polygons.Building(v, shapely.box(60, 0, 62, 2), 0.7)]    # 4 px: not scored
+    assert scoring.match_outcomes(truth, props) == (
+        ["not scored", "tp", "fn", "not scored"], ["fp", "tp", "not scored"])
+
+
 # ---------------------------------------------------------- SpaceNet folders and TFRecords
 
 def test_spacenet_folder_truth_and_tfrecords_mode(models, spacenet, tmp_path):

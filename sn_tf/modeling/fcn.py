@@ -15,7 +15,9 @@ Architecture (``width`` w, ``depth`` D, ``blocks`` n):
   ``sdf / sdf_scale`` and multiplied back inside the model (a Rescaling layer) so a freshly
   initialised model outputs sdf values of the right order of magnitude; with ``sdf_bins=K`` also
   ``sdf_bins`` logits ``[B, H, W, K]`` over the bins of
-  :func:`sn_tf.modeling.losses.sdf_bin_edges`.
+  :func:`sn_tf.modeling.losses.sdf_bin_edges`; with ``contact=True`` also ``contact`` logits
+  ``[B, H, W, 1]``: pixels near two different buildings (the converter's contact layer), which
+  the polygon head removes from the seeds so that touching buildings come apart.
 
 Input: float32 ``[B, H, W, num_bands]`` (normalised by the pipeline) with H and W multiples of
 :func:`fcn_stride` ``(depth)``; other sizes fail in the first refinement merge.
@@ -72,7 +74,7 @@ def _top_down(features: list, width: int, depth: int):
     return x
 
 
-def _heads(x, sdf_bins: int | None, sdf_scale: float) -> dict:
+def _heads(x, sdf_bins: int | None, sdf_scale: float, contact: bool = False) -> dict:
     """Float32 1x1 heads on the full-resolution top-down map; see the module docstring."""
     outputs = {
         "footprint": layers.Conv2D(1, 1, dtype="float32", name="footprint")(x),
@@ -81,11 +83,13 @@ def _heads(x, sdf_bins: int | None, sdf_scale: float) -> dict:
     }
     if sdf_bins is not None:
         outputs["sdf_bins"] = layers.Conv2D(sdf_bins, 1, dtype="float32", name="sdf_bins")(x)
+    if contact:
+        outputs["contact"] = layers.Conv2D(1, 1, dtype="float32", name="contact")(x)
     return outputs
 
 
 def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 2,
-              sdf_bins: int | None = None, sdf_scale: float = 8.0,
+              sdf_bins: int | None = None, sdf_scale: float = 8.0, contact: bool = False,
               name: str = "fcn") -> keras.Model:
     """Build the segmentation FCN (encoder + SharpMask top-down refinement).
 
@@ -98,12 +102,14 @@ def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 
             even K so that a bin edge sits at 0 and the bins separate inside from outside).
         sdf_scale: the sdf head predicts ``sdf / sdf_scale`` (pixels); a value near the sdf
             truncation keeps the raw head output of order 1.
+        contact: add the ``contact`` logits head.
         name: model name.
 
     Returns:
         A ``keras.Model`` from float32 ``[B, H, W, C]`` (``H``, ``W`` multiples of the stride) to
         ``{"footprint": [B,H,W,1] logits, "sdf": [B,H,W,1] pixels}`` plus
-        ``"sdf_bins": [B,H,W,K] logits`` when ``sdf_bins`` is set; all outputs float32.
+        ``"sdf_bins": [B,H,W,K] logits`` when ``sdf_bins`` is set and ``"contact": [B,H,W,1]
+        logits`` with ``contact``; all outputs float32.
 
     Raises:
         ValueError: naming the offending parameter when the configuration is invalid.
@@ -115,8 +121,10 @@ def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 
     if sdf_bins is not None:
         sdf_bins = check_int(sdf_bins, "sdf_bins", 2)
     sdf_scale = check_positive_float(sdf_scale, "sdf_scale")
+    if not isinstance(contact, bool):
+        raise ValueError(f"contact must be True or False, got {contact!r}")
 
     image = keras.Input(shape=(None, None, num_bands), name="image")
     features = _encoder(image, width, depth, blocks)
     top = _top_down(features, width, depth)
-    return keras.Model(image, _heads(top, sdf_bins, sdf_scale), name=name)
+    return keras.Model(image, _heads(top, sdf_bins, sdf_scale, contact), name=name)

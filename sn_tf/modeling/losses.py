@@ -7,7 +7,9 @@ coverage : bbox weighting; Keras reports the weighted value as ``<output>_loss``
 
 Segmentation (FCN) - per-pixel losses, values ``[B, H, W]``:
 
-- :class:`FootprintLoss`: binary cross-entropy on the ``footprint`` logits, plus optionally
+- :class:`FootprintLoss`: binary cross-entropy on the ``footprint`` logits (positives
+  weighted ``pos_weight``, default 1; the ``contact`` head uses it with a large one: its
+  positives are ~0.1 % of the pixels), plus optionally
   ``jaccard_weight * (1 - soft Jaccard)`` where the soft Jaccard index of each image is
   ``(sum p t + 1) / (sum (p + t - p t) + 1)`` over all its pixels (p = sigmoid(logits)); that
   per-image term is spread over the image's pixels, so it is weighted like any per-pixel loss.
@@ -170,15 +172,19 @@ class FootprintLoss(_WeightedLoss):
     """
 
     def __init__(self, jaccard_weight: float = 0.0, *, weight: float = 1.0,
-                 name: str = "footprint_loss", reduction: str = _SEGMENTATION_REDUCTION,
-                 dtype=None):
+                 pos_weight: float = 1.0, name: str = "footprint_loss",
+                 reduction: str = _SEGMENTATION_REDUCTION, dtype=None):
         super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
         if isinstance(jaccard_weight, bool) or not float(jaccard_weight) >= 0:
             raise ValueError(f"jaccard_weight must be a number >= 0, got {jaccard_weight!r}")
         self.jaccard_weight = float(jaccard_weight)
+        self.pos_weight = check_positive_float(pos_weight, "pos_weight")
 
     def call(self, y_true, y_pred):
-        loss = ops.mean(ops.binary_crossentropy(y_true, y_pred, from_logits=True), axis=-1)
+        bce = ops.binary_crossentropy(y_true, y_pred, from_logits=True)
+        if self.pos_weight != 1.0:  # positives (y = 1) weigh pos_weight, negatives 1
+            bce = bce * (1.0 + (self.pos_weight - 1.0) * y_true)
+        loss = ops.mean(bce, axis=-1)
         if self.jaccard_weight > 0:
             prob = ops.sigmoid(y_pred)
             inter = ops.sum(prob * y_true, axis=(1, 2, 3))
@@ -188,7 +194,8 @@ class FootprintLoss(_WeightedLoss):
         return self.weight * loss
 
     def get_config(self):
-        return {**super().get_config(), "jaccard_weight": self.jaccard_weight}
+        return {**super().get_config(), "jaccard_weight": self.jaccard_weight,
+                "pos_weight": self.pos_weight}
 
 
 @keras.saving.register_keras_serializable(package="sn_tf")

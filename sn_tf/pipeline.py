@@ -959,10 +959,12 @@ def _epochs(training: bool, repeat) -> int | None:
 
 def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 16,
                   boundary_weight: float | None = None, boundary_sigma: float = 3.0,
-                  contact_weight: float | None = None):
+                  contact_weight: float | None = None, interior_level: float | None = None):
     """A ``make_examples`` batch -> ``(image, targets)`` or ``(image, targets, weights)``.
 
-    Segmentation targets: ``footprint``, ``sdf`` and, when the batch has it, ``contact``.
+    Segmentation targets: ``footprint``, ``sdf``, ``contact`` when the batch has it, and
+    with ``interior_level`` k ``interior`` = ``sdf > k`` (float32 {0, 1}: the building cores,
+    apart across every shared wall).
     Segmentation weights (the same map for every target): ``valid`` x (boundary weight map
     ``1 + boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight`` on
     contact pixels). Detection weights: 1 for cells that hold at least one valid (unpadded)
@@ -970,6 +972,8 @@ def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 
     """
     if target == "segmentation":
         targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
+        if interior_level is not None:
+            targets["interior"] = tf.cast(batch["sdf"] > interior_level, tf.float32)
         if not sample_weights:
             return batch["image"], targets
         w = batch["valid"]
@@ -1037,7 +1041,8 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                  num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
                  deterministic: bool | None = None, repeat: Any = None,
                  image_dtype: str = "float32", crops_per_tile: int = 1,
-                 contact: bool = False, contact_weight: float | None = None):
+                 contact: bool = False, contact_weight: float | None = None,
+                 interior_level: float | None = None):
     """A tf.data.Dataset of ``(image, targets)`` or ``(image, targets, sample_weights)``.
 
     Args:
@@ -1100,6 +1105,9 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
       contact_weight: with a weight c, the segmentation sample weights get ``+ c`` on
         contact pixels (the few pixels that keep touching buildings apart), on top of the
         boundary map. Needs data of schema version >= 3.
+      interior_level: with a level k, segmentation targets also hold ``"interior"``:
+        float32 [B, H, W, 1] = ``sdf > k`` (pixels more than k from every building boundary,
+        shared walls included: the cores, which touching buildings do not share).
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or
@@ -1120,9 +1128,17 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         sample_weights = (boundary_weight is not None or contact_weight is not None
                           or not training)
 
+    if interior_level is not None and (target != "segmentation" or not isinstance(
+            interior_level, numbers.Real) or isinstance(interior_level, bool)
+            or not 0 <= float(interior_level) < plan.truncation):
+        raise ValueError(f"interior_level must be a number in [0, sdf truncation "
+                         f"{plan.truncation:g}) with target='segmentation', got "
+                         f"{interior_level!r}")
+
     def to_keras(batch):
         return keras_element(batch, target, sample_weights, stride, plan.boundary_weight,
-                             plan.boundary_sigma, plan.contact_weight)
+                             plan.boundary_sigma, plan.contact_weight,
+                             None if interior_level is None else float(interior_level))
 
     rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
                   input_context, deterministic, repeat, crops_per_tile)

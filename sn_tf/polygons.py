@@ -686,7 +686,8 @@ MAX_BOXES_AREA = 650 * 650
 
 DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
-            "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0},
+            "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0,
+            "interior_threshold": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
                   "max_boxes": 450, "grouping": "opencv"},
 }
@@ -714,8 +715,11 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     """One image's raw model outputs -> building records in PIXEL coordinates.
 
     kind "fcn": ``outputs["footprint"]`` logits [H', W', 1] (and ``outputs["sdf"]`` [H', W', 1]
-    in pixels, used to split touching buildings; ``outputs["contact"]`` logits [H', W', 1]
-    when the model has them: pixels with contact logit > ``contact_threshold`` never seed);
+    in pixels, used to split touching buildings: seeds where sdf > ``sdf_level``; with an
+    ``outputs["interior"]`` [H', W', 1] (logits of the building cores) the seeds are instead
+    where interior > ``interior_threshold``; ``outputs["contact"]`` logits [H', W', 1]
+    when the model has them: pixels with contact logit > ``contact_threshold`` never seed;
+    ``split_with_sdf`` False: no splitting);
     kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4]. ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
@@ -727,13 +731,21 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     height, width = image_size
     if kind == "fcn":
         logits = np.asarray(outputs["footprint"])[:height, :width, 0]
-        sdf = np.asarray(outputs["sdf"])[:height, :width, 0] if p["split_with_sdf"] else None
+        # seeds: the interior head's cores (logit > interior_threshold) when the model has
+        # one, else the sdf's (sdf > sdf_level)
+        seeds, level = None, float(p["sdf_level"])
+        if p["split_with_sdf"]:
+            if outputs.get("interior") is not None:
+                seeds, level = outputs["interior"], float(p["interior_threshold"])
+            else:
+                seeds = outputs["sdf"]
+            seeds = np.asarray(seeds)[:height, :width, 0]
         contact = outputs.get("contact")
         if contact is not None:
             contact = np.asarray(contact)[:height, :width, 0]
         return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
-                                    min_area=p["min_area"], simplify=p["simplify"], sdf=sdf,
-                                    sdf_level=p["sdf_level"],
+                                    min_area=p["min_area"], simplify=p["simplify"], sdf=seeds,
+                                    sdf_level=level,
                                     min_seed_area=int(p["min_seed_area"]), contact=contact,
                                     contact_threshold=float(p["contact_threshold"]))
     return buildings_from_detectnet(

@@ -109,7 +109,7 @@ SCORE_JSON = "score.json"
 GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
 # outputs the head uses when the exported model has them (export_info.json "outputs")
-OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact",), "detectnet": ()}
+OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact", "interior"), "detectnet": ()}
 GEOJSON_SUFFIXES = (".geojson", ".json")
 TIFF_SUFFIXES = (".tif", ".tiff")
 

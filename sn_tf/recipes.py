@@ -77,7 +77,8 @@ def apply_overrides(config: dict, overrides) -> dict:
 # ---- shared defaults of the recipes in models/ -----------------------------------------
 DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
                  "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
-                 "boundary_weight": None, "contact_weight": None, "sdf_truncation": None,
+                 "boundary_weight": None, "contact_weight": None, "interior_level": 1.5,
+                 "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
                  "crops_per_tile": 1}

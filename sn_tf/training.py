@@ -90,6 +90,11 @@ class Setup:
         return self.kind == "fcn" and bool(self.config["model"].get("contact", False))
 
     @property
+    def interior_output(self) -> bool:
+        """True when the model has an ``interior`` output (FCN ``model.interior``)."""
+        return self.kind == "fcn" and bool(self.config["model"].get("interior", False))
+
+    @property
     def num_bands(self) -> int:
         return sum(len(v) for v in self.bands.values())
 
@@ -220,7 +225,9 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
         batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
         augment=setup.augment_split()[0], input_context=input_context,
         crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
-        contact_weight=d.get("contact_weight"), **_data_kwargs(setup, d["train_split"]))
+        contact_weight=d.get("contact_weight"),
+        interior_level=d.get("interior_level") if setup.interior_output else None,
+        **_data_kwargs(setup, d["train_split"]))
     if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
         ds = ds.map(modeling.with_sdf_bins_target)
     return ds
@@ -364,10 +371,11 @@ def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):
               sdf_bins=setup.config["model"].get("sdf_bins"), **l) if setup.kind == "fcn" \
         else dict(**l)
     if setup.kind == "fcn":
-        kw["contact"] = setup.contact_output
+        kw.update(contact=setup.contact_output, interior=setup.interior_output)
     model.compile(optimizer=_optimizer(setup, steps_per_epoch),
                   loss=modeling.losses_for(setup.kind, **kw),
-                  metrics=modeling.metrics_for(setup.kind, contact=setup.contact_output),
+                  metrics=modeling.metrics_for(setup.kind, contact=setup.contact_output,
+                                               interior=setup.interior_output),
                   jit_compile=jit_compile)
     return model
 

@@ -150,6 +150,20 @@ def test_fcn_contact_head_and_its_loss():
         build_fcn(8, contact="yes", **TINY_FCN)
 
 
+def test_fcn_interior_head_fine_filters_and_losses():
+    model = build_fcn(8, interior=True, fine_filters=12, **TINY_FCN)
+    out = model(np.zeros((1, 32, 32, 8), np.float32))
+    assert set(out) == {"footprint", "sdf", "interior"}
+    assert tuple(out["interior"].shape) == (1, 32, 32, 1)
+    assert model.get_layer("interior").input.shape[-1] == 12  # the full-resolution map
+    losses = losses_for("fcn", sdf_truncation=8.0, interior=True, interior_loss_weight=2.0,
+                        interior_jaccard_weight=0.5)
+    assert losses["interior"].weight == 2.0 and losses["interior"].jaccard_weight == 0.5
+    assert set(metrics_for("fcn", interior=True)) == {"footprint", "sdf", "interior"}
+    with pytest.raises(ValueError, match="fine_filters"):
+        build_fcn(8, fine_filters=0, **TINY_FCN)
+
+
 def test_fcn_without_bins_and_strides():
     model = build_fcn(3, **TINY_FCN)
     assert set(model.output) == {"footprint", "sdf"}

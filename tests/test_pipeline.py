@@ -188,6 +188,20 @@ def test_contact_weight_and_evaluation_targets(fx):
     assert not batch["contact"].numpy()[0, h:].any()
 
 
+def test_interior_target_is_the_sdf_above_the_level(fx):
+    kw = dict(crop_size=CROP, batch_size=2, normalization=None, deterministic=True, repeat=1,
+              seed=5, aois=VEGAS)
+    _, y = next(iter(make_dataset(fx.converted, "train", interior_level=1.5, **kw)))
+    assert sorted(y) == ["footprint", "interior", "sdf"]
+    np.testing.assert_array_equal(y["interior"].numpy(), (y["sdf"].numpy() > 1.5))
+    # the two row houses of every tile share a wall: their cores are apart
+    tile_core = fx.distance(fx.tiles("train", VEGAS[0])[0]) > 1.5
+    assert tile_core.any()
+    for bad in (-1.0, 100.0, "2"):
+        with pytest.raises(ValueError, match="interior_level"):
+            make_dataset(fx.converted, "train", interior_level=bad, **kw)
+
+
 def test_contact_needs_schema_3_data(fx, tmp_path):
     def drop_contact(ex):
         for key in list(ex.features.feature):

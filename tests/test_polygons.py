@@ -511,6 +511,26 @@ def test_contact_raster_splits_touching_buildings_with_or_without_sdf():
         P.polygons_from_raster(logits, kind="logit", contact=contact[:-1])
 
 
+def test_interior_logits_seed_the_split():
+    """With an interior output the seeds are its cores (logit > interior_threshold), not the
+    sdf: two squares sharing a wall whose sdf does not dip are split by their cores."""
+    from sn_tf import labels
+
+    lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)
+    logits = np.where(lab["mask"] > 0, 4.0, -4.0)
+    interior = np.where(lab["sdf"].astype(np.float32) > 1.5, 3.0, -3.0)
+    outputs = {"footprint": logits[..., None],
+               "sdf": np.where(lab["mask"] > 0, 5.0, -5.0)[..., None],
+               "interior": interior[..., None]}
+    split = P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48))
+    assert same_set(geoms(split), [box(5, 5, 15, 15), box(15, 5, 25, 15)])
+    whole = P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48),
+                                   params={"interior_threshold": 3.5})  # no core: one piece
+    assert [round(b.polygon.area) for b in whole] == [200]
+    assert len(P.outputs_to_buildings("fcn", outputs, "t", image_size=(40, 48),
+                                      params={"split_with_sdf": False})) == 1
+
+
 def test_outputs_to_buildings_detectnet():
     cov = np.zeros((4, 4, 1), np.float32)
     bbox = np.zeros((4, 4, 4), np.float32)

@@ -77,8 +77,10 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                sdf_bins_weight: float = 1.0, coverage_weight: float = 1.0,
                bbox_weight: float = 2.0, count_norm: float = 1.0,
                contact: bool = False, contact_loss_weight: float = 1.0,
-               contact_jaccard_weight: float = 0.0,
-               contact_pos_weight: float = 1.0) -> dict[str, keras.losses.Loss]:
+               contact_jaccard_weight: float = 0.0, contact_pos_weight: float = 1.0,
+               contact_focal_gamma: float = 0.0, interior: bool = False,
+               interior_loss_weight: float = 1.0,
+               interior_jaccard_weight: float = 0.0) -> dict[str, keras.losses.Loss]:
     """Losses keyed by output name, for ``model.compile(loss=...)``.
 
     "fcn": ``footprint`` (:class:`FootprintLoss` with ``jaccard_weight``), ``sdf``
@@ -86,8 +88,8 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     ``sdf_bins`` is set (it needs ``sdf_truncation``, the dataset's ``--sdf_truncation``),
     ``sdf_bins`` (:class:`SdfBinsLoss`; map the dataset through :func:`with_sdf_bins_target`),
     and with ``contact`` the ``contact`` logits (:class:`FootprintLoss`: binary cross-entropy,
-    positives weighted ``contact_pos_weight``, ``contact_jaccard_weight`` soft Jaccard, times
-    ``contact_loss_weight``).
+    positives weighted ``contact_pos_weight``, focal with ``contact_focal_gamma``,
+    ``contact_jaccard_weight`` soft Jaccard, times ``contact_loss_weight``).
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
     ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
     DIGITS.
@@ -104,11 +106,16 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
         losses["sdf_bins"] = SdfBinsLoss(sdf_bins, sdf_truncation, weight=sdf_bins_weight)
     if contact:
         losses["contact"] = FootprintLoss(contact_jaccard_weight, weight=contact_loss_weight,
-                                          pos_weight=contact_pos_weight, name="contact_loss")
+                                          pos_weight=contact_pos_weight,
+                                          focal_gamma=contact_focal_gamma, name="contact_loss")
+    if interior:
+        losses["interior"] = FootprintLoss(interior_jaccard_weight, weight=interior_loss_weight,
+                                           name="interior_loss")
     return losses
 
 
-def metrics_for(kind: str, *, contact: bool = False) -> dict[str, list[keras.metrics.Metric]]:
+def metrics_for(kind: str, *, contact: bool = False,
+                interior: bool = False) -> dict[str, list[keras.metrics.Metric]]:
     """Fresh training metrics keyed by output name, for ``model.compile(metrics=...)``.
 
     "fcn": footprint IoU of the building class (logits thresholded at 0, i.e. p = 0.5) and sdf
@@ -120,9 +127,10 @@ def metrics_for(kind: str, *, contact: bool = False) -> dict[str, list[keras.met
         out = {"footprint": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
                                                      name="iou")],
                "sdf": [keras.metrics.MeanAbsoluteError(name="mae")]}
-        if contact:
-            out["contact"] = [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
-                                                      name="iou")]
+        for name, wanted in (("contact", contact), ("interior", interior)):
+            if wanted:
+                out[name] = [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
+                                                     name="iou")]
         return out
     return {"coverage": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5,
                                                  name="iou")]}

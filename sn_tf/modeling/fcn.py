@@ -47,9 +47,13 @@ def fcn_encoder_filters(width: int, depth: int) -> list[int]:
     return [min(width * 2 ** level, 8 * width) for level in range(depth + 1)]
 
 
-def fcn_top_down_filters(width: int, depth: int) -> list[int]:
-    """Top-down (refinement) channels per level 0..depth: ``max(encoder_l // 2, 8)``."""
-    return [max(c // 2, 8) for c in fcn_encoder_filters(width, depth)]
+def fcn_top_down_filters(width: int, depth: int, fine_filters: int | None = None) -> list[int]:
+    """Top-down (refinement) channels per level 0..depth: ``max(encoder_l // 2, 8)``, or
+    ``fine_filters`` at level 0 (the full-resolution map the heads read) when given."""
+    filters = [max(c // 2, 8) for c in fcn_encoder_filters(width, depth)]
+    if fine_filters is not None:
+        filters[0] = fine_filters
+    return filters
 
 
 def _encoder(image, width: int, depth: int, blocks: int) -> list:
@@ -65,16 +69,17 @@ def _encoder(image, width: int, depth: int, blocks: int) -> list:
     return features
 
 
-def _top_down(features: list, width: int, depth: int):
+def _top_down(features: list, width: int, depth: int, fine_filters: int | None = None):
     """SharpMask refinement from the deepest map back to level 0: ``[B, H, W, t_0]``."""
-    filters = fcn_top_down_filters(width, depth)
+    filters = fcn_top_down_filters(width, depth, fine_filters)
     x = conv_bn_act(features[depth], filters[depth], 1, name=f"topdown{depth}")
     for level in range(depth - 1, -1, -1):
         x = refine_block(x, features[level], filters[level], name=f"refine{level}")
     return x
 
 
-def _heads(x, sdf_bins: int | None, sdf_scale: float, contact: bool = False) -> dict:
+def _heads(x, sdf_bins: int | None, sdf_scale: float, contact: bool = False,
+           interior: bool = False) -> dict:
     """Float32 1x1 heads on the full-resolution top-down map; see the module docstring."""
     outputs = {
         "footprint": layers.Conv2D(1, 1, dtype="float32", name="footprint")(x),
@@ -85,11 +90,14 @@ def _heads(x, sdf_bins: int | None, sdf_scale: float, contact: bool = False) -> 
         outputs["sdf_bins"] = layers.Conv2D(sdf_bins, 1, dtype="float32", name="sdf_bins")(x)
     if contact:
         outputs["contact"] = layers.Conv2D(1, 1, dtype="float32", name="contact")(x)
+    if interior:
+        outputs["interior"] = layers.Conv2D(1, 1, dtype="float32", name="interior")(x)
     return outputs
 
 
 def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 2,
               sdf_bins: int | None = None, sdf_scale: float = 8.0, contact: bool = False,
+              interior: bool = False, fine_filters: int | None = None,
               name: str = "fcn") -> keras.Model:
     """Build the segmentation FCN (encoder + SharpMask top-down refinement).
 
@@ -103,6 +111,9 @@ def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 
         sdf_scale: the sdf head predicts ``sdf / sdf_scale`` (pixels); a value near the sdf
             truncation keeps the raw head output of order 1.
         contact: add the ``contact`` logits head.
+        interior: add the ``interior`` logits head (building cores: sdf > a level).
+        fine_filters: channels of the full-resolution top-down map the heads read (default
+            ``max(width // 2, 8)``); shared walls are 1-2 px details decided there.
         name: model name.
 
     Returns:
@@ -121,10 +132,13 @@ def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 
     if sdf_bins is not None:
         sdf_bins = check_int(sdf_bins, "sdf_bins", 2)
     sdf_scale = check_positive_float(sdf_scale, "sdf_scale")
-    if not isinstance(contact, bool):
-        raise ValueError(f"contact must be True or False, got {contact!r}")
+    for flag, value in (("contact", contact), ("interior", interior)):
+        if not isinstance(value, bool):
+            raise ValueError(f"{flag} must be True or False, got {value!r}")
 
     image = keras.Input(shape=(None, None, num_bands), name="image")
     features = _encoder(image, width, depth, blocks)
-    top = _top_down(features, width, depth)
-    return keras.Model(image, _heads(top, sdf_bins, sdf_scale, contact), name=name)
+    if fine_filters is not None:
+        fine_filters = check_int(fine_filters, "fine_filters", 1)
+    top = _top_down(features, width, depth, fine_filters)
+    return keras.Model(image, _heads(top, sdf_bins, sdf_scale, contact, interior), name=name)

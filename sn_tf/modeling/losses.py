@@ -8,8 +8,10 @@ coverage : bbox weighting; Keras reports the weighted value as ``<output>_loss``
 Segmentation (FCN) - per-pixel losses, values ``[B, H, W]``:
 
 - :class:`FootprintLoss`: binary cross-entropy on the ``footprint`` logits (positives
-  weighted ``pos_weight``, default 1; the ``contact`` head uses it with a large one: its
-  positives are ~0.1 % of the pixels), plus optionally
+  weighted ``pos_weight``, default 1, and with ``focal_gamma`` g > 0 each pixel's term
+  multiplied by ``(1 - p_t)^g`` (focal loss, Lin et al. 2017; p_t = the probability given to
+  the true class): the ``contact`` head's positives are ~0.1 % of the pixels and its hard
+  negatives (roof ridges, which look like walls) are few too), plus optionally
   ``jaccard_weight * (1 - soft Jaccard)`` where the soft Jaccard index of each image is
   ``(sum p t + 1) / (sum (p + t - p t) + 1)`` over all its pixels (p = sigmoid(logits)); that
   per-image term is spread over the image's pixels, so it is weighted like any per-pixel loss.
@@ -172,16 +174,22 @@ class FootprintLoss(_WeightedLoss):
     """
 
     def __init__(self, jaccard_weight: float = 0.0, *, weight: float = 1.0,
-                 pos_weight: float = 1.0, name: str = "footprint_loss",
-                 reduction: str = _SEGMENTATION_REDUCTION, dtype=None):
+                 pos_weight: float = 1.0, focal_gamma: float = 0.0,
+                 name: str = "footprint_loss", reduction: str = _SEGMENTATION_REDUCTION,
+                 dtype=None):
         super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
         if isinstance(jaccard_weight, bool) or not float(jaccard_weight) >= 0:
             raise ValueError(f"jaccard_weight must be a number >= 0, got {jaccard_weight!r}")
         self.jaccard_weight = float(jaccard_weight)
         self.pos_weight = check_positive_float(pos_weight, "pos_weight")
+        if isinstance(focal_gamma, bool) or not float(focal_gamma) >= 0:
+            raise ValueError(f"focal_gamma must be a number >= 0, got {focal_gamma!r}")
+        self.focal_gamma = float(focal_gamma)
 
     def call(self, y_true, y_pred):
         bce = ops.binary_crossentropy(y_true, y_pred, from_logits=True)
+        if self.focal_gamma > 0:  # focal loss: (1 - p_t)^gamma, p_t = exp(-bce)
+            bce = bce * ops.power(1.0 - ops.exp(-bce), self.focal_gamma)
         if self.pos_weight != 1.0:  # positives (y = 1) weigh pos_weight, negatives 1
             bce = bce * (1.0 + (self.pos_weight - 1.0) * y_true)
         loss = ops.mean(bce, axis=-1)
@@ -195,7 +203,7 @@ class FootprintLoss(_WeightedLoss):
 
     def get_config(self):
         return {**super().get_config(), "jaccard_weight": self.jaccard_weight,
-                "pos_weight": self.pos_weight}
+                "pos_weight": self.pos_weight, "focal_gamma": self.focal_gamma}
 
 
 @keras.saving.register_keras_serializable(package="sn_tf")

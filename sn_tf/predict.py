@@ -104,6 +104,8 @@ SCORE_JSON = "score.json"
 # on the stride-16 grid of the targets contract (sn_tf.modeling.DETECTNET_STRIDE).
 GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
+# Outputs the head uses when the model has them (an oriented DetectNet's "orient").
+OPTIONAL_HEAD_OUTPUTS = {"fcn": (), "detectnet": ("orient",)}
 GEOJSON_SUFFIXES = (".geojson", ".json")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -131,7 +133,8 @@ class Predictor:
     Attributes: ``info`` (ModelInfo), ``kind``, ``stride`` (input multiple of the model),
     ``dtype`` (numpy dtype of the serving input), ``params`` (post-processing parameters,
     ``ModelInfo.postprocess`` over the head's defaults), ``outputs`` (names the polygon head
-    needs), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
+    needs: ``HEAD_OUTPUTS``, plus the ``OPTIONAL_HEAD_OUTPUTS`` the export's signature lists
+    in export_info.json), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
     """
 
     def __init__(self, export_dir):
@@ -141,7 +144,9 @@ class Predictor:
         self.stride = int(self.info.stride)
         self.dtype = np.dtype(serving_dtype(self.info))
         self.params = polygons.postprocess_params(self.kind, self.info.postprocess)
-        self.outputs = HEAD_OUTPUTS[self.kind]
+        served = set(self.export_info.get("signature", {}).get("outputs", ()))
+        self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
+            name for name in OPTIONAL_HEAD_OUTPUTS[self.kind] if name in served)
         self.grid_stride = GRID_STRIDE[self.kind]
 
     @property

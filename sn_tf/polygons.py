@@ -492,6 +492,30 @@ def merge_clusters(boxes, scores=None, group_threshold: int = 0,
 GROUPINGS = {"opencv": group_rectangles, "clusters": merge_clusters}
 
 
+def _weighted_groups(labels: np.ndarray, boxes: np.ndarray, orient: np.ndarray,
+                     scores: np.ndarray):
+    """Per group k = 0..K-1 of ``labels`` (int [N]): the ``scores``-weighted mean box
+    float64 [K, 4] and parameters [K, 3], the member count int [K] and mean score [K]."""
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k)
+    weight = np.bincount(labels, scores, k)
+    values = np.concatenate([boxes, orient], axis=1) * scores[:, None]
+    means = np.stack([np.bincount(labels, values[:, c], k) for c in range(7)], 1)
+    means /= np.where(weight > 0, weight, 1.0)[:, None]
+    return means[:, :4], means[:, 4:], counts, weight / counts
+
+
+def _oriented_inputs(boxes, orient, scores, caller: str):
+    boxes, scores = _checked_boxes(boxes, scores, caller)
+    orient = np.asarray(orient, dtype=np.float64).reshape(len(boxes), 3)
+    return boxes, orient, scores
+
+
+def _empty_oriented(boxes, orient, scores):
+    return (boxes.astype(np.float32), orient.astype(np.float32), np.zeros(0, dtype=np.int64),
+            scores.astype(np.float32))
+
+
 def merge_oriented_clusters(boxes, orient, scores, group_threshold: int = 0,
                             eps: float = 0.2) -> tuple[np.ndarray, ...]:
     """:func:`merge_clusters` for oriented candidates: each cluster of similar boxes
@@ -508,36 +532,86 @@ def merge_oriented_clusters(boxes, orient, scores, group_threshold: int = 0,
       (boxes float32 [M, 4], orient float32 [M, 3], member counts int64 [M], scores
       float32 [M]) in cluster order.
     """
-    boxes, scores = _checked_boxes(boxes, scores, "merge_oriented_clusters")
-    orient = np.asarray(orient, dtype=np.float64).reshape(len(boxes), 3)
+    boxes, orient, scores = _oriented_inputs(boxes, orient, scores, "merge_oriented_clusters")
     if len(boxes) == 0:
-        return (boxes.astype(np.float32), orient.astype(np.float32),
-                np.zeros(0, dtype=np.int64), scores.astype(np.float32))
-    labels = _clusters(boxes, eps)
-    k = int(labels.max()) + 1
-    counts = np.bincount(labels, minlength=k)
-    weight = np.bincount(labels, scores, k)
-    values = np.concatenate([boxes, orient], axis=1) * scores[:, None]
-    means = np.stack([np.bincount(labels, values[:, c], k) for c in range(7)], 1)
-    means /= np.where(weight > 0, weight, 1.0)[:, None]
+        return _empty_oriented(boxes, orient, scores)
+    means, params, counts, mean_scores = _weighted_groups(_clusters(boxes, eps), boxes,
+                                                          orient, scores)
     keep = counts > group_threshold
-    return (means[keep, :4].astype(np.float32), means[keep, 4:].astype(np.float32),
-            counts[keep].astype(np.int64), (weight / counts)[keep].astype(np.float32))
+    return (means[keep].astype(np.float32), params[keep].astype(np.float32),
+            counts[keep].astype(np.int64), mean_scores[keep].astype(np.float32))
 
 
-def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> list[Building]:
-    """Rectangle polygons (pixel xyxy boxes [N, 4], scores [N]) as :class:`Building` records.
+def _overlapping_pairs(polys: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """int64 arrays (i, j), i < j: pairs of polygons [N] with IoU > ``min_iou``.
 
-    With ``transform`` the rectangles are mapped to map coordinates.
+    Candidate pairs come from an STRtree of the polygons, ``_PAIR_CHUNK`` queries at a
+    time (memory grows with the intersecting pairs, not with N^2)."""
+    tree = shapely.STRtree(polys)
+    area = shapely.area(polys)
+    out_i, out_j = [], []
+    for start in range(0, len(polys), _PAIR_CHUNK):
+        q, t = tree.query(polys[start:start + _PAIR_CHUNK], predicate="intersects")
+        i, j = q.astype(np.int64) + start, t.astype(np.int64)
+        i, j = i[i < j], j[i < j]
+        inter = shapely.area(shapely.intersection(polys[i], polys[j]))
+        union = area[i] + area[j] - inter
+        close = inter > min_iou * np.where(union > 0, union, np.inf)
+        out_i.append(i[close])
+        out_j.append(j[close])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def _greedy_groups(n: int, i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Group label (int [n], 0.. in seed order) of greedy suppression: in decreasing score
+    order (stable), each candidate not yet taken seeds a group with every not yet taken
+    candidate paired with it (pairs (i, j), either way round)."""
+    from scipy.sparse import coo_matrix
+
+    graph = coo_matrix((np.ones(2 * i.size, np.int8), (np.r_[i, j], np.r_[j, i])),
+                       shape=(n, n)).tocsr()
+    labels = np.full(n, -1, dtype=np.int64)
+    group = 0
+    for seed in np.argsort(-scores, kind="stable"):
+        if labels[seed] >= 0:
+            continue
+        members = graph.indices[graph.indptr[seed]:graph.indptr[seed + 1]]
+        members = members[labels[members] < 0]
+        labels[seed] = group
+        labels[members] = group
+        group += 1
+    return labels
+
+
+def rotated_nms(boxes, orient, scores, iou: float = 0.3,
+                gate: float = rect_ops.DEFAULT_GATE) -> tuple[np.ndarray, ...]:
+    """Group oriented candidates by greedy non-maximum suppression on their rectangles,
+    with coverage-weighted voting.
+
+    Each candidate's rectangle is ``sn_tf.rects.rects_from_gliding`` of its box and
+    parameters (its box where r >= ``gate``). In decreasing score order, a candidate not
+    yet taken takes every remaining candidate whose rectangle overlaps its own with IoU
+    > ``iou``; the group becomes the ``scores``-weighted mean of its members' boxes and
+    parameters. Unlike the transitive clusters of :func:`merge_oriented_clusters`, a chain
+    of overlapping candidates across a shared wall cannot join two buildings into one
+    group unless the seed's own rectangle overlaps both. Same arguments and returns as
+    :func:`merge_oriented_clusters` (groups in seed order).
     """
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    if len(boxes) != len(scores):
-        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
-    polygons = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], ccw=False)
-    if transform is not None:
-        polygons = pixel_to_map(polygons, transform)
-    return [Building(image_id, p, float(s)) for p, s in zip(polygons, scores)]
+    boxes, orient, scores = _oriented_inputs(boxes, orient, scores, "rotated_nms")
+    if len(boxes) == 0:
+        return _empty_oriented(boxes, orient, scores)
+    quads = rect_ops.rects_from_gliding(boxes, orient[:, 0], orient[:, 1], orient[:, 2], gate)
+    i, j = _overlapping_pairs(shapely.polygons(quads), iou)
+    means, params, counts, mean_scores = _weighted_groups(
+        _greedy_groups(len(boxes), i, j, scores), boxes, orient, scores)
+    return (means.astype(np.float32), params.astype(np.float32), counts.astype(np.int64),
+            mean_scores.astype(np.float32))
+
+
+#: Groupings of oriented candidates (DetectNet with an ``orient`` output).
+ORIENTED_GROUPINGS = ("clusters", "rotated_nms")
 
 
 def buildings_from_rects(rects, scores, image_id: str = "", transform=None) -> list[Building]:
@@ -567,7 +641,8 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
                              grouping: str = "opencv",
                              image_size: tuple[int, int] | None = None,
                              transform=None, orient=None,
-                             rect_gate: float = rect_ops.DEFAULT_GATE) -> list[Building]:
+                             rect_gate: float = rect_ops.DEFAULT_GATE,
+                             nms_iou: float = 0.3) -> list[Building]:
     """DetectNet grid -> merged boxes (or oriented rectangles) -> building records.
 
     :func:`detectnet_candidates`, then ``grouping`` "opencv" (:func:`group_rectangles`, as
@@ -577,22 +652,28 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
 
     ``orient`` (an oriented model's ``[h, w, 3]`` output: gliding parameters alpha, beta
     and obliquity r of each cell's box, ``sn_tf.rects``) makes the buildings rotated
-    rectangles: grouping must be "clusters", done by :func:`merge_oriented_clusters`
-    (coverage-weighted means of boxes and parameters), and each group's rectangle is
-    ``sn_tf.rects.rects_from_gliding`` of its mean box and parameters (its box where the
-    mean r >= ``rect_gate``; ``rect_gate`` 0 gives boxes only).
+    rectangles: grouping must then be "clusters" (:func:`merge_oriented_clusters`, with
+    ``group_threshold`` and ``eps``) or "rotated_nms" (:func:`rotated_nms` with IoU
+    ``nms_iou``), both coverage-weighted means of boxes and parameters, and each group's
+    rectangle is ``sn_tf.rects.rects_from_gliding`` of its mean box and parameters (its
+    box where the mean r >= ``rect_gate``; ``rect_gate`` 0 gives boxes only).
     """
-    if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got {grouping!r}")
-    if orient is not None and grouping != "clusters":
-        raise ValueError(f"oriented outputs need grouping 'clusters', got {grouping!r}")
+    known = ORIENTED_GROUPINGS if orient is not None else tuple(GROUPINGS)
+    if grouping not in known:
+        raise ValueError(f"grouping must be one of {sorted(known)} for "
+                         f"{'oriented' if orient is not None else 'box'} outputs, got "
+                         f"{grouping!r}")
     boxes, scores, cells = _candidate_cells(coverage, bbox, stride, threshold, image_size)
     if orient is None:
         boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
     else:
         params = _orient_cells(orient, cells, np.shape(coverage)[:2])
-        boxes, params, _, scores = merge_oriented_clusters(boxes, params, scores,
-                                                           group_threshold, eps)
+        if grouping == "clusters":
+            boxes, params, _, scores = merge_oriented_clusters(boxes, params, scores,
+                                                               group_threshold, eps)
+        else:
+            boxes, params, _, scores = rotated_nms(boxes, params, scores, nms_iou,
+                                                   rect_gate)
     keep = (boxes[:, 3] - boxes[:, 1]) >= min_height
     order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")[:max_boxes]]
     if orient is None:
@@ -741,7 +822,8 @@ DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
             "min_area": 20.0, "simplify": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
-                  "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE},
+                  "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE,
+                  "nms_iou": 0.3},
 }
 
 
@@ -755,9 +837,9 @@ def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
         raise ValueError(f"unknown {kind} post-processing parameter(s) {sorted(unknown)}; "
                          f"known: {sorted(params)}")
     params.update(overrides or {})
-    if kind == "detectnet" and params["grouping"] not in GROUPINGS:  # fail at config time
-        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got "
-                         f"{params['grouping']!r}")
+    known = sorted(set(GROUPINGS) | set(ORIENTED_GROUPINGS))
+    if kind == "detectnet" and params["grouping"] not in known:  # fail at config time
+        raise ValueError(f"grouping must be one of {known}, got {params['grouping']!r}")
     return params
 
 
@@ -791,4 +873,4 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
         min_height=p["min_height"], grouping=p["grouping"], image_size=(height, width),
         max_boxes=max(int(p["max_boxes"]),
                       math.ceil(p["max_boxes"] * height * width / MAX_BOXES_AREA)),
-        orient=outputs.get("orient"), rect_gate=p["rect_gate"])
+        orient=outputs.get("orient"), rect_gate=p["rect_gate"], nms_iou=p["nms_iou"])

@@ -69,6 +69,26 @@ def test_config_that_does_not_fit_the_data(tfr, override, message):
         training.resolve(cfg, tfr)
 
 
+def test_oriented_detectnet_config_checks(tfr, tmp_path):
+    from sn_tf import training
+
+    cfg = load_recipe(f"{DETECTNET}:smoke")
+    assert cfg["model"]["oriented"] and training.resolve(cfg, tfr)
+    assert training._target(cfg) == "oriented_detection"
+    for sets, message in ((["loss.orient_weight=null"], "go together"),
+                          (["model.oriented=false"], "go together"),
+                          (["postprocess.grouping=\"opencv\""], "clusters")):
+        with pytest.raises(training.ConfigError, match=message):
+            training.resolve(apply_overrides(cfg, sets), tfr)
+    # data converted before schema version 3 has no rectangles: refused, plain one trains
+    info = json.loads((pathlib.Path(tfr) / "dataset_info.json").read_text())
+    (tmp_path / "dataset_info.json").write_text(json.dumps({**info, "schema_version": 2}))
+    with pytest.raises(training.ConfigError, match="schema version 2.*rects_px"):
+        training.resolve(cfg, tmp_path)
+    plain = apply_overrides(cfg, ["model.oriented=false", "loss.orient_weight=null"])
+    assert training._target(training.resolve(plain, tmp_path).config) == "detection"
+
+
 def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
     from sn_tf import training
 

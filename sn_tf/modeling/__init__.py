@@ -77,8 +77,8 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                jaccard_weight: float = 0.0, sdf_delta: float = 1.0, sdf_weight: float = 1.0,
                sdf_bins_weight: float = 1.0, coverage_weight: float = 1.0,
                bbox_weight: float = 2.0, count_norm: float = 1.0,
-               orient_weight: float | None = None,
-               obliquity_weight: float = 1.0) -> dict[str, keras.losses.Loss]:
+               orient_weight: float | None = None, obliquity_weight: float = 1.0,
+               flat_weight: float = 1.0) -> dict[str, keras.losses.Loss]:
     """Losses keyed by output name, for ``model.compile(loss=...)``.
 
     "fcn": ``footprint`` (:class:`FootprintLoss` with ``jaccard_weight``), ``sdf``
@@ -88,7 +88,7 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
     ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
     DIGITS; with ``orient_weight`` (for a model built with ``oriented=True``) also
-    ``orient`` (:class:`OrientLoss` with ``obliquity_weight``).
+    ``orient`` (:class:`OrientLoss` with ``obliquity_weight`` and ``flat_weight``).
     Parameters of the other kind are ignored.
     """
     if _check_kind(kind) == "detectnet":
@@ -96,7 +96,8 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                   "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
         if orient_weight is not None:
             losses["orient"] = OrientLoss(weight=orient_weight,
-                                          obliquity_weight=obliquity_weight)
+                                          obliquity_weight=obliquity_weight,
+                                          flat_weight=flat_weight)
         return losses
     losses = {"footprint": FootprintLoss(jaccard_weight),
               "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}

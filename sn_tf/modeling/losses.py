@@ -323,27 +323,40 @@ class OrientLoss(_WeightedLoss):
     ``y_true``: float32 ``[B, h, w, 5]`` (``sn_tf.targets``: alpha, beta, r, gliding weight
     g, obliquity weight q; all zero without coverage); ``y_pred``: ``[B, h, w, 3]``
     (alpha, beta, r) in [0, 1]. Per-cell values ``[B, h, w]`` =
-    ``(|alpha' - alpha| + |beta' - beta|) * g + obliquity_weight * |r' - r| * q``, times
-    h * w (see the module docstring): alpha and beta are learnt only on oblique buildings
-    (r < the targets' gate) not cut by the crop, r on every building not cut by it.
+    ``(|alpha' - alpha| + |beta' - beta|) * g
+    + flat_weight * min(|alpha'| + |beta'|, |1 - alpha'| + |1 - beta'|) * (q - g)
+    + obliquity_weight * |r' - r| * q``, times h * w (see the module docstring): alpha
+    and beta are learnt on oblique buildings (r < the targets' gate) not cut by the crop;
+    on near-axis ones (q - g = 1), whose parameters jump between (0, 0) and (1, 1) for a
+    tiny rotation, they are pulled to the nearer of those two encodings of the plain box,
+    so that a near-axis building whose r the model underestimates still decodes to about
+    its box; r is learnt on every building not cut by the crop.
     """
 
     def __init__(self, *, weight: float = 1.0, obliquity_weight: float = 1.0,
-                 name: str = "orient_loss", reduction: str = _DETECTNET_REDUCTION,
-                 dtype=None):
+                 flat_weight: float = 1.0, name: str = "orient_loss",
+                 reduction: str = _DETECTNET_REDUCTION, dtype=None):
         super().__init__(weight=weight, name=name, reduction=reduction, dtype=dtype)
-        if isinstance(obliquity_weight, bool) or not float(obliquity_weight) >= 0.0:
-            raise ValueError(f"obliquity_weight must be a number >= 0, got {obliquity_weight!r}")
+        for key, value in (("obliquity_weight", obliquity_weight),
+                           ("flat_weight", flat_weight)):
+            if isinstance(value, bool) or not float(value) >= 0.0:
+                raise ValueError(f"{key} must be a number >= 0, got {value!r}")
         self.obliquity_weight = float(obliquity_weight)
+        self.flat_weight = float(flat_weight)
 
     def call(self, y_true, y_pred):
         if y_true.shape[-1] is not None and y_true.shape[-1] != ORIENT_TARGET_CHANNELS:
             raise ValueError(f"OrientLoss expects an orient target with "
                              f"{ORIENT_TARGET_CHANNELS} channels, got shape {y_true.shape}")
         error = ops.abs(y_pred[..., 0:3] - y_true[..., 0:3])
-        per_cell = ((error[..., 0] + error[..., 1]) * y_true[..., 3]
-                    + self.obliquity_weight * error[..., 2] * y_true[..., 4])
+        glide, obliquity = y_true[..., 3], y_true[..., 4]
+        ab = y_pred[..., 0] + y_pred[..., 1]
+        to_box = ops.minimum(ab, 2.0 - ab)  # alpha, beta in [0, 1]: L1 to (0, 0) or (1, 1)
+        per_cell = ((error[..., 0] + error[..., 1]) * glide
+                    + self.flat_weight * to_box * (obliquity - glide)
+                    + self.obliquity_weight * error[..., 2] * obliquity)
         return (self.weight * _cells(y_pred)) * per_cell
 
     def get_config(self):
-        return {**super().get_config(), "obliquity_weight": self.obliquity_weight}
+        return {**super().get_config(), "obliquity_weight": self.obliquity_weight,
+                "flat_weight": self.flat_weight}

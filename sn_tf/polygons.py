@@ -585,7 +585,7 @@ def _greedy_groups(n: int, i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> 
     return labels
 
 
-def rotated_nms(boxes, orient, scores, iou: float = 0.3,
+def rotated_nms(boxes, orient, scores, iou: float = 0.1,
                 gate: float = rect_ops.DEFAULT_GATE) -> tuple[np.ndarray, ...]:
     """Group oriented candidates by greedy non-maximum suppression on their rectangles,
     with coverage-weighted voting.
@@ -612,6 +612,21 @@ def rotated_nms(boxes, orient, scores, iou: float = 0.3,
 
 #: Groupings of oriented candidates (DetectNet with an ``orient`` output).
 ORIENTED_GROUPINGS = ("clusters", "rotated_nms")
+
+
+def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> list[Building]:
+    """Rectangle polygons (pixel xyxy boxes [N, 4], scores [N]) as :class:`Building` records.
+
+    With ``transform`` the rectangles are mapped to map coordinates.
+    """
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(boxes) != len(scores):
+        raise ValueError(f"{len(boxes)} boxes but {len(scores)} scores")
+    polygons = shapely.box(boxes[:, 0], boxes[:, 1], boxes[:, 2], boxes[:, 3], ccw=False)
+    if transform is not None:
+        polygons = pixel_to_map(polygons, transform)
+    return [Building(image_id, p, float(s)) for p, s in zip(polygons, scores)]
 
 
 def buildings_from_rects(rects, scores, image_id: str = "", transform=None) -> list[Building]:
@@ -642,7 +657,7 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
                              image_size: tuple[int, int] | None = None,
                              transform=None, orient=None,
                              rect_gate: float = rect_ops.DEFAULT_GATE,
-                             nms_iou: float = 0.3) -> list[Building]:
+                             nms_iou: float = 0.1) -> list[Building]:
     """DetectNet grid -> merged boxes (or oriented rectangles) -> building records.
 
     :func:`detectnet_candidates`, then ``grouping`` "opencv" (:func:`group_rectangles`, as
@@ -823,7 +838,7 @@ DEFAULT_POSTPROCESS = {
             "min_area": 20.0, "simplify": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
                   "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE,
-                  "nms_iou": 0.3},
+                  "nms_iou": 0.1},
 }
 
 

@@ -57,10 +57,11 @@ Memory
   (the head's 4-connected components of ``logit > threshold``) is complete, and carries the
   rows of components that touch its last row into the next strip, so polygons are exactly
   those of a whole-scene call and memory grows with the scene WIDTH (and the tallest
-  building), not its area. DetectNet grids (1/256 of the pixels, 5 channels) are accumulated
-  for the whole scene and decoded once (``max_boxes`` scales with the scene area); the
-  head's rectangle grouping finds candidate pairs with an STRtree (memory grows with the
-  cells above the coverage threshold and their similar pairs, not quadratically).
+  building), not its area. DetectNet grids (1/256 of the pixels, 5 channels; 8 with an
+  oriented model's ``orient``) are accumulated for the whole scene and decoded once
+  (``max_boxes`` scales with the scene area); the head's rectangle grouping finds candidate
+  pairs with an STRtree (memory grows with the cells above the coverage threshold and their
+  similar or overlapping pairs, not quadratically).
 
 ``--from_tfrecords=DIR --split=val``: tiles of a converted dataset (``sn_tf.read_examples``),
 each predicted whole (unless ``--window`` is given), with the stored georeference; scored

@@ -174,8 +174,8 @@ def resolve(config: dict, data_dir) -> Setup:
 
 
 def _check_oriented(config: dict, info: dict, data_dir) -> None:
-    """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, "clusters"
-    grouping and data with rotated rectangles (schema version >= 3); a plain one must not
+    """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, an oriented
+    grouping (``polygons.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema version >= 3); a plain one must not
     set ``loss.orient_weight``."""
     if config["model"]["kind"] != "detectnet":
         return
@@ -189,9 +189,9 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
     if not oriented:
         return
     grouping = config["postprocess"].get("grouping", "opencv")
-    if grouping != "clusters":
-        raise ConfigError(f"an oriented DetectNet needs postprocess.grouping 'clusters', "
-                          f"got {grouping!r}")
+    if grouping not in polygons.ORIENTED_GROUPINGS:
+        raise ConfigError(f"an oriented DetectNet needs postprocess.grouping in "
+                          f"{polygons.ORIENTED_GROUPINGS}, got {grouping!r}")
     version = int(info.get("schema_version", 1))
     if version < schema.FIRST_VERSION_WITH_CONTACT:
         raise ConfigError(f"{data_dir}: schema version {version} records store no rotated "

@@ -262,13 +262,14 @@ def _outputs(rects, size, noise=0.0, seed=0):
     return {"coverage": cov, "bbox": bbox * (cov > 0), "orient": t["orient"][..., :3]}
 
 
+@pytest.mark.parametrize("grouping", ["clusters", "rotated_nms"])
 @pytest.mark.parametrize("noise", [0.0, 1.5])
-def test_head_keeps_two_touching_rotated_units_apart(noise):
+def test_head_keeps_two_touching_rotated_units_apart(noise, grouping):
     out = _outputs([ROW_A, ROW_B, FLAT], 96, noise)
     found = polygons.outputs_to_buildings(
         "detectnet", out, "img", image_size=(96, 96),
-        params={"threshold": 0.5, "grouping": "clusters", "group_threshold": 0, "eps": 0.35,
-                "min_height": 6.0})
+        params={"threshold": 0.5, "grouping": grouping, "group_threshold": 0, "eps": 0.35,
+                "nms_iou": 0.1, "min_height": 6.0})
     assert len(found) == 3  # one polygon per building: the two units are not merged
     for want in (ROW_A, ROW_B, FLAT):  # each matched (+-1.5 px boxes: IoU > 0.6)
         best = max(_iou(b.polygon.exterior.coords[:4], want) for b in found)
@@ -292,6 +293,23 @@ def test_head_without_orient_output_gives_boxes_and_gate_zero_too():
                                       params={**params, "grouping": "opencv"})
 
 
+def test_rotated_nms_takes_overlapping_cells_without_chaining_neighbours():
+    # A and B share a wall; cell 2 straddles them (IoU ~1/3 with each) with less coverage
+    quads = [ROW_A, ROW_B, (ROW_A + ROW_B) / 2, ROW_B + [0.5, 0]]
+    boxes = np.array([_box(q) for q in quads])
+    params = np.array([R.gliding_from_rects(np.asarray(q)[None]) for q in quads])[..., 0]
+    got_boxes, got_params, counts, scores = polygons.rotated_nms(
+        boxes, params, [0.9, 0.8, 0.5, 0.7], iou=0.2)
+    # seed A takes the straddling cell; B and its near-copy form the second group
+    np.testing.assert_array_equal(counts, [2, 2])
+    np.testing.assert_allclose(scores, [0.7, 0.75], rtol=1e-6)
+    rects = R.rects_from_gliding(got_boxes, *got_params.T)
+    assert _iou(rects[1], ROW_B) > 0.95 and _iou(rects[0], ROW_A) > 0.5
+    # the transitive clusters of similar boxes join all four into one building
+    assert len(polygons.merge_oriented_clusters(boxes, params, [0.9, 0.8, 0.5, 0.7],
+                                                eps=0.35)[2]) == 1
+
+
 def test_cluster_parameters_are_coverage_weighted_means():
     boxes = np.array([[0, 0, 10, 10], [0.5, 0, 10, 10.5]], np.float64)
     orient = np.array([[0.2, 0.4, 0.5], [0.5, 0.1, 0.8]])
@@ -303,3 +321,21 @@ def test_cluster_parameters_are_coverage_weighted_means():
     np.testing.assert_allclose(got_orient[0], (0.9 * orient[0] + 0.3 * orient[1]) / 1.2,
                                rtol=1e-6)
     assert scores[0] == pytest.approx(0.6)
+
+
+def test_records_without_rectangles_fall_back_to_the_box_corners():
+    import types
+
+    from sn_tf import pipeline, schema
+
+    plan = types.SimpleNamespace(grid="G")
+    boxes = tf.constant([[1.0, 2.0, 5.0, 7.0], [0.0, 0.0, 3.0, 3.0]])
+    key = schema.label_key("G", "rects_px")
+    empty = tf.sparse.SparseTensor(tf.zeros([0, 1], tf.int64), tf.zeros([0]), [0])
+    corners = pipeline._rects({key: empty}, plan, boxes).numpy()  # schema version < 3
+    np.testing.assert_array_equal(corners[0], [1, 2, 5, 2, 5, 7, 1, 7])
+    a, b, r = R.gliding_from_rects(corners)
+    np.testing.assert_array_equal([a, b, r], [[0, 0], [0, 0], [1, 1]])  # axis-aligned
+    stored = tf.sparse.from_dense(tf.constant(np.arange(16, dtype=np.float32) + 1))
+    np.testing.assert_array_equal(pipeline._rects({key: stored}, plan, boxes).numpy(),
+                                  (np.arange(16) + 1).reshape(2, 8))

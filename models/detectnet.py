@@ -45,9 +45,10 @@ def get_config(variant: str = "") -> dict:
         data={"cvg_scale": 1.0},
         loss={"coverage_weight": 1.0, "bbox_weight": 2.0, "count_norm": 0.0,
               "orient_weight": 1.0, "obliquity_weight": 1.0},
-        postprocess={"threshold": 0.6, "grouping": "clusters", "group_threshold": 0,
-                     "eps": 0.35, "min_height": 6.0, "max_boxes": 450, "rect_gate": 0.9},
+        postprocess={"threshold": 0.6, "grouping": "rotated_nms", "nms_iou": 0.1,
+                     "group_threshold": 0, "eps": 0.35, "min_height": 6.0, "max_boxes": 450,
+                     "rect_gate": 0.7},
         variants={"demo": {"model": {"width": 16, "blocks": [1, 3]},
-                           "train": {"learning_rate": 4e-3, "epochs": 24}},
+                           "train": {"learning_rate": 6e-3, "epochs": 36}},
                   "smoke": {"model": {"width": 8, "blocks": [1, 2]},
                             "train": {"learning_rate": 2e-3}}})

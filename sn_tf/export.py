@@ -277,6 +277,13 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
     if missing:
         raise ExportError(f"{checkpoint_path}: model outputs {sorted(model.output_names)} lack "
                           f"{sorted(missing)} required for kind {info.kind!r} in model_info.json")
+    from sn_tf.polygons import ORIENTED_GROUPINGS, postprocess_params
+
+    grouping = postprocess_params(info.kind, info.postprocess).get("grouping")
+    if "orient" in model.output_names and grouping not in ORIENTED_GROUPINGS:
+        raise ExportError(f"{checkpoint_path}: the model has an 'orient' output (oriented "
+                          f"DetectNet) but model_info.json's postprocess grouping is "
+                          f"{grouping!r}; oriented outputs need one of {ORIENTED_GROUPINGS}")
 
 
 def load_checkpoint(model_dir, checkpoint: str = "best"):

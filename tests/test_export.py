@@ -194,6 +194,9 @@ def test_oriented_detectnet_serves_its_orient_output(tmp_path):
     assert got["orient"].shape == (2, 3, 4, 3)
     for name in want:
         np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4, rtol=1e-5)
+    boxes_only = make_model_dir(tmp_path / "b", model, kind="detectnet", stride=16)
+    with pytest.raises(export.ExportError, match="'orient' output.*grouping is 'opencv'"):
+        export.export_model(boxes_only, tmp_path / "e2")
 
 
 def test_metadata_beside_the_saved_model(exported):

@@ -175,7 +175,8 @@ def resolve(config: dict, data_dir) -> Setup:
 
 def _check_oriented(config: dict, info: dict, data_dir) -> None:
     """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, an oriented
-    grouping (``polygons.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema version >= 3); a plain one must not
+    grouping (``polygons.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
+    version >= 3; older data is refused, not trained axis-aligned); a plain one must not
     set ``loss.orient_weight``."""
     if config["model"]["kind"] != "detectnet":
         return

@@ -20,12 +20,14 @@ Operations (in the order the pipeline applies them):
    and the effective scale is ``crop / win`` exactly.
 2. Boxes (``crop_boxes``): shifted by the window, scaled, clipped to ``[0, crop]``; a box
    is kept when its clipped area is > 0 and at least ``min_box_visible`` of its area
-   before clipping (i.e. boxes mostly cropped away are dropped).
+   before clipping (i.e. boxes mostly cropped away are dropped). Each building's rotated
+   rectangle (4 vertices, ``crop_boxes_and_rects``) follows its box: same shift and scale,
+   same keep rule, but never clipped.
 3. Scale (``resize_window``, only with scale jitter): image bilinear, label rasters
    nearest neighbour (so the mask stays binary and mask/distance stay consistent); the
    pipeline multiplies distances by the scale.
-4. Dihedral (``dihedral``, ``dihedral_boxes``): optional transpose, then optional
-   left-right flip, then optional up-down flip; with ``flips`` and ``rot90`` all 8
+4. Dihedral (``dihedral``, ``dihedral_boxes``, ``dihedral_rects``): optional transpose,
+   then optional left-right flip, then optional up-down flip; with ``flips`` and ``rot90`` all 8
    symmetries of the square are drawn uniformly, with ``rot90`` alone the 4 rotations,
    with ``flips`` alone the 4 flip combinations. (Fusing the flips into the crop as one
    negative-stride slice was measured 4x slower than slice + ``tf.reverse``.) Without
@@ -203,6 +205,16 @@ def draw_radiometric(key, channels: int, cfg: AugmentConfig):
 
 
 # ---- geometric ops -----------------------------------------------------------------------
+def _cropped_boxes(boxes, y0, x0, win, crop: int, min_visible: float):
+    """(clipped boxes float32 [N, 4] in crop pixels, keep bool [N]) of ``crop_boxes``."""
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    moved = tf.reshape(crop_points(tf.reshape(boxes, [-1, 2, 2]), y0, x0, win, crop), [-1, 4])
+    clipped = tf.clip_by_value(moved, 0.0, float(crop))
+    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
+    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
+    return clipped, (visible > 0) & (visible >= min_visible * area)
+
+
 def crop_boxes(boxes, y0, x0, win, crop: int, min_visible: float):
     """Boxes of a tile -> boxes of the window ``[y0, y0+win) x [x0, x0+win)`` resized to crop.
 
@@ -210,15 +222,30 @@ def crop_boxes(boxes, y0, x0, win, crop: int, min_visible: float):
     (``(x - x0) * crop / win``), clipped to ``[0, crop]``; a box is kept when its clipped
     area is > 0 and >= ``min_visible`` times its unclipped area.
     """
-    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
-    scale = tf.cast(crop, tf.float32) / tf.cast(win, tf.float32)
-    shift = tf.cast(tf.stack([x0, y0, x0, y0]), tf.float32)
-    moved = (boxes - shift) * scale
-    clipped = tf.clip_by_value(moved, 0.0, float(crop))
-    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
-    visible = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = (visible > 0) & (visible >= min_visible * area)
+    clipped, keep = _cropped_boxes(boxes, y0, x0, win, crop, min_visible)
     return tf.boolean_mask(clipped, keep)
+
+
+def crop_points(points, y0, x0, win, crop: int):
+    """(x, y) points [..., 2] of a tile -> points of the window resized to crop (float32):
+    ``((x - x0) * crop / win, (y - y0) * crop / win)``, not clipped."""
+    scale = tf.cast(crop, tf.float32) / tf.cast(win, tf.float32)
+    shift = tf.cast(tf.stack([x0, y0]), tf.float32)
+    return (tf.cast(points, tf.float32) - shift) * scale
+
+
+def crop_boxes_and_rects(boxes, rects, y0, x0, win, crop: int, min_visible: float):
+    """``crop_boxes`` plus the buildings' rotated rectangles, kept in step.
+
+    boxes: float32 [N, 4]; rects: float32 [N, 8] (four (x, y) vertices per building, tile
+    pixels). Returns (boxes [M, 4] clipped as ``crop_boxes``, rects [M, 8] moved and
+    scaled the same way but NOT clipped: a building cut by the window keeps its whole
+    rectangle, which then reaches outside ``[0, crop]``; ``sn_tf.targets`` gives such
+    buildings no orientation target).
+    """
+    clipped, keep = _cropped_boxes(boxes, y0, x0, win, crop, min_visible)
+    moved = crop_points(tf.reshape(rects, [-1, 4, 2]), y0, x0, win, crop)
+    return tf.boolean_mask(clipped, keep), tf.boolean_mask(tf.reshape(moved, [-1, 8]), keep)
 
 
 def resize_window(image, labels, crop: int):
@@ -301,6 +328,24 @@ def dihedral_boxes(boxes, size: int, transpose, flip_lr, flip_ud):
     x1, x2 = tf.where(flip_lr, s - x2, x1), tf.where(flip_lr, s - x1, x2)
     y1, y2 = tf.where(flip_ud, s - y2, y1), tf.where(flip_ud, s - y1, y2)
     return tf.stack([x1, y1, x2, y2], axis=-1)
+
+
+def dihedral_points(points, size: int, transpose, flip_lr, flip_ud):
+    """The symmetry of ``dihedral`` applied to (x, y) points [..., 2] in a ``size`` square:
+    transpose swaps x and y, then flip_lr maps x -> size - x, then flip_ud y -> size - y."""
+    s = float(size)
+    x, y = tf.unstack(tf.cast(points, tf.float32), num=2, axis=-1)
+    x, y = tf.where(transpose, y, x), tf.where(transpose, x, y)
+    x = tf.where(flip_lr, s - x, x)
+    y = tf.where(flip_ud, s - y, y)
+    return tf.stack([x, y], axis=-1)
+
+
+def dihedral_rects(rects, size: int, transpose, flip_lr, flip_ud):
+    """``dihedral_points`` on rectangles [N, 8] (four (x, y) vertices each; ring order is
+    kept, so consecutive vertices stay adjacent). Returns float32 [N, 8]."""
+    points = dihedral_points(tf.reshape(rects, [-1, 4, 2]), size, transpose, flip_lr, flip_ud)
+    return tf.reshape(points, [-1, 8])
 
 
 # ---- radiometric (per example, image only) -------------------------------------------------

@@ -35,7 +35,8 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   so output pixel/cell (i, j) keeps its position.
 * output: the model's raw outputs as a dict of float32 tensors, e.g. FCN ``footprint``
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
-  ``bbox`` ``[B, h, w, 4]`` (BUILD_NOTES.md section 1). Turn them into polygons with
+  ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet
+  (BUILD_NOTES.md section 1; listed in export_info.json). Turn them into polygons with
   ``sn_tf.polygons.outputs_to_buildings`` and ``ModelInfo.postprocess``.
 
 Keras's bilinear ``UpSampling2D`` cannot be traced with an unknown height and width (its
@@ -276,6 +277,13 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
     if missing:
         raise ExportError(f"{checkpoint_path}: model outputs {sorted(model.output_names)} lack "
                           f"{sorted(missing)} required for kind {info.kind!r} in model_info.json")
+    from sn_tf.polygons import ORIENTED_GROUPINGS, postprocess_params
+
+    grouping = postprocess_params(info.kind, info.postprocess).get("grouping")
+    if "orient" in model.output_names and grouping not in ORIENTED_GROUPINGS:
+        raise ExportError(f"{checkpoint_path}: the model has an 'orient' output (oriented "
+                          f"DetectNet) but model_info.json's postprocess grouping is "
+                          f"{grouping!r}; oriented outputs need one of {ORIENTED_GROUPINGS}")
 
 
 def load_checkpoint(model_dir, checkpoint: str = "best"):

@@ -40,7 +40,8 @@ class ModelInfo:
     (length = number of channels); the model input is (raw - mean) / std.  stride: input
     height and width must be multiples of it (the serving function pads).  postprocess:
     parameters of the shared polygon head (e.g. threshold, min_area, sdf_level for the FCN;
-    coverage threshold, group threshold, eps, min_height, max_boxes for DetectNet).
+    coverage threshold, grouping, group threshold, eps, nms_iou, rect_gate, min_height,
+    max_boxes for DetectNet; ``polygons.DEFAULT_POSTPROCESS`` fills keys an older file lacks).
     recipe: the recipe name (e.g. "fcn").  versions: package versions at training time.
     normalizes_input: True when the model's first layers normalise raw bands themselves
     (trained on ``image_dtype="raw"`` batches): feed it raw values cast to float32 and pad

@@ -16,7 +16,9 @@ Training (``training=True``), one element per batch of random crops:
     (``normalization_layer``, ``sn_tf.model_input``).
   * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``
     (plus ``"contact": [B,H,W,1]`` with ``contact=True``);
-    ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.targets).
+    ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.targets);
+    ``target="oriented_detection"``: coverage claimed by each building's rotated rectangle
+    and ``"orient": [B,h,w,5]`` added (gliding vertices, sn_tf.targets and sn_tf.rects).
   * sample_weights (only when ``sample_weights`` is True, or by default when
     ``boundary_weight`` is set or ``training=False``): one map per target, same
     [B, ., ., 1] shape: segmentation = valid-region mask x boundary weight map,
@@ -35,8 +37,10 @@ with georeference, visualisation and tests::
 
     "image" [B,H,W,C], "footprint" [B,H,W,1], "sdf" [B,H,W,1]   (segmentation / all)
     "contact" [B,H,W,1] float32 in {0, 1}                     (with ``contact=True``)
-    "coverage" [B,h,w,1], "bbox" [B,h,w,9]                      (detection / all)
+    "coverage" [B,h,w,1], "bbox" [B,h,w,9], "orient" [B,h,w,5]  (detection / all)
     "boxes" [B,N,4] float32 xyxy pixels of the (augmented) image, zero rows = padding
+    "rects" [B,N,8] float32: each box's building's rotated rectangle, 4 (x, y) vertices in
+      the same pixels, never clipped (boxes' corners for data before schema version 3)
     "valid" [B,H,W,1] float32, 1 on real pixels
     "tile_id" [B] string, "aoi" [B] string
     evaluation only: "transform_gdal" [B,6] float64 (GDAL order, of the unpadded tile;
@@ -101,7 +105,7 @@ tf = tensorflow()
 from sn_tf import augment as aug  # noqa: E402  (after TF is imported quietly)
 from sn_tf import targets as tg  # noqa: E402
 
-TARGETS = ("segmentation", "detection", "all")
+TARGETS = ("segmentation", "detection", "oriented_detection", "all")
 NORMALIZATIONS = ("dataset_info", "percentile")
 IMAGE_DTYPES = ("float32", "bfloat16", "float16", "raw")
 SHUFFLE_BUDGET_BYTES = 256 * 2 ** 20
@@ -159,11 +163,7 @@ class _Plan:
     grid_shape: tuple[int, int] = (0, 0)  # the label grid's example_shape (H, W)
     contact: bool = False  # segmentation targets include "contact"
     contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
-
-    @property
-    def needs_contact(self) -> bool:
-        """True when the contact layer is decoded (as a target or for the weights)."""
-        return self.contact or self.contact_weight is not None
+    oriented: bool = False  # target "oriented_detection": rectangle coverage + orient targets
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
@@ -333,7 +333,8 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     grid, aois = _check_types(info, image_types, split, None if aois is None else tuple(aois))
     types = _type_specs(info, image_types, bands)
     scale, bias = _normalization(info, types, normalization)
-    seg, det = target in ("segmentation", "all"), target in ("detection", "all")
+    seg, det = target in ("segmentation", "all"), target in ("detection", "oriented_detection",
+                                                              "all")
     if not isinstance(stride, int) or stride < 1:
         raise ValueError(f"stride must be a positive int, got {stride!r}")
     if not isinstance(crop_size, int) or crop_size < 1:
@@ -380,7 +381,8 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
                  None if boundary_weight is None else float(boundary_weight),
                  float(boundary_sigma), aois, image_dtype, from_record,
                  tuple(grid_info.get("example_shape", (0, 0))), bool(contact),
-                 None if contact_weight is None else float(contact_weight))
+                 None if contact_weight is None else float(contact_weight),
+                 oriented=target == "oriented_detection")
 
 
 def _check_contact(info: dict, grid: str, seg: bool, contact, contact_weight) -> None:
@@ -505,7 +507,8 @@ def _feature_spec(plan: _Plan) -> dict:
     full = schema.tf_feature_spec([t.name for t in plan.types], [plan.grid])
     cut = _cut_payloads(plan)
     keys = [schema.KEY_SCHEMA_VERSION, schema.KEY_TILE_ID, schema.KEY_AOI,
-            schema.label_key(plan.grid, "shape"), schema.label_key(plan.grid, "boxes_xyxy_px")]
+            schema.label_key(plan.grid, "shape"), schema.label_key(plan.grid, "boxes_xyxy_px"),
+            schema.label_key(plan.grid, "rects_px")]
     keys += [schema.image_key(t.name, "shape") for t in plan.types]
     keys += [k for k in ([schema.image_key(t.name, "data") for t in plan.types]
                          + [schema.label_key(plan.grid, f) for f in plan.label_fields])
@@ -661,6 +664,17 @@ def _boxes(feat: dict, plan: _Plan):
     return tf.reshape(flat, [-1, 4])
 
 
+def _rects(feat: dict, plan: _Plan, boxes):
+    """float32 [N, 8] rotated rectangles of the tile (4 (x, y) vertices each, pixels),
+    parallel to ``boxes`` [N, 4]. Records before schema version 3 store none: then each
+    box's corners (axis-aligned rectangles: obliquity 1, no gliding target)."""
+    flat = tf.sparse.to_dense(feat[schema.label_key(plan.grid, "rects_px")])
+    x1, y1, x2, y2 = tf.unstack(boxes, num=4, axis=-1)
+    corners = tf.stack([x1, y1, x2, y1, x2, y2, x1, y2], axis=-1)
+    stored = tf.equal(tf.size(flat), 2 * tf.size(boxes))
+    return tf.cond(stored, lambda: tf.reshape(flat, [-1, 8]), lambda: corners)
+
+
 def _seg_targets(labels, scale, plan: _Plan) -> dict:
     """footprint and sdf float32 [..., H, W, 1] (and ``contact`` when the plan has it) from
     the stacked label arrays [..., H, W, L] (order ``plan.label_fields``)."""
@@ -737,9 +751,11 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
     gain, offset = aug.draw_radiometric(keys[2], plan.channels, cfg)
     scale, bias = aug.radiometric_coefficients(plan.norm_scale, plan.norm_bias, gain, offset)
     image = _normalise(image, scale, bias, plan, keys[3] if cfg.noise_std > 0 else None)
-    boxes = aug.crop_boxes(_boxes(feat, plan), window[0], window[1], window[2], crop,
-                           cfg.min_box_visible)
+    boxes = _boxes(feat, plan)
+    boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
+                                            window[1], window[2], crop, cfg.min_box_visible)
     out = {"image": image, "boxes": aug.dihedral_boxes(boxes, crop, t, flr, fud),
+           "rects": aug.dihedral_rects(rects, crop, t, flr, fud),
            "tile_id": tile_id, "aoi": feat[schema.KEY_AOI]}
     if labels is not None:
         labels = tf.ensure_shape(geometric(labels), [crop, crop, len(plan.label_fields)])
@@ -788,8 +804,9 @@ def _eval_example(feat: dict, plan: _Plan) -> dict:
         image = _normalise(image, tf.constant(plan.norm_scale), tf.constant(plan.norm_bias),
                            plan)
     first = plan.types[0].name
+    boxes = _boxes(feat, plan)
     out = {"image": _pad_example(image, plan.pad_multiple),
-           "boxes": _boxes(feat, plan),
+           "boxes": boxes, "rects": _rects(feat, plan, boxes),
            "tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI],
            "transform_gdal": schema.tf_decode_transform(
                feat[schema.image_key(first, "transform_gdal")]),
@@ -814,6 +831,7 @@ def _finish_batch(batch: dict, plan: _Plan) -> dict:
         out.update(_seg_targets(out.pop(_STORED_SDF), None, plan))
     if isinstance(batch["boxes"], tf.RaggedTensor):  # training batches: ragged_batch
         out["boxes"] = batch["boxes"].to_tensor()  # zero rows = padding
+        out["rects"] = batch["rects"].to_tensor()
     if plan.training:
         out["valid"] = tf.ones(tf.concat([tf.shape(image)[:-1], [1]], 0), tf.float32)
     else:  # tiles of one batch may differ in size: padded_batch padded them with zeros
@@ -828,7 +846,8 @@ def _finish_batch(batch: dict, plan: _Plan) -> dict:
     if plan.det:
         shape = tf.shape(image)
         out.update(tg.detectnet_targets(out["boxes"], shape[1], shape[2], plan.stride,
-                                        plan.cvg_scale))
+                                        plan.cvg_scale, rects=out["rects"],
+                                        cvg_shape="rect" if plan.oriented else "box"))
     return out
 
 
@@ -986,6 +1005,8 @@ def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 
             w = w * m
         return batch["image"], targets, {k: w for k in targets}
     targets = {"coverage": batch["coverage"], "bbox": batch["bbox"]}
+    if target == "oriented_detection":
+        targets["orient"] = batch["orient"]
     if not sample_weights:
         return batch["image"], targets
     if "height" in batch:
@@ -993,7 +1014,7 @@ def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 
         cells = tg.valid_cells(batch["height"], batch["width"], shape[1], shape[2], stride)
     else:
         cells = tf.ones_like(batch["coverage"])
-    return batch["image"], targets, {"coverage": cells, "bbox": cells}
+    return batch["image"], targets, {name: cells for name in targets}
 
 
 # ---- public API ------------------------------------------------------------------------------
@@ -1048,7 +1069,8 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     Args:
       data_dir: output folder of ``sn_tf.convert`` (with dataset_info.json).
       split: split name, e.g. "train" or "val".
-      target: "segmentation" or "detection" (targets in the module docstring).
+      target: "segmentation", "detection" or "oriented_detection" (targets in the module
+        docstring).
       training: random augmented crops, repeated (True), or whole padded tiles once (False).
       image_types: types to stack, all on one pixel grid (e.g. ("MUL-PanSharpen", "PAN")).
       bands: {type: 1-based band indices} to select bands; None = all bands of every type.
@@ -1114,9 +1136,10 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         without labels; bands out of range; crop not a multiple of the stride for
         detection; crop larger than the tiles; bad normalization or augment options.
     """
-    if target not in ("segmentation", "detection"):
-        raise ValueError(f"make_dataset target must be 'segmentation' or 'detection', got "
-                         f"{target!r} (make_examples also offers 'all')")
+    if target not in ("segmentation", "detection", "oriented_detection"):
+        raise ValueError(f"make_dataset target must be 'segmentation', 'detection' or "
+                         f"'oriented_detection', got {target!r} (make_examples also offers "
+                         f"'all')")
     info = load_info(data_dir)
     plan = _plan(info, split, target=target, training=training, image_types=image_types,
                  bands=bands, normalization=normalization, crop_size=crop_size, seed=seed,

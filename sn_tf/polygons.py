@@ -31,6 +31,7 @@ import numpy as np
 import shapely
 from shapely.geometry import Polygon
 
+from sn_tf import rects as rect_ops
 from sn_tf.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
     as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, polygon_parts, repair_polygon,
     to_affine)
@@ -312,6 +313,12 @@ def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.
       (boxes_xyxy_px float32 [N, 4], scores float32 [N]) in row-major cell order; boxes are
       clipped to the tile and those with non-positive width or height after clipping dropped.
     """
+    boxes, scores, _ = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    return boxes, scores
+
+
+def _candidate_cells(coverage, bbox, stride: int, threshold: float, image_size):
+    """:func:`detectnet_candidates` plus the (row, col) int [N, 2] of each box's cell."""
     coverage = _as_2d(coverage, "coverage")
     if not np.issubdtype(coverage.dtype, np.floating):
         coverage = coverage.astype(np.float64)
@@ -329,7 +336,8 @@ def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height)
     keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-    return boxes[keep].astype(np.float32), coverage[rows, cols][keep].astype(np.float32)
+    return (boxes[keep].astype(np.float32), coverage[rows, cols][keep].astype(np.float32),
+            np.column_stack([rows, cols])[keep])
 
 
 # Rectangles queried per STRtree call when collecting candidate pairs: bounds the transient
@@ -511,6 +519,128 @@ def merge_clusters(boxes, scores=None, group_threshold: int = 0,
 GROUPINGS = {"opencv": group_rectangles, "clusters": merge_clusters}
 
 
+def _weighted_groups(labels: np.ndarray, boxes: np.ndarray, orient: np.ndarray,
+                     scores: np.ndarray):
+    """Per group k = 0..K-1 of ``labels`` (int [N]): the ``scores``-weighted mean box
+    float64 [K, 4] and parameters [K, 3], the member count int [K] and mean score [K]."""
+    k = int(labels.max()) + 1
+    counts = np.bincount(labels, minlength=k)
+    weight = np.bincount(labels, scores, k)
+    values = np.concatenate([boxes, orient], axis=1) * scores[:, None]
+    means = np.stack([np.bincount(labels, values[:, c], k) for c in range(7)], 1)
+    means /= np.where(weight > 0, weight, 1.0)[:, None]
+    return means[:, :4], means[:, 4:], counts, weight / counts
+
+
+def _oriented_inputs(boxes, orient, scores, caller: str):
+    boxes, scores = _checked_boxes(boxes, scores, caller)
+    orient = np.asarray(orient, dtype=np.float64).reshape(len(boxes), 3)
+    return boxes, orient, scores
+
+
+def _empty_oriented(boxes, orient, scores):
+    return (boxes.astype(np.float32), orient.astype(np.float32), np.zeros(0, dtype=np.int64),
+            scores.astype(np.float32))
+
+
+def merge_oriented_clusters(boxes, orient, scores, group_threshold: int = 0,
+                            eps: float = 0.2) -> tuple[np.ndarray, ...]:
+    """:func:`merge_clusters` for oriented candidates: each cluster of similar boxes
+    (:func:`_clusters`) with > ``group_threshold`` members becomes the coverage-weighted
+    mean of its members' boxes and gliding parameters.
+
+    Args:
+      boxes: [N, 4] xyxy pixels (as :func:`group_rectangles`).
+      orient: [N, 3] gliding parameters (alpha, beta, r) of each box (``sn_tf.rects``).
+      scores: [N] coverage of each candidate (> 0): the weights, and the cluster's score
+        is their plain mean.
+
+    Returns:
+      (boxes float32 [M, 4], orient float32 [M, 3], member counts int64 [M], scores
+      float32 [M]) in cluster order.
+    """
+    boxes, orient, scores = _oriented_inputs(boxes, orient, scores, "merge_oriented_clusters")
+    if len(boxes) == 0:
+        return _empty_oriented(boxes, orient, scores)
+    means, params, counts, mean_scores = _weighted_groups(_clusters(boxes, eps), boxes,
+                                                          orient, scores)
+    keep = counts > group_threshold
+    return (means[keep].astype(np.float32), params[keep].astype(np.float32),
+            counts[keep].astype(np.int64), mean_scores[keep].astype(np.float32))
+
+
+def _overlapping_pairs(polys: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray]:
+    """int64 arrays (i, j), i < j: pairs of polygons [N] with IoU > ``min_iou``.
+
+    Candidate pairs come from an STRtree of the polygons, ``_PAIR_CHUNK`` queries at a
+    time (memory grows with the intersecting pairs, not with N^2)."""
+    tree = shapely.STRtree(polys)
+    area = shapely.area(polys)
+    out_i, out_j = [], []
+    for start in range(0, len(polys), _PAIR_CHUNK):
+        q, t = tree.query(polys[start:start + _PAIR_CHUNK], predicate="intersects")
+        i, j = q.astype(np.int64) + start, t.astype(np.int64)
+        i, j = i[i < j], j[i < j]
+        inter = shapely.area(shapely.intersection(polys[i], polys[j]))
+        union = area[i] + area[j] - inter
+        close = inter > min_iou * np.where(union > 0, union, np.inf)
+        out_i.append(i[close])
+        out_j.append(j[close])
+    if not out_i:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(out_i), np.concatenate(out_j)
+
+
+def _greedy_groups(n: int, i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Group label (int [n], 0.. in seed order) of greedy suppression: in decreasing score
+    order (stable), each candidate not yet taken seeds a group with every not yet taken
+    candidate paired with it (pairs (i, j), either way round)."""
+    from scipy.sparse import coo_matrix
+
+    graph = coo_matrix((np.ones(2 * i.size, np.int8), (np.r_[i, j], np.r_[j, i])),
+                       shape=(n, n)).tocsr()
+    labels = np.full(n, -1, dtype=np.int64)
+    group = 0
+    for seed in np.argsort(-scores, kind="stable"):
+        if labels[seed] >= 0:
+            continue
+        members = graph.indices[graph.indptr[seed]:graph.indptr[seed + 1]]
+        members = members[labels[members] < 0]
+        labels[seed] = group
+        labels[members] = group
+        group += 1
+    return labels
+
+
+def rotated_nms(boxes, orient, scores, iou: float = 0.1,
+                gate: float = rect_ops.DEFAULT_GATE) -> tuple[np.ndarray, ...]:
+    """Group oriented candidates by greedy non-maximum suppression on their rectangles,
+    with coverage-weighted voting.
+
+    Each candidate's rectangle is ``sn_tf.rects.rects_from_gliding`` of its box and
+    parameters (its box where r >= ``gate``). In decreasing score order, a candidate not
+    yet taken takes every remaining candidate whose rectangle overlaps its own with IoU
+    > ``iou``; the group becomes the ``scores``-weighted mean of its members' boxes and
+    parameters. Unlike the transitive clusters of :func:`merge_oriented_clusters`, a chain
+    of overlapping candidates across a shared wall cannot join two buildings into one
+    group unless the seed's own rectangle overlaps both. Same arguments and returns as
+    :func:`merge_oriented_clusters` (groups in seed order).
+    """
+    boxes, orient, scores = _oriented_inputs(boxes, orient, scores, "rotated_nms")
+    if len(boxes) == 0:
+        return _empty_oriented(boxes, orient, scores)
+    quads = rect_ops.rects_from_gliding(boxes, orient[:, 0], orient[:, 1], orient[:, 2], gate)
+    i, j = _overlapping_pairs(shapely.polygons(quads), iou)
+    means, params, counts, mean_scores = _weighted_groups(
+        _greedy_groups(len(boxes), i, j, scores), boxes, orient, scores)
+    return (means.astype(np.float32), params.astype(np.float32), counts.astype(np.int64),
+            mean_scores.astype(np.float32))
+
+
+#: Groupings of oriented candidates (DetectNet with an ``orient`` output).
+ORIENTED_GROUPINGS = ("clusters", "rotated_nms")
+
+
 def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> list[Building]:
     """Rectangle polygons (pixel xyxy boxes [N, 4], scores [N]) as :class:`Building` records.
 
@@ -526,27 +656,73 @@ def buildings_from_boxes(boxes, scores, image_id: str = "", transform=None) -> l
     return [Building(image_id, p, float(s)) for p, s in zip(polygons, scores)]
 
 
+def buildings_from_rects(rects, scores, image_id: str = "", transform=None) -> list[Building]:
+    """Quadrilateral polygons (pixel vertices [N, 4, 2] in ring order, scores [N]) as
+    :class:`Building` records; with ``transform`` mapped to map coordinates."""
+    rects = np.asarray(rects, dtype=np.float64).reshape(-1, 4, 2)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(rects) != len(scores):
+        raise ValueError(f"{len(rects)} rectangles but {len(scores)} scores")
+    polygons = shapely.polygons(rects) if len(rects) else []
+    if transform is not None and len(rects):
+        polygons = pixel_to_map(polygons, transform)
+    return [Building(image_id, p, float(s)) for p, s in zip(polygons, scores)]
+
+
+def _orient_cells(orient, cells: np.ndarray, shape) -> np.ndarray:
+    """float64 [N, 3] (alpha, beta, r) of the candidate cells (row, col) [N, 2]."""
+    orient = np.asarray(orient, dtype=np.float64)
+    if orient.ndim != 3 or orient.shape[:2] != tuple(shape) or orient.shape[2] < 3:
+        raise ValueError(f"orient: expected shape {tuple(shape) + (3,)}, got {orient.shape}")
+    return orient[cells[:, 0], cells[:, 1], :3]
+
+
 def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int = 16,
                              threshold: float = 0.06, group_threshold: int = 3,
                              eps: float = 0.02, min_height: float = 10.0, max_boxes: int = 450,
                              grouping: str = "opencv",
                              image_size: tuple[int, int] | None = None,
-                             transform=None) -> list[Building]:
-    """DetectNet grid -> merged boxes -> building records (the DIGITS clustering recipe).
+                             transform=None, orient=None,
+                             rect_gate: float = rect_ops.DEFAULT_GATE,
+                             nms_iou: float = 0.1) -> list[Building]:
+    """DetectNet grid -> merged boxes (or oriented rectangles) -> building records.
 
     :func:`detectnet_candidates`, then ``grouping`` "opencv" (:func:`group_rectangles`, as
     DIGITS) or "clusters" (:func:`merge_clusters`), then boxes shorter than ``min_height``
     pixels are dropped and at most ``max_boxes`` boxes are kept (highest score first,
     stable). Confidence = mean coverage of the cells of the group.
+
+    ``orient`` (an oriented model's ``[h, w, 3]`` output: gliding parameters alpha, beta
+    and obliquity r of each cell's box, ``sn_tf.rects``) makes the buildings rotated
+    rectangles: grouping must then be "clusters" (:func:`merge_oriented_clusters`, with
+    ``group_threshold`` and ``eps``) or "rotated_nms" (:func:`rotated_nms` with IoU
+    ``nms_iou``), both coverage-weighted means of boxes and parameters, and each group's
+    rectangle is ``sn_tf.rects.rects_from_gliding`` of its mean box and parameters (its
+    box where the mean r >= ``rect_gate``; ``rect_gate`` 0 gives boxes only).
     """
-    if grouping not in GROUPINGS:
-        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got {grouping!r}")
-    boxes, scores = detectnet_candidates(coverage, bbox, stride, threshold, image_size)
-    boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
+    known = ORIENTED_GROUPINGS if orient is not None else tuple(GROUPINGS)
+    if grouping not in known:
+        raise ValueError(f"grouping must be one of {sorted(known)} for "
+                         f"{'oriented' if orient is not None else 'box'} outputs, got "
+                         f"{grouping!r}")
+    boxes, scores, cells = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    if orient is None:
+        boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
+    else:
+        params = _orient_cells(orient, cells, np.shape(coverage)[:2])
+        if grouping == "clusters":
+            boxes, params, _, scores = merge_oriented_clusters(boxes, params, scores,
+                                                               group_threshold, eps)
+        else:
+            boxes, params, _, scores = rotated_nms(boxes, params, scores, nms_iou,
+                                                   rect_gate)
     keep = (boxes[:, 3] - boxes[:, 1]) >= min_height
-    boxes, scores = boxes[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")[:max_boxes]
-    return buildings_from_boxes(boxes[order], scores[order], image_id, transform)
+    order = np.flatnonzero(keep)[np.argsort(-scores[keep], kind="stable")[:max_boxes]]
+    if orient is None:
+        return buildings_from_boxes(boxes[order], scores[order], image_id, transform)
+    quads = rect_ops.rects_from_gliding(boxes[order], params[order, 0], params[order, 1],
+                                        params[order, 2], rect_gate)
+    return buildings_from_rects(quads, scores[order], image_id, transform)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -689,7 +865,8 @@ DEFAULT_POSTPROCESS = {
             "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0,
             "interior_threshold": 0.0},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
-                  "max_boxes": 450, "grouping": "opencv"},
+                  "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE,
+                  "nms_iou": 0.1},
 }
 
 
@@ -703,9 +880,9 @@ def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
         raise ValueError(f"unknown {kind} post-processing parameter(s) {sorted(unknown)}; "
                          f"known: {sorted(params)}")
     params.update(overrides or {})
-    if kind == "detectnet" and params["grouping"] not in GROUPINGS:  # fail at config time
-        raise ValueError(f"grouping must be one of {sorted(GROUPINGS)}, got "
-                         f"{params['grouping']!r}")
+    known = sorted(set(GROUPINGS) | set(ORIENTED_GROUPINGS))
+    if kind == "detectnet" and params["grouping"] not in known:  # fail at config time
+        raise ValueError(f"grouping must be one of {known}, got {params['grouping']!r}")
     return params
 
 
@@ -721,7 +898,9 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     when the model has them: pixels with contact logit > ``contact_threshold`` never seed;
     ``split_with_sdf`` False: no splitting);
     kind "detectnet": ``outputs["coverage"]``
-    [h, w, 1] and ``outputs["bbox"]`` [h, w, 4]. ``image_size`` = (H, W) of the valid image
+    [h, w, 1] and ``outputs["bbox"]`` [h, w, 4], and for an oriented model
+    ``outputs["orient"]`` [h, w, 3] (then the buildings are rotated rectangles, see
+    :func:`buildings_from_detectnet`). ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
     overrides; ``min_area`` is in pixels; DetectNet's ``max_boxes`` counts per
     ``MAX_BOXES_AREA`` pixels of the image (never fewer than ``max_boxes``). Map coordinates
@@ -753,4 +932,5 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
         min_height=p["min_height"], grouping=p["grouping"], image_size=(height, width),
         max_boxes=max(int(p["max_boxes"]),
-                      math.ceil(p["max_boxes"] * height * width / MAX_BOXES_AREA)))
+                      math.ceil(p["max_boxes"] * height * width / MAX_BOXES_AREA)),
+        orient=outputs.get("orient"), rect_gate=p["rect_gate"], nms_iou=p["nms_iou"])

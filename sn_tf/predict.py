@@ -61,10 +61,11 @@ Memory
   (the head's 4-connected components of ``logit > threshold``) is complete, and carries the
   rows of components that touch its last row into the next strip, so polygons are exactly
   those of a whole-scene call and memory grows with the scene WIDTH (and the tallest
-  building), not its area. DetectNet grids (1/256 of the pixels, 5 channels) are accumulated
-  for the whole scene and decoded once (``max_boxes`` scales with the scene area); the
-  head's rectangle grouping finds candidate pairs with an STRtree (memory grows with the
-  cells above the coverage threshold and their similar pairs, not quadratically).
+  building), not its area. DetectNet grids (1/256 of the pixels, 5 channels; 8 with an
+  oriented model's ``orient``) are accumulated for the whole scene and decoded once
+  (``max_boxes`` scales with the scene area); the head's rectangle grouping finds candidate
+  pairs with an STRtree (memory grows with the cells above the coverage threshold and their
+  similar or overlapping pairs, not quadratically).
 
 ``--from_tfrecords=DIR --split=val``: tiles of a converted dataset (``sn_tf.read_examples``),
 each predicted whole (unless ``--window`` is given), with the stored georeference; scored
@@ -108,8 +109,9 @@ SCORE_JSON = "score.json"
 # on the stride-16 grid of the targets contract (sn_tf.modeling.DETECTNET_STRIDE).
 GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
-# outputs the head uses when the exported model has them (export_info.json "outputs")
-OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact", "interior"), "detectnet": ()}
+# Outputs the head uses when the exported model has them (export_info.json
+# signature.outputs): the FCN's contact and interior logits, an oriented DetectNet's orient.
+OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact", "interior"), "detectnet": ("orient",)}
 GEOJSON_SUFFIXES = (".geojson", ".json")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
@@ -137,7 +139,8 @@ class Predictor:
     Attributes: ``info`` (ModelInfo), ``kind``, ``stride`` (input multiple of the model),
     ``dtype`` (numpy dtype of the serving input), ``params`` (post-processing parameters,
     ``ModelInfo.postprocess`` over the head's defaults), ``outputs`` (names the polygon head
-    needs), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
+    needs: ``HEAD_OUTPUTS``, plus the ``OPTIONAL_HEAD_OUTPUTS`` the export's signature lists
+    in export_info.json), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
     """
 
     def __init__(self, export_dir):
@@ -147,9 +150,9 @@ class Predictor:
         self.stride = int(self.info.stride)
         self.dtype = np.dtype(serving_dtype(self.info))
         self.params = polygons.postprocess_params(self.kind, self.info.postprocess)
-        have = set(self.export_info.get("outputs", ()))
+        served = set(self.export_info.get("signature", {}).get("outputs", ()))
         self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
-            n for n in OPTIONAL_HEAD_OUTPUTS[self.kind] if n in have)
+            name for name in OPTIONAL_HEAD_OUTPUTS[self.kind] if name in served)
         self.grid_stride = GRID_STRIDE[self.kind]
 
     @property

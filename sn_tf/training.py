@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from sn_tf import model_dir as md
-from sn_tf import polygons, scoring
+from sn_tf import polygons, schema, scoring
 from sn_tf.reader import load_info, read_truth
 from sn_tf.tfimport import tensorflow
 
@@ -43,6 +43,14 @@ from sn_tf.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 
 TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
+
+
+def _target(config: dict) -> str:
+    """Pipeline target of a recipe: "oriented_detection" for an oriented DetectNet."""
+    kind = config["model"]["kind"]
+    if kind == "detectnet" and config["model"].get("oriented"):
+        return "oriented_detection"
+    return TARGET_OF[kind]
 
 
 class ConfigError(ValueError):
@@ -170,8 +178,39 @@ def resolve(config: dict, data_dir) -> Setup:
         augment_config(data.get("augment"))
     except (ValueError, TypeError) as err:
         raise ConfigError(f"data.augment: {err}") from None
+    _check_oriented(config, info, data_dir)
     return Setup(config, str(data_dir), info, kind, types, bands, mean, std, stride,
                  grids.pop(), aois, image_dtype)
+
+
+def _check_oriented(config: dict, info: dict, data_dir) -> None:
+    """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, an oriented
+    grouping (``polygons.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
+    version >= 3; older data is refused, not trained axis-aligned); a plain one must not
+    set ``loss.orient_weight``."""
+    if config["model"]["kind"] != "detectnet":
+        return
+    oriented = bool(config["model"].get("oriented", False))
+    has_loss = config["loss"].get("orient_weight") is not None
+    if oriented != has_loss:
+        raise ConfigError("model.oriented and loss.orient_weight go together: an oriented "
+                          "DetectNet needs loss.orient_weight (a number), a plain one "
+                          f"loss.orient_weight null (got oriented={oriented}, "
+                          f"orient_weight={config['loss'].get('orient_weight')!r})")
+    if not oriented:
+        return
+    grouping = config["postprocess"].get("grouping", "opencv")
+    if grouping not in polygons.ORIENTED_GROUPINGS:
+        raise ConfigError(f"an oriented DetectNet needs postprocess.grouping in "
+                          f"{polygons.ORIENTED_GROUPINGS}, got {grouping!r}")
+    version = int(info.get("schema_version", 1))
+    if version < schema.FIRST_VERSION_WITH_CONTACT:
+        raise ConfigError(f"{data_dir}: schema version {version} records store no rotated "
+                          f"rectangles (rects_px, version >= {schema.FIRST_VERSION_WITH_CONTACT})"
+                          f", which an oriented DetectNet (model.oriented) learns from: "
+                          f"convert the data again with this sn_tf, or train the axis-aligned "
+                          f"DetectNet (--set=model.oriented=false "
+                          f"--set=loss.orient_weight=null)")
 
 
 def _aois(info: dict, types, wanted, data_dir) -> list[str]:
@@ -206,7 +245,7 @@ def split_aois(setup: Setup, split: str) -> list[str]:
 
 def _data_kwargs(setup: Setup, split: str) -> dict:
     d = setup.config["data"]
-    return dict(target=TARGET_OF[setup.kind], image_types=tuple(setup.image_types),
+    return dict(target=_target(setup.config), image_types=tuple(setup.image_types),
                 bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
                 sdf_truncation=d.get("sdf_truncation"), stride=16,
                 cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),

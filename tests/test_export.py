@@ -70,14 +70,19 @@ def oracle_fcn(num_bands: int = 2):
     return keras.Model(image, picks)
 
 
-def cell_detectnet(num_bands: int = 3):
-    """A "DetectNet" whose cell (i, j) sees only pixels [16i, 16i+16) x [16j, 16j+16)."""
+def cell_detectnet(num_bands: int = 3, oriented: bool = False):
+    """A "DetectNet" whose cell (i, j) sees only pixels [16i, 16i+16) x [16j, 16j+16)
+    (with ``oriented`` also an ``orient`` output in [0, 1])."""
     keras.utils.set_random_seed(3)
     image = keras.Input((None, None, num_bands))
     x = keras.layers.Conv2D(8, 16, strides=16, activation="tanh")(image)
     coverage = keras.layers.Conv2D(1, 1, activation="sigmoid", name="coverage")(x)
     bbox = keras.layers.Conv2D(4, 1, name="bbox")(keras.layers.Rescaling(20.0)(x))
-    return keras.Model(image, {"coverage": coverage, "bbox": bbox})
+    outputs = {"coverage": coverage, "bbox": bbox}
+    if oriented:
+        outputs["orient"] = keras.layers.Conv2D(3, 1, activation="sigmoid", name="orient")(
+            keras.layers.Rescaling(4.0)(x))
+    return keras.Model(image, outputs)
 
 
 def keras_reference(model, raw: np.ndarray, stride: int, mean=MEAN, std=STD) -> dict:
@@ -171,6 +176,27 @@ def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, ki
     jittered = wrapped(x, training=True)  # the jitter acts in training only
     name = inner.output_names[0]
     assert not np.allclose(jittered[name], wrapped(x, training=False)[name], atol=1e-5)
+
+
+def test_oriented_detectnet_serves_its_orient_output(tmp_path):
+    keras.utils.set_random_seed(7)
+    model = modeling.build_model("detectnet", 3, oriented=True, **TINY["detectnet"])
+    model.compile(optimizer="adam", loss=modeling.losses_for("detectnet", orient_weight=1.0))
+    mdir = make_model_dir(tmp_path / "m", model, kind="detectnet", stride=16,
+                          postprocess={"grouping": "clusters", "rect_gate": 0.9})
+    path = export.export_model(mdir, tmp_path / "e")
+    serve, info, doc = export.load_export(path)
+    assert doc["signature"]["outputs"] == ["bbox", "coverage", "orient"]
+    assert info.postprocess["rect_gate"] == 0.9
+    raw = raw_batch(37, 50, seed=1)
+    want = keras_reference(model, raw, 16)
+    got = serve(raw)
+    assert got["orient"].shape == (2, 3, 4, 3)
+    for name in want:
+        np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4, rtol=1e-5)
+    boxes_only = make_model_dir(tmp_path / "b", model, kind="detectnet", stride=16)
+    with pytest.raises(export.ExportError, match="'orient' output.*grouping is 'opencv'"):
+        export.export_model(boxes_only, tmp_path / "e2")
 
 
 def test_metadata_beside_the_saved_model(exported):

@@ -22,7 +22,7 @@ from pipeline_fixtures import write_dataset
 from sn_tf import labels, pipeline, schema
 from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.reader import read_examples
-from sn_tf.targets import decode_detectnet_targets
+from sn_tf.targets import decode_detectnet_targets, decode_oriented_targets
 from sn_tf.tfimport import tensorflow
 
 tf = tensorflow()
@@ -556,6 +556,44 @@ def test_detectnet_targets_decode_back_to_the_crop_boxes(fx):
                 area = (b[2] - b[0]) * (b[3] - b[1])
                 assert any((o[2] - o[0]) * (o[3] - o[1]) <= area for o in decoded)
     assert n_decoded > 10
+
+
+def test_rotated_rectangles_follow_crops_and_symmetries_and_decode_back(fx):
+    n_decoded = 0
+    for ex in _examples(_train(fx, aois=VEGAS, repeat=2, target="oriented_detection")):
+        params, _, _, _ = _transform(ex)
+        tile = _tile_of(fx, ex)
+        boxes, kept = _expected_boxes(fx.polygons[tile], params, CROP)
+        rects = ex["rects"][:len(ex["boxes"])].reshape(-1, 4, 2)
+        assert not ex["rects"][len(ex["boxes"]):].any()  # padding rows
+        order = np.lexsort(np.asarray(boxes).T[::-1])
+        got = np.lexsort(ex["boxes"].T[::-1])
+        for k, g in zip(order, got):  # each kept building's whole rectangle, moved
+            want = affinity.affine_transform(shapely.Polygon(
+                labels.rotated_rects_px([kept[k]])[0]), params).exterior.coords[:4]
+            # the same ring up to its start (the converter's polygon may start elsewhere)
+            assert any(np.allclose(np.roll(rects[g], k, axis=0), want, atol=1e-3) or
+                       np.allclose(np.roll(rects[g][::-1], k, axis=0), want, atol=1e-3)
+                       for k in range(4)), (rects[g], want)
+        # oblique buildings not cut by the crop decode back to their rectangle
+        glide = ex["orient"][..., 3] > 0
+        decoded, _ = decode_oriented_targets(glide.astype(np.float32), ex["bbox"], ex["orient"])
+        for d in decoded:
+            inside = [r for r in rects if r.min() >= -1 and r.max() <= CROP + 1]
+            assert min(np.abs(np.sort(r, 0) - np.sort(d, 0)).max() for r in inside) < 0.05
+        n_decoded += len(decoded)
+    assert n_decoded >= 5
+
+
+def test_keras_targets_of_oriented_detection(fx):
+    ds = make_dataset(fx.converted, "train", target="oriented_detection", crop_size=CROP,
+                      batch_size=2, repeat=1, sample_weights=True)
+    _, targets, weights = next(iter(ds))
+    assert sorted(targets) == sorted(weights) == ["bbox", "coverage", "orient"]
+    assert targets["orient"].shape[1:] == (CROP // 16, CROP // 16, 5)
+    _, targets = next(iter(make_dataset(fx.converted, "train", target="detection",
+                                        crop_size=CROP, batch_size=2, repeat=1)))
+    assert sorted(targets) == ["bbox", "coverage"]
 
 
 def test_aoi_selection_and_missing_type_in_an_aoi(fx):

@@ -41,8 +41,12 @@ def models(tmp_path_factory):
                             mean=[0.0, 0.0], std=[1.0, 1.0])
     cells = make_model_dir(root / "cells", cell_detectnet(3), kind="detectnet", stride=16,
                            postprocess={"threshold": 0.3, "group_threshold": 0})
+    tilted = make_model_dir(root / "tilted", cell_detectnet(3, oriented=True), kind="detectnet",
+                            stride=16, postprocess={"threshold": 0.3, "group_threshold": 0,
+                                                    "grouping": "clusters", "eps": 0.2})
     tiny = make_model_dir(root / "tiny", tiny_model("fcn"), kind="fcn", stride=4)
-    for name, mdir in (("oracle", oracle), ("cells", cells), ("tiny", tiny)):
+    for name, mdir in (("oracle", oracle), ("cells", cells), ("tilted", tilted),
+                       ("tiny", tiny)):
         out[name] = predict.Predictor(export.export_model(mdir, root / f"{name}_export"))
     return out
 
@@ -172,6 +176,29 @@ def test_detectnet_grid_stitching_is_exact_on_the_stride_16_grid(models):
     for a, b in zip(sorted(got.buildings, key=lambda b: b.polygon.bounds),
                     sorted(want, key=lambda b: b.polygon.bounds)):
         np.testing.assert_allclose(a.polygon.bounds, b.polygon.bounds, atol=1e-3)
+
+
+def test_oriented_detectnet_predicts_the_rectangles_of_one_whole_image_call(models):
+    rng = np.random.default_rng(4)
+    image = rng.integers(0, 2048, (150, 190, 3)).astype(np.uint16)
+    reader = predict.ArrayImage("x", image)
+    tilted = models["tilted"]
+    assert tilted.outputs == ("coverage", "bbox", "orient")
+    assert models["cells"].outputs == ("coverage", "bbox")
+    whole = predict.stitch_outputs(tilted, reader, window=None)
+    tiled = predict.stitch_outputs(tilted, reader, window=64, overlap=32, batch_size=4)
+    assert whole["orient"].shape == (10, 12, 3)
+    np.testing.assert_allclose(tiled["orient"], whole["orient"], rtol=0, atol=1e-5)
+    got = predict.predict_image(tilted, reader, window=64, overlap=32)
+    want = polygons.outputs_to_buildings("detectnet", whole, "x", image_size=(150, 190),
+                                         params=tilted.params)
+    assert len(want) > 0 and len(got.buildings) == len(want)
+    key = lambda b: b.polygon.bounds
+    for a, b in zip(sorted(got.buildings, key=key), sorted(want, key=key)):
+        np.testing.assert_allclose(np.asarray(a.polygon.exterior.coords),
+                                   np.asarray(b.polygon.exterior.coords), atol=1e-3)
+    # rotated rectangles, not boxes
+    assert any(b.polygon.area < 0.99 * shapely.box(*b.polygon.bounds).area for b in want)
 
 
 def test_strip_polygons_equal_one_whole_image_call(models):
@@ -385,3 +412,24 @@ def test_cli_predicts_scores_and_fails_without_traceback(models, spacenet, tmp_p
     assert bad.returncode == 1
     assert "sn_tf.predict: error:" in bad.stderr and "two_bands.tif: has 2 band(s)" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+def test_fcn_contact_and_interior_outputs_reach_the_head(tmp_path):
+    """An exported FCN with contact and interior heads serves them, the Predictor hands them
+    to the polygon head, and the polygons equal the head's on the model's own outputs."""
+    import keras
+
+    from sn_tf import export, modeling
+
+    keras.utils.set_random_seed(3)
+    model = modeling.build_model("fcn", 3, width=4, depth=2, blocks=1, contact=True,
+                                 interior=True)
+    mdir = make_model_dir(tmp_path / "m", model, kind="fcn", stride=4)
+    predictor = predict.Predictor(export.export_model(mdir, tmp_path / "e"))
+    assert predictor.outputs == ("footprint", "sdf", "contact", "interior")
+    image = np.random.default_rng(0).uniform(200, 600, (40, 44, 3)).astype(np.uint16)
+    pred = predict.predict_image(predictor, image, window=None)
+    outputs = predictor(image[None].astype(np.float32))
+    want = polygons.outputs_to_buildings("fcn", {k: v[0] for k, v in outputs.items()}, "image",
+                                         image_size=(40, 44), params=predictor.params)
+    assert [b.polygon.wkt for b in pred.buildings] == [b.polygon.wkt for b in want]

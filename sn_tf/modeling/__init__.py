@@ -24,9 +24,9 @@ import keras  # noqa: E402
 from sn_tf.modeling.detectnet import DETECTNET_STRIDE, build_detectnet
 from sn_tf.modeling.fcn import build_fcn, fcn_stride
 from sn_tf.modeling.layers import PerChannelConstant
-from sn_tf.modeling.losses import (BboxLoss, CoverageLoss, FootprintLoss, SdfBinsLoss, SdfLoss,
-                                   sdf_bin_centers, sdf_bin_edges, sdf_from_bin_logits,
-                                   sdf_to_bins, with_sdf_bins_target)
+from sn_tf.modeling.losses import (BboxLoss, CoverageLoss, FootprintLoss, OrientLoss,
+                                   SdfBinsLoss, SdfLoss, sdf_bin_centers, sdf_bin_edges,
+                                   sdf_from_bin_logits, sdf_to_bins, with_sdf_bins_target)
 
 __all__ = [
     "DETECTNET_STRIDE",
@@ -34,6 +34,7 @@ __all__ = [
     "BboxLoss",
     "CoverageLoss",
     "FootprintLoss",
+    "OrientLoss",
     "PerChannelConstant",
     "SdfBinsLoss",
     "SdfLoss",
@@ -80,7 +81,9 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                contact_jaccard_weight: float = 0.0, contact_pos_weight: float = 1.0,
                contact_focal_gamma: float = 0.0, interior: bool = False,
                interior_loss_weight: float = 1.0,
-               interior_jaccard_weight: float = 0.0) -> dict[str, keras.losses.Loss]:
+               interior_jaccard_weight: float = 0.0,
+               orient_weight: float | None = None, obliquity_weight: float = 1.0,
+               flat_weight: float = 1.0) -> dict[str, keras.losses.Loss]:
     """Losses keyed by output name, for ``model.compile(loss=...)``.
 
     "fcn": ``footprint`` (:class:`FootprintLoss` with ``jaccard_weight``), ``sdf``
@@ -92,12 +95,18 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     ``contact_jaccard_weight`` soft Jaccard, times ``contact_loss_weight``).
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
     ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
-    DIGITS.
+    DIGITS; with ``orient_weight`` (for a model built with ``oriented=True``) also
+    ``orient`` (:class:`OrientLoss` with ``obliquity_weight`` and ``flat_weight``).
     Parameters of the other kind are ignored.
     """
     if _check_kind(kind) == "detectnet":
-        return {"coverage": CoverageLoss(weight=coverage_weight),
-                "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
+        losses = {"coverage": CoverageLoss(weight=coverage_weight),
+                  "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
+        if orient_weight is not None:
+            losses["orient"] = OrientLoss(weight=orient_weight,
+                                          obliquity_weight=obliquity_weight,
+                                          flat_weight=flat_weight)
+        return losses
     losses = {"footprint": FootprintLoss(jaccard_weight),
               "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}
     if sdf_bins is not None:

@@ -36,6 +36,11 @@ Heads (1x1 convs, float32 under any mixed-precision policy), on the ``[B, H/16, 
   ``offset / bbox_scale`` and a Rescaling layer multiplies back, and the conv bias starts at
   ``(-0.5, -0.5, 0.5, 0.5)``, so a fresh model proposes ``bbox_scale``-sized squares centred on
   each cell instead of degenerate points.
+- ``orient`` (only with ``oriented=True``): sigmoid ``[B, h, w, 3]`` = the gliding-vertex
+  parameters ``(alpha, beta, r)`` of the building's rotated rectangle on the cell's box
+  (``sn_tf.rects``: top vertex ``(x1 + alpha w, y1)``, right vertex ``(x2, y1 + beta h)``,
+  obliquity r = rectangle area / box area; the polygon head uses the plain box where
+  r >= its ``rect_gate``). Initially 0.5 each.
 
 Input: float32 ``[B, H, W, num_bands]`` with H and W multiples of :data:`DETECTNET_STRIDE`.
 """
@@ -79,7 +84,7 @@ def _backbone(image, width: int, blocks: tuple[int, int], fine_features: bool = 
 
 
 def _heads(x, bbox_scale: float, coverage_prior: float, head_convs: int = 0,
-           head_width: int = 0) -> dict:
+           head_width: int = 0, oriented: bool = False) -> dict:
     """Optional shared 3x3 convs, then float32 1x1 coverage and bbox heads (module docstring)."""
     for k in range(head_convs):
         x = conv_bn_act(x, head_width, 3, name=f"head{k}")
@@ -92,13 +97,19 @@ def _heads(x, bbox_scale: float, coverage_prior: float, head_convs: int = 0,
                          bias_initializer=PerChannelConstant([-0.5, -0.5, 0.5, 0.5]),
                          name="bbox_unscaled")(x)
     bbox = layers.Rescaling(bbox_scale, dtype="float32", name="bbox")(bbox)
-    return {"coverage": coverage, "bbox": bbox}
+    heads = {"coverage": coverage, "bbox": bbox}
+    if oriented:
+        heads["orient"] = layers.Conv2D(
+            3, 1, activation="sigmoid", dtype="float32",
+            kernel_initializer=keras.initializers.RandomNormal(stddev=0.01),
+            name="orient")(x)
+    return heads
 
 
 def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = (2, 7),
                     bbox_scale: float = 32.0, coverage_prior: float = 0.1,
                     fine_features: bool = False, head_convs: int = 0,
-                    name: str = "detectnet") -> keras.Model:
+                    oriented: bool = False, name: str = "detectnet") -> keras.Model:
     """Build the DetectNet-style detector (stride 16).
 
     Args:
@@ -110,12 +121,13 @@ def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = 
         coverage_prior: initial coverage probability, in (0, 1).
         fine_features: concatenate stride-8 features (downsampled) to the stride-16 ones.
         head_convs: 3x3 conv-BN-ReLU layers before the 1x1 heads (>= 0).
+        oriented: add the ``orient`` head (gliding-vertex parameters, module docstring).
         name: model name.
 
     Returns:
         A ``keras.Model`` from float32 ``[B, H, W, C]`` (H, W multiples of 16) to
-        ``{"coverage": [B, H/16, W/16, 1] probabilities, "bbox": [B, H/16, W/16, 4] pixels}``,
-        both float32.
+        ``{"coverage": [B, H/16, W/16, 1] probabilities, "bbox": [B, H/16, W/16, 4] pixels}``
+        (and with ``oriented`` ``"orient": [B, H/16, W/16, 3]`` in [0, 1]), all float32.
 
     Raises:
         ValueError: naming the offending parameter when the configuration is invalid.
@@ -136,8 +148,11 @@ def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = 
     if not isinstance(fine_features, bool):
         raise ValueError(f"fine_features must be True or False, got {fine_features!r}")
     head_convs = check_int(head_convs, "head_convs", 0)
+    if not isinstance(oriented, bool):
+        raise ValueError(f"oriented must be True or False, got {oriented!r}")
 
     image = keras.Input(shape=(None, None, num_bands), name="image")
     features = _backbone(image, width, blocks, fine_features)
-    heads = _heads(features, bbox_scale, float(coverage_prior), head_convs, 16 * width)
+    heads = _heads(features, bbox_scale, float(coverage_prior), head_convs, 16 * width,
+                   oriented)
     return keras.Model(image, heads, name=name)

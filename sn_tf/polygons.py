@@ -193,15 +193,64 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
     return lookup[labels], int(used.size)
 
 
+def merge_regions(labels: np.ndarray, value: np.ndarray, level: float
+                  ) -> tuple[np.ndarray, int]:
+    """Merge 4-adjacent regions whose shared boundary does not dip below ``level``.
+
+    Args:
+      labels: int [H, W], 0 = background, 1..n regions (e.g. :func:`split_footprint`).
+      value: float [H, W], the raster the regions were seeded from (e.g. interior logits
+        or the signed distance): low on a wall between two buildings.
+      level: two regions merge when the median, over the pixel pairs of their shared
+        boundary, of the mean ``value`` of the pair is > ``level`` (a shallow dip, such as
+        a roof ridge, rather than a wall); merging is transitive.
+
+    Returns:
+      (labels int32 [H, W] with consecutive labels 1..m, m).
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    labels = np.asarray(labels)
+    value = np.asarray(value, dtype=np.float64)
+    n = int(labels.max()) if labels.size else 0
+    keys, vals = [], []
+    for a, b, va, vb in ((labels[:, :-1], labels[:, 1:], value[:, :-1], value[:, 1:]),
+                         (labels[:-1], labels[1:], value[:-1], value[1:])):
+        edge = (a > 0) & (b > 0) & (a != b)
+        lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
+        keys.append(lo.astype(np.int64) * (n + 1) + hi)
+        vals.append((va[edge] + vb[edge]) / 2)
+    keys, vals = np.concatenate(keys), np.concatenate(vals)
+    if keys.size == 0:
+        return labels.astype(np.int32), n
+    order = np.lexsort((vals, keys))
+    keys, vals = keys[order], vals[order]
+    pair, start, count = np.unique(keys, return_index=True, return_counts=True)
+    median = vals[start + (count - 1) // 2]
+    join = pair[median > level]
+    graph = coo_matrix((np.ones(join.size), (join // (n + 1), join % (n + 1))),
+                       shape=(n + 1, n + 1))
+    _, comp = connected_components(graph, directed=False)
+    # component ids -> consecutive labels in order of first appearance, background stays 0
+    used = np.unique(comp[np.unique(labels[labels > 0])])
+    lookup = np.zeros(comp.max() + 1, dtype=np.int32)
+    lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
+    merged = np.where(labels > 0, lookup[comp[labels]], 0).astype(np.int32)
+    return merged, int(used.size)
+
+
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
                     sdf_level: float = 2.0, min_seed_area: int = 0,
-                    contact: np.ndarray | None = None, contact_threshold: float = 0.0
-                    ) -> tuple[np.ndarray, int]:
+                    contact: np.ndarray | None = None, contact_threshold: float = 0.0,
+                    merge_level: float | None = None) -> tuple[np.ndarray, int]:
     """Threshold ``raster`` (value > threshold; NaN is background) and label its buildings.
 
     Without ``sdf`` and ``contact``: 4-connected components. With either:
     :func:`split_footprint`, whose seeds leave out the pixels where ``contact`` (a raster
-    like ``raster``, e.g. contact logits) > ``contact_threshold``.
+    like ``raster``, e.g. contact logits) > ``contact_threshold``; with ``sdf`` and a
+    ``merge_level``, split regions whose boundary stays above it in ``sdf`` are joined
+    again (:func:`merge_regions`).
     Returns (labels int32 [H, W], number of labels).
     """
     from scipy import ndimage
@@ -220,7 +269,10 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
                 raise ValueError(f"contact shape {contact.shape} differs from raster shape "
                                  f"{footprint.shape}")
             barrier = contact > contact_threshold
-        return split_footprint(footprint, sdf, sdf_level, min_seed_area, barrier)
+        labels, n = split_footprint(footprint, sdf, sdf_level, min_seed_area, barrier)
+        if sdf is not None and merge_level is not None:
+            labels, n = merge_regions(labels, sdf, merge_level)
+        return labels, n
     labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
     return labels.astype(np.int32), int(n)
 
@@ -230,7 +282,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                          simplify: float = 0.0, sdf=None, sdf_level: float = 2.0,
                          min_seed_area: int = 0, probability=None,
                          transform=None, contact=None,
-                         contact_threshold: float = 0.0) -> list[Building]:
+                         contact_threshold: float = 0.0,
+                         merge_level: float | None = None) -> list[Building]:
     """Building polygons from a raster model output.
 
     Args:
@@ -251,6 +304,9 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
       contact: optional raster [H, W] (e.g. the FCN's contact logits): pixels where it is
         > ``contact_threshold`` never seed, so a predicted shared wall splits two buildings
         (with or without ``sdf``).
+      merge_level: optional; with ``sdf``, regions split apart whose shared boundary has a
+        median ``sdf`` above it are merged again (:func:`merge_regions`: a roof ridge dips
+        the predicted interior less than a wall between two buildings).
       probability: optional per-pixel probability raster [H, W] for the confidences; default
         ``confidence_map(raster, kind)``.
       transform: optional GDAL tuple or Affine; polygons are then in map coordinates.
@@ -270,7 +326,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
         raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
     labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
-                                contact_threshold)
+                                contact_threshold, merge_level)
     if n == 0:
         return []
     prob = confidence_map(raster, kind) if probability is None else _as_2d(probability, "probability")
@@ -863,7 +919,7 @@ MAX_BOXES_AREA = 650 * 650
 DEFAULT_POSTPROCESS = {
     "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
             "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0,
-            "interior_threshold": 0.0},
+            "interior_threshold": 0.0, "merge_level": None},
     "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
                   "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE,
                   "nms_iou": 0.1},
@@ -896,7 +952,8 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     ``outputs["interior"]`` [H', W', 1] (logits of the building cores) the seeds are instead
     where interior > ``interior_threshold``; ``outputs["contact"]`` logits [H', W', 1]
     when the model has them: pixels with contact logit > ``contact_threshold`` never seed;
-    ``split_with_sdf`` False: no splitting);
+    ``merge_level`` (None: off) joins split regions whose boundary stays above it in the
+    seed raster; ``split_with_sdf`` False: no splitting);
     kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4], and for an oriented model
     ``outputs["orient"]`` [h, w, 3] (then the buildings are rotated rectangles, see
@@ -926,7 +983,9 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
                                     min_area=p["min_area"], simplify=p["simplify"], sdf=seeds,
                                     sdf_level=level,
                                     min_seed_area=int(p["min_seed_area"]), contact=contact,
-                                    contact_threshold=float(p["contact_threshold"]))
+                                    contact_threshold=float(p["contact_threshold"]),
+                                    merge_level=None if p["merge_level"] is None
+                                    else float(p["merge_level"]))
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, stride=stride,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],

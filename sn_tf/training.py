@@ -38,7 +38,7 @@ from sn_tf.tfimport import tensorflow
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
-from sn_tf import model_input, modeling, pipeline  # noqa: E402
+from sn_tf import model_input, modeling, pipeline, tuning  # noqa: E402
 from sn_tf.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 
@@ -179,6 +179,10 @@ def resolve(config: dict, data_dir) -> Setup:
     except (ValueError, TypeError) as err:
         raise ConfigError(f"data.augment: {err}") from None
     _check_oriented(config, info, data_dir)
+    try:
+        tuning.candidates(kind, config["postprocess"], config["train"].get("postprocess_search"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     return Setup(config, str(data_dir), info, kind, types, bands, mean, std, stride,
                  grids.pop(), aois, image_dtype)
 
@@ -306,6 +310,28 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
     truth += [polygons.Building(t, None) for t in ids]  # register images without buildings
     proposals += [polygons.Building(t, None) for t in ids]
     return scoring.score_polygons(truth, proposals)
+
+
+def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
+                     verbose: bool = True):
+    """Choose the polygon head's parameters for ``model_dir``'s best checkpoint on the val
+    split (``sn_tf.tuning``): candidates from ``search_space`` (default: the recipe's
+    ``train.postprocess_search``; None or empty: nothing to do, returns None). Writes
+    ``postprocess_search.json`` and the choice into ``model_info.json``; returns the
+    ``tuning.SearchResult``."""
+    t = setup.config["train"]
+    space = t.get("postprocess_search") if search_space is None else search_space
+    if not space:
+        return None
+    cands = tuning.candidates(setup.kind, setup.config["postprocess"], space)
+    model = keras.saving.load_model(md.checkpoint(model_dir, "best"), compile=False)
+    split = setup.config["data"]["val_split"]
+    outputs = list(predict_split(model, setup, split, t.get("val_max_tiles"),
+                                 int(t.get("val_batch_size", 4))))
+    found = tuning.search(setup.kind, outputs, read_truth(setup.data_dir, split, setup.label_grid),
+                          cands, setup.stride)
+    tuning.save_choice(model_dir, found, split, verbose)
+    return found
 
 
 class SpaceNetValidation(keras.callbacks.Callback):
@@ -479,9 +505,12 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
         history = model.fit(ds, epochs=int(t["epochs"]), steps_per_epoch=steps,
                             callbacks=callbacks, verbose=verbose)
         seconds = time.time() - t0
+        searched = tune_postprocess(model_dir, setup, verbose=bool(verbose))
     finally:
         set_precision("")
-    return _summary(model_dir, history.history, seconds, steps * batch * int(t["epochs"]))
+    summary = _summary(model_dir, history.history, seconds, steps * batch * int(t["epochs"]))
+    return {**summary, "postprocess": searched.params if searched else None,
+            "tuned_val": searched.to_dict()["val"] if searched else None}
 
 
 def _summary(model_dir, history, seconds, images) -> dict:
@@ -564,6 +593,8 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
             print(f"epoch {epoch + 1}: loss {logs['loss']:.4f}", flush=True)
     (out / md.LAST).parent.mkdir(parents=True, exist_ok=True)
     model.save(out / md.LAST)  # every worker saves (collective ops); only the chief's is kept
+    if is_chief:
+        tune_postprocess(out, setup, verbose=verbose)
     with open(out / md.TRAINING_LOG, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=sorted({k for r in log_rows for k in r}))
         writer.writeheader()

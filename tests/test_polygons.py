@@ -568,3 +568,36 @@ def test_unknown_grouping_is_refused_with_the_parameters():
     with pytest.raises(ValueError, match="grouping must be one of"):
         P.postprocess_params("detectnet", {"grouping": "nms"})
     assert P.postprocess_params("detectnet", {"grouping": "clusters"})["grouping"] == "clusters"
+
+
+def test_merge_regions_joins_across_a_ridge_not_across_a_wall():
+    from sn_tf.polygons import merge_regions
+
+    labels = np.zeros((10, 30), np.int32)
+    labels[2:8, 2:10], labels[2:8, 10:18], labels[2:8, 18:26] = 1, 2, 3
+    value = np.full((10, 30), 3.0)
+    value[:, 9:11] = -0.5   # a shallow dip between 1 and 2 (a roof ridge)
+    value[:, 17:19] = -4.0  # a deep one between 2 and 3 (a wall shared by two buildings)
+    merged, n = merge_regions(labels, value, level=-2.0)
+    assert n == 2
+    assert merged[5, 3] == merged[5, 15] != merged[5, 20]
+    assert set(np.unique(merged)) == {0, 1, 2}  # consecutive labels, background kept
+    assert merge_regions(labels, value, level=0.0)[1] == 3   # both dips count as walls
+    assert merge_regions(labels, value, level=-5.0)[1] == 1  # transitive: all one
+
+
+def test_merge_level_in_the_fcn_head_rejoins_a_falsely_split_house():
+    from sn_tf.polygons import outputs_to_buildings
+
+    footprint = np.full((40, 40, 1), -5.0, np.float32)
+    footprint[5:25, 5:35] = 5.0
+    interior = np.full((40, 40, 1), -4.0, np.float32)
+    interior[8:22, 8:32] = 2.0
+    interior[8:22, 19:21] = -0.5  # a ridge across one house: two cores
+    out = {"footprint": footprint, "interior": interior, "sdf": np.zeros_like(interior)}
+    split = outputs_to_buildings("fcn", out, "t", image_size=(40, 40),
+                                 params={"interior_threshold": 0.0})
+    joined = outputs_to_buildings("fcn", out, "t", image_size=(40, 40),
+                                  params={"interior_threshold": 0.0, "merge_level": -2.0})
+    assert len(split) == 2 and len(joined) == 1
+    assert joined[0].polygon.area == 20 * 30

@@ -60,6 +60,7 @@ def test_recipes_load_with_variants_and_overrides():
     ("data.crop_size=100", "not a multiple of the model stride"),
     ("data.val_split=\"test\"", "split 'test' is empty or absent"),
     ("data.aois=[\"AOI_1_Rio\"]", "lack image types"),
+    ("train.postprocess_search={\"nope\": [1]}", "unknown detectnet post-processing parameter"),
 ])
 def test_config_that_does_not_fit_the_data(tfr, override, message):
     from sn_tf import training
@@ -141,6 +142,10 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
     chosen = json.loads((tmp_path / "m" / md.VAL_SCORES).read_text())
     assert chosen["chosen_on"] == "val_score" and "breakdown" in chosen
     assert summary["best_val"] is not None  # validation ran through the scoring head
+    if recipe == FCN:  # the head's parameters were chosen on val and reach the export
+        searched = json.loads((tmp_path / "m" / "postprocess_search.json").read_text())
+        assert len(searched["candidates"]) == 2 and info.postprocess == searched["chosen"]
+        assert summary["postprocess"] == searched["chosen"]
 
 
 def test_mixed_precision_on_cpu(tfr, tmp_path):

@@ -81,7 +81,7 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                contact_jaccard_weight: float = 0.0, contact_pos_weight: float = 1.0,
                contact_focal_gamma: float = 0.0, interior: bool = False,
                interior_loss_weight: float = 1.0,
-               interior_jaccard_weight: float = 0.0,
+               interior_jaccard_weight: float = 0.0, interior_focal_gamma: float = 0.0,
                orient_weight: float | None = None, obliquity_weight: float = 1.0,
                flat_weight: float = 1.0) -> dict[str, keras.losses.Loss]:
     """Losses keyed by output name, for ``model.compile(loss=...)``.
@@ -92,7 +92,10 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     ``sdf_bins`` (:class:`SdfBinsLoss`; map the dataset through :func:`with_sdf_bins_target`),
     and with ``contact`` the ``contact`` logits (:class:`FootprintLoss`: binary cross-entropy,
     positives weighted ``contact_pos_weight``, focal with ``contact_focal_gamma``,
-    ``contact_jaccard_weight`` soft Jaccard, times ``contact_loss_weight``).
+    ``contact_jaccard_weight`` soft Jaccard, times ``contact_loss_weight``), and with
+    ``interior`` the ``interior`` logits (:class:`FootprintLoss` with
+    ``interior_jaccard_weight``, focal with ``interior_focal_gamma``, times
+    ``interior_loss_weight``).
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
     ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
     DIGITS; with ``orient_weight`` (for a model built with ``oriented=True``) also
@@ -119,6 +122,7 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
                                           focal_gamma=contact_focal_gamma, name="contact_loss")
     if interior:
         losses["interior"] = FootprintLoss(interior_jaccard_weight, weight=interior_loss_weight,
+                                           focal_gamma=interior_focal_gamma,
                                            name="interior_loss")
     return losses
 

@@ -7,7 +7,7 @@ Public names are imported lazily so that ``import sn_tf`` (and CLIs such as
     sn_tf.make_dataset(data_dir, split, ...) -> tf.data.Dataset of (inputs, targets)
     sn_tf.score_polygons(truth, proposals)   -> SpaceNet precision / recall / F1
     sn_tf.keep_freed_memory()                -> glibc malloc keeps freed memory (~30 % more
-                                                training crops per CPU-second; sn_tf.malloc)
+                                                training crops per CPU-second; sn_tf.utils.malloc)
 """
 
 import importlib
@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "read_examples": "sn_tf.reader",
     "make_dataset": "sn_tf.pipeline",
-    "keep_freed_memory": "sn_tf.malloc",
+    "keep_freed_memory": "sn_tf.utils.malloc",
     "score_polygons": "sn_tf.scoring",
 }
 

@@ -52,7 +52,7 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 

@@ -40,7 +40,7 @@ from concurrent import futures
 import numpy as np
 
 from sn_tf import labels, layout, schema
-from sn_tf.malloc import keep_freed_memory
+from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.stats import BandStats
 from sn_tf.tfrecord import TFRecordWriter
 from sn_tf.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count

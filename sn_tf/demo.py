@@ -122,7 +122,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"sn_tf.demo: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
-    from sn_tf.malloc import keep_freed_memory
+    from sn_tf.utils.malloc import keep_freed_memory
 
     keep_freed_memory()  # conversion and the input pipelines reuse freed memory (a process
     # of its own, like the converter and training CLIs)

@@ -155,7 +155,7 @@ def _dynamic_upsampling_class():
     """A Keras layer equal to bilinear ``UpSampling2D`` that traces with unknown H and W."""
     import keras
 
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
 
@@ -222,7 +222,7 @@ def serving_function(model, info: md.ModelInfo):
     Returns a plain Python function of one tensor; the caller wraps it with its input
     signature (``tf.TensorSpec([None, None, None, C], serving_dtype(info))``).
     """
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     scale, bias = normalization(info)
@@ -330,7 +330,7 @@ def _versions() -> dict:
     import keras
 
     import sn_tf
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     return {"tensorflow": tensorflow().__version__, "keras": keras.__version__,
             "sn_tf": getattr(sn_tf, "__version__", ""), "numpy": np.__version__,
@@ -374,7 +374,7 @@ def export_model(model_dir, export_dir, checkpoint: str = "best",
     """
     import keras
 
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     model, info, ckpt = load_checkpoint(model_dir, checkpoint)
@@ -398,7 +398,7 @@ def load_export(export_dir):
     returns a dict of float32 tensors. Raises :class:`ExportError` when ``export_dir`` is not
     an sn_tf export.
     """
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     export_dir = pathlib.Path(export_dir)

@@ -18,7 +18,7 @@ builds models this way when the recipe's ``data.image_dtype`` is "raw", and reco
 
 from __future__ import annotations
 
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)

@@ -98,7 +98,7 @@ import numpy as np
 from sn_tf import schema
 from sn_tf.augment import AugmentConfig, augment_config
 from sn_tf.reader import load_info, shard_files
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 

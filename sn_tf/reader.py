@@ -56,7 +56,7 @@ def read_examples(path, split: str | None = None, decode_polygons: bool = True):
     Images come back in their source dtype and band order (HWC), with labels, boxes,
     tile id, AOI, ``transform_gdal`` and CRS.
     """
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
 
@@ -72,7 +72,7 @@ def read_truth(path, split: str, grid: str, max_tiles: int | None = None) -> dic
     """
     import shapely
 
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     spec = {schema.KEY_TILE_ID: tf.io.FixedLenFeature([], tf.string),

@@ -198,7 +198,7 @@ def _f64_values(data: bytes) -> np.ndarray:
 # checks the bytes equal ``tf.train.Example.SerializeToString(deterministic=True)``. No key
 # may be a prefix of another (protobuf's upb orders such pairs longest first).
 def _tf():
-    from sn_tf.tfimport import tensorflow  # lazily: this module is also used by TF-free code
+    from sn_tf.utils.tfimport import tensorflow  # lazily: this module is also used by TF-free code
 
     return tensorflow()
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from sn_tf import rects as rect_ops
 from sn_tf.rects import DEFAULT_GATE
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 

@@ -51,7 +51,7 @@ def main(argv):
     if len(argv) > 1:
         print(f"sn_tf.train: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
-    from sn_tf.malloc import keep_freed_memory
+    from sn_tf.utils.malloc import keep_freed_memory
     from sn_tf.recipes import RecipeError, apply_overrides, load_recipe
 
     keep_freed_memory()  # the input pipeline reuses its record and batch memory

@@ -33,7 +33,7 @@ import numpy as np
 from sn_tf import model_dir as md
 from sn_tf import polygons, schema, scoring
 from sn_tf.reader import load_info, read_truth
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)

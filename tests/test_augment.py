@@ -8,7 +8,7 @@ import shapely
 
 from sn_tf import augment as aug
 from sn_tf.labels import rasterize_mask
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 SIZE = 12

@@ -30,7 +30,7 @@ def _records():
 
 
 def _tf():
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     return tensorflow()
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 keras = pytest.importorskip("keras")
-from sn_tf.tfimport import tensorflow  # noqa: E402
+from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 

@@ -1,4 +1,4 @@
-"""sn_tf.malloc: after keep_freed_memory, large arrays come from malloc's heap, not mmap."""
+"""sn_tf.utils.malloc: after keep_freed_memory, large arrays come from malloc's heap, not mmap."""
 
 import os
 import subprocess
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from sn_tf import malloc
+from sn_tf.utils import malloc
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

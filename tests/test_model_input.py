@@ -28,7 +28,7 @@ def test_replicas_draw_different_jitter():
     # both replicas jittered their examples identically
     code = f"""
 import sys; sys.path.insert(0, {str(REPO)!r})
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

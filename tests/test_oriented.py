@@ -15,7 +15,7 @@ from sn_tf import augment as aug
 from sn_tf import polygons
 from sn_tf import rects as R
 from sn_tf import targets as tg
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 S = 16

@@ -23,7 +23,7 @@ from sn_tf import labels, pipeline, schema
 from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.reader import read_examples
 from sn_tf.targets import decode_detectnet_targets, decode_oriented_targets
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -689,7 +689,7 @@ def test_input_context_shards_evaluation_exactly_once(fx):
 
 DISTRIBUTED = r"""
 import json, sys
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)

@@ -50,7 +50,7 @@ def test_nodata_round_trip():
 
 
 def test_unknown_version_refused():
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     ex = tf.train.Example.FromString(schema.encode_tile(_tile()))
@@ -61,7 +61,7 @@ def test_unknown_version_refused():
 
 def _as_version_2(serialized: bytes) -> bytes:
     """A version 3 record rewritten as version 2 wrote it (no contact, no rects_px)."""
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     ex = tensorflow().train.Example.FromString(serialized)
     feat = ex.features.feature
@@ -109,7 +109,7 @@ def test_keys_are_frozen():
 
 
 def test_tf_decode_matches_numpy_decode():
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     tile = _tile("uint16")
@@ -130,7 +130,7 @@ def test_tf_decode_matches_numpy_decode():
 @pytest.mark.parametrize("with_labels", [True, False])
 def test_hand_written_wire_format_equals_protobuf(with_labels):
     """encode_tile's direct serializer == protobuf's deterministic serialization."""
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     tile = _tile("int16")
@@ -153,7 +153,7 @@ def test_hand_written_wire_format_equals_protobuf(with_labels):
 
 @pytest.mark.parametrize("enc", ["raw", "zlib"])
 def test_payload_offsets_point_at_every_payload(enc):
-    from sn_tf.tfimport import tensorflow
+    from sn_tf.utils.tfimport import tensorflow
 
     tf = tensorflow()
     tile = _tile()

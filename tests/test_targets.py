@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sn_tf import targets as tg
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 S = 16

@@ -14,7 +14,7 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
   GDAL's default options and malloc (``geo.read_raster(fast=False)``): the issue's floor;
 * read + write floor, defaults: the same, writing the pixel bytes to one file;
 * read floor, as the converter reads: ``geo.read_raster()`` (memory-mapped GeoTIFF
-  reads) after ``sn_tf.malloc.keep_freed_memory()``;
+  reads) after ``sn_tf.utils.malloc.keep_freed_memory()``;
 * read + write floor, as the converter: the same, writing each tile's pixels as one
   TFRecord the way the converter writes (O_DIRECT, CRC);
 * convert, 1 worker: ``sn_tf.convert`` in-process; the target is <= 2x the read floor
@@ -44,7 +44,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sn_tf import convert, geo, layout, malloc
+from sn_tf import convert, geo, layout
+from sn_tf.utils import malloc
 
 KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1", "convert_2")
 LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "read + write, defaults",

@@ -56,7 +56,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf import convert, labels  # noqa: E402
-from sn_tf.tfimport import tensorflow  # noqa: E402
+from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 TYPE = "MUL-PanSharpen"
@@ -249,7 +249,7 @@ def main(argv=None) -> int:
                    help="leave glibc malloc at its defaults (sn_tf.keep_freed_memory is "
                    "applied to the whole process, i.e. to every loader, by default)")
     args = p.parse_args(argv)
-    from sn_tf.malloc import keep_freed_memory
+    from sn_tf.utils.malloc import keep_freed_memory
     from sn_tf.pipeline import _auto_shuffle_buffer, make_dataset
 
     tuned = False if args.no_malloc_tuning else keep_freed_memory()

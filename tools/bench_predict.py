@@ -41,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf import tfimport  # noqa: F401  (first: sets TF's environment before keras loads TF)
+from sn_tf.utils import tfimport  # noqa: F401  (first: sets TF's environment before keras loads TF)
 
 TYPE = "MUL-PanSharpen"
 TILE = 650

@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 
 from sn_tf.recipes import load_recipe  # noqa: E402
-from sn_tf.tfimport import tensorflow  # noqa: E402
+from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 import keras  # noqa: E402

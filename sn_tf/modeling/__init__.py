@@ -16,7 +16,7 @@ Importing this package registers the custom objects (losses, :class:`PerChannelC
 
 from __future__ import annotations
 
-from sn_tf.tfimport import tensorflow
+from sn_tf.utils.tfimport import tensorflow
 
 tensorflow()  # quiet import with sn_tf's TF settings, before Keras loads TF
 import keras  # noqa: E402

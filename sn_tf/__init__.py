@@ -19,7 +19,7 @@ _LAZY = {
     "read_examples": "sn_tf.reader",
     "make_dataset": "sn_tf.pipeline",
     "keep_freed_memory": "sn_tf.utils.malloc",
-    "score_polygons": "sn_tf.scoring",
+    "score_polygons": "sn_tf.spacenet.scoring",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

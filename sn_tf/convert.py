@@ -39,7 +39,8 @@ from concurrent import futures
 
 import numpy as np
 
-from sn_tf import labels, layout, schema
+from sn_tf import labels, schema
+from sn_tf.spacenet import layout
 from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.stats import BandStats
 from sn_tf.tfrecord import TFRecordWriter
@@ -146,7 +147,7 @@ def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
     """Types already on the target grid need no resampled copy (checked on one tile)."""
     if not opts.resample_to:
         return opts
-    from sn_tf import geo
+    from sn_tf.spacenet import geo
     from sn_tf.tiles import grid_key
 
     target = grid_key(geo.raster_header(tile.images[opts.resample_to]))
@@ -158,7 +159,7 @@ def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
 
 def _probe(lay: layout.AoiLayout, opts: TileOptions) -> tuple[TileOptions, int]:
     """Finish the AOI's options and estimate bytes per tile from the first readable tile."""
-    from sn_tf.geo import DataError
+    from sn_tf.spacenet.geo import DataError
 
     for tile in lay.tiles:
         if not all(x in tile.images for x in opts.image_types):

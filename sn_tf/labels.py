@@ -31,7 +31,7 @@ import numpy as np
 import shapely
 from scipy import ndimage
 
-from sn_tf.geo import polygon_parts
+from sn_tf.spacenet.geo import polygon_parts
 
 _CROSS = ndimage.generate_binary_structure(2, 1)  # 4-connectivity
 

@@ -1,8 +1,8 @@
 """The ONE polygon head: model outputs (rasters or DetectNet grids) -> building polygons -> files.
 
 Every producer of buildings in sn_tf (the FCN, DetectNet, users' own rasters) goes through this
-module, and every consumer (the SpaceNet CSV / GeoJSON writers here, ``sn_tf.scoring``) reads
-the same record type, :class:`Building`.
+module, and every consumer (the SpaceNet CSV / GeoJSON writers, ``sn_tf.spacenet.scoring``) reads the
+same record type, :class:`Building` (both in ``sn_tf.spacenet.buildings``, re-exported here).
 
 Coordinate conventions (BUILD_NOTES.md section 1):
 
@@ -14,82 +14,26 @@ Coordinate conventions (BUILD_NOTES.md section 1):
   ``Affine`` (``a, b, c, d, e, f = GT1, GT2, GT0, GT4, GT5, GT3``). With a transform, polygons
   come out in map coordinates and areas (``min_area``) are in map units (m2 in a UTM CRS).
 
-Heavy dependencies (rasterio, scipy) are imported inside the functions that need them, so that
-``sn_tf.scoring`` (numpy + shapely only) can import :class:`Building` from here cheaply.
+Heavy dependencies (rasterio, scipy) are imported inside the functions that need them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
-import os
-import re
-from typing import Iterable, Sequence
 
 import numpy as np
 import shapely
-from shapely.geometry import Polygon
 
 from sn_tf import rects as rect_ops
-from sn_tf.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
+from sn_tf.spacenet.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
     as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, polygon_parts, repair_polygon,
     to_affine)
-
-# SpaceNet tile id inside a file name, e.g. "RGB-PanSharpen_AOI_5_Khartoum_img924.tif".
-TILE_ID_RE = re.compile(r"AOI_\d+_[A-Za-z]+_img\d+")
+from sn_tf.spacenet.buildings import (  # noqa: F401  (re-exported: the head's record and writers)
+    CSV_HEADER, TILE_ID_RE, Building, crs_name, geojson_feature_collection, polygon_wkt,
+    tile_id_from_name, write_geojson, write_spacenet_csv)
 
 # Default threshold per raster kind (a pixel is building where value > threshold).
 DEFAULT_THRESHOLDS = {"probability": 0.5, "logit": 0.0, "mask": 0.0, "sdf": 0.0}
-
-CSV_HEADER = "ImageId,BuildingId,PolygonWKT_Pix,Confidence"
-
-
-@dataclasses.dataclass(frozen=True)
-class Building:
-    """One building (truth or proposal) of one image.
-
-    Attributes:
-      image_id: tile id, e.g. ``"AOI_2_Vegas_img3457"`` (no image-type prefix).
-      polygon: shapely geometry in pixel coordinates (x=col, y=row) or map coordinates. An EMPTY
-        geometry (or ``None``) adds no building; it only registers the image (a tile with no
-        buildings). Readers may also return a MultiPolygon proposal, which scores as one
-        building; the writers split MultiPolygons into one row per part.
-      confidence: score used to order proposals (higher first); 1.0 for truth.
-      building_id: optional id from the source file (informational; writers renumber).
-    """
-
-    image_id: str
-    polygon: object
-    confidence: float = 1.0
-    building_id: int | None = None
-
-    @property
-    def is_empty(self) -> bool:
-        """True when this record only registers its image (no polygon)."""
-        return self.polygon is None or self.polygon.is_empty
-
-
-# ----------------------------------------------------------------------------------------------
-# Names and transforms
-
-
-def tile_id_from_name(name: str | os.PathLike) -> str:
-    """Tile id (``AOI_<n>_<City>_img<N>``) found in a file name, else the file stem.
-
-    >>> tile_id_from_name("/x/RGB-PanSharpen_AOI_5_Khartoum_img924.tif")
-    'AOI_5_Khartoum_img924'
-    """
-    base = os.path.basename(os.fspath(name))
-    match = TILE_ID_RE.search(base)
-    if match:
-        return match.group(0)
-    stem = base
-    for suffix in (".geojson", ".json", ".csv", ".tif", ".tiff"):
-        if stem.lower().endswith(suffix):
-            return stem[: -len(suffix)]
-    return os.path.splitext(stem)[0]
-
 
 # ----------------------------------------------------------------------------------------------
 # Rasters -> polygons
@@ -779,134 +723,6 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
     quads = rect_ops.rects_from_gliding(boxes[order], params[order, 0], params[order, 1],
                                         params[order, 2], rect_gate)
     return buildings_from_rects(quads, scores[order], image_id, transform)
-
-
-# ----------------------------------------------------------------------------------------------
-# Writers
-
-
-def _fmt(value: float, decimals: int | None) -> str:
-    """Coordinate text: shortest round-trip repr (decimals None) or fixed decimals; no '-0'."""
-    value = float(value) + 0.0
-    if decimals is None:
-        text = repr(value)
-        return text[:-2] if text.endswith(".0") else text
-    text = f"{value:.{decimals}f}"
-    return "0" if float(text) == 0 and text.startswith("-") else text
-
-
-def _ring_text(coords, decimals: int | None) -> str:
-    return "(" + ", ".join(f"{_fmt(x, decimals)} {_fmt(y, decimals)}" for x, y, *_ in coords) + ")"
-
-
-def polygon_wkt(polygon: Polygon, holes: str = "keep", decimals: int | None = None) -> str:
-    """SpaceNet WKT of one Polygon: ``POLYGON ((x y, ...),(x y, ...))``, 2D.
-
-    Rings are separated by ``),(`` with no space (what the official tester parses);
-    ``holes="drop"`` writes the exterior ring only. Empty -> ``POLYGON EMPTY``.
-    """
-    if holes not in ("keep", "drop"):
-        raise ValueError(f"holes must be 'keep' or 'drop', got {holes!r}")
-    if polygon.is_empty:
-        return "POLYGON EMPTY"
-    rings = [polygon.exterior] + (list(polygon.interiors) if holes == "keep" else [])
-    return "POLYGON (" + ",".join(_ring_text(r.coords, decimals) for r in rings) + ")"
-
-
-def _rows(buildings: Iterable[Building], image_ids: Sequence[str] | None):
-    """(image_id, building_id, polygon or None, confidence) rows, grouped by image.
-
-    Images keep their first-appearance order (then ``image_ids`` order for the rest); each
-    building's Polygon parts get consecutive BuildingIds from 0 per image; images without a
-    polygon get one ``(image_id, -1, None, 1.0)`` row.
-    """
-    per_image: dict[str, list[tuple[Polygon, float]]] = {}
-    for b in buildings:
-        parts = per_image.setdefault(str(b.image_id), [])
-        for part in polygon_parts(b.polygon):
-            parts.append((part, float(b.confidence)))
-    for image_id in image_ids or ():
-        per_image.setdefault(str(image_id), [])
-    for image_id, parts in per_image.items():
-        if not parts:
-            yield image_id, -1, None, 1.0
-        for k, (part, conf) in enumerate(parts):
-            yield image_id, k, part, conf
-
-
-def write_spacenet_csv(buildings: Iterable[Building], path: str | os.PathLike,
-                       image_ids: Sequence[str] | None = None, holes: str = "keep",
-                       decimals: int | None = None) -> int:
-    """Write a SpaceNet submission CSV; returns the number of data rows written.
-
-    Header ``ImageId,BuildingId,PolygonWKT_Pix,Confidence``; WKT in double quotes; polygons
-    must be in PIXEL coordinates. MultiPolygons (and collections) are split into one row per
-    Polygon part, never written as MULTIPOLYGON. Pass the full list of tile ids in
-    ``image_ids`` to get an ``ImageId,-1,POLYGON EMPTY,1`` row for each tile without buildings.
-    ``decimals``: None = shortest exact float text, else fixed decimals (SpaceNet uses 2).
-    """
-    count = 0
-    with open(path, "w", newline="") as f:
-        f.write(CSV_HEADER + "\n")
-        for image_id, bid, polygon, conf in _rows(buildings, image_ids):
-            if "," in image_id or '"' in image_id:
-                raise ValueError(f"image id {image_id!r} contains a comma or quote")
-            wkt = "POLYGON EMPTY" if polygon is None else f'"{polygon_wkt(polygon, holes, decimals)}"'
-            f.write(f"{image_id},{bid},{wkt},{repr(float(conf))}\n")
-            count += 1
-    return count
-
-
-def crs_name(crs) -> str | None:
-    """GeoJSON ``crs`` name for a CRS (string such as ``"EPSG:32616"`` or a rasterio CRS).
-
-    EPSG:4326 (written lon, lat) -> ``urn:ogc:def:crs:OGC:1.3:CRS84``; EPSG:n ->
-    ``urn:ogc:def:crs:EPSG::n``; anything else -> its string form.
-    """
-    if crs is None:
-        return None
-    text = crs if isinstance(crs, str) else (crs.to_string() if hasattr(crs, "to_string") else str(crs))
-    match = re.fullmatch(r"\s*(?:EPSG|epsg):(\d+)\s*", text)
-    if match:
-        code = int(match.group(1))
-        return "urn:ogc:def:crs:OGC:1.3:CRS84" if code == 4326 else f"urn:ogc:def:crs:EPSG::{code}"
-    return text
-
-
-def geojson_feature_collection(buildings: Iterable[Building], transform=None, crs=None) -> dict:
-    """GeoJSON FeatureCollection dict of the buildings' Polygon parts.
-
-    With ``transform``, the (pixel) polygons are mapped to map coordinates; without it they are
-    written as they are. Properties: ``image_id``, ``building_id`` (0.. per image, as in the
-    CSV), ``confidence``. ``crs`` adds a named ``crs`` member (see :func:`crs_name`).
-    """
-    features = []
-    for image_id, bid, polygon, conf in _rows(buildings, None):
-        if polygon is None:
-            continue
-        if transform is not None:
-            polygon = pixel_to_map(polygon, transform)
-        features.append({
-            "type": "Feature",
-            "properties": {"image_id": image_id, "building_id": bid, "confidence": conf},
-            "geometry": shapely.geometry.mapping(polygon),
-        })
-    collection = {"type": "FeatureCollection"}
-    name = crs_name(crs)
-    if name is not None:
-        collection["crs"] = {"type": "name", "properties": {"name": name}}
-    collection["features"] = features
-    return collection
-
-
-def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transform=None,
-                  crs=None) -> int:
-    """Write :func:`geojson_feature_collection` to ``path``; returns the number of features."""
-    collection = geojson_feature_collection(buildings, transform, crs)
-    with open(path, "w") as f:
-        json.dump(collection, f)
-        f.write("\n")
-    return len(collection["features"])
 
 
 # ----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ Inputs (``--images``: comma-separated files, globs or folders)
   * ``<TYPE>_<tile id>.tif`` (e.g. ``MUL-PanSharpen_AOI_2_Vegas_img42.tif``): the prefix names
     the image type; the files of one tile id are stacked in the model's type order (all must
     be on one pixel grid). Files of types the model does not use are ignored.
-  * a SpaceNet folder (``sn_tf.layout.discover``): every tile, with the types the model needs.
+  * a SpaceNet folder (``sn_tf.spacenet.layout.discover``): every tile, with the types the model needs.
   * a plain GeoTIFF (no type prefix) when the model reads exactly one image type.
   The model's bands are read from each type (``ModelInfo.bands``); a file with too few bands
   (or another band count than the training data, ``ModelInfo.source_bands``)
@@ -89,7 +89,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import shapely
 
-from sn_tf import geo, layout, polygons
+from sn_tf.spacenet import geo, layout
+from sn_tf import polygons
 from sn_tf.export import ExportError, load_export, serving_dtype
 from sn_tf.model_dir import ModelInfo
 
@@ -840,7 +841,8 @@ def write_overlay(reader, buildings: list, overlays_dir, channels=None,
     ``truth`` (records of this image, pixel coordinates), every polygon coloured by the
     SpaceNet metric's verdict: matched proposals green, false positives red, missed truth
     blue (``render.outcome_overlay``; default IoU and area rules)."""
-    from sn_tf import render, scoring
+    from sn_tf import render
+    from sn_tf.spacenet import scoring
 
     n = reader.channels
     channels = list(channels) if channels is not None else list(render.default_rgb_channels(n))
@@ -1054,13 +1056,13 @@ class TruthSource:
     """Truth buildings for predicted images, in each image's PIXEL coordinates.
 
     ``path``: a SpaceNet CSV (pixels) or a folder of CSVs, read once with
-    ``sn_tf.scoring.read_buildings``; or a label GeoJSON file / folder of them (map
+    ``sn_tf.spacenet.scoring.read_buildings``; or a label GeoJSON file / folder of them (map
     coordinates, file name carrying the tile id), each read when its image comes, with
-    ``sn_tf.geo.read_label_geojson`` in the image's CRS and mapped to its pixels.
+    ``sn_tf.spacenet.geo.read_label_geojson`` in the image's CRS and mapped to its pixels.
     """
 
     def __init__(self, path):
-        from sn_tf import scoring
+        from sn_tf.spacenet import scoring
 
         self.path = pathlib.Path(path)
         if not self.path.exists():
@@ -1100,8 +1102,8 @@ def read_truth(path, predictions: Sequence[ImagePrediction]) -> list:
 
 def score(predictions: Sequence[ImagePrediction], truth: list, iou: float = 0.5,
           min_area: float = 20.0):
-    """SpaceNet score (``sn_tf.scoring.score_polygons``) of the predictions (pixels)."""
-    from sn_tf.scoring import score_polygons
+    """SpaceNet score (``sn_tf.spacenet.scoring.score_polygons``) of the predictions (pixels)."""
+    from sn_tf.spacenet.scoring import score_polygons
 
     proposals = [b for p in predictions for b in p.buildings]
     return score_polygons(truth, proposals, iou_threshold=iou, min_area=min_area)
@@ -1168,7 +1170,7 @@ def main(argv) -> None:
 
     from absl import flags
 
-    from sn_tf.scoring import SpaceNetFormatError
+    from sn_tf.spacenet.scoring import SpaceNetFormatError
 
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")

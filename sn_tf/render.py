@@ -97,7 +97,7 @@ def outcome_overlay(image_rgb: np.ndarray, truth, truth_outcomes, proposals,
     positive proposals green (drawn in that order, so a match is green on top).
 
     ``truth``/``proposals``: shapely polygons (full-resolution pixels); ``*_outcomes``: the
-    parallel lists of ``sn_tf.scoring.match_outcomes`` ("not scored" ones are not drawn).
+    parallel lists of ``sn_tf.spacenet.scoring.match_outcomes`` ("not scored" ones are not drawn).
     """
     rgb = stretch(image_rgb, low_pct, high_pct)
     layers = ((truth, truth_outcomes, "fn"), (proposals, proposal_outcomes, "fp"),

@@ -14,8 +14,9 @@ import math
 
 import numpy as np
 
-from sn_tf import geo, labels, schema
-from sn_tf.layout import LABEL_GRID_PRIORITY, TileSource
+from sn_tf.spacenet import geo
+from sn_tf import labels, schema
+from sn_tf.spacenet.layout import LABEL_GRID_PRIORITY, TileSource
 
 # distance and sdf are built in their stored dtype (float16): the same values as casting
 # float32 layers when encoding, at a fraction of the cost (labels.compute_labels)

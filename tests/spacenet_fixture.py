@@ -56,7 +56,7 @@ def make_sn2_aoi(root, aoi="AOI_2_Vegas", numbers=(1, 2, 3, 5, 8, 13), size=130,
                 ds.write(rng.integers(0, 2048, (BANDS[t], px, px), dtype=np.uint16))
         polys = tile_polygons(n, size)
         pan_t = from_origin(x0, y0, TILE_DEG / size, TILE_DEG / size)
-        from sn_tf.geo import affine_to_gdal, pixel_to_map
+        from sn_tf.spacenet.geo import affine_to_gdal, pixel_to_map
 
         polys_map = pixel_to_map(polys, affine_to_gdal(pan_t))
         (folder / "geojson" / "buildings" / f"buildings_{tile_id}.geojson").write_text(

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import rasterio
 
-from sn_tf import convert, geo, labels, schema
+from sn_tf import convert, labels, schema
+from sn_tf.spacenet import geo
 from sn_tf.reader import read_examples
 from spacenet_fixture import TILE_DEG, geojson_text, make_sn2_aoi
 

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from sn_tf import geo
+from sn_tf.spacenet import geo
 
 LAYOUTS = {
     "strips, pixel interleaved": {"interleave": "pixel"},

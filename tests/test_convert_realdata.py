@@ -10,7 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from sn_tf import convert, geo, labels
+from sn_tf import convert, labels
+from sn_tf.spacenet import geo
 from sn_tf.reader import read_examples
 
 RIO = [50, 53, 54, 58, 59, 61]  # 438 and 439 px wide; img58 all zero, img59 no-data, img61 empty

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import shapely
 
-from sn_tf import geo, labels
+from sn_tf.spacenet import geo
+from sn_tf import labels
 
 
 

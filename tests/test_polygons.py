@@ -10,7 +10,7 @@ from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from sn_tf import polygons as P
-from sn_tf.scoring import read_geojson, read_spacenet_csv, score_polygons
+from sn_tf.spacenet.scoring import read_geojson, read_spacenet_csv, score_polygons
 
 MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
 KHARTOUM_GT = (32.5525284, 2.7e-6, 0.0, 15.6647412, 0.0, -2.7e-6)

@@ -20,7 +20,8 @@ import shapely
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from sn_tf import convert, geo, polygons, predict, sample, scoring
+from sn_tf import convert, polygons, predict, sample
+from sn_tf.spacenet import geo, scoring
 from sn_tf import model_dir as md
 from test_export import RGB, cell_detectnet, export, make_model_dir, oracle_fcn, tiny_model
 

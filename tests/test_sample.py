@@ -120,7 +120,7 @@ def test_tile_numbers_are_distinct_and_not_a_range(sample_dir):
 
 
 def test_sn_tf_layout_discovers_the_sample(sample_dir):
-    from sn_tf import layout
+    from sn_tf.spacenet import layout
 
     root, manifest = sample_dir
     found = {lay.name: lay for lay in layout.discover(root)}

@@ -1,4 +1,4 @@
-"""Tests of sn_tf.scoring: readers, the SpaceNet metric rule by rule, and real known answers."""
+"""Tests of sn_tf.spacenet.scoring: readers, the SpaceNet metric rule by rule, and real known answers."""
 
 import csv
 import json
@@ -10,7 +10,7 @@ from shapely.geometry import Polygon, box
 
 import sn_tf
 from sn_tf.polygons import Building
-from sn_tf.scoring import (ReadIssue, SpaceNetFormatError, city_of, read_buildings, read_geojson,
+from sn_tf.spacenet.scoring import (ReadIssue, SpaceNetFormatError, city_of, read_buildings, read_geojson,
                            read_spacenet_csv, score_polygons)
 
 V = "AOI_2_Vegas_img1"

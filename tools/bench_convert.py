@@ -44,7 +44,8 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sn_tf import convert, geo, layout
+from sn_tf import convert
+from sn_tf.spacenet import geo, layout
 from sn_tf.utils import malloc
 
 KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1", "convert_2")

@@ -75,7 +75,7 @@ def sample_tiles(workdir: pathlib.Path, n: int) -> list[pathlib.Path]:
 
 def band_stats(files) -> tuple[list[float], list[float]]:
     """Per-band mean and std (float) of the tiles."""
-    from sn_tf import geo
+    from sn_tf.spacenet import geo
 
     stack = np.concatenate([geo.read_raster(f)[0].reshape(-1, 8) for f in files])
     return stack.mean(0).tolist(), stack.std(0).tolist()
@@ -90,7 +90,7 @@ def write_scene(path: pathlib.Path, size: int, tiles) -> pathlib.Path:
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    from sn_tf import geo
+    from sn_tf.spacenet import geo
 
     if path.is_file():
         return path
@@ -148,7 +148,8 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
     """{name: export dir} of the untrained sparse-surrogate models (see the module doc)."""
     import keras
 
-    from sn_tf import export, geo, modeling
+    from sn_tf import export, modeling
+    from sn_tf.spacenet import geo
     from sn_tf import model_dir as md
 
     mean, std = band_stats(tiles)
@@ -242,7 +243,8 @@ def _peak_rss_mb() -> float:
 
 def child(mode: str, scene: str, export_dir: str) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
-    from sn_tf import geo, polygons, predict
+    from sn_tf.spacenet import geo
+    from sn_tf import polygons, predict
 
     predictor = predict.Predictor(export_dir)
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
 
 1. Scoring: a generated set of 650x650 pixel tiles, each with ~50 jittered rotated-rectangle
    buildings as truth and their perturbed copies plus spurious boxes as proposals (>= 20,000
-   proposals at the default 400 tiles). ``sn_tf.scoring.score_polygons`` is timed against a
+   proposals at the default 400 tiles). ``sn_tf.spacenet.scoring.score_polygons`` is timed against a
    straightforward implementation in this script (for every proposal, a Python loop over every
    truth polygon of its image with shapely intersection/union areas). Both must give identical
    TP/FP/FN; the script prints proposals/s of both and their ratio.
@@ -26,7 +26,7 @@ from shapely.geometry import box
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf.polygons import Building, polygons_from_raster  # noqa: E402
-from sn_tf.scoring import score_polygons  # noqa: E402
+from sn_tf.spacenet.scoring import score_polygons  # noqa: E402
 
 TILE = 650
 
@@ -104,7 +104,7 @@ def bench_scoring(n_tiles: int, n_buildings: int, seed: int) -> None:
     slow_counts = naive_score(truth, props)
     slow = time.perf_counter() - t0
     fast_counts = (result.overall.tp, result.overall.fp, result.overall.fn)
-    print(f"  sn_tf.scoring : {fast:8.3f} s  {len(props) / fast:12,.0f} proposals/s  TP/FP/FN {fast_counts}")
+    print(f"  sn_tf.spacenet.scoring : {fast:8.3f} s  {len(props) / fast:12,.0f} proposals/s  TP/FP/FN {fast_counts}")
     print(f"  pairwise loop : {slow:8.3f} s  {len(props) / slow:12,.0f} proposals/s  TP/FP/FN {slow_counts}")
     print(f"  speed-up      : {slow / fast:8.1f} x")
     if fast_counts != slow_counts:

@@ -62,7 +62,7 @@ from typing import Sequence
 import numpy as np
 import shapely
 
-from sn_tf.polygons import Building, tile_id_from_name
+from sn_tf.spacenet.buildings import Building, tile_id_from_name
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 CSV_SUFFIXES = (".csv",)

@@ -12,7 +12,7 @@ How it works:
 3. Worker processes (``--num_workers``) each write whole shards, one tile in memory at a
    time, under a temporary name renamed when complete; a per-shard record in
    ``.sn_tf_work/`` says the shard is done, so ``--resume`` writes only what is missing.
-   Records are framed by ``sn_tf.tfrecord``: converting never imports TensorFlow.
+   Records are framed by ``sn_tf.dataset.tfrecord``: converting never imports TensorFlow.
 4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
    statistics (train split) per image type, skipped tiles with reasons, notes, command
    line and versions.
@@ -39,12 +39,12 @@ from concurrent import futures
 
 import numpy as np
 
-from sn_tf import labels, schema
+from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import layout
 from sn_tf.utils.malloc import keep_freed_memory
-from sn_tf.stats import BandStats
-from sn_tf.tfrecord import TFRecordWriter
-from sn_tf.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
+from sn_tf.dataset.stats import BandStats
+from sn_tf.dataset.tfrecord import TFRecordWriter
+from sn_tf.dataset.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
 
 INFO_FILE = "dataset_info.json"
 WORK_DIR = ".sn_tf_work"
@@ -148,7 +148,7 @@ def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
     if not opts.resample_to:
         return opts
     from sn_tf.spacenet import geo
-    from sn_tf.tiles import grid_key
+    from sn_tf.dataset.tiles import grid_key
 
     target = grid_key(geo.raster_header(tile.images[opts.resample_to]))
     keep = tuple(t for t in opts.resample_types

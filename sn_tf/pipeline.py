@@ -95,9 +95,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from sn_tf import schema
+from sn_tf.dataset import schema
 from sn_tf.augment import AugmentConfig, augment_config
-from sn_tf.reader import load_info, shard_files
+from sn_tf.dataset.reader import load_info, shard_files
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
@@ -1193,7 +1193,7 @@ def normalization_coefficients(info: dict, image_types: Sequence[str],
                                normalization: Any = "dataset_info"):
     """Per-channel ``(scale, bias)``, float32 [C]: the pipeline feeds ``raw * scale + bias``.
 
-    info: a loaded dataset_info.json (``sn_tf.reader.load_info``); other arguments as
+    info: a loaded dataset_info.json (``sn_tf.dataset.reader.load_info``); other arguments as
     ``make_dataset``. For exporting models that normalise raw bands themselves.
     """
     return _normalization(info, _type_specs(info, image_types, bands), normalization)

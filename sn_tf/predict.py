@@ -951,7 +951,7 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
     image type); ``window`` None predicts each tile whole. Overlays are coloured by outcome
     against that truth.
     """
-    from sn_tf.reader import load_info, read_examples
+    from sn_tf.dataset.reader import load_info, read_examples
 
     predictor = as_predictor(model)
     try:

@@ -31,9 +31,10 @@ import time
 import numpy as np
 
 from sn_tf import model_dir as md
-from sn_tf import polygons, schema
+from sn_tf import polygons
+from sn_tf.dataset import schema
 from sn_tf.spacenet import scoring
-from sn_tf.reader import load_info, read_truth
+from sn_tf.dataset.reader import load_info, read_truth
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()

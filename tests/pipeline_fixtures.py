@@ -30,7 +30,8 @@ import shapely
 from rasterio.transform import from_origin
 from shapely import affinity
 
-from sn_tf import convert, labels
+from sn_tf import convert
+from sn_tf.dataset import labels
 from sn_tf.spacenet import geo
 
 PIXEL_DEG = 2.7e-6

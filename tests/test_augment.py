@@ -7,7 +7,7 @@ import pytest
 import shapely
 
 from sn_tf import augment as aug
-from sn_tf.labels import rasterize_mask
+from sn_tf.dataset.labels import rasterize_mask
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()

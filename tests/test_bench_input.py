@@ -6,7 +6,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from sn_tf.reader import read_examples
+from sn_tf.dataset.reader import read_examples
 from tools import bench_input
 
 TYPE = bench_input.TYPE

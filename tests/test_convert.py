@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import rasterio
 
-from sn_tf import convert, labels, schema
+from sn_tf import convert
+from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import geo
-from sn_tf.reader import read_examples
+from sn_tf.dataset.reader import read_examples
 from spacenet_fixture import TILE_DEG, geojson_text, make_sn2_aoi
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

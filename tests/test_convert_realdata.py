@@ -10,9 +10,10 @@ import json
 import numpy as np
 import pytest
 
-from sn_tf import convert, labels
+from sn_tf import convert
+from sn_tf.dataset import labels
 from sn_tf.spacenet import geo
-from sn_tf.reader import read_examples
+from sn_tf.dataset.reader import read_examples
 
 RIO = [50, 53, 54, 58, 59, 61]  # 438 and 439 px wide; img58 all zero, img59 no-data, img61 empty
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from spacenet_fixture import make_sn2_aoi
 
-from sn_tf import tfrecord
-from sn_tf.reader import read_examples
+from sn_tf.dataset import tfrecord
+from sn_tf.dataset.reader import read_examples
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

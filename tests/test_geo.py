@@ -7,7 +7,7 @@ import pytest
 import shapely
 
 from sn_tf.spacenet import geo
-from sn_tf import labels
+from sn_tf.dataset import labels
 
 
 

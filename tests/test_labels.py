@@ -8,7 +8,7 @@ import shapely
 import shapely.affinity
 from shapely.geometry import box
 
-from sn_tf import labels
+from sn_tf.dataset import labels
 
 
 def test_mask_pixel_centre_rule_exact():

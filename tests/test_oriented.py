@@ -326,7 +326,8 @@ def test_cluster_parameters_are_coverage_weighted_means():
 def test_records_without_rectangles_fall_back_to_the_box_corners():
     import types
 
-    from sn_tf import pipeline, schema
+    from sn_tf import pipeline
+    from sn_tf.dataset import schema
 
     plan = types.SimpleNamespace(grid="G")
     boxes = tf.constant([[1.0, 2.0, 5.0, 7.0], [0.0, 0.0, 3.0, 3.0]])

@@ -19,9 +19,10 @@ import shapely
 from shapely import affinity
 
 from pipeline_fixtures import write_dataset
-from sn_tf import labels, pipeline, schema
+from sn_tf.dataset import labels, schema
+from sn_tf import pipeline
 from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
-from sn_tf.reader import read_examples
+from sn_tf.dataset.reader import read_examples
 from sn_tf.targets import decode_detectnet_targets, decode_oriented_targets
 from sn_tf.utils.tfimport import tensorflow
 

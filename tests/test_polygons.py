@@ -467,7 +467,7 @@ def test_geojson_round_trip_through_a_transform(tmp_path):
 
 
 def test_outputs_to_buildings_fcn_crops_padding_and_splits_with_sdf():
-    from sn_tf import labels
+    from sn_tf.dataset import labels
 
     lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)  # touching
     mask, sdf = lab["mask"], lab["sdf"]
@@ -488,7 +488,7 @@ def test_outputs_to_buildings_fcn_crops_padding_and_splits_with_sdf():
 def test_contact_raster_splits_touching_buildings_with_or_without_sdf():
     """The stored contact layer of two squares sharing a wall, as a model's contact output:
     seeds leave the contact band out, and each band pixel joins its nearest seed."""
-    from sn_tf import labels
+    from sn_tf.dataset import labels
 
     lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)
     logits = np.where(lab["mask"] > 0, 4.0, -4.0)
@@ -514,7 +514,7 @@ def test_contact_raster_splits_touching_buildings_with_or_without_sdf():
 def test_interior_logits_seed_the_split():
     """With an interior output the seeds are its cores (logit > interior_threshold), not the
     sdf: two squares sharing a wall whose sdf does not dip are split by their cores."""
-    from sn_tf import labels
+    from sn_tf.dataset import labels
 
     lab = labels.compute_labels([box(5, 5, 15, 15), box(15, 5, 25, 15)], 40, 48)
     logits = np.where(lab["mask"] > 0, 4.0, -4.0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import shapely
 
-from sn_tf import labels, schema
+from sn_tf.dataset import labels, schema
 
 
 def _tile(dtype="uint16", bands=8, encoding_kw=None):

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sn_tf.stats import STRIDE, BandStats
+from sn_tf.dataset.stats import STRIDE, BandStats
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "uint16", "int16", "float32"])

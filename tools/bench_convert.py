@@ -93,7 +93,7 @@ def _read_write_default(tiles, out: pathlib.Path) -> int:
 
 def _read_write_as_converter(tiles, out: pathlib.Path) -> int:
     """Read every GeoTIFF as the converter does; write each tile's pixels as one record."""
-    from sn_tf.tfrecord import TFRecordWriter
+    from sn_tf.dataset.tfrecord import TFRecordWriter
 
     out.mkdir(parents=True, exist_ok=True)
     with TFRecordWriter(out / "pixels.tfrecord", drop_cache=True, direct=True) as w:
@@ -191,9 +191,9 @@ def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
     Steps of ``build_tile`` are indented; "rest" is the process CPU not in a listed
     top-level step (the O_DIRECT writer thread, the loop).
     """
-    from sn_tf import labels, schema, tfrecord
-    from sn_tf import tiles as tiles_mod
-    from sn_tf.stats import BandStats
+    from sn_tf.dataset import labels, schema, tfrecord
+    from sn_tf.dataset import tiles as tiles_mod
+    from sn_tf.dataset.stats import BandStats
 
     malloc.keep_freed_memory()
     tiles = _tiles(data)

@@ -14,10 +14,10 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
   targets in TF graph ops, parallel).
 * ``per-sample``: what solaris and most lab scripts do (``per_sample_tile``): per step
   open the GeoTIFF with rasterio, read the GeoJSON, rasterize the footprints (building
-  ids, so shared walls are boundaries as in ``sn_tf.labels``), scipy's EDT for the
+  ids, so shared walls are boundaries as in ``sn_tf.dataset.labels``), scipy's EDT for the
   distance, random crop/symmetry and (float32 rows only) normalisation in numpy, fed
   through ``tf.data.Dataset.from_generator``. ``per-sample raw*`` is a stronger baseline
-  than any lab script: it uses sn_tf's own EDT (``sn_tf.labels``, ~2/3 of scipy's cost);
+  than any lab script: it uses sn_tf's own EDT (``sn_tf.dataset.labels``, ~2/3 of scipy's cost);
   sn_tf's raw rows are compared with both.
 
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
@@ -55,7 +55,8 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf import convert, labels  # noqa: E402
+from sn_tf import convert
+from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
@@ -110,11 +111,11 @@ def per_sample_tile(src: pathlib.Path, tile: dict, edt: str = "scipy"):
     (uint16 image [H, W, 8], uint8 footprint [H, W], float32 truncated sdf [H, W]).
 
     Open the GeoTIFF with rasterio, read the GeoJSON, rasterize the footprints (building
-    ids, so shared walls are boundaries as in ``sn_tf.labels``), distance of every pixel
+    ids, so shared walls are boundaries as in ``sn_tf.dataset.labels``), distance of every pixel
     to the nearest boundary pixel, + inside and - outside, clipped at ``TRUNCATION``.
     ``edt``: "scipy" = ``scipy.ndimage.distance_transform_edt`` as a lab script calls it
     (the issue's baseline); "sn_tf" = the converter's own EDT (~2/3 of scipy's cost)
-    (``sn_tf.labels.distance_to_boundary``), a stronger baseline. Both give the labels
+    (``sn_tf.dataset.labels.distance_to_boundary``), a stronger baseline. Both give the labels
     the converter stores (``tests/test_bench_input.py``).
     """
     import rasterio

@@ -4,7 +4,7 @@
         img = tile["images"]["MUL-PanSharpen"]["data"]    # uint16 [650, 650, 8]
         sdf = tile["labels"]["MUL-PanSharpen"]["sdf"]      # float16 [650, 650]
 
-The dict layout is documented in ``sn_tf.schema``.
+The dict layout is documented in ``sn_tf.dataset.schema``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import os
 import pathlib
 
-from sn_tf import schema
+from sn_tf.dataset import schema
 
 INFO_FILE = "dataset_info.json"
 

@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from sn_tf.spacenet import geo
-from sn_tf import labels, schema
+from sn_tf.dataset import labels, schema
 from sn_tf.spacenet.layout import LABEL_GRID_PRIORITY, TileSource
 
 # distance and sdf are built in their stored dtype (float16): the same values as casting

@@ -293,7 +293,7 @@ def encode_tile_parts(tile: Mapping[str, Any], image_encoding: str = "raw",
                       label_encoding: str = "auto", zlib_level: int = 1) -> list:
     """``encode_tile``'s serialization as a list of buffers (bytes and flat uint8
     memoryviews of the tile's arrays, uncopied when raw): join them, or hand them to
-    ``sn_tf.tfrecord.TFRecordWriter.write``. The views keep the arrays alive; do not
+    ``sn_tf.dataset.tfrecord.TFRecordWriter.write``. The views keep the arrays alive; do not
     modify the arrays before the buffers are written.
 
     Payload offsets (version 2): ``image/<type>/payload_offset`` and

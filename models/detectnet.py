@@ -22,7 +22,7 @@ the first three items: demo variant, 30 epochs, held-out split, axis-aligned box
 - ``model.oriented`` (with ``loss.orient_weight``, ``loss.obliquity_weight``): buildings
   are ROTATED rectangles (BUILD_NOTES.md sections 1 and 7). Coverage is claimed by each
   building's minimum rotated rectangle, an ``orient`` head predicts gliding vertices
-  (alpha, beta) and the obliquity r on the cell's box (``sn_tf.rects``), and the head
+  (alpha, beta) and the obliquity r on the cell's box (``sn_tf.input.rects``), and the head
   decodes rectangles (the plain box where r >= ``postprocess.rect_gate``). Axis-aligned
   boxes cap this data at F1 0.71 (touching recall 0.64) on the demo's test split; the
   rotated rectangles of the truth reach 0.99. Needs schema-3 data (``rects_px``).

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _LAZY = {
     "read_examples": "sn_tf.dataset.reader",
-    "make_dataset": "sn_tf.pipeline",
+    "make_dataset": "sn_tf.input.pipeline",
     "keep_freed_memory": "sn_tf.utils.malloc",
     "score_polygons": "sn_tf.spacenet.scoring",
 }

@@ -22,7 +22,7 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   types have different dtypes: cast each type's values to float32 before stacking).
 * inside: cast to float32; normalise per channel as the training pipeline does,
   ``x * (1 / std) + (-mean / std)`` in float32 (a channel with std 0 uses std 1, as in
-  ``sn_tf.pipeline``); ZERO-pad the normalised image at the bottom and right up to a multiple
+  ``sn_tf.input.pipeline``); ZERO-pad the normalised image at the bottom and right up to a multiple
   of ``ModelInfo.stride`` (i.e. padding with the band mean, exactly what the evaluation
   pipeline does for the validation score the model was selected on; reflect padding cannot
   handle images smaller than the padding). A model that normalises itself
@@ -81,7 +81,7 @@ def serving_dtype(info: md.ModelInfo) -> str:
 
 def normalization(info: md.ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     """(scale, bias) float32 [C] with ``normalised = raw * scale + bias`` (std 0 -> 1)."""
-    from sn_tf.pipeline import coefficients_from_mean_std
+    from sn_tf.input.pipeline import coefficients_from_mean_std
 
     std = np.asarray(info.std, np.float64)
     return coefficients_from_mean_std(info.mean, np.where(std > 0, std, 1.0))
@@ -230,7 +230,7 @@ def serving_function(model, info: md.ModelInfo):
     net = traceable_model(model)
     names = list(model.output_names)
     if info.normalizes_input:
-        from sn_tf.pipeline import normalization_mean_std
+        from sn_tf.input.pipeline import normalization_mean_std
 
         mean = normalization_mean_std(scale, bias)[0].astype(np.float32)
 

@@ -4,10 +4,10 @@ A raw pipeline hands the model the stored values (uint16 training crops, float32
 evaluation tiles padded with the band mean) and leaves two per-pixel float passes to the
 model, where they run on the accelerator instead of the input CPUs:
 
-* normalisation ``(x - mean) / std`` per band: ``sn_tf.pipeline.normalization_layer``
+* normalisation ``(x - mean) / std`` per band: ``sn_tf.input.pipeline.normalization_layer``
   (a stock ``keras.layers.Normalization`` computing in float32 whatever the
   mixed-precision policy: 11-bit values do not survive a bfloat16 cast);
-* the radiometric augmentation of ``sn_tf.augment`` (per-band gain and offset, per-pixel
+* the radiometric augmentation of ``sn_tf.input.augment`` (per-band gain and offset, per-pixel
   noise on the normalised values): :class:`RadiometricJitter`, active only in training.
 
 :func:`with_input_stage` puts both in front of a model; the result takes raw values
@@ -30,7 +30,7 @@ class RadiometricJitter(keras.layers.Layer):
 
     Per example and band: gain ``g ~ U(1 - gain, 1 + gain)`` and offset
     ``o ~ N(0, offset_std)``; per pixel and band: noise ``n ~ N(0, noise_std)``;
-    output ``x * g + o + n`` (the same distribution as ``sn_tf.augment``'s radiometric
+    output ``x * g + o + n`` (the same distribution as ``sn_tf.input.augment``'s radiometric
     step). Identity at inference (``training`` false or None). Computes in float32.
     Draws come from a Keras ``SeedGenerator`` (reproducible for a seed and a step
     sequence, unlike the pipeline's per-tile stateless keys), folded with the replica id:
@@ -79,7 +79,7 @@ def with_input_stage(model, normalization, radiometric: dict | None = None, seed
     """``raw -> normalization -> [RadiometricJitter] -> model`` as one functional model.
 
     model: a Keras model taking the normalised float image [B, H, W, C];
-    normalization: its first layer (``sn_tf.pipeline.normalization_layer``);
+    normalization: its first layer (``sn_tf.input.pipeline.normalization_layer``);
     radiometric: ``{"gain", "offset_std", "noise_std"}`` (None or all zero: no jitter).
     The result has the model's input shape with a float32 input (Keras casts uint16
     batches to it), the model's outputs and output names, and the model's name.

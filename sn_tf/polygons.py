@@ -24,7 +24,7 @@ import math
 import numpy as np
 import shapely
 
-from sn_tf import rects as rect_ops
+from sn_tf.input import rects as rect_ops
 from sn_tf.spacenet.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
     as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, polygon_parts, repair_polygon,
     to_affine)
@@ -551,7 +551,7 @@ def merge_oriented_clusters(boxes, orient, scores, group_threshold: int = 0,
 
     Args:
       boxes: [N, 4] xyxy pixels (as :func:`group_rectangles`).
-      orient: [N, 3] gliding parameters (alpha, beta, r) of each box (``sn_tf.rects``).
+      orient: [N, 3] gliding parameters (alpha, beta, r) of each box (``sn_tf.input.rects``).
       scores: [N] coverage of each candidate (> 0): the weights, and the cluster's score
         is their plain mean.
 
@@ -617,7 +617,7 @@ def rotated_nms(boxes, orient, scores, iou: float = 0.1,
     """Group oriented candidates by greedy non-maximum suppression on their rectangles,
     with coverage-weighted voting.
 
-    Each candidate's rectangle is ``sn_tf.rects.rects_from_gliding`` of its box and
+    Each candidate's rectangle is ``sn_tf.input.rects.rects_from_gliding`` of its box and
     parameters (its box where r >= ``gate``). In decreasing score order, a candidate not
     yet taken takes every remaining candidate whose rectangle overlaps its own with IoU
     > ``iou``; the group becomes the ``scores``-weighted mean of its members' boxes and
@@ -693,11 +693,11 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
     stable). Confidence = mean coverage of the cells of the group.
 
     ``orient`` (an oriented model's ``[h, w, 3]`` output: gliding parameters alpha, beta
-    and obliquity r of each cell's box, ``sn_tf.rects``) makes the buildings rotated
+    and obliquity r of each cell's box, ``sn_tf.input.rects``) makes the buildings rotated
     rectangles: grouping must then be "clusters" (:func:`merge_oriented_clusters`, with
     ``group_threshold`` and ``eps``) or "rotated_nms" (:func:`rotated_nms` with IoU
     ``nms_iou``), both coverage-weighted means of boxes and parameters, and each group's
-    rectangle is ``sn_tf.rects.rects_from_gliding`` of its mean box and parameters (its
+    rectangle is ``sn_tf.input.rects.rects_from_gliding`` of its mean box and parameters (its
     box where the mean r >= ``rect_gate``; ``rect_gate`` 0 gives boxes only).
     """
     known = ORIENTED_GROUPINGS if orient is not None else tuple(GROUPINGS)

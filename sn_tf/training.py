@@ -40,8 +40,9 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
-from sn_tf import model_input, modeling, pipeline, tuning  # noqa: E402
-from sn_tf.augment import augment_config  # noqa: E402
+from sn_tf import model_input, modeling, tuning
+from sn_tf.input import pipeline  # noqa: E402
+from sn_tf.input.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 
 TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}

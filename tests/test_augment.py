@@ -1,4 +1,4 @@
-"""Joint augmentation ops (sn_tf.augment): symmetries, box crop rule, windows, keys."""
+"""Joint augmentation ops (sn_tf.input.augment): symmetries, box crop rule, windows, keys."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import shapely
 
-from sn_tf import augment as aug
+from sn_tf.input import augment as aug
 from sn_tf.dataset.labels import rasterize_mask
 from sn_tf.utils.tfimport import tensorflow
 

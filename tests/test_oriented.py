@@ -1,5 +1,5 @@
-"""Oriented DetectNet: gliding-vertex rectangles (sn_tf.rects), their targets under every
-augmentation (sn_tf.targets, sn_tf.augment), the loss and the polygon head.
+"""Oriented DetectNet: gliding-vertex rectangles (sn_tf.input.rects), their targets under every
+augmentation (sn_tf.input.targets, sn_tf.input.augment), the loss and the polygon head.
 
 Hand-made rectangles use 3-4-5 triangles so that every vertex, box and parameter is exact.
 Pixels: x = column, y = row, origin at the top-left corner (BUILD_NOTES.md section 1).
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import shapely
 
-from sn_tf import augment as aug
+from sn_tf.input import augment as aug
 from sn_tf import polygons
-from sn_tf import rects as R
-from sn_tf import targets as tg
+from sn_tf.input import rects as R
+from sn_tf.input import targets as tg
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
@@ -58,7 +58,7 @@ def _same_rects(got, want, atol=1e-3):
                                    atol=atol)
 
 
-# ---- sn_tf.rects ---------------------------------------------------------------------------
+# ---- sn_tf.input.rects ---------------------------------------------------------------------------
 def test_gliding_parameters_of_a_hand_made_rectangle():
     alpha, beta, r = R.gliding_from_rects(TILTED[None])
     # box x 11..36 (w 25), y 4..28 (h 24); top vertex (20, 4), right vertex (36, 16)
@@ -326,7 +326,7 @@ def test_cluster_parameters_are_coverage_weighted_means():
 def test_records_without_rectangles_fall_back_to_the_box_corners():
     import types
 
-    from sn_tf import pipeline
+    from sn_tf.input import pipeline
     from sn_tf.dataset import schema
 
     plan = types.SimpleNamespace(grid="G")

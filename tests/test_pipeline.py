@@ -20,10 +20,10 @@ from shapely import affinity
 
 from pipeline_fixtures import write_dataset
 from sn_tf.dataset import labels, schema
-from sn_tf import pipeline
-from sn_tf.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
+from sn_tf.input import pipeline
+from sn_tf.input.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
 from sn_tf.dataset.reader import read_examples
-from sn_tf.targets import decode_detectnet_targets, decode_oriented_targets
+from sn_tf.input.targets import decode_detectnet_targets, decode_oriented_targets
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
@@ -315,7 +315,7 @@ def test_raw_scale_jitter_is_the_float_resample_rounded(fx):
 def test_image_dtypes_deliver_the_float32_values(fx, image_dtype):
     import keras  # noqa: F401  (normalization_layer builds a Keras layer)
 
-    from sn_tf.pipeline import normalization_layer
+    from sn_tf.input.pipeline import normalization_layer
 
     kw = {"normalization": "dataset_info", "repeat": 2}
     want = _batches(_train(fx, **kw))
@@ -335,7 +335,7 @@ def test_image_dtypes_deliver_the_float32_values(fx, image_dtype):
 
 
 def test_raw_evaluation_pads_with_the_band_mean(fx):
-    from sn_tf.pipeline import normalization_layer
+    from sn_tf.input.pipeline import normalization_layer
 
     args = {"training": False, "batch_size": 3, "target": "all", "aois": VEGAS}
     want = _batches(make_examples(fx.converted, "val", **args))
@@ -805,7 +805,7 @@ def test_resampled_type_stacks_with_types_of_its_grid(fx, tmp_path):
 def test_importing_the_pipeline_sets_tensorflows_environment_first():
     env = {k: v for k, v in os.environ.items() if k not in ("TF_ENABLE_ONEDNN_OPTS",
                                                             "TF_CPP_MIN_LOG_LEVEL")}
-    code = ("import os, sn_tf.pipeline; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), "
+    code = ("import os, sn_tf.input.pipeline; print(os.environ.get('TF_ENABLE_ONEDNN_OPTS'), "
             "os.environ.get('TF_CPP_MIN_LOG_LEVEL'))")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, env={**env, "PYTHONPATH": str(REPO)}, check=False)

@@ -1,9 +1,9 @@
-"""DetectNet and segmentation targets (sn_tf.targets) against hand cases and a loop reference."""
+"""DetectNet and segmentation targets (sn_tf.input.targets) against hand cases and a loop reference."""
 
 import numpy as np
 import pytest
 
-from sn_tf import targets as tg
+from sn_tf.input import targets as tg
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()

@@ -251,7 +251,7 @@ def main(argv=None) -> int:
                    "applied to the whole process, i.e. to every loader, by default)")
     args = p.parse_args(argv)
     from sn_tf.utils.malloc import keep_freed_memory
-    from sn_tf.pipeline import _auto_shuffle_buffer, make_dataset
+    from sn_tf.input.pipeline import _auto_shuffle_buffer, make_dataset
 
     tuned = False if args.no_malloc_tuning else keep_freed_memory()
 

@@ -32,7 +32,8 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 tf = tensorflow()
 import keras  # noqa: E402
 
-from sn_tf import augment, model_input, modeling, pipeline  # noqa: E402
+from sn_tf.input import augment, pipeline
+from sn_tf import model_input, modeling  # noqa: E402
 
 BANDS = 8
 TYPE = "MUL-PanSharpen"

@@ -1,4 +1,4 @@
-"""Render one batch of ``sn_tf.pipeline.make_examples`` to a PNG, to see labels sit on buildings.
+"""Render one batch of ``sn_tf.input.pipeline.make_examples`` to a PNG, to see labels sit on buildings.
 
     .venv/bin/python tools/show_batch.py --data_dir=<converted> --output=batch.png \
         [--split=train] [--image_types=MUL-PanSharpen] [--rgb=5,3,2] [--crop_size=256] \
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf.targets import decode_detectnet_targets  # noqa: E402
+from sn_tf.input.targets import decode_detectnet_targets  # noqa: E402
 
 YELLOW, CYAN, RED = (255, 230, 0), (0, 230, 255), (230, 20, 20)
 AUGMENTS = {"default": None, "none": False,
@@ -140,7 +140,7 @@ def render(data_dir, output, split="train", image_types=("MUL-PanSharpen",), rgb
            crop_size=256, batch_size=4, seed=0, augment=None, training=True,
            stride: int = 16) -> np.ndarray:
     """Render the first batch to ``output``; returns the mosaic (uint8 [H, W, 3])."""
-    from sn_tf.pipeline import make_examples
+    from sn_tf.input.pipeline import make_examples
 
     ds = make_examples(data_dir, split, target="all", training=training,
                        image_types=tuple(image_types), normalization=None,

@@ -38,7 +38,7 @@ Heads (1x1 convs, float32 under any mixed-precision policy), on the ``[B, H/16, 
   each cell instead of degenerate points.
 - ``orient`` (only with ``oriented=True``): sigmoid ``[B, h, w, 3]`` = the gliding-vertex
   parameters ``(alpha, beta, r)`` of the building's rotated rectangle on the cell's box
-  (``sn_tf.rects``: top vertex ``(x1 + alpha w, y1)``, right vertex ``(x2, y1 + beta h)``,
+  (``sn_tf.input.rects``: top vertex ``(x1 + alpha w, y1)``, right vertex ``(x2, y1 + beta h)``,
   obliquity r = rectangle area / box area; the polygon head uses the plain box where
   r >= its ``rect_gate``). Initially 0.5 each.
 

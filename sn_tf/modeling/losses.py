@@ -335,7 +335,7 @@ class BboxLoss(_WeightedLoss):
 class OrientLoss(_WeightedLoss):
     """L1 on the gliding-vertex parameters of oriented DetectNet, masked per building.
 
-    ``y_true``: float32 ``[B, h, w, 5]`` (``sn_tf.targets``: alpha, beta, r, gliding weight
+    ``y_true``: float32 ``[B, h, w, 5]`` (``sn_tf.input.targets``: alpha, beta, r, gliding weight
     g, obliquity weight q; all zero without coverage); ``y_pred``: ``[B, h, w, 3]``
     (alpha, beta, r) in [0, 1]. Per-cell values ``[B, h, w]`` =
     ``(|alpha' - alpha| + |beta' - beta|) * g

@@ -270,7 +270,7 @@ def crop_boxes_and_rects(boxes, rects, y0, x0, win, crop: int, min_visible: floa
     boxes: float32 [N, 4]; rects: float32 [N, 8] (four (x, y) vertices per building, tile
     pixels). Returns (boxes [M, 4] clipped as ``crop_boxes``, rects [M, 8] moved and
     scaled the same way but NOT clipped: a building cut by the window keeps its whole
-    rectangle, which then reaches outside ``[0, crop]``; ``sn_tf.targets`` gives such
+    rectangle, which then reaches outside ``[0, crop]``; ``sn_tf.input.targets`` gives such
     buildings no orientation target).
     """
     clipped, keep = _cropped_boxes(boxes, y0, x0, win, crop, min_visible)

@@ -16,9 +16,9 @@ Training (``training=True``), one element per batch of random crops:
     (``normalization_layer``, ``sn_tf.model_input``).
   * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``
     (plus ``"contact": [B,H,W,1]`` with ``contact=True``);
-    ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.targets);
+    ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.input.targets);
     ``target="oriented_detection"``: coverage claimed by each building's rotated rectangle
-    and ``"orient": [B,h,w,5]`` added (gliding vertices, sn_tf.targets and sn_tf.rects).
+    and ``"orient": [B,h,w,5]`` added (gliding vertices, sn_tf.input.targets and sn_tf.input.rects).
   * sample_weights (only when ``sample_weights`` is True, or by default when
     ``boundary_weight`` is set or ``training=False``): one map per target, same
     [B, ., ., 1] shape: segmentation = valid-region mask x boundary weight map,
@@ -81,7 +81,7 @@ requested truncation exceeds the stored one or scale jitter can zoom out past it
 the mask and the untruncated distance are decoded instead (``_label_fields``).
 
 Reproducibility: an example's augmentation depends only on (seed, tile id, epoch) (see
-``sn_tf.augment``); with ``deterministic=True`` the batches are identical run to run for
+``sn_tf.input.augment``); with ``deterministic=True`` the batches are identical run to run for
 a seed. With ``deterministic=None`` training trades that for throughput (arrival order
 varies), evaluation is always in order.
 """
@@ -96,14 +96,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from sn_tf.dataset import schema
-from sn_tf.augment import AugmentConfig, augment_config
+from sn_tf.input.augment import AugmentConfig, augment_config
 from sn_tf.dataset.reader import load_info, shard_files
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 
-from sn_tf import augment as aug  # noqa: E402  (after TF is imported quietly)
-from sn_tf import targets as tg  # noqa: E402
+from sn_tf.input import augment as aug  # noqa: E402  (after TF is imported quietly)
+from sn_tf.input import targets as tg  # noqa: E402
 
 TARGETS = ("segmentation", "detection", "oriented_detection", "all")
 NORMALIZATIONS = ("dataset_info", "percentile")
@@ -1108,7 +1108,7 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         ``1 + w * exp(-sdf^2 / (2 sigma^2))``.
       stride, cvg_scale: DetectNet grid stride and coverage shrink factor.
       augment: None (flips + 90-degree rotations), False (crop only), a dict or an
-        ``sn_tf.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule).
+        ``sn_tf.input.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule).
       pad_to_multiple: evaluation padding multiple (default stride for detection, 32).
       sample_weights: return weights (default: when boundary_weight is set or evaluating).
       aois: keep only these AOIs (each must have all ``image_types``). None (default):

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sn_tf import rects as rect_ops
-from sn_tf.rects import DEFAULT_GATE
+from sn_tf.input import rects as rect_ops
+from sn_tf.input.rects import DEFAULT_GATE
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
@@ -63,7 +63,7 @@ def segmentation_targets_from_sdf(sdf, scale, truncation: float):
 
     The footprint is ``sdf >= 0`` (the stored sdf is >= 0 exactly on the mask); the sdf
     is scaled by ``scale`` (None = 1) and clipped to [-T, T]. Exact when the stored
-    truncation times the smallest scale is >= T (see ``sn_tf.pipeline``).
+    truncation times the smallest scale is >= T (see ``sn_tf.input.pipeline``).
     """
     sdf = tf.cast(sdf, tf.float32)
     footprint = tf.cast(sdf >= 0, tf.float32)
@@ -156,7 +156,7 @@ def gliding_targets(boxes, rects, height, width, gate: float = DEFAULT_GATE,
     rotated rectangles (4 (x, y) vertices in ring order, not clipped). Channels:
     ``alpha = (x_top - x1) / w`` and ``beta = (y_right - y1) / h`` measured on the box and
     clipped to [0, 1] (top vertex: smallest y, then smallest x; right vertex: largest x,
-    then smallest y; as ``sn_tf.rects.gliding_from_rects``), the obliquity
+    then smallest y; as ``sn_tf.input.rects.gliding_from_rects``), the obliquity
     ``r = area(rect) / area(rect's own box)`` in [0, 1], the gliding weight (1 when the
     building has a rectangle of positive area lying inside the image up to
     ``cut_tolerance`` pixels, i.e. not cut by the crop, and ``r < gate``) and the obliquity
@@ -280,7 +280,7 @@ def decode_oriented_targets(coverage, bbox, orient, stride: int = 16, threshold:
 
     coverage: [h, w] or [h, w, 1]; bbox: [h, w, >= 4]; orient: [h, w, >= 3] (alpha, beta,
     r). Each covered cell's box and gliding parameters decode to a rectangle
-    (``sn_tf.rects.rects_from_gliding``: the box where r >= ``gate``). Returns float32
+    (``sn_tf.input.rects.rects_from_gliding``: the box where r >= ``gate``). Returns float32
     [K, 4, 2] (x, y) vertices, one per distinct rectangle (rounded to 1e-3 px), sorted by
     their flattened vertices, and int [K] the number of cells of each.
     """

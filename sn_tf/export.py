@@ -186,7 +186,7 @@ def traceable_model(model):
     """``model`` with bilinear UpSampling2D layers swapped for a dynamic-shape equivalent.
 
     Every other layer is shared with ``model`` (same objects, same weights); nested models
-    (e.g. behind ``sn_tf.model_input.with_input_stage``) are rebuilt the same way. Models
+    (e.g. behind ``sn_tf.modeling.model_input.with_input_stage``) are rebuilt the same way. Models
     without such layers are returned unchanged.
     """
     import keras
@@ -290,7 +290,7 @@ def load_checkpoint(model_dir, checkpoint: str = "best"):
     """(Keras model, ModelInfo, checkpoint path) of a model dir; ExportError on any problem."""
     import keras
 
-    import sn_tf.model_input
+    import sn_tf.modeling.model_input
     import sn_tf.modeling  # noqa: F401  (both register custom objects for loading)
 
     model_dir = pathlib.Path(model_dir)

@@ -12,7 +12,7 @@ custom step with ``strategy.run`` on the same datasets, model, losses and checkp
 
 Input: with the recipes' default ``data.image_dtype: "raw"`` the pipeline feeds stored
 band values and ``build_model`` puts the normalisation (and the recipe's gain/offset/noise
-augmentation, training only) into the model's first layers (``sn_tf.model_input``); the
+augmentation, training only) into the model's first layers (``sn_tf.modeling.model_input``); the
 validation, checkpoints and ``ModelInfo.normalizes_input`` follow. ``"float32"``
 normalises in the pipeline instead.
 
@@ -40,7 +40,8 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
-from sn_tf import model_input, modeling, tuning
+from sn_tf.modeling import model_input
+from sn_tf import modeling, tuning
 from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
@@ -86,7 +87,7 @@ class Setup:
         """(pipeline augmentation, radiometric options for the model's input stage).
 
         With raw input the radiometric part (gain, offset_std, noise_std) moves from the
-        pipeline into the model (``sn_tf.model_input.RadiometricJitter``); otherwise the
+        pipeline into the model (``sn_tf.modeling.model_input.RadiometricJitter``); otherwise the
         pipeline does all of it and the dict is empty.
         """
         cfg = augment_config(self.config["data"].get("augment"))

@@ -147,7 +147,7 @@ def test_signature_matches_keras_on_raw_inputs_of_any_size(exported, kind):
 
 @pytest.mark.parametrize("kind", ["fcn", "detectnet"])
 def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, kind):
-    from sn_tf import model_input
+    from sn_tf.modeling import model_input
     from sn_tf.input.pipeline import normalization_layer
 
     compiled = exported[kind][0]  # the float model of the other export (same weights)

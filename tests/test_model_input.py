@@ -10,7 +10,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def test_jitter_draws_follow_the_config_and_vanish_at_inference():
-    from sn_tf.model_input import RadiometricJitter
+    from sn_tf.modeling.model_input import RadiometricJitter
 
     layer = RadiometricJitter(gain=0.2, offset_std=0.5, seed=4)
     x = np.ones((64, 4, 4, 3), np.float32)
@@ -32,7 +32,7 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from sn_tf.model_input import RadiometricJitter
+from sn_tf.modeling.model_input import RadiometricJitter
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 with strategy.scope():
     layer = RadiometricJitter(gain=0.2, offset_std=0.5, noise_std=0.1, seed=1)

@@ -33,7 +33,8 @@ tf = tensorflow()
 import keras  # noqa: E402
 
 from sn_tf.input import augment, pipeline
-from sn_tf import model_input, modeling  # noqa: E402
+from sn_tf.modeling import model_input
+from sn_tf import modeling  # noqa: E402
 
 BANDS = 8
 TYPE = "MUL-PanSharpen"

@@ -13,7 +13,7 @@ Training (``training=True``), one element per batch of random crops:
     in the given order (band order within a type as in the source file), normalised;
     ``image_dtype`` "bfloat16"/"float16": the same values cast; "raw": the stored values
     (uint16 for SpaceNet imagery), for a model whose first layer normalises
-    (``normalization_layer``, ``sn_tf.model_input``).
+    (``normalization_layer``, ``sn_tf.modeling.model_input``).
   * targets, ``target="segmentation"``: ``{"footprint": [B,H,W,1], "sdf": [B,H,W,1]}``
     (plus ``"contact": [B,H,W,1]`` with ``contact=True``);
     ``target="detection"``: ``{"coverage": [B,h,w,1], "bbox": [B,h,w,9]}`` (sn_tf.input.targets);
@@ -1129,7 +1129,7 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         (cheapest on CPU: no float pass, a quarter of the float32 bytes). Raw training
         crops keep the stored dtype (uint16 for SpaceNet imagery; float32 when stacked
         types differ; with scale jitter the bilinear resample is rounded back to it) and
-        exclude radiometric augmentation (``sn_tf.model_input.RadiometricJitter`` does it
+        exclude radiometric augmentation (``sn_tf.modeling.model_input.RadiometricJitter`` does it
         in the model); raw evaluation tiles are float32 stored values padded with the band
         mean, which the normalisation layer maps to exactly 0.
       crops_per_tile: training crops cut from each read tile (repeated augmentation), each

@@ -37,7 +37,7 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
   ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet
   (BUILD_NOTES.md section 1; listed in export_info.json). Turn them into polygons with
-  ``sn_tf.polygons.outputs_to_buildings`` and ``ModelInfo.postprocess``.
+  ``sn_tf.head.polygons.outputs_to_buildings`` and ``ModelInfo.postprocess``.
 
 Keras's bilinear ``UpSampling2D`` cannot be traced with an unknown height and width (its
 resize checks ``size > 0`` in Python); the exported graph therefore uses a numerically
@@ -93,9 +93,9 @@ def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
     Checks: known kind; non-empty, duplicate-free image types, each with 1-based band indices
     and a numpy dtype; mean/std of length ``num_bands``, finite, std >= 0; positive integer
     stride (a multiple of 16 for DetectNet); post-processing parameters known to
-    ``sn_tf.polygons.postprocess_params``.
+    ``sn_tf.head.polygons.postprocess_params``.
     """
-    from sn_tf.polygons import postprocess_params
+    from sn_tf.head.polygons import postprocess_params
 
     def fail(problem: str):
         raise ExportError(f"{where}: wrong model info: {problem}")
@@ -277,7 +277,7 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
     if missing:
         raise ExportError(f"{checkpoint_path}: model outputs {sorted(model.output_names)} lack "
                           f"{sorted(missing)} required for kind {info.kind!r} in model_info.json")
-    from sn_tf.polygons import ORIENTED_GROUPINGS, postprocess_params
+    from sn_tf.head.polygons import ORIENTED_GROUPINGS, postprocess_params
 
     grouping = postprocess_params(info.kind, info.postprocess).get("grouping")
     if "orient" in model.output_names and grouping not in ORIENTED_GROUPINGS:

@@ -84,7 +84,7 @@ def _georeference(file_transform, file_crs):
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
-    from sn_tf.polygons import as_gdal_transform
+    from sn_tf.head.polygons import as_gdal_transform
 
     transform, crs = file_transform, file_crs
     if FLAGS.transform:
@@ -102,7 +102,7 @@ def _georeference(file_transform, file_crs):
 
 def run() -> str:
     """Polygonise per the flags, write the output; returns a one-line summary."""
-    from sn_tf import polygons
+    from sn_tf.head import polygons
 
     if not FLAGS.raster or not FLAGS.output:
         raise CliError("--raster and --output are required")

@@ -32,7 +32,7 @@ Outputs (``--output``)
   predicted outlines in yellow, decimated to at most ``--overlay_max_size`` pixels a side.
   With truth (``--truth``, or the stored truth of ``--from_tfrecords``) the outlines are
   coloured by the SpaceNet metric's verdict: true-positive proposals green, false positives
-  red, missed truth buildings blue (``sn_tf.render.OUTCOME_COLORS``): merged rows of houses
+  red, missed truth buildings blue (``sn_tf.head.render.OUTCOME_COLORS``): merged rows of houses
   show as one red polygon over blue outlines.
   ``--truth=PATH`` (SpaceNet CSV in pixels, or label GeoJSON file/folder in map coordinates,
   reprojected to each image's CRS and mapped to its pixels): prints the SpaceNet table and
@@ -90,7 +90,7 @@ import numpy as np
 import shapely
 
 from sn_tf.spacenet import geo, layout
-from sn_tf import polygons
+from sn_tf.head import polygons
 from sn_tf.export import ExportError, load_export, serving_dtype
 from sn_tf.model_dir import ModelInfo
 
@@ -690,7 +690,7 @@ class _FcnStrips:
 
     Keeps the pending rows (starting at pixel row ``base``) and a mask of pixels already
     emitted. Each strip: components of ``footprint logit > threshold`` (the head's
-    4-connectivity, :func:`sn_tf.polygons.label_footprint`) not yet emitted and not touching
+    4-connectivity, :func:`sn_tf.head.polygons.label_footprint`) not yet emitted and not touching
     the last pending row are complete: only their pixels keep their logits and
     ``outputs_to_buildings`` runs on the pending rows; the rows from the first incomplete
     component on stay pending.
@@ -805,7 +805,7 @@ def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = O
       window, overlap, batch_size: windows of at most ``window`` pixels (None: the whole image
         in one pass), overlapping by ``overlap``, ``batch_size`` per model call.
       progress: tqdm bar advanced per window, or None.
-      overlays_dir: write ``<image id>.png`` there (``sn_tf.render``), decimated to at most
+      overlays_dir: write ``<image id>.png`` there (``sn_tf.head.render``), decimated to at most
         ``overlay_max_size`` pixels a side, with ``overlay_channels`` (0-based) as RGB.
       truth: for the overlay only: this image's truth records (pixel coordinates), or a
         :class:`TruthSource`; the overlay then colours every polygon by what the SpaceNet
@@ -841,7 +841,7 @@ def write_overlay(reader, buildings: list, overlays_dir, channels=None,
     ``truth`` (records of this image, pixel coordinates), every polygon coloured by the
     SpaceNet metric's verdict: matched proposals green, false positives red, missed truth
     blue (``render.outcome_overlay``; default IoU and area rules)."""
-    from sn_tf import render
+    from sn_tf.head import render
     from sn_tf.spacenet import scoring
 
     n = reader.channels

@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from sn_tf import model_dir as md
-from sn_tf import polygons
+from sn_tf.head import polygons
 from sn_tf.dataset import schema
 from sn_tf.spacenet import scoring
 from sn_tf.dataset.reader import load_info, read_truth

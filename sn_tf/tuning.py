@@ -27,7 +27,7 @@ import pathlib
 import time
 
 from sn_tf import model_dir as md
-from sn_tf import polygons
+from sn_tf.head import polygons
 from sn_tf.spacenet import scoring
 
 SEARCH_FILE = "postprocess_search.json"

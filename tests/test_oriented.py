@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from sn_tf.input import augment as aug
-from sn_tf import polygons
+from sn_tf.head import polygons
 from sn_tf.input import rects as R
 from sn_tf.input import targets as tg
 from sn_tf.utils.tfimport import tensorflow

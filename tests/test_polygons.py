@@ -1,4 +1,4 @@
-"""Tests of sn_tf.polygons: rasters/boxes -> polygons, and the CSV / GeoJSON writers."""
+"""Tests of sn_tf.head.polygons: rasters/boxes -> polygons, and the CSV / GeoJSON writers."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import shapely
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from sn_tf import polygons as P
+from sn_tf.head import polygons as P
 from sn_tf.spacenet.scoring import read_geojson, read_spacenet_csv, score_polygons
 
 MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
@@ -571,7 +571,7 @@ def test_unknown_grouping_is_refused_with_the_parameters():
 
 
 def test_merge_regions_joins_across_a_ridge_not_across_a_wall():
-    from sn_tf.polygons import merge_regions
+    from sn_tf.head.polygons import merge_regions
 
     labels = np.zeros((10, 30), np.int32)
     labels[2:8, 2:10], labels[2:8, 10:18], labels[2:8, 18:26] = 1, 2, 3
@@ -587,7 +587,7 @@ def test_merge_regions_joins_across_a_ridge_not_across_a_wall():
 
 
 def test_merge_level_in_the_fcn_head_rejoins_a_falsely_split_house():
-    from sn_tf.polygons import outputs_to_buildings
+    from sn_tf.head.polygons import outputs_to_buildings
 
     footprint = np.full((40, 40, 1), -5.0, np.float32)
     footprint[5:25, 5:35] = 5.0

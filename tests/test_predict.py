@@ -20,7 +20,8 @@ import shapely
 from rasterio.transform import from_origin
 from scipy import ndimage
 
-from sn_tf import convert, polygons, predict, sample
+from sn_tf import convert, predict, sample
+from sn_tf.head import polygons
 from sn_tf.spacenet import geo, scoring
 from sn_tf import model_dir as md
 from test_export import RGB, cell_detectnet, export, make_model_dir, oracle_fcn, tiny_model
@@ -316,7 +317,7 @@ def test_overlays_are_pngs_of_the_image(models, tmp_path):
 
 
 def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path):
-    from sn_tf import render
+    from sn_tf.head import render
 
     image, boxes = oracle_scene(90, 150)
     path = write_tif(tmp_path / "scene.tif", image)

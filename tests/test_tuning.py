@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
-from sn_tf import polygons, tuning
+from sn_tf.head import polygons
+from sn_tf import tuning
 
 
 def test_candidates_start_with_the_recipe_and_cover_the_grid():

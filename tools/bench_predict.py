@@ -244,7 +244,8 @@ def _peak_rss_mb() -> float:
 def child(mode: str, scene: str, export_dir: str) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     from sn_tf.spacenet import geo
-    from sn_tf import polygons, predict
+    from sn_tf.head import polygons
+    from sn_tf import predict
 
     predictor = predict.Predictor(export_dir)
     t0 = time.perf_counter()

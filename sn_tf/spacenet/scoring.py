@@ -741,7 +741,7 @@ def match_outcomes(truth: Sequence[Building], proposals: Sequence[Building],
     Truth: ``"tp"`` (matched by a proposal) or ``"fn"`` (missed); proposals: ``"tp"`` or
     ``"fp"``; records the metric does not score (empty, BuildingId -1, area < ``min_area``)
     are ``"not scored"``. The rules and options are those of :func:`score_polygons` (for
-    overlays: ``sn_tf.render.outcome_overlay``).
+    overlays: ``sn_tf.head.render.outcome_overlay``).
     """
     truth, proposals = list(truth), list(proposals)
     image_index: dict = {}

@@ -52,7 +52,7 @@ DIGITS' choices stay reachable, e.g. ``--set=model.oriented=false
 Runtime and scores: BUILD_NOTES.md ("Training recipes").
 """
 
-from sn_tf.recipes import recipe
+from sn_tf.training.recipes import recipe
 
 
 def get_config(variant: str = "") -> dict:

@@ -12,13 +12,13 @@ soft Jaccard 0.5). Touching buildings: pixels near a wall shared by two building
 ``data.contact_weight`` = 5 times more in every loss, and ``data.augment.focus`` = 0.7
 moves 70 % of the training crops onto such a wall. The shared head seeds one building per
 interior component (``postprocess.interior_threshold``); its thresholds are chosen after
-training on the val split (``train.postprocess_search``, ``sn_tf.tuning``).
+training on the val split (``train.postprocess_search``, ``sn_tf.training.tuning``).
 Why this design, the runs behind it and the scores: BUILD_NOTES.md (issue 11 section).
 The ``contact`` output (``model.contact``) and the discretised distance
 (``model.sdf_bins``) were measured and not kept; they remain options.
 """
 
-from sn_tf.recipes import recipe
+from sn_tf.training.recipes import recipe
 
 HEAD_SEARCH = {"interior_threshold": [0.0, 1.0, 2.0], "merge_level": [None, -2.0, -1.0, 0.0],
                "threshold": [0.0, 0.5]}

@@ -67,9 +67,10 @@ def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: i
 
 
 def _train_export_predict(name, variant, tfr, out, overrides, verbose):
-    from sn_tf import predict, training
+    from sn_tf import predict
+    from sn_tf.training import trainer
     from sn_tf.export import export_model
-    from sn_tf.recipes import apply_overrides, load_recipe
+    from sn_tf.training.recipes import apply_overrides, load_recipe
 
     spec = f"{REPO_MODELS / name}.py:{variant}"
     _step(f"3/5 train {name} ({spec})")
@@ -77,7 +78,7 @@ def _train_export_predict(name, variant, tfr, out, overrides, verbose):
     if model_dir.exists():
         shutil.rmtree(model_dir)
     t0 = time.time()
-    summary = training.train(apply_overrides(load_recipe(spec), overrides), tfr, model_dir,
+    summary = trainer.train(apply_overrides(load_recipe(spec), overrides), tfr, model_dir,
                              verbose=verbose)
     train_s = time.time() - t0
     _step(f"4/5 export {name}")

@@ -57,7 +57,7 @@ import sys
 
 import numpy as np
 
-from sn_tf import model_dir as md
+from sn_tf.training import model_dir as md
 
 SERVE = "serve"
 EXPORT_INFO = "export_info.json"

@@ -52,18 +52,18 @@ def main(argv):
         print(f"sn_tf.train: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     from sn_tf.utils.malloc import keep_freed_memory
-    from sn_tf.recipes import RecipeError, apply_overrides, load_recipe
+    from sn_tf.training.recipes import RecipeError, apply_overrides, load_recipe
 
     keep_freed_memory()  # the input pipeline reuses its record and batch memory
     try:
         config = apply_overrides(load_recipe(FLAGS.config), _overrides())
-        from sn_tf import training
+        from sn_tf.training import trainer
 
         if FLAGS.multiworker:
-            summary = training.train_multiworker(config, FLAGS.data_dir, FLAGS.model_dir)
+            summary = trainer.train_multiworker(config, FLAGS.data_dir, FLAGS.model_dir)
         else:
-            summary = training.train(config, FLAGS.data_dir, FLAGS.model_dir,
-                                     training.choose_strategy(FLAGS.strategy))
+            summary = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
+                                     trainer.choose_strategy(FLAGS.strategy))
     except (RecipeError, FileNotFoundError) as exc:
         print(f"sn_tf.train: error: {exc}", file=sys.stderr)
         return 1

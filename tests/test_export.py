@@ -20,7 +20,7 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 tf = tensorflow()
 
 from sn_tf import export, modeling  # noqa: E402
-from sn_tf import model_dir as md  # noqa: E402
+from sn_tf.training import model_dir as md  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TINY = {"fcn": dict(width=4, depth=2, blocks=1), "detectnet": dict(width=4, blocks=(1, 1))}
@@ -35,7 +35,7 @@ STD = [95.0, 120.0, 80.0]
 def make_model_dir(path, model, *, kind: str, stride: int, image_types=(RGB,), bands=None,
                    input_dtypes=None, mean=MEAN, std=STD, postprocess=None,
                    checkpoint: str = "best", normalizes_input: bool = False) -> pathlib.Path:
-    """A model dir in the sn_tf.model_dir layout: checkpoints/<checkpoint>.keras + ModelInfo."""
+    """A model dir in the sn_tf.training.model_dir layout: checkpoints/<checkpoint>.keras + ModelInfo."""
     path = pathlib.Path(path)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     model.save(path / "checkpoints" / f"{checkpoint}.keras")

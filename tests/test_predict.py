@@ -23,7 +23,7 @@ from scipy import ndimage
 from sn_tf import convert, predict, sample
 from sn_tf.head import polygons
 from sn_tf.spacenet import geo, scoring
-from sn_tf import model_dir as md
+from sn_tf.training import model_dir as md
 from test_export import RGB, cell_detectnet, export, make_model_dir, oracle_fcn, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

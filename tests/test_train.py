@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from sn_tf import model_dir as md
-from sn_tf.recipes import RecipeError, apply_overrides, load_recipe
+from sn_tf.training import model_dir as md
+from sn_tf.training.recipes import RecipeError, apply_overrides, load_recipe
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FCN, DETECTNET = str(REPO / "models/fcn.py"), str(REPO / "models/detectnet.py")
@@ -63,39 +63,39 @@ def test_recipes_load_with_variants_and_overrides():
     ("train.postprocess_search={\"nope\": [1]}", "unknown detectnet post-processing parameter"),
 ])
 def test_config_that_does_not_fit_the_data(tfr, override, message):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), [override])
-    with pytest.raises(training.ConfigError, match=message):
-        training.resolve(cfg, tfr)
+    with pytest.raises(trainer.ConfigError, match=message):
+        trainer.resolve(cfg, tfr)
 
 
 def test_oriented_detectnet_config_checks(tfr, tmp_path):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = load_recipe(f"{DETECTNET}:smoke")
-    assert cfg["model"]["oriented"] and training.resolve(cfg, tfr)
-    assert training._target(cfg) == "oriented_detection"
+    assert cfg["model"]["oriented"] and trainer.resolve(cfg, tfr)
+    assert trainer._target(cfg) == "oriented_detection"
     for sets, message in ((["loss.orient_weight=null"], "go together"),
                           (["model.oriented=false"], "go together"),
                           (["postprocess.grouping=\"opencv\""], "clusters")):
-        with pytest.raises(training.ConfigError, match=message):
-            training.resolve(apply_overrides(cfg, sets), tfr)
+        with pytest.raises(trainer.ConfigError, match=message):
+            trainer.resolve(apply_overrides(cfg, sets), tfr)
     # data converted before schema version 3 has no rectangles: refused, plain one trains
     info = json.loads((pathlib.Path(tfr) / "dataset_info.json").read_text())
     (tmp_path / "dataset_info.json").write_text(json.dumps({**info, "schema_version": 2}))
-    with pytest.raises(training.ConfigError, match="schema version 2.*rects_px"):
-        training.resolve(cfg, tmp_path)
+    with pytest.raises(trainer.ConfigError, match="schema version 2.*rects_px"):
+        trainer.resolve(cfg, tmp_path)
     plain = apply_overrides(cfg, ["model.oriented=false", "loss.orient_weight=null"])
-    assert training._target(training.resolve(plain, tmp_path).config) == "detection"
+    assert trainer._target(trainer.resolve(plain, tmp_path).config) == "detection"
 
 
 def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), ["data.crops_per_tile=0"])
     with pytest.raises(ValueError, match="crops_per_tile must be a positive int"):
-        training.train_dataset(training.resolve(cfg, tfr), batch_size=2)
+        trainer.train_dataset(trainer.resolve(cfg, tfr), batch_size=2)
 
 
 def test_cli_error_is_one_line(tfr, tmp_path):
@@ -107,23 +107,23 @@ def test_cli_error_is_one_line(tfr, tmp_path):
 
 @pytest.mark.parametrize("recipe", [FCN, DETECTNET])
 def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     sets = ["train.epochs=3", "train.steps_per_epoch=4"]
     if recipe == DETECTNET:  # the recipe's data.crops_per_tile reaches the pipeline
         sets.append("data.crops_per_tile=2")
     cfg = apply_overrides(load_recipe(f"{recipe}:smoke"), sets)
-    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert np.all(np.isfinite(summary["history"]["loss"]))
     # the loss fell on identical data: one training batch, untrained vs trained model
     # (epoch losses of 4 tiny steps each move with the crops drawn: the oriented
     # DetectNet's went 29.6, 19.8, 32.6, the axis-aligned one's 34.4, 28.5, 33.8)
     import keras
 
-    setup = training.resolve(cfg, tfr)
-    x, y = next(iter(training.train_dataset(setup, batch_size=4)))[:2]
+    setup = trainer.resolve(cfg, tfr)
+    x, y = next(iter(trainer.train_dataset(setup, batch_size=4)))[:2]
     keras.utils.set_random_seed(int(cfg["train"]["seed"]))  # the initial weights of train()
-    fresh = training.compile_model(training.build_model(setup), setup, 1, False)
+    fresh = trainer.compile_model(trainer.build_model(setup), setup, 1, False)
     trained = keras.saving.load_model(tmp_path / "m" / md.LAST)
     before = fresh.evaluate(x, y, verbose=0, return_dict=True)["loss"]
     after = trained.evaluate(x, y, verbose=0, return_dict=True)["loss"]
@@ -149,12 +149,12 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
 
 
 def test_mixed_precision_on_cpu(tfr, tmp_path):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = apply_overrides(load_recipe(f"{FCN}:smoke"), [
         "train.epochs=1", "train.steps_per_epoch=1", "train.mixed_precision=\"mixed_bfloat16\"",
         "train.val_max_tiles=1"])
-    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert np.isfinite(summary["history"]["loss"][0])
     import keras
 
@@ -167,17 +167,17 @@ def test_mixed_precision_on_cpu(tfr, tmp_path):
 
 
 def test_raw_input_model_predicts_what_the_float_pipeline_feeds(tfr):
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = load_recipe(f"{FCN}:smoke")
-    raw = training.resolve(cfg, tfr)
-    flt = training.resolve(apply_overrides(cfg, ["data.image_dtype=\"float32\""]), tfr)
+    raw = trainer.resolve(cfg, tfr)
+    flt = trainer.resolve(apply_overrides(cfg, ["data.image_dtype=\"float32\""]), tfr)
     assert raw.raw_input and not flt.raw_input
     assert raw.model_info().normalizes_input and not flt.model_info().normalizes_input
-    model = training.build_model(raw)  # normalisation + the recipe's model
-    inner = model.get_layer(training.build_model(flt).name)
-    got = list(training.predict_split(model, raw, "val", max_tiles=3))
-    want = list(training.predict_split(inner, flt, "val", max_tiles=3))
+    model = trainer.build_model(raw)  # normalisation + the recipe's model
+    inner = model.get_layer(trainer.build_model(flt).name)
+    got = list(trainer.predict_split(model, raw, "val", max_tiles=3))
+    want = list(trainer.predict_split(inner, flt, "val", max_tiles=3))
     assert [g[0] for g in got] == [w[0] for w in want] and len(got) == 3
     for (_, g, gsize), (_, w, wsize) in zip(got, want, strict=True):
         assert gsize == wsize
@@ -186,23 +186,24 @@ def test_raw_input_model_predicts_what_the_float_pipeline_feeds(tfr):
 
 
 def test_radiometric_augmentation_moves_into_the_raw_model(tfr, tmp_path):
-    from sn_tf import export, training
+    from sn_tf import export
+    from sn_tf.training import trainer
 
     jitter = {"gain": 0.1, "offset_std": 0.1, "noise_std": 0.05}
     cfg = apply_overrides(load_recipe(f"{DETECTNET}:smoke"), [
         f"data.augment={json.dumps(jitter)}", "train.epochs=1", "train.steps_per_epoch=2",
         "train.val_max_tiles=2"])
-    setup = training.resolve(cfg, tfr)
+    setup = trainer.resolve(cfg, tfr)
     geometric, radiometric = setup.augment_split()
     assert radiometric == jitter and not geometric.radiometric and geometric.flips
-    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert np.isfinite(summary["history"]["loss"][0])
     model, info, _ = export.load_checkpoint(tmp_path / "m", "last")  # custom layer reloads
     assert info.normalizes_input
     assert model.get_layer("radiometric_jitter").get_config()["noise_std"] == 0.05
     bad = apply_overrides(cfg, ["data.image_dtype=\"int8\""])
-    with pytest.raises(training.ConfigError, match="image_dtype"):
-        training.resolve(bad, tfr)
+    with pytest.raises(trainer.ConfigError, match="image_dtype"):
+        trainer.resolve(bad, tfr)
 
 
 def test_killed_run_resumes_from_backup(tfr, tmp_path):
@@ -265,8 +266,8 @@ def test_two_workers_on_loopback_end_with_identical_weights(tfr, tmp_path):
 @pytest.mark.slow
 def test_short_cpu_run_reaches_a_real_f1(tfr, tmp_path):
     """The FCN demo recipe on the synthetic data: F1 through the scoring head above a floor."""
-    from sn_tf import training
+    from sn_tf.training import trainer
 
     cfg = apply_overrides(load_recipe(f"{FCN}:demo"), ["train.epochs=6", "train.val_every=6"])
-    summary = training.train(cfg, tfr, tmp_path / "m", verbose=0)
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert summary["best_val"]["f1"] > 0.3, summary["best_val"]

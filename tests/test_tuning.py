@@ -1,11 +1,11 @@
-"""Choosing the polygon head's parameters on the validation split (sn_tf.tuning)."""
+"""Choosing the polygon head's parameters on the validation split (sn_tf.training.tuning)."""
 
 import numpy as np
 import pytest
 from shapely.geometry import box
 
 from sn_tf.head import polygons
-from sn_tf import tuning
+from sn_tf.training import tuning
 
 
 def test_candidates_start_with_the_recipe_and_cover_the_grid():

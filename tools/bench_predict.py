@@ -51,7 +51,7 @@ MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
 
 def recipe_model(kind: str) -> tuple[dict, dict]:
     """(model kwargs, postprocess) of the full-size recipe ``models/<kind>.py``."""
-    from sn_tf.recipes import load_recipe
+    from sn_tf.training.recipes import load_recipe
 
     cfg = load_recipe(str(MODELS / f"{kind}.py"))
     kw = {k: v for k, v in cfg["model"].items() if k != "kind"}
@@ -150,7 +150,7 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
 
     from sn_tf import export, modeling
     from sn_tf.spacenet import geo
-    from sn_tf import model_dir as md
+    from sn_tf.training import model_dir as md
 
     mean, std = band_stats(tiles)
     raw = geo.read_raster(tiles[0])[0]

@@ -6,7 +6,7 @@ For each recipe (models/fcn.py, models/detectnet.py) at the variant's crop and b
 times ``model.fit`` steps on an in-memory batch (so the input pipeline is not measured:
 tools/bench_input.py does that) under float32 and under the mixed policy, in one run,
 and prints images/s and the ratio mixed/float32. The model and losses are the ones
-``sn_tf.training`` builds from the recipe: with ``data.image_dtype`` "raw" (the recipes'
+``sn_tf.training.trainer`` builds from the recipe: with ``data.image_dtype`` "raw" (the recipes'
 default) the batch is uint16 and the model starts with the normalisation layer and, when the
 recipe's augmentation has gain/offset/noise, the training-only radiometric jitter. On a CPU, ``mixed_bfloat16`` is usually
 slower (bfloat16 matmuls are emulated unless the CPU has AVX512-BF16/AMX and oneDNN is
@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from sn_tf.recipes import load_recipe  # noqa: E402
+from sn_tf.training.recipes import load_recipe  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
@@ -60,7 +60,7 @@ def fake_batch(kind: str, batch: int, crop: int, bands: int = BANDS, raw: bool =
 
 
 def build(cfg: dict):
-    """(compiled model, raw input?) as ``sn_tf.training`` builds them from the recipe."""
+    """(compiled model, raw input?) as ``sn_tf.training.trainer`` builds them from the recipe."""
     kind = cfg["model"]["kind"]
     m = {k: v for k, v in cfg["model"].items() if k != "kind"}
     if "blocks" in m and kind == "detectnet":

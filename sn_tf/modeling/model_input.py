@@ -11,7 +11,7 @@ model, where they run on the accelerator instead of the input CPUs:
   noise on the normalised values): :class:`RadiometricJitter`, active only in training.
 
 :func:`with_input_stage` puts both in front of a model; the result takes raw values
-(any real dtype, cast to float32) and outputs what the model outputs. ``sn_tf.training``
+(any real dtype, cast to float32) and outputs what the model outputs. ``sn_tf.training.trainer``
 builds models this way when the recipe's ``data.image_dtype`` is "raw", and records it in
 ``ModelInfo.normalizes_input`` so that ``sn_tf.export`` does not normalise twice.
 """

@@ -11,7 +11,7 @@ Layout of ``--model_dir``::
     logs/                    TensorBoard event files
     training_log.csv         one row per epoch (losses, metrics, val precision/recall/F1)
     val_scores.json          the SpaceNet score of the best epoch (``sn_tf.score --json`` form)
-    postprocess_search.json  the polygon head's parameters chosen on val (``sn_tf.tuning``)
+    postprocess_search.json  the polygon head's parameters chosen on val (``sn_tf.training.tuning``)
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ augmentation, training only) into the model's first layers (``sn_tf.modeling.mod
 validation, checkpoints and ``ModelInfo.normalizes_input`` follow. ``"float32"``
 normalises in the pipeline instead.
 
-The model directory layout is ``sn_tf.model_dir``.
+The model directory layout is ``sn_tf.training.model_dir``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from sn_tf import model_dir as md
+from sn_tf.training import model_dir as md
 from sn_tf.head import polygons
 from sn_tf.dataset import schema
 from sn_tf.spacenet import scoring
@@ -41,7 +41,8 @@ tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
 from sn_tf.modeling import model_input
-from sn_tf import modeling, tuning
+from sn_tf import modeling
+from sn_tf.training import tuning
 from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
@@ -319,7 +320,7 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
 def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
                      verbose: bool = True):
     """Choose the polygon head's parameters for ``model_dir``'s best checkpoint on the val
-    split (``sn_tf.tuning``): candidates from ``search_space`` (default: the recipe's
+    split (``sn_tf.training.tuning``): candidates from ``search_space`` (default: the recipe's
     ``train.postprocess_search``; None or empty: nothing to do, returns None). Writes
     ``postprocess_search.json`` and the choice into ``model_info.json``; returns the
     ``tuning.SearchResult``."""

@@ -26,7 +26,7 @@ import json
 import pathlib
 import time
 
-from sn_tf import model_dir as md
+from sn_tf.training import model_dir as md
 from sn_tf.head import polygons
 from sn_tf.spacenet import scoring
 

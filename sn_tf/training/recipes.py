@@ -93,7 +93,7 @@ TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,
                   "val_batch_size": 4, "postprocess_search": None}
 # train.postprocess_search {parameter: [values]}: after training, the head's parameters are
-# chosen on the val split among these (sn_tf.tuning); None keeps the recipe's postprocess.
+# chosen on the val split among these (sn_tf.training.tuning); None keeps the recipe's postprocess.
 # What every recipe's variants change (CPU-sized runs); recipes add their own changes.
 VARIANT_DEFAULTS = {
     "demo": {"data": {"crop_size": 256, "batch_size": 8},

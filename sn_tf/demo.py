@@ -42,7 +42,7 @@ def _step(text: str) -> None:
 def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: int = 0,
              recipes=RECIPES, overrides=(), verbose: int = 2) -> dict:
     """Run every stage into ``output_dir``; returns {recipe: score dict} (scores.json)."""
-    from sn_tf import convert
+    from sn_tf.dataset import converter
     from sn_tf.sample import write_sample
 
     out = pathlib.Path(output_dir)
@@ -54,9 +54,9 @@ def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: i
     tfr = out / "tfrecords"
     if tfr.exists():
         shutil.rmtree(tfr)
-    result = convert.convert(out / "spacenet", tfr, convert.ConvertConfig(
+    result = converter.convert(out / "spacenet", tfr, converter.ConvertConfig(
         num_workers=2, progress=verbose > 0, splits=DEMO_SPLITS))
-    print(convert.format_summary(result.info, tfr).split("\n  total")[0])
+    print(converter.format_summary(result.info, tfr).split("\n  total")[0])
     scores, timings = {}, {}
     for name in recipes:
         scores[name], timings[name] = _train_export_predict(name, variant, tfr, out,

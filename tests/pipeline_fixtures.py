@@ -1,7 +1,7 @@
 """Tiny converted SpaceNet-2 datasets with exactly known polygons, for pipeline tests.
 
 ``write_dataset`` writes two AOIs in the SpaceNet 2 layout and converts them with
-``sn_tf.convert``:
+``sn_tf.dataset.converter``:
 
 * AOI_2_Vegas: PAN (1 band), MUL-PanSharpen (8), RGB-PanSharpen (3) on one grid, MUL (8)
   on a 4x coarser grid;
@@ -30,7 +30,7 @@ import shapely
 from rasterio.transform import from_origin
 from shapely import affinity
 
-from sn_tf import convert
+from sn_tf.dataset import converter
 from sn_tf.dataset import labels
 from sn_tf.spacenet import geo
 
@@ -141,7 +141,7 @@ def _numbers(aoi: str, n_train: int, n_val: int) -> list[int]:
     """Tile numbers giving exactly n_train train and n_val val tiles (hash split)."""
     want, chosen = {"train": n_train, "val": n_val}, []
     for n in range(1, 10000):
-        s = convert.split_of(f"{aoi}_img{n}", SPLITS)
+        s = converter.split_of(f"{aoi}_img{n}", SPLITS)
         if want.get(s, 0) > 0:
             want[s] -= 1
             chosen.append(n)
@@ -164,8 +164,8 @@ def write_dataset(root, vegas=(5, 3), paris=(2, 1), shard_size_mb=0.4) -> Datase
                                             types, rng)
             ds.sizes[tile_id], ds.polygons[tile_id] = size, polys
             ds.numbers[tile_id], ds.transforms[tile_id] = number, gt
-            ds.split[tile_id] = convert.split_of(tile_id, SPLITS)
-    cfg = convert.ConvertConfig(num_workers=1, progress=False, splits=SPLITS,
+            ds.split[tile_id] = converter.split_of(tile_id, SPLITS)
+    cfg = converter.ConvertConfig(num_workers=1, progress=False, splits=SPLITS,
                                 shard_size_mb=shard_size_mb)
-    ds.info = convert.convert(source, out, cfg).info
+    ds.info = converter.convert(source, out, cfg).info
     return ds

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sn_tf import convert
+from sn_tf.dataset import converter
 from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import geo
 from sn_tf.dataset.reader import read_examples
@@ -23,8 +23,8 @@ QUIET = dict(progress=False)
 
 
 def _run(data, out, **kw):
-    cfg = convert.ConvertConfig(**{**QUIET, "num_workers": 1, **kw})
-    return convert.convert(data, out, cfg)
+    cfg = converter.ConvertConfig(**{**QUIET, "num_workers": 1, **kw})
+    return converter.convert(data, out, cfg)
 
 
 def _cli(*args, timeout=300):
@@ -51,7 +51,7 @@ def converted(aoi, tmp_path_factory):
 def test_round_trip_images_labels_georeference(aoi, converted):
     root, expected = aoi
     out, result = converted
-    assert result.exit_code == convert.EXIT_OK
+    assert result.exit_code == converter.EXIT_OK
     seen = []
     for tile in read_examples(out):
         seen.append(tile["tile_id"])
@@ -99,12 +99,12 @@ def test_dataset_info(converted, aoi):
 def test_split_is_a_stable_hash_of_the_tile_id():
     ids = [f"AOI_2_Vegas_img{i}" for i in range(4000)]
     splits = (("train", 0.8), ("val", 0.2))
-    first = [convert.split_of(t, splits) for t in ids]
-    assert first == [convert.split_of(t, splits) for t in ids]
+    first = [converter.split_of(t, splits) for t in ids]
+    assert first == [converter.split_of(t, splits) for t in ids]
     assert 0.77 < first.count("train") / len(ids) < 0.83
     # adding tiles (or AOIs) never moves an existing tile
     more = ids + [f"AOI_3_Paris_img{i}" for i in range(100)]
-    assert [convert.split_of(t, splits) for t in more][:4000] == first
+    assert [converter.split_of(t, splits) for t in more][:4000] == first
 
 
 def test_one_and_two_workers_write_the_same_shards(aoi, converted, tmp_path):
@@ -119,12 +119,12 @@ def test_one_and_two_workers_write_the_same_shards(aoi, converted, tmp_path):
 
 def test_existing_output_needs_resume_or_overwrite(aoi, converted):
     out, _ = converted
-    with pytest.raises(convert.ConvertError, match="--resume.*--overwrite"):
+    with pytest.raises(converter.ConvertError, match="--resume.*--overwrite"):
         _run(aoi[0], out)
     again = _run(aoi[0], out, resume=True, shard_size_mb=0.2)  # nothing left to do
     assert again.info["shards_resumed"] == sum(len(s["shards"]) for s in
                                                again.info["splits"].values())
-    with pytest.raises(convert.ConvertError, match="other inputs or options"):
+    with pytest.raises(converter.ConvertError, match="other inputs or options"):
         _run(aoi[0], out, resume=True, shard_size_mb=50)
 
 
@@ -214,7 +214,7 @@ def _notes(result, n):
 
 def test_bad_tiles_are_skipped_with_file_and_reason(bad):
     _, result, _, _ = bad
-    assert result.exit_code == convert.EXIT_SKIPPED
+    assert result.exit_code == converter.EXIT_SKIPPED
     assert "PAN_AOI_2_Vegas_img1.tif: not a readable GeoTIFF" in _skip_reason(result, 1)
     assert "PAN_AOI_2_Vegas_img2.tif" in _skip_reason(result, 2)
     assert "no label file" in _skip_reason(result, 3)
@@ -247,7 +247,7 @@ def test_bad_labels_converted_with_notes(bad):
 
 def test_cli_reports_skips_without_traceback(bad):
     _, _, cli, _ = bad
-    assert cli.returncode == convert.EXIT_SKIPPED
+    assert cli.returncode == converter.EXIT_SKIPPED
     assert "Traceback" not in cli.stderr + cli.stdout
     assert "SKIPPED 7 tile(s)" in cli.stdout
     assert "PAN_AOI_2_Vegas_img1.tif: not a readable GeoTIFF" in cli.stdout
@@ -255,11 +255,11 @@ def test_cli_reports_skips_without_traceback(bad):
 
 def test_cli_fatal_errors(tmp_path):
     r = _cli(f"--data_dir={tmp_path / 'nope'}", f"--output_dir={tmp_path / 'o'}")
-    assert r.returncode == convert.EXIT_FATAL and "not a directory" in r.stderr
+    assert r.returncode == converter.EXIT_FATAL and "not a directory" in r.stderr
     assert "Traceback" not in r.stderr
     (tmp_path / "empty").mkdir()
     r = _cli(f"--data_dir={tmp_path / 'empty'}", f"--output_dir={tmp_path / 'o'}")
-    assert r.returncode == convert.EXIT_FATAL and "no SpaceNet AOI folder" in r.stderr
+    assert r.returncode == converter.EXIT_FATAL and "no SpaceNet AOI folder" in r.stderr
 
 
 # ---- other sources and grids -----------------------------------------------------------
@@ -316,7 +316,7 @@ def sample_converted(tmp_path_factory):
 
 def test_sample_round_trip_both_layouts(sample_converted):
     data, manifest, out, result = sample_converted
-    assert result.exit_code == convert.EXIT_OK, result.info["skipped"]
+    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
     by_id = {t["tile_id"]: t for t in manifest["tiles"]}
     seen = 0
     for tile in read_examples(out):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from sn_tf import convert
+from sn_tf.dataset import converter
 from sn_tf.dataset import labels
 from sn_tf.spacenet import geo
 from sn_tf.dataset.reader import read_examples
@@ -57,14 +57,14 @@ def real_layout(realdata, tmp_path_factory):
     (atl / "geojson" / "buildings" / "buildings_AOI_9_Atlanta_img1.geojson").symlink_to(
         realdata / "solaris/geotiff_labels.geojson")
     out = root / "out"
-    result = convert.convert(root, out, convert.ConvertConfig(num_workers=1, progress=False,
+    result = converter.convert(root, out, converter.ConvertConfig(num_workers=1, progress=False,
                                                               splits=(("train", 1.0),)))
     return root, out, result, masks
 
 
 def test_every_real_tile_converted(real_layout):
     _, _, result, _ = real_layout
-    assert result.exit_code == convert.EXIT_OK, result.info["skipped"]
+    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
     assert result.info["splits"]["train"]["num_examples"] == len(RIO) + 2
 
 

@@ -788,12 +788,12 @@ def test_detection_evaluation_weights_cover_cells_with_real_pixels(fx):
 
 
 def test_resampled_type_stacks_with_types_of_its_grid(fx, tmp_path):
-    from sn_tf import convert
+    from sn_tf.dataset import converter
 
-    cfg = convert.ConvertConfig(num_workers=1, progress=False, aois=("AOI_2_Vegas",),
+    cfg = converter.ConvertConfig(num_workers=1, progress=False, aois=("AOI_2_Vegas",),
                                 image_types=("PAN", "MUL", "MUL-PanSharpen"),
                                 resample_to="MUL-PanSharpen", resample_types=("MUL",))
-    convert.convert(fx.source, tmp_path, cfg)
+    converter.convert(fx.source, tmp_path, cfg)
     ds = make_dataset(tmp_path, "train", image_types=("MUL@MUL-PanSharpen", "PAN"),
                       crop_size=CROP, batch_size=2)
     image, targets = next(iter(ds))

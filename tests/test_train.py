@@ -23,14 +23,14 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 @pytest.fixture(scope="module")
 def tfr(tmp_path_factory):
     """6 Vegas + 6 Paris (+ 4 Rio, without the recipes' image type) tiles, half train, half val."""
-    from sn_tf import convert
+    from sn_tf.dataset import converter
     from sn_tf.sample import write_sample
 
     data = tmp_path_factory.mktemp("train_data")
     write_sample(data, aois=("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio"), tiles_per_aoi=6,
                  seed=3)
     out = tmp_path_factory.mktemp("train_tfr")
-    convert.convert(data, out, convert.ConvertConfig(num_workers=1, progress=False,
+    converter.convert(data, out, converter.ConvertConfig(num_workers=1, progress=False,
                                                      splits=(("train", 0.5), ("val", 0.5))))
     return out
 

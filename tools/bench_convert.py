@@ -17,7 +17,7 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
   reads) after ``sn_tf.utils.malloc.keep_freed_memory()``;
 * read + write floor, as the converter: the same, writing each tile's pixels as one
   TFRecord the way the converter writes (O_DIRECT, CRC);
-* convert, 1 worker: ``sn_tf.convert`` in-process; the target is <= 2x the read floor
+* convert, 1 worker: ``sn_tf.dataset.converter`` in-process; the target is <= 2x the read floor
   per core;
 * convert, 2 workers: spawned worker processes (their start-up, imports included, counts);
   also run on half the tiles, which splits its CPU into start-up and per-tile cost;
@@ -44,7 +44,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sn_tf import convert
+from sn_tf.dataset import converter
 from sn_tf.spacenet import geo, layout
 from sn_tf.utils import malloc
 
@@ -107,11 +107,11 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     tiles = _tiles(data)
     shutil.rmtree(out, ignore_errors=True)
     if kind.startswith("convert"):
-        cfg = convert.ConvertConfig(num_workers=int(kind[-1]), progress=False,
+        cfg = converter.ConvertConfig(num_workers=int(kind[-1]), progress=False,
                                     shard_size_mb=50, tune_malloc=True)  # as the CLI
 
         def work():
-            res = convert.convert(data, out, cfg)
+            res = converter.convert(data, out, cfg)
             return sum(s["num_examples"] for s in res.info["splits"].values())
     else:
         work = {"read_default": lambda: _read_all(tiles, fast=False),
@@ -139,10 +139,10 @@ def peak_rss_mb(data, out, workers: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
     code = (
         f"import resource, sys; sys.path.insert(0, {str(REPO)!r})\n"
-        "from sn_tf import convert\n"
-        f"cfg = convert.ConvertConfig(num_workers={workers}, progress=False, shard_size_mb=50, "
+        "from sn_tf.dataset import converter\n"
+        f"cfg = converter.ConvertConfig(num_workers={workers}, progress=False, shard_size_mb=50, "
         "aois=('AOI_2_Vegas',), tune_malloc=True)\n"
-        f"convert.convert({str(data)!r}, {str(out)!r}, cfg)\n"
+        f"converter.convert({str(data)!r}, {str(out)!r}, cfg)\n"
         "r = resource.getrusage\n"
         "print(max(r(resource.RUSAGE_SELF).ru_maxrss, r(resource.RUSAGE_CHILDREN).ru_maxrss))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -55,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf import convert
+from sn_tf.dataset import converter
 from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
@@ -95,10 +95,10 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
             return root / "tfrecords", {"manifest": manifest, "info": info}
 
     manifest = write_sample(root / "src", aois=["AOI_2_Vegas"], tiles_per_aoi=tiles)
-    cfg = convert.ConvertConfig(image_types=(TYPE,), splits=(("train", 1.0),),
+    cfg = converter.ConvertConfig(image_types=(TYPE,), splits=(("train", 1.0),),
                                 shard_size_mb=30, num_workers=2, progress=False,
                                 overwrite=True)
-    info = convert.convert(root / "src", root / "tfrecords", cfg).info
+    info = converter.convert(root / "src", root / "tfrecords", cfg).info
     return root / "tfrecords", {"manifest": manifest, "info": info}
 
 

@@ -112,7 +112,7 @@ class Setup:
         return sum(len(v) for v in self.bands.values())
 
     def model_info(self) -> md.ModelInfo:
-        from sn_tf.convert import _versions
+        from sn_tf.dataset.converter import _versions
 
         types = self.info["feature_spec"]["image_types"]
         return md.ModelInfo(

@@ -1,0 +1,554 @@
+"""SpaceNet folders -> sharded TFRecords plus ``dataset_info.json`` (the converter library).
+
+    convert(data_dir, output_dir, ConvertConfig(...))    # CLI: python -m sn_tf.convert
+
+How it works:
+
+1. ``layout.discover`` finds AOIs and tiles (both layouts); ``--aois`` / ``--image_types``
+   select.
+2. Each tile goes to a split by a hash of its tile id (stable when tiles are added), and to
+   one shard of its split; shards are named the TFDS way,
+   ``<name>-<split>.tfrecord-00000-of-000NN``, sized to about ``--shard_size_mb``.
+3. Worker processes (``--num_workers``) each write whole shards, one tile in memory at a
+   time, under a temporary name renamed when complete; a per-shard record in
+   ``.sn_tf_work/`` says the shard is done, so ``--resume`` writes only what is missing.
+   Records are framed by ``sn_tf.dataset.tfrecord``: converting never imports TensorFlow.
+4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
+   statistics (train split) per image type, skipped tiles with reasons, notes, command
+   line and versions.
+
+Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
+dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import multiprocessing
+import os
+import pathlib
+import platform
+import queue
+import sys
+import threading
+import time
+from concurrent import futures
+
+import numpy as np
+
+from sn_tf.dataset import labels, schema
+from sn_tf.spacenet import layout
+from sn_tf.utils.malloc import keep_freed_memory
+from sn_tf.dataset.stats import BandStats
+from sn_tf.dataset.tfrecord import TFRecordWriter
+from sn_tf.dataset.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
+
+INFO_FILE = "dataset_info.json"
+WORK_DIR = ".sn_tf_work"
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+DEFAULT_SPLITS = (("train", 0.8), ("val", 0.2))
+
+
+class ConvertError(Exception):
+    """The conversion cannot start (bad input folder, output folder in use, bad options)."""
+
+
+@dataclasses.dataclass
+class ConvertConfig:
+    """Options of one conversion (the CLI flags, minus the folders)."""
+
+    name: str = "spacenet"
+    aois: tuple[str, ...] = ()
+    image_types: tuple[str, ...] = ()
+    label_grids: tuple[str, ...] = ()  # empty = one per distinct grid
+    resample_to: str = ""
+    resample_types: tuple[str, ...] = ()  # empty = every type not on the target grid
+    resample_method: str = "bilinear"
+    splits: tuple[tuple[str, float], ...] = DEFAULT_SPLITS
+    shard_size_mb: float = 150.0
+    num_workers: int = 2
+    resume: bool = False
+    overwrite: bool = False
+    sdf_truncation: float = 32.0
+    contact_radius: int = labels.CONTACT_RADIUS
+    image_encoding: str = "raw"
+    label_encoding: str = "auto"
+    source: str = "auto"
+    progress: bool = True
+    # glibc only: keep freed memory in converting processes (``keep_freed_memory``).
+    # None: in spawned workers only, so an in-process (num_workers=1) library caller's
+    # allocator is left untouched; True: also in-process (the CLI); False: never
+    tune_malloc: bool | None = None
+
+
+# ---- splits and shard names ------------------------------------------------------------
+def split_of(tile_id: str, splits) -> str:
+    """Split of a tile from a hash of its id: stable, and unchanged when tiles are added."""
+    digest = hashlib.sha256(tile_id.encode()).digest()
+    u = int.from_bytes(digest[:8], "big") / 2.0 ** 64
+    total = sum(f for _, f in splits)
+    acc = 0.0
+    for name, frac in splits:
+        acc += frac / total
+        if u < acc:
+            return name
+    return splits[-1][0]
+
+
+def shard_name(name: str, split: str, index: int, num_shards: int) -> str:
+    """TFDS-style shard file name, e.g. ``spacenet-train.tfrecord-00003-of-00012``."""
+    return f"{name}-{split}.tfrecord-{index:05d}-of-{num_shards:05d}"
+
+
+def _hash_key(tile_id: str) -> str:
+    return hashlib.sha256(b"order:" + tile_id.encode()).hexdigest()
+
+
+# ---- planning --------------------------------------------------------------------------
+@dataclasses.dataclass
+class ShardPlan:
+    """One shard: its file name and the tiles it holds (in write order)."""
+
+    split: str
+    index: int
+    num_shards: int
+    file: str
+    tiles: list  # list[layout.TileSource]
+
+
+def _select_types(layouts, requested) -> tuple[str, ...]:
+    present = [t for t in layout.ALL_IMAGE_TYPES if any(t in lay.image_types for lay in layouts)]
+    if not requested:
+        return tuple(present)
+    unknown = [t for t in requested if t not in present]
+    if unknown:
+        raise ConvertError(f"image type(s) {unknown} not found; present: {present}")
+    return tuple(requested)
+
+
+def tile_options(cfg: ConvertConfig, lay: layout.AoiLayout, types) -> TileOptions:
+    """TileOptions for one AOI: the selected types this AOI has."""
+    mine = tuple(t for t in types if t in lay.image_types)
+    resample_types = ()
+    if cfg.resample_to and cfg.resample_to in mine:
+        resample_types = tuple(t for t in (cfg.resample_types or mine)
+                               if t in mine and t != cfg.resample_to)
+    return TileOptions(
+        image_types=mine, label_grids=tuple(cfg.label_grids) or None,
+        resample_to=cfg.resample_to if resample_types else None,
+        resample_types=resample_types, resample_method=cfg.resample_method,
+        sdf_truncation=cfg.sdf_truncation, contact_radius=cfg.contact_radius, source=cfg.source)
+
+
+def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
+    """Types already on the target grid need no resampled copy (checked on one tile)."""
+    if not opts.resample_to:
+        return opts
+    from sn_tf.spacenet import geo
+    from sn_tf.dataset.tiles import grid_key
+
+    target = grid_key(geo.raster_header(tile.images[opts.resample_to]))
+    keep = tuple(t for t in opts.resample_types
+                 if grid_key(geo.raster_header(tile.images[t])) != target)
+    return dataclasses.replace(opts, resample_types=keep, resample_to=opts.resample_to
+                               if keep else None)
+
+
+def _probe(lay: layout.AoiLayout, opts: TileOptions) -> tuple[TileOptions, int]:
+    """Finish the AOI's options and estimate bytes per tile from the first readable tile."""
+    from sn_tf.spacenet.geo import DataError
+
+    for tile in lay.tiles:
+        if not all(x in tile.images for x in opts.image_types):
+            continue
+        try:
+            opts = _drop_identical_resamples(opts, tile)
+            return opts, estimate_tile_bytes(tile, opts)
+        except DataError:  # a bad tile: it will be reported when converted
+            continue
+    return opts, 1 << 20
+
+
+def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOptions]]:
+    """Shards of every split and the per-AOI tile options (deterministic)."""
+    types = _select_types(layouts, cfg.image_types)
+    options, per_split, tile_bytes = {}, {}, {}
+    for lay in layouts:
+        if not lay.tiles:
+            continue
+        opts = tile_options(cfg, lay, types)
+        if not opts.image_types:
+            continue
+        opts, tile_bytes[lay.name] = _probe(lay, opts)
+        options[lay.name] = opts
+        for t in lay.tiles:
+            per_split.setdefault(split_of(t.tile_id, cfg.splits), []).append(t)
+    shards = []
+    for split, _ in cfg.splits:
+        tiles = sorted(per_split.get(split, []), key=lambda t: _hash_key(t.tile_id))
+        if not tiles:
+            continue
+        est = int(np.mean([tile_bytes.get(t.aoi, 1 << 20) for t in tiles]))
+        n = min(len(tiles), shard_count(len(tiles), est, int(cfg.shard_size_mb * 2 ** 20)))
+        bounds = np.linspace(0, len(tiles), n + 1).round().astype(int)
+        for i in range(n):
+            shards.append(ShardPlan(split, i, n, shard_name(cfg.name, split, i, n),
+                                    tiles[bounds[i]:bounds[i + 1]]))
+    return shards, options
+
+
+def plan_fingerprint(shards, options, cfg: ConvertConfig) -> str:
+    """Hash of everything that determines the shards' contents (for --resume)."""
+    doc = {
+        "schema": schema.SCHEMA_VERSION,
+        "shards": [(s.file, [t.tile_id for t in s.tiles]) for s in shards],
+        "options": {k: dataclasses.asdict(v) for k, v in sorted(options.items())},
+        "encodings": [cfg.image_encoding, cfg.label_encoding],
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# ---- the worker ------------------------------------------------------------------------
+def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfig,
+                progress=None) -> dict:
+    """Write one shard (temporary name, renamed when complete) and its work record.
+
+    Returns the shard record: tiles written (id, AOI, bytes), skipped tiles with reasons,
+    notes. ``progress`` (a callable or a queue) hears of every finished tile.
+    """
+    out = pathlib.Path(out_dir)
+    work = out / WORK_DIR
+    final = out / shard.file
+    tmp = out / f"{shard.file}.tmp-{os.getpid()}"
+    stats: dict[str, BandStats] = {}
+    record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
+              "notes": [], "bytes": 0, "image_types": {}, "label_grids": {}}
+    with TFRecordWriter(tmp, drop_cache=True, direct=True) as writer:
+        for tile in shard.tiles:
+            status = "ok"
+            try:
+                built, notes = build_tile(tile, options[tile.aoi])
+                parts = schema.encode_tile_parts(built, cfg.image_encoding, cfg.label_encoding)
+            except TileSkipped as exc:
+                record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
+                                          "reason": str(exc)})
+                status = "skipped"
+            else:
+                record["bytes"] += writer.write(parts)
+                record["tiles"].append([tile.tile_id, tile.aoi])
+                record["notes"] += [{"tile_id": tile.tile_id, "note": n} for n in notes]
+                _describe(built, record)
+                if shard.split == "train":
+                    _add_stats(stats, built)
+            _report(progress, tile.tile_id, status)
+    arrays = {}
+    for itype, s in stats.items():
+        arrays.update(s.to_arrays(itype))
+    np.savez(work / f"{shard.file}.stats.npz", **arrays)
+    os.replace(tmp, final)
+    done = work / f"{shard.file}.done.json"
+    done.with_suffix(".tmp").write_text(json.dumps(record))
+    os.replace(done.with_suffix(".tmp"), done)
+    return record
+
+
+def _report(progress, tile_id, status):
+    if progress is None:
+        return
+    if callable(progress):
+        progress(tile_id, status)
+    else:
+        progress.put((tile_id, status))
+
+
+def _describe(tile: dict, record: dict) -> None:
+    """Record the feature layout (dtype, bands, label grid) of each image type seen."""
+    for itype, img in tile["images"].items():
+        d = img["data"]
+        record["image_types"].setdefault(itype, {
+            "dtype": d.dtype.name, "bands": int(d.shape[2]), "example_shape": list(d.shape),
+            "label_grid": img["label_grid"], "crs": img["crs"]})
+    for grid, lab in tile["labels"].items():
+        record["label_grids"].setdefault(grid, {"example_shape": [lab["height"], lab["width"]]})
+
+
+def _add_stats(stats: dict, tile: dict) -> None:
+    for itype, img in tile["images"].items():
+        d = img["data"]
+        if itype not in stats:
+            stats[itype] = BandStats(d.dtype.name, d.shape[2])
+        stats[itype].add(d, img["nodata"])
+
+
+_progress_queue = None  # in a worker process: where finished tiles are reported
+
+
+def _init_worker(progress_queue, tune_malloc: bool) -> None:
+    """Worker process start: keep the progress queue, tune malloc (``keep_freed_memory``)."""
+    global _progress_queue
+    _progress_queue = progress_queue
+    if tune_malloc:
+        keep_freed_memory()
+
+
+def _worker_entry(shard, options, out_dir, cfg):
+    return write_shard(shard, options, out_dir, cfg, _progress_queue)
+
+
+# ---- orchestration ---------------------------------------------------------------------
+@dataclasses.dataclass
+class ConvertResult:
+    """What a conversion did; ``info`` is the content of dataset_info.json."""
+
+    info: dict
+    exit_code: int
+
+
+def _prepare_output(out: pathlib.Path, cfg: ConvertConfig, fingerprint: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    work = out / WORK_DIR
+    existing = sorted(out.glob("*.tfrecord-*"))
+    plan_file = work / "plan.json"
+    if cfg.resume:
+        if plan_file.exists() and json.loads(plan_file.read_text())["fingerprint"] != fingerprint:
+            raise ConvertError(
+                f"{out}: was converted with other inputs or options; --resume would mix "
+                "them. Run without --resume and with --overwrite to start again")
+    elif existing or (out / INFO_FILE).exists():
+        if not cfg.overwrite:
+            raise ConvertError(f"{out}: already holds a conversion; use --resume to finish "
+                               "it or --overwrite to replace it")
+        for p in existing + [out / INFO_FILE]:
+            p.unlink(missing_ok=True)
+        for p in work.glob("*") if work.exists() else []:
+            p.unlink()
+    for stale in out.glob("*.tmp-*"):  # shards of a killed run
+        stale.unlink()
+    work.mkdir(exist_ok=True)
+    plan_file.write_text(json.dumps({"fingerprint": fingerprint}))
+
+
+def _done_record(out: pathlib.Path, shard: ShardPlan):
+    done = out / WORK_DIR / f"{shard.file}.done.json"
+    if done.exists() and (out / shard.file).exists() and \
+            (out / WORK_DIR / f"{shard.file}.stats.npz").exists():
+        return json.loads(done.read_text())
+    return None
+
+
+def _progress_bar(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="tile", disable=not enabled, dynamic_ncols=True,
+                desc="converting", file=sys.stderr)
+
+
+def _run_shards(todo, options, out, cfg, bar, skipped_counter) -> list[dict]:
+    """Write the shards in ``todo`` (in-process for one worker, else a process pool)."""
+    def tick(tile_id, status):
+        bar.update(1)
+        if status == "skipped":
+            skipped_counter[0] += 1
+            bar.set_postfix(skipped=skipped_counter[0])
+
+    if cfg.num_workers <= 1 or len(todo) <= 1:
+        if cfg.tune_malloc:
+            keep_freed_memory()
+        return [write_shard(s, options, str(out), cfg, tick) for s in todo]
+    return _pool_run(_worker_entry, [(s, options, str(out), cfg) for s in todo],
+                     cfg.num_workers, cfg.tune_malloc is not False, tick)
+
+
+def _pool_run(entry, calls: list[tuple], num_workers: int, tune_malloc: bool, tick) -> list:
+    """``[entry(*c) for c in calls]`` in spawned worker processes (result order: completion).
+
+    Workers report ``(tile_id, status)`` through a queue (``_init_worker``) that the caller
+    drains into ``tick`` until every worker has exited, also when a call raises: a worker
+    exits only once its queued messages are flushed, so an undrained queue would hang the
+    pool's shutdown. On an error, calls not yet started are cancelled and it is re-raised.
+    """
+    ctx = multiprocessing.get_context("spawn")  # never fork a process that may hold TF
+    records = []
+    q = ctx.Queue()  # handed to the workers at their start (no Manager process)
+    ex = futures.ProcessPoolExecutor(min(num_workers, len(calls)), mp_context=ctx,
+                                     initializer=_init_worker, initargs=(q, tune_malloc))
+    try:
+        pending = {ex.submit(entry, *c) for c in calls}
+        while pending:
+            done, pending = futures.wait(pending, timeout=0.2)
+            _drain(q, tick)
+            records += [f.result() for f in done]
+    finally:
+        stopper = threading.Thread(target=ex.shutdown,
+                                   kwargs={"wait": True, "cancel_futures": True})
+        stopper.start()
+        while stopper.is_alive():
+            _drain(q, tick)
+            stopper.join(0.1)
+        _drain(q, tick)  # the workers have exited: their queue feeders are flushed
+        q.close()
+    return records
+
+
+def _drain(q, tick):
+    while True:
+        try:
+            tick(*q.get_nowait())
+        except queue.Empty:
+            return
+
+
+def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
+            command_line: str = "") -> ConvertResult:
+    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
+    cfg = cfg or ConvertConfig()
+    t0 = time.time()
+    if int(cfg.contact_radius) != cfg.contact_radius or cfg.contact_radius < 1:
+        raise ConvertError(f"contact_radius must be an integer >= 1, got {cfg.contact_radius!r}")
+    try:
+        layouts = layout.discover(data_dir, cfg.aois or None)
+    except layout.LayoutError as exc:
+        raise ConvertError(str(exc)) from None
+    shards, options = plan(layouts, cfg)
+    if not shards:
+        raise ConvertError(f"{data_dir}: no tiles with the selected image types")
+    out = pathlib.Path(output_dir)
+    _prepare_output(out, cfg, plan_fingerprint(shards, options, cfg))
+    records = {s.file: r for s in shards if (r := _done_record(out, s)) is not None}
+    todo = [s for s in shards if s.file not in records]
+    total = sum(len(s.tiles) for s in todo)
+    bar = _progress_bar(total, cfg.progress)
+    skipped = [0]
+    try:
+        for r in _run_shards(todo, options, out, cfg, bar, skipped):
+            records[r["file"]] = r
+    finally:
+        bar.close()
+    info = build_info(layouts, shards, records, options, cfg, out, command_line,
+                      resumed=len(shards) - len(todo), elapsed=time.time() - t0)
+    text = json.dumps(info, indent=1)
+    (out / INFO_FILE).write_text(text)
+    info = json.loads(text)  # the result holds exactly what the file says
+    return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK)
+
+
+def _merge_stats(out: pathlib.Path, shards) -> dict:
+    merged: dict[str, BandStats] = {}
+    for s in shards:
+        if s.split != "train":
+            continue
+        with np.load(out / WORK_DIR / f"{s.file}.stats.npz") as arrays:
+            for itype in {k.split("/")[0] for k in arrays.files}:
+                part = BandStats.from_arrays(arrays, itype)
+                if itype in merged:
+                    merged[itype].merge(part)
+                else:
+                    merged[itype] = part
+    return {k: v.summary() for k, v in sorted(merged.items())}
+
+
+def _versions() -> dict:
+    import rasterio
+    import scipy
+    import shapely
+
+    from sn_tf import __version__
+
+    v = {"sn_tf": __version__, "python": platform.python_version(), "numpy": np.__version__,
+         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
+         "shapely": shapely.__version__, "scipy": scipy.__version__}
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v["tensorflow"] = version("tensorflow")
+    except PackageNotFoundError:  # e.g. tensorflow-cpu or a source build: record that
+        v["tensorflow"] = "not found by package metadata"
+    return v
+
+
+def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
+               elapsed) -> dict:
+    """The content of dataset_info.json."""
+    image_types, label_grids = {}, {}
+    for r in records.values():
+        for k, v in r["image_types"].items():
+            image_types.setdefault(k, v)
+        for k, v in r["label_grids"].items():
+            label_grids.setdefault(k, v)
+    for k, v in image_types.items():
+        v["encoding"] = cfg.image_encoding
+    for v in label_grids.values():
+        enc = schema.label_encodings(cfg.label_encoding)
+        v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": enc[f]}
+                       for f in schema.LABEL_ARRAY_FIELDS}
+        v["sdf_truncation"] = cfg.sdf_truncation
+        v["contact_radius"] = cfg.contact_radius
+    splits = {}
+    for s in shards:
+        r = records[s.file]
+        sp = splits.setdefault(s.split, {"num_examples": 0, "num_bytes": 0, "shards": [],
+                                         "aois": {}})
+        sp["num_examples"] += len(r["tiles"])
+        sp["num_bytes"] += r["bytes"]
+        sp["shards"].append({"file": s.file, "num_examples": len(r["tiles"])})
+        for _, aoi in r["tiles"]:
+            sp["aois"][aoi] = sp["aois"].get(aoi, 0) + 1
+    skipped = [x for s in shards for x in records[s.file]["skipped"]]
+    return {
+        "name": cfg.name,
+        "schema_version": schema.SCHEMA_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": command_line,
+        "versions": _versions(),
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
+        "feature_spec": {
+            "image_types": dict(sorted(image_types.items())),
+            "label_grids": dict(sorted(label_grids.items())),
+            "keys": schema.feature_keys(sorted(image_types), sorted(label_grids)),
+        },
+        "splits": splits,
+        "aois": {lay.name: {"layout": lay.kind, "folder": str(lay.path),
+                            "image_types": list(options[lay.name].image_types)
+                            if lay.name in options else [],
+                            "tiles_found": len(lay.tiles)} for lay in layouts},
+        "band_stats": _merge_stats(out, shards),
+        "band_stats_split": "train",
+        "skipped": skipped,
+        "notes": [n for s in shards for n in records[s.file]["notes"]],
+        "layout_warnings": [w for lay in layouts for w in lay.warnings],
+        "shards_resumed": resumed,
+        "elapsed_s": round(elapsed, 2),
+    }
+
+
+def format_summary(info: dict, out_dir) -> str:
+    """Readable end-of-run summary."""
+    lines = [f"sn_tf.convert: {info['name']} -> {out_dir}"]
+    total_bytes = 0
+    for split, sp in info["splits"].items():
+        total_bytes += sp["num_bytes"]
+        aois = ", ".join(f"{a} {n}" for a, n in sorted(sp["aois"].items()))
+        lines.append(f"  {split:6s} {sp['num_examples']:6d} tiles in {len(sp['shards'])} "
+                     f"shard(s), {sp['num_bytes'] / 2 ** 20:8.1f} MB   ({aois})")
+    n = sum(sp["num_examples"] for sp in info["splits"].values())
+    rate = n / info["elapsed_s"] if info["elapsed_s"] else 0.0
+    lines.append(f"  total  {n:6d} tiles, {total_bytes / 2 ** 20:.1f} MB, "
+                 f"{info['elapsed_s']:.1f} s ({rate:.2f} tiles/s)"
+                 + (f", {info['shards_resumed']} shard(s) kept from an earlier run"
+                    if info["shards_resumed"] else ""))
+    if info["layout_warnings"]:
+        lines.append(f"  {len(info['layout_warnings'])} layout warning(s):")
+        lines += [f"    - {w}" for w in info["layout_warnings"]]
+    if info["notes"]:
+        lines.append(f"  {len(info['notes'])} note(s) on converted tiles "
+                     f"(see {INFO_FILE} 'notes'); first ones:")
+        lines += [f"    - {n['note']}" for n in info["notes"][:5]]
+    if info["skipped"]:
+        lines.append(f"  SKIPPED {len(info['skipped'])} tile(s):")
+        lines += [f"    - {s['tile_id']}: {s['reason']}" for s in info["skipped"]]
+    else:
+        lines.append("  skipped: none")
+    return "\n".join(lines)

@@ -43,7 +43,7 @@ def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: i
              recipes=RECIPES, overrides=(), verbose: int = 2) -> dict:
     """Run every stage into ``output_dir``; returns {recipe: score dict} (scores.json)."""
     from sn_tf.dataset import converter
-    from sn_tf.sample import write_sample
+    from sn_tf.spacenet.synthetic import write_sample
 
     out = pathlib.Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -304,7 +304,7 @@ def test_resample_to_puts_mul_on_the_pansharpened_grid(tmp_path):
 # ---- the synthetic SpaceNet sample, both layouts ---------------------------------------
 @pytest.fixture(scope="module")
 def sample_converted(tmp_path_factory):
-    from sn_tf.sample import write_sample
+    from sn_tf.spacenet.synthetic import write_sample
 
     data = tmp_path_factory.mktemp("sample")
     manifest = write_sample(data, aois=("AOI_2_Vegas", "AOI_1_Rio"), tiles_per_aoi=3, seed=1,

@@ -21,7 +21,8 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 from sn_tf.dataset import converter
-from sn_tf import predict, sample
+from sn_tf import predict
+from sn_tf.spacenet import synthetic
 from sn_tf.head import polygons
 from sn_tf.spacenet import geo, scoring
 from sn_tf.training import model_dir as md
@@ -97,7 +98,7 @@ def building_key(buildings) -> list:
 def spacenet(tmp_path_factory):
     """Synthetic SpaceNet folder (2 Vegas tiles) and its conversion (one 'val' split)."""
     root = tmp_path_factory.mktemp("spacenet")
-    manifest = sample.write_sample(root / "data", aois=("AOI_2_Vegas",), tiles_per_aoi=2)
+    manifest = synthetic.write_sample(root / "data", aois=("AOI_2_Vegas",), tiles_per_aoi=2)
     cfg = converter.ConvertConfig(num_workers=1, progress=False, splits=(("val", 1.0),),
                                 image_types=(RGB,))
     converter.convert(root / "data", root / "converted", cfg)

@@ -1,4 +1,4 @@
-"""Tests of sn_tf.sample: the synthetic dataset must match the SpaceNet layouts exactly and be
+"""Tests of sn_tf.sample (sn_tf.spacenet.synthetic): the synthetic dataset must match the SpaceNet layouts exactly and be
 learnable and deterministic. One small sample (3 tiles per AOI) is generated per module."""
 
 import csv
@@ -19,7 +19,7 @@ from rasterio.transform import Affine
 from rasterio.warp import reproject
 from shapely.geometry import shape
 
-from sn_tf import sample
+from sn_tf.spacenet import synthetic
 
 AOIS = ("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio")
 TILES = 3
@@ -37,7 +37,7 @@ SN2_SPECS = {
 @pytest.fixture(scope="module")
 def sample_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample")
-    manifest = sample.write_sample(root, aois=AOIS, tiles_per_aoi=TILES, seed=SEED)
+    manifest = synthetic.write_sample(root, aois=AOIS, tiles_per_aoi=TILES, seed=SEED)
     return root, manifest
 
 
@@ -96,7 +96,7 @@ def test_file_names_follow_the_spacenet_layouts(sample_dir):
             r"AOI_1_Rio_Train/(3-Band|8-band)/README\.txt"],
     }
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    files.remove(sample.MANIFEST_NAME)
+    files.remove(synthetic.MANIFEST_NAME)
     for f in files:
         aoi = next(a for a in AOIS if f.startswith(a + "_Train/"))
         assert any(re.fullmatch(p, f) for p in patterns[aoi]), f
@@ -131,7 +131,7 @@ def test_sn_tf_layout_discovers_the_sample(sample_dir):
         assert {t.tile_id for t in lay.tiles} == expected
         for t in lay.tiles:
             assert t.label_path is not None and set(t.images) == set(
-                sample.RIO_IMAGE_TYPES if lay.kind == "rio" else SN2_SPECS)
+                synthetic.RIO_IMAGE_TYPES if lay.kind == "rio" else SN2_SPECS)
 
 
 # ----------------------------------------------------------------------------- rasters
@@ -171,7 +171,7 @@ def test_raster_types_sizes_pixel_sizes_and_shared_footprint(sample_dir):
 def test_sn2_tiles_sit_on_the_aoi_grid(sample_dir):
     _, manifest = sample_dir
     for tile in manifest["tiles"]:
-        prof = sample.aoi_profile(tile["aoi"])
+        prof = synthetic.aoi_profile(tile["aoi"])
         if prof.kind != "sn2":
             continue
         west, _, _, north = tile["bounds"]
@@ -186,11 +186,11 @@ def test_derived_image_types(sample_dir):
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_2_Vegas" and t["n_buildings"])
     read = {k: _read(root / v) for k, v in tile["images"].items()}
     np.testing.assert_array_equal(read["RGB-PanSharpen"], read["MUL-PanSharpen"][[4, 2, 1]])
-    averaged = sample.area_average(read["MUL-PanSharpen"], 163, 163)
+    averaged = synthetic.area_average(read["MUL-PanSharpen"], 163, 163)
     diff = read["MUL"] - averaged
     assert np.abs(diff.mean(axis=(1, 2))).max() < 1.0
     assert diff.std() < 6.0  # MUL noise only, no misregistration
-    weighted = np.tensordot(sample.PAN_WEIGHTS, read["MUL-PanSharpen"], 1)
+    weighted = np.tensordot(synthetic.PAN_WEIGHTS, read["MUL-PanSharpen"], 1)
     assert np.corrcoef(weighted.ravel(), read["PAN"].ravel())[0, 1] > 0.99
 
 
@@ -199,7 +199,7 @@ def test_rio_8band_is_the_area_average_of_the_3band_grid(sample_dir):
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_1_Rio" and t["n_buildings"])
     rgb = _read(root / tile["images"]["3band"])
     eight = _read(root / tile["images"]["8band"])
-    red_avg = sample.area_average(rgb[:1], 102, 110)[0]
+    red_avg = synthetic.area_average(rgb[:1], 102, 110)[0]
     assert np.corrcoef(red_avg.ravel(), eight[4].ravel())[0, 1] > 0.97
 
 
@@ -212,13 +212,13 @@ def test_area_average_equals_gdal_average_resampling():
     gdal = np.zeros((2, 163, 163), np.float32)
     reproject(src, gdal, src_transform=t_src, src_crs="EPSG:4326", dst_transform=t_dst,
               dst_crs="EPSG:4326", resampling=Resampling.average)
-    ours = sample.area_average(src, 163, 163)
+    ours = synthetic.area_average(src, 163, 163)
     np.testing.assert_allclose(ours, gdal, rtol=0, atol=0.05)
-    assert sample.area_average(np.ones((1, 650, 650)), 163, 163) == pytest.approx(1.0)
+    assert synthetic.area_average(np.ones((1, 650, 650)), 163, 163) == pytest.approx(1.0)
 
 
 def test_pan_float64_option(tmp_path):
-    manifest = sample.write_sample(tmp_path, aois=["AOI_3_Paris"], tiles_per_aoi=1,
+    manifest = synthetic.write_sample(tmp_path, aois=["AOI_3_Paris"], tiles_per_aoi=1,
                                    pan_dtype="float64")
     tile = manifest["tiles"][0]
     with rasterio.open(tmp_path / tile["images"]["PAN"]) as src:
@@ -228,7 +228,7 @@ def test_pan_float64_option(tmp_path):
     with rasterio.open(tmp_path / tile["images"]["MUL"]) as src:
         assert src.dtypes[0] == "uint16"
     with pytest.raises(ValueError):
-        sample.write_sample(tmp_path / "x", aois=["AOI_3_Paris"], pan_dtype="float32")
+        synthetic.write_sample(tmp_path / "x", aois=["AOI_3_Paris"], pan_dtype="float32")
 
 
 # ----------------------------------------------------------------------------- labels
@@ -337,7 +337,7 @@ def test_invalid_polygon_pixels_are_drawn_as_building(sample_dir):
     root, manifest = sample_dir
     tile = next(t for t in manifest["tiles"] if t["invalid"] and "MUL-PanSharpen" in t["images"])
     spec = _spec_of(tile)
-    scene = sample.synthesize_tile(spec, SEED).scene
+    scene = synthetic.synthesize_tile(spec, SEED).scene
     k = tile["invalid"][0]
     poly = shape(_features(root / tile["label"])[k - 1]["geometry"])
     mask = features.rasterize([shapely.make_valid(shapely.force_2d(poly))],
@@ -348,15 +348,15 @@ def test_invalid_polygon_pixels_are_drawn_as_building(sample_dir):
 
 # ----------------------------------------------------------------------------- imagery
 
-def _spec_of(tile: dict) -> sample.TileSpec:
-    specs = sample.plan_tiles(AOIS, TILES, SEED)
+def _spec_of(tile: dict) -> synthetic.TileSpec:
+    specs = synthetic.plan_tiles(AOIS, TILES, SEED)
     return next(s for s in specs if s.tile_id == tile["tile_id"])
 
 
 def test_regenerated_tile_equals_the_file_and_its_labels(sample_dir):
     root, manifest = sample_dir
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_3_Paris" and t["n_buildings"])
-    synth = sample.synthesize_tile(_spec_of(tile), SEED)
+    synth = synthetic.synthesize_tile(_spec_of(tile), SEED)
     with rasterio.open(root / tile["images"]["MUL-PanSharpen"]) as src:
         np.testing.assert_array_equal(src.read(), synth.images["MUL-PanSharpen"])
         transform, shape_hw = src.transform, (src.height, src.width)
@@ -373,14 +373,14 @@ def test_imagery_is_learnable(sample_dir, aoi):
     means from even rows, evaluated on odd rows) finds building pixels with > 90 % accuracy."""
     root, manifest = sample_dir
     tile = max((t for t in manifest["tiles"] if t["aoi"] == aoi), key=lambda t: t["n_buildings"])
-    scene = sample.synthesize_tile(_spec_of(tile), SEED).scene
+    scene = synthetic.synthesize_tile(_spec_of(tile), SEED).scene
     classes = scene.classes()
     with rasterio.open(root / tile["images"]["MUL-PanSharpen"]) as src:
         img = src.read().astype(np.float64)
     red, nir1 = img[4], img[6]
     ndvi = (nir1 - red) / (nir1 + red)
-    roof = classes >= sample.ROOF_BASE
-    veg = classes == sample.VEGETATION
+    roof = classes >= synthetic.ROOF_BASE
+    veg = classes == synthetic.VEGETATION
     assert roof.mean() > 0.03 and veg.mean() > 0.005
     assert ndvi[veg].mean() > ndvi[roof].mean() + 0.3
 
@@ -394,7 +394,7 @@ def test_imagery_is_learnable(sample_dir, aoi):
     xt, yt = x[~train], y[~train]
     dist = ((xt[:, None, :] - means[None]) ** 2).sum(-1)
     pred = labels[dist.argmin(1)]
-    is_b, pred_b = yt >= sample.ROOF_BASE, pred >= sample.ROOF_BASE
+    is_b, pred_b = yt >= synthetic.ROOF_BASE, pred >= synthetic.ROOF_BASE
     accuracy = np.mean(is_b == pred_b)
     baseline = max(is_b.mean(), 1 - is_b.mean())
     assert accuracy > 0.9 and accuracy > baseline + 0.03
@@ -404,9 +404,9 @@ def test_imagery_is_learnable(sample_dir, aoi):
 def test_roof_spectra_differ_from_background_spectra():
     """Every roof material is far (> 0.05 reflectance RMS over 8 bands) from soil, roads,
     vegetation and water of every AOI."""
-    backgrounds = [sample.ROAD_SPECTRUM, sample.VEGETATION_SPECTRUM, sample.WATER_SPECTRUM]
-    backgrounds += [p.soil for p in sample.AOI_PROFILES.values()]
-    for name, roof in sample.ROOF_MATERIALS.items():
+    backgrounds = [synthetic.ROAD_SPECTRUM, synthetic.VEGETATION_SPECTRUM, synthetic.WATER_SPECTRUM]
+    backgrounds += [p.soil for p in synthetic.AOI_PROFILES.values()]
+    for name, roof in synthetic.ROOF_MATERIALS.items():
         for bg in backgrounds:
             rms = np.sqrt(np.mean((np.asarray(roof) - np.asarray(bg)) ** 2))
             assert rms > 0.05, (name, bg)
@@ -416,9 +416,9 @@ def test_roof_spectra_differ_from_background_spectra():
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
     kwargs = dict(aois=["AOI_1_Rio"], tiles_per_aoi=1)
-    m1 = sample.write_sample(tmp_path / "a", seed=5, **kwargs)
-    m2 = sample.write_sample(tmp_path / "b", seed=5, **kwargs)
-    m3 = sample.write_sample(tmp_path / "c", seed=6, **kwargs)
+    m1 = synthetic.write_sample(tmp_path / "a", seed=5, **kwargs)
+    m2 = synthetic.write_sample(tmp_path / "b", seed=5, **kwargs)
+    m3 = synthetic.write_sample(tmp_path / "c", seed=6, **kwargs)
     assert m1 == m2
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
                    if p.is_file())
@@ -430,29 +430,29 @@ def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
 
 
 def test_rewriting_replaces_an_old_sample_but_not_foreign_data(tmp_path):
-    sample.write_sample(tmp_path, aois=["AOI_1_Rio"], tiles_per_aoi=2, seed=1)
-    sample.write_sample(tmp_path, aois=["AOI_1_Rio"], tiles_per_aoi=1, seed=2)
+    synthetic.write_sample(tmp_path, aois=["AOI_1_Rio"], tiles_per_aoi=2, seed=1)
+    synthetic.write_sample(tmp_path, aois=["AOI_1_Rio"], tiles_per_aoi=1, seed=2)
     tifs = list((tmp_path / "AOI_1_Rio_Train").rglob("3band_*.tif"))
     assert len(tifs) == 1  # the two tiles of the first run are gone
     foreign = tmp_path / "other"
     (foreign / "AOI_1_Rio_Train").mkdir(parents=True)
     with pytest.raises(FileExistsError):
-        sample.write_sample(foreign, aois=["AOI_1_Rio"], tiles_per_aoi=1)
+        synthetic.write_sample(foreign, aois=["AOI_1_Rio"], tiles_per_aoi=1)
 
 
 def test_plan_tiles_roles_and_errors():
-    specs = sample.plan_tiles(["AOI_2_Vegas", "AOI_1_Rio"], 5, seed=0)
+    specs = synthetic.plan_tiles(["AOI_2_Vegas", "AOI_1_Rio"], 5, seed=0)
     assert len(specs) == 10
     for aoi in ("AOI_2_Vegas", "AOI_1_Rio"):
         roles = sorted(s.role for s in specs if s.aoi == aoi)
         assert roles == ["empty", "normal", "normal", "normal", "showcase"]
     assert len({(s.aoi, s.bounds) for s in specs}) == 10
-    default = sample.plan_tiles()
-    assert [sum(s.aoi == a for s in default) for a in sample.DEFAULT_AOIS] == [12, 12, 6]
+    default = synthetic.plan_tiles()
+    assert [sum(s.aoi == a for s in default) for a in synthetic.DEFAULT_AOIS] == [12, 12, 6]
     with pytest.raises(ValueError):
-        sample.plan_tiles(["AOI_9_Atlantis"])
+        synthetic.plan_tiles(["AOI_9_Atlantis"])
     with pytest.raises(ValueError):
-        sample.plan_tiles(["AOI_2_Vegas"], 0)
+        synthetic.plan_tiles(["AOI_2_Vegas"], 0)
 
 
 def test_cli_writes_and_summarises(tmp_path):
@@ -460,7 +460,7 @@ def test_cli_writes_and_summarises(tmp_path):
         [sys.executable, "-m", "sn_tf.sample", f"--output_dir={tmp_path}", "--aois=AOI_1_Rio",
          "--tiles_per_aoi=2", "--seed=3"], capture_output=True, text=True, check=True)
     assert "AOI_1_Rio" in out.stdout and "2 tiles" in out.stdout
-    manifest = json.loads((tmp_path / sample.MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())
     assert manifest["seed"] == 3 and len(manifest["tiles"]) == 2
     assert math.isclose(sum(t["n_buildings"] for t in manifest["tiles"]),
                         manifest["aois"][0]["n_buildings"])

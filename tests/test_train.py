@@ -24,7 +24,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 def tfr(tmp_path_factory):
     """6 Vegas + 6 Paris (+ 4 Rio, without the recipes' image type) tiles, half train, half val."""
     from sn_tf.dataset import converter
-    from sn_tf.sample import write_sample
+    from sn_tf.spacenet.synthetic import write_sample
 
     data = tmp_path_factory.mktemp("train_data")
     write_sample(data, aois=("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio"), tiles_per_aoi=6,

@@ -56,7 +56,7 @@ LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "re
 
 def make_data(root: pathlib.Path, tiles: int) -> pathlib.Path:
     """Generate ``tiles`` SpaceNet 2 tiles (AOI_2_Vegas, all image types) under ``root``."""
-    from sn_tf.sample import write_sample
+    from sn_tf.spacenet.synthetic import write_sample
 
     if not (root / "AOI_2_Vegas_Train").is_dir():
         write_sample(root, aois=("AOI_2_Vegas",), tiles_per_aoi=tiles, seed=0)

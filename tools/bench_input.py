@@ -85,7 +85,7 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
 
     Data already in ``root`` (an earlier ``--workdir`` run with as many tiles) is reused.
     """
-    from sn_tf.sample import write_sample
+    from sn_tf.spacenet.synthetic import write_sample
 
     manifest_path = root / "src" / "sample_manifest.json"
     if manifest_path.is_file() and (root / "tfrecords" / "dataset_info.json").is_file():

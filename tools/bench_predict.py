@@ -64,11 +64,11 @@ def recipe_model(kind: str) -> tuple[dict, dict]:
 
 def sample_tiles(workdir: pathlib.Path, n: int) -> list[pathlib.Path]:
     """MUL-PanSharpen GeoTIFFs of ``n`` synthetic sample tiles (written once)."""
-    from sn_tf import sample
+    from sn_tf.spacenet import synthetic
 
     data = workdir / "sample"
     if not (data / "sample_manifest.json").is_file():
-        sample.write_sample(data, aois=("AOI_2_Vegas",), tiles_per_aoi=max(n, 2))
+        synthetic.write_sample(data, aois=("AOI_2_Vegas",), tiles_per_aoi=max(n, 2))
     files = sorted((data / "AOI_2_Vegas_Train" / TYPE).glob("*.tif"))
     return files[:n]
 

@@ -231,12 +231,12 @@ def test_a_failing_worker_raises_instead_of_hanging_the_pool():
     # exception in one shard hung the pool's shutdown forever; run with a timeout
     code = (
         "import sys; sys.path[:0] = [{repo!r}, {tests!r}]\n"
-        "from sn_tf import convert\n"
+        "from sn_tf.dataset import converter\n"
         "from pool_helpers import chatty\n"
         "ticks = []\n"
         "calls = [(i, 2500, i == 0) for i in range(3)]\n"
         "try:\n"
-        "    convert._pool_run(chatty, calls, 2, False, lambda *t: ticks.append(t))\n"
+        "    converter._pool_run(chatty, calls, 2, False, lambda *t: ticks.append(t))\n"
         "except RuntimeError as exc:\n"
         "    print('raised:', exc, len(ticks))\n"
     ).format(repo=str(REPO), tests=str(REPO / "tests"))

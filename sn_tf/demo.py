@@ -69,7 +69,7 @@ def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: i
 def _train_export_predict(name, variant, tfr, out, overrides, verbose):
     from sn_tf import predict
     from sn_tf.training import trainer
-    from sn_tf.export import export_model
+    from sn_tf.serving.exporter import export_model
     from sn_tf.training.recipes import apply_overrides, load_recipe
 
     spec = f"{REPO_MODELS / name}.py:{variant}"

@@ -91,7 +91,7 @@ import shapely
 
 from sn_tf.spacenet import geo, layout
 from sn_tf.head import polygons
-from sn_tf.export import ExportError, load_export, serving_dtype
+from sn_tf.serving.exporter import ExportError, load_export, serving_dtype
 from sn_tf.training.model_dir import ModelInfo
 
 WINDOW = 512

@@ -19,7 +19,8 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
-from sn_tf import export, modeling  # noqa: E402
+from sn_tf.serving import exporter
+from sn_tf import modeling  # noqa: E402
 from sn_tf.training import model_dir as md  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -116,7 +117,7 @@ def exported(tmp_path_factory):
     for kind in ("fcn", "detectnet"):
         model = tiny_model(kind)
         mdir = make_model_dir(root / kind, model, kind=kind, stride=STRIDE[kind])
-        path = export.export_model(mdir, root / f"{kind}_export")
+        path = exporter.export_model(mdir, root / f"{kind}_export")
         out[kind] = (model, mdir, path)
     return out
 
@@ -127,7 +128,7 @@ def exported(tmp_path_factory):
 def test_signature_matches_keras_on_raw_inputs_of_any_size(exported, kind):
     model, _, path = exported[kind]
     loaded = tf.saved_model.load(str(path))
-    signature = loaded.signatures[export.SERVE]
+    signature = loaded.signatures[exporter.SERVE]
     spec = signature.structured_input_signature[1]["image"]
     assert spec.dtype == tf.uint16 and spec.shape.as_list() == [None, None, None, 3]
     for h, w in ((100, 75), (64, 64), (17, 40)):
@@ -160,10 +161,10 @@ def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, ki
     assert wrapped.output_names == inner.output_names
     mdir = make_model_dir(tmp_path / "m", wrapped, kind=kind, stride=STRIDE[kind],
                           normalizes_input=True)
-    reloaded, _, _ = export.load_checkpoint(mdir)  # the custom jitter layer reloads
+    reloaded, _, _ = exporter.load_checkpoint(mdir)  # the custom jitter layer reloads
     assert reloaded.get_layer("radiometric_jitter").gain == pytest.approx(0.2)
-    path = export.export_model(mdir, tmp_path / "e")
-    serve, info2, doc = export.load_export(path)
+    path = exporter.export_model(mdir, tmp_path / "e")
+    serve, info2, doc = exporter.load_export(path)
     assert info2.normalizes_input and "inside the model" in doc["signature"]["normalization"]
     for h, w in ((37, 50), (64, 64)):  # padded, and not padded
         raw = raw_batch(h, w, seed=h)
@@ -184,8 +185,8 @@ def test_oriented_detectnet_serves_its_orient_output(tmp_path):
     model.compile(optimizer="adam", loss=modeling.losses_for("detectnet", orient_weight=1.0))
     mdir = make_model_dir(tmp_path / "m", model, kind="detectnet", stride=16,
                           postprocess={"grouping": "clusters", "rect_gate": 0.9})
-    path = export.export_model(mdir, tmp_path / "e")
-    serve, info, doc = export.load_export(path)
+    path = exporter.export_model(mdir, tmp_path / "e")
+    serve, info, doc = exporter.load_export(path)
     assert doc["signature"]["outputs"] == ["bbox", "coverage", "orient"]
     assert info.postprocess["rect_gate"] == 0.9
     raw = raw_batch(37, 50, seed=1)
@@ -195,8 +196,8 @@ def test_oriented_detectnet_serves_its_orient_output(tmp_path):
     for name in want:
         np.testing.assert_allclose(got[name].numpy(), want[name], atol=1e-4, rtol=1e-5)
     boxes_only = make_model_dir(tmp_path / "b", model, kind="detectnet", stride=16)
-    with pytest.raises(export.ExportError, match="'orient' output.*grouping is 'opencv'"):
-        export.export_model(boxes_only, tmp_path / "e2")
+    with pytest.raises(exporter.ExportError, match="'orient' output.*grouping is 'opencv'"):
+        exporter.export_model(boxes_only, tmp_path / "e2")
 
 
 def test_metadata_beside_the_saved_model(exported):
@@ -207,7 +208,7 @@ def test_metadata_beside_the_saved_model(exported):
     info = md.ModelInfo.load(path)
     assert info.mean == MEAN and info.stride == 4 and info.bands == {RGB: [1, 2, 3]}
     assert not info.normalizes_input
-    doc = json.loads((path / export.EXPORT_INFO).read_text())
+    doc = json.loads((path / exporter.EXPORT_INFO).read_text())
     assert doc["versions"]["tensorflow"] == tf.__version__
     assert doc["versions"]["keras"] == keras.__version__
     assert doc["exported_at"].startswith("20")
@@ -215,7 +216,7 @@ def test_metadata_beside_the_saved_model(exported):
     assert doc["signature"]["input"]["dtype"] == "uint16"
     assert doc["signature"]["input"]["channels"] == [f"{RGB}:1", f"{RGB}:2", f"{RGB}:3"]
     assert doc["signature"]["outputs"] == ["footprint", "sdf"]
-    serve, info2, doc2 = export.load_export(path)
+    serve, info2, doc2 = exporter.load_export(path)
     assert info2 == info and doc2 == doc
     assert set(serve(raw_batch(8, 8, 0))) == {"footprint", "sdf"}
 
@@ -226,9 +227,9 @@ def test_mixed_input_dtypes_take_float32_and_last_checkpoint(tmp_path):
                           bands={"PAN": [1], RGB: [2]},
                           input_dtypes={"PAN": "float64", RGB: "uint16"}, mean=[1.0, 2.0],
                           std=[2.0, 0.0], checkpoint="last")
-    path = export.export_model(mdir, tmp_path / "e", checkpoint="last")
-    serve, info, doc = export.load_export(path)
-    assert export.serving_dtype(info) == doc["signature"]["input"]["dtype"] == "float32"
+    path = exporter.export_model(mdir, tmp_path / "e", checkpoint="last")
+    serve, info, doc = exporter.load_export(path)
+    assert exporter.serving_dtype(info) == doc["signature"]["input"]["dtype"] == "float32"
     raw = np.array([[[[5.0, 7.0]]]], np.float32)
     out = serve(raw)
     # std 0 is treated as 1 (as the pipeline does): (5 - 1) / 2 and (7 - 2) / 1
@@ -239,15 +240,15 @@ def test_mixed_input_dtypes_take_float32_and_last_checkpoint(tmp_path):
 
 def test_errors_name_the_problem(tmp_path, exported):
     model, mdir, _ = exported["fcn"]
-    with pytest.raises(export.ExportError, match="model dir not found"):
-        export.export_model(tmp_path / "nope", tmp_path / "e1")
+    with pytest.raises(exporter.ExportError, match="model dir not found"):
+        exporter.export_model(tmp_path / "nope", tmp_path / "e1")
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(export.ExportError, match="model_info.json: not found"):
-        export.export_model(empty, tmp_path / "e1")
+    with pytest.raises(exporter.ExportError, match="model_info.json: not found"):
+        exporter.export_model(empty, tmp_path / "e1")
     md.ModelInfo.load(mdir).save(empty)
-    with pytest.raises(export.ExportError, match="no checkpoint"):
-        export.export_model(empty, tmp_path / "e1")
+    with pytest.raises(exporter.ExportError, match="no checkpoint"):
+        exporter.export_model(empty, tmp_path / "e1")
 
     def broken(name: str, **changes) -> pathlib.Path:
         d = tmp_path / name
@@ -270,17 +271,17 @@ def test_errors_name_the_problem(tmp_path, exported):
                                                                       stride=16),
     }
     for message, d in cases.items():
-        with pytest.raises(export.ExportError, match=message) as err:
-            export.export_model(d, tmp_path / "e2")
+        with pytest.raises(exporter.ExportError, match=message) as err:
+            exporter.export_model(d, tmp_path / "e2")
         assert str(d) in str(err.value)
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "keep.txt").write_text("x")
-    with pytest.raises(export.ExportError, match="not empty"):
-        export.export_model(mdir, tmp_path / "busy")
-    with pytest.raises(export.ExportError, match="not an sn_tf export"):
-        export.export_model(mdir, tmp_path / "busy", overwrite=True)
-    with pytest.raises(export.ExportError, match="no saved_model.pb"):
-        export.load_export(tmp_path / "busy")
+    with pytest.raises(exporter.ExportError, match="not empty"):
+        exporter.export_model(mdir, tmp_path / "busy")
+    with pytest.raises(exporter.ExportError, match="not an sn_tf export"):
+        exporter.export_model(mdir, tmp_path / "busy", overwrite=True)
+    with pytest.raises(exporter.ExportError, match="no saved_model.pb"):
+        exporter.load_export(tmp_path / "busy")
 
 
 def test_cli_exports_and_fails_cleanly(tmp_path, exported):

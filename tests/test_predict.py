@@ -26,7 +26,8 @@ from sn_tf.spacenet import synthetic
 from sn_tf.head import polygons
 from sn_tf.spacenet import geo, scoring
 from sn_tf.training import model_dir as md
-from test_export import RGB, cell_detectnet, export, make_model_dir, oracle_fcn, tiny_model
+from sn_tf.serving import exporter
+from test_export import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UTM_TRANSFORM = from_origin(500000.0, 4000000.0, 0.3, 0.3)
@@ -51,7 +52,7 @@ def models(tmp_path_factory):
     tiny = make_model_dir(root / "tiny", tiny_model("fcn"), kind="fcn", stride=4)
     for name, mdir in (("oracle", oracle), ("cells", cells), ("tilted", tilted),
                        ("tiny", tiny)):
-        out[name] = predict.Predictor(export.export_model(mdir, root / f"{name}_export"))
+        out[name] = predict.Predictor(exporter.export_model(mdir, root / f"{name}_export"))
     return out
 
 
@@ -423,13 +424,14 @@ def test_fcn_contact_and_interior_outputs_reach_the_head(tmp_path):
     to the polygon head, and the polygons equal the head's on the model's own outputs."""
     import keras
 
-    from sn_tf import export, modeling
+    from sn_tf.serving import exporter
+    from sn_tf import modeling
 
     keras.utils.set_random_seed(3)
     model = modeling.build_model("fcn", 3, width=4, depth=2, blocks=1, contact=True,
                                  interior=True)
     mdir = make_model_dir(tmp_path / "m", model, kind="fcn", stride=4)
-    predictor = predict.Predictor(export.export_model(mdir, tmp_path / "e"))
+    predictor = predict.Predictor(exporter.export_model(mdir, tmp_path / "e"))
     assert predictor.outputs == ("footprint", "sdf", "contact", "interior")
     image = np.random.default_rng(0).uniform(200, 600, (40, 44, 3)).astype(np.uint16)
     pred = predict.predict_image(predictor, image, window=None)

@@ -186,7 +186,7 @@ def test_raw_input_model_predicts_what_the_float_pipeline_feeds(tfr):
 
 
 def test_radiometric_augmentation_moves_into_the_raw_model(tfr, tmp_path):
-    from sn_tf import export
+    from sn_tf.serving import exporter
     from sn_tf.training import trainer
 
     jitter = {"gain": 0.1, "offset_std": 0.1, "noise_std": 0.05}
@@ -198,7 +198,7 @@ def test_radiometric_augmentation_moves_into_the_raw_model(tfr, tmp_path):
     assert radiometric == jitter and not geometric.radiometric and geometric.flips
     summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert np.isfinite(summary["history"]["loss"][0])
-    model, info, _ = export.load_checkpoint(tmp_path / "m", "last")  # custom layer reloads
+    model, info, _ = exporter.load_checkpoint(tmp_path / "m", "last")  # custom layer reloads
     assert info.normalizes_input
     assert model.get_layer("radiometric_jitter").get_config()["noise_std"] == 0.05
     bad = apply_overrides(cfg, ["data.image_dtype=\"int8\""])

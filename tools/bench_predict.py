@@ -148,7 +148,8 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
     """{name: export dir} of the untrained sparse-surrogate models (see the module doc)."""
     import keras
 
-    from sn_tf import export, modeling
+    from sn_tf.serving import exporter
+    from sn_tf import modeling
     from sn_tf.spacenet import geo
     from sn_tf.training import model_dir as md
 
@@ -179,7 +180,7 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
         md.ModelInfo(kind=kind, image_types=[TYPE], bands={TYPE: list(range(1, 9))},
                      input_dtypes={TYPE: "uint16"}, mean=mean, std=std, stride=stride,
                      postprocess=post, recipe=f"bench-{name}").save(mdir)
-        out[name] = export.export_model(mdir, target)
+        out[name] = exporter.export_model(mdir, target)
     return out
 
 

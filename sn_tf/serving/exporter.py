@@ -1,6 +1,6 @@
-"""``python -m sn_tf.export``: a trained model dir -> a self-contained TF SavedModel.
+"""A trained model dir -> a self-contained TF SavedModel (CLI: ``python -m sn_tf.export``).
 
-    python -m sn_tf.export --model_dir=runs/fcn --export_dir=exports/fcn [--checkpoint=best]
+    export_model("runs/fcn", "exports/fcn", checkpoint="best")
 
 Library: :func:`export_model` (``export_model(model_dir, export_dir, checkpoint="best")``),
 :func:`load_export` (used by ``sn_tf.predict``), :func:`serving_dtype`, :func:`check_model_info`.
@@ -44,7 +44,6 @@ resize checks ``size > 0`` in Python); the exported graph therefore uses a numer
 identical layer (``tf.image.resize`` of the dynamic shape, the same op Keras calls) sharing
 the trained layers and weights.
 
-Exit status of the CLI: 0 on success, 1 on an input problem (message on stderr, no traceback).
 """
 
 from __future__ import annotations
@@ -428,43 +427,3 @@ def load_export(export_dir):
         return loaded.serve(image)
 
     return serve, info, export_info
-
-
-# ----------------------------------------------------------------------------------------------
-# CLI
-
-
-def main(argv) -> None:
-    """Export per the flags; exit 1 with a one-line message on an input problem."""
-    from absl import flags
-
-    fl = flags.FLAGS
-    if len(argv) > 1:
-        _fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    if not fl.model_dir or not fl.export_dir:
-        _fail("--model_dir and --export_dir are required")
-    try:
-        path = export_model(fl.model_dir, fl.export_dir, fl.checkpoint, fl.overwrite)
-    except ExportError as err:
-        _fail(str(err))
-    info = md.ModelInfo.load(path)
-    print(f"exported {info.kind} ({fl.checkpoint} checkpoint of {fl.model_dir}) to {path}: "
-          f"signature '{SERVE}' takes {serving_dtype(info)} [B, H, W, {info.num_bands}]")
-
-
-def _fail(message: str) -> None:
-    """Print ``message`` to stderr and exit with status 1 (no traceback)."""
-    print(f"sn_tf.export: error: {message}", file=sys.stderr)
-    sys.exit(1)
-
-
-if __name__ == "__main__":
-    from absl import app, flags
-
-    flags.DEFINE_string("model_dir", None, "Model dir written by sn_tf.train "
-                        "(model_info.json, checkpoints/).")
-    flags.DEFINE_string("export_dir", None, "Directory to write the SavedModel and metadata to.")
-    flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Checkpoint to export (best falls "
-                      "back to last when there is no best).")
-    flags.DEFINE_bool("overwrite", False, "Replace an earlier sn_tf export in --export_dir.")
-    app.run(main)

@@ -601,3 +601,61 @@ def test_merge_level_in_the_fcn_head_rejoins_a_falsely_split_house():
                                   params={"interior_threshold": 0.0, "merge_level": -2.0})
     assert len(split) == 2 and len(joined) == 1
     assert joined[0].polygon.area == 20 * 30
+
+
+def _random_buildings(n=200, seed=0):
+    import shapely
+    from shapely.geometry import box
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        x, y = rng.uniform(-20, 600, 2)
+        w, h = rng.uniform(0.5, 60, 2)
+        g = shapely.affinity.rotate(box(x, y, x + w, y + h), rng.uniform(0, 90))
+        if i % 7 == 0:
+            g = g.union(box(x + w + 70, y, x + w + 79, y + 4))  # two parts
+        if i % 5 == 0:
+            c = g.representative_point()
+            g = g.difference(c.buffer(0.2))  # a hole
+        out.append(P.Building(f"AOI_{i % 3}_img{i % 4}", g, float(rng.uniform())))
+    return out
+
+
+def test_geojson_writer_text_parses_to_the_collection(tmp_path):
+    """The GEOS-assembled text equals json of geojson_feature_collection, float for float."""
+    import json
+
+    from sn_tf.head.polygons import geojson_feature_collection, write_geojson
+
+    bs = _random_buildings()
+    for transform, crs in ((None, None), ((737201.5, 0.3, 0, 3736839.1, 0, -0.3), "EPSG:32616"),
+                           ((-115.3, 2.7e-6, 0, 36.2, 0, -2.7e-6), "EPSG:4326")):
+        n = write_geojson(bs, tmp_path / "a.geojson", transform=transform, crs=crs)
+        doc = json.loads((tmp_path / "a.geojson").read_text())
+        assert doc == json.loads(json.dumps(geojson_feature_collection(bs, transform, crs)))
+        assert n == len(doc["features"]) > len(bs)  # MultiPolygons give one feature per part
+    write_geojson([], tmp_path / "e.geojson")
+    assert json.loads((tmp_path / "e.geojson").read_text()) == {"type": "FeatureCollection",
+                                                                "features": []}
+
+
+def test_wkt_texts_round_trip_exactly_in_spacenet_form():
+    import shapely
+
+    from sn_tf.spacenet.buildings import wkt_texts
+    from sn_tf.spacenet.geo import polygon_parts
+
+    parts = [p for b in _random_buildings(seed=1) for p in polygon_parts(b.polygon)]
+    parts += [shapely.geometry.box(-0.0, -0.0, 2, 1e-7)]
+    texts = wkt_texts(parts + [None])
+    assert texts[-1] is None
+    for part, text in zip(parts, texts):
+        assert shapely.from_wkt(text).equals_exact(part, 0), text  # every float exact
+        assert "), (" not in text and "-0 " not in text and ".0," not in text
+        if len(part.interiors):
+            assert "),(" in text
+    dropped = wkt_texts(parts, holes="drop")
+    assert all(len(shapely.from_wkt(t).interiors) == 0 for t in dropped)
+    assert wkt_texts([shapely.geometry.box(0, 0, 1.005, 2)], decimals=2) == \
+        ["POLYGON ((1.00 0.00, 1.00 2.00, 0.00 2.00, 0.00 0.00, 1.00 0.00))"]

@@ -110,31 +110,37 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
     seeds, n_seeds = ndimage.label(seed_mask, structure=cross)
     if n_seeds and min_seed_area > 1:
-        big = np.bincount(seeds.ravel()) >= min_seed_area
+        # dropping whole seeds keeps the others' scan order: renumber by lookup, no relabel
+        big = np.bincount(seeds.ravel(), minlength=n_seeds + 1) >= min_seed_area
         big[0] = False
-        seeds, n_seeds = ndimage.label(big[seeds], structure=cross)
+        renumber = np.zeros(n_seeds + 1, dtype=np.int32)
+        n_seeds = int(big.sum())
+        renumber[big] = np.arange(1, n_seeds + 1, dtype=np.int32)
+        seeds = renumber[seeds]
     if n_seeds == 0:
         return components.astype(np.int32), int(n_comp)
+    where = seeds > 0
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
-    seed_component[seeds[seeds > 0]] = components[seeds > 0]
-    seeded = np.zeros(n_comp + 1, dtype=bool)
-    seeded[seed_component[1:]] = True
-    nearest = _nearest_seed(seeds)
-    labels = np.where(footprint & seeded[components], nearest, 0).astype(np.int64)
-    # pixels whose nearest seed lies in another component: redo inside their own component
-    wrong = (labels > 0) & (seed_component[labels] != components)
-    for comp in np.unique(components[wrong]):
-        window = ndimage.find_objects((components == comp).astype(np.int32))[0]
-        own = components[window] == comp
-        local = _nearest_seed(np.where(own, seeds[window], 0))
-        labels[window][own] = local[own]
-    unseeded = footprint & ~seeded[components]
-    labels[unseeded] = n_seeds + components[unseeded]
-    # consecutive labels 1..n
-    used = np.unique(labels[labels > 0])
-    lookup = np.zeros(int(labels.max()) + 1, dtype=np.int32)
-    lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
-    return lookup[labels], int(used.size)
+    seed_component[seeds[where]] = components[where]
+    per_comp = np.bincount(seed_component[1:], minlength=n_comp + 1)
+    # label of each component's pixels: its one seed; none: a label after the seeds' (in
+    # component order); several: decided per pixel below. Labels stay consecutive: every
+    # seed keeps at least its own pixels.
+    comp_label = np.zeros(n_comp + 1, dtype=np.int32)
+    single = per_comp[seed_component[1:]] == 1
+    comp_label[seed_component[1:][single]] = np.arange(1, n_seeds + 1, dtype=np.int32)[single]
+    unseeded = np.flatnonzero(per_comp[1:] == 0) + 1
+    comp_label[unseeded] = n_seeds + 1 + np.arange(unseeded.size, dtype=np.int32)
+    labels = comp_label[components]
+    multi = np.flatnonzero(per_comp[1:] > 1) + 1
+    if multi.size:
+        boxes = ndimage.find_objects(components)
+        for comp in multi:  # every pixel joins the nearest seed of its own component
+            window = boxes[comp - 1]
+            own = components[window] == comp
+            nearest = _nearest_seed(np.where(own, seeds[window], 0))
+            labels[window][own] = nearest[own]
+    return labels, n_seeds + int(unseeded.size)
 
 
 def merge_regions(labels: np.ndarray, value: np.ndarray, level: float

@@ -67,7 +67,7 @@ def run_demo(output_dir, tiles_per_aoi: int = 40, variant: str = "demo", seed: i
 
 
 def _train_export_predict(name, variant, tfr, out, overrides, verbose):
-    from sn_tf import predict
+    from sn_tf.serving import predictor, sources, writers
     from sn_tf.training import trainer
     from sn_tf.serving.exporter import export_model
     from sn_tf.training.recipes import apply_overrides, load_recipe
@@ -86,13 +86,13 @@ def _train_export_predict(name, variant, tfr, out, overrides, verbose):
     print(f"SavedModel: {export_dir}")
     _step(f"5/5 predict the held-out '{HELD_OUT}' split with the SavedModel ({name})")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", predict.PredictWarning)  # Rio tiles lack MUL bands
-        predictions, truth = predict.predict_tfrecords(
-            predict.Predictor(export_dir), tfr, HELD_OUT, progress=verbose > 0,
+        warnings.simplefilter("ignore", sources.PredictWarning)  # Rio tiles lack MUL bands
+        predictions, truth = predictor.predict_tfrecords(
+            predictor.Predictor(export_dir), tfr, HELD_OUT, progress=verbose > 0,
             overlays_dir=out / "overlays" / name)
-    predict.write_predictions(predictions, out / "predictions" / name)
-    result = predict.score(predictions, truth)
-    predict.write_score(result, out / "predictions" / name)
+    writers.write_predictions(predictions, out / "predictions" / name)
+    result = writers.score(predictions, truth)
+    writers.write_score(result, out / "predictions" / name)
     print(result.format_table())
     return result.to_dict(), {"train_s": round(train_s, 1), "epochs": summary["epochs_run"],
                               "images_per_s": summary["images_per_s"]}

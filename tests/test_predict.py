@@ -1,4 +1,4 @@
-"""Tests of sn_tf.predict: windows, stitching, strip polygons, inputs, outputs, scoring, CLI.
+"""Tests of sn_tf.predict (sn_tf.serving): windows, stitching, strip polygons, inputs, outputs, scoring, CLI.
 
 Models: an exact "oracle" FCN of 1x1 convs (footprint logit = band 1, sdf = band 2 of a
 float32 image, so predicted polygons are known), a DetectNet-like model whose cells see only
@@ -21,12 +21,12 @@ from rasterio.transform import from_origin
 from scipy import ndimage
 
 from sn_tf.dataset import converter
-from sn_tf import predict
-from sn_tf.spacenet import synthetic
 from sn_tf.head import polygons
-from sn_tf.spacenet import geo, scoring
+from sn_tf.serving import exporter, sources, windows, writers
+from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
+                                     stitch_outputs)
+from sn_tf.spacenet import geo, scoring, synthetic
 from sn_tf.training import model_dir as md
-from sn_tf.serving import exporter
 from test_export import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def models(tmp_path_factory):
     tiny = make_model_dir(root / "tiny", tiny_model("fcn"), kind="fcn", stride=4)
     for name, mdir in (("oracle", oracle), ("cells", cells), ("tilted", tilted),
                        ("tiny", tiny)):
-        out[name] = predict.Predictor(exporter.export_model(mdir, root / f"{name}_export"))
+        out[name] = Predictor(exporter.export_model(mdir, root / f"{name}_export"))
     return out
 
 
@@ -111,7 +111,7 @@ def spacenet(tmp_path_factory):
 @pytest.mark.parametrize("length", [1, 40, 64, 65, 100, 650, 1000, 5003])
 @pytest.mark.parametrize("window,overlap,stride", [(64, 16, 16), (512, 64, 32), (100, 30, 4)])
 def test_axis_windows_cover_with_overlap_on_stride(length, window, overlap, stride):
-    wins = predict.axis_windows(length, window, overlap, stride)
+    wins = windows.axis_windows(length, window, overlap, stride)
     starts = [s for s, _ in wins]
     assert starts[0] == 0 and sum(wins[-1]) == length
     assert starts == sorted(set(starts))
@@ -125,24 +125,24 @@ def test_axis_windows_cover_with_overlap_on_stride(length, window, overlap, stri
 
 
 def test_ramp_weights_positive_somewhere_and_one_at_image_borders():
-    assert predict.ramp(40, 1, False, False, 64).tolist() == [1.0] * 40
-    w = predict.ramp(128, 1, True, True, 64)
+    assert windows.ramp(40, 1, False, False, 64).tolist() == [1.0] * 40
+    w = windows.ramp(128, 1, True, True, 64)
     assert w[:16].max() == 0 and w[-16:].max() == 0 and w[48:80].min() == 1
     assert np.all(np.diff(w[:48]) >= 0)
-    grid = predict.ramp(128, 16, True, False, 64)  # cell centres 8, 24, 40, 56, ...
+    grid = windows.ramp(128, 16, True, False, 64)  # cell centres 8, 24, 40, 56, ...
     np.testing.assert_allclose(grid[:4], [0.0, 0.25, 0.75, 1.0])
     with pytest.raises(ValueError, match="less than one stride"):
-        predict.axis_windows(100, 64, 60, 16)
+        windows.axis_windows(100, 64, 60, 16)
 
 
 # ------------------------------------------------------------------------------- stitching
 
 def test_stitching_is_exact_for_a_1x1_model(models):
     image, _ = oracle_scene(150, 130)
-    reader = predict.ArrayImage("x", image)
-    whole = predict.stitch_outputs(models["oracle"], reader, window=None)
+    reader = sources.ArrayImage("x", image)
+    whole = stitch_outputs(models["oracle"], reader, window=None)
     np.testing.assert_array_equal(whole["footprint"][..., 0], image[..., 0])
-    tiled = predict.stitch_outputs(models["oracle"], reader, window=48, overlap=16, batch_size=3)
+    tiled = stitch_outputs(models["oracle"], reader, window=48, overlap=16, batch_size=3)
     for name in ("footprint", "sdf"):
         np.testing.assert_allclose(tiled[name], whole[name], rtol=1e-6, atol=1e-6)
 
@@ -150,11 +150,11 @@ def test_stitching_is_exact_for_a_1x1_model(models):
 def test_stitching_matches_whole_image_when_receptive_field_fits_overlap(models):
     rng = np.random.default_rng(1)
     image = np.clip(rng.normal([310, 420, 515], [95, 120, 80], (150, 131, 3)), 0, 2047)
-    reader = predict.ArrayImage("x", image.astype(np.uint16))
+    reader = sources.ArrayImage("x", image.astype(np.uint16))
     tiny = models["tiny"]
-    whole = predict.stitch_outputs(tiny, reader, window=None)
-    tiled = predict.stitch_outputs(tiny, reader, window=160, overlap=96, batch_size=2)
-    coarse = predict.stitch_outputs(tiny, reader, window=64, overlap=16, batch_size=2)
+    whole = stitch_outputs(tiny, reader, window=None)
+    tiled = stitch_outputs(tiny, reader, window=160, overlap=96, batch_size=2)
+    coarse = stitch_outputs(tiny, reader, window=64, overlap=16, batch_size=2)
     for name in ("footprint", "sdf"):
         scale = np.abs(whole[name]).max()
         assert tiled[name].shape == whole[name].shape == (150, 131, 1)
@@ -166,15 +166,15 @@ def test_stitching_matches_whole_image_when_receptive_field_fits_overlap(models)
 def test_detectnet_grid_stitching_is_exact_on_the_stride_16_grid(models):
     rng = np.random.default_rng(2)
     image = rng.integers(0, 2048, (150, 190, 3)).astype(np.uint16)
-    reader = predict.ArrayImage("x", image)
+    reader = sources.ArrayImage("x", image)
     cells = models["cells"]
-    whole = predict.stitch_outputs(cells, reader, window=None)
-    tiled = predict.stitch_outputs(cells, reader, window=64, overlap=32, batch_size=4)
+    whole = stitch_outputs(cells, reader, window=None)
+    tiled = stitch_outputs(cells, reader, window=64, overlap=32, batch_size=4)
     assert whole["coverage"].shape == (10, 12, 1) and whole["bbox"].shape == (10, 12, 4)
     for name in ("coverage", "bbox"):  # equal up to float summation order in the convs
         scale = np.abs(whole[name]).max()
         np.testing.assert_allclose(tiled[name], whole[name], rtol=0, atol=1e-5 * scale)
-    got = predict.predict_image(cells, reader, window=64, overlap=32)
+    got = predict_image(cells, reader, window=64, overlap=32)
     want = polygons.outputs_to_buildings("detectnet", whole, "x", image_size=(150, 190),
                                          params=cells.params)
     assert len(want) > 0 and len(got.buildings) == len(want)
@@ -186,15 +186,15 @@ def test_detectnet_grid_stitching_is_exact_on_the_stride_16_grid(models):
 def test_oriented_detectnet_predicts_the_rectangles_of_one_whole_image_call(models):
     rng = np.random.default_rng(4)
     image = rng.integers(0, 2048, (150, 190, 3)).astype(np.uint16)
-    reader = predict.ArrayImage("x", image)
+    reader = sources.ArrayImage("x", image)
     tilted = models["tilted"]
     assert tilted.outputs == ("coverage", "bbox", "orient")
     assert models["cells"].outputs == ("coverage", "bbox")
-    whole = predict.stitch_outputs(tilted, reader, window=None)
-    tiled = predict.stitch_outputs(tilted, reader, window=64, overlap=32, batch_size=4)
+    whole = stitch_outputs(tilted, reader, window=None)
+    tiled = stitch_outputs(tilted, reader, window=64, overlap=32, batch_size=4)
     assert whole["orient"].shape == (10, 12, 3)
     np.testing.assert_allclose(tiled["orient"], whole["orient"], rtol=0, atol=1e-5)
-    got = predict.predict_image(tilted, reader, window=64, overlap=32)
+    got = predict_image(tilted, reader, window=64, overlap=32)
     want = polygons.outputs_to_buildings("detectnet", whole, "x", image_size=(150, 190),
                                          params=tilted.params)
     assert len(want) > 0 and len(got.buildings) == len(want)
@@ -214,7 +214,7 @@ def test_strip_polygons_equal_one_whole_image_call(models):
         params=oracle.params)
     assert len(want) == 5  # tall, U, two sharing a wall, corner; the 16 px one is dropped
     for window, overlap in ((32, 8), (48, 16), (None, 0)):
-        got = predict.predict_image(oracle, predict.ArrayImage("x", image), window=window,
+        got = predict_image(oracle, sources.ArrayImage("x", image), window=window,
                                     overlap=overlap, batch_size=3)
         assert building_key(got.buildings) == building_key(want), window
 
@@ -226,11 +226,11 @@ def test_geotiff_outputs_csv_and_geojson_in_the_image_crs(models, tmp_path):
     write_tif(tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img5.tif", image)
     write_tif(tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img6.tif", image[:100, :120])
     write_tif(tmp_path / "PAN_AOI_2_Vegas_img5.tif", image[..., :1])  # other type: ignored
-    preds = predict.predict_images(models["oracle"], [str(tmp_path / "*.tif")], window=64,
+    preds = predict_images(models["oracle"], [str(tmp_path / "*.tif")], window=64,
                                    overlap=16)
     assert [p.image_id for p in preds] == ["AOI_2_Vegas_img5", "AOI_2_Vegas_img6"]
     out = tmp_path / "out"
-    paths = predict.write_predictions(preds, out)
+    paths = writers.write_predictions(preds, out)
     assert sorted(p.name for p in paths) == ["AOI_2_Vegas_img5.geojson",
                                              "AOI_2_Vegas_img6.geojson", "predictions.csv"]
     from_csv = scoring.read_buildings(out / "predictions.csv")
@@ -245,34 +245,34 @@ def test_geotiff_outputs_csv_and_geojson_in_the_image_crs(models, tmp_path):
     assert all(bounds.covers(g) for g in geoms)
     tall = geo.pixel_to_map(shapely.box(*boxes[0][0]), UTM_TRANSFORM)
     assert any(g.symmetric_difference(tall).area < 1e-6 for g in geoms)
-    single = predict.write_predictions(preds[:1], tmp_path / "one.geojson")
+    single = writers.write_predictions(preds[:1], tmp_path / "one.geojson")
     assert json.loads(single[0].read_text()) == doc
-    with pytest.raises(predict.PredictError, match="holds one image but there are 2"):
-        predict.write_predictions(preds, tmp_path / "two.geojson")
-    predict.write_predictions(preds, tmp_path / "all.csv")
+    with pytest.raises(sources.PredictError, match="holds one image but there are 2"):
+        writers.write_predictions(preds, tmp_path / "two.geojson")
+    writers.write_predictions(preds, tmp_path / "all.csv")
     assert (tmp_path / "all.csv").read_text() == (out / "predictions.csv").read_text()
 
 
 def test_wrong_bands_dtype_and_empty_files_are_clear_errors(models, tmp_path):
     image, _ = oracle_scene(64, 64)
     one_band = write_tif(tmp_path / "one_band.tif", image[..., :1])
-    with pytest.raises(predict.PredictError, match="one_band.tif: has 1 band.* reads bands"):
-        predict.predict_image(models["oracle"], one_band)
+    with pytest.raises(sources.PredictError, match="one_band.tif: has 1 band.* reads bands"):
+        predict_image(models["oracle"], one_band)
     ints = write_tif(tmp_path / "ints.tif", image.astype(np.int16))
-    with pytest.raises(predict.PredictError, match="ints.tif: pixels are int16 .* float32"):
-        predict.predict_image(models["oracle"], ints)
+    with pytest.raises(sources.PredictError, match="ints.tif: pixels are int16 .* float32"):
+        predict_image(models["oracle"], ints)
     (tmp_path / "empty.tif").write_bytes(b"")
-    with pytest.raises(predict.PredictError, match="empty.tif: file is empty"):
-        predict.predict_image(models["oracle"], tmp_path / "empty.tif")
-    with pytest.raises(predict.PredictError, match="matches no file"):
-        predict.find_images([str(tmp_path / "nothing*.tif")], models["oracle"].info)
+    with pytest.raises(sources.PredictError, match="empty.tif: file is empty"):
+        predict_image(models["oracle"], tmp_path / "empty.tif")
+    with pytest.raises(sources.PredictError, match="matches no file"):
+        sources.find_images([str(tmp_path / "nothing*.tif")], models["oracle"].info)
     info = md.ModelInfo.load(models["tiny"].export_dir)
     info.image_types, info.bands = ["PAN", RGB], {"PAN": [1], RGB: [1, 2]}
-    with pytest.raises(predict.PredictError, match="cannot tell which of the model's image"):
-        predict.find_images([str(one_band)], info)
+    with pytest.raises(sources.PredictError, match="cannot tell which of the model's image"):
+        sources.find_images([str(one_band)], info)
     write_tif(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif", image)
-    with pytest.raises(predict.PredictError, match="AOI_2_Vegas_img1: no PAN file"):
-        predict.find_images([str(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif")], info)
+    with pytest.raises(sources.PredictError, match="AOI_2_Vegas_img1: no PAN file"):
+        sources.find_images([str(tmp_path / f"{RGB}_AOI_2_Vegas_img1.tif")], info)
 
 
 def test_band_count_other_than_the_training_data_is_refused(models, tmp_path, monkeypatch):
@@ -282,22 +282,22 @@ def test_band_count_other_than_the_training_data_is_refused(models, tmp_path, mo
     three = write_tif(tmp_path / "three_bands.tif", np.concatenate([image, image[..., :1]], -1))
     two = write_tif(tmp_path / "two_bands.tif", image)
     oracle = models["oracle"]
-    predict.predict_image(oracle, three)  # unknown training count: bands 1-2 exist, accepted
+    predict_image(oracle, three)  # unknown training count: bands 1-2 exist, accepted
     monkeypatch.setattr(oracle, "info",
                         dataclasses.replace(oracle.info, source_bands={ORACLE_TYPE: 2}))
-    with pytest.raises(predict.PredictError,
+    with pytest.raises(sources.PredictError,
                        match="three_bands.tif: has 3 band.* trained on 2-band RGB-PanSharpen"):
-        predict.predict_image(oracle, three)
-    assert predict.predict_image(oracle, two).buildings  # the training count is fine
+        predict_image(oracle, three)
+    assert predict_image(oracle, two).buildings  # the training count is fine
 
 
 def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models, tmp_path):
     image, boxes = oracle_scene(180, 150)
     path = write_tif(tmp_path / "plain.tif", image, transform=None, crs=None)
-    with pytest.warns(predict.PredictWarning, match="plain.tif: no georeference"):
-        pred = predict.predict_image(models["oracle"], path, window=64, overlap=16)
+    with pytest.warns(sources.PredictWarning, match="plain.tif: no georeference"):
+        pred = predict_image(models["oracle"], path, window=64, overlap=16)
     assert pred.image_id == "plain" and pred.transform is None and pred.crs == ""
-    predict.write_predictions([pred], tmp_path / "plain.geojson")
+    writers.write_predictions([pred], tmp_path / "plain.geojson")
     doc = json.loads((tmp_path / "plain.geojson").read_text())
     assert "crs" not in doc
     geoms = [b.polygon for b in scoring.read_buildings(tmp_path / "plain.geojson")
@@ -310,7 +310,7 @@ def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models,
 def test_overlays_are_pngs_of_the_image(models, tmp_path):
     image, _ = oracle_scene(90, 70)
     path = write_tif(tmp_path / "scene.tif", image)
-    pred = predict.predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
+    pred = predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
                                  overlay_channels=[1, 1, 0], overlay_max_size=50)
     assert pred.buildings
     with rasterio.open(tmp_path / "png" / "scene.png") as ds:
@@ -324,7 +324,7 @@ def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path
 
     image, boxes = oracle_scene(90, 150)
     path = write_tif(tmp_path / "scene.tif", image)
-    plain = predict.predict_image(models["oracle"], path)
+    plain = predict_image(models["oracle"], path)
     # truth: the tall block (found), the two wall-sharing squares as ONE building (each
     # predicted square then has IoU 0.5 with it: both false positives, the merged truth
     # missed), and a building nobody predicted (missed)
@@ -334,7 +334,7 @@ def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path
     t_out, p_out = scoring.match_outcomes(truth, plain.buildings)
     assert t_out == ["tp", "fn", "fn"]
     assert p_out.count("tp") == 1 and p_out.count("fp") >= 2
-    pred = predict.predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
+    pred = predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
                                  overlay_channels=[1, 1, 0], truth=truth)
     assert [b.polygon.wkt for b in pred.buildings] == [b.polygon.wkt for b in plain.buildings]
     with rasterio.open(tmp_path / "png" / "scene.png") as ds:
@@ -361,18 +361,18 @@ def test_match_outcomes_are_parallel_to_the_inputs():
 def test_spacenet_folder_truth_and_tfrecords_mode(models, spacenet, tmp_path):
     data, converted, manifest = spacenet
     tiny = models["tiny"]
-    preds = predict.predict_images(tiny, [str(data)], window=384, overlap=64)
+    preds = predict_images(tiny, [str(data)], window=384, overlap=64)
     ids = sorted(t["tile_id"] for t in manifest["tiles"])
     assert sorted(p.image_id for p in preds) == ids
     assert all(p.crs == "EPSG:4326" and (p.height, p.width) == (650, 650) for p in preds)
-    tf_preds, tf_truth = predict.predict_tfrecords(tiny, converted, "val")
+    tf_preds, tf_truth = predict_tfrecords(tiny, converted, "val")
     assert sorted(p.image_id for p in tf_preds) == ids
     for a in tf_preds:
         b = next(p for p in preds if p.image_id == a.image_id)
         assert a.transform == pytest.approx(b.transform) and a.crs == b.crs
     # truth read from the label GeoJSONs (lon/lat -> pixels) equals the stored pixel polygons
     label_dir = data / "AOI_2_Vegas_Train" / "geojson" / "buildings"
-    from_geojson = predict.read_truth(label_dir, preds)
+    from_geojson = writers.read_truth(label_dir, preds)
     def count(records):
         return {i: sum(1 for r in records if r.image_id == i and not r.is_empty) for i in ids}
 
@@ -381,7 +381,7 @@ def test_spacenet_folder_truth_and_tfrecords_mode(models, spacenet, tmp_path):
     assert sum(count(tf_truth).values()) >= sum(t["n_buildings"] for t in manifest["tiles"]) > 0
     self_score = scoring.score_polygons(tf_truth, [r for r in from_geojson if not r.is_empty])
     assert self_score.overall.fp == 0 and self_score.overall.fn == 0
-    result = predict.score(tf_preds, tf_truth)
+    result = writers.score(tf_preds, tf_truth)
     kept = sum(1 for r in tf_truth if not r.is_empty and r.polygon.area >= 20)
     assert result.overall.tp + result.overall.fn == kept
     assert set(result.images) == set(ids)
@@ -431,10 +431,10 @@ def test_fcn_contact_and_interior_outputs_reach_the_head(tmp_path):
     model = modeling.build_model("fcn", 3, width=4, depth=2, blocks=1, contact=True,
                                  interior=True)
     mdir = make_model_dir(tmp_path / "m", model, kind="fcn", stride=4)
-    predictor = predict.Predictor(exporter.export_model(mdir, tmp_path / "e"))
+    predictor = Predictor(exporter.export_model(mdir, tmp_path / "e"))
     assert predictor.outputs == ("footprint", "sdf", "contact", "interior")
     image = np.random.default_rng(0).uniform(200, 600, (40, 44, 3)).astype(np.uint16)
-    pred = predict.predict_image(predictor, image, window=None)
+    pred = predict_image(predictor, image, window=None)
     outputs = predictor(image[None].astype(np.float32))
     want = polygons.outputs_to_buildings("fcn", {k: v[0] for k, v in outputs.items()}, "image",
                                          image_size=(40, 44), params=predictor.params)

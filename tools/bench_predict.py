@@ -191,11 +191,12 @@ def throughput(exports: dict, tiles, workdir: pathlib.Path) -> None:
 
     ``tiles[0]`` warms up each configuration; ``tiles[1:]`` are measured.
     """
-    from sn_tf import predict
+    from sn_tf.serving import writers
+    from sn_tf.serving.predictor import Predictor, predict_images
 
     measured = tiles[1:]
 
-    class TimedPredictor(predict.Predictor):
+    class TimedPredictor(Predictor):
         """A Predictor that adds the time of its model calls (incl. .numpy()) to ``spent``."""
 
         spent = 0.0
@@ -217,14 +218,14 @@ def throughput(exports: dict, tiles, workdir: pathlib.Path) -> None:
         predictor = TimedPredictor(exports[name])
         for label, window, overlap in (("512/64 (4 per tile)", 512, 64),
                                        ("704 (1 per tile)", 704, 0)):
-            predict.predict_images(predictor, [str(tiles[0])], window=window, overlap=overlap)
+            predict_images(predictor, [str(tiles[0])], window=window, overlap=overlap)
             predictor.spent = 0.0
             t0 = time.perf_counter()
-            preds = predict.predict_images(predictor, list(map(str, measured)), window=window,
+            preds = predict_images(predictor, list(map(str, measured)), window=window,
                                            overlap=overlap)
             out = workdir / f"out_{name}"
             shutil.rmtree(out, ignore_errors=True)
-            predict.write_predictions(preds, out)
+            writers.write_predictions(preds, out)
             total = time.perf_counter() - t0
             n = len(measured)
             per_tile = sum(len(p.buildings) for p in preds) / n
@@ -246,22 +247,23 @@ def child(mode: str, scene: str, export_dir: str) -> None:
     """Run one measurement in this (fresh) process and print a JSON line."""
     from sn_tf.spacenet import geo
     from sn_tf.head import polygons
-    from sn_tf import predict
+    from sn_tf.serving import sources
+    from sn_tf.serving.predictor import GDAL_CACHE_BYTES, Predictor, predict_image
 
-    predictor = predict.Predictor(export_dir)
+    predictor = Predictor(export_dir)
     t0 = time.perf_counter()
     if mode == "base":
-        with predict.GeoTiffImage(predict.ImageSource("scene", {TYPE: pathlib.Path(scene)}),
+        with sources.GeoTiffImage(sources.ImageSource("scene", {TYPE: pathlib.Path(scene)}),
                                   predictor.info, predictor.dtype) as image:
             predictor(image.read(0, 0, 512, 512)[None])
         n = 0
     elif mode == "stream":
-        pred = predict.predict_image(predictor, scene)
+        pred = predict_image(predictor, scene)
         n = len(pred.buildings)
     else:  # naive: whole scene in float64, float64 output canvases, one head call
         import rasterio
 
-        with rasterio.Env(GDAL_CACHEMAX=predict.GDAL_CACHE_BYTES):  # same GDAL cache bound
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # same GDAL cache bound
             image, _ = geo.read_raster(scene)
         canvas = image.astype(np.float64)
         h, w, _ = canvas.shape

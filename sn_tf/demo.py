@@ -6,7 +6,7 @@
    AOI_1_Rio in the SpaceNet 1 layout) to ``<out>/spacenet``;
 2. converts it to sharded TFRecords in ``<out>/tfrecords`` with three splits (``DEMO_SPLITS``:
    train 0.65, val 0.15, test 0.2 of the tiles, by tile-id hash);
-3. trains both recipes (``models/fcn.py``, ``models/detectnet.py``, the ``demo`` variant:
+3. trains both shipped recipes (``sn_tf.configs``: ``fcn``, ``detectnet``, the ``demo`` variant:
    a few minutes on a CPU) into ``<out>/models/<recipe>``; the in-training validation on
    ``val`` picks ``best.keras``;
 4. exports each best checkpoint as a SavedModel (``<out>/export/<recipe>``);
@@ -27,7 +27,6 @@ import time
 import warnings
 
 RECIPES = ("fcn", "detectnet")
-REPO_MODELS = pathlib.Path(__file__).resolve().parents[1] / "models"
 DEMO_AOIS = ("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio")
 # val chooses the checkpoint, test is scored: a score on the split that chose the checkpoint
 # would be biased upwards (measured: 0.628 for the chosen vs 0.566 for the last DetectNet epoch)
@@ -72,7 +71,7 @@ def _train_export_predict(name, variant, tfr, out, overrides, verbose):
     from sn_tf.serving.exporter import export_model
     from sn_tf.training.recipes import apply_overrides, load_recipe
 
-    spec = f"{REPO_MODELS / name}.py:{variant}"
+    spec = f"{name}:{variant}"  # a recipe shipped with sn_tf (sn_tf.configs)
     _step(f"3/5 train {name} ({spec})")
     model_dir = out / "models" / name
     if model_dir.exists():

@@ -3,6 +3,7 @@
     python -m sn_tf.train --config=models/fcn.py --data_dir=<tfrecords> --model_dir=<dir>
     python -m sn_tf.train --config=models/detectnet.py:smoke --data_dir=... --model_dir=... \
         --set=train.epochs=3 --set=data.batch_size=4 --mixed_precision=mixed_bfloat16
+    python -m sn_tf.train --config=fcn:demo ...   # a recipe shipped with sn_tf (sn_tf.configs)
 
 One host: Keras ``fit`` under MirroredStrategy over its GPUs (the default strategy on CPU).
 A killed run resumes from ``<model_dir>/backup`` when started again with the same flags.
@@ -18,7 +19,9 @@ import sys
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("config", None, "Recipe: models/<name>.py[:variant].", required=True)
+flags.DEFINE_string("config", None, "Recipe: a shipped recipe name (fcn, detectnet; "
+                    "sn_tf.configs) or a file such as models/<name>.py, then [:variant].",
+                    required=True)
 flags.DEFINE_string("data_dir", None, "Output folder of sn_tf.convert.", required=True)
 flags.DEFINE_string("model_dir", None, "Where checkpoints, logs and model_info go.",
                     required=True)

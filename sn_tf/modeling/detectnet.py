@@ -18,8 +18,9 @@ stage4            16          3x3/2 pool, ``blocks[1]`` incept.  512
 
 (the defaults ``blocks=(2, 7)`` mirror GoogLeNet's 3a-3b and 4a-4e + 5a-5b.)
 
-Two optional additions, both off by default (the DIGITS shape) and on in ``models/detectnet.py``
-(demo recipe, held-out F1 0.62 with both vs 0.57 without, for ~8 % more CPU per step):
+Two optional additions, both off by default (the DIGITS shape) and on in
+``sn_tf/configs/detectnet.py`` (demo recipe, held-out F1 0.62 with both vs 0.57 without, for
+~8 % more CPU per step):
 
 - ``fine_features``: the stride-8 stage output goes through a 3x3/2 conv-BN-ReLU (``4 * width``
   channels) and is concatenated to the stride-16 features (a hypercolumn). Max pooling leaves

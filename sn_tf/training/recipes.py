@@ -1,37 +1,57 @@
-"""Experiment recipes: ``models/<name>.py`` files with ``get_config(variant="")``.
+"""Recipes: Python files with ``get_config(variant="")``, shipped ones loadable by name.
 
-A recipe returns a nested dict (sections ``model``, ``data``, ``loss``, ``train``,
-``postprocess``); a variant (``"smoke"`` for tests and CPU, ``"demo"`` for the demo) is
-chosen with ``--config=models/fcn.py:smoke``. Values are overridden from the command line
+The recipes shipped with sn_tf live in ``sn_tf.configs`` (``--config=fcn``,
+``--config=detectnet``); any recipe file is loaded by path (``--config=models/fcn.py``, the
+repository's experiment recipes, built on the shipped ones). A recipe returns a nested dict
+(sections ``model``, ``data``, ``loss``, ``train``, ``postprocess``); a variant (``"smoke"``
+for tests and CPU, ``"demo"`` for the demo) is chosen with ``--config=fcn:smoke`` or
+``--config=models/fcn.py:smoke``. Values are overridden from the command line
 with ``--set=section.key=value`` (value parsed as JSON when it parses, else a string).
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import importlib.util
 import json
 import pathlib
+import pkgutil
 
 SECTIONS = ("model", "data", "loss", "train", "postprocess")
+SHIPPED_PACKAGE = "sn_tf.configs"  # the recipes shipped with sn_tf, loadable by name
 
 
 class RecipeError(ValueError):
     """A recipe cannot be loaded, or an override does not fit it."""
 
 
+def shipped_recipes() -> list[str]:
+    """Names of the recipes shipped with sn_tf (modules of ``sn_tf.configs``)."""
+    package = importlib.import_module(SHIPPED_PACKAGE)
+    return sorted(m.name for m in pkgutil.iter_modules(package.__path__)
+                  if not m.name.startswith("_"))
+
+
 def load_recipe(spec: str) -> dict:
-    """Load ``path/to/recipe.py[:variant]`` and return its config dict (with ``name``)."""
+    """Load ``path/to/recipe.py[:variant]`` or a shipped recipe ``name[:variant]`` (e.g.
+    ``fcn:demo``, :func:`shipped_recipes`) and return its config dict (with ``name``).
+    """
     path_text, _, variant = spec.partition(":")
     path = pathlib.Path(path_text)
-    if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found (e.g. models/fcn.py)")
-    module_spec = importlib.util.spec_from_file_location(f"sn_tf_recipe_{path.stem}", path)
-    module = importlib.util.module_from_spec(module_spec)
-    try:
-        module_spec.loader.exec_module(module)
-    except Exception as exc:
-        raise RecipeError(f"{path}: cannot load recipe ({type(exc).__name__}: {exc})") from None
+    if path.is_file():
+        module_spec = importlib.util.spec_from_file_location(f"sn_tf_recipe_{path.stem}", path)
+        module = importlib.util.module_from_spec(module_spec)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:
+            raise RecipeError(f"{path}: cannot load recipe ({type(exc).__name__}: {exc})") from None
+    elif path_text.isidentifier() and path_text in shipped_recipes():
+        path = pathlib.Path(path_text)  # named like the module: config["name"] = its stem
+        module = importlib.import_module(f"{SHIPPED_PACKAGE}.{path_text}")
+    else:
+        raise RecipeError(f"{path}: recipe file not found (e.g. models/fcn.py) and no shipped "
+                          f"recipe of that name (shipped: {', '.join(shipped_recipes())})")
     if not hasattr(module, "get_config"):
         raise RecipeError(f"{path}: a recipe must define get_config(variant='')")
     try:
@@ -74,7 +94,7 @@ def apply_overrides(config: dict, overrides) -> dict:
     return config
 
 
-# ---- shared defaults of the recipes in models/ -----------------------------------------
+# ---- shared defaults of the recipes (sn_tf.configs) ---------------------------------
 DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
                  "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
                  "boundary_weight": None, "contact_weight": None, "interior_level": 1.5,

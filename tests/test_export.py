@@ -19,7 +19,7 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
-from sn_tf.serving import exporter
+from sn_tf.serving import exporter  # noqa: E402
 from sn_tf import modeling  # noqa: E402
 from sn_tf.training import model_dir as md  # noqa: E402
 

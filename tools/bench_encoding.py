@@ -20,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf.spacenet import geo
+from sn_tf.spacenet import geo  # noqa: E402
 from sn_tf.dataset import labels, schema  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 

@@ -55,7 +55,7 @@ import numpy as np
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf.dataset import converter
+from sn_tf.dataset import converter  # noqa: E402
 from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 

@@ -32,8 +32,8 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 tf = tensorflow()
 import keras  # noqa: E402
 
-from sn_tf.input import augment, pipeline
-from sn_tf.modeling import model_input
+from sn_tf.input import augment, pipeline  # noqa: E402
+from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf import modeling  # noqa: E402
 
 BANDS = 8

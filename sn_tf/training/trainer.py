@@ -30,22 +30,22 @@ import time
 
 import numpy as np
 
-from sn_tf.training import model_dir as md
-from sn_tf.head import polygons
 from sn_tf.dataset import schema
-from sn_tf.spacenet import scoring
 from sn_tf.dataset.reader import load_info, read_truth
+from sn_tf.head import polygons
+from sn_tf.spacenet import scoring
+from sn_tf.training import model_dir as md
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 import keras  # noqa: E402  (after the quiet TF import)
 
-from sn_tf.modeling import model_input
-from sn_tf import modeling
-from sn_tf.training import tuning
+from sn_tf import modeling  # noqa: E402
 from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
+from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
+from sn_tf.training import tuning  # noqa: E402
 
 TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
 

@@ -16,7 +16,7 @@ from sn_tf.dataset import converter
 from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import geo
 from sn_tf.dataset.reader import read_examples
-from spacenet_fixture import TILE_DEG, geojson_text, make_sn2_aoi
+from fixtures.spacenet import TILE_DEG, geojson_text, make_sn2_aoi
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 QUIET = dict(progress=False)

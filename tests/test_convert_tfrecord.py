@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from spacenet_fixture import make_sn2_aoi
+from fixtures.spacenet import make_sn2_aoi
 
 from sn_tf.dataset import tfrecord
 from sn_tf.dataset.reader import read_examples
@@ -232,7 +232,7 @@ def test_a_failing_worker_raises_instead_of_hanging_the_pool():
     code = (
         "import sys; sys.path[:0] = [{repo!r}, {tests!r}]\n"
         "from sn_tf.dataset import converter\n"
-        "from pool_helpers import chatty\n"
+        "from fixtures.pool import chatty\n"
         "ticks = []\n"
         "calls = [(i, 2500, i == 0) for i in range(3)]\n"
         "try:\n"

@@ -1,8 +1,7 @@
 """Tests of sn_tf.export: SavedModel serving signature vs the Keras model, metadata, errors.
 
 Models are tiny (FCN width 4 depth 2, DetectNet width 4 blocks (1, 1), or hand-made 1x1-conv
-models) and untrained; inputs are small. The helpers ``make_model_dir``, ``oracle_fcn`` and
-``cell_detectnet`` are shared with tests/test_predict.py.
+models, ``tests/fixtures/models.py``) and untrained; inputs are small.
 """
 
 import json
@@ -19,71 +18,13 @@ from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
 tf = tensorflow()
 
-from sn_tf.serving import exporter  # noqa: E402
+from fixtures.models import (MEAN, RGB, STD, STRIDE, TINY, make_model_dir,  # noqa: E402
+                             oracle_fcn, tiny_model)
 from sn_tf import modeling  # noqa: E402
+from sn_tf.serving import exporter  # noqa: E402
 from sn_tf.training import model_dir as md  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-TINY = {"fcn": dict(width=4, depth=2, blocks=1), "detectnet": dict(width=4, blocks=(1, 1))}
-STRIDE = {"fcn": 4, "detectnet": 16}
-RGB = "RGB-PanSharpen"
-MEAN = [310.0, 420.0, 515.0]
-STD = [95.0, 120.0, 80.0]
-
-
-# ---------------------------------------------------------------------------------- helpers
-
-def make_model_dir(path, model, *, kind: str, stride: int, image_types=(RGB,), bands=None,
-                   input_dtypes=None, mean=MEAN, std=STD, postprocess=None,
-                   checkpoint: str = "best", normalizes_input: bool = False) -> pathlib.Path:
-    """A model dir in the sn_tf.training.model_dir layout: checkpoints/<checkpoint>.keras + ModelInfo."""
-    path = pathlib.Path(path)
-    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-    model.save(path / "checkpoints" / f"{checkpoint}.keras")
-    bands = bands or {image_types[0]: list(range(1, len(mean) + 1))}
-    input_dtypes = input_dtypes or {t: "uint16" for t in image_types}
-    md.ModelInfo(kind=kind, image_types=list(image_types), bands=bands,
-                 input_dtypes=input_dtypes, mean=list(mean), std=list(std), stride=stride,
-                 postprocess=postprocess or {}, recipe="test",
-                 versions={"keras": keras.__version__},
-                 normalizes_input=normalizes_input).save(path)
-    return path
-
-
-def tiny_model(kind: str, num_bands: int = 3):
-    """A compiled tiny untrained model of ``kind`` (seeded)."""
-    keras.utils.set_random_seed(7)
-    model = modeling.build_model(kind, num_bands, **TINY[kind])
-    model.compile(optimizer="adam", loss=modeling.losses_for(kind, sdf_truncation=8.0))
-    return model
-
-
-def oracle_fcn(num_bands: int = 2):
-    """An "FCN" of two 1x1 convs: footprint = channel 0, sdf = channel 1 (exact, no context)."""
-    image = keras.Input((None, None, num_bands))
-    picks = {}
-    for k, name in enumerate(("footprint", "sdf")):
-        conv = keras.layers.Conv2D(1, 1, use_bias=False, name=name)
-        picks[name] = conv(image)
-        kernel = np.zeros((1, 1, num_bands, 1), np.float32)
-        kernel[0, 0, k, 0] = 1.0
-        conv.set_weights([kernel])
-    return keras.Model(image, picks)
-
-
-def cell_detectnet(num_bands: int = 3, oriented: bool = False):
-    """A "DetectNet" whose cell (i, j) sees only pixels [16i, 16i+16) x [16j, 16j+16)
-    (with ``oriented`` also an ``orient`` output in [0, 1])."""
-    keras.utils.set_random_seed(3)
-    image = keras.Input((None, None, num_bands))
-    x = keras.layers.Conv2D(8, 16, strides=16, activation="tanh")(image)
-    coverage = keras.layers.Conv2D(1, 1, activation="sigmoid", name="coverage")(x)
-    bbox = keras.layers.Conv2D(4, 1, name="bbox")(keras.layers.Rescaling(20.0)(x))
-    outputs = {"coverage": coverage, "bbox": bbox}
-    if oriented:
-        outputs["orient"] = keras.layers.Conv2D(3, 1, activation="sigmoid", name="orient")(
-            keras.layers.Rescaling(4.0)(x))
-    return keras.Model(image, outputs)
 
 
 def keras_reference(model, raw: np.ndarray, stride: int, mean=MEAN, std=STD) -> dict:

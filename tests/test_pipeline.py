@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from pipeline_fixtures import write_dataset
+from fixtures.datasets import write_dataset
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
 from sn_tf.input.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch

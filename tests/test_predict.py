@@ -27,7 +27,7 @@ from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, p
                                      stitch_outputs)
 from sn_tf.spacenet import geo, scoring, synthetic
 from sn_tf.training import model_dir as md
-from test_export import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
+from fixtures.models import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 UTM_TRANSFORM = from_origin(500000.0, 4000000.0, 0.3, 0.3)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 
-from sn_tf.spacenet.synthetic import DEFAULT_AOIS, format_summary, write_sample
+from sn_tf.spacenet.synthetic import format_summary, write_sample
+from sn_tf.spacenet.synthetic_aois import DEFAULT_AOIS
 
 
 def main(argv=None) -> None:

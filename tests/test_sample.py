@@ -19,7 +19,7 @@ from rasterio.transform import Affine
 from rasterio.warp import reproject
 from shapely.geometry import shape
 
-from sn_tf.spacenet import synthetic
+from sn_tf.spacenet import synthetic, synthetic_aois, synthetic_scenes
 
 AOIS = ("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio")
 TILES = 3
@@ -96,7 +96,7 @@ def test_file_names_follow_the_spacenet_layouts(sample_dir):
             r"AOI_1_Rio_Train/(3-Band|8-band)/README\.txt"],
     }
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
-    files.remove(synthetic.MANIFEST_NAME)
+    files.remove(synthetic_aois.MANIFEST_NAME)
     for f in files:
         aoi = next(a for a in AOIS if f.startswith(a + "_Train/"))
         assert any(re.fullmatch(p, f) for p in patterns[aoi]), f
@@ -131,7 +131,7 @@ def test_sn_tf_layout_discovers_the_sample(sample_dir):
         assert {t.tile_id for t in lay.tiles} == expected
         for t in lay.tiles:
             assert t.label_path is not None and set(t.images) == set(
-                synthetic.RIO_IMAGE_TYPES if lay.kind == "rio" else SN2_SPECS)
+                synthetic_aois.RIO_IMAGE_TYPES if lay.kind == "rio" else SN2_SPECS)
 
 
 # ----------------------------------------------------------------------------- rasters
@@ -171,7 +171,7 @@ def test_raster_types_sizes_pixel_sizes_and_shared_footprint(sample_dir):
 def test_sn2_tiles_sit_on_the_aoi_grid(sample_dir):
     _, manifest = sample_dir
     for tile in manifest["tiles"]:
-        prof = synthetic.aoi_profile(tile["aoi"])
+        prof = synthetic_aois.aoi_profile(tile["aoi"])
         if prof.kind != "sn2":
             continue
         west, _, _, north = tile["bounds"]
@@ -186,11 +186,11 @@ def test_derived_image_types(sample_dir):
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_2_Vegas" and t["n_buildings"])
     read = {k: _read(root / v) for k, v in tile["images"].items()}
     np.testing.assert_array_equal(read["RGB-PanSharpen"], read["MUL-PanSharpen"][[4, 2, 1]])
-    averaged = synthetic.area_average(read["MUL-PanSharpen"], 163, 163)
+    averaged = synthetic_scenes.area_average(read["MUL-PanSharpen"], 163, 163)
     diff = read["MUL"] - averaged
     assert np.abs(diff.mean(axis=(1, 2))).max() < 1.0
     assert diff.std() < 6.0  # MUL noise only, no misregistration
-    weighted = np.tensordot(synthetic.PAN_WEIGHTS, read["MUL-PanSharpen"], 1)
+    weighted = np.tensordot(synthetic_aois.PAN_WEIGHTS, read["MUL-PanSharpen"], 1)
     assert np.corrcoef(weighted.ravel(), read["PAN"].ravel())[0, 1] > 0.99
 
 
@@ -199,7 +199,7 @@ def test_rio_8band_is_the_area_average_of_the_3band_grid(sample_dir):
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_1_Rio" and t["n_buildings"])
     rgb = _read(root / tile["images"]["3band"])
     eight = _read(root / tile["images"]["8band"])
-    red_avg = synthetic.area_average(rgb[:1], 102, 110)[0]
+    red_avg = synthetic_scenes.area_average(rgb[:1], 102, 110)[0]
     assert np.corrcoef(red_avg.ravel(), eight[4].ravel())[0, 1] > 0.97
 
 
@@ -212,9 +212,9 @@ def test_area_average_equals_gdal_average_resampling():
     gdal = np.zeros((2, 163, 163), np.float32)
     reproject(src, gdal, src_transform=t_src, src_crs="EPSG:4326", dst_transform=t_dst,
               dst_crs="EPSG:4326", resampling=Resampling.average)
-    ours = synthetic.area_average(src, 163, 163)
+    ours = synthetic_scenes.area_average(src, 163, 163)
     np.testing.assert_allclose(ours, gdal, rtol=0, atol=0.05)
-    assert synthetic.area_average(np.ones((1, 650, 650)), 163, 163) == pytest.approx(1.0)
+    assert synthetic_scenes.area_average(np.ones((1, 650, 650)), 163, 163) == pytest.approx(1.0)
 
 
 def test_pan_float64_option(tmp_path):
@@ -337,7 +337,7 @@ def test_invalid_polygon_pixels_are_drawn_as_building(sample_dir):
     root, manifest = sample_dir
     tile = next(t for t in manifest["tiles"] if t["invalid"] and "MUL-PanSharpen" in t["images"])
     spec = _spec_of(tile)
-    scene = synthetic.synthesize_tile(spec, SEED).scene
+    scene = synthetic_scenes.synthesize_tile(spec, SEED).scene
     k = tile["invalid"][0]
     poly = shape(_features(root / tile["label"])[k - 1]["geometry"])
     mask = features.rasterize([shapely.make_valid(shapely.force_2d(poly))],
@@ -348,15 +348,15 @@ def test_invalid_polygon_pixels_are_drawn_as_building(sample_dir):
 
 # ----------------------------------------------------------------------------- imagery
 
-def _spec_of(tile: dict) -> synthetic.TileSpec:
-    specs = synthetic.plan_tiles(AOIS, TILES, SEED)
+def _spec_of(tile: dict) -> synthetic_aois.TileSpec:
+    specs = synthetic_aois.plan_tiles(AOIS, TILES, SEED)
     return next(s for s in specs if s.tile_id == tile["tile_id"])
 
 
 def test_regenerated_tile_equals_the_file_and_its_labels(sample_dir):
     root, manifest = sample_dir
     tile = next(t for t in manifest["tiles"] if t["aoi"] == "AOI_3_Paris" and t["n_buildings"])
-    synth = synthetic.synthesize_tile(_spec_of(tile), SEED)
+    synth = synthetic_scenes.synthesize_tile(_spec_of(tile), SEED)
     with rasterio.open(root / tile["images"]["MUL-PanSharpen"]) as src:
         np.testing.assert_array_equal(src.read(), synth.images["MUL-PanSharpen"])
         transform, shape_hw = src.transform, (src.height, src.width)
@@ -373,14 +373,14 @@ def test_imagery_is_learnable(sample_dir, aoi):
     means from even rows, evaluated on odd rows) finds building pixels with > 90 % accuracy."""
     root, manifest = sample_dir
     tile = max((t for t in manifest["tiles"] if t["aoi"] == aoi), key=lambda t: t["n_buildings"])
-    scene = synthetic.synthesize_tile(_spec_of(tile), SEED).scene
+    scene = synthetic_scenes.synthesize_tile(_spec_of(tile), SEED).scene
     classes = scene.classes()
     with rasterio.open(root / tile["images"]["MUL-PanSharpen"]) as src:
         img = src.read().astype(np.float64)
     red, nir1 = img[4], img[6]
     ndvi = (nir1 - red) / (nir1 + red)
-    roof = classes >= synthetic.ROOF_BASE
-    veg = classes == synthetic.VEGETATION
+    roof = classes >= synthetic_aois.ROOF_BASE
+    veg = classes == synthetic_aois.VEGETATION
     assert roof.mean() > 0.03 and veg.mean() > 0.005
     assert ndvi[veg].mean() > ndvi[roof].mean() + 0.3
 
@@ -394,7 +394,7 @@ def test_imagery_is_learnable(sample_dir, aoi):
     xt, yt = x[~train], y[~train]
     dist = ((xt[:, None, :] - means[None]) ** 2).sum(-1)
     pred = labels[dist.argmin(1)]
-    is_b, pred_b = yt >= synthetic.ROOF_BASE, pred >= synthetic.ROOF_BASE
+    is_b, pred_b = yt >= synthetic_aois.ROOF_BASE, pred >= synthetic_aois.ROOF_BASE
     accuracy = np.mean(is_b == pred_b)
     baseline = max(is_b.mean(), 1 - is_b.mean())
     assert accuracy > 0.9 and accuracy > baseline + 0.03
@@ -404,9 +404,9 @@ def test_imagery_is_learnable(sample_dir, aoi):
 def test_roof_spectra_differ_from_background_spectra():
     """Every roof material is far (> 0.05 reflectance RMS over 8 bands) from soil, roads,
     vegetation and water of every AOI."""
-    backgrounds = [synthetic.ROAD_SPECTRUM, synthetic.VEGETATION_SPECTRUM, synthetic.WATER_SPECTRUM]
-    backgrounds += [p.soil for p in synthetic.AOI_PROFILES.values()]
-    for name, roof in synthetic.ROOF_MATERIALS.items():
+    backgrounds = [synthetic_aois.ROAD_SPECTRUM, synthetic_aois.VEGETATION_SPECTRUM, synthetic_aois.WATER_SPECTRUM]
+    backgrounds += [p.soil for p in synthetic_aois.AOI_PROFILES.values()]
+    for name, roof in synthetic_aois.ROOF_MATERIALS.items():
         for bg in backgrounds:
             rms = np.sqrt(np.mean((np.asarray(roof) - np.asarray(bg)) ** 2))
             assert rms > 0.05, (name, bg)
@@ -441,18 +441,18 @@ def test_rewriting_replaces_an_old_sample_but_not_foreign_data(tmp_path):
 
 
 def test_plan_tiles_roles_and_errors():
-    specs = synthetic.plan_tiles(["AOI_2_Vegas", "AOI_1_Rio"], 5, seed=0)
+    specs = synthetic_aois.plan_tiles(["AOI_2_Vegas", "AOI_1_Rio"], 5, seed=0)
     assert len(specs) == 10
     for aoi in ("AOI_2_Vegas", "AOI_1_Rio"):
         roles = sorted(s.role for s in specs if s.aoi == aoi)
         assert roles == ["empty", "normal", "normal", "normal", "showcase"]
     assert len({(s.aoi, s.bounds) for s in specs}) == 10
-    default = synthetic.plan_tiles()
-    assert [sum(s.aoi == a for s in default) for a in synthetic.DEFAULT_AOIS] == [12, 12, 6]
+    default = synthetic_aois.plan_tiles()
+    assert [sum(s.aoi == a for s in default) for a in synthetic_aois.DEFAULT_AOIS] == [12, 12, 6]
     with pytest.raises(ValueError):
-        synthetic.plan_tiles(["AOI_9_Atlantis"])
+        synthetic_aois.plan_tiles(["AOI_9_Atlantis"])
     with pytest.raises(ValueError):
-        synthetic.plan_tiles(["AOI_2_Vegas"], 0)
+        synthetic_aois.plan_tiles(["AOI_2_Vegas"], 0)
 
 
 def test_cli_writes_and_summarises(tmp_path):
@@ -460,7 +460,7 @@ def test_cli_writes_and_summarises(tmp_path):
         [sys.executable, "-m", "sn_tf.sample", f"--output_dir={tmp_path}", "--aois=AOI_1_Rio",
          "--tiles_per_aoi=2", "--seed=3"], capture_output=True, text=True, check=True)
     assert "AOI_1_Rio" in out.stdout and "2 tiles" in out.stdout
-    manifest = json.loads((tmp_path / synthetic.MANIFEST_NAME).read_text())
+    manifest = json.loads((tmp_path / synthetic_aois.MANIFEST_NAME).read_text())
     assert manifest["seed"] == 3 and len(manifest["tiles"]) == 2
     assert math.isclose(sum(t["n_buildings"] for t in manifest["tiles"]),
                         manifest["aois"][0]["n_buildings"])

@@ -34,7 +34,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.head import polygons  # noqa: E402
-from sn_tf.spacenet import synthetic  # noqa: E402
+from sn_tf.spacenet import synthetic_aois, synthetic_scenes  # noqa: E402
 
 FCN_PARAMS = {"threshold": 0.0, "interior_threshold": 0.0, "merge_level": -2.0,
               "min_seed_area": 12, "min_area": 20.0}
@@ -45,14 +45,14 @@ def make_tiles(n: int, seed: int) -> list[tuple[str, dict]]:
     with buildings."""
     from scipy import ndimage
 
-    specs = synthetic.plan_tiles(("AOI_2_Vegas", "AOI_3_Paris"), tiles_per_aoi=max(2, n),
+    specs = synthetic_aois.plan_tiles(("AOI_2_Vegas", "AOI_3_Paris"), tiles_per_aoi=max(2, n),
                               seed=seed)
     specs = [s for pair in zip(specs[:len(specs) // 2], specs[len(specs) // 2:]) for s in pair
              if s.role != "empty"]  # alternate the cities; tiles with buildings only
     rng = np.random.default_rng(seed)
     tiles = []
     for spec in specs[:n]:
-        scene = synthetic.compose_scene(spec, np.random.default_rng(rng.integers(1 << 31)))
+        scene = synthetic_scenes.compose_scene(spec, np.random.default_rng(rng.integers(1 << 31)))
         polys, _ = labels.clip_to_tile([b.label for b in scene.buildings if b.label.is_valid],
                                        scene.height, scene.width)
         lab = labels.compute_labels(polys, scene.height, scene.width)

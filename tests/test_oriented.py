@@ -326,17 +326,17 @@ def test_cluster_parameters_are_coverage_weighted_means():
 def test_records_without_rectangles_fall_back_to_the_box_corners():
     import types
 
-    from sn_tf.input import pipeline
+    from sn_tf.input import decode
     from sn_tf.dataset import schema
 
     plan = types.SimpleNamespace(grid="G")
     boxes = tf.constant([[1.0, 2.0, 5.0, 7.0], [0.0, 0.0, 3.0, 3.0]])
     key = schema.label_key("G", "rects_px")
     empty = tf.sparse.SparseTensor(tf.zeros([0, 1], tf.int64), tf.zeros([0]), [0])
-    corners = pipeline._rects({key: empty}, plan, boxes).numpy()  # schema version < 3
+    corners = decode._rects({key: empty}, plan, boxes).numpy()  # schema version < 3
     np.testing.assert_array_equal(corners[0], [1, 2, 5, 2, 5, 7, 1, 7])
     a, b, r = R.gliding_from_rects(corners)
     np.testing.assert_array_equal([a, b, r], [[0, 0], [0, 0], [1, 1]])  # axis-aligned
     stored = tf.sparse.from_dense(tf.constant(np.arange(16, dtype=np.float32) + 1))
-    np.testing.assert_array_equal(pipeline._rects({key: stored}, plan, boxes).numpy(),
+    np.testing.assert_array_equal(decode._rects({key: stored}, plan, boxes).numpy(),
                                   (np.arange(16) + 1).reshape(2, 8))

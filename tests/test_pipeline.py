@@ -21,7 +21,8 @@ from shapely import affinity
 from fixtures.datasets import write_dataset
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
-from sn_tf.input.pipeline import _check_types, make_dataset, make_examples, steps_per_epoch
+from sn_tf.input.pipeline import make_dataset, make_examples, steps_per_epoch
+from sn_tf.input.plan import _check_types
 from sn_tf.dataset.reader import read_examples
 from sn_tf.input.targets import decode_detectnet_targets, decode_oriented_targets
 from sn_tf.utils.tfimport import tensorflow

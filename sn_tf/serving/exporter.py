@@ -80,7 +80,7 @@ def serving_dtype(info: md.ModelInfo) -> str:
 
 def normalization(info: md.ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     """(scale, bias) float32 [C] with ``normalised = raw * scale + bias`` (std 0 -> 1)."""
-    from sn_tf.input.pipeline import coefficients_from_mean_std
+    from sn_tf.input.normalization import coefficients_from_mean_std
 
     std = np.asarray(info.std, np.float64)
     return coefficients_from_mean_std(info.mean, np.where(std > 0, std, 1.0))
@@ -229,7 +229,7 @@ def serving_function(model, info: md.ModelInfo):
     net = traceable_model(model)
     names = list(model.output_names)
     if info.normalizes_input:
-        from sn_tf.input.pipeline import normalization_mean_std
+        from sn_tf.input.normalization import normalization_mean_std
 
         mean = normalization_mean_std(scale, bias)[0].astype(np.float32)
 

@@ -43,6 +43,8 @@ import keras  # noqa: E402  (after the quiet TF import)
 from sn_tf import modeling  # noqa: E402
 from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
+from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
+from sn_tf.input.plan import IMAGE_DTYPES  # noqa: E402
 from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 from sn_tf.training import tuning  # noqa: E402
@@ -176,9 +178,9 @@ def resolve(config: dict, data_dir) -> Setup:
             raise ConfigError(f"split {split!r} has no tiles of AOIs {aois} in {data_dir}")
     mean, std = _normalisation(info, types, bands, data.get("normalization", "dataset_info"))
     image_dtype = data.get("image_dtype", "float32")
-    if image_dtype not in pipeline.IMAGE_DTYPES:
+    if image_dtype not in IMAGE_DTYPES:
         raise ConfigError(f"data.image_dtype {image_dtype!r} unknown; known: "
-                          f"{pipeline.IMAGE_DTYPES}")
+                          f"{IMAGE_DTYPES}")
     try:
         augment_config(data.get("augment"))
     except (ValueError, TypeError) as err:
@@ -240,7 +242,7 @@ def _aois(info: dict, types, wanted, data_dir) -> list[str]:
 
 def _normalisation(info, types, bands, mode) -> tuple[list[float], list[float]]:
     """Per-channel (mean, std) such that the model input is (raw - mean) / std."""
-    mean, std = pipeline.normalization_mean_std(
+    mean, std = normalization_mean_std(
         *pipeline.normalization_coefficients(info, types, bands, mode))
     return [float(v) for v in mean], [float(v) for v in std]
 

@@ -1,0 +1,333 @@
+"""What a pipeline reads and makes, checked against ``dataset_info.json`` before any graph.
+
+``_plan`` resolves ``make_dataset`` / ``make_examples`` arguments against the dataset's
+description (image types and bands present, dtypes, encodings, label fields, schema version,
+the normalisation) into one frozen ``_Plan`` that the graph functions
+(``sn_tf.input.decode``, ``sn_tf.input.pipeline``) read; a misconfiguration is an error here,
+naming the argument and the dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import numbers
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from sn_tf.dataset import schema
+from sn_tf.input import augment as aug
+from sn_tf.input.augment import AugmentConfig, augment_config
+from sn_tf.input.normalization import coefficients_from_mean_std, normalization_mean_std
+
+
+TARGETS = ("segmentation", "detection", "oriented_detection", "all")
+NORMALIZATIONS = ("dataset_info", "percentile")
+IMAGE_DTYPES = ("float32", "bfloat16", "float16", "raw")
+DEFAULT_SEG_PAD = 32
+
+
+# ---- configuration checked against dataset_info.json --------------------------------------
+@dataclasses.dataclass(frozen=True)
+class _TypeSpec:
+    """One image type as stored: name, dtype, encoding, band count and selected channels."""
+
+    name: str
+    dtype: str
+    encoding: str
+    num_bands: int
+    channels: tuple[int, ...]  # 0-based channels to keep, in output order
+    example_bytes: int = 0  # raw bytes of the dataset's example tile (example_shape)
+
+    @property
+    def all_channels(self) -> bool:
+        return self.channels == tuple(range(self.num_bands))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """Everything the graph functions need, resolved from dataset_info.json and arguments."""
+
+    types: tuple[_TypeSpec, ...]
+    grid: str
+    label_arrays: dict  # field -> (dtype, encoding)
+    label_fields: tuple[str, ...]  # ("sdf",) or ("mask", "distance"), then "contact" when
+    # the contact target or weight is asked for; () without segmentation
+    truncation: float
+    norm_scale: np.ndarray  # float32 [C]
+    norm_bias: np.ndarray  # float32 [C]
+    seg: bool
+    det: bool
+    training: bool
+    crop: int
+    stride: int
+    cvg_scale: float
+    pad_multiple: int
+    augment: AugmentConfig
+    seed: int
+    boundary_weight: float | None
+    boundary_sigma: float
+    aois: tuple[str, ...] | None
+    image_dtype: str = "float32"
+    from_record: bool = False  # training windows of raw arrays cut from the record itself
+    grid_shape: tuple[int, int] = (0, 0)  # the label grid's example_shape (H, W)
+    contact: bool = False  # segmentation targets include "contact"
+    contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
+    oriented: bool = False  # target "oriented_detection": rectangle coverage + orient targets
+
+    def cut_from_record(self, encoding: str) -> bool:
+        """True when a payload of ``encoding`` is read out of the serialized record
+        (``_cut_payloads``) instead of being parsed (copied) first."""
+        return self.from_record and encoding == "raw"
+
+    @property
+    def raw(self) -> bool:
+        """True when images leave the pipeline un-normalised (``image_dtype="raw"``)."""
+        return self.image_dtype == "raw"
+
+    @property
+    def pad_values(self) -> np.ndarray:
+        """float32 [C]: per-channel raw value that normalises to exactly 0 (the padding of
+        raw evaluation images): the mean of ``normalization_layer``."""
+        return normalization_mean_std(self.norm_scale, self.norm_bias)[0].astype(np.float32)
+
+    @property
+    def channels(self) -> int:
+        return sum(len(t.channels) for t in self.types)
+
+    @property
+    def common_dtype(self) -> str:
+        """Dtype the stacked image keeps until normalisation (float32 when types differ)."""
+        dtypes = {t.dtype for t in self.types}
+        return dtypes.pop() if len(dtypes) == 1 else "float32"
+
+
+def _check_types(info: dict, image_types: Sequence[str], split: str, aois
+                 ) -> tuple[str, tuple[str, ...] | None]:
+    """Validate the image types; return (the label grid they share, the AOIs to read).
+
+    aois None: the AOIs of ``split`` that have every requested image type (None when
+    that is all of them, i.e. no filtering); an explicit list must all have them.
+    """
+    known = info["feature_spec"]["image_types"]
+    if isinstance(image_types, str) or not image_types:
+        raise ValueError(f"image_types must be a non-empty sequence of type names, "
+                         f"got {image_types!r}")
+    if len(set(image_types)) != len(image_types):
+        raise ValueError(f"image_types has duplicates: {list(image_types)}")
+    missing = [t for t in image_types if t not in known]
+    if missing:
+        raise ValueError(f"image type(s) {missing} are not in this dataset; present: "
+                         f"{sorted(known)}")
+    grids = {t: known[t]["label_grid"] for t in image_types}
+    unlabeled = [t for t, g in grids.items() if not g]
+    if unlabeled:
+        raise ValueError(f"image type(s) {unlabeled} have no label grid in this dataset "
+                         f"(converted with --label_grids that exclude their grid); "
+                         f"targets cannot be built for them")
+    if len(set(grids.values())) > 1:
+        desc = ", ".join(f"{t} on grid {g} {known[t]['example_shape'][:2]}"
+                         for t, g in grids.items())
+        raise ValueError(f"image types must share one pixel grid to be stacked, got: {desc}. "
+                         f"Convert with --resample_to to put them on one grid "
+                         f"(e.g. 'MUL@MUL-PanSharpen')")
+    split_aois = list(info["splits"][split]["aois"])
+    lacking = {a: _lacking_types(info, a, image_types) for a in split_aois}
+    grid = next(iter(grids.values()))
+    if aois is None:
+        fits = tuple(a for a in split_aois if not lacking[a])
+        if not fits:
+            raise ValueError(f"no AOI in split {split!r} has all of {list(image_types)}: "
+                             + "; ".join(f"{a} lacks {lacking[a]}" for a in split_aois))
+        return grid, None if len(fits) == len(split_aois) else fits
+    unknown = [a for a in aois if a not in split_aois]
+    if unknown:
+        raise ValueError(f"AOI(s) {unknown} have no tiles in split {split!r}; "
+                         f"AOIs there: {split_aois}")
+    for a in aois:
+        if lacking[a]:
+            have = info["aois"].get(a, {}).get("image_types", [])
+            raise ValueError(f"AOI {a} in split {split!r} has no {lacking[a]} (it has "
+                             f"{have}); select other AOIs with aois=[...] or leave aois=None "
+                             f"(the AOIs that have all image types)")
+    return grid, tuple(aois)
+
+
+def _lacking_types(info: dict, aoi: str, image_types) -> list[str]:
+    """The requested image types an AOI does not have (a resampled type "T@G" exists where
+    its source T and grid type G do)."""
+    have = info["aois"].get(aoi, {}).get("image_types", [])
+    return [t for t in image_types if not all(p in have for p in t.split("@"))]
+
+
+def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
+    """Per-type storage facts and the selected channels (``bands`` are 1-based)."""
+    known = info["feature_spec"]["image_types"]
+    bands = {} if bands is None else bands
+    if not isinstance(bands, Mapping):
+        raise ValueError(f"bands must be None or a dict {{image type: [1-based band "
+                         f"indices]}}, got {type(bands).__name__}")
+    extra = [t for t in bands if t not in image_types]
+    if extra:
+        raise ValueError(f"bands given for {extra}, which are not in image_types "
+                         f"{list(image_types)}")
+    specs = []
+    for t in image_types:
+        n = int(known[t]["bands"])
+        chosen = bands.get(t)
+        if chosen is None:
+            channels = tuple(range(n))
+        else:
+            chosen = list(chosen)
+            bad = [b for b in chosen if not isinstance(b, (int, np.integer)) or not 1 <= b <= n]
+            if not chosen or bad:
+                raise ValueError(f"bands[{t!r}] must be a non-empty list of 1-based band "
+                                 f"indices in 1..{n} ({t} has {n} bands), got {chosen}")
+            channels = tuple(int(b) - 1 for b in chosen)
+        dtype = known[t]["dtype"]
+        if dtype not in schema.TF_DECODABLE_DTYPES:
+            raise ValueError(f"{t} is stored as {dtype}, which TensorFlow cannot decode")
+        shape = known[t].get("example_shape")  # absent: no size to check windows against,
+        # so every payload is parsed (tf_payload never matches 0 bytes of a real tile)
+        example_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 0
+        specs.append(_TypeSpec(t, dtype, known[t].get("encoding", "raw"), n, channels,
+                               example_bytes))
+    return tuple(specs)
+
+
+def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
+    """(scale, bias) float32 [C] so that ``x * scale + bias`` is the normalised value."""
+    c = sum(len(t.channels) for t in types)
+    if normalization is None or normalization == "none":
+        return np.ones(c, np.float32), np.zeros(c, np.float32)
+    if isinstance(normalization, Mapping):
+        mean = np.asarray(normalization.get("mean"), np.float64).ravel()
+        std = np.asarray(normalization.get("std"), np.float64).ravel()
+        if mean.shape != (c,) or std.shape != (c,) or np.any(std <= 0):
+            raise ValueError(f"normalization mapping needs 'mean' and 'std' of length {c} "
+                             f"(the selected channels) with std > 0")
+        return coefficients_from_mean_std(mean, std)
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, None, or "
+                         f"{{'mean': [...], 'std': [...]}}, got {normalization!r}")
+    stats = info.get("band_stats", {})
+    lo_parts, span_parts = [], []
+    for t in types:
+        s = stats.get(t.name)
+        if s is None:
+            raise ValueError(f"dataset_info.json has no band_stats for {t.name} (statistics "
+                             f"come from the train split); use normalization=None or an "
+                             f"explicit {{'mean', 'std'}}")
+        keys = ("mean", "std") if normalization == "dataset_info" else ("p1", "p99")
+        a = [s[keys[0]][i] for i in t.channels]
+        b = [s[keys[1]][i] for i in t.channels]
+        if any(v is None for v in a + b):
+            raise ValueError(f"band_stats of {t.name} lack values for some selected bands")
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        span = b if normalization == "dataset_info" else b - a
+        lo_parts.append(a)
+        span_parts.append(np.where(span > 0, span, 1.0))
+    lo, span = np.concatenate(lo_parts), np.concatenate(span_parts)
+    return (1 / span).astype(np.float32), (-lo / span).astype(np.float32)
+
+
+def _plan(info: dict, split: str, *, target, training, image_types, bands, normalization,
+          crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, stride,
+          cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32", contact=False,
+          contact_weight=None) -> _Plan:
+    """Check every argument against the dataset and resolve it into a ``_Plan``."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
+    if split not in info["splits"]:
+        raise ValueError(f"no split {split!r}; splits: {list(info['splits'])}")
+    grid, aois = _check_types(info, image_types, split, None if aois is None else tuple(aois))
+    types = _type_specs(info, image_types, bands)
+    scale, bias = _normalization(info, types, normalization)
+    seg, det = target in ("segmentation", "all"), target in ("detection", "oriented_detection",
+                                                              "all")
+    if not isinstance(stride, int) or stride < 1:
+        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    if not isinstance(crop_size, int) or crop_size < 1:
+        raise ValueError(f"crop_size must be a positive int, got {crop_size!r}")
+    if det and training and crop_size % stride:
+        raise ValueError(f"crop_size={crop_size} is not a multiple of the DetectNet "
+                         f"stride={stride}")
+    if not 0 < cvg_scale <= 1:
+        raise ValueError(f"cvg_scale must be in (0, 1], got {cvg_scale}")
+    pad = pad_to_multiple or (stride if det else DEFAULT_SEG_PAD)
+    if det and pad % stride:
+        raise ValueError(f"pad_to_multiple={pad} is not a multiple of stride={stride}")
+    grid_info = info["feature_spec"]["label_grids"][grid]
+    stored_t = float(grid_info.get("sdf_truncation", 32.0))
+    truncation = stored_t if sdf_truncation is None else float(sdf_truncation)
+    if truncation <= 0:
+        raise ValueError(f"sdf_truncation must be > 0, got {sdf_truncation}")
+    if boundary_weight is not None and (not seg or boundary_weight < 0 or boundary_sigma <= 0):
+        raise ValueError("boundary_weight needs target='segmentation' (or 'all'), "
+                         "boundary_weight >= 0 and boundary_sigma > 0")
+    _check_contact(info, grid, seg, contact, contact_weight)
+    if training and augment_config(augment).focus > 0 and \
+            "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+        raise ValueError(f"augment focus needs the contact layer, which this dataset (schema "
+                         f"version {info.get('schema_version', 1)}) lacks: convert the data "
+                         f"again with this sn_tf")
+    if training:
+        small = [t for t in image_types
+                 if min(info["feature_spec"]["image_types"][t]["example_shape"][:2]) < crop_size]
+        if small:
+            shape = info["feature_spec"]["image_types"][small[0]]["example_shape"][:2]
+            raise ValueError(f"crop_size={crop_size} exceeds the tiles of {small} "
+                             f"({shape[0]}x{shape[1]})")
+    arrays = {f: (v["dtype"], v["encoding"]) for f, v in grid_info["arrays"].items()}
+    cfg = augment_config(augment) if training else aug.NO_AUGMENT
+    if image_dtype not in IMAGE_DTYPES:
+        raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
+    if image_dtype == "raw" and cfg.radiometric:
+        raise ValueError("image_dtype='raw' delivers stored values: radiometric augmentation "
+                         "(gain, offset_std, noise_std) needs a float image_dtype")
+    from_record = training and int(info.get("schema_version", 1)) >= \
+        schema.FIRST_VERSION_WITH_OFFSETS
+    fields = _label_fields(seg, cfg, stored_t, truncation)
+    if contact or contact_weight is not None:
+        fields += ("contact",)
+    return _Plan(types, grid, arrays, fields,
+                 truncation, scale, bias, seg, det, training, crop_size,
+                 stride, float(cvg_scale), int(pad), cfg, int(seed),
+                 None if boundary_weight is None else float(boundary_weight),
+                 float(boundary_sigma), aois, image_dtype, from_record,
+                 tuple(grid_info.get("example_shape", (0, 0))), bool(contact),
+                 None if contact_weight is None else float(contact_weight),
+                 oriented=target == "oriented_detection")
+
+
+def _check_contact(info: dict, grid: str, seg: bool, contact, contact_weight) -> None:
+    """The contact target and weight need segmentation and data with the contact layer
+    (schema version >= 3)."""
+    if not isinstance(contact, bool):
+        raise ValueError(f"contact must be True or False, got {contact!r}")
+    if contact_weight is not None and (isinstance(contact_weight, bool) or not isinstance(
+            contact_weight, numbers.Real) or not float(contact_weight) >= 0):
+        raise ValueError(f"contact_weight must be a number >= 0 or None, got "
+                         f"{contact_weight!r}")
+    if not (contact or contact_weight is not None):
+        return
+    if not seg:
+        raise ValueError("contact and contact_weight need target='segmentation' (or 'all')")
+    if "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+        raise ValueError(f"the contact layer is not in this dataset (schema version "
+                         f"{info.get('schema_version', 1)}; it came with version "
+                         f"{schema.FIRST_VERSION_WITH_CONTACT}): convert the data again with "
+                         f"this sn_tf to train with contact or contact_weight")
+
+
+def _label_fields(seg: bool, cfg: AugmentConfig, stored_t: float, truncation: float):
+    """Label arrays to decode for the segmentation targets.
+
+    The stored sdf (clipped at ``stored_t``) gives both targets when its clipped values
+    stay clipped after scaling: ``min scale * stored_t >= truncation``; otherwise (a
+    larger T, or zooming out) mask and the untruncated distance are decoded instead.
+    """
+    if not seg:
+        return ()
+    s_min = cfg.scale_range[0] if cfg.scale_range is not None else 1.0
+    return ("sdf",) if s_min * stored_t >= truncation else ("mask", "distance")

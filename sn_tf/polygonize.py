@@ -84,7 +84,7 @@ def _georeference(file_transform, file_crs):
     from rasterio.crs import CRS
     from rasterio.errors import CRSError
 
-    from sn_tf.head.polygons import as_gdal_transform
+    from sn_tf.spacenet.geo import as_gdal_transform
 
     transform, crs = file_transform, file_crs
     if FLAGS.transform:
@@ -102,7 +102,9 @@ def _georeference(file_transform, file_crs):
 
 def run() -> str:
     """Polygonise per the flags, write the output; returns a one-line summary."""
-    from sn_tf.head import polygons
+    from sn_tf.head import rasters
+    from sn_tf.spacenet.buildings import tile_id_from_name, write_geojson, write_spacenet_csv
+    from sn_tf.spacenet.geo import pixel_area
 
     if not FLAGS.raster or not FLAGS.output:
         raise CliError("--raster and --output are required")
@@ -117,20 +119,20 @@ def run() -> str:
         if sdf.shape != raster.shape:
             raise CliError(f"{FLAGS.sdf_raster}: shape {sdf.shape} differs from {FLAGS.raster} "
                            f"{raster.shape}")
-    image_id = FLAGS.image_id or polygons.tile_id_from_name(FLAGS.raster)
+    image_id = FLAGS.image_id or tile_id_from_name(FLAGS.raster)
     as_csv = suffix == ".csv"
-    scale = polygons.pixel_area(transform) if (as_csv and transform is not None) else 1.0
+    scale = pixel_area(transform) if (as_csv and transform is not None) else 1.0
     length = scale ** 0.5
-    buildings = polygons.polygons_from_raster(
+    buildings = rasters.polygons_from_raster(
         raster, image_id, threshold=FLAGS.threshold, kind=FLAGS.kind,
         min_area=FLAGS.min_area / scale, simplify=FLAGS.simplify / length, sdf=sdf,
         sdf_level=FLAGS.sdf_level, transform=None if as_csv else transform)
     try:
         if as_csv:
-            polygons.write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id],
+            write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id],
                                         holes=FLAGS.holes)
         else:
-            polygons.write_geojson(buildings, FLAGS.output, crs=crs)
+            write_geojson(buildings, FLAGS.output, crs=crs)
     except OSError as err:
         raise CliError(f"cannot write {FLAGS.output}: {err.strerror}") from None
     return f"wrote {len(buildings)} polygons of {image_id} to {FLAGS.output}"

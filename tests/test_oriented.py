@@ -12,7 +12,7 @@ import pytest
 import shapely
 
 from sn_tf.input import augment as aug
-from sn_tf.head import polygons
+from sn_tf.head import detections, polygons
 from sn_tf.input import rects as R
 from sn_tf.input import targets as tg
 from sn_tf.utils.tfimport import tensorflow
@@ -298,7 +298,7 @@ def test_rotated_nms_takes_overlapping_cells_without_chaining_neighbours():
     quads = [ROW_A, ROW_B, (ROW_A + ROW_B) / 2, ROW_B + [0.5, 0]]
     boxes = np.array([_box(q) for q in quads])
     params = np.array([R.gliding_from_rects(np.asarray(q)[None]) for q in quads])[..., 0]
-    got_boxes, got_params, counts, scores = polygons.rotated_nms(
+    got_boxes, got_params, counts, scores = detections.rotated_nms(
         boxes, params, [0.9, 0.8, 0.5, 0.7], iou=0.2)
     # seed A takes the straddling cell; B and its near-copy form the second group
     np.testing.assert_array_equal(counts, [2, 2])
@@ -306,14 +306,14 @@ def test_rotated_nms_takes_overlapping_cells_without_chaining_neighbours():
     rects = R.rects_from_gliding(got_boxes, *got_params.T)
     assert _iou(rects[1], ROW_B) > 0.95 and _iou(rects[0], ROW_A) > 0.5
     # the transitive clusters of similar boxes join all four into one building
-    assert len(polygons.merge_oriented_clusters(boxes, params, [0.9, 0.8, 0.5, 0.7],
+    assert len(detections.merge_oriented_clusters(boxes, params, [0.9, 0.8, 0.5, 0.7],
                                                 eps=0.35)[2]) == 1
 
 
 def test_cluster_parameters_are_coverage_weighted_means():
     boxes = np.array([[0, 0, 10, 10], [0.5, 0, 10, 10.5]], np.float64)
     orient = np.array([[0.2, 0.4, 0.5], [0.5, 0.1, 0.8]])
-    got_boxes, got_orient, counts, scores = polygons.merge_oriented_clusters(
+    got_boxes, got_orient, counts, scores = detections.merge_oriented_clusters(
         boxes, orient, [0.9, 0.3], eps=0.2)
     np.testing.assert_array_equal(counts, [2])
     np.testing.assert_allclose(got_boxes[0], (0.9 * boxes[0] + 0.3 * boxes[1]) / 1.2,

@@ -9,7 +9,9 @@ import shapely
 from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, box
 
-from sn_tf.head import polygons as P
+from sn_tf.head import detections, polygons as P, rasters
+from sn_tf.spacenet.buildings import Building, crs_name, geojson_feature_collection, tile_id_from_name, write_geojson, write_spacenet_csv
+from sn_tf.spacenet.geo import as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, repair_polygon, to_affine
 from sn_tf.spacenet.scoring import read_geojson, read_spacenet_csv, score_polygons
 
 MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
@@ -39,28 +41,28 @@ def same_set(actual, expected):
 def test_transform_forms_agree_and_round_trip():
     from affine import Affine
 
-    assert P.as_gdal_transform(Affine(0.5, 0, 737201, 0, -0.5, 3736839)) == MVOI_GT
-    assert P.as_gdal_transform("737201,0.5,0,3736839,0,-0.5") == MVOI_GT
-    assert P.to_affine(MVOI_GT) == Affine(0.5, 0, 737201, 0, -0.5, 3736839)
-    assert P.pixel_area(MVOI_GT) == 0.25
+    assert as_gdal_transform(Affine(0.5, 0, 737201, 0, -0.5, 3736839)) == MVOI_GT
+    assert as_gdal_transform("737201,0.5,0,3736839,0,-0.5") == MVOI_GT
+    assert to_affine(MVOI_GT) == Affine(0.5, 0, 737201, 0, -0.5, 3736839)
+    assert pixel_area(MVOI_GT) == 0.25
     sheared = (10.0, 2.0, 0.5, 20.0, 0.25, -3.0)
     poly = Polygon([(0, 0), (7, 1), (3, 9)])
-    mapped = P.pixel_to_map(poly, sheared)
+    mapped = pixel_to_map(poly, sheared)
     assert mapped.exterior.coords[1] == pytest.approx((10 + 14 + 0.5, 20 + 1.75 - 3))
-    assert P.map_to_pixel(mapped, sheared).equals_exact(poly, 1e-12)
+    assert map_to_pixel(mapped, sheared).equals_exact(poly, 1e-12)
 
 
 @pytest.mark.parametrize("text, problem", [("1,2,3", "expected 6"), ("1,2,x,4,5,6", "not all"),
                                            ("0,1,0,0,0,0", "singular"), ("0,1,0,0,0,nan", "finite")])
 def test_bad_transforms_are_clear_errors(text, problem):
     with pytest.raises(ValueError, match=problem):
-        P.as_gdal_transform(text)
+        as_gdal_transform(text)
 
 
 def test_tile_id_from_name():
-    assert P.tile_id_from_name("/a/RGB-PanSharpen_AOI_5_Khartoum_img924.tif") == "AOI_5_Khartoum_img924"
-    assert P.tile_id_from_name("buildings_AOI_2_Vegas_img3457.geojson") == "AOI_2_Vegas_img3457"
-    assert P.tile_id_from_name("/x/pred.geojson") == "pred"
+    assert tile_id_from_name("/a/RGB-PanSharpen_AOI_5_Khartoum_img924.tif") == "AOI_5_Khartoum_img924"
+    assert tile_id_from_name("buildings_AOI_2_Vegas_img3457.geojson") == "AOI_2_Vegas_img3457"
+    assert tile_id_from_name("/x/pred.geojson") == "pred"
 
 
 # ---------------------------------------------------------------------------------- rasters
@@ -75,7 +77,7 @@ def test_hand_made_mask_gives_exact_polygons():
     mask[2, 7] = 1
     mask[4:6, 6:9] = 1          # L shape
     mask[6:8, 8] = 1
-    out = P.polygons_from_raster(mask, "img", kind="mask")
+    out = rasters.polygons_from_raster(mask, "img", kind="mask")
     expected = [
         box(1, 1, 4, 3),
         Polygon([(0, 5), (3, 5), (3, 8), (0, 8)], [[(1, 6), (2, 6), (2, 7), (1, 7)]]),
@@ -94,9 +96,9 @@ def test_threshold_is_strict_and_min_area_drops_small():
     raster[0:2, 0:2] = 0.5      # exactly the threshold: not a building
     raster[3:6, 3:6] = 0.9
     raster[0, 5] = 0.8
-    out = P.polygons_from_raster(raster, kind="probability", threshold=0.5)
+    out = rasters.polygons_from_raster(raster, kind="probability", threshold=0.5)
     assert sorted(b.polygon.area for b in out) == [1.0, 9.0]
-    out = P.polygons_from_raster(raster, kind="probability", min_area=9.0)
+    out = rasters.polygons_from_raster(raster, kind="probability", min_area=9.0)
     assert [b.polygon.area for b in out] == [9.0]      # 9 kept (not < 9), 1 dropped
     assert out[0].confidence == pytest.approx(0.9)
 
@@ -104,23 +106,23 @@ def test_threshold_is_strict_and_min_area_drops_small():
 def test_confidence_per_kind():
     logits = np.full((4, 4), -5.0)
     logits[1:3, 1:3] = [[1.0, 2.0], [3.0, 4.0]]
-    (b,) = P.polygons_from_raster(logits, kind="logit")
+    (b,) = rasters.polygons_from_raster(logits, kind="logit")
     assert b.confidence == pytest.approx(np.mean(1 / (1 + np.exp(-np.array([1.0, 2, 3, 4])))))
-    (b,) = P.polygons_from_raster(logits, kind="logit", probability=np.full((4, 4), 0.25))
+    (b,) = rasters.polygons_from_raster(logits, kind="logit", probability=np.full((4, 4), 0.25))
     assert b.confidence == 0.25
-    (b,) = P.polygons_from_raster(logits[..., None], kind="mask")   # [H, W, 1] accepted
+    (b,) = rasters.polygons_from_raster(logits[..., None], kind="mask")   # [H, W, 1] accepted
     assert b.confidence == 1.0
     with pytest.raises(ValueError, match="kind"):
-        P.polygons_from_raster(logits, kind="bogus")
+        rasters.polygons_from_raster(logits, kind="bogus")
     with pytest.raises(ValueError, match="shape"):
-        P.polygons_from_raster(np.zeros((2, 3, 2)))
+        rasters.polygons_from_raster(np.zeros((2, 3, 2)))
 
 
 def test_transform_gives_map_polygons_and_map_unit_min_area():
     mask = np.zeros((10, 10), dtype=np.uint8)
     mask[2:4, 2:5] = 1     # 6 px = 1.5 m2 at 0.5 m
     mask[6:10, 6:10] = 1   # 16 px = 4 m2
-    out = P.polygons_from_raster(mask, kind="mask", transform=MVOI_GT, min_area=1.6)
+    out = rasters.polygons_from_raster(mask, kind="mask", transform=MVOI_GT, min_area=1.6)
     assert len(out) == 1
     assert out[0].polygon.equals(box(737201 + 3, 3736839 - 5, 737201 + 5, 3736839 - 3))
     assert out[0].polygon.area == 4.0
@@ -139,15 +141,15 @@ def _two_touching_squares():
 
 def test_touching_squares_merge_without_sdf_and_split_with_sdf():
     mask, sdf = _two_touching_squares()
-    merged = P.polygons_from_raster(mask, kind="mask")
+    merged = rasters.polygons_from_raster(mask, kind="mask")
     assert same_set(geoms(merged), [box(2, 2, 22, 12)])
-    split = P.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=2.0)
+    split = rasters.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=2.0)
     assert same_set(geoms(split), [box(2, 2, 12, 12), box(12, 2, 22, 12)])
     # the sdf itself as the raster (kind="sdf"): threshold 0 keeps the footprint
-    split = P.polygons_from_raster(sdf, kind="sdf", sdf=sdf)
+    split = rasters.polygons_from_raster(sdf, kind="sdf", sdf=sdf)
     assert same_set(geoms(split), [box(2, 2, 12, 12), box(12, 2, 22, 12)])
     # seeds need sdf > level: with a level above every value nothing splits
-    assert len(P.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=10)) == 1
+    assert len(rasters.polygons_from_raster(mask, kind="mask", sdf=sdf, sdf_level=10)) == 1
 
 
 def test_sdf_split_never_gives_pixels_to_a_seed_of_another_component():
@@ -159,7 +161,7 @@ def test_sdf_split_never_gives_pixels_to_a_seed_of_another_component():
     mask[13, 0:22] = True        # C: thin tail passing under D
     mask[2:12, 12:22] = True     # D: square (row 12 is background between D and the tail)
     sdf = ndimage.distance_transform_edt(mask)
-    out = P.polygons_from_raster(mask.astype(np.float32), kind="mask", sdf=sdf, sdf_level=2)
+    out = rasters.polygons_from_raster(mask.astype(np.float32), kind="mask", sdf=sdf, sdf_level=2)
     c = np.zeros_like(mask)
     c[2:12, 0:10] = c[12:14, 0:2] = c[13, 0:22] = True
     assert sorted(b.polygon.area for b in out) == sorted([float(c.sum()), 100.0])
@@ -168,12 +170,12 @@ def test_sdf_split_never_gives_pixels_to_a_seed_of_another_component():
 
 def test_repair_splits_bow_tie_and_simplify_reduces_vertices():
     bow = Polygon([(0, 0), (10, 10), (10, 0), (0, 10)])
-    parts = P.repair_polygon(bow)
+    parts = repair_polygon(bow)
     assert len(parts) == 2 and all(p.is_valid for p in parts)
     assert sum(p.area for p in parts) == pytest.approx(50.0)
     staircase = np.tril(np.ones((20, 20), dtype=np.uint8))
-    (raw,) = P.polygons_from_raster(staircase, kind="mask")
-    (simple,) = P.polygons_from_raster(staircase, kind="mask", simplify=1.0)
+    (raw,) = rasters.polygons_from_raster(staircase, kind="mask")
+    (simple,) = rasters.polygons_from_raster(staircase, kind="mask", simplify=1.0)
     assert len(simple.polygon.exterior.coords) < len(raw.polygon.exterior.coords)
     assert simple.polygon.is_valid
     assert simple.polygon.symmetric_difference(raw.polygon).area < 0.1 * raw.polygon.area
@@ -186,7 +188,7 @@ def test_mvoi_logits_reproduce_the_169_solaris_polygons_and_their_score(realdata
     out_dir = realdata / "solaris_tutorials" / "xdxd_inference_out"
     with rasterio.open(out_dir / "MVOI_nadir10_test_sample.tif") as ds:
         logits = ds.read(1)
-    out = P.polygons_from_raster(logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0,
+    out = rasters.polygons_from_raster(logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0,
                                  transform=MVOI_GT)
     expected = read_geojson(out_dir / "MVOI_nadir10_predictions.geojson")
     expected = [b.polygon for b in expected if not b.is_empty]
@@ -211,15 +213,15 @@ def test_khartoum_logits_reproduce_the_solaris_polygon(realdata):
     out_dir = realdata / "solaris_tutorials" / "xdxd_inference_out"
     with rasterio.open(out_dir / "RGB-PanSharpen_AOI_5_Khartoum_img924.tif") as ds:
         logits = ds.read(1)
-    out = P.polygons_from_raster(logits, "AOI_5_Khartoum_img924", kind="logit", min_area=1e-10,
+    out = rasters.polygons_from_raster(logits, "AOI_5_Khartoum_img924", kind="logit", min_area=1e-10,
                                  transform=KHARTOUM_GT)
     expected = [b.polygon for b in read_geojson(out_dir / "Khartoum_img924.geojson") if not b.is_empty]
     assert len(out) == len(expected) == 1
     # the file holds 7-decimal degrees: back in pixels its vertices are integers to 1e-6 px
-    exp_px = P.map_to_pixel(expected[0], KHARTOUM_GT)
+    exp_px = map_to_pixel(expected[0], KHARTOUM_GT)
     coords = shapely.get_coordinates(exp_px)
     assert np.abs(coords - np.round(coords)).max() < 1e-6
-    ours_px = P.map_to_pixel(out[0].polygon, KHARTOUM_GT)
+    ours_px = map_to_pixel(out[0].polygon, KHARTOUM_GT)
     assert shapely.transform(ours_px, np.round).equals(shapely.transform(exp_px, np.round))
     assert out[0].polygon.symmetric_difference(expected[0]).area < 1e-9 * expected[0].area
 
@@ -236,44 +238,44 @@ def test_detectnet_candidates_decode_hand_grid():
     bbox[0, 1] = [-5, -6, 7, 8]        # centre (24, 8)
     bbox[1, 2] = [-10, -3, 30, 4]      # centre (40, 24): x2 = 70 is clipped to 48
     bbox[1, 0] = [-1, -1, 1, 1]
-    boxes, scores = P.detectnet_candidates(coverage[..., None], bbox, stride=16, threshold=0.06)
+    boxes, scores = detections.detectnet_candidates(coverage[..., None], bbox, stride=16, threshold=0.06)
     np.testing.assert_array_equal(boxes, np.array([[19, 2, 31, 16], [30, 21, 48, 28]], np.float32))
     np.testing.assert_array_equal(scores, np.array([0.9, 0.06], np.float32))
     assert boxes.dtype == np.float32
     with pytest.raises(ValueError, match="bbox"):
-        P.detectnet_candidates(coverage, bbox[..., :3])
+        detections.detectnet_candidates(coverage, bbox[..., :3])
 
 
 def test_group_rectangles_merges_near_identical_and_drops_isolated():
     near = np.array([[100, 100, 150, 160], [100.5, 100, 150.5, 160],
                      [100, 100.5, 150, 160.5], [100.5, 100.5, 150, 160]], dtype=np.float64)
     isolated = np.array([[300, 300, 340, 330], [10, 10, 30, 40]], dtype=np.float64)
-    boxes, counts, scores = P.group_rectangles(np.vstack([near, isolated]),
+    boxes, counts, scores = detections.group_rectangles(np.vstack([near, isolated]),
                                                [0.5, 0.7, 0.9, 0.3, 1.0, 1.0], 3, 0.02)
     np.testing.assert_allclose(boxes, [near.mean(axis=0)], rtol=0, atol=1e-4)
     assert counts.tolist() == [4]
     assert scores[0] == pytest.approx(0.6)
     # exactly group_threshold members is not enough (clusters with <= threshold are dropped)
-    assert len(P.group_rectangles(near[:3], None, 3, 0.02)[0]) == 0
-    assert len(P.group_rectangles(near[:3], None, 2, 0.02)[0]) == 1
+    assert len(detections.group_rectangles(near[:3], None, 3, 0.02)[0]) == 0
+    assert len(detections.group_rectangles(near[:3], None, 2, 0.02)[0]) == 1
     # group_threshold 0: OpenCV returns the rectangles unchanged
-    assert len(P.group_rectangles(near, None, 0, 0.02)[0]) == 4
+    assert len(detections.group_rectangles(near, None, 0, 0.02)[0]) == 4
     # similarity needs every edge within eps*(min w + min h)/2 = 0.02*(50+60)/2 = 1.1
     apart = near.copy()
     apart[:2] += [1.2, 0, 1.2, 0]     # left/right edges >= 1.2 px away from the other two
-    boxes, counts, _ = P.group_rectangles(apart, None, 1, 0.02)
+    boxes, counts, _ = detections.group_rectangles(apart, None, 1, 0.02)
     assert counts.tolist() == [2, 2]
 
 
 def test_group_rectangles_chains_transitively_and_suppresses_inner_boxes():
     chain = np.array([[0, 0, 100, 100], [1, 0, 101, 100], [2, 0, 102, 100], [3, 0, 103, 100]], float)
-    boxes, counts, _ = P.group_rectangles(chain, None, 1, 0.015)   # delta 1.5: 0-1-2-3 chain
+    boxes, counts, _ = detections.group_rectangles(chain, None, 1, 0.015)   # delta 1.5: 0-1-2-3 chain
     assert counts.tolist() == [4] and boxes[0].tolist() == [1.5, 0, 101.5, 100]
     big = np.repeat([[0, 0, 100, 100]], 5, axis=0).astype(float)
     small = np.repeat([[10, 10, 30, 30]], 2, axis=0).astype(float)
-    boxes, counts, _ = P.group_rectangles(np.vstack([big, small]), None, 1, 0.02)
+    boxes, counts, _ = detections.group_rectangles(np.vstack([big, small]), None, 1, 0.02)
     assert counts.tolist() == [5]                      # 2-box cluster inside a 5-box one: gone
-    boxes, counts, _ = P.group_rectangles(np.vstack([big[:2], small, small]), None, 1, 0.02)
+    boxes, counts, _ = detections.group_rectangles(np.vstack([big[:2], small, small]), None, 1, 0.02)
     assert sorted(counts.tolist()) == [2, 4]           # stronger inner cluster survives
 
 
@@ -325,35 +327,35 @@ def test_group_rectangles_matches_the_dense_reference_on_many_boxes(seed):
         boxes = np.round(boxes)
     for group_threshold, eps in [(1, 0.02), (1, 0.2), (3, 0.2), (2, 0.5), (1, 0.0)]:
         expected, expected_counts = _dense_group_rectangles(boxes, group_threshold, eps)
-        got, counts, _ = P.group_rectangles(boxes, None, group_threshold, eps)
+        got, counts, _ = detections.group_rectangles(boxes, None, group_threshold, eps)
         np.testing.assert_array_equal(got, expected)
         np.testing.assert_array_equal(counts, expected_counts)
 
 
 def test_group_rectangles_rejects_inverted_or_non_finite_boxes():
     with pytest.raises(ValueError, match="not finite"):
-        P.group_rectangles([[10, 0, 5, 8]], None, 1, 0.2)
+        detections.group_rectangles([[10, 0, 5, 8]], None, 1, 0.2)
     with pytest.raises(ValueError, match="not finite"):
-        P.group_rectangles([[0, 0, np.nan, 8]], None, 1, 0.2)
+        detections.group_rectangles([[0, 0, np.nan, 8]], None, 1, 0.2)
     with pytest.raises(ValueError, match="scores"):
-        P.group_rectangles([[0, 0, 5, 8]], [0.5, 0.5], 1, 0.2)
+        detections.group_rectangles([[0, 0, 5, 8]], [0.5, 0.5], 1, 0.2)
 
 
 def test_merge_clusters_keeps_one_cell_clusters_and_skips_suppression():
     near = np.array([[100, 100, 150, 160], [100.5, 100, 150.5, 160]], dtype=np.float64)
     lone = np.array([[300, 300, 340, 330]], dtype=np.float64)
     inner = np.array([[110, 110, 120, 120]], dtype=np.float64)   # inside the merged pair
-    boxes, counts, scores = P.merge_clusters(np.vstack([near, lone, inner]),
+    boxes, counts, scores = detections.merge_clusters(np.vstack([near, lone, inner]),
                                              [0.4, 0.8, 0.9, 0.7], 0, 0.02)
     np.testing.assert_allclose(boxes, [near.mean(axis=0), lone[0], inner[0]], atol=1e-4)
     assert counts.tolist() == [2, 1, 1]
     np.testing.assert_allclose(scores, [0.6, 0.9, 0.7], atol=1e-6)
     # group_threshold keeps its meaning: more than that many members
-    boxes, counts, _ = P.merge_clusters(np.vstack([near, lone, inner]), None, 1, 0.02)
+    boxes, counts, _ = detections.merge_clusters(np.vstack([near, lone, inner]), None, 1, 0.02)
     assert counts.tolist() == [2]
     # OpenCV semantics differ exactly there: 0 = no grouping, and inner boxes are suppressed
-    assert len(P.group_rectangles(np.vstack([near, lone, inner]), None, 0, 0.02)[0]) == 4
-    assert P.merge_clusters(np.zeros((0, 4)), None, 0, 0.2)[0].shape == (0, 4)
+    assert len(detections.group_rectangles(np.vstack([near, lone, inner]), None, 0, 0.02)[0]) == 4
+    assert detections.merge_clusters(np.zeros((0, 4)), None, 0, 0.2)[0].shape == (0, 4)
 
 
 def test_buildings_from_detectnet_grouping_option():
@@ -364,14 +366,14 @@ def test_buildings_from_detectnet_grouping_option():
         bbox[i, j] = np.array([4, 2, 30, 14]) - [(j + 0.5) * 16, 8, (j + 0.5) * 16, 8]
     coverage[3, 3] = 0.8                        # a one-cell building
     bbox[3, 3] = [-6, -7, 6, 7]
-    opencv = P.buildings_from_detectnet(coverage, bbox, group_threshold=1, eps=0.2,
+    opencv = detections.buildings_from_detectnet(coverage, bbox, group_threshold=1, eps=0.2,
                                         min_height=0)
-    clusters = P.buildings_from_detectnet(coverage, bbox, group_threshold=0, eps=0.2,
+    clusters = detections.buildings_from_detectnet(coverage, bbox, group_threshold=0, eps=0.2,
                                           min_height=0, grouping="clusters")
     assert same_set(geoms(opencv), [box(4, 2, 30, 14)])
     assert same_set(geoms(clusters), [box(4, 2, 30, 14), box(50, 49, 62, 63)])
     with pytest.raises(ValueError, match="grouping"):
-        P.buildings_from_detectnet(coverage, bbox, grouping="nms")
+        detections.buildings_from_detectnet(coverage, bbox, grouping="nms")
     params = P.postprocess_params("detectnet", {"grouping": "clusters", "group_threshold": 0})
     out = P.outputs_to_buildings("detectnet", {"coverage": coverage[..., None], "bbox": bbox},
                                  "x", image_size=(64, 64), params={**params, "min_height": 0})
@@ -388,14 +390,14 @@ def test_buildings_from_detectnet_end_to_end():
         bbox[i, j] = target - [cx, cy, cx, cy]
     coverage[3, 3] = 0.95            # a lone cell: dropped by the group threshold
     bbox[3, 3] = [-4, -4, 4, 4]
-    out = P.buildings_from_detectnet(coverage, bbox, "AOI_1_RIO_img1")
+    out = detections.buildings_from_detectnet(coverage, bbox, "AOI_1_RIO_img1")
     assert len(out) == 1
     assert out[0].polygon.equals(box(8, 10, 40, 44))
     assert out[0].confidence == pytest.approx(0.75)
     assert out[0].image_id == "AOI_1_RIO_img1"
-    assert P.buildings_from_detectnet(coverage, bbox, min_height=35) == []
-    mapped = P.buildings_from_detectnet(coverage, bbox, transform=MVOI_GT)
-    assert mapped[0].polygon.equals(P.pixel_to_map(box(8, 10, 40, 44), MVOI_GT))
+    assert detections.buildings_from_detectnet(coverage, bbox, min_height=35) == []
+    mapped = detections.buildings_from_detectnet(coverage, bbox, transform=MVOI_GT)
+    assert mapped[0].polygon.equals(pixel_to_map(box(8, 10, 40, 44), MVOI_GT))
 
 
 def test_buildings_from_detectnet_caps_boxes_by_score():
@@ -404,7 +406,7 @@ def test_buildings_from_detectnet_caps_boxes_by_score():
     for k in range(8):                      # 8 well-separated 1-cell boxes, scores rising with k
         coverage[k, k] = 0.1 + 0.1 * k
         bbox[k, k] = [-8, -8, 8, 8]
-    out = P.buildings_from_detectnet(coverage, bbox, group_threshold=0, min_height=0, max_boxes=3)
+    out = detections.buildings_from_detectnet(coverage, bbox, group_threshold=0, min_height=0, max_boxes=3)
     assert [round(b.confidence, 3) for b in out] == [0.8, 0.7, 0.6]
 
 
@@ -414,11 +416,11 @@ def test_buildings_from_detectnet_caps_boxes_by_score():
 def test_csv_round_trip_holes_multipolygons_and_empty_images(tmp_path):
     holed = Polygon([(0, 0), (30, 0), (30, 30), (0, 30)], [[(10, 10), (20, 10), (20, 20), (10, 20)]])
     multi = MultiPolygon([box(40, 40, 50, 50), box(60, 40, 70, 52.25)])
-    buildings = [P.Building("AOI_2_Vegas_img1", holed, 0.875),
-                 P.Building("AOI_2_Vegas_img1", multi, 0.5),
-                 P.Building("AOI_2_Vegas_img2", box(-0.0, 1.5, 3.25, 9), 1.0)]
+    buildings = [Building("AOI_2_Vegas_img1", holed, 0.875),
+                 Building("AOI_2_Vegas_img1", multi, 0.5),
+                 Building("AOI_2_Vegas_img2", box(-0.0, 1.5, 3.25, 9), 1.0)]
     path = tmp_path / "out.csv"
-    n = P.write_spacenet_csv(buildings, path, image_ids=["AOI_2_Vegas_img1", "AOI_2_Vegas_img3"])
+    n = write_spacenet_csv(buildings, path, image_ids=["AOI_2_Vegas_img1", "AOI_2_Vegas_img3"])
     text = path.read_text()
     lines = text.splitlines()
     assert lines[0] == "ImageId,BuildingId,PolygonWKT_Pix,Confidence"
@@ -434,22 +436,22 @@ def test_csv_round_trip_holes_multipolygons_and_empty_images(tmp_path):
     assert all(b.polygon.equals_exact(e, 0) for b, e in zip(polys, expected))
     assert [b.confidence for b in polys] == [0.875, 0.5, 0.5, 1.0]
     assert [b.building_id for b in back] == [0, 1, 2, 0, -1]
-    P.write_spacenet_csv(buildings[:1], path, holes="drop", decimals=2)
+    write_spacenet_csv(buildings[:1], path, holes="drop", decimals=2)
     assert path.read_text().splitlines()[1] == (
         'AOI_2_Vegas_img1,0,"POLYGON ((0.00 0.00, 30.00 0.00, 30.00 30.00, 0.00 30.00, 0.00 0.00))",0.875')
 
 
 def test_csv_writer_rejects_ids_that_break_the_format(tmp_path):
     with pytest.raises(ValueError, match="comma"):
-        P.write_spacenet_csv([P.Building("a,b", box(0, 0, 5, 5))], tmp_path / "x.csv")
+        write_spacenet_csv([Building("a,b", box(0, 0, 5, 5))], tmp_path / "x.csv")
 
 
 def test_geojson_round_trip_through_a_transform(tmp_path):
-    pixel = [P.Building("AOI_5_Khartoum_img924", box(10, 20, 40, 65), 0.25),
-             P.Building("AOI_5_Khartoum_img924",
+    pixel = [Building("AOI_5_Khartoum_img924", box(10, 20, 40, 65), 0.25),
+             Building("AOI_5_Khartoum_img924",
                         Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (6, 3), (6, 6), (3, 6)]]), 0.5)]
     path = tmp_path / "out.geojson"
-    assert P.write_geojson(pixel, path, transform=KHARTOUM_GT, crs="EPSG:4326") == 2
+    assert write_geojson(pixel, path, transform=KHARTOUM_GT, crs="EPSG:4326") == 2
     data = json.loads(path.read_text())
     assert data["crs"]["properties"]["name"] == "urn:ogc:def:crs:OGC:1.3:CRS84"
     assert data["features"][1]["properties"] == {"image_id": "AOI_5_Khartoum_img924",
@@ -460,10 +462,10 @@ def test_geojson_round_trip_through_a_transform(tmp_path):
     back = [b for b in read_geojson(path) if not b.is_empty]
     assert [b.image_id for b in back] == ["AOI_5_Khartoum_img924"] * 2
     for b, original in zip(back, pixel):
-        assert P.map_to_pixel(b.polygon, KHARTOUM_GT).equals_exact(original.polygon, 1e-6)
+        assert map_to_pixel(b.polygon, KHARTOUM_GT).equals_exact(original.polygon, 1e-6)
         assert b.confidence == original.confidence
-    assert P.crs_name("EPSG:32616") == "urn:ogc:def:crs:EPSG::32616"
-    assert "crs" not in P.geojson_feature_collection(pixel)
+    assert crs_name("EPSG:32616") == "urn:ogc:def:crs:EPSG::32616"
+    assert "crs" not in geojson_feature_collection(pixel)
 
 
 def test_outputs_to_buildings_fcn_crops_padding_and_splits_with_sdf():
@@ -505,10 +507,10 @@ def test_contact_raster_splits_touching_buildings_with_or_without_sdf():
                                   params={"contact_threshold": 5.0})
     assert len(high) == 1
     # without the sdf: the contact band alone splits
-    alone = P.polygons_from_raster(logits, kind="logit", contact=contact)
+    alone = rasters.polygons_from_raster(logits, kind="logit", contact=contact)
     assert same_set(geoms(alone), [box(5, 5, 15, 15), box(15, 5, 25, 15)])
     with pytest.raises(ValueError, match="contact shape"):
-        P.polygons_from_raster(logits, kind="logit", contact=contact[:-1])
+        rasters.polygons_from_raster(logits, kind="logit", contact=contact[:-1])
 
 
 def test_interior_logits_seed_the_split():
@@ -571,7 +573,7 @@ def test_unknown_grouping_is_refused_with_the_parameters():
 
 
 def test_merge_regions_joins_across_a_ridge_not_across_a_wall():
-    from sn_tf.head.polygons import merge_regions
+    from sn_tf.head.rasters import merge_regions
 
     labels = np.zeros((10, 30), np.int32)
     labels[2:8, 2:10], labels[2:8, 10:18], labels[2:8, 18:26] = 1, 2, 3
@@ -618,7 +620,7 @@ def _random_buildings(n=200, seed=0):
         if i % 5 == 0:
             c = g.representative_point()
             g = g.difference(c.buffer(0.2))  # a hole
-        out.append(P.Building(f"AOI_{i % 3}_img{i % 4}", g, float(rng.uniform())))
+        out.append(Building(f"AOI_{i % 3}_img{i % 4}", g, float(rng.uniform())))
     return out
 
 
@@ -626,7 +628,7 @@ def test_geojson_writer_text_parses_to_the_collection(tmp_path):
     """The GEOS-assembled text equals json of geojson_feature_collection, float for float."""
     import json
 
-    from sn_tf.head.polygons import geojson_feature_collection, write_geojson
+    from sn_tf.spacenet.buildings import geojson_feature_collection, write_geojson
 
     bs = _random_buildings()
     for transform, crs in ((None, None), ((737201.5, 0.3, 0, 3736839.1, 0, -0.3), "EPSG:32616"),

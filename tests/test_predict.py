@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from sn_tf.dataset import converter
 from sn_tf.head import polygons
+from sn_tf.spacenet.buildings import Building
 from sn_tf.serving import exporter, sources, windows, writers
 from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
                                      stitch_outputs)
@@ -302,8 +303,8 @@ def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models,
     assert "crs" not in doc
     geoms = [b.polygon for b in scoring.read_buildings(tmp_path / "plain.geojson")
              if not b.is_empty]
-    assert building_key([polygons.Building("plain", g) for g in geoms]) == building_key(
-        [polygons.Building("plain", b.polygon) for b in pred.buildings])
+    assert building_key([Building("plain", g) for g in geoms]) == building_key(
+        [Building("plain", b.polygon) for b in pred.buildings])
     assert any(g.equals(shapely.box(*boxes[2][0])) for g in geoms)
 
 
@@ -328,9 +329,9 @@ def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path
     # truth: the tall block (found), the two wall-sharing squares as ONE building (each
     # predicted square then has IoU 0.5 with it: both false positives, the merged truth
     # missed), and a building nobody predicted (missed)
-    truth = [polygons.Building("scene", shapely.box(*boxes[0][0])),
-             polygons.Building("scene", shapely.box(95, 30, 135, 50)),
-             polygons.Building("scene", shapely.box(5, 175 - 100, 9, 85))]
+    truth = [Building("scene", shapely.box(*boxes[0][0])),
+             Building("scene", shapely.box(95, 30, 135, 50)),
+             Building("scene", shapely.box(5, 175 - 100, 9, 85))]
     t_out, p_out = scoring.match_outcomes(truth, plain.buildings)
     assert t_out == ["tp", "fn", "fn"]
     assert p_out.count("tp") == 1 and p_out.count("fp") >= 2
@@ -346,12 +347,12 @@ def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path
 
 def test_match_outcomes_are_parallel_to_the_inputs():
     v = "AOI_2_Vegas_img1"
-    truth = [polygons.Building(v, None), polygons.Building(v, shapely.box(0, 0, 10, 10)),
-             polygons.Building(v, shapely.box(20, 0, 30, 10)),
-             polygons.Building(v, shapely.box(50, 0, 53, 3))]          # 9 px: not scored
-    props = [polygons.Building(v, shapely.box(40, 0, 50, 10), 0.9),
-             polygons.Building(v, shapely.box(0, 0, 10, 9), 0.8),
-             polygons.Building(v, shapely.box(60, 0, 62, 2), 0.7)]    # 4 px: not scored
+    truth = [Building(v, None), Building(v, shapely.box(0, 0, 10, 10)),
+             Building(v, shapely.box(20, 0, 30, 10)),
+             Building(v, shapely.box(50, 0, 53, 3))]          # 9 px: not scored
+    props = [Building(v, shapely.box(40, 0, 50, 10), 0.9),
+             Building(v, shapely.box(0, 0, 10, 9), 0.8),
+             Building(v, shapely.box(60, 0, 62, 2), 0.7)]    # 4 px: not scored
     assert scoring.match_outcomes(truth, props) == (
         ["not scored", "tp", "fn", "not scored"], ["fp", "tp", "not scored"])
 

@@ -9,7 +9,7 @@ import shapely
 from shapely.geometry import Polygon, box
 
 import sn_tf
-from sn_tf.head.polygons import Building
+from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet.scoring import (ReadIssue, SpaceNetFormatError, city_of, read_buildings, read_geojson,
                            read_spacenet_csv, score_polygons)
 

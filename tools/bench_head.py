@@ -33,7 +33,8 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf.dataset import labels  # noqa: E402
-from sn_tf.head import polygons  # noqa: E402
+from sn_tf.head import polygons, rasters  # noqa: E402
+from sn_tf.spacenet.buildings import write_geojson, write_spacenet_csv  # noqa: E402
 from sn_tf.spacenet import synthetic_aois, synthetic_scenes  # noqa: E402
 
 FCN_PARAMS = {"threshold": 0.0, "interior_threshold": 0.0, "merge_level": -2.0,
@@ -88,7 +89,7 @@ def run(n_tiles: int, repeats: int, seed: int) -> dict:
         size = outputs["footprint"].shape[:2]
         # the floor traces exactly the label raster the head traces
         raster, seeds = outputs["footprint"][..., 0], outputs["interior"][..., 0]
-        lab, _ = polygons.label_footprint(raster, 0.0, seeds, 0.0, 12, merge_level=-2.0)
+        lab, _ = rasters.label_footprint(raster, 0.0, seeds, 0.0, 12, merge_level=-2.0)
         head = lambda: polygons.outputs_to_buildings(  # noqa: E731
             "fcn", outputs, tile_id, image_size=size, params=FCN_PARAMS)
         buildings = head()
@@ -98,8 +99,8 @@ def run(n_tiles: int, repeats: int, seed: int) -> dict:
             # new files, as predict writes: rewriting an existing file costs ~12 ms more on
             # ext4 here (the truncate forces its blocks out: auto_da_alloc), in any writer
             name = os.path.join(out, f"{tile_id}_{len(os.listdir(out))}")
-            polygons.write_spacenet_csv(buildings, name + ".csv", [tile_id])
-            polygons.write_geojson(buildings, name + ".geojson", transform, crs)
+            write_spacenet_csv(buildings, name + ".csv", [tile_id])
+            write_geojson(buildings, name + ".geojson", transform, crs)
 
         floor = lambda: list(features.shapes(lab, mask=lab > 0, connectivity=4))  # noqa: E731
         per = {"floor": [], "head": [], "writers": []}

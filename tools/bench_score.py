@@ -8,7 +8,7 @@
    straightforward implementation in this script (for every proposal, a Python loop over every
    truth polygon of its image with shapely intersection/union areas). Both must give identical
    TP/FP/FN; the script prints proposals/s of both and their ratio.
-2. Export: ``sn_tf.head.polygons.polygons_from_raster`` on 650x650 probability rasters with ~50
+2. Export: ``sn_tf.head.rasters.polygons_from_raster`` on 650x650 probability rasters with ~50
    buildings (some pairs touching), in ms per tile, without and with sdf splitting.
 """
 
@@ -25,7 +25,8 @@ from shapely.geometry import box
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
-from sn_tf.head.polygons import Building, polygons_from_raster  # noqa: E402
+from sn_tf.spacenet.buildings import Building  # noqa: E402
+from sn_tf.head.rasters import polygons_from_raster  # noqa: E402
 from sn_tf.spacenet.scoring import score_polygons  # noqa: E402
 
 TILE = 650

@@ -276,7 +276,8 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
     if missing:
         raise ExportError(f"{checkpoint_path}: model outputs {sorted(model.output_names)} lack "
                           f"{sorted(missing)} required for kind {info.kind!r} in model_info.json")
-    from sn_tf.head.polygons import ORIENTED_GROUPINGS, postprocess_params
+    from sn_tf.head.detections import ORIENTED_GROUPINGS
+    from sn_tf.head.polygons import postprocess_params
 
     grouping = postprocess_params(info.kind, info.postprocess).get("grouping")
     if "orient" in model.output_names and grouping not in ORIENTED_GROUPINGS:

@@ -32,7 +32,8 @@ import numpy as np
 import shapely
 
 from sn_tf.spacenet import geo
-from sn_tf.head import polygons
+from sn_tf.head import polygons, rasters
+from sn_tf.spacenet.buildings import Building
 from sn_tf.serving.exporter import load_export, serving_dtype
 from sn_tf.serving.sources import (ArrayImage, GeoTiffImage, ImageSource, PredictError,
                                    PredictWarning, TruthSource, _check_band_count, _header,
@@ -202,7 +203,7 @@ class _FcnStrips:
 
     Keeps the pending rows (starting at pixel row ``base``) and a mask of pixels already
     emitted. Each strip: components of ``footprint logit > threshold`` (the head's
-    4-connectivity, :func:`sn_tf.head.polygons.label_footprint`) not yet emitted and not touching
+    4-connectivity, :func:`sn_tf.head.rasters.label_footprint`) not yet emitted and not touching
     the last pending row are complete: only their pixels keep their logits and
     ``outputs_to_buildings`` runs on the pending rows; the rows from the first incomplete
     component on stay pending.
@@ -231,7 +232,7 @@ class _FcnStrips:
         footprint = (logits > self.threshold) & ~self.done
         incomplete = np.zeros_like(footprint)
         if not final and footprint.shape[0] and footprint[-1].any():
-            labels, _ = polygons.label_footprint(footprint.astype(np.uint8), 0)
+            labels, _ = rasters.label_footprint(footprint.astype(np.uint8), 0)
             cut = np.unique(labels[-1][labels[-1] > 0])
             incomplete = np.isin(labels, cut)
         emit = footprint & ~incomplete
@@ -442,9 +443,9 @@ def tile_truth(tile: dict, info: ModelInfo) -> list:
     """Truth records (pixel coordinates) of a decoded tile: its label grid's ``polygons_px``,
     plus an empty record registering the tile."""
     grid = tile["images"][info.image_types[0]].get("label_grid", "")
-    records = [polygons.Building(tile["tile_id"], None)]
+    records = [Building(tile["tile_id"], None)]
     if grid and grid in tile.get("labels", {}):
-        records += [polygons.Building(tile["tile_id"], p)
+        records += [Building(tile["tile_id"], p)
                     for p in tile["labels"][grid]["polygons_px"]]
     return records
 

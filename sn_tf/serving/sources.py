@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sn_tf.spacenet import geo, layout
-from sn_tf.head import polygons
+from sn_tf.spacenet.buildings import Building, tile_id_from_name
 from sn_tf.serving.windows import _ceil_div
 from sn_tf.training.model_dir import ModelInfo
 
@@ -231,8 +231,8 @@ def split_type(path, info: ModelInfo) -> tuple[str | None, str]:
     stem = pathlib.Path(path).name
     for itype in _known_types(info):
         if stem.startswith(itype + "_"):
-            return itype, polygons.tile_id_from_name(stem[len(itype) + 1:])
-    return None, polygons.tile_id_from_name(stem)
+            return itype, tile_id_from_name(stem[len(itype) + 1:])
+    return None, tile_id_from_name(stem)
 
 
 def _expand(spec: str) -> list[pathlib.Path]:
@@ -354,7 +354,7 @@ class TruthSource:
         if not self.path.exists():
             raise PredictError(f"--truth {self.path}: no such file or folder")
         files = sorted(self.path.iterdir()) if self.path.is_dir() else [self.path]
-        self._geojson = {polygons.tile_id_from_name(f): f for f in files
+        self._geojson = {tile_id_from_name(f): f for f in files
                          if f.suffix.lower() in GEOJSON_SUFFIXES}
         self._csv: dict[str, list] = {}
         if not self._geojson:
@@ -364,7 +364,7 @@ class TruthSource:
     def records(self, prediction) -> list:
         """The image's truth records (pixels), starting with an empty one registering it
         (``prediction``: an ``ImagePrediction``, ``sn_tf.serving.predictor``)."""
-        records = [polygons.Building(prediction.image_id, None)]
+        records = [Building(prediction.image_id, None)]
         if not self._geojson:
             return records + self._csv.get(prediction.image_id, [])
         file = self._geojson.get(prediction.image_id)
@@ -377,4 +377,4 @@ class TruthSource:
         polys = read.polygons
         if prediction.transform is not None:
             polys = geo.map_to_pixel(polys, prediction.transform)
-        return records + [polygons.Building(prediction.image_id, p) for p in polys]
+        return records + [Building(prediction.image_id, p) for p in polys]

@@ -11,7 +11,7 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from sn_tf.head import polygons
+from sn_tf.spacenet.buildings import write_geojson, write_spacenet_csv
 from sn_tf.serving.predictor import ImagePrediction
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, TruthSource
 
@@ -36,7 +36,7 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
     ids = [p.image_id for p in predictions]
     if suffix == ".csv":
         output.parent.mkdir(parents=True, exist_ok=True)
-        polygons.write_spacenet_csv(buildings, output, image_ids=ids)
+        write_spacenet_csv(buildings, output, image_ids=ids)
         return [output]
     if suffix in GEOJSON_SUFFIXES:
         if len(predictions) != 1:
@@ -54,13 +54,13 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
         paths.append(output / f"{p.image_id}.geojson")
         _write_geojson(p, paths[-1])
     paths.append(output / PREDICTIONS_CSV)
-    polygons.write_spacenet_csv(buildings, paths[-1], image_ids=ids)
+    write_spacenet_csv(buildings, paths[-1], image_ids=ids)
     return paths
 
 
 def _write_geojson(prediction: ImagePrediction, path: pathlib.Path) -> None:
     """One image's buildings in its CRS through its geotransform (pixels without one)."""
-    polygons.write_geojson(prediction.buildings, path, transform=prediction.transform,
+    write_geojson(prediction.buildings, path, transform=prediction.transform,
                            crs=prediction.crs or None)
 
 

@@ -32,7 +32,8 @@ import numpy as np
 
 from sn_tf.dataset import schema
 from sn_tf.dataset.reader import load_info, read_truth
-from sn_tf.head import polygons
+from sn_tf.head import detections, polygons
+from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet import scoring
 from sn_tf.training import model_dir as md
 from sn_tf.utils.tfimport import tensorflow
@@ -196,7 +197,7 @@ def resolve(config: dict, data_dir) -> Setup:
 
 def _check_oriented(config: dict, info: dict, data_dir) -> None:
     """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, an oriented
-    grouping (``polygons.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
+    grouping (``detections.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
     version >= 3; older data is refused, not trained axis-aligned); a plain one must not
     set ``loss.orient_weight``."""
     if config["model"]["kind"] != "detectnet":
@@ -211,9 +212,9 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
     if not oriented:
         return
     grouping = config["postprocess"].get("grouping", "opencv")
-    if grouping not in polygons.ORIENTED_GROUPINGS:
+    if grouping not in detections.ORIENTED_GROUPINGS:
         raise ConfigError(f"an oriented DetectNet needs postprocess.grouping in "
-                          f"{polygons.ORIENTED_GROUPINGS}, got {grouping!r}")
+                          f"{detections.ORIENTED_GROUPINGS}, got {grouping!r}")
     version = int(info.get("schema_version", 1))
     if version < schema.FIRST_VERSION_WITH_CONTACT:
         raise ConfigError(f"{data_dir}: schema version {version} records store no rotated "
@@ -313,9 +314,9 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
                                                    image_size=size, params=params,
                                                    stride=setup.stride)
     truth_polys = read_truth(setup.data_dir, split, setup.label_grid)
-    truth = [polygons.Building(t, p) for t in ids for p in truth_polys.get(t, [])]
-    truth += [polygons.Building(t, None) for t in ids]  # register images without buildings
-    proposals += [polygons.Building(t, None) for t in ids]
+    truth = [Building(t, p) for t in ids for p in truth_polys.get(t, [])]
+    truth += [Building(t, None) for t in ids]  # register images without buildings
+    proposals += [Building(t, None) for t in ids]
     return scoring.score_polygons(truth, proposals)
 
 

@@ -28,6 +28,7 @@ import time
 
 from sn_tf.training import model_dir as md
 from sn_tf.head import polygons
+from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet import scoring
 
 SEARCH_FILE = "postprocess_search.json"
@@ -100,11 +101,11 @@ def search(kind: str, outputs: list, truth: dict, cands: list[dict], stride: int
     """
     t0 = time.time()
     ids = [tid for tid, _, _ in outputs]
-    truth_b = [polygons.Building(t, p) for t in ids for p in truth.get(t, [])]
-    truth_b += [polygons.Building(t, None) for t in ids]
+    truth_b = [Building(t, p) for t in ids for p in truth.get(t, [])]
+    truth_b += [Building(t, None) for t in ids]
     results, table = [], []
     for params in cands:
-        props = [polygons.Building(t, None) for t in ids]
+        props = [Building(t, None) for t in ids]
         for tid, out, size in outputs:
             props += polygons.outputs_to_buildings(kind, out, tid, image_size=size,
                                                    params=params, stride=stride)

@@ -105,7 +105,7 @@ def main(argv) -> None:
 
     from absl import flags
 
-    from sn_tf.spacenet.scoring import SpaceNetFormatError
+    from sn_tf.spacenet.buildings import SpaceNetFormatError
 
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")

@@ -12,7 +12,8 @@ from shapely.geometry import MultiPolygon, Polygon, box
 from sn_tf.head import detections, polygons as P, rasters
 from sn_tf.spacenet.buildings import Building, crs_name, geojson_feature_collection, tile_id_from_name, write_geojson, write_spacenet_csv
 from sn_tf.spacenet.geo import as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, repair_polygon, to_affine
-from sn_tf.spacenet.scoring import read_geojson, read_spacenet_csv, score_polygons
+from sn_tf.spacenet.buildings import read_geojson, read_spacenet_csv
+from sn_tf.spacenet.scoring import score_polygons
 
 MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
 KHARTOUM_GT = (32.5525284, 2.7e-6, 0.0, 15.6647412, 0.0, -2.7e-6)

@@ -27,6 +27,7 @@ from sn_tf.serving import exporter, sources, windows, writers
 from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
                                      stitch_outputs)
 from sn_tf.spacenet import geo, scoring, synthetic
+from sn_tf.spacenet.buildings import read_buildings
 from sn_tf.training import model_dir as md
 from fixtures.models import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 
@@ -234,13 +235,13 @@ def test_geotiff_outputs_csv_and_geojson_in_the_image_crs(models, tmp_path):
     paths = writers.write_predictions(preds, out)
     assert sorted(p.name for p in paths) == ["AOI_2_Vegas_img5.geojson",
                                              "AOI_2_Vegas_img6.geojson", "predictions.csv"]
-    from_csv = scoring.read_buildings(out / "predictions.csv")
+    from_csv = read_buildings(out / "predictions.csv")
     assert building_key(from_csv) == building_key(preds[0].buildings + preds[1].buildings)
     doc = json.loads((out / "AOI_2_Vegas_img5.geojson").read_text())
     assert doc["crs"]["properties"]["name"] == "urn:ogc:def:crs:EPSG::32611"
     west, south, east, north = rasterio.transform.array_bounds(180, 150, UTM_TRANSFORM)
     bounds = shapely.box(west, south, east, north)
-    from_geojson = scoring.read_buildings(out / "AOI_2_Vegas_img5.geojson")
+    from_geojson = read_buildings(out / "AOI_2_Vegas_img5.geojson")
     geoms = [b.polygon for b in from_geojson if not b.is_empty]
     assert len(geoms) == len(preds[0].buildings) == 5
     assert all(bounds.covers(g) for g in geoms)
@@ -301,7 +302,7 @@ def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models,
     writers.write_predictions([pred], tmp_path / "plain.geojson")
     doc = json.loads((tmp_path / "plain.geojson").read_text())
     assert "crs" not in doc
-    geoms = [b.polygon for b in scoring.read_buildings(tmp_path / "plain.geojson")
+    geoms = [b.polygon for b in read_buildings(tmp_path / "plain.geojson")
              if not b.is_empty]
     assert building_key([Building("plain", g) for g in geoms]) == building_key(
         [Building("plain", b.polygon) for b in pred.buildings])

@@ -51,7 +51,8 @@ def test_score_cli_prints_table_and_writes_json(tmp_path):
     assert data["overall"]["tp"] + data["overall"]["fp"] + data["overall"]["fn"] == 0
     assert data["settings"] == {"iou_threshold": 0.3, "iou_inclusive": True, "min_area": 101.0,
                                 "repair_proposals": False, "touch_distance": 2.5,
-                                "size_classes": [50.0, 500.0, 5000.0]}
+                                "size_classes": [50.0, 500.0, 5000.0], "crs": "pixel",
+                                "units": "pixel"}
     assert list(data["breakdown"]["overall"]) == [
         "touching", "isolated", "area<50", "area 50-500", "area 500-5000", "area>=5000"]
 

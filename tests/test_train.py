@@ -355,3 +355,26 @@ def test_log_has_validation_columns_every_epoch_and_a_killed_validation_reruns(
         assert rows[0][key] == "" and rows[1][key] != "" and rows[2][key] != "", key
     assert float(rows[1]["val_score"]) >= 0 and rows[1]["loss"]
     assert json.loads((tmp_path / "m" / md.VAL_SCORES).read_text())["epoch"] in (2, 3)
+
+
+def test_import_sn_tf_then_load_model_reads_every_checkpoint_kind(tfr, tmp_path):
+    """A fresh interpreter: ``import sn_tf`` + ``sn_tf.load_model`` loads the FCN and the
+    (oriented) DetectNet checkpoint, compiled and not (bare keras.saving.load_model cannot)."""
+    from sn_tf import training
+
+    for name, recipe in (("fcn", FCN), ("detectnet", DETECTNET)):
+        setup = training.resolve(load_recipe(f"{recipe}:smoke"), tfr)
+        training.compile_model(training.build_model(setup), setup, 3, False).save(
+            tmp_path / f"{name}.keras")
+    code = (
+        "import sys, keras, sn_tf\n"
+        "for name in ('fcn', 'detectnet'):\n"
+        f"    p = {str(tmp_path)!r} + '/' + name + '.keras'\n"
+        "    m = sn_tf.load_model(p)\n"
+        "    assert m.compiled and m.optimizer is not None and m.loss, name\n"
+        "    sn_tf.load_model(p, compile=False)\n"
+        "    print(name, 'ok', sorted(m.output_names))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fcn ok" in r.stdout and "detectnet ok" in r.stdout

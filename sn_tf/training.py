@@ -165,13 +165,6 @@ def resolve(config: dict, data_dir) -> Setup:
         if n == 0:
             raise ConfigError(f"split {split!r} is empty or absent in {data_dir} (splits: "
                               f"{ {k: v['num_examples'] for k, v in info['splits'].items()} })")
-    for split in (data["train_split"], data["val_split"]):
-        absent = [sh["file"] for sh in info["splits"][split].get("shards", [])
-                  if not (pathlib.Path(data_dir) / sh["file"]).is_file()]
-        if absent:
-            raise ConfigError(f"{data_dir}: no shard files for split {split!r}: "
-                              f"{len(absent)} listed in dataset_info.json are absent "
-                              f"(e.g. {absent[0]}); convert again or copy them")
     aois = _aois(info, types, data.get("aois"), data_dir)
     for split in (data["train_split"], data["val_split"]):
         if not sum(info["splits"][split]["aois"].get(a, 0) for a in aois):
@@ -497,6 +490,19 @@ def choose_strategy(name: str = "auto"):
                       "--multiworker)")
 
 
+def check_shards(setup: Setup) -> None:
+    """ConfigError when shard files listed in dataset_info.json for the training or
+    validation split are absent (else TF fails mid-epoch with a traceback)."""
+    data = setup.config["data"]
+    for split in (data["train_split"], data["val_split"]):
+        absent = [sh["file"] for sh in setup.info["splits"][split].get("shards", [])
+                  if not (pathlib.Path(setup.data_dir) / sh["file"]).is_file()]
+        if absent:
+            raise ConfigError(f"{setup.data_dir}: no shard files for split {split!r}: "
+                              f"{len(absent)} listed in dataset_info.json are absent "
+                              f"(e.g. {absent[0]}); convert again or copy them")
+
+
 def _write_run_files(setup: Setup, model_dir: pathlib.Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     setup.model_info().save(model_dir)
@@ -507,6 +513,7 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
     """Train with Keras ``fit``; returns a summary (epochs, seconds, best val F1, paths)."""
     md.check_model_dir(model_dir, config)
     setup = resolve(config, data_dir)
+    check_shards(setup)
     model_dir = pathlib.Path(model_dir)
     _write_run_files(setup, model_dir)
     t = setup.config["train"]
@@ -579,6 +586,7 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     out = pathlib.Path(model_dir) if is_chief else pathlib.Path(model_dir) / f"worker-{task_id}"
     md.check_model_dir(out, config)
     setup = resolve(config, data_dir)
+    check_shards(setup)
     _write_run_files(setup, out)
     t = setup.config["train"]
     batch = int(setup.config["data"]["batch_size"])

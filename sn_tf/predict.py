@@ -1039,9 +1039,12 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
 
 
 def _write_geojson(prediction: ImagePrediction, path: pathlib.Path) -> None:
-    """One image's buildings in its CRS through its geotransform (pixels without one)."""
-    polygons.write_geojson(prediction.buildings, path, transform=prediction.transform,
-                           crs=prediction.crs or None)
+    """One image's buildings in its CRS through its geotransform (pixels without one, marked
+    with sn_tf's pixel CRS so GDAL/QGIS do not take them for WGS84)."""
+    from sn_tf.scoring import PIXEL_CRS_WKT
+
+    crs = prediction.crs or (PIXEL_CRS_WKT if prediction.transform is None else None)
+    polygons.write_geojson(prediction.buildings, path, transform=prediction.transform, crs=crs)
 
 
 def score_dir(output) -> pathlib.Path:

@@ -27,7 +27,25 @@ Decisions (documented in the CLI help as well):
   the GEOS area of those rings, and where GEOS cannot compute its overlap with a truth polygon
   that pair counts as IoU 0 (so such a proposal usually becomes a false positive).
 * A proposal for an image that has no truth registered is a false positive (its image is
-  registered by the proposal and scored with no truth).
+  registered by the proposal and scored with no truth; ``result.warnings`` names such images).
+  Proposals of a CITY that has no truth at all are not scored (with a warning): scored, that
+  city would enter the mean of city F1 values with F1 0, so one stray ImageId would halve a
+  one-city score.
+* Coordinate systems. Every input file has a CRS: pixel coordinates for SpaceNet CSVs with
+  ``PolygonWKT_Pix`` (and for GeoJSON whose ``crs`` is sn_tf's pixel CRS, :data:`PIXEL_CRS_WKT`),
+  EPSG:4326 for CSVs with only ``PolygonWKT_Geo``, the ``crs`` member of a GeoJSON file (CRS84,
+  i.e. EPSG:4326, without one, as RFC 7946 says; a GeoJSON without ``crs`` whose coordinates
+  leave the longitude/latitude range is read as pixels, with a warning). Files in another map
+  CRS than the first truth file are reprojected to it (rasterio, imported only then; a warning
+  names both CRSs). Pixel coordinates on one side and map coordinates on the other cannot be
+  compared: :class:`ScoreInputError` names both files and CRSs.
+* Units. ``min_area``, ``touch_distance`` and ``size_classes`` are in PIXELS, as the SpaceNet
+  rule (area >= 20 px). Map inputs are converted with the ground sample distance ``gsd``
+  (metres per pixel, default 0.3 = SpaceNet 2): in a projected CRS an area of A m2 is
+  A / gsd^2 pixels; in lon/lat degrees, areas are first taken to m2 with the local scale
+  (metres per degree squared times cos(latitude)). IoU is a ratio and needs no conversion.
+  So GeoJSON in degrees scored against itself keeps its buildings (F1 1), where a 20 deg2 rule
+  dropped them all.
 * Malformed input (bad WKT, wrong column count, non-numeric Confidence, non-polygon geometry,
   unreadable GeoJSON): ``on_error="raise"`` (default) raises :class:`SpaceNetFormatError`
   naming the file and line (or feature); ``on_error="skip"`` skips the row and records a
@@ -37,7 +55,7 @@ Decisions (documented in the CLI help as well):
 Recall by kind of truth building (``ScoreResult.breakdown``, not part of the official metric):
 every kept truth polygon is *touching* when another truth polygon of its image (any truth
 polygon, also those dropped by ``min_area``: a merge does not care about the area rule) lies
-within ``touch_distance`` of it (default 1, in the truth's units: pixels for SpaceNet CSVs),
+within ``touch_distance`` of it (default 1 pixel; map inputs converted with ``gsd``),
 else *isolated*; and it falls in a size class by its area (``size_classes`` edges, default
 100 and 1000: ``area<100``, ``area 100-1000``, ``area>=1000``). For each group, overall and per
 city: how many truth buildings it has, how many a proposal matched (TP), and that recall.
@@ -57,6 +75,7 @@ import json
 import math
 import os
 import pathlib
+import re
 from typing import Sequence
 
 import numpy as np
@@ -151,7 +170,7 @@ def _csv_columns(header: list[str] | None) -> tuple[int, int, int, int | None, b
 
 
 def read_spacenet_csv(path: str | os.PathLike, on_error: str = "raise",
-                      issues: list | None = None) -> list[Building]:
+                      issues: list | None = None, info: dict | None = None) -> list[Building]:
     """Read a SpaceNet truth or submission CSV into :class:`Building` records (file order).
 
     Accepts headers ``ImageId,BuildingId,PolygonWKT_Pix,Confidence`` and
@@ -159,30 +178,46 @@ def read_spacenet_csv(path: str | os.PathLike, on_error: str = "raise",
     default 1.0), a missing header (standard column order), ``#`` comment lines, blank lines,
     z coordinates (dropped), ``-0.0``. ``POLYGON EMPTY`` rows and BuildingId -1 rows give a
     record with an empty polygon (image registration only). Polygons are returned as written
-    (2D, not repaired). See the module docstring for ``on_error``.
+    (2D, not repaired). See the module docstring for ``on_error``; a line that is not UTF-8
+    text is malformed too (named by file and line). ``info`` (a dict), when given, receives
+    ``"crs"``: ``PIXEL`` for ``PolygonWKT_Pix`` (or no header), ``"EPSG:4326"`` when only
+    ``PolygonWKT_Geo`` is there.
     """
     report = _Reporter(on_error, issues)
     rows = []  # (line number, image id, building id text, wkt, confidence text)
     header_done = False
     columns = _csv_columns(None)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.rstrip("\r\n")
-            if not text.strip() or text.lstrip().startswith("#"):
+    geo_only = False
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            report(path, f"line {lineno}", f"not UTF-8 text (byte 0x{raw[err.start]:02x} "
+                   f"at column {err.start + 1})")
+            continue
+        text = line.rstrip("\r\n")
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        fields = next(csv.reader([text]))
+        if not header_done:
+            header_done = True
+            if fields[0].strip().lower() == "imageid":
+                try:
+                    columns = _csv_columns(fields)
+                except (KeyError, ValueError) as err:
+                    raise SpaceNetFormatError(f"{os.fspath(path)}: line {lineno}: bad header: "
+                                              f"{err.args[0]}") from None
+                n_columns = len(fields)
+                geo_only = "polygonwkt_pix" not in [h.strip().lower() for h in fields]
                 continue
-            fields = next(csv.reader([text]))
-            if not header_done:
-                header_done = True
-                if fields[0].strip().lower() == "imageid":
-                    try:
-                        columns = _csv_columns(fields)
-                    except (KeyError, ValueError) as err:
-                        raise SpaceNetFormatError(f"{os.fspath(path)}: line {lineno}: bad header: "
-                                                  f"{err.args[0]}") from None
-                    n_columns = len(fields)
-                    continue
-                n_columns = None
-            rows.append((lineno, fields, n_columns))
+            n_columns = None
+        rows.append((lineno, fields, n_columns))
+    if info is not None:
+        info["crs"] = "EPSG:4326" if geo_only else PIXEL
     image_col, bid_col, geom_col, conf_col, conf_named = columns
     wkts = [r[1][geom_col].strip() if len(r[1]) > geom_col else "" for r in rows]
     geometries = shapely.from_wkt(np.array(wkts, dtype=object), on_invalid="ignore") if wkts else []
@@ -227,7 +262,7 @@ def _feature_confidence(properties: dict) -> float | None:
 
 
 def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error: str = "raise",
-                 issues: list | None = None) -> list[Building]:
+                 issues: list | None = None, info: dict | None = None) -> list[Building]:
     """Read a GeoJSON file (FeatureCollection, Feature or bare geometry) into records.
 
     The image id of a feature is its ``image_id``/``ImageId`` property when present, else
@@ -235,11 +270,22 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
     else the file stem. A zero-byte or feature-less file registers its image with no
     buildings. Confidence from the ``confidence``/``Confidence``/``conf``/``score`` property,
     default 1.0. Polygons are returned as written (2D, not repaired); coordinates are whatever
-    the file holds (no reprojection).
+    the file holds (no reprojection). ``info`` (a dict), when given, receives ``"crs"``: the
+    file's ``crs`` member (:func:`crs_key`), ``"EPSG:4326"`` without one (RFC 7946), or
+    ``PIXEL`` when the file has no ``crs`` member and coordinates outside longitude/latitude
+    range (pixel GeoJSON written before sn_tf marked it; ``"note"`` then says so).
     """
     report = _Reporter(on_error, issues)
     file_id = image_id if image_id is not None else tile_id_from_name(path)
-    text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+    data = pathlib.Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        report(path, f"line {line}", f"not UTF-8 text (byte 0x{data[err.start]:02x})")
+        return []
+    if info is not None:
+        info["crs"] = "EPSG:4326"
     if not text.strip():
         return [Building(file_id, None)]
     try:
@@ -281,6 +327,19 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
                             confidence))
     if not own_ids:
         out.insert(0, Building(file_id, None))
+    if info is not None:
+        name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+        if name:
+            info["crs"] = crs_key(name)
+        else:
+            bounds = [r.polygon.bounds for r in out if not r.is_empty]
+            if bounds:
+                b = np.array(bounds)
+                if (b[:, [0, 2]].min() < -180 or b[:, [0, 2]].max() > 180
+                        or b[:, [1, 3]].min() < -90 or b[:, [1, 3]].max() > 90):
+                    info["crs"] = PIXEL
+                    info["note"] = (f"{os.fspath(path)}: no 'crs' member and coordinates outside "
+                                    "longitude/latitude range: read as pixel coordinates")
     return out
 
 
@@ -290,15 +349,10 @@ def _data_files(folder: pathlib.Path) -> list[pathlib.Path]:
                   if p.is_file() and p.suffix.lower() in GEOJSON_SUFFIXES + CSV_SUFFIXES)
 
 
-def read_buildings(path: str | os.PathLike, on_error: str = "raise",
-                   issues: list | None = None) -> list[Building]:
-    """Read a SpaceNet CSV, a GeoJSON file, or a folder of them (sorted by file name).
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      SpaceNetFormatError: unknown file type, empty folder, or a malformed row with
-        ``on_error="raise"``.
-    """
+def read_files(path: str | os.PathLike, on_error: str = "raise",
+               issues: list | None = None) -> list["SourceFile"]:
+    """:class:`SourceFile` records + CRS of each file of ``path`` (a file, or a folder of
+    them sorted by name); raises as :func:`read_buildings`."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -306,16 +360,164 @@ def read_buildings(path: str | os.PathLike, on_error: str = "raise",
         files = _data_files(path)
         if not files:
             raise SpaceNetFormatError(f"{path}: folder holds no .csv, .geojson or .json file")
-        out = []
-        for file in files:
-            out.extend(read_buildings(file, on_error, issues))
-        return out
+        return [f for file in files for f in read_files(file, on_error, issues)]
     suffix = path.suffix.lower()
+    info: dict = {}
     if suffix in CSV_SUFFIXES:
-        return read_spacenet_csv(path, on_error, issues)
-    if suffix in GEOJSON_SUFFIXES:
-        return read_geojson(path, None, on_error, issues)
-    raise SpaceNetFormatError(f"{path}: unknown file type (expected .csv, .geojson or .json)")
+        records = read_spacenet_csv(path, on_error, issues, info)
+    elif suffix in GEOJSON_SUFFIXES:
+        records = read_geojson(path, None, on_error, issues, info)
+    else:
+        raise SpaceNetFormatError(f"{path}: unknown file type (expected .csv, .geojson or .json)")
+    return [SourceFile(str(path), records, info.get("crs"), info.get("note"))]
+
+
+def read_buildings(path: str | os.PathLike, on_error: str = "raise",
+                   issues: list | None = None) -> list[Building]:
+    """Read a SpaceNet CSV, a GeoJSON file, or a folder of them (sorted by file name).
+
+    Coordinates are returned as written (see :func:`read_files` for each file's CRS).
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      SpaceNetFormatError: unknown file type, empty folder, or a malformed row with
+        ``on_error="raise"``.
+    """
+    return [r for f in read_files(path, on_error, issues) for r in f.records]
+
+
+# ----------------------------------------------------------------------------------------------
+# Coordinate systems and units
+
+#: CRS of pixel coordinates (x = column, y = row). In GeoJSON, sn_tf writes it as the ``crs``
+#: member's name :data:`PIXEL_CRS_WKT`, an engineering (local) CRS that GDAL's
+#: ``SetFromUserInput`` (used by its GeoJSON driver, hence QGIS) reads as "not georeferenced,
+#: unit pixel" instead of taking the coordinates for WGS84 longitudes and latitudes.
+PIXEL = "pixel"
+PIXEL_CRS_WKT = ('LOCAL_CS["sn_tf image pixels (x = column, y = row, origin top-left corner)",'
+                 'LOCAL_DATUM["image",32767],UNIT["pixel",1],AXIS["X",EAST],AXIS["Y",SOUTH]]')
+#: Metres per degree of latitude (and of longitude at the equator) on the WGS84 sphere radius.
+METRES_PER_DEGREE = 6378137.0 * math.pi / 180.0
+#: Default ground sample distance (metres per pixel) that turns the pixel rules (min_area,
+#: touch_distance, size_classes) into map units for map-coordinate inputs: the 0.3 m of the
+#: SpaceNet 2 PAN / pansharpened tiles (SpaceNet 1 Rio 3-band: 0.5).
+DEFAULT_GSD = 0.3
+
+
+class ScoreInputError(ValueError):
+    """Truth and proposals cannot be compared (e.g. pixel vs map coordinates)."""
+
+
+@dataclasses.dataclass
+class SourceFile:
+    """Records of one input file and the CRS of its coordinates (:data:`PIXEL`, an
+    ``"EPSG:n"`` string or another CRS text; None for in-memory records: as the other side)."""
+
+    path: str
+    records: list
+    crs: str | None = None
+    note: str | None = None
+
+
+def crs_key(name) -> str | None:
+    """Canonical form of a CRS name: CRS84 / EPSG:4326 / ``urn:ogc:def:crs:EPSG::n`` ->
+    ``"EPSG:n"``; sn_tf's pixel CRS -> :data:`PIXEL`; anything else unchanged."""
+    if name is None:
+        return None
+    text = str(name).strip()
+    if text in ("urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:OGC::CRS84", "CRS84", "OGC:CRS84"):
+        return "EPSG:4326"
+    if text == PIXEL or text == PIXEL_CRS_WKT or text.startswith('LOCAL_CS["sn_tf image pixels'):
+        return PIXEL
+    match = re.fullmatch(r"(?:urn:ogc:def:crs:)?EPSG:+(?:[\d.]*:)?(\d+)", text, re.IGNORECASE)
+    return f"EPSG:{match.group(1)}" if match else text
+
+
+def _describe(crs) -> str:
+    return "pixel coordinates" if crs == PIXEL else str(crs)
+
+
+def _same_crs(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        from rasterio.crs import CRS
+
+        return CRS.from_user_input(a) == CRS.from_user_input(b)
+    except Exception:  # unknown to PROJ: different texts are different CRSs
+        return False
+
+
+def _units(crs) -> tuple[str, float]:
+    """(``"pixel"`` | ``"metre"`` | ``"degree"``, metres per CRS unit) of a CRS key."""
+    if crs is None or crs == PIXEL:
+        return "pixel", 1.0
+    if crs == "EPSG:4326":
+        return "degree", METRES_PER_DEGREE
+    try:
+        from rasterio.crs import CRS
+
+        parsed = CRS.from_user_input(crs)
+        if parsed.is_geographic:
+            return "degree", METRES_PER_DEGREE
+        if parsed.is_projected:
+            return "metre", float(parsed.linear_units_factor[1])
+    except Exception:
+        pass
+    raise ScoreInputError(f"CRS {crs!r}: units unknown (neither geographic nor projected); "
+                          "cannot apply the pixel area rule; reproject the files")
+
+
+def _reproject(source: SourceFile, dst: str) -> SourceFile:
+    from sn_tf.geo import reproject_geoms
+
+    keep = [k for k, r in enumerate(source.records) if not r.is_empty]
+    try:
+        moved = reproject_geoms([source.records[k].polygon for k in keep], source.crs, dst)
+    except Exception as err:
+        raise ScoreInputError(f"{source.path}: cannot reproject from {source.crs} to {dst} "
+                              f"({err})") from None
+    records = list(source.records)
+    for k, geom in zip(keep, moved):
+        records[k] = dataclasses.replace(records[k], polygon=geom)
+    return dataclasses.replace(source, records=records, crs=dst)
+
+
+def _to_common_crs(truth: list, proposals: list, warnings: list) -> str | None:
+    """Bring every file to the truth's CRS (in place): map CRSs are reprojected (a warning
+    names both), pixel vs map coordinates raise :class:`ScoreInputError`. Returns that CRS."""
+    known = [f for f in truth + proposals if f.crs is not None]
+    if not known:
+        return None
+    target = known[0]
+    for side in (truth, proposals):
+        for k, f in enumerate(side):
+            if f.crs is None or f.crs == target.crs:
+                continue
+            if PIXEL in (f.crs, target.crs):
+                raise ScoreInputError(
+                    f"{f.path} is in {_describe(f.crs)} but {target.path} in "
+                    f"{_describe(target.crs)}: pixel and map coordinates cannot be compared "
+                    "(score pixel CSVs against pixel CSVs, or map GeoJSON against map GeoJSON)")
+            if _same_crs(f.crs, target.crs):
+                continue
+            side[k] = _reproject(f, target.crs)
+            warnings.append(f"{f.path}: reprojected from {f.crs} to {target.crs} "
+                            f"(the CRS of {target.path})")
+    return target.crs
+
+
+def _area_to_pixels(geoms: np.ndarray, area: np.ndarray, units: str, metres: float,
+                    gsd: float) -> np.ndarray:
+    """Areas in pixels of ``gsd`` metres: as they are for pixel inputs; m2 / gsd^2 for
+    projected CRSs; for lon/lat degrees, deg2 * (metres per degree)^2 * cos(latitude of the
+    centroid) / gsd^2 (the local equirectangular scale; < 0.1 % off at tile size)."""
+    if units == "pixel" or not len(area):
+        return area
+    if units == "metre":
+        return area * (metres / gsd) ** 2
+    lat = shapely.get_y(shapely.centroid(geoms))
+    return area * (metres / gsd) ** 2 * np.cos(np.radians(np.nan_to_num(lat)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -425,6 +627,7 @@ class ScoreResult:
     settings: dict
     issues: list = dataclasses.field(default_factory=list)
     breakdown: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def mean_city_f1(self) -> float:
@@ -442,7 +645,8 @@ class ScoreResult:
                 "breakdown": {scope: {g: v.to_dict() for g, v in groups.items()}
                               for scope, groups in self.breakdown.items()},
                 "settings": dict(self.settings),
-                "issues": [str(i) for i in self.issues]}
+                "issues": [str(i) for i in self.issues],
+                "warnings": list(self.warnings)}
 
     def touching_recall(self, scope: str = "overall") -> float:
         """Recall over the touching truth buildings of ``scope`` ("overall" or a city)."""
@@ -531,11 +735,13 @@ class _Side:
     every_start: np.ndarray = None  # int64 [n_images + 1]: CSR offsets of ``every`` per image
     in_every: np.ndarray = None   # int64 [N]: position of each kept polygon in ``every``
     source: np.ndarray = None     # int64 [N]: index of each kept polygon in the input records
+    area_px: np.ndarray = None    # float64 [N]: area in pixels (= area for pixel inputs)
 
 
 def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
-             min_area: float) -> _Side:
-    """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop small ones."""
+             min_area: float, to_pixels=None) -> _Side:
+    """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop those under
+    ``min_area`` pixels (``to_pixels(geoms, area)``: areas in pixels; default: as they are)."""
     kept_at = [k for k, r in enumerate(records) if not r.is_empty and r.building_id != -1]
     keep = [records[k] for k in kept_at]
     geoms = np.empty(len(keep), dtype=object)
@@ -549,14 +755,15 @@ def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
         geoms[~valid] = shapely.buffer(geoms[~valid], 0)
         valid = shapely.is_valid(geoms)
     area = shapely.area(geoms) if len(keep) else np.zeros(0)
+    area_px = to_pixels(geoms, area) if to_pixels is not None else area
     by_image = np.argsort(image, kind="stable")
     every_start = np.searchsorted(image[by_image], np.arange(len(image_index) + 1))
-    in_every = np.flatnonzero(area[by_image] >= min_area)
+    in_every = np.flatnonzero(area_px[by_image] >= min_area)
     order = by_image[in_every]
     start = np.searchsorted(image[order], np.arange(len(image_index) + 1))
     return _Side(image[order], geoms[order], conf[order], area[order], valid[order],
                  [bid[k] for k in order], start, geoms[by_image], every_start, in_every,
-                 np.asarray(kept_at, np.int64)[order])
+                 np.asarray(kept_at, np.int64)[order], area_px[order])
 
 
 def _touching(side: _Side, n_images: int, distance: float) -> np.ndarray:
@@ -653,10 +860,17 @@ def _match(t_side: _Side, p_side: _Side, n_images: int, threshold: float, inclus
     return hit, matched, best
 
 
+def _inputs(source, name: str, on_error: str, issues: list) -> list[SourceFile]:
+    if isinstance(source, (str, os.PathLike)):
+        return read_files(source, on_error, issues)
+    return [SourceFile(f"{name} records", _as_records(source, on_error, issues), None)]
+
+
 def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float = 20.0, *,
                    iou_inclusive: bool = False, repair_proposals: bool = True,
                    on_error: str = "raise", touch_distance: float = 1.0,
-                   size_classes: Sequence[float] = SIZE_CLASSES) -> ScoreResult:
+                   size_classes: Sequence[float] = SIZE_CLASSES,
+                   gsd: float = DEFAULT_GSD) -> ScoreResult:
     """Score proposals against truth with the SpaceNet rules (see the module docstring).
 
     Args:
@@ -665,16 +879,23 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         None polygon registers its image only. When both are single GeoJSON files holding one
         image each, they are taken to be the same image (the truth's id).
       iou_threshold: in (0, 1]; a match needs IoU > threshold (>= with ``iou_inclusive``).
-      min_area: polygons with area < min_area are dropped on both sides (units of the
-        coordinates: pixels for SpaceNet CSVs; use 0 for GeoJSON in metres/degrees).
+      min_area: polygons with area < min_area PIXELS are dropped on both sides (the SpaceNet
+        rule). Pixel inputs (SpaceNet CSVs, pixel GeoJSON, in-memory records) are measured as
+        they are; map inputs are converted with ``gsd`` (see "Coordinate systems" in the
+        module docstring).
       repair_proposals: buffer(0) invalid proposals (default, as the reference Python scorers).
       on_error: "raise" or "skip" malformed rows (skipped rows listed in ``result.issues``).
-      touch_distance: >= 0; a truth building within this distance of another truth building
-        of its image counts as touching in ``result.breakdown`` (truth units; 1 px default).
-      size_classes: ascending area edges of the breakdown's size classes (truth units).
+      touch_distance: >= 0; a truth building within this distance (pixels) of another truth
+        building of its image counts as touching in ``result.breakdown``.
+      size_classes: ascending area edges (pixels) of the breakdown's size classes.
+      gsd: metres per pixel for map inputs (default 0.3, SpaceNet 2 tiles).
 
     Returns:
-      :class:`ScoreResult` (``to_dict()`` for JSON).
+      :class:`ScoreResult` (``to_dict()`` for JSON); ``result.warnings`` lists what the score
+      should be read with (empty inputs, reprojection, images or cities only in the proposals).
+
+    Raises:
+      ScoreInputError: pixel coordinates on one side and map coordinates on the other.
     """
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
@@ -682,28 +903,53 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         raise ValueError(f"min_area must be >= 0, got {min_area}")
     if not float(touch_distance) >= 0.0 or math.isinf(float(touch_distance)):
         raise ValueError(f"touch_distance must be a finite number >= 0, got {touch_distance}")
+    if not float(gsd) > 0.0 or math.isinf(float(gsd)):
+        raise ValueError(f"gsd must be a finite number > 0 (metres per pixel), got {gsd}")
     edges = [float(v) for v in size_classes]
     if any(not math.isfinite(v) or v < 0 for v in edges) or edges != sorted(set(edges)):
         raise ValueError(f"size_classes must be ascending distinct finite areas >= 0, "
                          f"got {list(size_classes)}")
     issues: list = []
-    truth_records = _as_records(truth, on_error, issues)
-    prop_records = _as_records(proposals, on_error, issues)
+    warnings: list = []
+    t_files = _inputs(truth, "truth", on_error, issues)
+    p_files = _inputs(proposals, "proposal", on_error, issues)
+    warnings += [f.note for f in t_files + p_files if f.note]
+    crs = _to_common_crs(t_files, p_files, warnings)
+    units, metres = _units(crs)
+    truth_records = [r for f in t_files for r in f.records]
+    prop_records = [r for f in p_files for r in f.records]
     if _is_single_geojson(truth) and _is_single_geojson(proposals):
         t_ids = {r.image_id for r in truth_records}
         p_ids = {r.image_id for r in prop_records}
         if len(t_ids) == 1 and len(p_ids) <= 1:
             (tid,) = t_ids
             prop_records = [dataclasses.replace(r, image_id=tid) for r in prop_records]
+    for name, source, records in (("truth", truth, truth_records),
+                                  ("proposals", proposals, prop_records)):
+        if not any(not r.is_empty and r.building_id != -1 for r in records):
+            where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "records"
+            warnings.append(f"{name} ({where}) holds no building polygon")
+    prop_records = _drop_phantom_cities(truth_records, prop_records, warnings)
     image_index: dict = {}
     for record in list(truth_records) + list(prop_records):
         image_index.setdefault(record.image_id, len(image_index))
+    truth_images = {r.image_id for r in truth_records}
+    only_props = [i for i in image_index if i not in truth_images]
+    if only_props:
+        warnings.append(f"{len(only_props)} image(s) only in the proposals (no truth "
+                        f"registered; their proposals count as false positives), e.g. "
+                        f"{', '.join(only_props[:3])}")
     n_images = len(image_index)
-    t_side = _prepare(truth_records, image_index, True, min_area)
-    p_side = _prepare(prop_records, image_index, repair_proposals, min_area)
+
+    def to_pixels(geoms, area):
+        return _area_to_pixels(geoms, area, units, metres, float(gsd))
+
+    t_side = _prepare(truth_records, image_index, True, min_area, to_pixels)
+    p_side = _prepare(prop_records, image_index, repair_proposals, min_area, to_pixels)
 
     hit, matched, best = _match(t_side, p_side, n_images, float(iou_threshold), iou_inclusive)
-    touching = _touching(t_side, n_images, float(touch_distance))
+    touch = float(touch_distance) * (1.0 if units == "pixel" else float(gsd) / metres)
+    touching = _touching(t_side, n_images, touch)
 
     tp = np.bincount(p_side.image[hit], minlength=n_images)
     n_props = np.bincount(p_side.image, minlength=n_images)
@@ -719,12 +965,32 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         overall.add(score)
     t_city = np.array([city_of(i) for i in image_index], dtype=object)[t_side.image]
     breakdown = {city: _group_recalls(matched[t_city == city], touching[t_city == city],
-                                      t_side.area[t_city == city], edges) for city in cities}
-    breakdown["overall"] = _group_recalls(matched, touching, t_side.area, edges)
+                                      t_side.area_px[t_city == city], edges) for city in cities}
+    breakdown["overall"] = _group_recalls(matched, touching, t_side.area_px, edges)
     settings = {"iou_threshold": float(iou_threshold), "iou_inclusive": bool(iou_inclusive),
                 "min_area": float(min_area), "repair_proposals": bool(repair_proposals),
-                "touch_distance": float(touch_distance), "size_classes": edges}
-    return ScoreResult(overall, cities, images, settings, issues, breakdown)
+                "touch_distance": float(touch_distance), "size_classes": edges,
+                "crs": crs, "units": units}
+    if units != "pixel":
+        settings["gsd"] = float(gsd)
+    return ScoreResult(overall, cities, images, settings, issues, breakdown, warnings)
+
+
+def _drop_phantom_cities(truth: list, proposals: list, warnings: list) -> list:
+    """Proposals whose city has no truth at all are not scored (a city only in the proposals
+    would enter the mean of city F1 values with F1 0); a warning says how many and where."""
+    if not truth:
+        return proposals
+    cities = {city_of(r.image_id) for r in truth}
+    phantom = [r for r in proposals if city_of(r.image_id) not in cities]
+    if not phantom:
+        return proposals
+    names = sorted({city_of(r.image_id) for r in phantom})
+    n_polys = sum(not r.is_empty for r in phantom)
+    warnings.append(f"{len(names)} city(ies) only in the proposals, not scored "
+                    f"({n_polys} proposal polygon(s) of {len({r.image_id for r in phantom})} "
+                    f"image(s)): {', '.join(names[:5])}")
+    return [r for r in proposals if city_of(r.image_id) in cities]
 
 
 #: Outcome names of :func:`match_outcomes`.

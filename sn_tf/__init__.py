@@ -6,6 +6,8 @@ Public names are imported lazily so that ``import sn_tf`` (and CLIs such as
     sn_tf.read_examples(path, split=None)   -> iterator of decoded tile dicts (numpy)
     sn_tf.make_dataset(data_dir, split, ...) -> tf.data.Dataset of (inputs, targets)
     sn_tf.score_polygons(truth, proposals)   -> SpaceNet precision / recall / F1
+    sn_tf.load_model(path, compile=True)     -> any Keras checkpoint sn_tf wrote (registers
+                                                sn_tf's custom classes first; sn_tf.training.checkpoints)
     sn_tf.keep_freed_memory()                -> glibc malloc keeps freed memory (~30 % more
                                                 training crops per CPU-second; sn_tf.utils.malloc)
 """
@@ -20,6 +22,8 @@ _LAZY = {
     "make_dataset": "sn_tf.input.pipeline",
     "keep_freed_memory": "sn_tf.utils.malloc",
     "score_polygons": "sn_tf.spacenet.scoring",
+    "load_model": "sn_tf.training.checkpoints",
+    "register_keras_objects": "sn_tf.training.checkpoints",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

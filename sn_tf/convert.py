@@ -49,7 +49,7 @@ def main(argv):
             sdf_truncation=FLAGS.sdf_truncation, contact_radius=FLAGS.contact_radius,
             image_encoding=FLAGS.image_encoding,
             label_encoding=FLAGS.label_encoding, source=FLAGS.source,
-            progress=not FLAGS.no_progress, tune_malloc=True)  # a process of its own
+            progress=FLAGS.progress and not FLAGS.no_progress, tune_malloc=True)  # a process of its own
         result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
     except ConvertError as exc:
         print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
@@ -91,7 +91,9 @@ def _define_flags():
                       "sdf.")
     flags.DEFINE_enum("source", "auto", ["auto", "geotiff", "hdf5"],
                       "Pixel source: GeoTIFF, lab HDF5 layers, or GeoTIFF when present.")
-    flags.DEFINE_bool("no_progress", False, "No progress bar.")
+    flags.DEFINE_bool("progress", True, "Show a progress bar (--noprogress: none; the "
+                      "spelling of every sn_tf CLI).")
+    flags.DEFINE_bool("no_progress", False, "Deprecated spelling of --noprogress (still works).")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,21 @@
         --output=FILE.geojson|FILE.csv
 
 Pixels with value > threshold are buildings (default threshold per --kind: logit 0,
-probability 0.5, mask 0, sdf 0); touching buildings are split with --sdf_raster when given.
-The georeference is the raster's own, or --transform (GDAL order) / --crs for rasters without
-one. ``.geojson`` output is in map coordinates (pixel coordinates when no georeference is
-known) with a ``crs`` member; ``.csv`` output is a SpaceNet CSV in pixel coordinates (an
-image without buildings gets a ``POLYGON EMPTY`` row). --min_area and --simplify are in map
-units when a georeference is known (m2 / m in a UTM CRS), else in pixels.
+probability 0.5, mask 0, sdf 0; a --threshold must be finite); touching buildings are split
+with --sdf_raster when given.
+NaN rule: NaN and the raster's nodata value are nodata, never building by themselves; with
+--nan=fill (default) nodata pixels enclosed by a building belong to it (no hole), other
+nodata pixels are background; --nan=background makes every nodata pixel background (enclosed
+ones then are holes). An all-nodata raster, or one with no pixel above the threshold, writes
+an empty output with a warning on stderr.
+The georeference is the raster's own, or --transform (GDAL order) with --crs (required with
+--transform unless the raster has a CRS; a raster with a geotransform but no CRS needs --crs).
+``.geojson`` output always names its CRS: the map CRS, or, without any georeference, sn_tf's
+pixel CRS (``sn_tf.spacenet.buildings.PIXEL_CRS_WKT``: an engineering CRS in pixels that GDAL, and
+so QGIS, read as "not georeferenced" instead of taking the coordinates for WGS84);
+``.csv`` output is a SpaceNet CSV in pixel coordinates (an image without buildings gets a
+``POLYGON EMPTY`` row). --min_area and --simplify are in map units when a georeference is
+known (m2 / m in a UTM CRS), else in pixels.
 Exit status: 0 on success, 1 on an input problem (message on stderr, no traceback).
 """
 
@@ -42,11 +51,18 @@ flags.DEFINE_string("transform", None, "GDAL geotransform GT0,GT1,GT2,GT3,GT4,GT
 flags.DEFINE_string("crs", None, "CRS of --transform, e.g. EPSG:4326 (overrides the file's).")
 flags.DEFINE_string("image_id", None, "Image id for the output (default: tile id in the file name).")
 flags.DEFINE_enum("holes", "keep", ["keep", "drop"], "CSV only: keep holes (written '),(') or drop them.")
+flags.DEFINE_enum("nan", "fill", ["fill", "background"], "NaN / nodata pixels: 'fill' = "
+                  "enclosed by a building they belong to it, else background; 'background' = "
+                  "always background (enclosed ones make holes).")
 flags.DEFINE_string("output", None, "Output FILE.geojson (or .json) or FILE.csv.")
 
 
 class CliError(Exception):
     """An input problem reported as one line on stderr."""
+
+
+def _warn(message: str) -> None:
+    print(f"sn_tf.polygonize: warning: {message}", file=sys.stderr)
 
 
 def _fail(message: str) -> None:
@@ -72,6 +88,11 @@ def read_band(path: str, band: int):
             if not 1 <= band <= ds.count:
                 raise CliError(f"{path}: band {band} out of range (the file has {ds.count})")
             array = ds.read(band)
+            if ds.nodata is not None and not (isinstance(ds.nodata, float) and ds.nodata != ds.nodata):
+                nodata = array == ds.nodata
+                if nodata.any():
+                    array = array.astype("float64")
+                    array[nodata] = float("nan")
             georeferenced = ds.crs is not None or not ds.transform.is_identity
             transform = ds.transform.to_gdal() if georeferenced else None
             return array, transform, ds.crs
@@ -97,7 +118,26 @@ def _georeference(file_transform, file_crs):
             crs = CRS.from_user_input(FLAGS.crs)
         except CRSError as err:
             raise CliError(f"--crs {FLAGS.crs!r}: {err}") from None
+    if transform is not None and crs is None:
+        what = ("--transform without a CRS" if FLAGS.transform
+                else f"{FLAGS.raster} has a geotransform but no CRS")
+        raise CliError(f"{what}: give --crs (e.g. --crs=EPSG:32616), the CRS of the map "
+                       "coordinates, so the output says what they are")
     return transform, crs
+
+
+def _check_flags() -> None:
+    """Numbers that must be finite (and >= 0) are refused with the flag named."""
+    import math
+
+    checks = [("threshold", FLAGS.threshold, False), ("min_area", FLAGS.min_area, True),
+              ("simplify", FLAGS.simplify, True), ("sdf_level", FLAGS.sdf_level, False)]
+    for name, value, non_negative in checks:
+        if value is None:
+            continue
+        if not math.isfinite(value) or (non_negative and value < 0):
+            need = "a finite number >= 0" if non_negative else "a finite number"
+            raise CliError(f"--{name}={value}: must be {need}")
 
 
 def run() -> str:
@@ -111,8 +151,21 @@ def run() -> str:
     suffix = os.path.splitext(FLAGS.output)[1].lower()
     if suffix not in (".geojson", ".json", ".csv"):
         raise CliError(f"--output {FLAGS.output}: use a .geojson, .json or .csv file name")
+    _check_flags()
     raster, file_transform, file_crs = read_band(FLAGS.raster, FLAGS.band)
     transform, crs = _georeference(file_transform, file_crs)
+    import numpy as np
+
+    threshold = (rasters.DEFAULT_THRESHOLDS[FLAGS.kind] if FLAGS.threshold is None
+                 else FLAGS.threshold)
+    missing = np.isnan(raster) if np.issubdtype(raster.dtype, np.floating) else None
+    if missing is not None and missing.all():
+        _warn(f"{FLAGS.raster}: band {FLAGS.band} is all NaN / nodata: no polygons")
+    elif not np.any(raster[~missing] > threshold if missing is not None else raster > threshold):
+        finite = raster[~missing] if missing is not None else raster
+        _warn(f"{FLAGS.raster}: no pixel of band {FLAGS.band} is above the threshold "
+              f"{threshold:g} (--kind={FLAGS.kind}; values {finite.min():g}..{finite.max():g}): "
+              "no polygons")
     sdf = None
     if FLAGS.sdf_raster:
         sdf, _, _ = read_band(FLAGS.sdf_raster, FLAGS.sdf_band)
@@ -126,13 +179,15 @@ def run() -> str:
     buildings = rasters.polygons_from_raster(
         raster, image_id, threshold=FLAGS.threshold, kind=FLAGS.kind,
         min_area=FLAGS.min_area / scale, simplify=FLAGS.simplify / length, sdf=sdf,
-        sdf_level=FLAGS.sdf_level, transform=None if as_csv else transform)
+        sdf_level=FLAGS.sdf_level, transform=None if as_csv else transform, nan=FLAGS.nan)
     try:
         if as_csv:
-            write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id],
-                                        holes=FLAGS.holes)
+            write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id], holes=FLAGS.holes)
         else:
-            write_geojson(buildings, FLAGS.output, crs=crs)
+            from sn_tf.spacenet.buildings import PIXEL_CRS_WKT
+
+            write_geojson(buildings, FLAGS.output,
+                          crs=crs if transform is not None else PIXEL_CRS_WKT)
     except OSError as err:
         raise CliError(f"cannot write {FLAGS.output}: {err.strerror}") from None
     return f"wrote {len(buildings)} polygons of {image_id} to {FLAGS.output}"

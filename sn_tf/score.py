@@ -4,7 +4,12 @@
         [--json=FILE] [--repair_proposals=true] [--iou_inclusive=false] [--skip_malformed=false]
         [--touch_distance=1] [--size_classes=100,1000]
 
-PATH is a SpaceNet CSV, a GeoJSON file, or a folder of them. Prints a table per city and
+PATH is a SpaceNet CSV, a GeoJSON file, or a folder of them. Areas and distances are in pixels
+(the SpaceNet rule: area >= 20 px); GeoJSON in map coordinates is converted with --gsd metres
+per pixel; proposals in another map CRS than the truth are reprojected to the truth's CRS;
+pixel against map coordinates is refused. Warnings (stderr and ``"warnings"`` in the JSON)
+name empty inputs, reprojections, images only in the proposals (scored: false positives) and
+cities only in the proposals (not scored). Prints a table per city and
 overall (the SpaceNet 2 score is the mean of the city F1 values); ``--json`` also writes
 ``{"overall": {...}, "cities": {...}, "images": {...}}`` (each with tp, fp, fn, precision,
 recall, f1; overall adds ``mean_city_f1``; every image lists ``truth_best_iou``, the best IoU of
@@ -29,15 +34,17 @@ flags.DEFINE_string("proposals", None, "Proposals: SpaceNet CSV, GeoJSON, or fol
 flags.DEFINE_float("iou", 0.5, "IoU threshold in (0, 1]; a match needs IoU > iou.")
 flags.DEFINE_bool("iou_inclusive", False, "Match when IoU >= iou instead of the official >.")
 flags.DEFINE_float("min_area", 20.0, "Drop truth and proposal polygons with area < min_area "
-                   "(pixels for CSV; use 0 for GeoJSON in map units).")
+                   "pixels (the SpaceNet rule; map-coordinate GeoJSON is converted with --gsd).")
+flags.DEFINE_float("gsd", 0.3, "Metres per pixel used to apply the pixel rules (--min_area, "
+                   "--touch_distance, --size_classes) to GeoJSON in map coordinates (0.3: "
+                   "SpaceNet 2 tiles; 0.5: SpaceNet 1 Rio 3-band).")
 flags.DEFINE_string("json", None, "Also write the full result as JSON to this file.")
 flags.DEFINE_bool("repair_proposals", True, "buffer(0) invalid proposals as the reference Python "
                   "scorers do (the official Java tester does not repair).")
 flags.DEFINE_float("touch_distance", 1.0, "Breakdown: a truth building within this distance of "
-                   "another truth building of its image is 'touching' (truth units: pixels "
-                   "for CSV).")
+                   "another truth building of its image is 'touching' (pixels).")
 flags.DEFINE_list("size_classes", ["100", "1000"], "Breakdown: ascending area edges of the size "
-                  "classes (truth units).")
+                  "classes (pixels).")
 flags.DEFINE_bool("skip_malformed", False, "Skip malformed rows with a warning instead of "
                   "stopping with an error.")
 
@@ -67,11 +74,14 @@ def main(argv) -> None:
                                 iou_inclusive=FLAGS.iou_inclusive,
                                 repair_proposals=FLAGS.repair_proposals,
                                 on_error="skip" if FLAGS.skip_malformed else "raise",
-                                touch_distance=FLAGS.touch_distance, size_classes=size_classes)
+                                touch_distance=FLAGS.touch_distance, size_classes=size_classes,
+                                gsd=FLAGS.gsd)
     except (OSError, SpaceNetFormatError, ValueError) as err:
         _fail(str(err))
     for issue in result.issues:
         print(f"sn_tf.score: warning: skipped {issue}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"sn_tf.score: warning: {warning}", file=sys.stderr)
     print(result.format_table())
     if FLAGS.json:
         try:

@@ -36,14 +36,17 @@ flags.DEFINE_enum("strategy", "auto", ["auto", "default", "mirrored"],
                   "tf.distribute strategy on one host.")
 flags.DEFINE_bool("multiworker", False, "Several hosts: MultiWorkerMirroredStrategy from "
                   "TF_CONFIG with a custom training step.")
-flags.DEFINE_string("summary_json", None, "Also write the run summary to this file.")
+flags.DEFINE_integer("seed", None, "Override train.seed (the --seed of every sn_tf CLI).")
+flags.DEFINE_string("json", None, "Also write the run summary as JSON to this file (as "
+                    "sn_tf.score --json).")
+flags.DEFINE_string("summary_json", None, "Deprecated spelling of --json (still works).")
 
 
 def _overrides() -> list[str]:
     sets = list(FLAGS.set)
     for flag, key in (("epochs", "train.epochs"), ("steps_per_epoch", "train.steps_per_epoch"),
                       ("batch_size", "data.batch_size"), ("learning_rate", "train.learning_rate"),
-                      ("mixed_precision", "train.mixed_precision")):
+                      ("mixed_precision", "train.mixed_precision"), ("seed", "train.seed")):
         value = getattr(FLAGS, flag)
         if value is not None:
             sets.append(f"{key}={json.dumps(value)}")
@@ -79,8 +82,8 @@ def main(argv):
           + (f"; best.keras: epoch {summary['best_epoch']}, val SpaceNet score (mean city F1) "
              f"{best.get('mean_city_f1', best['f1']):.3f}, pooled F1 {best['f1']:.3f} "
              f"(P {best['precision']:.3f}, R {best['recall']:.3f})" if best else ""))
-    if FLAGS.summary_json:
-        with open(FLAGS.summary_json, "w") as f:
+    if FLAGS.json or FLAGS.summary_json:
+        with open(FLAGS.json or FLAGS.summary_json, "w") as f:
             json.dump(summary, f, indent=1)
     return 0
 

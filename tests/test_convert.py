@@ -29,7 +29,7 @@ def _run(data, out, **kw):
 
 def _cli(*args, timeout=300):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "sn_tf.convert", "--no_progress", *args],
+    return subprocess.run([sys.executable, "-m", "sn_tf.convert", "--noprogress", *args],
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
@@ -134,7 +134,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path):
                             types=("PAN", "MUL-PanSharpen"))
     out = tmp_path / "out"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    args = [sys.executable, "-m", "sn_tf.convert", "--no_progress", f"--data_dir={data}",
+    args = [sys.executable, "-m", "sn_tf.convert", "--noprogress", f"--data_dir={data}",
             f"--output_dir={out}", "--num_workers=1", "--shard_size_mb=0.5",
             "--splits=train=1"]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -215,7 +215,7 @@ def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
         "raise ImportError('sn_tf.convert must not import tensorflow')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO)])}
     out = tmp_path / "out"
-    res = subprocess.run([sys.executable, "-m", "sn_tf.convert", "--no_progress",
+    res = subprocess.run([sys.executable, "-m", "sn_tf.convert", "--noprogress",
                           f"--data_dir={data}", f"--output_dir={out}", "--num_workers=2",
                           "--shard_size_mb=0.05"],
                          capture_output=True, text=True, timeout=300, env=env, check=False)

@@ -241,3 +241,27 @@ def test_cli_exports_and_fails_cleanly(tmp_path, exported):
     assert bad.returncode == 1
     assert "sn_tf.export: error:" in bad.stderr and "missing: model dir not found" in bad.stderr
     assert "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize("kind", ["fcn", "detectnet"])
+def test_float32_signature_for_rest_clients_gives_the_uint16_outputs(exported, kind):
+    """TF Serving's REST API cannot send uint16: ``serve_float32`` takes the stored values as
+    JSON numbers decoded to float32 (here: a JSON round trip, as the REST server does) and
+    answers exactly what ``serve`` answers for the uint16 tile."""
+    _, _, path = exported[kind]
+    loaded = tf.saved_model.load(str(path))
+    assert {exporter.SERVE, exporter.SERVE_FLOAT32} <= set(loaded.signatures)
+    sig = loaded.signatures[exporter.SERVE_FLOAT32]
+    assert sig.structured_input_signature[1]["image"].dtype == tf.float32
+    raw = raw_batch(40, 36, 5)
+    raw[0, 0, 0, 0] = 2047
+    body = json.loads(json.dumps({"signature_name": exporter.SERVE_FLOAT32,
+                                  "instances": raw.tolist()}))
+    image = np.asarray(body["instances"], np.float32)
+    got = sig(image=tf.constant(image))
+    want = loaded.signatures[exporter.SERVE](image=tf.constant(raw))
+    assert set(got) == set(want) and got
+    for name in want:
+        np.testing.assert_array_equal(got[name].numpy(), want[name].numpy())
+    doc = json.loads((path / exporter.EXPORT_INFO).read_text())
+    assert doc["signatures"] == {"serve": "uint16", "serve_float32": "float32"}

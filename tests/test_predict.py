@@ -27,7 +27,7 @@ from sn_tf.serving import exporter, sources, windows, writers
 from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
                                      stitch_outputs)
 from sn_tf.spacenet import geo, scoring, synthetic
-from sn_tf.spacenet.buildings import read_buildings
+from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, read_buildings
 from sn_tf.training import model_dir as md
 from fixtures.models import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 
@@ -301,7 +301,8 @@ def test_image_without_georeference_gets_pixel_coordinates_and_a_warning(models,
     assert pred.image_id == "plain" and pred.transform is None and pred.crs == ""
     writers.write_predictions([pred], tmp_path / "plain.geojson")
     doc = json.loads((tmp_path / "plain.geojson").read_text())
-    assert "crs" not in doc
+    # pixel coordinates are named as such (issue 14), so GDAL does not take them for WGS84
+    assert doc["crs"]["properties"]["name"] == PIXEL_CRS_WKT
     geoms = [b.polygon for b in read_buildings(tmp_path / "plain.geojson")
              if not b.is_empty]
     assert building_key([Building("plain", g) for g in geoms]) == building_key(

@@ -51,7 +51,8 @@ def test_score_cli_prints_table_and_writes_json(tmp_path):
     assert data["overall"]["tp"] + data["overall"]["fp"] + data["overall"]["fn"] == 0
     assert data["settings"] == {"iou_threshold": 0.3, "iou_inclusive": True, "min_area": 101.0,
                                 "repair_proposals": False, "touch_distance": 2.5,
-                                "size_classes": [50.0, 500.0, 5000.0]}
+                                "size_classes": [50.0, 500.0, 5000.0], "crs": "pixel",
+                                "units": "pixel"}
     assert list(data["breakdown"]["overall"]) == [
         "touching", "isolated", "area<50", "area 50-500", "area 500-5000", "area>=5000"]
 
@@ -165,7 +166,7 @@ def test_polygonize_cli_csv_geojson_and_sdf_split(tmp_path):
     assert len(data["features"]) == 2
     assert data["features"][0]["geometry"]["coordinates"][0][0][0] > 737201
     proc = run("-m", "sn_tf.polygonize", f"--raster={raster}", "--kind=mask", f"--sdf_raster={sdf_tif}",
-               f"--transform={MVOI_GT}", "--min_area=25.01", f"--output={gj}")
+               f"--transform={MVOI_GT}", "--crs=EPSG:32616", "--min_area=25.01", f"--output={gj}")
     assert len(json.loads(gj.read_text())["features"]) == 0
     # an empty tile still gets its POLYGON EMPTY row in CSV
     empty = _write_tif(tmp_path / "AOI_2_Vegas_img8.tif", np.zeros((5, 5), np.float32))
@@ -219,3 +220,69 @@ def test_polygonize_khartoum_csv(realdata, tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = out.read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith('AOI_5_Khartoum_img924,0,"POLYGON ((')
+
+
+# ---- issue 14: polygonize tells the truth ------------------------------------------------
+def _nan_building():
+    """A 10 x 10 building (probability 0.9) with a 2 x 2 NaN speck inside, and a NaN strip
+    along the left edge of the raster (outside every building)."""
+    prob = np.zeros((20, 20), np.float32)
+    prob[4:14, 4:14] = 0.9
+    prob[7:9, 7:9] = np.nan
+    prob[:, 0] = np.nan
+    return prob
+
+
+def test_nan_inside_a_building_is_no_hole_unless_asked():
+    from sn_tf.head.rasters import polygons_from_raster
+
+    (b,) = polygons_from_raster(_nan_building(), "AOI_2_Vegas_img1", kind="probability")
+    assert b.polygon.area == 100 and not b.polygon.interiors
+    assert b.confidence == pytest.approx(0.9)          # NaN pixels do not vote
+    (h,) = polygons_from_raster(_nan_building(), "AOI_2_Vegas_img1", kind="probability",
+                                nan="background")
+    assert h.polygon.area == 96 and len(h.polygon.interiors) == 1
+    with pytest.raises(ValueError, match="threshold must be a finite number"):
+        polygons_from_raster(_nan_building(), kind="probability", threshold=float("nan"))
+
+
+def test_polygonize_cli_nan_warnings_flags_and_crs(tmp_path):
+    raster = _write_tif(tmp_path / "AOI_2_Vegas_img3.tif", _nan_building())
+    gj = tmp_path / "o.geojson"
+    proc = run("-m", "sn_tf.polygonize", f"--raster={raster}", "--kind=probability",
+               f"--output={gj}")
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(gj.read_text())
+    assert len(data["features"]) == 1 and len(data["features"][0]["geometry"]["coordinates"]) == 1
+    # pixel coordinates are marked with sn_tf's engineering CRS, which GDAL parses as such
+    from rasterio.crs import CRS
+
+    from sn_tf.spacenet.buildings import PIXEL_CRS_WKT
+    name = data["crs"]["properties"]["name"]
+    assert name == PIXEL_CRS_WKT
+    parsed = CRS.from_user_input(name)
+    assert not parsed.is_geographic and not parsed.is_projected
+    # all NaN, all background: written, with a warning
+    all_nan = _write_tif(tmp_path / "AOI_2_Vegas_img4.tif", np.full((5, 5), np.nan, np.float32))
+    proc = run("-m", "sn_tf.polygonize", f"--raster={all_nan}", f"--output={gj}")
+    assert proc.returncode == 0 and "warning:" in proc.stderr and "all NaN" in proc.stderr
+    low = _write_tif(tmp_path / "AOI_2_Vegas_img5.tif", np.full((5, 5), -3, np.float32))
+    proc = run("-m", "sn_tf.polygonize", f"--raster={low}", f"--output={gj}")
+    assert proc.returncode == 0 and "no pixel of band 1 is above the threshold 0" in proc.stderr
+    for args, message in [
+            (["--threshold=nan"], "--threshold=nan: must be a finite number"),
+            (["--min_area=-1"], "--min_area=-1.0: must be a finite number >= 0"),
+            ([f"--transform={MVOI_GT}"], "--transform without a CRS: give --crs")]:
+        proc = run("-m", "sn_tf.polygonize", f"--raster={raster}", *args, f"--output={gj}")
+        assert proc.returncode == 1 and message in proc.stderr, (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # a geotransform without a CRS in the file itself: refused too
+    no_crs = tmp_path / "nocrs.tif"
+    import rasterio
+    from affine import Affine
+
+    with rasterio.open(no_crs, "w", driver="GTiff", width=20, height=20, count=1,
+                       dtype="float32", transform=Affine.from_gdal(*map(float, MVOI_GT.split(",")))) as ds:
+        ds.write(_nan_building(), 1)
+    proc = run("-m", "sn_tf.polygonize", f"--raster={no_crs}", f"--output={gj}")
+    assert proc.returncode == 1 and "has a geotransform but no CRS: give --crs" in proc.stderr

@@ -271,3 +271,116 @@ def test_short_cpu_run_reaches_a_real_f1(tfr, tmp_path):
     cfg = apply_overrides(load_recipe(f"{FCN}:demo"), ["train.epochs=6", "train.val_every=6"])
     summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert summary["best_val"]["f1"] > 0.3, summary["best_val"]
+
+
+# ---- issue 14: every command tells the truth ---------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("data.batch_size=abc", "data.batch_size must be an integer, got 'abc'"),
+    ("train.learning_rate=fast", "train.learning_rate must be a number"),
+    ("train.epochs=2.5", "train.epochs must be an integer"),
+    ("data.aois=[1]", None),   # null in the recipe: any value
+])
+def test_set_errors_name_the_key_and_the_expected_type(override, message):
+    cfg = load_recipe(f"{FCN}:smoke")
+    if message is None:
+        assert apply_overrides(cfg, [override])["data"]["aois"] == [1]
+        return
+    with pytest.raises(RecipeError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        apply_overrides(cfg, [override])
+
+
+def test_set_string_for_a_list_is_one_item_not_characters():
+    cfg = load_recipe(f"{FCN}:smoke")
+    assert apply_overrides(cfg, ["data.image_types=MUL-PanSharpen"])["data"]["image_types"] == [
+        "MUL-PanSharpen"]
+    assert apply_overrides(cfg, ["data.image_types=MUL-PanSharpen,PAN"])["data"][
+        "image_types"] == ["MUL-PanSharpen", "PAN"]
+
+
+def test_model_dir_and_data_dir_problems_are_one_line_before_anything_is_written(tfr, tmp_path):
+    from sn_tf.training import trainer
+
+    # a model dir of another model: refused, its config.json untouched
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = load_recipe(f"{FCN}:smoke")
+    depth = cfg["model"]["depth"]
+    old_config = json.dumps(apply_overrides(cfg, [f"model.depth={depth + 1}"]))
+    (other / md.CONFIG).write_text(old_config)
+    with pytest.raises(md.ModelDirError, match=rf"holds another model \(model\.depth: {depth + 1} there, {depth} now\)"):
+        trainer.train(cfg, tfr, other, verbose=0)
+    assert (other / md.CONFIG).read_text() == old_config
+    assert sorted(p.name for p in other.iterdir()) == [md.CONFIG]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    no_shards = tmp_path / "no_shards"
+    no_shards.mkdir()
+    (no_shards / "dataset_info.json").write_text((tfr / "dataset_info.json").read_text())
+    for args, message in [
+            ([f"--model_dir={other}", f"--data_dir={tfr}"], "holds another model"),
+            ([f"--model_dir={a_file}", f"--data_dir={tfr}"], "is a file, not a folder"),
+            ([f"--model_dir={tmp_path / 'm'}", f"--data_dir={no_shards}"], "no shard files"),
+            ([f"--model_dir={tmp_path / 'm2'}", f"--data_dir={tfr}",
+              "--set=data.image_types=MUL-PanSharpen", "--set=data.batch_size=abc"],
+             "data.batch_size must be an integer")]:
+        r = _cli(f"--config={FCN}:smoke", *args)
+        assert r.returncode == 1, (args, r.stderr[-1500:])
+        errors = [line for line in r.stderr.splitlines() if "sn_tf.train: error" in line]
+        assert len(errors) == 1 and message in errors[0], (args, r.stderr[-1500:])
+        assert "Traceback" not in r.stderr and len(r.stderr) < 4000, r.stderr[-1500:]
+    assert (other / md.CONFIG).read_text() == old_config
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_log_has_validation_columns_every_epoch_and_a_killed_validation_reruns(
+        tfr, tmp_path, monkeypatch):
+    import csv
+
+    from sn_tf.training import trainer
+
+    cfg = apply_overrides(load_recipe(f"{FCN}:smoke"), [
+        "train.epochs=3", "train.steps_per_epoch=1", "train.val_every=2", "train.val_max_tiles=2"])
+    real = trainer.evaluate_f1
+
+    def killed(*args, **kwargs):
+        raise _Killed("killed during validation")
+
+    monkeypatch.setattr(trainer, "evaluate_f1", killed)
+    with pytest.raises(_Killed):          # epoch 2 (index 1) dies in its validation
+        trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
+    monkeypatch.setattr(trainer, "evaluate_f1", real)
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
+    assert summary["epochs_run"] == 2     # epoch 2 again (with its validation), then epoch 3
+    with open(tmp_path / "m" / md.TRAINING_LOG, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    for key in trainer.VAL_KEYS:
+        assert rows[0][key] == "" and rows[1][key] != "" and rows[2][key] != "", key
+    assert float(rows[1]["val_score"]) >= 0 and rows[1]["loss"]
+    assert json.loads((tmp_path / "m" / md.VAL_SCORES).read_text())["epoch"] in (2, 3)
+
+
+def test_import_sn_tf_then_load_model_reads_every_checkpoint_kind(tfr, tmp_path):
+    """A fresh interpreter: ``import sn_tf`` + ``sn_tf.load_model`` loads the FCN and the
+    (oriented) DetectNet checkpoint, compiled and not (bare keras.saving.load_model cannot)."""
+    from sn_tf.training import trainer
+
+    for name, recipe in (("fcn", FCN), ("detectnet", DETECTNET)):
+        setup = trainer.resolve(load_recipe(f"{recipe}:smoke"), tfr)
+        trainer.compile_model(trainer.build_model(setup), setup, 3, False).save(
+            tmp_path / f"{name}.keras")
+    code = (
+        "import sys, keras, sn_tf\n"
+        "for name in ('fcn', 'detectnet'):\n"
+        f"    p = {str(tmp_path)!r} + '/' + name + '.keras'\n"
+        "    m = sn_tf.load_model(p)\n"
+        "    assert m.compiled and m.optimizer is not None and m.loss, name\n"
+        "    sn_tf.load_model(p, compile=False)\n"
+        "    print(name, 'ok', sorted(m.output_names))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "fcn ok" in r.stdout and "detectnet ok" in r.stdout

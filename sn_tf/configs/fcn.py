@@ -39,7 +39,7 @@ def get_config(variant: str = "") -> dict:
         postprocess={"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0,
                      "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0,
                      "contact_threshold": 0.0, "interior_threshold": 0.0, "merge_level": None},
-        variants={"demo": {"model": {"width": 16, "blocks": 1},
+        variants={"demo": {"model": {"width": 16, "blocks": 1, "fine_filters": 16},
                            "data": {"crop_size": 128},
                            "train": {"learning_rate": 3e-3, "epochs": 48, "val_every": 8}},
                   "smoke": {"model": {"width": 8, "depth": 3, "blocks": 1},

@@ -9,6 +9,7 @@ Coordinate conventions: ``sn_tf.head.polygons``.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -238,9 +239,15 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                          simplify: float = 0.0, sdf=None, sdf_level: float = 2.0,
                          min_seed_area: int = 0, probability=None,
                          transform=None, contact=None,
-                         contact_threshold: float = 0.0,
+                         contact_threshold: float = 0.0, nan: str = "fill",
                          merge_level: float | None = None) -> list[Building]:
     """Building polygons from a raster model output.
+
+    NaN rule: NaN (nodata) is never building by itself. With ``nan="fill"`` (default) NaN
+    pixels enclosed by building pixels (inside the filled footprint) count as building, so a
+    NaN speck never punches a hole into a building; every other NaN pixel is background.
+    ``nan="background"``: every NaN pixel is background (enclosed NaN then makes a hole).
+    NaN pixels do not enter the confidences.
 
     Args:
       raster: [H, W] or [H, W, 1] numeric array (probability, logit, mask or signed distance).
@@ -280,16 +287,36 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     raster = _as_2d(raster, "raster")
     if kind not in DEFAULT_THRESHOLDS:
         raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
+    if nan not in ("fill", "background"):
+        raise ValueError(f"nan must be 'fill' or 'background', got {nan!r}")
     threshold = DEFAULT_THRESHOLDS[kind] if threshold is None else float(threshold)
+    if not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    source = raster
+    if np.issubdtype(raster.dtype, np.floating) and nan == "fill":
+        missing = np.isnan(raster)
+        if missing.any():
+            enclosed = ndimage.binary_fill_holes(raster > threshold) & missing
+            if enclosed.any():
+                raster = raster.copy()
+                raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
+                if sdf is source:
+                    sdf = raster
     labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
                                 contact_threshold, merge_level)
     if n == 0:
         return []
-    prob = confidence_map(raster, kind) if probability is None else _as_2d(probability, "probability")
+    prob = confidence_map(source, kind) if probability is None else _as_2d(probability, "probability")
     if prob.shape != raster.shape:
         raise ValueError(f"probability shape {prob.shape} differs from raster shape {raster.shape}")
+    prob = np.asarray(prob, dtype=np.float64)
     means = np.zeros(n + 1, dtype=np.float64)
-    means[1:] = ndimage.mean(np.asarray(prob, dtype=np.float64), labels, np.arange(1, n + 1))
+    index = np.arange(1, n + 1)
+    if np.isnan(prob).any():   # NaN pixels (filled into buildings) do not vote
+        counts = ndimage.sum(~np.isnan(prob), labels, index)
+        means[1:] = ndimage.sum(np.nan_to_num(prob), labels, index) / np.maximum(counts, 1)
+    else:
+        means[1:] = ndimage.mean(prob, labels, index)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
     traced = list(features.shapes(labels, mask=labels > 0, connectivity=4, **kwargs))

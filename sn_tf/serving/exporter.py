@@ -33,6 +33,12 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   input's extent: full-resolution outputs to ``[H, W]``, outputs at a coarser stride ``f``
   (DetectNet grids, f = 16) to ``[ceil(H / f), ceil(W / f)]``. Padding is at the bottom/right,
   so output pixel/cell (i, j) keeps its position.
+* a second signature ``serve_float32`` is the same function with a float32 input (values
+  as stored: a uint16 1234 is sent as 1234.0; exact, since float32 holds every integer below
+  2^24) and the same outputs: TF Serving's REST API decodes JSON numbers into the
+  signature's dtype and has no uint16, so REST clients call ``serve_float32``; gRPC clients
+  send the stored dtype to ``serve`` (a 650 x 650 x 8 uint16 tile is 6.8 MB as a
+  TensorProto, against ~15-20 MB of JSON text).
 * output: the model's raw outputs as a dict of float32 tensors, e.g. FCN ``footprint``
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
   ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet
@@ -59,6 +65,9 @@ import numpy as np
 from sn_tf.training import model_dir as md
 
 SERVE = "serve"
+#: The same function with a float32 input, for clients that cannot send uint16 (TF Serving's
+#: REST/JSON API has no uint16; every uint16 value is exact in float32).
+SERVE_FLOAT32 = "serve_float32"
 EXPORT_INFO = "export_info.json"
 EXPORT_FORMAT = "sn_tf.export/1"
 SAVED_MODEL_PB = "saved_model.pb"
@@ -359,6 +368,7 @@ def export_info_doc(info: md.ModelInfo, model_dir, checkpoint_path, output_names
                        f"normalisation (normalised: 0) at the bottom/right to a "
                        f"multiple of {info.stride}; outputs cropped back",
         },
+        "signatures": {SERVE: serving_dtype(info), SERVE_FLOAT32: "float32"},
     }
 
 
@@ -383,7 +393,10 @@ def export_model(model_dir, export_dir, checkpoint: str = "best",
     archive = keras.export.ExportArchive()
     archive.track(model)
     spec = tf.TensorSpec([None, None, None, info.num_bands], serving_dtype(info), name="image")
-    archive.add_endpoint(SERVE, serving_function(model, info), input_signature=[spec])
+    function = serving_function(model, info)
+    archive.add_endpoint(SERVE, function, input_signature=[spec])
+    spec32 = tf.TensorSpec([None, None, None, info.num_bands], tf.float32, name="image")
+    archive.add_endpoint(SERVE_FLOAT32, function, input_signature=[spec32])
     archive.write_out(str(export_dir), verbose=False)
     shutil.copyfile(pathlib.Path(model_dir) / md.MODEL_INFO, export_dir / md.MODEL_INFO)
     doc = export_info_doc(info, model_dir, ckpt, model.output_names)

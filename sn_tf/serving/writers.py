@@ -11,7 +11,7 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from sn_tf.spacenet.buildings import write_geojson, write_spacenet_csv
+from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, write_geojson, write_spacenet_csv
 from sn_tf.serving.predictor import ImagePrediction
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, TruthSource
 
@@ -59,9 +59,10 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
 
 
 def _write_geojson(prediction: ImagePrediction, path: pathlib.Path) -> None:
-    """One image's buildings in its CRS through its geotransform (pixels without one)."""
-    write_geojson(prediction.buildings, path, transform=prediction.transform,
-                           crs=prediction.crs or None)
+    """One image's buildings in its CRS through its geotransform (pixels without one, marked
+    with sn_tf's pixel CRS so GDAL/QGIS do not take them for WGS84)."""
+    crs = prediction.crs or (PIXEL_CRS_WKT if prediction.transform is None else None)
+    write_geojson(prediction.buildings, path, transform=prediction.transform, crs=crs)
 
 
 def score_dir(output) -> pathlib.Path:

@@ -335,7 +335,7 @@ def _csv_columns(header: list[str] | None) -> tuple[int, int, int, int | None, b
 
 
 def read_spacenet_csv(path: str | os.PathLike, on_error: str = "raise",
-                      issues: list | None = None) -> list[Building]:
+                      issues: list | None = None, info: dict | None = None) -> list[Building]:
     """Read a SpaceNet truth or submission CSV into :class:`Building` records (file order).
 
     Accepts headers ``ImageId,BuildingId,PolygonWKT_Pix,Confidence`` and
@@ -343,30 +343,46 @@ def read_spacenet_csv(path: str | os.PathLike, on_error: str = "raise",
     default 1.0), a missing header (standard column order), ``#`` comment lines, blank lines,
     z coordinates (dropped), ``-0.0``. ``POLYGON EMPTY`` rows and BuildingId -1 rows give a
     record with an empty polygon (image registration only). Polygons are returned as written
-    (2D, not repaired). See the module docstring for ``on_error``.
+    (2D, not repaired). See the module docstring for ``on_error``; a line that is not UTF-8
+    text is malformed too (named by file and line). ``info`` (a dict), when given, receives
+    ``"crs"``: ``PIXEL`` for ``PolygonWKT_Pix`` (or no header), ``"EPSG:4326"`` when only
+    ``PolygonWKT_Geo`` is there.
     """
     report = _Reporter(on_error, issues)
     rows = []  # (line number, image id, building id text, wkt, confidence text)
     header_done = False
     columns = _csv_columns(None)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            text = line.rstrip("\r\n")
-            if not text.strip() or text.lstrip().startswith("#"):
+    geo_only = False
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    for lineno, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            report(path, f"line {lineno}", f"not UTF-8 text (byte 0x{raw[err.start]:02x} "
+                   f"at column {err.start + 1})")
+            continue
+        text = line.rstrip("\r\n")
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        fields = next(csv.reader([text]))
+        if not header_done:
+            header_done = True
+            if fields[0].strip().lower() == "imageid":
+                try:
+                    columns = _csv_columns(fields)
+                except (KeyError, ValueError) as err:
+                    raise SpaceNetFormatError(f"{os.fspath(path)}: line {lineno}: bad header: "
+                                              f"{err.args[0]}") from None
+                n_columns = len(fields)
+                geo_only = "polygonwkt_pix" not in [h.strip().lower() for h in fields]
                 continue
-            fields = next(csv.reader([text]))
-            if not header_done:
-                header_done = True
-                if fields[0].strip().lower() == "imageid":
-                    try:
-                        columns = _csv_columns(fields)
-                    except (KeyError, ValueError) as err:
-                        raise SpaceNetFormatError(f"{os.fspath(path)}: line {lineno}: bad header: "
-                                                  f"{err.args[0]}") from None
-                    n_columns = len(fields)
-                    continue
-                n_columns = None
-            rows.append((lineno, fields, n_columns))
+            n_columns = None
+        rows.append((lineno, fields, n_columns))
+    if info is not None:
+        info["crs"] = "EPSG:4326" if geo_only else PIXEL
     image_col, bid_col, geom_col, conf_col, conf_named = columns
     wkts = [r[1][geom_col].strip() if len(r[1]) > geom_col else "" for r in rows]
     geometries = shapely.from_wkt(np.array(wkts, dtype=object), on_invalid="ignore") if wkts else []
@@ -411,7 +427,7 @@ def _feature_confidence(properties: dict) -> float | None:
 
 
 def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error: str = "raise",
-                 issues: list | None = None) -> list[Building]:
+                 issues: list | None = None, info: dict | None = None) -> list[Building]:
     """Read a GeoJSON file (FeatureCollection, Feature or bare geometry) into records.
 
     The image id of a feature is its ``image_id``/``ImageId`` property when present, else
@@ -419,11 +435,22 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
     else the file stem. A zero-byte or feature-less file registers its image with no
     buildings. Confidence from the ``confidence``/``Confidence``/``conf``/``score`` property,
     default 1.0. Polygons are returned as written (2D, not repaired); coordinates are whatever
-    the file holds (no reprojection).
+    the file holds (no reprojection). ``info`` (a dict), when given, receives ``"crs"``: the
+    file's ``crs`` member (:func:`crs_key`), ``"EPSG:4326"`` without one (RFC 7946), or
+    ``PIXEL`` when the file has no ``crs`` member and coordinates outside longitude/latitude
+    range (pixel GeoJSON written before sn_tf marked it; ``"note"`` then says so).
     """
     report = _Reporter(on_error, issues)
     file_id = image_id if image_id is not None else tile_id_from_name(path)
-    text = pathlib.Path(path).read_text(encoding="utf-8-sig")
+    data = pathlib.Path(path).read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        report(path, f"line {line}", f"not UTF-8 text (byte 0x{data[err.start]:02x})")
+        return []
+    if info is not None:
+        info["crs"] = "EPSG:4326"
     if not text.strip():
         return [Building(file_id, None)]
     try:
@@ -465,6 +492,19 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
                             confidence))
     if not own_ids:
         out.insert(0, Building(file_id, None))
+    if info is not None:
+        name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+        if name:
+            info["crs"] = crs_key(name)
+        else:
+            bounds = [r.polygon.bounds for r in out if not r.is_empty]
+            if bounds:
+                b = np.array(bounds)
+                if (b[:, [0, 2]].min() < -180 or b[:, [0, 2]].max() > 180
+                        or b[:, [1, 3]].min() < -90 or b[:, [1, 3]].max() > 90):
+                    info["crs"] = PIXEL
+                    info["note"] = (f"{os.fspath(path)}: no 'crs' member and coordinates outside "
+                                    "longitude/latitude range: read as pixel coordinates")
     return out
 
 
@@ -474,15 +514,10 @@ def _data_files(folder: pathlib.Path) -> list[pathlib.Path]:
                   if p.is_file() and p.suffix.lower() in GEOJSON_SUFFIXES + CSV_SUFFIXES)
 
 
-def read_buildings(path: str | os.PathLike, on_error: str = "raise",
-                   issues: list | None = None) -> list[Building]:
-    """Read a SpaceNet CSV, a GeoJSON file, or a folder of them (sorted by file name).
-
-    Raises:
-      FileNotFoundError: ``path`` does not exist.
-      SpaceNetFormatError: unknown file type, empty folder, or a malformed row with
-        ``on_error="raise"``.
-    """
+def read_files(path: str | os.PathLike, on_error: str = "raise",
+               issues: list | None = None) -> list["SourceFile"]:
+    """:class:`SourceFile` records + CRS of each file of ``path`` (a file, or a folder of
+    them sorted by name); raises as :func:`read_buildings`."""
     path = pathlib.Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -490,20 +525,168 @@ def read_buildings(path: str | os.PathLike, on_error: str = "raise",
         files = _data_files(path)
         if not files:
             raise SpaceNetFormatError(f"{path}: folder holds no .csv, .geojson or .json file")
-        out = []
-        for file in files:
-            out.extend(read_buildings(file, on_error, issues))
-        return out
+        return [f for file in files for f in read_files(file, on_error, issues)]
     suffix = path.suffix.lower()
+    info: dict = {}
     if suffix in CSV_SUFFIXES:
-        return read_spacenet_csv(path, on_error, issues)
-    if suffix in GEOJSON_SUFFIXES:
-        return read_geojson(path, None, on_error, issues)
-    raise SpaceNetFormatError(f"{path}: unknown file type (expected .csv, .geojson or .json)")
+        records = read_spacenet_csv(path, on_error, issues, info)
+    elif suffix in GEOJSON_SUFFIXES:
+        records = read_geojson(path, None, on_error, issues, info)
+    else:
+        raise SpaceNetFormatError(f"{path}: unknown file type (expected .csv, .geojson or .json)")
+    return [SourceFile(str(path), records, info.get("crs"), info.get("note"))]
+
+
+def read_buildings(path: str | os.PathLike, on_error: str = "raise",
+                   issues: list | None = None) -> list[Building]:
+    """Read a SpaceNet CSV, a GeoJSON file, or a folder of them (sorted by file name).
+
+    Coordinates are returned as written (see :func:`read_files` for each file's CRS).
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      SpaceNetFormatError: unknown file type, empty folder, or a malformed row with
+        ``on_error="raise"``.
+    """
+    return [r for f in read_files(path, on_error, issues) for r in f.records]
 
 
 # ----------------------------------------------------------------------------------------------
-# Results
+# Coordinate systems and units
+
+#: CRS of pixel coordinates (x = column, y = row). In GeoJSON, sn_tf writes it as the ``crs``
+#: member's name :data:`PIXEL_CRS_WKT`, an engineering (local) CRS that GDAL's
+#: ``SetFromUserInput`` (used by its GeoJSON driver, hence QGIS) reads as "not georeferenced,
+#: unit pixel" instead of taking the coordinates for WGS84 longitudes and latitudes.
+PIXEL = "pixel"
+PIXEL_CRS_WKT = ('LOCAL_CS["sn_tf image pixels (x = column, y = row, origin top-left corner)",'
+                 'LOCAL_DATUM["image",32767],UNIT["pixel",1],AXIS["X",EAST],AXIS["Y",SOUTH]]')
+#: Metres per degree of latitude (and of longitude at the equator) on the WGS84 sphere radius.
+METRES_PER_DEGREE = 6378137.0 * math.pi / 180.0
+#: Default ground sample distance (metres per pixel) that turns the pixel rules (min_area,
+#: touch_distance, size_classes) into map units for map-coordinate inputs: the 0.3 m of the
+#: SpaceNet 2 PAN / pansharpened tiles (SpaceNet 1 Rio 3-band: 0.5).
+DEFAULT_GSD = 0.3
+
+
+class ScoreInputError(ValueError):
+    """Truth and proposals cannot be compared (e.g. pixel vs map coordinates)."""
+
+
+@dataclasses.dataclass
+class SourceFile:
+    """Records of one input file and the CRS of its coordinates (:data:`PIXEL`, an
+    ``"EPSG:n"`` string or another CRS text; None for in-memory records: as the other side)."""
+
+    path: str
+    records: list
+    crs: str | None = None
+    note: str | None = None
+
+
+def crs_key(name) -> str | None:
+    """Canonical form of a CRS name: CRS84 / EPSG:4326 / ``urn:ogc:def:crs:EPSG::n`` ->
+    ``"EPSG:n"``; sn_tf's pixel CRS -> :data:`PIXEL`; anything else unchanged."""
+    if name is None:
+        return None
+    text = str(name).strip()
+    if text in ("urn:ogc:def:crs:OGC:1.3:CRS84", "urn:ogc:def:crs:OGC::CRS84", "CRS84", "OGC:CRS84"):
+        return "EPSG:4326"
+    if text == PIXEL or text == PIXEL_CRS_WKT or text.startswith('LOCAL_CS["sn_tf image pixels'):
+        return PIXEL
+    match = re.fullmatch(r"(?:urn:ogc:def:crs:)?EPSG:+(?:[\d.]*:)?(\d+)", text, re.IGNORECASE)
+    return f"EPSG:{match.group(1)}" if match else text
+
+
+def _describe(crs) -> str:
+    return "pixel coordinates" if crs == PIXEL else str(crs)
+
+
+def _same_crs(a: str, b: str) -> bool:
+    if a == b:
+        return True
+    try:
+        from rasterio.crs import CRS
+
+        return CRS.from_user_input(a) == CRS.from_user_input(b)
+    except Exception:  # unknown to PROJ: different texts are different CRSs
+        return False
+
+
+def _units(crs) -> tuple[str, float]:
+    """(``"pixel"`` | ``"metre"`` | ``"degree"``, metres per CRS unit) of a CRS key."""
+    if crs is None or crs == PIXEL:
+        return "pixel", 1.0
+    if crs == "EPSG:4326":
+        return "degree", METRES_PER_DEGREE
+    try:
+        from rasterio.crs import CRS
+
+        parsed = CRS.from_user_input(crs)
+        if parsed.is_geographic:
+            return "degree", METRES_PER_DEGREE
+        if parsed.is_projected:
+            return "metre", float(parsed.linear_units_factor[1])
+    except Exception:
+        pass
+    raise ScoreInputError(f"CRS {crs!r}: units unknown (neither geographic nor projected); "
+                          "cannot apply the pixel area rule; reproject the files")
+
+
+def _reproject(source: SourceFile, dst: str) -> SourceFile:
+    from sn_tf.spacenet.geo import reproject_geoms
+
+    keep = [k for k, r in enumerate(source.records) if not r.is_empty]
+    try:
+        moved = reproject_geoms([source.records[k].polygon for k in keep], source.crs, dst)
+    except Exception as err:
+        raise ScoreInputError(f"{source.path}: cannot reproject from {source.crs} to {dst} "
+                              f"({err})") from None
+    records = list(source.records)
+    for k, geom in zip(keep, moved):
+        records[k] = dataclasses.replace(records[k], polygon=geom)
+    return dataclasses.replace(source, records=records, crs=dst)
+
+
+def _to_common_crs(truth: list, proposals: list, warnings: list) -> str | None:
+    """Bring every file to the truth's CRS (in place): map CRSs are reprojected (a warning
+    names both), pixel vs map coordinates raise :class:`ScoreInputError`. Returns that CRS."""
+    known = [f for f in truth + proposals if f.crs is not None]
+    if not known:
+        return None
+    target = known[0]
+    for side in (truth, proposals):
+        for k, f in enumerate(side):
+            if f.crs is None or f.crs == target.crs:
+                continue
+            if PIXEL in (f.crs, target.crs):
+                raise ScoreInputError(
+                    f"{f.path} is in {_describe(f.crs)} but {target.path} in "
+                    f"{_describe(target.crs)}: pixel and map coordinates cannot be compared "
+                    "(score pixel CSVs against pixel CSVs, or map GeoJSON against map GeoJSON)")
+            if _same_crs(f.crs, target.crs):
+                continue
+            side[k] = _reproject(f, target.crs)
+            warnings.append(f"{f.path}: reprojected from {f.crs} to {target.crs} "
+                            f"(the CRS of {target.path})")
+    return target.crs
+
+
+def _area_to_pixels(geoms: np.ndarray, area: np.ndarray, units: str, metres: float,
+                    gsd: float) -> np.ndarray:
+    """Areas in pixels of ``gsd`` metres: as they are for pixel inputs; m2 / gsd^2 for
+    projected CRSs; for lon/lat degrees, deg2 * (metres per degree)^2 * cos(latitude of the
+    centroid) / gsd^2 (the local equirectangular scale; < 0.1 % off at tile size)."""
+    if units == "pixel" or not len(area):
+        return area
+    if units == "metre":
+        return area * (metres / gsd) ** 2
+    lat = shapely.get_y(shapely.centroid(geoms))
+    return area * (metres / gsd) ** 2 * np.cos(np.radians(np.nan_to_num(lat)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Cities
 
 
 def city_of(image_id: str) -> str:

@@ -27,7 +27,25 @@ Decisions (documented in the CLI help as well):
   the GEOS area of those rings, and where GEOS cannot compute its overlap with a truth polygon
   that pair counts as IoU 0 (so such a proposal usually becomes a false positive).
 * A proposal for an image that has no truth registered is a false positive (its image is
-  registered by the proposal and scored with no truth).
+  registered by the proposal and scored with no truth; ``result.warnings`` names such images).
+  Proposals of a CITY that has no truth at all are not scored (with a warning): scored, that
+  city would enter the mean of city F1 values with F1 0, so one stray ImageId would halve a
+  one-city score.
+* Coordinate systems. Every input file has a CRS: pixel coordinates for SpaceNet CSVs with
+  ``PolygonWKT_Pix`` (and for GeoJSON whose ``crs`` is sn_tf's pixel CRS, :data:`PIXEL_CRS_WKT`),
+  EPSG:4326 for CSVs with only ``PolygonWKT_Geo``, the ``crs`` member of a GeoJSON file (CRS84,
+  i.e. EPSG:4326, without one, as RFC 7946 says; a GeoJSON without ``crs`` whose coordinates
+  leave the longitude/latitude range is read as pixels, with a warning). Files in another map
+  CRS than the first truth file are reprojected to it (rasterio, imported only then; a warning
+  names both CRSs). Pixel coordinates on one side and map coordinates on the other cannot be
+  compared: :class:`ScoreInputError` names both files and CRSs.
+* Units. ``min_area``, ``touch_distance`` and ``size_classes`` are in PIXELS, as the SpaceNet
+  rule (area >= 20 px). Map inputs are converted with the ground sample distance ``gsd``
+  (metres per pixel, default 0.3 = SpaceNet 2): in a projected CRS an area of A m2 is
+  A / gsd^2 pixels; in lon/lat degrees, areas are first taken to m2 with the local scale
+  (metres per degree squared times cos(latitude)). IoU is a ratio and needs no conversion.
+  So GeoJSON in degrees scored against itself keeps its buildings (F1 1), where a 20 deg2 rule
+  dropped them all.
 * Malformed input (bad WKT, wrong column count, non-numeric Confidence, non-polygon geometry,
   unreadable GeoJSON): ``on_error="raise"`` (default) raises :class:`SpaceNetFormatError`
   naming the file and line (or feature); ``on_error="skip"`` skips the row and records a
@@ -37,7 +55,7 @@ Decisions (documented in the CLI help as well):
 Recall by kind of truth building (``ScoreResult.breakdown``, not part of the official metric):
 every kept truth polygon is *touching* when another truth polygon of its image (any truth
 polygon, also those dropped by ``min_area``: a merge does not care about the area rule) lies
-within ``touch_distance`` of it (default 1, in the truth's units: pixels for SpaceNet CSVs),
+within ``touch_distance`` of it (default 1 pixel; map inputs converted with ``gsd``),
 else *isolated*; and it falls in a size class by its area (``size_classes`` edges, default
 100 and 1000: ``area<100``, ``area 100-1000``, ``area>=1000``). For each group, overall and per
 city: how many truth buildings it has, how many a proposal matched (TP), and that recall.
@@ -60,11 +78,16 @@ from typing import Sequence
 import numpy as np
 import shapely
 
-from sn_tf.spacenet.buildings import GEOJSON_SUFFIXES, Building, city_of, read_buildings
-
+from sn_tf.spacenet.buildings import (DEFAULT_GSD, GEOJSON_SUFFIXES, Building, SourceFile,
+                                      _area_to_pixels, _to_common_crs, _units, city_of,
+                                      read_buildings, read_files)
 
 #: Default area edges (truth units, pixels for SpaceNet CSVs) of the breakdown's size classes.
 SIZE_CLASSES = (100.0, 1000.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Results
 
 
 @dataclasses.dataclass
@@ -165,6 +188,7 @@ class ScoreResult:
     settings: dict
     issues: list = dataclasses.field(default_factory=list)
     breakdown: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
 
     @property
     def mean_city_f1(self) -> float:
@@ -182,7 +206,8 @@ class ScoreResult:
                 "breakdown": {scope: {g: v.to_dict() for g, v in groups.items()}
                               for scope, groups in self.breakdown.items()},
                 "settings": dict(self.settings),
-                "issues": [str(i) for i in self.issues]}
+                "issues": [str(i) for i in self.issues],
+                "warnings": list(self.warnings)}
 
     def touching_recall(self, scope: str = "overall") -> float:
         """Recall over the touching truth buildings of ``scope`` ("overall" or a city)."""
@@ -271,11 +296,13 @@ class _Side:
     every_start: np.ndarray = None  # int64 [n_images + 1]: CSR offsets of ``every`` per image
     in_every: np.ndarray = None   # int64 [N]: position of each kept polygon in ``every``
     source: np.ndarray = None     # int64 [N]: index of each kept polygon in the input records
+    area_px: np.ndarray = None    # float64 [N]: area in pixels (= area for pixel inputs)
 
 
 def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
-             min_area: float) -> _Side:
-    """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop small ones."""
+             min_area: float, to_pixels=None) -> _Side:
+    """Drop registrations, repair (buffer(0) of invalid polygons) if asked, drop those under
+    ``min_area`` pixels (``to_pixels(geoms, area)``: areas in pixels; default: as they are)."""
     kept_at = [k for k, r in enumerate(records) if not r.is_empty and r.building_id != -1]
     keep = [records[k] for k in kept_at]
     geoms = np.empty(len(keep), dtype=object)
@@ -289,14 +316,15 @@ def _prepare(records: Sequence[Building], image_index: dict, repair: bool,
         geoms[~valid] = shapely.buffer(geoms[~valid], 0)
         valid = shapely.is_valid(geoms)
     area = shapely.area(geoms) if len(keep) else np.zeros(0)
+    area_px = to_pixels(geoms, area) if to_pixels is not None else area
     by_image = np.argsort(image, kind="stable")
     every_start = np.searchsorted(image[by_image], np.arange(len(image_index) + 1))
-    in_every = np.flatnonzero(area[by_image] >= min_area)
+    in_every = np.flatnonzero(area_px[by_image] >= min_area)
     order = by_image[in_every]
     start = np.searchsorted(image[order], np.arange(len(image_index) + 1))
     return _Side(image[order], geoms[order], conf[order], area[order], valid[order],
                  [bid[k] for k in order], start, geoms[by_image], every_start, in_every,
-                 np.asarray(kept_at, np.int64)[order])
+                 np.asarray(kept_at, np.int64)[order], area_px[order])
 
 
 def _touching(side: _Side, n_images: int, distance: float) -> np.ndarray:
@@ -393,10 +421,17 @@ def _match(t_side: _Side, p_side: _Side, n_images: int, threshold: float, inclus
     return hit, matched, best
 
 
+def _inputs(source, name: str, on_error: str, issues: list) -> list[SourceFile]:
+    if isinstance(source, (str, os.PathLike)):
+        return read_files(source, on_error, issues)
+    return [SourceFile(f"{name} records", _as_records(source, on_error, issues), None)]
+
+
 def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float = 20.0, *,
                    iou_inclusive: bool = False, repair_proposals: bool = True,
                    on_error: str = "raise", touch_distance: float = 1.0,
-                   size_classes: Sequence[float] = SIZE_CLASSES) -> ScoreResult:
+                   size_classes: Sequence[float] = SIZE_CLASSES,
+                   gsd: float = DEFAULT_GSD) -> ScoreResult:
     """Score proposals against truth with the SpaceNet rules (see the module docstring).
 
     Args:
@@ -405,16 +440,23 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         None polygon registers its image only. When both are single GeoJSON files holding one
         image each, they are taken to be the same image (the truth's id).
       iou_threshold: in (0, 1]; a match needs IoU > threshold (>= with ``iou_inclusive``).
-      min_area: polygons with area < min_area are dropped on both sides (units of the
-        coordinates: pixels for SpaceNet CSVs; use 0 for GeoJSON in metres/degrees).
+      min_area: polygons with area < min_area PIXELS are dropped on both sides (the SpaceNet
+        rule). Pixel inputs (SpaceNet CSVs, pixel GeoJSON, in-memory records) are measured as
+        they are; map inputs are converted with ``gsd`` (see "Coordinate systems" in the
+        module docstring).
       repair_proposals: buffer(0) invalid proposals (default, as the reference Python scorers).
       on_error: "raise" or "skip" malformed rows (skipped rows listed in ``result.issues``).
-      touch_distance: >= 0; a truth building within this distance of another truth building
-        of its image counts as touching in ``result.breakdown`` (truth units; 1 px default).
-      size_classes: ascending area edges of the breakdown's size classes (truth units).
+      touch_distance: >= 0; a truth building within this distance (pixels) of another truth
+        building of its image counts as touching in ``result.breakdown``.
+      size_classes: ascending area edges (pixels) of the breakdown's size classes.
+      gsd: metres per pixel for map inputs (default 0.3, SpaceNet 2 tiles).
 
     Returns:
-      :class:`ScoreResult` (``to_dict()`` for JSON).
+      :class:`ScoreResult` (``to_dict()`` for JSON); ``result.warnings`` lists what the score
+      should be read with (empty inputs, reprojection, images or cities only in the proposals).
+
+    Raises:
+      ScoreInputError: pixel coordinates on one side and map coordinates on the other.
     """
     if not 0.0 < float(iou_threshold) <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
@@ -422,28 +464,53 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         raise ValueError(f"min_area must be >= 0, got {min_area}")
     if not float(touch_distance) >= 0.0 or math.isinf(float(touch_distance)):
         raise ValueError(f"touch_distance must be a finite number >= 0, got {touch_distance}")
+    if not float(gsd) > 0.0 or math.isinf(float(gsd)):
+        raise ValueError(f"gsd must be a finite number > 0 (metres per pixel), got {gsd}")
     edges = [float(v) for v in size_classes]
     if any(not math.isfinite(v) or v < 0 for v in edges) or edges != sorted(set(edges)):
         raise ValueError(f"size_classes must be ascending distinct finite areas >= 0, "
                          f"got {list(size_classes)}")
     issues: list = []
-    truth_records = _as_records(truth, on_error, issues)
-    prop_records = _as_records(proposals, on_error, issues)
+    warnings: list = []
+    t_files = _inputs(truth, "truth", on_error, issues)
+    p_files = _inputs(proposals, "proposal", on_error, issues)
+    warnings += [f.note for f in t_files + p_files if f.note]
+    crs = _to_common_crs(t_files, p_files, warnings)
+    units, metres = _units(crs)
+    truth_records = [r for f in t_files for r in f.records]
+    prop_records = [r for f in p_files for r in f.records]
     if _is_single_geojson(truth) and _is_single_geojson(proposals):
         t_ids = {r.image_id for r in truth_records}
         p_ids = {r.image_id for r in prop_records}
         if len(t_ids) == 1 and len(p_ids) <= 1:
             (tid,) = t_ids
             prop_records = [dataclasses.replace(r, image_id=tid) for r in prop_records]
+    for name, source, records in (("truth", truth, truth_records),
+                                  ("proposals", proposals, prop_records)):
+        if not any(not r.is_empty and r.building_id != -1 for r in records):
+            where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "records"
+            warnings.append(f"{name} ({where}) holds no building polygon")
+    prop_records = _drop_phantom_cities(truth_records, prop_records, warnings)
     image_index: dict = {}
     for record in list(truth_records) + list(prop_records):
         image_index.setdefault(record.image_id, len(image_index))
+    truth_images = {r.image_id for r in truth_records}
+    only_props = [i for i in image_index if i not in truth_images]
+    if only_props:
+        warnings.append(f"{len(only_props)} image(s) only in the proposals (no truth "
+                        f"registered; their proposals count as false positives), e.g. "
+                        f"{', '.join(only_props[:3])}")
     n_images = len(image_index)
-    t_side = _prepare(truth_records, image_index, True, min_area)
-    p_side = _prepare(prop_records, image_index, repair_proposals, min_area)
+
+    def to_pixels(geoms, area):
+        return _area_to_pixels(geoms, area, units, metres, float(gsd))
+
+    t_side = _prepare(truth_records, image_index, True, min_area, to_pixels)
+    p_side = _prepare(prop_records, image_index, repair_proposals, min_area, to_pixels)
 
     hit, matched, best = _match(t_side, p_side, n_images, float(iou_threshold), iou_inclusive)
-    touching = _touching(t_side, n_images, float(touch_distance))
+    touch = float(touch_distance) * (1.0 if units == "pixel" else float(gsd) / metres)
+    touching = _touching(t_side, n_images, touch)
 
     tp = np.bincount(p_side.image[hit], minlength=n_images)
     n_props = np.bincount(p_side.image, minlength=n_images)
@@ -459,12 +526,32 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
         overall.add(score)
     t_city = np.array([city_of(i) for i in image_index], dtype=object)[t_side.image]
     breakdown = {city: _group_recalls(matched[t_city == city], touching[t_city == city],
-                                      t_side.area[t_city == city], edges) for city in cities}
-    breakdown["overall"] = _group_recalls(matched, touching, t_side.area, edges)
+                                      t_side.area_px[t_city == city], edges) for city in cities}
+    breakdown["overall"] = _group_recalls(matched, touching, t_side.area_px, edges)
     settings = {"iou_threshold": float(iou_threshold), "iou_inclusive": bool(iou_inclusive),
                 "min_area": float(min_area), "repair_proposals": bool(repair_proposals),
-                "touch_distance": float(touch_distance), "size_classes": edges}
-    return ScoreResult(overall, cities, images, settings, issues, breakdown)
+                "touch_distance": float(touch_distance), "size_classes": edges,
+                "crs": crs, "units": units}
+    if units != "pixel":
+        settings["gsd"] = float(gsd)
+    return ScoreResult(overall, cities, images, settings, issues, breakdown, warnings)
+
+
+def _drop_phantom_cities(truth: list, proposals: list, warnings: list) -> list:
+    """Proposals whose city has no truth at all are not scored (a city only in the proposals
+    would enter the mean of city F1 values with F1 0); a warning says how many and where."""
+    if not truth:
+        return proposals
+    cities = {city_of(r.image_id) for r in truth}
+    phantom = [r for r in proposals if city_of(r.image_id) not in cities]
+    if not phantom:
+        return proposals
+    names = sorted({city_of(r.image_id) for r in phantom})
+    n_polys = sum(not r.is_empty for r in phantom)
+    warnings.append(f"{len(names)} city(ies) only in the proposals, not scored "
+                    f"({n_polys} proposal polygon(s) of {len({r.image_id for r in phantom})} "
+                    f"image(s)): {', '.join(names[:5])}")
+    return [r for r in proposals if city_of(r.image_id) in cities]
 
 
 #: Outcome names of :func:`match_outcomes`.

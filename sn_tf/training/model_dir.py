@@ -9,7 +9,8 @@ Layout of ``--model_dir``::
     checkpoints/best.keras   the model with the best validation F1 (shared polygon head)
     backup/                  keras.callbacks.BackupAndRestore state (resume a killed run)
     logs/                    TensorBoard event files
-    training_log.csv         one row per epoch (losses, metrics, val precision/recall/F1)
+    training_log.csv         one row per epoch, the same columns every epoch (losses,
+                             metrics, and VAL_KEYS: filled where validation ran, else empty)
     val_scores.json          the SpaceNet score of the best epoch (``sn_tf.score --json`` form)
     postprocess_search.json  the polygon head's parameters chosen on val (``sn_tf.training.tuning``)
 """
@@ -93,6 +94,54 @@ class ModelInfo:
             raise ValueError(f"{path}: model info format {doc.get('format_version')} is not "
                              f"known to this sn_tf ({MODEL_INFO_VERSION})")
         return cls(**doc)
+
+
+#: Keys of the input and model sections that decide the weights: a model dir trained with
+#: other values holds another model (``check_model_dir``).
+MODEL_KEYS = ("data.image_types", "data.bands", "model")
+
+
+class ModelDirError(ValueError):
+    """The model directory cannot be used (a file, or it holds another model)."""
+
+
+def _flatten(prefix: str, value) -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, sub in value.items() for k, v in _flatten(f"{prefix}.{key}", sub).items()}
+    return {prefix: value}
+
+
+def _model_keys(config: dict) -> dict:
+    out = {}
+    for key in MODEL_KEYS:
+        node = config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        out.update(_flatten(key, node))
+    return out
+
+
+def check_model_dir(model_dir, config: dict) -> None:
+    """Refuse, before anything is written, a ``model_dir`` that is not a folder or whose
+    ``config.json`` describes another model (other input bands or model section: its
+    checkpoints could not be resumed). Raises :class:`ModelDirError` (one line)."""
+    d = pathlib.Path(model_dir)
+    if d.exists() and not d.is_dir():
+        raise ModelDirError(f"{d}: --model_dir is a file, not a folder")
+    path = d / CONFIG
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ModelDirError(f"{path}: unreadable ({err}); use another --model_dir") from None
+    before, now = _model_keys(old), _model_keys(config)
+    diffs = [k for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    if diffs:
+        shown = "; ".join(f"{k}: {json.dumps(before.get(k))} there, {json.dumps(now.get(k))} now"
+                          for k in diffs[:3])
+        raise ModelDirError(f"{d} holds another model ({shown}{'; ...' if len(diffs) > 3 else ''}"
+                            "); use a new --model_dir or delete this one")
 
 
 def checkpoint(model_dir, which: str = "best") -> pathlib.Path:

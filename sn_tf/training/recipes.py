@@ -6,7 +6,8 @@ repository's experiment recipes, built on the shipped ones). A recipe returns a 
 (sections ``model``, ``data``, ``loss``, ``train``, ``postprocess``); a variant (``"smoke"``
 for tests and CPU, ``"demo"`` for the demo) is chosen with ``--config=fcn:smoke`` or
 ``--config=models/fcn.py:smoke``. Values are overridden from the command line
-with ``--set=section.key=value`` (value parsed as JSON when it parses, else a string).
+with ``--set=section.key=value`` (value parsed as JSON when it parses, else a string; checked
+against the type of the recipe's value, see ``_typed_value``).
 """
 
 from __future__ import annotations
@@ -90,8 +91,49 @@ def apply_overrides(config: dict, overrides) -> dict:
         if parts[-1] not in node:
             raise RecipeError(f"--set {item!r}: unknown key {key!r}; known in this section: "
                               f"{sorted(node)}")
-        node[parts[-1]] = _parse_value(value.strip())
+        node[parts[-1]] = _typed_value(key.strip(), node[parts[-1]], value.strip())
     return config
+
+
+def _type_name(value) -> str:
+    if isinstance(value, bool):
+        return "a boolean (true or false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list (JSON, or comma-separated words)"
+    if isinstance(value, dict):
+        return "a JSON object"
+    return "a string"
+
+
+def _typed_value(key: str, current, text: str):
+    """The override ``text`` of ``key`` as a value of the recipe's type for it.
+
+    JSON when it parses, else a string. ``null`` is accepted everywhere (the recipes use it
+    for "off"). Integer keys need an integer, number keys a number, boolean keys true/false,
+    object keys a JSON object; a list key given a plain string gets its comma-separated parts
+    (``data.image_types=MUL-PanSharpen`` -> ``["MUL-PanSharpen"]``). String keys and keys
+    whose recipe value is null take any value (some accept several types, e.g.
+    ``train.jit_compile``: "auto" or true/false). Raises :class:`RecipeError` naming the
+    key, the expected type and the value.
+    """
+    value = _parse_value(text)
+    if value is None or current is None or isinstance(current, str):
+        return value
+    if isinstance(current, (list, tuple)) and isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    ok = {bool: lambda v: isinstance(v, bool),
+          int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          list: lambda v: isinstance(v, list), tuple: lambda v: isinstance(v, list),
+          dict: lambda v: isinstance(v, dict)}.get(type(current), lambda v: True)
+    if not ok(value):
+        raise RecipeError(f"--set {key}={text}: {key} must be {_type_name(current)}, "
+                          f"got {text!r}")
+    return value
 
 
 # ---- shared defaults of the recipes (sn_tf.configs) ---------------------------------

@@ -342,6 +342,55 @@ def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
     return found
 
 
+#: The validation columns of ``training_log.csv`` (present every epoch; empty where
+#: validation did not run).
+VAL_KEYS = ("val_score", "val_precision", "val_recall", "val_f1", "val_touching_recall",
+            "val_isolated_recall")
+
+
+def _cell(value) -> str:
+    try:
+        return repr(float(value))
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def write_log_row(path, epoch: int, logs: dict) -> None:
+    """Put the row of ``epoch`` (0-based) into the CSV training log at ``path``: columns
+    ``epoch``, the existing ones, then any new key and every :data:`VAL_KEYS` column (empty
+    where a row has no value). Rows of this epoch and later ones (left by a run killed after
+    logging but before its backup, and trained again now) are replaced."""
+    path = pathlib.Path(path)
+    columns, rows = ["epoch"], []
+    if path.is_file():
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or columns)
+            rows = [r for r in reader if (r.get("epoch") or "").strip().isdigit()
+                    and int(r["epoch"]) < epoch]
+    columns += [k for k in sorted(set(logs) | set(VAL_KEYS)) if k not in columns]
+    rows.append({"epoch": str(epoch), **{k: _cell(v) for k, v in logs.items() if k != "epoch"}})
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+class TrainingLog(keras.callbacks.Callback):
+    """``training_log.csv`` with the same columns every epoch (:func:`write_log_row`; Keras'
+    CSVLogger fixes its columns at the first epoch, so with ``val_every > 1`` the validation
+    columns never appeared). Put it after :class:`SpaceNetValidation`."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+
+    def on_epoch_end(self, epoch, logs=None):
+        write_log_row(self.path, epoch, dict(logs or {}))
+
+
 class SpaceNetValidation(keras.callbacks.Callback):
     """Every ``every`` epochs (and the last): polygons + SpaceNet score on the val split.
 
@@ -475,6 +524,19 @@ def choose_strategy(name: str = "auto"):
                       "--multiworker)")
 
 
+def check_shards(setup: Setup) -> None:
+    """ConfigError when shard files listed in dataset_info.json for the training or
+    validation split are absent (else TF fails mid-epoch with a traceback)."""
+    data = setup.config["data"]
+    for split in (data["train_split"], data["val_split"]):
+        absent = [sh["file"] for sh in setup.info["splits"][split].get("shards", [])
+                  if not (pathlib.Path(setup.data_dir) / sh["file"]).is_file()]
+        if absent:
+            raise ConfigError(f"{setup.data_dir}: no shard files for split {split!r}: "
+                              f"{len(absent)} listed in dataset_info.json are absent "
+                              f"(e.g. {absent[0]}); convert again or copy them")
+
+
 def _write_run_files(setup: Setup, model_dir: pathlib.Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     setup.model_info().save(model_dir)
@@ -483,7 +545,9 @@ def _write_run_files(setup: Setup, model_dir: pathlib.Path) -> None:
 
 def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
     """Train with Keras ``fit``; returns a summary (epochs, seconds, best val F1, paths)."""
+    md.check_model_dir(model_dir, config)
     setup = resolve(config, data_dir)
+    check_shards(setup)
     model_dir = pathlib.Path(model_dir)
     _write_run_files(setup, model_dir)
     t = setup.config["train"]
@@ -501,13 +565,17 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
         else:
             ds = train_dataset(setup, batch)
         (model_dir / md.LAST).parent.mkdir(parents=True, exist_ok=True)
+        # BackupAndRestore LAST: its epoch-end backup marks the epoch done only after the
+        # validation, checkpoints and log of that epoch; a run killed during validation
+        # trains that epoch again on restart and validates it (before, the backup came first
+        # and the killed epoch's validation and its chance at best.keras were lost).
         callbacks = [
-            keras.callbacks.BackupAndRestore(str(model_dir / md.BACKUP)),
             SpaceNetValidation(setup, model_dir, t.get("val_every", 1), t.get("val_max_tiles"),
                                int(t.get("val_batch_size", 4))),
             keras.callbacks.ModelCheckpoint(str(model_dir / md.LAST)),
-            keras.callbacks.CSVLogger(str(model_dir / md.TRAINING_LOG), append=True),
+            TrainingLog(model_dir / md.TRAINING_LOG),
             keras.callbacks.TensorBoard(str(model_dir / md.LOGS), update_freq="epoch"),
+            keras.callbacks.BackupAndRestore(str(model_dir / md.BACKUP)),
         ]
         t0 = time.time()
         history = model.fit(ds, epochs=int(t["epochs"]), steps_per_epoch=steps,
@@ -552,8 +620,10 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     resolver = strategy.cluster_resolver
     task_type, task_id = resolver.task_type, resolver.task_id
     is_chief = task_type in (None, "chief") or (task_type == "worker" and task_id == 0)
-    setup = resolve(config, data_dir)
     out = pathlib.Path(model_dir) if is_chief else pathlib.Path(model_dir) / f"worker-{task_id}"
+    md.check_model_dir(out, config)
+    setup = resolve(config, data_dir)
+    check_shards(setup)
     _write_run_files(setup, out)
     t = setup.config["train"]
     batch = int(setup.config["data"]["batch_size"])
@@ -603,10 +673,9 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     model.save(out / md.LAST)  # every worker saves (collective ops); only the chief's is kept
     if is_chief:
         tune_postprocess(out, setup, verbose=verbose)
-    with open(out / md.TRAINING_LOG, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=sorted({k for r in log_rows for k in r}))
-        writer.writeheader()
-        writer.writerows(log_rows)
+    (out / md.TRAINING_LOG).unlink(missing_ok=True)
+    for row in log_rows:
+        write_log_row(out / md.TRAINING_LOG, row["epoch"], row)
     history = {k: [r.get(k, math.nan) for r in log_rows] for k in log_rows[0] if k != "epoch"}
     return {**_summary(out, history, time.time() - t0, steps * batch * int(t["epochs"])),
             "task": f"{task_type}:{task_id}", "is_chief": is_chief}

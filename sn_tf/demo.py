@@ -78,7 +78,7 @@ def _train_export_predict(name, variant, tfr, out, overrides, verbose):
         shutil.rmtree(model_dir)
     t0 = time.time()
     summary = trainer.train(apply_overrides(load_recipe(spec), overrides), tfr, model_dir,
-                             verbose=verbose)
+                            verbose=verbose)
     train_s = time.time() - t0
     _step(f"4/5 export {name}")
     export_dir = export_model(model_dir, out / "export" / name, overwrite=True)

@@ -58,7 +58,7 @@ def real_layout(realdata, tmp_path_factory):
         realdata / "solaris/geotiff_labels.geojson")
     out = root / "out"
     result = converter.convert(root, out, converter.ConvertConfig(num_workers=1, progress=False,
-                                                              splits=(("train", 1.0),)))
+                                                                  splits=(("train", 1.0),)))
     return root, out, result, masks
 
 

@@ -307,7 +307,7 @@ def test_rotated_nms_takes_overlapping_cells_without_chaining_neighbours():
     assert _iou(rects[1], ROW_B) > 0.95 and _iou(rects[0], ROW_A) > 0.5
     # the transitive clusters of similar boxes join all four into one building
     assert len(detections.merge_oriented_clusters(boxes, params, [0.9, 0.8, 0.5, 0.7],
-                                                eps=0.35)[2]) == 1
+                                                  eps=0.35)[2]) == 1
 
 
 def test_cluster_parameters_are_coverage_weighted_means():

@@ -792,8 +792,8 @@ def test_resampled_type_stacks_with_types_of_its_grid(fx, tmp_path):
     from sn_tf.dataset import converter
 
     cfg = converter.ConvertConfig(num_workers=1, progress=False, aois=("AOI_2_Vegas",),
-                                image_types=("PAN", "MUL", "MUL-PanSharpen"),
-                                resample_to="MUL-PanSharpen", resample_types=("MUL",))
+                                  image_types=("PAN", "MUL", "MUL-PanSharpen"),
+                                  resample_to="MUL-PanSharpen", resample_types=("MUL",))
     converter.convert(fx.source, tmp_path, cfg)
     ds = make_dataset(tmp_path, "train", image_types=("MUL@MUL-PanSharpen", "PAN"),
                       crop_size=CROP, batch_size=2)

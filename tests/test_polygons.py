@@ -190,7 +190,7 @@ def test_mvoi_logits_reproduce_the_169_solaris_polygons_and_their_score(realdata
     with rasterio.open(out_dir / "MVOI_nadir10_test_sample.tif") as ds:
         logits = ds.read(1)
     out = rasters.polygons_from_raster(logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0,
-                                 transform=MVOI_GT)
+                                       transform=MVOI_GT)
     expected = read_geojson(out_dir / "MVOI_nadir10_predictions.geojson")
     expected = [b.polygon for b in expected if not b.is_empty]
     assert len(out) == len(expected) == 169
@@ -215,7 +215,7 @@ def test_khartoum_logits_reproduce_the_solaris_polygon(realdata):
     with rasterio.open(out_dir / "RGB-PanSharpen_AOI_5_Khartoum_img924.tif") as ds:
         logits = ds.read(1)
     out = rasters.polygons_from_raster(logits, "AOI_5_Khartoum_img924", kind="logit", min_area=1e-10,
-                                 transform=KHARTOUM_GT)
+                                       transform=KHARTOUM_GT)
     expected = [b.polygon for b in read_geojson(out_dir / "Khartoum_img924.geojson") if not b.is_empty]
     assert len(out) == len(expected) == 1
     # the file holds 7-decimal degrees: back in pixels its vertices are integers to 1e-6 px
@@ -252,7 +252,7 @@ def test_group_rectangles_merges_near_identical_and_drops_isolated():
                      [100, 100.5, 150, 160.5], [100.5, 100.5, 150, 160]], dtype=np.float64)
     isolated = np.array([[300, 300, 340, 330], [10, 10, 30, 40]], dtype=np.float64)
     boxes, counts, scores = detections.group_rectangles(np.vstack([near, isolated]),
-                                               [0.5, 0.7, 0.9, 0.3, 1.0, 1.0], 3, 0.02)
+                                                        [0.5, 0.7, 0.9, 0.3, 1.0, 1.0], 3, 0.02)
     np.testing.assert_allclose(boxes, [near.mean(axis=0)], rtol=0, atol=1e-4)
     assert counts.tolist() == [4]
     assert scores[0] == pytest.approx(0.6)
@@ -347,7 +347,7 @@ def test_merge_clusters_keeps_one_cell_clusters_and_skips_suppression():
     lone = np.array([[300, 300, 340, 330]], dtype=np.float64)
     inner = np.array([[110, 110, 120, 120]], dtype=np.float64)   # inside the merged pair
     boxes, counts, scores = detections.merge_clusters(np.vstack([near, lone, inner]),
-                                             [0.4, 0.8, 0.9, 0.7], 0, 0.02)
+                                                      [0.4, 0.8, 0.9, 0.7], 0, 0.02)
     np.testing.assert_allclose(boxes, [near.mean(axis=0), lone[0], inner[0]], atol=1e-4)
     assert counts.tolist() == [2, 1, 1]
     np.testing.assert_allclose(scores, [0.6, 0.9, 0.7], atol=1e-6)
@@ -368,9 +368,9 @@ def test_buildings_from_detectnet_grouping_option():
     coverage[3, 3] = 0.8                        # a one-cell building
     bbox[3, 3] = [-6, -7, 6, 7]
     opencv = detections.buildings_from_detectnet(coverage, bbox, group_threshold=1, eps=0.2,
-                                        min_height=0)
+                                                 min_height=0)
     clusters = detections.buildings_from_detectnet(coverage, bbox, group_threshold=0, eps=0.2,
-                                          min_height=0, grouping="clusters")
+                                                   min_height=0, grouping="clusters")
     assert same_set(geoms(opencv), [box(4, 2, 30, 14)])
     assert same_set(geoms(clusters), [box(4, 2, 30, 14), box(50, 49, 62, 63)])
     with pytest.raises(ValueError, match="grouping"):
@@ -450,7 +450,7 @@ def test_csv_writer_rejects_ids_that_break_the_format(tmp_path):
 def test_geojson_round_trip_through_a_transform(tmp_path):
     pixel = [Building("AOI_5_Khartoum_img924", box(10, 20, 40, 65), 0.25),
              Building("AOI_5_Khartoum_img924",
-                        Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (6, 3), (6, 6), (3, 6)]]), 0.5)]
+                      Polygon([(0, 0), (9, 0), (9, 9), (0, 9)], [[(3, 3), (6, 3), (6, 6), (3, 6)]]), 0.5)]
     path = tmp_path / "out.geojson"
     assert write_geojson(pixel, path, transform=KHARTOUM_GT, crs="EPSG:4326") == 2
     data = json.loads(path.read_text())

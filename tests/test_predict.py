@@ -103,7 +103,7 @@ def spacenet(tmp_path_factory):
     root = tmp_path_factory.mktemp("spacenet")
     manifest = synthetic.write_sample(root / "data", aois=("AOI_2_Vegas",), tiles_per_aoi=2)
     cfg = converter.ConvertConfig(num_workers=1, progress=False, splits=(("val", 1.0),),
-                                image_types=(RGB,))
+                                  image_types=(RGB,))
     converter.convert(root / "data", root / "converted", cfg)
     return root / "data", root / "converted", manifest
 
@@ -217,7 +217,7 @@ def test_strip_polygons_equal_one_whole_image_call(models):
     assert len(want) == 5  # tall, U, two sharing a wall, corner; the 16 px one is dropped
     for window, overlap in ((32, 8), (48, 16), (None, 0)):
         got = predict_image(oracle, sources.ArrayImage("x", image), window=window,
-                                    overlap=overlap, batch_size=3)
+                            overlap=overlap, batch_size=3)
         assert building_key(got.buildings) == building_key(want), window
 
 
@@ -229,7 +229,7 @@ def test_geotiff_outputs_csv_and_geojson_in_the_image_crs(models, tmp_path):
     write_tif(tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img6.tif", image[:100, :120])
     write_tif(tmp_path / "PAN_AOI_2_Vegas_img5.tif", image[..., :1])  # other type: ignored
     preds = predict_images(models["oracle"], [str(tmp_path / "*.tif")], window=64,
-                                   overlap=16)
+                           overlap=16)
     assert [p.image_id for p in preds] == ["AOI_2_Vegas_img5", "AOI_2_Vegas_img6"]
     out = tmp_path / "out"
     paths = writers.write_predictions(preds, out)
@@ -314,7 +314,7 @@ def test_overlays_are_pngs_of_the_image(models, tmp_path):
     image, _ = oracle_scene(90, 70)
     path = write_tif(tmp_path / "scene.tif", image)
     pred = predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
-                                 overlay_channels=[1, 1, 0], overlay_max_size=50)
+                         overlay_channels=[1, 1, 0], overlay_max_size=50)
     assert pred.buildings
     with rasterio.open(tmp_path / "png" / "scene.png") as ds:
         assert ds.driver == "PNG" and ds.count == 3 and (ds.height, ds.width) == (45, 35)
@@ -338,7 +338,7 @@ def test_overlays_with_truth_colour_each_polygon_by_its_outcome(models, tmp_path
     assert t_out == ["tp", "fn", "fn"]
     assert p_out.count("tp") == 1 and p_out.count("fp") >= 2
     pred = predict_image(models["oracle"], path, overlays_dir=tmp_path / "png",
-                                 overlay_channels=[1, 1, 0], truth=truth)
+                         overlay_channels=[1, 1, 0], truth=truth)
     assert [b.polygon.wkt for b in pred.buildings] == [b.polygon.wkt for b in plain.buildings]
     with rasterio.open(tmp_path / "png" / "scene.png") as ds:
         rgb = np.moveaxis(ds.read(), 0, -1)

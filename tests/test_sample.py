@@ -219,7 +219,7 @@ def test_area_average_equals_gdal_average_resampling():
 
 def test_pan_float64_option(tmp_path):
     manifest = synthetic.write_sample(tmp_path, aois=["AOI_3_Paris"], tiles_per_aoi=1,
-                                   pan_dtype="float64")
+                                      pan_dtype="float64")
     tile = manifest["tiles"][0]
     with rasterio.open(tmp_path / tile["images"]["PAN"]) as src:
         pan = src.read()

@@ -31,7 +31,7 @@ def tfr(tmp_path_factory):
                  seed=3)
     out = tmp_path_factory.mktemp("train_tfr")
     converter.convert(data, out, converter.ConvertConfig(num_workers=1, progress=False,
-                                                     splits=(("train", 0.5), ("val", 0.5))))
+                                                         splits=(("train", 0.5), ("val", 0.5))))
     return out
 
 

@@ -108,7 +108,7 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     if kind.startswith("convert"):
         cfg = converter.ConvertConfig(num_workers=int(kind[-1]), progress=False,
-                                    shard_size_mb=50, tune_malloc=True)  # as the CLI
+                                      shard_size_mb=50, tune_malloc=True)  # as the CLI
 
         def work():
             res = converter.convert(data, out, cfg)

@@ -96,8 +96,8 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
 
     manifest = write_sample(root / "src", aois=["AOI_2_Vegas"], tiles_per_aoi=tiles)
     cfg = converter.ConvertConfig(image_types=(TYPE,), splits=(("train", 1.0),),
-                                shard_size_mb=30, num_workers=2, progress=False,
-                                overwrite=True)
+                                  shard_size_mb=30, num_workers=2, progress=False,
+                                  overwrite=True)
     info = converter.convert(root / "src", root / "tfrecords", cfg).info
     return root / "tfrecords", {"manifest": manifest, "info": info}
 

@@ -222,7 +222,7 @@ def throughput(exports: dict, tiles, workdir: pathlib.Path) -> None:
             predictor.spent = 0.0
             t0 = time.perf_counter()
             preds = predict_images(predictor, list(map(str, measured)), window=window,
-                                           overlap=overlap)
+                                   overlap=overlap)
             out = workdir / f"out_{name}"
             shutil.rmtree(out, ignore_errors=True)
             writers.write_predictions(preds, out)

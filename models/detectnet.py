@@ -59,10 +59,11 @@ def get_config(variant: str = "") -> dict:
     return recipe(
         variant,
         model={"kind": "detectnet", "width": 32, "blocks": [2, 7], "fine_features": True,
-               "head_convs": 1, "oriented": True},
+               "head_convs": 1, "oriented": True, "cell_size": 16, "aux_interior": False},
         data={"cvg_scale": 1.0},
         loss={"coverage_weight": 1.0, "bbox_weight": 2.0, "count_norm": 0.0,
-              "orient_weight": 1.0, "obliquity_weight": 1.0},
+              "orient_weight": 1.0, "obliquity_weight": 1.0, "interior_loss_weight": 1.0,
+              "interior_jaccard_weight": 0.0},
         postprocess={"threshold": 0.6, "grouping": "rotated_nms", "nms_iou": 0.1,
                      "group_threshold": 0, "eps": 0.35, "min_height": 6.0, "max_boxes": 450,
                      "rect_gate": 0.7},

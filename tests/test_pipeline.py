@@ -545,7 +545,7 @@ def test_shapes_dtypes_and_band_stacking(fx, types, bands, channels):
 def test_detectnet_targets_decode_back_to_the_crop_boxes(fx):
     n_decoded = 0
     for ex in _examples(_train(fx, aois=VEGAS, repeat=2)):
-        decoded, _ = decode_detectnet_targets(ex["coverage"], ex["bbox"], stride=16)
+        decoded, _ = decode_detectnet_targets(ex["coverage"], ex["bbox"], cell_size=16)
         boxes = ex["boxes"]
         for d in decoded:  # every decoded box is one of the crop's boxes (within a pixel)
             assert np.min(np.abs(boxes - d).max(axis=1)) < 1.0
@@ -624,7 +624,7 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     (dict(bands={"PAN": [2]}, image_types=("PAN",)), r"1-based band indices in 1..1"),
     (dict(bands={"PAN": [1]}), r"not in image_types"),
     (dict(bands={"MUL-PanSharpen": []}), r"non-empty"),
-    (dict(target="detection", crop_size=40), "not a multiple of the DetectNet stride"),
+    (dict(target="detection", crop_size=40), "not a multiple of the DetectNet cell_size"),
     (dict(crop_size=512), "exceeds the tiles"),
     (dict(target="mask"), "target must be"),
     (dict(training=False, repeat=True), "exactly once"),
@@ -632,7 +632,8 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     (dict(normalization={"mean": [0] * 3, "std": [1] * 3}), "length 8"),
     (dict(augment={"spin": 1}), "unknown augment option"),
     (dict(boundary_weight=2.0, target="detection"), "boundary_weight"),
-    (dict(target="detection", training=False, pad_to_multiple=24), "multiple of stride"),
+    (dict(target="detection", training=False, pad_to_multiple=24),
+     "multiple of the DetectNet cell_size"),
     (dict(batch_size=0), "batch_size"),
     ({"image_dtype": "uint8"}, "image_dtype must be one of"),
     ({"image_dtype": "raw", "augment": {"gain": 0.1}}, "radiometric augmentation"),

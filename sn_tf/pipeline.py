@@ -364,6 +364,11 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
         raise ValueError("boundary_weight needs target='segmentation' (or 'all'), "
                          "boundary_weight >= 0 and boundary_sigma > 0")
     _check_contact(info, grid, seg, contact, contact_weight)
+    if training and augment_config(augment).focus > 0 and \
+            "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+        raise ValueError(f"augment focus needs the contact layer, which this dataset (schema "
+                         f"version {info.get('schema_version', 1)}) lacks: convert the data "
+                         f"again with this sn_tf")
     if training:
         small = [t for t in image_types
                  if min(info["feature_spec"]["image_types"][t]["example_shape"][:2]) < crop_size]
@@ -521,6 +526,9 @@ def _feature_spec(plan: _Plan) -> dict:
     keys += [k for k in ([schema.image_key(t.name, "data") for t in plan.types]
                          + [schema.label_key(plan.grid, f) for f in plan.label_fields])
              if k not in cut]
+    if plan.training and plan.augment.focus > 0:  # the whole contact layer picks windows
+        keys.append(schema.label_key(plan.grid, "contact"))
+    keys = list(dict.fromkeys(keys))
     keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
     if not plan.training:
         first = plan.types[0].name
@@ -735,6 +743,9 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
     hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
     with tf.control_dependencies(_check_example(feat, plan)):
         window = aug.draw_window(keys[0], hw[0], hw[1], crop, cfg.scale_range)
+    if cfg.focus > 0:  # its own key: the other draws stay those of focus = 0
+        window = aug.focus_window(tf.random.experimental.stateless_fold_in(keys[0], 1),
+                                  window, _contact_points(feat, plan), hw[0], hw[1], cfg.focus)
     t, flr, fud = aug.draw_dihedral(keys[1], cfg.flips, cfg.rot90)
     if cfg.scale_range is None:  # rows flipped while decoding; then columns, transpose
         rows, cols = aug.split_dihedral(t, flr, fud) if cfg.flips or cfg.rot90 else (None,
@@ -777,6 +788,15 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
 
 
 _STORED_SDF = "_stored_sdf"  # internal batch key, replaced by the targets in _finish_batch
+
+
+def _contact_points(feat: dict, plan: _Plan):
+    """int64 [N, 2] (row, column) of the tile's contact pixels (the whole layer decoded)."""
+    dtype, encoding = plan.label_arrays["contact"]
+    hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
+    layer = schema.tf_decode_bytes(feat[schema.label_key(plan.grid, "contact")], encoding,
+                                   dtype, hw)
+    return tf.where(layer > 0)
 
 
 def _batched_sdf(plan: _Plan) -> bool:

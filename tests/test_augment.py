@@ -101,6 +101,28 @@ def test_draw_window_stays_inside_and_scales():
         aug.draw_window(_key(0), 20, 90, 32)
 
 
+def test_focus_window_puts_a_contact_pixel_inside_the_window():
+    points = tf.constant([[5, 90], [60, 3]], tf.int64)
+    seen = set()
+    for i in range(40):
+        y0, x0, win = aug.focus_window(_key(i), (tf.constant(0), tf.constant(0),
+                                                  tf.constant(16)), points, 70, 100, 1.0)
+        y0, x0, win = int(y0), int(x0), int(win)
+        assert win == 16 and 0 <= y0 <= 70 - 16 and 0 <= x0 <= 100 - 16
+        inside = [(r, c) for r, c in points.numpy().tolist()
+                  if y0 <= r < y0 + 16 and x0 <= c < x0 + 16]
+        assert inside, (y0, x0)
+        seen.add(tuple(inside[0]))
+    assert len(seen) == 2  # both points get picked
+    # no points, or probability 0: the window is left as drawn
+    same = aug.focus_window(_key(0), (tf.constant(3), tf.constant(4), tf.constant(16)),
+                            tf.zeros([0, 2], tf.int64), 70, 100, 1.0)
+    assert [int(v) for v in same] == [3, 4, 16]
+    same = aug.focus_window(_key(0), (tf.constant(3), tf.constant(4), tf.constant(16)),
+                            points, 70, 100, 0.0)
+    assert [int(v) for v in same] == [3, 4, 16]
+
+
 def test_example_key_depends_on_seed_tile_and_epoch_only():
     base = aug.example_key(1, tf.constant("AOI_2_Vegas_img1"), tf.constant(0, tf.int64)).numpy()
     again = aug.example_key(1, tf.constant("AOI_2_Vegas_img1"), tf.constant(0, tf.int64)).numpy()
@@ -145,6 +167,7 @@ def test_radiometric_draws_respect_the_config():
     ({"gain": 1.5}, "gain"),
     ({"noise_std": -1}, "noise_std"),
     ({"min_box_visible": 2}, "min_box_visible"),
+    ({"focus": 1.5}, "focus"),
     ({"rotate": True}, "unknown augment option"),
 ])
 def test_augment_config_errors(bad, match):

@@ -202,6 +202,24 @@ def test_interior_target_is_the_sdf_above_the_level(fx):
             make_dataset(fx.converted, "train", interior_level=bad, **kw)
 
 
+def test_focus_moves_every_crop_onto_a_wall_and_keeps_labels_aligned(fx):
+    """With focus 1 every crop holds contact pixels (each fixture tile has two row houses
+    sharing a wall), and image, labels and boxes stay together."""
+    examples = list(_examples(_train(fx, repeat=2, aois=VEGAS, contact=True,
+                                     augment={"focus": 1.0})))
+    assert len(examples) == 10
+    for ex in examples:
+        assert ex["contact"].sum() > 0
+        _assert_labels_on_polygons(fx, ex)
+        tile = _tile_of(fx, ex)
+        _, rows, cols, _ = _transform(ex)
+        np.testing.assert_array_equal(ex["contact"][..., 0], fx.contact(tile)[rows, cols])
+    plain = list(_examples(_train(fx, repeat=2, aois=VEGAS)))
+    assert sum(int(_transform(a)[1][0, 0] != _transform(b)[1][0, 0]) or
+               int(_transform(a)[2][0, 0] != _transform(b)[2][0, 0])
+               for a, b in zip(examples, plain)) > 0  # focus moved some windows
+
+
 def test_contact_needs_schema_3_data(fx, tmp_path):
     def drop_contact(ex):
         for key in list(ex.features.feature):
@@ -213,7 +231,7 @@ def test_contact_needs_schema_3_data(fx, tmp_path):
     for grid in info["feature_spec"]["label_grids"].values():
         del grid["arrays"]["contact"]
     (old / "dataset_info.json").write_text(json.dumps(info))
-    for kw in ({"contact": True}, {"contact_weight": 2.0}):
+    for kw in ({"contact": True}, {"contact_weight": 2.0}, {"augment": {"focus": 0.5}}):
         with pytest.raises(ValueError, match="convert the data again"):
             make_dataset(old, "train", crop_size=CROP, **kw)
     next(iter(make_dataset(old, "train", crop_size=CROP, batch_size=2)))  # trains without

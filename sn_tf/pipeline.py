@@ -1004,6 +1004,14 @@ def _epochs(training: bool, repeat) -> int | None:
     raise ValueError(f"repeat must be None, a bool or a positive int, got {repeat!r}")
 
 
+def contact_cells(contact, cell_size: int):
+    """float32 [B, h, w, 1] in {0, 1}: cells of ``cell_size`` pixels that hold a contact
+    pixel of ``contact`` [B, H, W, 1] (H, W multiples of ``cell_size``) or have a neighbour
+    (8-connected) that does."""
+    held = tf.nn.max_pool2d(tf.cast(contact > 0, tf.float32), cell_size, cell_size, "VALID")
+    return tf.nn.max_pool2d(held, 3, 1, "SAME")
+
+
 def keras_element(batch: dict, target: str, sample_weights: bool,
                   cell_size: int = DEFAULT_CELL_SIZE,
                   boundary_weight: float | None = None, boundary_sigma: float = 3.0,
@@ -1019,7 +1027,9 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
     "oriented_detection") on the grid of ``cell_size`` pixel cells, and with
     ``interior_level`` k the full-resolution ``interior`` = ``sdf > k`` (the batch must
     carry ``sdf``: ``_plan(labels=True)``). Detection weights: 1 for cells that hold at
-    least one valid (unpadded) pixel; ``interior``: ``valid``.
+    least one valid (unpadded) pixel, times ``1 + contact_weight`` for cells within one cell
+    of a contact pixel (a cell holding one or any of its 8 neighbours: the cells of buildings
+    that share a wall) when ``contact_weight`` is given; ``interior``: ``valid``.
     """
     if target == "segmentation":
         targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
@@ -1048,6 +1058,9 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
         cells = tg.valid_cells(batch["height"], batch["width"], shape[1], shape[2], cell_size)
     else:
         cells = tf.ones_like(batch["coverage"])
+    if contact_weight is not None:
+        cells = cells * (1.0 + contact_weight * contact_cells(
+            batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT], cell_size))
     weights = {name: cells for name in targets if name != "interior"}
     if interior_level is not None:
         weights["interior"] = batch["valid"]
@@ -1167,7 +1180,9 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         schema version >= 3.
       contact_weight: with a weight c, the segmentation sample weights get ``+ c`` on
         contact pixels (the few pixels that keep touching buildings apart), on top of the
-        boundary map. Needs data of schema version >= 3.
+        boundary map; DetectNet cell weights are ``1 + c`` within one cell of a contact pixel
+        (:func:`contact_cells`; the labels are then decoded for the detection target too).
+        Needs data of schema version >= 3.
       interior_level: with a level k, segmentation targets also hold ``"interior"``:
         float32 [B, H, W, 1] = ``sdf > k`` (pixels more than k from every building boundary,
         shared walls included: the cores, which touching buildings do not share). Detection
@@ -1191,7 +1206,8 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                  boundary_sigma=boundary_sigma, cell_size=cell_size, cvg_scale=cvg_scale,
                  augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
                  image_dtype=image_dtype, contact=contact, contact_weight=contact_weight,
-                 labels=interior_level is not None)
+                 labels=interior_level is not None or (
+                     contact_weight is not None and target != "segmentation"))
     if sample_weights is None:
         sample_weights = (boundary_weight is not None or contact_weight is not None
                           or not training)

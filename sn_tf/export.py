@@ -31,8 +31,8 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   normalisation maps to exactly 0: the same model input, not normalised twice. Then run
   the model; crop every output back to the
   input's extent: full-resolution outputs to ``[H, W]``, outputs at a coarser stride ``f``
-  (DetectNet grids, f = ``ModelInfo.cell_size``, 16 or 8) to ``[ceil(H / f), ceil(W / f)]``. Padding is at the bottom/right,
-  so output pixel/cell (i, j) keeps its position.
+  (DetectNet grids, f = ``ModelInfo.cell_size``, 16 or 8) to ``[ceil(H / f), ceil(W / f)]``.
+  Padding is at the bottom/right, so output pixel/cell (i, j) keeps its position.
 * output: the model's raw outputs as a dict of float32 tensors, e.g. FCN ``footprint``
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
   ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet

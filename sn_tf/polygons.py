@@ -32,6 +32,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from sn_tf import rects as rect_ops
+from sn_tf.cells import DEFAULT_CELL_SIZE
 from sn_tf.geo import (  # noqa: F401  (re-exported: the head's coordinate helpers)
     as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, polygon_parts, repair_polygon,
     to_affine)
@@ -424,28 +425,30 @@ def traced_polygons(geojsons: Sequence[dict]) -> np.ndarray:
 # DetectNet grids -> boxes -> polygons
 
 
-def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.06,
-                         image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def detectnet_candidates(coverage, bbox, cell_size: int = DEFAULT_CELL_SIZE,
+                         threshold: float = 0.06, image_size: tuple[int, int] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Decode a DetectNet output grid into candidate boxes.
 
     Args:
       coverage: [h, w] or [h, w, 1] probabilities of cell (i, j) (row i, column j).
       bbox: [h, w, 4] predicted corner offsets in pixels (x1 - cx, y1 - cy, x2 - cx, y2 - cy)
-        from the cell centre (cx, cy) = ((j + 0.5) * stride, (i + 0.5) * stride).
-      stride: pixels per cell.
+        from the cell centre (cx, cy) = ((j + 0.5) * cell_size, (i + 0.5) * cell_size).
+      cell_size: pixels per cell S (``sn_tf.cells``: the model's ``cell_size``, 16 or 8).
       threshold: cells with coverage >= threshold (compared in coverage's float dtype) give a
         candidate.
-      image_size: (H, W) of the tile in pixels for clipping; default (h*stride, w*stride).
+      image_size: (H, W) of the tile in pixels for clipping; default
+        (h * cell_size, w * cell_size).
 
     Returns:
       (boxes_xyxy_px float32 [N, 4], scores float32 [N]) in row-major cell order; boxes are
       clipped to the tile and those with non-positive width or height after clipping dropped.
     """
-    boxes, scores, _ = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    boxes, scores, _ = _candidate_cells(coverage, bbox, cell_size, threshold, image_size)
     return boxes, scores
 
 
-def _candidate_cells(coverage, bbox, stride: int, threshold: float, image_size):
+def _candidate_cells(coverage, bbox, cell_size: int, threshold: float, image_size):
     """:func:`detectnet_candidates` plus the (row, col) int [N, 2] of each box's cell."""
     coverage = _as_2d(coverage, "coverage")
     if not np.issubdtype(coverage.dtype, np.floating):
@@ -454,11 +457,11 @@ def _candidate_cells(coverage, bbox, stride: int, threshold: float, image_size):
     if bbox.shape != coverage.shape + (4,):
         raise ValueError(f"bbox: expected shape {coverage.shape + (4,)}, got {bbox.shape}")
     h, w = coverage.shape
-    height, width = image_size if image_size is not None else (h * stride, w * stride)
+    height, width = image_size if image_size is not None else (h * cell_size, w * cell_size)
     # compare in the coverage dtype, so a float32 0.06 passes threshold=0.06
     rows, cols = np.nonzero(coverage >= np.asarray(threshold, dtype=coverage.dtype))
-    cx = (cols + 0.5) * stride
-    cy = (rows + 0.5) * stride
+    cx = (cols + 0.5) * cell_size
+    cy = (rows + 0.5) * cell_size
     off = bbox[rows, cols]
     boxes = np.column_stack([cx + off[:, 0], cy + off[:, 1], cx + off[:, 2], cy + off[:, 3]])
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
@@ -805,7 +808,8 @@ def _orient_cells(orient, cells: np.ndarray, shape) -> np.ndarray:
     return orient[cells[:, 0], cells[:, 1], :3]
 
 
-def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int = 16,
+def buildings_from_detectnet(coverage, bbox, image_id: str = "", *,
+                             cell_size: int = DEFAULT_CELL_SIZE,
                              threshold: float = 0.06, group_threshold: int = 3,
                              eps: float = 0.02, min_height: float = 10.0, max_boxes: int = 450,
                              grouping: str = "opencv",
@@ -833,7 +837,7 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
         raise ValueError(f"grouping must be one of {sorted(known)} for "
                          f"{'oriented' if orient is not None else 'box'} outputs, got "
                          f"{grouping!r}")
-    boxes, scores, cells = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    boxes, scores, cells = _candidate_cells(coverage, bbox, cell_size, threshold, image_size)
     if orient is None:
         boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
     else:
@@ -1062,7 +1066,7 @@ def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
 
 def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
                          image_size: tuple[int, int], params: dict | None = None,
-                         stride: int = 16) -> list[Building]:
+                         cell_size: int = DEFAULT_CELL_SIZE) -> list[Building]:
     """One image's raw model outputs -> building records in PIXEL coordinates.
 
     kind "fcn": ``outputs["footprint"]`` logits [H', W', 1] (and ``outputs["sdf"]`` [H', W', 1]
@@ -1075,7 +1079,8 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4], and for an oriented model
     ``outputs["orient"]`` [h, w, 3] (then the buildings are rotated rectangles, see
-    :func:`buildings_from_detectnet`). ``image_size`` = (H, W) of the valid image
+    :func:`buildings_from_detectnet`) on a grid of ``cell_size`` pixel cells (the model's,
+    ``ModelInfo.cell_size``; FCN outputs ignore it). ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
     overrides; ``min_area`` is in pixels; DetectNet's ``max_boxes`` counts per
     ``MAX_BOXES_AREA`` pixels of the image (never fewer than ``max_boxes``). Map coordinates
@@ -1105,7 +1110,7 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
                                     merge_level=None if p["merge_level"] is None
                                     else float(p["merge_level"]))
     return buildings_from_detectnet(
-        outputs["coverage"], outputs["bbox"], image_id, stride=stride,
+        outputs["coverage"], outputs["bbox"], image_id, cell_size=cell_size,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
         min_height=p["min_height"], grouping=p["grouping"], image_size=(height, width),
         max_boxes=max(int(p["max_boxes"]),

@@ -42,16 +42,17 @@ Sliding windows and stitching
   Windows are at most ``--window`` pixels (rounded up to a multiple of the model stride; may
   grow by one stride so that n windows cover the image with at least ``--overlap`` pixels
   between neighbours), spread evenly, start on multiples of the model stride (so the
-  network's stride-2 stages and DetectNet's 16-pixel cells line up with a whole-image pass)
+  network's stride-2 stages and DetectNet's 8- or 16-pixel cells line up with a whole-image
+  pass)
   and the last window of a row/column ends on the image edge (the serving signature pads
   only where a whole-image pass would pad). Each output is blended with separable linear
   ramps across each interior window side: weight 0 over the outer quarter of the overlap,
   rising linearly to 1 across the middle half; image borders get weight 1. Every pixel has
   a window with positive weight, and where the model's receptive-field radius is at most a
   quarter of the overlap the stitched output equals a whole-image pass up to float rounding.
-  Weighted sums and weights are accumulated in float32; DetectNet grids are stitched on the
-  stride-16 grid (window starts are multiples of 16, so cells and their box offsets keep
-  their meaning).
+  Weighted sums and weights are accumulated in float32; DetectNet grids are stitched on
+  their grid of ``ModelInfo.cell_size`` pixel cells (window starts are multiples of the input
+  multiple 16, hence of the cell size, so cells and their box offsets keep their meaning).
 
 Memory
   Pixels are read window by window with rasterio windowed reads (GDAL's block cache bounded
@@ -105,9 +106,6 @@ OVERLAY_MAX_SIZE = 4096
 GDAL_CACHE_BYTES = 64 * 2 ** 20
 PREDICTIONS_CSV = "predictions.csv"
 SCORE_JSON = "score.json"
-# Output grid stride per model kind: FCN outputs are full resolution, DetectNet grids are
-# on the stride-16 grid of the targets contract (sn_tf.modeling.DETECTNET_STRIDE).
-GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
 # Outputs the head uses when the exported model has them (export_info.json
 # signature.outputs): the FCN's contact and interior logits, an oriented DetectNet's orient.
@@ -140,7 +138,8 @@ class Predictor:
     ``dtype`` (numpy dtype of the serving input), ``params`` (post-processing parameters,
     ``ModelInfo.postprocess`` over the head's defaults), ``outputs`` (names the polygon head
     needs: ``HEAD_OUTPUTS``, plus the ``OPTIONAL_HEAD_OUTPUTS`` the export's signature lists
-    in export_info.json), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
+    in export_info.json), ``grid_stride`` (pixels per output cell: 1 for the FCN, the
+    DetectNet's ``ModelInfo.cell_size``, 16 or 8).
     """
 
     def __init__(self, export_dir):
@@ -153,7 +152,7 @@ class Predictor:
         served = set(self.export_info.get("signature", {}).get("outputs", ()))
         self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
             name for name in OPTIONAL_HEAD_OUTPUTS[self.kind] if name in served)
-        self.grid_stride = GRID_STRIDE[self.kind]
+        self.grid_stride = self.info.grid_cell_size()
 
     @property
     def channels(self) -> int:
@@ -751,7 +750,7 @@ def buildings_from_strips(predictor: Predictor, strips: Iterable, image_id: str,
     grids = {name: np.concatenate(values) for name, values in parts.items()}
     return polygons.outputs_to_buildings(predictor.kind, grids, image_id,
                                          image_size=(height, width), params=predictor.params,
-                                         stride=predictor.grid_stride)
+                                         cell_size=predictor.grid_stride)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,6 +23,8 @@ TINY_FCN = dict(width=4, depth=2, blocks=1)
 TINY_DETECTNET = dict(width=4, blocks=(1, 1))
 # the options models/detectnet.py turns on: stride-8 features and a shared 3x3 head conv
 TINY_DETECTNET_PLUS = dict(TINY_DETECTNET, fine_features=True, head_convs=1)
+# the same on a grid of 8-pixel cells
+TINY_DETECTNET_8 = dict(TINY_DETECTNET_PLUS, cell_size=8)
 
 
 @pytest.fixture(autouse=True)
@@ -172,22 +174,50 @@ def test_fcn_without_bins_and_strides():
     assert isinstance(build_model("fcn", 3, **TINY_FCN), keras.Model)
 
 
-@pytest.mark.parametrize("options", [TINY_DETECTNET, TINY_DETECTNET_PLUS],
-                         ids=["digits", "fine_head"])
+@pytest.mark.parametrize("options", [TINY_DETECTNET, TINY_DETECTNET_PLUS, TINY_DETECTNET_8],
+                         ids=["digits", "fine_head", "cells_8"])
 @pytest.mark.parametrize("bands", [1, 3, 8, 11])
 def test_detectnet_output_shapes_and_initial_values(bands, options):
     model = build_detectnet(bands, **options)
+    cell = options.get("cell_size", 16)
     for height, width in [(32, 32), (64, 96)]:
         out = model(np.zeros((2, height, width, bands), np.float32))
         assert set(out) == {"coverage", "bbox"}
-        assert tuple(out["coverage"].shape) == (2, height // 16, width // 16, 1)
-        assert tuple(out["bbox"].shape) == (2, height // 16, width // 16, 4)
+        assert tuple(out["coverage"].shape) == (2, height // cell, width // cell, 1)
+        assert tuple(out["bbox"].shape) == (2, height // cell, width // cell, 4)
         assert all(v.dtype == tf.float32 for v in out.values())
     # documented initial outputs: coverage ~ prior, boxes ~ bbox_scale squares about the cell
     out = build_detectnet(bands, bbox_scale=32.0, coverage_prior=0.1, **options)(
         np.zeros((1, 32, 32, bands), np.float32))
     np.testing.assert_allclose(out["coverage"].numpy(), 0.1, atol=1e-5)
     np.testing.assert_allclose(out["bbox"].numpy()[0, 0, 0], [-16, -16, 16, 16], atol=1e-3)
+
+
+def test_detectnet_on_8_pixel_cells_merges_stride_8_and_16_features():
+    model = build_detectnet(3, oriented=True, **TINY_DETECTNET_8)
+    width = TINY_DETECTNET["width"]
+    # stride-8 stage (8w) + upsampled stride-16 features (4w) + stride-4 fine features (2w)
+    assert model.get_layer("cell8_concat").output.shape[-1] == 14 * width
+    assert model.get_layer("head0_conv").output.shape[-1] == 8 * width
+    assert "fine3_conv" not in {layer.name for layer in model.layers}
+    out = model(np.zeros((1, 48, 64, 3), np.float32))
+    assert {k: tuple(v.shape) for k, v in out.items()} == {
+        "coverage": (1, 6, 8, 1), "bbox": (1, 6, 8, 4), "orient": (1, 6, 8, 3)}
+
+
+@pytest.mark.parametrize("cell_size", [16, 8])
+def test_detectnet_auxiliary_interior_output_and_loss(cell_size):
+    model = build_detectnet(3, aux_interior=True, oriented=True,
+                            **dict(TINY_DETECTNET_PLUS, cell_size=cell_size))
+    out = model(np.zeros((2, 32, 48, 3), np.float32))
+    assert tuple(out["interior"].shape) == (2, 32, 48, 1)   # logits at full resolution
+    assert out["interior"].dtype == tf.float32
+    assert tuple(out["coverage"].shape) == (2, 32 // cell_size, 48 // cell_size, 1)
+    losses = losses_for("detectnet", orient_weight=1.0, interior=True, interior_loss_weight=3.0,
+                        interior_jaccard_weight=0.5)
+    assert set(losses) == {"coverage", "bbox", "orient", "interior"}
+    assert losses["interior"].weight == 3.0 and losses["interior"].jaccard_weight == 0.5
+    assert "interior" not in losses_for("detectnet")
 
 
 def test_detectnet_options_add_layers():
@@ -223,6 +253,9 @@ def test_detectnet_options_add_layers():
     (lambda: build_detectnet(3, head_convs=-1), "head_convs"),
     (lambda: build_detectnet(3, head_convs=1.5), "head_convs"),
     (lambda: build_detectnet(3, fine_features="yes"), "fine_features"),
+    (lambda: build_detectnet(3, cell_size=4), "cell_size"),
+    (lambda: build_detectnet(3, cell_size=8.0), "cell_size"),
+    (lambda: build_detectnet(3, aux_interior=1), "aux_interior"),
     (lambda: BboxLoss(count_norm=2.0), "count_norm"),
     (lambda: BboxLoss(count_norm=True), "count_norm"),
     (lambda: build_model("unet", 3), "kind"),

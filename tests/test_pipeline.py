@@ -190,6 +190,36 @@ def test_contact_weight_and_evaluation_targets(fx):
     assert not batch["contact"].numpy()[0, h:].any()
 
 
+def test_contact_cells_marks_cells_within_one_cell_of_a_contact_pixel():
+    contact = np.zeros((1, 32, 48, 1), np.float32)
+    contact[0, 5, 20] = 1.0                        # in cell (0, 2) of 8 px cells
+    expected = np.zeros((1, 4, 6, 1), np.float32)
+    expected[0, 0:2, 1:4] = 1.0                    # that cell and its neighbours
+    np.testing.assert_array_equal(pipeline.contact_cells(contact, 8).numpy(), expected)
+    contact[0, 31, 47] = 1.0                       # the last cell of 16 px cells
+    expected = np.array([[1, 1, 1], [1, 1, 1]], np.float32)[None, ..., None]
+    np.testing.assert_array_equal(pipeline.contact_cells(contact, 16).numpy(), expected)
+    assert not pipeline.contact_cells(np.zeros((1, 32, 32, 1), np.float32), 16).numpy().any()
+
+
+@pytest.mark.parametrize("cell_size", [16, 8])
+def test_detection_contact_weight_weighs_the_cells_near_shared_walls(fx, cell_size):
+    kw = dict(crop_size=CROP, batch_size=2, normalization=None, deterministic=True, repeat=1,
+              seed=5, aois=VEGAS)
+    det = dict(kw, target="oriented_detection", cell_size=cell_size)
+    _, y, w = next(iter(make_dataset(fx.converted, "train", contact_weight=3.0, **det)))
+    _, y0 = next(iter(make_dataset(fx.converted, "train", **det)))
+    assert sorted(y) == sorted(w) == ["bbox", "coverage", "orient"]
+    for k in y:  # the targets do not change
+        np.testing.assert_array_equal(y[k], y0[k])
+    # the same crops with the contact layer as a segmentation target
+    _, seg = next(iter(make_dataset(fx.converted, "train", contact=True, **kw)))
+    near = pipeline.contact_cells(seg["contact"], cell_size).numpy()
+    assert near.any() and not near.all()           # the row houses' wall, not everywhere
+    for k in w:
+        np.testing.assert_array_equal(w[k].numpy(), 1.0 + 3.0 * near)
+
+
 def test_interior_target_is_the_sdf_above_the_level(fx):
     kw = dict(crop_size=CROP, batch_size=2, normalization=None, deterministic=True, repeat=1,
               seed=5, aois=VEGAS)
@@ -565,7 +595,7 @@ def test_shapes_dtypes_and_band_stacking(fx, types, bands, channels):
 def test_detectnet_targets_decode_back_to_the_crop_boxes(fx):
     n_decoded = 0
     for ex in _examples(_train(fx, aois=VEGAS, repeat=2)):
-        decoded, _ = decode_detectnet_targets(ex["coverage"], ex["bbox"], stride=16)
+        decoded, _ = decode_detectnet_targets(ex["coverage"], ex["bbox"], cell_size=16)
         boxes = ex["boxes"]
         for d in decoded:  # every decoded box is one of the crop's boxes (within a pixel)
             assert np.min(np.abs(boxes - d).max(axis=1)) < 1.0
@@ -644,7 +674,7 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     (dict(bands={"PAN": [2]}, image_types=("PAN",)), r"1-based band indices in 1..1"),
     (dict(bands={"PAN": [1]}), r"not in image_types"),
     (dict(bands={"MUL-PanSharpen": []}), r"non-empty"),
-    (dict(target="detection", crop_size=40), "not a multiple of the DetectNet stride"),
+    (dict(target="detection", crop_size=40), "not a multiple of the DetectNet cell_size"),
     (dict(crop_size=512), "exceeds the tiles"),
     (dict(target="mask"), "target must be"),
     (dict(training=False, repeat=True), "exactly once"),
@@ -652,7 +682,8 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     (dict(normalization={"mean": [0] * 3, "std": [1] * 3}), "length 8"),
     (dict(augment={"spin": 1}), "unknown augment option"),
     (dict(boundary_weight=2.0, target="detection"), "boundary_weight"),
-    (dict(target="detection", training=False, pad_to_multiple=24), "multiple of stride"),
+    (dict(target="detection", training=False, pad_to_multiple=24),
+     "multiple of the DetectNet cell_size"),
     (dict(batch_size=0), "batch_size"),
     ({"image_dtype": "uint8"}, "image_dtype must be one of"),
     ({"image_dtype": "raw", "augment": {"gain": 0.1}}, "radiometric augmentation"),

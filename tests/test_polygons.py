@@ -239,7 +239,8 @@ def test_detectnet_candidates_decode_hand_grid():
     bbox[0, 1] = [-5, -6, 7, 8]        # centre (24, 8)
     bbox[1, 2] = [-10, -3, 30, 4]      # centre (40, 24): x2 = 70 is clipped to 48
     bbox[1, 0] = [-1, -1, 1, 1]
-    boxes, scores = detections.detectnet_candidates(coverage[..., None], bbox, stride=16, threshold=0.06)
+    boxes, scores = detections.detectnet_candidates(coverage[..., None], bbox, cell_size=16,
+                                                    threshold=0.06)
     np.testing.assert_array_equal(boxes, np.array([[19, 2, 31, 16], [30, 21, 48, 28]], np.float32))
     np.testing.assert_array_equal(scores, np.array([0.9, 0.06], np.float32))
     assert boxes.dtype == np.float32
@@ -560,10 +561,10 @@ def test_detectnet_max_boxes_scales_with_the_image_area():
               "min_height": 4.0, "max_boxes": 450}
     out = {"coverage": coverage, "bbox": bbox}
     scene = P.outputs_to_buildings("detectnet", out, "scene", image_size=(size, size),
-                                          params=params, stride=stride)
+                                  params=params, cell_size=stride)
     assert len(scene) == int((coverage > 0.5).sum()) == 61 * 61
     tile = P.outputs_to_buildings("detectnet", out, "tile", image_size=(650, 650),
-                                  params={**params, "max_boxes": 100}, stride=stride)
+                                  params={**params, "max_boxes": 100}, cell_size=stride)
     assert len(tile) == 100
 
 

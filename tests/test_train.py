@@ -90,6 +90,30 @@ def test_oriented_detectnet_config_checks(tfr, tmp_path):
     assert trainer._target(trainer.resolve(plain, tmp_path).config) == "detection"
 
 
+def test_detectnet_cell_size_and_aux_interior_config(tfr):
+    from sn_tf.training import trainer
+
+    cfg = load_recipe(f"{DETECTNET}:smoke")
+    with pytest.raises(RecipeError, match="model.cell_size must be an integer"):
+        apply_overrides(cfg, ["model.cell_size=8.0"])  # typed --set (issue 14)
+    for sets, message in ((["model.cell_size=4"], "model.cell_size must be one of"),
+                          (["model.aux_interior=true", "data.interior_level=null"],
+                           "aux_interior needs data.interior_level")):
+        with pytest.raises(trainer.ConfigError, match=message):
+            trainer.resolve(apply_overrides(cfg, sets), tfr)
+    setup = trainer.resolve(apply_overrides(cfg, ["model.cell_size=8",
+                                                   "model.aux_interior=true"]), tfr)
+    assert setup.cell_size == 8 and setup.interior_output
+    assert setup.model_info().cell_size == 8
+    crop = int(setup.config["data"]["crop_size"])
+    x, y = next(iter(trainer.train_dataset(setup, batch_size=2)))[:2]
+    assert tuple(y["coverage"].shape) == (2, crop // 8, crop // 8, 1)
+    assert tuple(y["interior"].shape) == (2, crop, crop, 1)
+    out = trainer.build_model(setup)(x)  # the model's outputs are on the targets' grids
+    assert tuple(out["coverage"].shape) == tuple(y["coverage"].shape)
+    assert tuple(out["interior"].shape) == tuple(y["interior"].shape)
+
+
 def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
     from sn_tf.training import trainer
 

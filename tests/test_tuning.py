@@ -47,7 +47,7 @@ def test_search_finds_the_threshold_that_splits_touching_houses():
     outputs, truth = _two_houses_sharing_a_wall()
     cands = tuning.candidates("fcn", {"interior_threshold": 0.0},
                               {"interior_threshold": [0.0, 1.0]})
-    found = tuning.search("fcn", outputs, truth, cands, stride=1)
+    found = tuning.search("fcn", outputs, truth, cands)
     assert found.table[0]["mean_city_f1"] == 0.0  # the recipe's threshold merges the houses
     assert found.params["interior_threshold"] == 1.0
     assert found.result.overall.tp == 2 and found.result.overall.fp == 0
@@ -60,7 +60,7 @@ def test_ties_keep_the_recipe_parameters():
     outputs, truth = _two_houses_sharing_a_wall()
     cands = tuning.candidates("fcn", {"interior_threshold": 1.0},
                               {"interior_threshold": [1.0, 1.2]})
-    assert tuning.search("fcn", outputs, truth, cands, stride=1).params["interior_threshold"] == 1.0
+    assert tuning.search("fcn", outputs, truth, cands).params["interior_threshold"] == 1.0
 
 
 def test_within_the_tolerance_the_split_that_finds_touching_houses_wins():

@@ -87,16 +87,17 @@ def sdf_panel(sdf, truncation: float, boxes) -> np.ndarray:
     return rgb
 
 
-def coverage_panel(image, coverage, bbox, stride: int) -> np.ndarray:
+def coverage_panel(image, coverage, bbox, cell_size: int) -> np.ndarray:
     """Panel 3: coverage cells in green over the grey image, decoded boxes in cyan."""
     grey = stretch(image.mean(axis=-1, keepdims=True))[..., 0].astype(np.float32)
     rgb = np.repeat(grey[..., None], 3, axis=-1)
-    cells = np.kron(coverage[..., 0], np.ones((stride, stride)))[:rgb.shape[0], :rgb.shape[1]]
+    cells = np.kron(coverage[..., 0], np.ones((cell_size, cell_size)))
+    cells = cells[:rgb.shape[0], :rgb.shape[1]]
     green = np.array([0, 220, 0], np.float32)
     on = cells > 0.5
     rgb[on] = 0.5 * rgb[on] + 0.5 * green
     rgb = rgb.astype(np.uint8)
-    decoded, _ = decode_detectnet_targets(coverage, bbox, stride)
+    decoded, _ = decode_detectnet_targets(coverage, bbox, cell_size)
     draw_boxes(rgb, decoded, CYAN)
     return rgb
 
@@ -138,14 +139,14 @@ def default_rgb(image_types) -> list[int]:
 
 def render(data_dir, output, split="train", image_types=("MUL-PanSharpen",), rgb=None,
            crop_size=256, batch_size=4, seed=0, augment=None, training=True,
-           stride: int = 16) -> np.ndarray:
+           cell_size: int = 16) -> np.ndarray:
     """Render the first batch to ``output``; returns the mosaic (uint8 [H, W, 3])."""
     from sn_tf.input.pipeline import make_examples
 
     ds = make_examples(data_dir, split, target="all", training=training,
                        image_types=tuple(image_types), normalization=None,
                        crop_size=crop_size, batch_size=batch_size, seed=seed, augment=augment,
-                       stride=stride, deterministic=True)
+                       cell_size=cell_size, deterministic=True)
     batch = {k: v.numpy() for k, v in next(iter(ds)).items()}
     channels = [c - 1 for c in (rgb or default_rgb(image_types))]
     if batch["image"].shape[-1] > 1 and max(channels) >= batch["image"].shape[-1]:
@@ -156,7 +157,7 @@ def render(data_dir, output, split="train", image_types=("MUL-PanSharpen",), rgb
         image, boxes = batch["image"][i], batch["boxes"][i]
         rows.append([rgb_panel(image, batch["footprint"][i, ..., 0], boxes, channels),
                      sdf_panel(batch["sdf"][i, ..., 0], truncation, boxes),
-                     coverage_panel(image, batch["coverage"][i], batch["bbox"][i], stride)])
+                     coverage_panel(image, batch["coverage"][i], batch["bbox"][i], cell_size)])
     out = mosaic(rows)
     write_png(output, out)
     return out

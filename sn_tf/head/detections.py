@@ -14,6 +14,7 @@ import numpy as np
 import shapely
 
 from sn_tf.input import rects as rect_ops
+from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet.geo import pixel_to_map
 from sn_tf.head.rasters import _as_2d
@@ -23,28 +24,30 @@ from sn_tf.head.rasters import _as_2d
 # DetectNet grids -> boxes -> polygons
 
 
-def detectnet_candidates(coverage, bbox, stride: int = 16, threshold: float = 0.06,
-                         image_size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def detectnet_candidates(coverage, bbox, cell_size: int = DEFAULT_CELL_SIZE,
+                         threshold: float = 0.06, image_size: tuple[int, int] | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
     """Decode a DetectNet output grid into candidate boxes.
 
     Args:
       coverage: [h, w] or [h, w, 1] probabilities of cell (i, j) (row i, column j).
       bbox: [h, w, 4] predicted corner offsets in pixels (x1 - cx, y1 - cy, x2 - cx, y2 - cy)
-        from the cell centre (cx, cy) = ((j + 0.5) * stride, (i + 0.5) * stride).
-      stride: pixels per cell.
+        from the cell centre (cx, cy) = ((j + 0.5) * cell_size, (i + 0.5) * cell_size).
+      cell_size: pixels per cell S (``sn_tf.input.cells``: the model's ``cell_size``, 16 or 8).
       threshold: cells with coverage >= threshold (compared in coverage's float dtype) give a
         candidate.
-      image_size: (H, W) of the tile in pixels for clipping; default (h*stride, w*stride).
+      image_size: (H, W) of the tile in pixels for clipping; default
+        (h * cell_size, w * cell_size).
 
     Returns:
       (boxes_xyxy_px float32 [N, 4], scores float32 [N]) in row-major cell order; boxes are
       clipped to the tile and those with non-positive width or height after clipping dropped.
     """
-    boxes, scores, _ = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    boxes, scores, _ = _candidate_cells(coverage, bbox, cell_size, threshold, image_size)
     return boxes, scores
 
 
-def _candidate_cells(coverage, bbox, stride: int, threshold: float, image_size):
+def _candidate_cells(coverage, bbox, cell_size: int, threshold: float, image_size):
     """:func:`detectnet_candidates` plus the (row, col) int [N, 2] of each box's cell."""
     coverage = _as_2d(coverage, "coverage")
     if not np.issubdtype(coverage.dtype, np.floating):
@@ -53,11 +56,11 @@ def _candidate_cells(coverage, bbox, stride: int, threshold: float, image_size):
     if bbox.shape != coverage.shape + (4,):
         raise ValueError(f"bbox: expected shape {coverage.shape + (4,)}, got {bbox.shape}")
     h, w = coverage.shape
-    height, width = image_size if image_size is not None else (h * stride, w * stride)
+    height, width = image_size if image_size is not None else (h * cell_size, w * cell_size)
     # compare in the coverage dtype, so a float32 0.06 passes threshold=0.06
     rows, cols = np.nonzero(coverage >= np.asarray(threshold, dtype=coverage.dtype))
-    cx = (cols + 0.5) * stride
-    cy = (rows + 0.5) * stride
+    cx = (cols + 0.5) * cell_size
+    cy = (rows + 0.5) * cell_size
     off = bbox[rows, cols]
     boxes = np.column_stack([cx + off[:, 0], cy + off[:, 1], cx + off[:, 2], cy + off[:, 3]])
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width)
@@ -404,7 +407,8 @@ def _orient_cells(orient, cells: np.ndarray, shape) -> np.ndarray:
     return orient[cells[:, 0], cells[:, 1], :3]
 
 
-def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int = 16,
+def buildings_from_detectnet(coverage, bbox, image_id: str = "", *,
+                             cell_size: int = DEFAULT_CELL_SIZE,
                              threshold: float = 0.06, group_threshold: int = 3,
                              eps: float = 0.02, min_height: float = 10.0, max_boxes: int = 450,
                              grouping: str = "opencv",
@@ -432,7 +436,7 @@ def buildings_from_detectnet(coverage, bbox, image_id: str = "", *, stride: int 
         raise ValueError(f"grouping must be one of {sorted(known)} for "
                          f"{'oriented' if orient is not None else 'box'} outputs, got "
                          f"{grouping!r}")
-    boxes, scores, cells = _candidate_cells(coverage, bbox, stride, threshold, image_size)
+    boxes, scores, cells = _candidate_cells(coverage, bbox, cell_size, threshold, image_size)
     if orient is None:
         boxes, _, scores = GROUPINGS[grouping](boxes, scores, group_threshold, eps)
     else:

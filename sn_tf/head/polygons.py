@@ -28,6 +28,7 @@ import numpy as np
 from sn_tf.head.detections import GROUPINGS, ORIENTED_GROUPINGS, buildings_from_detectnet
 from sn_tf.head.rasters import polygons_from_raster
 from sn_tf.input import rects as rect_ops
+from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.spacenet.buildings import Building
 
 
@@ -66,7 +67,7 @@ def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
 
 def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
                          image_size: tuple[int, int], params: dict | None = None,
-                         stride: int = 16) -> list[Building]:
+                         cell_size: int = DEFAULT_CELL_SIZE) -> list[Building]:
     """One image's raw model outputs -> building records in PIXEL coordinates.
 
     kind "fcn": ``outputs["footprint"]`` logits [H', W', 1] (and ``outputs["sdf"]`` [H', W', 1]
@@ -79,7 +80,8 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4], and for an oriented model
     ``outputs["orient"]`` [h, w, 3] (then the buildings are rotated rectangles, see
-    :func:`buildings_from_detectnet`). ``image_size`` = (H, W) of the valid image
+    :func:`buildings_from_detectnet`) on a grid of ``cell_size`` pixel cells (the model's,
+    ``ModelInfo.cell_size``; FCN outputs ignore it). ``image_size`` = (H, W) of the valid image
     (outputs of padded inputs are cropped to it). ``params``: ``postprocess_params(kind)``
     overrides; ``min_area`` is in pixels; DetectNet's ``max_boxes`` counts per
     ``MAX_BOXES_AREA`` pixels of the image (never fewer than ``max_boxes``). Map coordinates
@@ -109,7 +111,7 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
                                     merge_level=None if p["merge_level"] is None
                                     else float(p["merge_level"]))
     return buildings_from_detectnet(
-        outputs["coverage"], outputs["bbox"], image_id, stride=stride,
+        outputs["coverage"], outputs["bbox"], image_id, cell_size=cell_size,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],
         min_height=p["min_height"], grouping=p["grouping"], image_size=(height, width),
         max_boxes=max(int(p["max_boxes"]),

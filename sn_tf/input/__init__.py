@@ -6,5 +6,5 @@ batching, the public API), ``plan`` (arguments checked against ``dataset_info.js
 (per-channel scale/bias <-> mean/std, TF-free), ``augment`` (crops, flips, rotations, focus),
 ``targets`` (the models' targets: segmentation, DetectNet grids, oriented rectangles),
 ``rects`` (rotated rectangles as gliding vertices, numpy; shared with the polygon head,
-which decodes what ``targets`` encodes).
+which decodes what ``targets`` encodes), ``cells`` (DetectNet's output cell sizes, 16 or 8 px).
 """

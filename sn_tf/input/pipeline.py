@@ -26,7 +26,7 @@ Training (``training=True``), one element per batch of random crops:
 Evaluation (``training=False``): whole tiles, every example of the split exactly once, in
   ``read_examples`` order (deterministic; ``deterministic=False`` allows reordering), no
   repeat, no augmentation. Each tile is zero-padded at the bottom and right to a multiple
-  of ``pad_to_multiple`` (default: ``stride`` for detection, 32 for segmentation; a
+  of ``pad_to_multiple`` (default: ``cell_size`` for detection, 32 for segmentation; a
   batch is padded to its largest tile), and padded pixels of the image are 0 AFTER
   normalisation (the band mean for ``"dataset_info"``), with weight 0 in the sample
   weights. Elements are ``(image, targets, sample_weights)``: ``model.evaluate`` and
@@ -96,6 +96,7 @@ from typing import Any, Mapping, Sequence
 from sn_tf.dataset import schema
 from sn_tf.dataset.reader import load_info, shard_files
 from sn_tf.utils.tfimport import tensorflow
+from sn_tf.input.cells import DEFAULT_CELL_SIZE
 
 tf = tensorflow()
 
@@ -217,7 +218,7 @@ def _finish_batch(batch: dict, plan: _Plan) -> dict:
             out["image"] = tf.where(out["valid"] > 0, image, tf.constant(plan.pad_values))
     if plan.det:
         shape = tf.shape(image)
-        out.update(tg.detectnet_targets(out["boxes"], shape[1], shape[2], plan.stride,
+        out.update(tg.detectnet_targets(out["boxes"], shape[1], shape[2], plan.cell_size,
                                         plan.cvg_scale, rects=out["rects"],
                                         cvg_shape="rect" if plan.oriented else "box"))
     return out
@@ -348,7 +349,16 @@ def _epochs(training: bool, repeat) -> int | None:
     raise ValueError(f"repeat must be None, a bool or a positive int, got {repeat!r}")
 
 
-def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 16,
+def contact_cells(contact, cell_size: int):
+    """float32 [B, h, w, 1] in {0, 1}: cells of ``cell_size`` pixels that hold a contact
+    pixel of ``contact`` [B, H, W, 1] (H, W multiples of ``cell_size``) or have a neighbour
+    (8-connected) that does."""
+    held = tf.nn.max_pool2d(tf.cast(contact > 0, tf.float32), cell_size, cell_size, "VALID")
+    return tf.nn.max_pool2d(held, 3, 1, "SAME")
+
+
+def keras_element(batch: dict, target: str, sample_weights: bool,
+                  cell_size: int = DEFAULT_CELL_SIZE,
                   boundary_weight: float | None = None, boundary_sigma: float = 3.0,
                   contact_weight: float | None = None, interior_level: float | None = None):
     """A ``make_examples`` batch -> ``(image, targets)`` or ``(image, targets, weights)``.
@@ -358,8 +368,13 @@ def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 
     apart across every shared wall).
     Segmentation weights (the same map for every target): ``valid`` x (boundary weight map
     ``1 + boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight`` on
-    contact pixels). Detection weights: 1 for cells that hold at least one valid (unpadded)
-    pixel.
+    contact pixels). Detection targets: ``coverage``, ``bbox`` (and ``orient`` for
+    "oriented_detection") on the grid of ``cell_size`` pixel cells, and with
+    ``interior_level`` k the full-resolution ``interior`` = ``sdf > k`` (the batch must
+    carry ``sdf``: ``_plan(labels=True)``). Detection weights: 1 for cells that hold at
+    least one valid (unpadded) pixel, times ``1 + contact_weight`` for cells within one cell
+    of a contact pixel (a cell holding one or any of its 8 neighbours: the cells of buildings
+    that share a wall) when ``contact_weight`` is given; ``interior``: ``valid``.
     """
     if target == "segmentation":
         targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
@@ -379,14 +394,22 @@ def keras_element(batch: dict, target: str, sample_weights: bool, stride: int = 
     targets = {"coverage": batch["coverage"], "bbox": batch["bbox"]}
     if target == "oriented_detection":
         targets["orient"] = batch["orient"]
+    if interior_level is not None:
+        targets["interior"] = tf.cast(batch["sdf"] > interior_level, tf.float32)
     if not sample_weights:
         return batch["image"], targets
     if "height" in batch:
         shape = tf.shape(batch["coverage"])
-        cells = tg.valid_cells(batch["height"], batch["width"], shape[1], shape[2], stride)
+        cells = tg.valid_cells(batch["height"], batch["width"], shape[1], shape[2], cell_size)
     else:
         cells = tf.ones_like(batch["coverage"])
-    return batch["image"], targets, {name: cells for name in targets}
+    if contact_weight is not None:
+        cells = cells * (1.0 + contact_weight * contact_cells(
+            batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT], cell_size))
+    weights = {name: cells for name in targets if name != "interior"}
+    if interior_level is not None:
+        weights["interior"] = batch["valid"]
+    return batch["image"], targets, weights
 
 
 # ---- public API ------------------------------------------------------------------------------
@@ -396,7 +419,8 @@ def make_examples(data_dir, split: str, target: str = "segmentation", training: 
                   normalization: Any = "dataset_info", crop_size: int = 256,
                   batch_size: int = 8, seed: int = 0, shuffle_buffer: int | None = None,
                   sdf_truncation: float | None = None, boundary_sigma: float = 3.0,
-                  stride: int = 16, cvg_scale: float = 0.4, augment: Any = None,
+                  cell_size: int = DEFAULT_CELL_SIZE, cvg_scale: float = 0.4,
+                  augment: Any = None,
                   pad_to_multiple: int | None = None, aois: Sequence[str] | None = None,
                   num_parallel_calls: int = tf.data.AUTOTUNE,
                   num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
@@ -413,7 +437,7 @@ def make_examples(data_dir, split: str, target: str = "segmentation", training: 
     plan = _plan(info, split, target=target, training=training, image_types=image_types,
                  bands=bands, normalization=normalization, crop_size=crop_size, seed=seed,
                  sdf_truncation=sdf_truncation, boundary_weight=None,
-                 boundary_sigma=boundary_sigma, stride=stride, cvg_scale=cvg_scale,
+                 boundary_sigma=boundary_sigma, cell_size=cell_size, cvg_scale=cvg_scale,
                  augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
                  image_dtype=image_dtype, contact=contact)
     rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
@@ -427,7 +451,8 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                  normalization: Any = "dataset_info", crop_size: int = 256,
                  batch_size: int = 8, seed: int = 0, shuffle_buffer: int | None = None,
                  sdf_truncation: float | None = None, boundary_weight: float | None = None,
-                 boundary_sigma: float = 3.0, stride: int = 16, cvg_scale: float = 0.4,
+                 boundary_sigma: float = 3.0, cell_size: int = DEFAULT_CELL_SIZE,
+                 cvg_scale: float = 0.4,
                  augment: Any = None, pad_to_multiple: int | None = None,
                  sample_weights: bool | None = None, aois: Sequence[str] | None = None,
                  num_parallel_calls: int = tf.data.AUTOTUNE,
@@ -448,7 +473,7 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
       bands: {type: 1-based band indices} to select bands; None = all bands of every type.
       normalization: "dataset_info" (default, (x - mean) / std), "percentile"
         ((x - p1) / (p99 - p1)), None (raw), or {"mean": [C], "std": [C]}.
-      crop_size: training crop side (pixels); a multiple of ``stride`` for detection.
+      crop_size: training crop side (pixels); a multiple of ``cell_size`` for detection.
       batch_size: global batch size (per input pipeline it is
         ``input_context.get_per_replica_batch_size(batch_size)``).
       seed: seed of file order, record shuffle and every augmentation draw.
@@ -458,10 +483,12 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         works (the sdf is rebuilt from the stored distance).
       boundary_weight, boundary_sigma: with a weight w, segmentation sample weights
         ``1 + w * exp(-sdf^2 / (2 sigma^2))``.
-      stride, cvg_scale: DetectNet grid stride and coverage shrink factor.
+      cell_size, cvg_scale: DetectNet pixels per grid cell (``sn_tf.input.cells``; the model's
+        ``cell_size``, not its input multiple) and coverage shrink factor.
       augment: None (flips + 90-degree rotations), False (crop only), a dict or an
         ``sn_tf.input.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule).
-      pad_to_multiple: evaluation padding multiple (default stride for detection, 32).
+      pad_to_multiple: evaluation padding multiple (default cell_size for detection, 32;
+        a DetectNet model needs its input multiple 16 whatever its cell size).
       sample_weights: return weights (default: when boundary_weight is set or evaluating).
       aois: keep only these AOIs (each must have all ``image_types``). None (default):
         the AOIs of the split that have all ``image_types`` (e.g. SpaceNet 2 AOIs but not
@@ -498,14 +525,19 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         schema version >= 3.
       contact_weight: with a weight c, the segmentation sample weights get ``+ c`` on
         contact pixels (the few pixels that keep touching buildings apart), on top of the
-        boundary map. Needs data of schema version >= 3.
+        boundary map; DetectNet cell weights are ``1 + c`` within one cell of a contact pixel
+        (:func:`contact_cells`; the labels are then decoded for the detection target too).
+        Needs data of schema version >= 3.
       interior_level: with a level k, segmentation targets also hold ``"interior"``:
         float32 [B, H, W, 1] = ``sdf > k`` (pixels more than k from every building boundary,
-        shared walls included: the cores, which touching buildings do not share).
+        shared walls included: the cores, which touching buildings do not share). Detection
+        targets may hold it too (DetectNet's auxiliary ``interior`` output; the labels are
+        then decoded and augmented with the image like the segmentation targets), weighted
+        by the valid-pixel mask.
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or
-        without labels; bands out of range; crop not a multiple of the stride for
+        without labels; bands out of range; crop not a multiple of the cell size for
         detection; crop larger than the tiles; bad normalization or augment options.
     """
     if target not in ("segmentation", "detection", "oriented_detection"):
@@ -516,22 +548,23 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     plan = _plan(info, split, target=target, training=training, image_types=image_types,
                  bands=bands, normalization=normalization, crop_size=crop_size, seed=seed,
                  sdf_truncation=sdf_truncation, boundary_weight=boundary_weight,
-                 boundary_sigma=boundary_sigma, stride=stride, cvg_scale=cvg_scale,
+                 boundary_sigma=boundary_sigma, cell_size=cell_size, cvg_scale=cvg_scale,
                  augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
-                 image_dtype=image_dtype, contact=contact, contact_weight=contact_weight)
+                 image_dtype=image_dtype, contact=contact, contact_weight=contact_weight,
+                 labels=interior_level is not None or (
+                     contact_weight is not None and target != "segmentation"))
     if sample_weights is None:
         sample_weights = (boundary_weight is not None or contact_weight is not None
                           or not training)
 
-    if interior_level is not None and (target != "segmentation" or not isinstance(
+    if interior_level is not None and (not isinstance(
             interior_level, numbers.Real) or isinstance(interior_level, bool)
             or not 0 <= float(interior_level) < plan.truncation):
         raise ValueError(f"interior_level must be a number in [0, sdf truncation "
-                         f"{plan.truncation:g}) with target='segmentation', got "
-                         f"{interior_level!r}")
+                         f"{plan.truncation:g}), got {interior_level!r}")
 
     def to_keras(batch):
-        return keras_element(batch, target, sample_weights, stride, plan.boundary_weight,
+        return keras_element(batch, target, sample_weights, cell_size, plan.boundary_weight,
                              plan.boundary_sigma, plan.contact_weight,
                              None if interior_level is None else float(interior_level))
 

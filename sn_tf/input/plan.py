@@ -60,7 +60,7 @@ class _Plan:
     det: bool
     training: bool
     crop: int
-    stride: int
+    cell_size: int  # DetectNet pixels per grid cell (sn_tf.input.cells)
     cvg_scale: float
     pad_multiple: int
     augment: AugmentConfig
@@ -232,10 +232,14 @@ def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
 
 
 def _plan(info: dict, split: str, *, target, training, image_types, bands, normalization,
-          crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, stride,
+          crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, cell_size,
           cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32", contact=False,
-          contact_weight=None) -> _Plan:
-    """Check every argument against the dataset and resolve it into a ``_Plan``."""
+          contact_weight=None, labels=False) -> _Plan:
+    """Check every argument against the dataset and resolve it into a ``_Plan``.
+
+    labels: decode the segmentation labels (footprint, sdf) for a detection target too
+    (the DetectNet ``interior`` auxiliary target).
+    """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     if split not in info["splits"]:
@@ -245,18 +249,21 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     scale, bias = _normalization(info, types, normalization)
     seg, det = target in ("segmentation", "all"), target in ("detection", "oriented_detection",
                                                               "all")
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride must be a positive int, got {stride!r}")
+    seg = seg or bool(labels)
+    if isinstance(cell_size, bool) or not isinstance(cell_size, int) or cell_size < 1:
+        raise ValueError(f"cell_size must be a positive int (pixels per DetectNet cell), "
+                         f"got {cell_size!r}")
     if not isinstance(crop_size, int) or crop_size < 1:
         raise ValueError(f"crop_size must be a positive int, got {crop_size!r}")
-    if det and training and crop_size % stride:
+    if det and training and crop_size % cell_size:
         raise ValueError(f"crop_size={crop_size} is not a multiple of the DetectNet "
-                         f"stride={stride}")
+                         f"cell_size={cell_size}")
     if not 0 < cvg_scale <= 1:
         raise ValueError(f"cvg_scale must be in (0, 1], got {cvg_scale}")
-    pad = pad_to_multiple or (stride if det else DEFAULT_SEG_PAD)
-    if det and pad % stride:
-        raise ValueError(f"pad_to_multiple={pad} is not a multiple of stride={stride}")
+    pad = pad_to_multiple or (cell_size if det else DEFAULT_SEG_PAD)
+    if det and pad % cell_size:
+        raise ValueError(f"pad_to_multiple={pad} is not a multiple of the DetectNet "
+                         f"cell_size={cell_size}")
     grid_info = info["feature_spec"]["label_grids"][grid]
     stored_t = float(grid_info.get("sdf_truncation", 32.0))
     truncation = stored_t if sdf_truncation is None else float(sdf_truncation)
@@ -292,7 +299,7 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
         fields += ("contact",)
     return _Plan(types, grid, arrays, fields,
                  truncation, scale, bias, seg, det, training, crop_size,
-                 stride, float(cvg_scale), int(pad), cfg, int(seed),
+                 cell_size, float(cvg_scale), int(pad), cfg, int(seed),
                  None if boundary_weight is None else float(boundary_weight),
                  float(boundary_sigma), aois, image_dtype, from_record,
                  tuple(grid_info.get("example_shape", (0, 0))), bool(contact),

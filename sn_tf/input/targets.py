@@ -6,7 +6,8 @@ Segmentation (``segmentation_targets``, ``segmentation_targets_from_sdf``):
   where distance is the stored distance to the nearest boundary pixel times the
   augmentation scale. So ``sdf >= 0`` exactly where ``footprint == 1``.
 
-DetectNet (``detectnet_targets``), stride S, grid ``h = H / S``, ``w = W / S``, cell
+DetectNet (``detectnet_targets``), cell size S (``sn_tf.input.cells``; 16 or 8 pixels), grid
+``h = H / S``, ``w = W / S``, cell
 (i, j) centred at ``(cx, cy) = ((j + 0.5) S, (i + 0.5) S)`` pixels:
   ``coverage`` float32 [B, h, w, 1]: 1 in cells whose centre lies in the box shrunk about
   its centre by ``cvg_scale`` (closed interval: ``|cx - bx| <= cvg_scale * w_box / 2`` and
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.input import rects as rect_ops
 from sn_tf.input.rects import DEFAULT_GATE
 from sn_tf.utils.tfimport import tensorflow
@@ -99,18 +101,18 @@ def _rect_frames(rects):
     return tf.reduce_mean(p, axis=-2), u, v, area
 
 
-def _centres(grid_h, grid_w, stride: int):
+def _centres(grid_h, grid_w, cell_size: int):
     """Cell centres: x float32 [w], y float32 [h] (pixels)."""
-    cx = (tf.cast(tf.range(grid_w), tf.float32) + 0.5) * stride
-    cy = (tf.cast(tf.range(grid_h), tf.float32) + 0.5) * stride
+    cx = (tf.cast(tf.range(grid_w), tf.float32) + 0.5) * cell_size
+    cy = (tf.cast(tf.range(grid_h), tf.float32) + 0.5) * cell_size
     return cx, cy
 
 
-def _rect_claims(rects, grid_h, grid_w, stride: int, cvg_scale: float):
+def _rect_claims(rects, grid_h, grid_w, cell_size: int, cvg_scale: float):
     """bool [B, N, h, w]: cells whose centre lies in the rectangle shrunk by ``cvg_scale``
     about its centre (closed), and bool [B, N]: the rectangle has a positive area."""
     centre, u, v, area = _rect_frames(rects)
-    cx, cy = _centres(grid_h, grid_w, stride)
+    cx, cy = _centres(grid_h, grid_w, cell_size)
     dx = cx[None, None, None, :] - centre[..., 0, None, None]  # [B, N, 1, w]
     dy = cy[None, None, :, None] - centre[..., 1, None, None]  # [B, N, h, 1]
 
@@ -123,12 +125,12 @@ def _rect_claims(rects, grid_h, grid_w, stride: int, cvg_scale: float):
     return inside(u) & inside(v) & valid[..., None, None], valid
 
 
-def _claims(boxes, grid_h, grid_w, stride: int, cvg_scale: float, rects=None):
+def _claims(boxes, grid_h, grid_w, cell_size: int, cvg_scale: float, rects=None):
     """bool [B, N, h, w]: cells each building claims (shrunk box, or shrunk rotated
     rectangle where ``rects`` [B, N, 8] has one of positive area; else the cell containing
     its box centre) and float32 [B, N] the area of the claiming shape (ownership)."""
     _, _, _, _, bx, by, bw, bh, valid = _box_parts(boxes)
-    cx, cy = _centres(grid_h, grid_w, stride)
+    cx, cy = _centres(grid_h, grid_w, cell_size)
     half_w = (0.5 * cvg_scale * bw)[..., None]
     half_h = (0.5 * cvg_scale * bh)[..., None]
     in_x = tf.abs(cx - bx[..., None]) <= half_w  # [B, N, w]
@@ -136,13 +138,13 @@ def _claims(boxes, grid_h, grid_w, stride: int, cvg_scale: float, rects=None):
     claim = in_y[..., :, None] & in_x[..., None, :] & valid[..., None, None]
     area = bw * bh
     if rects is not None:
-        rect_claim, has_rect = _rect_claims(rects, grid_h, grid_w, stride, cvg_scale)
+        rect_claim, has_rect = _rect_claims(rects, grid_h, grid_w, cell_size, cvg_scale)
         use = has_rect & valid
         claim = tf.where(use[..., None, None], rect_claim, claim)
         area = tf.where(use, _rect_frames(rects)[3], area)
     none = valid & ~tf.reduce_any(claim, axis=[2, 3])
-    ci = tf.clip_by_value(tf.cast(tf.floor(by / stride), tf.int32), 0, grid_h - 1)
-    cj = tf.clip_by_value(tf.cast(tf.floor(bx / stride), tf.int32), 0, grid_w - 1)
+    ci = tf.clip_by_value(tf.cast(tf.floor(by / cell_size), tf.int32), 0, grid_h - 1)
+    cj = tf.clip_by_value(tf.cast(tf.floor(bx / cell_size), tf.int32), 0, grid_w - 1)
     centre = (tf.one_hot(ci, grid_h, on_value=True, off_value=False)[..., :, None]
               & tf.one_hot(cj, grid_w, on_value=True, off_value=False)[..., None, :])
     return claim | (centre & none[..., None, None]), area
@@ -187,13 +189,14 @@ def gliding_targets(boxes, rects, height, width, gate: float = DEFAULT_GATE,
     return tf.stack([alpha, beta, r, glide, weight], axis=-1)
 
 
-def detectnet_targets(boxes, height, width, stride: int = 16, cvg_scale: float = 0.4,
+def detectnet_targets(boxes, height, width, cell_size: int = DEFAULT_CELL_SIZE,
+                      cvg_scale: float = 0.4,
                       rects=None, cvg_shape: str = "box", gate: float = DEFAULT_GATE):
     """DetectNet ``coverage`` [B, h, w, 1] and ``bbox`` [B, h, w, 9] targets (float32), and
     with ``rects`` the ``orient`` [B, h, w, 5] targets.
 
     boxes: float32 [B, N, 4] xyxy pixels (rows with non-positive width or height are
-    padding and ignored); height, width: image size (multiples of ``stride``; int or
+    padding and ignored); height, width: image size (multiples of ``cell_size``; int or
     scalar tensor). rects: optional float32 [B, N, 8], each building's rotated rectangle
     (4 vertices, pixels, ring order; zero rows: none). cvg_shape "box" claims cells with
     the shrunk boxes, "rect" with the shrunk rectangles (needs ``rects``; buildings without
@@ -211,9 +214,9 @@ def detectnet_targets(boxes, height, width, stride: int = 16, cvg_scale: float =
     if rects is not None:
         rects = tf.concat([tf.reshape(tf.cast(rects, tf.float32), [batch, -1, 8]),
                            tf.zeros([batch, 1, 8], tf.float32)], axis=1)
-    grid_h = tf.cast(height, tf.int32) // stride
-    grid_w = tf.cast(width, tf.int32) // stride
-    claim, area = _claims(boxes, grid_h, grid_w, stride, cvg_scale,
+    grid_h = tf.cast(height, tf.int32) // cell_size
+    grid_w = tf.cast(width, tf.int32) // cell_size
+    claim, area = _claims(boxes, grid_h, grid_w, cell_size, cvg_scale,
                           rects if cvg_shape == "rect" else None)  # [B, N, h, w], [B, N]
     owner = tf.argmin(tf.where(claim, area[..., None, None], np.inf), axis=1,
                       output_type=tf.int32)  # [B, h, w]
@@ -223,7 +226,7 @@ def detectnet_targets(boxes, height, width, stride: int = 16, cvg_scale: float =
     counts = tf.reduce_sum(owned, axis=[1, 2])  # [B, N]
     own_box = tf.gather(boxes, owner, batch_dims=1)  # [B, h, w, 4]
     own_count = tf.gather(counts, owner, batch_dims=1)  # [B, h, w]
-    cx, cy = _centres(grid_h, grid_w, stride)
+    cx, cy = _centres(grid_h, grid_w, cell_size)
     centres = tf.stack(tf.meshgrid(cx, cy), axis=-1)  # [h, w, 2] (cx, cy)
     offsets = own_box - tf.tile(centres, [1, 1, 2])[None]
     size = tf.stack([own_box[..., 2] - own_box[..., 0], own_box[..., 3] - own_box[..., 1]], -1)
@@ -238,7 +241,7 @@ def detectnet_targets(boxes, height, width, stride: int = 16, cvg_scale: float =
     return out
 
 
-def valid_cells(heights, widths, grid_h, grid_w, stride: int):
+def valid_cells(heights, widths, grid_h, grid_w, cell_size: int):
     """float32 [B, h, w, 1]: 1 for cells that overlap each image's valid (unpadded) region.
 
     heights, widths: int [B] sizes of the unpadded images; grid_h, grid_w: grid size. A
@@ -246,15 +249,16 @@ def valid_cells(heights, widths, grid_h, grid_w, stride: int):
     ``j S < width`` and ``i S < height`` (a box at the tile edge can own such a cell even
     when its centre lies in the padding).
     """
-    top = tf.range(grid_h) * stride
-    left = tf.range(grid_w) * stride
+    top = tf.range(grid_h) * cell_size
+    left = tf.range(grid_w) * cell_size
     in_y = top[None, :] < tf.cast(heights, tf.int32)[:, None]
     in_x = left[None, :] < tf.cast(widths, tf.int32)[:, None]
     return tf.cast(in_y[:, :, None] & in_x[:, None, :], tf.float32)[..., None]
 
 
 # ---- numpy decoder -----------------------------------------------------------------------
-def decode_detectnet_targets(coverage, bbox, stride: int = 16, threshold: float = 0.5):
+def decode_detectnet_targets(coverage, bbox, cell_size: int = DEFAULT_CELL_SIZE,
+                             threshold: float = 0.5):
     """Boxes encoded in one image's DetectNet targets (numpy).
 
     coverage: [h, w] or [h, w, 1]; bbox: [h, w, >= 4] (channels 0..3 = corner offsets).
@@ -265,7 +269,7 @@ def decode_detectnet_targets(coverage, bbox, stride: int = 16, threshold: float 
     cov = np.asarray(coverage, np.float64).reshape(np.shape(coverage)[:2])
     bb = np.asarray(bbox, np.float64)
     rows, cols = np.nonzero(cov >= threshold)
-    cx, cy = (cols + 0.5) * stride, (rows + 0.5) * stride
+    cx, cy = (cols + 0.5) * cell_size, (rows + 0.5) * cell_size
     off = bb[rows, cols, :4]
     boxes = np.column_stack([cx + off[:, 0], cy + off[:, 1], cx + off[:, 2], cy + off[:, 3]])
     if len(boxes) == 0:
@@ -274,7 +278,8 @@ def decode_detectnet_targets(coverage, bbox, stride: int = 16, threshold: float 
     return uniq.astype(np.float32), counts
 
 
-def decode_oriented_targets(coverage, bbox, orient, stride: int = 16, threshold: float = 0.5,
+def decode_oriented_targets(coverage, bbox, orient, cell_size: int = DEFAULT_CELL_SIZE,
+                            threshold: float = 0.5,
                             gate: float = DEFAULT_GATE):
     """Rectangles encoded in one image's oriented DetectNet targets (numpy).
 
@@ -288,7 +293,7 @@ def decode_oriented_targets(coverage, bbox, orient, stride: int = 16, threshold:
     rows, cols = np.nonzero(cov >= threshold)
     if len(rows) == 0:
         return np.zeros((0, 4, 2), np.float32), np.zeros(0, int)
-    cx, cy = (cols + 0.5) * stride, (rows + 0.5) * stride
+    cx, cy = (cols + 0.5) * cell_size, (rows + 0.5) * cell_size
     off = np.asarray(bbox, np.float64)[rows, cols, :4]
     boxes = np.column_stack([cx + off[:, 0], cy + off[:, 1], cx + off[:, 2], cy + off[:, 3]])
     o = np.asarray(orient, np.float64)[rows, cols]

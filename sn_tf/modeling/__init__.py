@@ -69,7 +69,8 @@ def build_model(kind: str, num_bands: int, **kwargs) -> keras.Model:
 
 
 def stride_for(kind: str, *, depth: int = 4) -> int:
-    """Input-size multiple of a model kind: ``fcn_stride(depth)`` for "fcn", 16 for "detectnet"."""
+    """Input-size multiple of a model kind: ``fcn_stride(depth)`` for "fcn", 16 for "detectnet"
+    (whatever its output ``cell_size``, ``sn_tf.input.cells``)."""
     return fcn_stride(depth) if _check_kind(kind) == "fcn" else DETECTNET_STRIDE
 
 
@@ -99,7 +100,10 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     "detectnet": ``coverage`` (:class:`CoverageLoss`, ``coverage_weight`` default 1) and
     ``bbox`` (:class:`BboxLoss`, ``bbox_weight`` default 2, ``count_norm`` default 1), as in
     DIGITS; with ``orient_weight`` (for a model built with ``oriented=True``) also
-    ``orient`` (:class:`OrientLoss` with ``obliquity_weight`` and ``flat_weight``).
+    ``orient`` (:class:`OrientLoss` with ``obliquity_weight`` and ``flat_weight``); with
+    ``interior`` (a model built with ``aux_interior=True``) its auxiliary full-resolution
+    ``interior`` logits (:class:`FootprintLoss` with ``interior_jaccard_weight``, times
+    ``interior_loss_weight``), as the FCN's.
     Parameters of the other kind are ignored.
     """
     if _check_kind(kind) == "detectnet":
@@ -109,6 +113,9 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
             losses["orient"] = OrientLoss(weight=orient_weight,
                                           obliquity_weight=obliquity_weight,
                                           flat_weight=flat_weight)
+        if interior:
+            losses["interior"] = FootprintLoss(interior_jaccard_weight,
+                                               weight=interior_loss_weight, name="interior_loss")
         return losses
     losses = {"footprint": FootprintLoss(jaccard_weight),
               "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}

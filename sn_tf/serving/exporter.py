@@ -31,8 +31,8 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   normalisation maps to exactly 0: the same model input, not normalised twice. Then run
   the model; crop every output back to the
   input's extent: full-resolution outputs to ``[H, W]``, outputs at a coarser stride ``f``
-  (DetectNet grids, f = 16) to ``[ceil(H / f), ceil(W / f)]``. Padding is at the bottom/right,
-  so output pixel/cell (i, j) keeps its position.
+  (DetectNet grids, f = ``ModelInfo.cell_size``, 16 or 8) to ``[ceil(H / f), ceil(W / f)]``.
+  Padding is at the bottom/right, so output pixel/cell (i, j) keeps its position.
 * a second signature ``serve_float32`` is the same function with a float32 input (values
   as stored: a uint16 1234 is sent as 1234.0; exact, since float32 holds every integer below
   2^24) and the same outputs: TF Serving's REST API decodes JSON numbers into the
@@ -42,7 +42,9 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
 * output: the model's raw outputs as a dict of float32 tensors, e.g. FCN ``footprint``
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
   ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet
-  (BUILD_NOTES.md section 1; listed in export_info.json). Turn them into polygons with
+  (BUILD_NOTES.md section 1; listed in export_info.json). Training-only outputs
+  (:data:`TRAINING_ONLY_OUTPUTS`: DetectNet's auxiliary ``interior``) are not served, and
+  the graph does not compute them. Turn them into polygons with
   ``sn_tf.head.polygons.outputs_to_buildings`` and ``ModelInfo.postprocess``.
 
 Keras's bilinear ``UpSampling2D`` cannot be traced with an unknown height and width (its
@@ -95,13 +97,24 @@ def normalization(info: md.ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     return coefficients_from_mean_std(info.mean, np.where(std > 0, std, 1.0))
 
 
+#: Outputs that only train the model (auxiliary losses); the serving signature leaves them
+#: out, so serving does not compute them.
+TRAINING_ONLY_OUTPUTS = {"fcn": (), "detectnet": ("interior",)}
+
+
+def served_outputs(model, info: md.ModelInfo) -> list[str]:
+    """Names of the model's outputs that ``serve`` returns (all but the training-only ones)."""
+    return [n for n in model.output_names if n not in TRAINING_ONLY_OUTPUTS[info.kind]]
+
+
 def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
     """Raise :class:`ExportError` (prefixed with ``where``) when ``info`` is inconsistent.
 
     Checks: known kind; non-empty, duplicate-free image types, each with 1-based band indices
     and a numpy dtype; mean/std of length ``num_bands``, finite, std >= 0; positive integer
-    stride (a multiple of 16 for DetectNet); post-processing parameters known to
-    ``sn_tf.head.polygons.postprocess_params``.
+    stride (a multiple of 16 for DetectNet); a DetectNet ``cell_size`` that the model can
+    have (``sn_tf.input.cells``; None = 16) and that divides the stride; post-processing
+    parameters known to ``sn_tf.head.polygons.postprocess_params``.
     """
     from sn_tf.head.polygons import postprocess_params
 
@@ -134,6 +147,13 @@ def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
         fail(f"stride must be a positive integer, got {info.stride!r}")
     if info.kind == "detectnet" and info.stride % 16:
         fail(f"a DetectNet input must be padded to a multiple of 16, got stride {info.stride}")
+    if info.kind == "detectnet" and info.cell_size is not None:
+        from sn_tf.input.cells import check_cell_size
+
+        try:
+            check_cell_size(info.cell_size)
+        except ValueError as err:
+            fail(str(err))
     try:
         postprocess_params(info.kind, info.postprocess)
     except (ValueError, TypeError) as err:
@@ -237,6 +257,7 @@ def serving_function(model, info: md.ModelInfo):
     stride = int(info.stride)
     net = traceable_model(model)
     names = list(model.output_names)
+    served = set(served_outputs(model, info))
     if info.normalizes_input:
         from sn_tf.input.normalization import normalization_mean_std
 
@@ -259,6 +280,8 @@ def serving_function(model, info: md.ModelInfo):
         padded = tf.shape(x)
         result = {}
         for name, y in outputs.items():
+            if name not in served:
+                continue
             out_shape = tf.shape(y)
             fy = output_factor(padded[1], out_shape[1])
             fx = output_factor(padded[2], out_shape[2])
@@ -293,6 +316,21 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
         raise ExportError(f"{checkpoint_path}: the model has an 'orient' output (oriented "
                           f"DetectNet) but model_info.json's postprocess grouping is "
                           f"{grouping!r}; oriented outputs need one of {ORIENTED_GROUPINGS}")
+    if info.kind == "detectnet":
+        _check_cell_size(model, info, checkpoint_path)
+
+
+def _check_cell_size(model, info: md.ModelInfo, checkpoint_path) -> None:
+    """The DetectNet's ``coverage`` grid must have ``info.grid_cell_size()`` pixel cells
+    (measured on one zero input of two input multiples a side)."""
+    side = 2 * int(info.stride)
+    probe = np.zeros((1, side, side, info.num_bands), np.float32)
+    rows = int(model(probe, training=False)["coverage"].shape[1])
+    cell = info.grid_cell_size()
+    if rows * cell != side:
+        raise ExportError(f"{checkpoint_path}: the model's coverage grid has {side // rows} px "
+                          f"cells but model_info.json says cell_size {info.cell_size!r} "
+                          f"({cell} px)")
 
 
 def load_checkpoint(model_dir, checkpoint: str = "best"):
@@ -399,7 +437,7 @@ def export_model(model_dir, export_dir, checkpoint: str = "best",
     archive.add_endpoint(SERVE_FLOAT32, function, input_signature=[spec32])
     archive.write_out(str(export_dir), verbose=False)
     shutil.copyfile(pathlib.Path(model_dir) / md.MODEL_INFO, export_dir / md.MODEL_INFO)
-    doc = export_info_doc(info, model_dir, ckpt, model.output_names)
+    doc = export_info_doc(info, model_dir, ckpt, served_outputs(model, info))
     (export_dir / EXPORT_INFO).write_text(json.dumps(doc, indent=1) + "\n")
     return export_dir
 

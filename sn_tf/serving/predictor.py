@@ -52,9 +52,6 @@ OVERLAY_MAX_SIZE = 4096
 # 64 MiB holds a full row of 256-px blocks of such a scene up to ~16,000 px wide (what the
 # overlapping window rows re-read).
 GDAL_CACHE_BYTES = 64 * 2 ** 20
-# Output grid stride per model kind: FCN outputs are full resolution, DetectNet grids are
-# on the stride-16 grid of the targets contract (sn_tf.modeling.DETECTNET_STRIDE).
-GRID_STRIDE = {"fcn": 1, "detectnet": 16}
 HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
 # Outputs the head uses when the exported model has them (export_info.json
 # signature.outputs): the FCN's contact and interior logits, an oriented DetectNet's orient.
@@ -72,7 +69,8 @@ class Predictor:
     ``dtype`` (numpy dtype of the serving input), ``params`` (post-processing parameters,
     ``ModelInfo.postprocess`` over the head's defaults), ``outputs`` (names the polygon head
     needs: ``HEAD_OUTPUTS``, plus the ``OPTIONAL_HEAD_OUTPUTS`` the export's signature lists
-    in export_info.json), ``grid_stride`` (pixels per output cell: 1 FCN, 16 DetectNet).
+    in export_info.json), ``grid_stride`` (pixels per output cell: 1 for the FCN, the
+    DetectNet's ``ModelInfo.cell_size``, 16 or 8).
     """
 
     def __init__(self, export_dir):
@@ -85,7 +83,7 @@ class Predictor:
         served = set(self.export_info.get("signature", {}).get("outputs", ()))
         self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
             name for name in OPTIONAL_HEAD_OUTPUTS[self.kind] if name in served)
-        self.grid_stride = GRID_STRIDE[self.kind]
+        self.grid_stride = self.info.grid_cell_size()
 
     @property
     def channels(self) -> int:
@@ -265,7 +263,7 @@ def buildings_from_strips(predictor: Predictor, strips: Iterable, image_id: str,
     grids = {name: np.concatenate(values) for name, values in parts.items()}
     return polygons.outputs_to_buildings(predictor.kind, grids, image_id,
                                          image_size=(height, width), params=predictor.params,
-                                         stride=predictor.grid_stride)
+                                         cell_size=predictor.grid_stride)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -4,16 +4,17 @@ Sliding windows and stitching
   Windows are at most ``--window`` pixels (rounded up to a multiple of the model stride; may
   grow by one stride so that n windows cover the image with at least ``--overlap`` pixels
   between neighbours), spread evenly, start on multiples of the model stride (so the
-  network's stride-2 stages and DetectNet's 16-pixel cells line up with a whole-image pass)
+  network's stride-2 stages and DetectNet's 8- or 16-pixel cells line up with a whole-image
+  pass)
   and the last window of a row/column ends on the image edge (the serving signature pads
   only where a whole-image pass would pad). Each output is blended with separable linear
   ramps across each interior window side: weight 0 over the outer quarter of the overlap,
   rising linearly to 1 across the middle half; image borders get weight 1. Every pixel has
   a window with positive weight, and where the model's receptive-field radius is at most a
   quarter of the overlap the stitched output equals a whole-image pass up to float rounding.
-  Weighted sums and weights are accumulated in float32; DetectNet grids are stitched on the
-  stride-16 grid (window starts are multiples of 16, so cells and their box offsets keep
-  their meaning).
+  Weighted sums and weights are accumulated in float32; DetectNet grids are stitched on
+  their grid of ``ModelInfo.cell_size`` pixel cells (window starts are multiples of the input
+  multiple 16, hence of the cell size, so cells and their box offsets keep their meaning).
 """
 
 from __future__ import annotations

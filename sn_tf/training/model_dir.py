@@ -53,6 +53,10 @@ class ModelInfo:
     when they hold the bands the model reads (an 8-band file where a 3-band type is expected
     is most likely the wrong file). Empty for model infos written before it existed: then
     only "at least the highest band read" is checked.
+    cell_size: DetectNet only: pixels per output grid cell (``sn_tf.input.cells``; 16 or 8), the
+    one the model was built and trained with; export, predict and the polygon head read it
+    from here. None for the FCN and in model infos written before it existed (then 16,
+    ``sn_tf.input.cells.DEFAULT_CELL_SIZE``: use :meth:`grid_cell_size`).
     """
 
     kind: str
@@ -69,11 +73,21 @@ class ModelInfo:
     format_version: int = MODEL_INFO_VERSION
     normalizes_input: bool = False
     source_bands: dict[str, int] = dataclasses.field(default_factory=dict)
+    cell_size: int | None = None
 
     @property
     def num_bands(self) -> int:
         """Channels of the model input."""
         return sum(len(self.bands[t]) for t in self.image_types)
+
+    def grid_cell_size(self) -> int:
+        """Pixels per cell of the model's outputs: 1 for the FCN (full resolution), the
+        DetectNet ``cell_size`` (16 when the model info predates it)."""
+        from sn_tf.input.cells import DEFAULT_CELL_SIZE
+
+        if self.kind != "detectnet":
+            return 1
+        return DEFAULT_CELL_SIZE if self.cell_size is None else int(self.cell_size)
 
     def save(self, directory) -> pathlib.Path:
         """Write ``model_info.json`` into ``directory``."""

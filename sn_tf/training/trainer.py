@@ -32,6 +32,7 @@ import numpy as np
 
 from sn_tf.dataset import schema
 from sn_tf.dataset.reader import load_info, read_truth
+from sn_tf.input.cells import DEFAULT_CELL_SIZE, check_cell_size
 from sn_tf.head import detections, polygons
 from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet import scoring
@@ -107,8 +108,18 @@ class Setup:
 
     @property
     def interior_output(self) -> bool:
-        """True when the model has an ``interior`` output (FCN ``model.interior``)."""
-        return self.kind == "fcn" and bool(self.config["model"].get("interior", False))
+        """True when the model has an ``interior`` output (FCN ``model.interior``, DetectNet
+        ``model.aux_interior``: trained against ``data.interior_level``)."""
+        key = "interior" if self.kind == "fcn" else "aux_interior"
+        return bool(self.config["model"].get(key, False))
+
+    @property
+    def cell_size(self) -> int | None:
+        """DetectNet pixels per output cell (``model.cell_size``, ``sn_tf.input.cells``; the
+        model's default 16 when the recipe does not set it); None for the FCN."""
+        if self.kind != "detectnet":
+            return None
+        return int(self.config["model"].get("cell_size", DEFAULT_CELL_SIZE))
 
     @property
     def num_bands(self) -> int:
@@ -126,7 +137,8 @@ class Setup:
             recipe=self.config.get("name", ""),
             sdf_truncation=self._sdf_truncation(), versions=_versions(),
             normalizes_input=self.raw_input,
-            source_bands={t: int(types[t]["bands"]) for t in self.image_types})
+            source_bands={t: int(types[t]["bands"]) for t in self.image_types},
+            cell_size=self.cell_size)
 
     def _sdf_truncation(self):
         t = self.config["data"].get("sdf_truncation")
@@ -187,6 +199,7 @@ def resolve(config: dict, data_dir) -> Setup:
     except (ValueError, TypeError) as err:
         raise ConfigError(f"data.augment: {err}") from None
     _check_oriented(config, info, data_dir)
+    _check_detectnet_grid(config, crop)
     try:
         tuning.candidates(kind, config["postprocess"], config["train"].get("postprocess_search"))
     except ValueError as err:
@@ -225,6 +238,23 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
                           f"--set=loss.orient_weight=null)")
 
 
+def _check_detectnet_grid(config: dict, crop: int) -> None:
+    """A DetectNet's ``model.cell_size`` must be one the model builds (``sn_tf.input.cells``) and
+    divide ``data.crop_size``; ``model.aux_interior`` needs ``data.interior_level``."""
+    if config["model"]["kind"] != "detectnet":
+        return
+    m = config["model"]
+    try:
+        cell = check_cell_size(m.get("cell_size", DEFAULT_CELL_SIZE), "model.cell_size")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if crop % cell:
+        raise ConfigError(f"data.crop_size {crop} is not a multiple of model.cell_size {cell}")
+    if m.get("aux_interior") and config["data"].get("interior_level") is None:
+        raise ConfigError("model.aux_interior needs data.interior_level (the auxiliary "
+                          "interior output learns sdf > data.interior_level), got None")
+
+
 def _aois(info: dict, types, wanted, data_dir) -> list[str]:
     """AOIs to train on: ``wanted`` (checked), else every AOI that has all the image types."""
     have = {a: set(v["image_types"]) for a, v in info["aois"].items()}
@@ -259,7 +289,8 @@ def _data_kwargs(setup: Setup, split: str) -> dict:
     d = setup.config["data"]
     return dict(target=_target(setup.config), image_types=tuple(setup.image_types),
                 bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
-                sdf_truncation=d.get("sdf_truncation"), stride=16,
+                sdf_truncation=d.get("sdf_truncation"),
+                cell_size=setup.cell_size or DEFAULT_CELL_SIZE,
                 cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),
                 image_dtype=setup.image_dtype)
 
@@ -312,7 +343,8 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
         ids.append(tile_id)
         proposals += polygons.outputs_to_buildings(setup.kind, outputs, tile_id,
                                                    image_size=size, params=params,
-                                                   stride=setup.stride)
+                                                   cell_size=setup.cell_size or
+                                                   DEFAULT_CELL_SIZE)
     truth_polys = read_truth(setup.data_dir, split, setup.label_grid)
     truth = [Building(t, p) for t in ids for p in truth_polys.get(t, [])]
     truth += [Building(t, None) for t in ids]  # register images without buildings
@@ -337,7 +369,7 @@ def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
     outputs = list(predict_split(model, setup, split, t.get("val_max_tiles"),
                                  int(t.get("val_batch_size", 4))))
     found = tuning.search(setup.kind, outputs, read_truth(setup.data_dir, split, setup.label_grid),
-                          cands, setup.stride)
+                          cands, setup.cell_size or DEFAULT_CELL_SIZE)
     tuning.save_choice(model_dir, found, split, verbose)
     return found
 
@@ -487,15 +519,22 @@ def build_model(setup: Setup):
                                         seed=int(setup.config["train"]["seed"]))
 
 
-def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):
+def _loss_kwargs(setup: Setup) -> dict:
+    """Keyword arguments of ``modeling.losses_for`` for the recipe's ``loss`` section."""
     l = setup.config["loss"]
     kw = dict(sdf_truncation=setup._sdf_truncation(),
               sdf_bins=setup.config["model"].get("sdf_bins"), **l) if setup.kind == "fcn" \
         else dict(**l)
     if setup.kind == "fcn":
         kw.update(contact=setup.contact_output, interior=setup.interior_output)
+    else:
+        kw.update(interior=setup.interior_output)
+    return kw
+
+
+def compile_model(model, setup: Setup, steps_per_epoch: int, jit_compile):
     model.compile(optimizer=_optimizer(setup, steps_per_epoch),
-                  loss=modeling.losses_for(setup.kind, **kw),
+                  loss=modeling.losses_for(setup.kind, **_loss_kwargs(setup)),
                   metrics=modeling.metrics_for(setup.kind, contact=setup.contact_output,
                                                interior=setup.interior_output),
                   jit_compile=jit_compile)
@@ -633,7 +672,7 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
         model = build_model(setup)
         kw = dict(sdf_truncation=setup._sdf_truncation(),
                   sdf_bins=setup.config["model"].get("sdf_bins"), **setup.config["loss"]) \
-            if setup.kind == "fcn" else dict(**setup.config["loss"])
+            if setup.kind == "fcn" else _loss_kwargs(setup)
         losses = modeling.losses_for(setup.kind, **kw)
         optimizer = _optimizer(setup, steps)
         optimizer.build(model.trainable_variables)

@@ -89,13 +89,13 @@ class SearchResult:
 
 
 
-def search(kind: str, outputs: list, truth: dict, cands: list[dict], stride: int,
+def search(kind: str, outputs: list, truth: dict, cands: list[dict], cell_size: int = 16,
            tolerance: float = SCORE_TOLERANCE) -> SearchResult:
     """Score each candidate on predicted ``outputs`` of one split and choose one.
 
     outputs: [(tile_id, {output name: array [H', W', C]}, (height, width))] as yielded by
-    ``training.predict_split``; truth: {tile_id: [shapely polygon in pixel coordinates]}.
-    The choice: among candidates whose SpaceNet score (mean city F1) is within
+    ``training.predict_split``; truth: {tile_id: [shapely polygon in pixel coordinates]};
+    cell_size: DetectNet pixels per output cell (ignored for the FCN). The choice: among candidates whose SpaceNet score (mean city F1) is within
     ``tolerance`` of the best, the highest touching recall, then the highest score, then
     the earliest (the recipe's own parameters first).
     """
@@ -108,7 +108,7 @@ def search(kind: str, outputs: list, truth: dict, cands: list[dict], stride: int
         props = [Building(t, None) for t in ids]
         for tid, out, size in outputs:
             props += polygons.outputs_to_buildings(kind, out, tid, image_size=size,
-                                                   params=params, stride=stride)
+                                                   params=params, cell_size=cell_size)
         result = scoring.score_polygons(truth_b, props)
         groups = result.breakdown["overall"]
         results.append(result)

@@ -10,7 +10,7 @@ import pathlib
 
 import pytest
 
-# Before anything imports TensorFlow (see sn_tf/tfimport.py: oneDNN custom ops corrupt the
+# Before anything imports TensorFlow (see sn_tf/utils/tfimport.py: oneDNN custom ops corrupt the
 # heap during FCN training steps on this CPU with TF 2.21).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

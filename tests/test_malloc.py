@@ -15,7 +15,7 @@ _PROBE = """
 import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
-from sn_tf import malloc
+from sn_tf.utils import malloc
 applied = malloc.keep_freed_memory() if {tune} else None
 before = malloc.mmapped_bytes()
 a = np.ones(16 << 20, np.uint8)

@@ -66,7 +66,9 @@ def main(argv):
         from sn_tf.training import trainer
 
         if FLAGS.multiworker:
-            summary = trainer.train_multiworker(config, FLAGS.data_dir, FLAGS.model_dir)
+            from sn_tf.training.multiworker import train_multiworker
+
+            summary = train_multiworker(config, FLAGS.data_dir, FLAGS.model_dir)
         else:
             summary = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
                                      trainer.choose_strategy(FLAGS.strategy))

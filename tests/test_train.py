@@ -172,6 +172,19 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
         assert summary["postprocess"] == searched["chosen"]
 
 
+@pytest.mark.parametrize("recipe", [FCN, DETECTNET])
+def test_every_trained_output_has_its_loss(tfr, recipe):
+    """fit and the multi-worker step share one loss builder: each model output that has a
+    target gets its loss (the step once built its own and left the FCN's interior untrained)."""
+    from sn_tf.training import trainer
+
+    setup = trainer.resolve(load_recipe(f"{recipe}:smoke"), tfr)
+    x, y = next(iter(trainer.train_dataset(setup, batch_size=2)))[:2]
+    outputs = trainer.build_model(setup)(x)
+    assert set(trainer.training_losses(setup)) == set(outputs) & set(y)
+    assert "interior" in trainer.training_losses(setup) or recipe == DETECTNET
+
+
 def test_mixed_precision_on_cpu(tfr, tmp_path):
     from sn_tf.training import trainer
 
@@ -356,7 +369,7 @@ def test_model_dir_and_data_dir_problems_are_one_line_before_anything_is_written
 
 
 class _Killed(Exception):
-    pass
+    """Raised by a callback to stop a run as a kill would, mid-epoch."""
 
 
 def test_log_has_validation_columns_every_epoch_and_a_killed_validation_reruns(

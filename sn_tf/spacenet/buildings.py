@@ -605,11 +605,12 @@ def _describe(crs) -> str:
 def _same_crs(a: str, b: str) -> bool:
     if a == b:
         return True
-    try:
-        from rasterio.crs import CRS
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
 
+    try:
         return CRS.from_user_input(a) == CRS.from_user_input(b)
-    except Exception:  # unknown to PROJ: different texts are different CRSs
+    except CRSError:  # unknown to PROJ: different texts are different CRSs
         return False
 
 
@@ -619,16 +620,18 @@ def _units(crs) -> tuple[str, float]:
         return "pixel", 1.0
     if crs == "EPSG:4326":
         return "degree", METRES_PER_DEGREE
-    try:
-        from rasterio.crs import CRS
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
 
+    try:
         parsed = CRS.from_user_input(crs)
-        if parsed.is_geographic:
-            return "degree", METRES_PER_DEGREE
-        if parsed.is_projected:
-            return "metre", float(parsed.linear_units_factor[1])
-    except Exception:
-        pass
+    except CRSError as err:
+        raise ScoreInputError(f"CRS {crs!r}: not understood ({err}); cannot apply the pixel "
+                              "area rule; reproject the files") from None
+    if parsed.is_geographic:
+        return "degree", METRES_PER_DEGREE
+    if parsed.is_projected:
+        return "metre", float(parsed.linear_units_factor[1])
     raise ScoreInputError(f"CRS {crs!r}: units unknown (neither geographic nor projected); "
                           "cannot apply the pixel area rule; reproject the files")
 

@@ -153,9 +153,11 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,
-                  "val_batch_size": 4, "postprocess_search": None}
+                  "val_batch_size": 4, "postprocess_search": None, "ema_momentum": None}
 # train.postprocess_search {parameter: [values]}: after training, the head's parameters are
 # chosen on the val split among these (sn_tf.training.tuning); None keeps the recipe's postprocess.
+# train.ema_momentum m: validation and best.keras use an exponential moving average of the
+# weights (w_avg <- m w_avg + (1 - m) w after every step); None: the raw weights.
 # What every recipe's variants change (CPU-sized runs); recipes add their own changes.
 VARIANT_DEFAULTS = {
     "demo": {"data": {"crop_size": 256, "batch_size": 8},

@@ -22,6 +22,7 @@ The model directory layout is ``sn_tf.training.model_dir``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -452,6 +453,10 @@ class SpaceNetValidation(keras.callbacks.Callback):
         if (epoch + 1) % self.every and not last:
             return
         t0 = time.time()
+        with averaged_weights(self.model):
+            self._validate(epoch, logs, t0)
+
+    def _validate(self, epoch, logs, t0):
         result = evaluate_f1(self.model, self.setup, self.setup.config["data"]["val_split"],
                              self.max_tiles, self.batch_size)
         o = result.to_dict()["overall"]
@@ -493,8 +498,36 @@ def _optimizer(setup: Setup, steps_per_epoch: int):
     schedule = keras.optimizers.schedules.CosineDecay(
         lr / 10 if warmup else lr, decay_steps=total - warmup, alpha=0.05,
         warmup_target=lr if warmup else None, warmup_steps=warmup)
+    ema = t.get("ema_momentum")
     return keras.optimizers.AdamW(schedule, weight_decay=float(t.get("weight_decay", 0.0)),
-                                  clipnorm=None)
+                                  clipnorm=None, use_ema=ema is not None,
+                                  ema_momentum=float(ema) if ema is not None else 0.99)
+
+
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside the block the model holds its optimizer's moving average of the weights.
+
+    With ``train.ema_momentum`` set, the optimizer keeps an exponential moving average of
+    every trainable variable (``keras.optimizers.Optimizer(use_ema=True)``); validation and
+    ``best.keras`` use the average, training goes on from the raw weights afterwards. Without
+    it the block changes nothing. (Keras's own ``SwapEMAWeights(swap_on_epoch=True)`` would
+    leave the averaged weights in the model when ``BackupAndRestore`` saves the epoch.)
+    """
+    optimizer = getattr(model, "optimizer", None)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    if not getattr(optimizer, "use_ema", False) or not averages:
+        yield
+        return
+    variables = optimizer._trainable_variables
+    raw = [v.numpy() for v in variables]
+    for v, a in zip(variables, averages):
+        v.assign(a)
+    try:
+        yield
+    finally:
+        for v, r in zip(variables, raw):
+            v.assign(r)
 
 
 def build_model(setup: Setup):

@@ -27,9 +27,9 @@ import numpy as np
 
 from sn_tf.head.detections import GROUPINGS, ORIENTED_GROUPINGS, buildings_from_detectnet
 from sn_tf.head.rasters import polygons_from_raster
-from sn_tf.input import rects as rect_ops
 from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.spacenet.buildings import Building
+from sn_tf.utils import families
 
 
 # ----------------------------------------------------------------------------------------------
@@ -39,28 +39,16 @@ from sn_tf.spacenet.buildings import Building
 # scales it with the image area, so a whole scene is not capped at one tile's count.
 MAX_BOXES_AREA = 650 * 650
 
-DEFAULT_POSTPROCESS = {
-    "fcn": {"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0, "min_seed_area": 12,
-            "min_area": 20.0, "simplify": 0.0, "contact_threshold": 0.0,
-            "interior_threshold": 0.0, "merge_level": None},
-    "detectnet": {"threshold": 0.06, "group_threshold": 3, "eps": 0.02, "min_height": 10.0,
-                  "max_boxes": 450, "grouping": "opencv", "rect_gate": rect_ops.DEFAULT_GATE,
-                  "nms_iou": 0.1},
-}
-
-
 def postprocess_params(kind: str, overrides: dict | None = None) -> dict:
     """Default post-processing of a model kind, updated with ``overrides``."""
-    if kind not in DEFAULT_POSTPROCESS:
-        raise ValueError(f"unknown model kind {kind!r}; known: {sorted(DEFAULT_POSTPROCESS)}")
-    params = dict(DEFAULT_POSTPROCESS[kind])
+    params = dict(families.get(kind).postprocess)
     unknown = set(overrides or {}) - set(params)
     if unknown:
         raise ValueError(f"unknown {kind} post-processing parameter(s) {sorted(unknown)}; "
                          f"known: {sorted(params)}")
     params.update(overrides or {})
     known = sorted(set(GROUPINGS) | set(ORIENTED_GROUPINGS))
-    if kind == "detectnet" and params["grouping"] not in known:  # fail at config time
+    if "grouping" in params and params["grouping"] not in known:  # fail at config time
         raise ValueError(f"grouping must be one of {known}, got {params['grouping']!r}")
     return params
 
@@ -89,27 +77,40 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     """
     p = postprocess_params(kind, params)
     height, width = image_size
-    if kind == "fcn":
-        logits = np.asarray(outputs["footprint"])[:height, :width, 0]
-        # seeds: the interior head's cores (logit > interior_threshold) when the model has
-        # one, else the sdf's (sdf > sdf_level)
-        seeds, level = None, float(p["sdf_level"])
-        if p["split_with_sdf"]:
-            if outputs.get("interior") is not None:
-                seeds, level = outputs["interior"], float(p["interior_threshold"])
-            else:
-                seeds = outputs["sdf"]
-            seeds = np.asarray(seeds)[:height, :width, 0]
-        contact = outputs.get("contact")
-        if contact is not None:
-            contact = np.asarray(contact)[:height, :width, 0]
-        return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
-                                    min_area=p["min_area"], simplify=p["simplify"], sdf=seeds,
-                                    sdf_level=level,
-                                    min_seed_area=int(p["min_seed_area"]), contact=contact,
-                                    contact_threshold=float(p["contact_threshold"]),
-                                    merge_level=None if p["merge_level"] is None
-                                    else float(p["merge_level"]))
+    head = families.get(kind).entry("head")
+    return head(outputs, image_id, height, width, p, cell_size)
+
+
+def fcn_buildings(outputs: dict, image_id: str, height: int, width: int, p: dict,
+                  cell_size: int | None = None) -> list[Building]:
+    """The FCN family's head (``outputs_to_buildings`` documents ``outputs`` and ``p``,
+    the full post-processing parameters); ``cell_size`` is ignored (full resolution)."""
+    logits = np.asarray(outputs["footprint"])[:height, :width, 0]
+    # seeds: the interior head's cores (logit > interior_threshold) when the model has
+    # one, else the sdf's (sdf > sdf_level)
+    seeds, level = None, float(p["sdf_level"])
+    if p["split_with_sdf"]:
+        if outputs.get("interior") is not None:
+            seeds, level = outputs["interior"], float(p["interior_threshold"])
+        else:
+            seeds = outputs["sdf"]
+        seeds = np.asarray(seeds)[:height, :width, 0]
+    contact = outputs.get("contact")
+    if contact is not None:
+        contact = np.asarray(contact)[:height, :width, 0]
+    return polygons_from_raster(logits, image_id, threshold=p["threshold"], kind="logit",
+                                min_area=p["min_area"], simplify=p["simplify"], sdf=seeds,
+                                sdf_level=level,
+                                min_seed_area=int(p["min_seed_area"]), contact=contact,
+                                contact_threshold=float(p["contact_threshold"]),
+                                merge_level=None if p["merge_level"] is None
+                                else float(p["merge_level"]))
+
+
+def detectnet_buildings(outputs: dict, image_id: str, height: int, width: int, p: dict,
+                        cell_size: int = DEFAULT_CELL_SIZE) -> list[Building]:
+    """The DetectNet family's head (``outputs_to_buildings`` documents ``outputs`` and ``p``)
+    on a grid of ``cell_size`` pixel cells."""
     return buildings_from_detectnet(
         outputs["coverage"], outputs["bbox"], image_id, cell_size=cell_size,
         threshold=p["threshold"], group_threshold=p["group_threshold"], eps=p["eps"],

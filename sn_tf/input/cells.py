@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import numbers
 
-#: Cell size of DIGITS' DetectNet and of models whose ModelInfo predates ``cell_size``.
-DEFAULT_CELL_SIZE = 16
+from sn_tf.utils import families
+
+#: Cell size of DIGITS' DetectNet and of models whose ModelInfo predates ``cell_size``
+#: (the DetectNet family's, ``sn_tf.utils.families``).
+DEFAULT_CELL_SIZE = families.DETECTNET.cell_size
 #: Cell sizes the DetectNet model can produce (divisors of its input multiple 16).
 CELL_SIZES = (8, 16)
 

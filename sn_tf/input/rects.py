@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
-#: Obliquity above which a rectangle counts as axis-aligned (its box is used instead).
-DEFAULT_GATE = 0.9
+from sn_tf.utils import families
+
+#: Obliquity above which a rectangle counts as axis-aligned (its box is used instead): the
+#: DetectNet head's default ``rect_gate`` (``sn_tf.utils.families``), also used by the targets.
+DEFAULT_GATE = families.DETECTNET.postprocess["rect_gate"]
 
 
 def as_rects(rects) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The sn_tf models (FCN segmentation, DetectNet detection), their losses and metrics.
 
-Registry (``kind`` is ``"fcn"`` or ``"detectnet"``)::
+Registry (``kind`` names a family of ``sn_tf.utils.families``: ``"fcn"`` or ``"detectnet"``)::
 
     model = build_model("fcn", num_bands=8, width=32, sdf_bins=16)
     model.compile(optimizer="adam",
@@ -27,6 +27,7 @@ from sn_tf.modeling.layers import PerChannelConstant
 from sn_tf.modeling.losses import (BboxLoss, CoverageLoss, FootprintLoss, OrientLoss,
                                    SdfBinsLoss, SdfLoss, sdf_bin_centers, sdf_bin_edges,
                                    sdf_from_bin_logits, sdf_to_bins, with_sdf_bins_target)
+from sn_tf.utils import families
 
 __all__ = [
     "DETECTNET_STRIDE",
@@ -53,25 +54,23 @@ __all__ = [
 ]
 
 #: The model families ``build_model``, ``losses_for``, ``metrics_for`` and ``stride_for`` know.
-MODEL_KINDS = ("fcn", "detectnet")
+MODEL_KINDS = families.NAMES
 
 
 def _check_kind(kind: str) -> str:
-    if kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {MODEL_KINDS}")
-    return kind
+    return families.get(kind).name
 
 
 def build_model(kind: str, num_bands: int, **kwargs) -> keras.Model:
-    """Build ``build_fcn(num_bands, **kwargs)`` or ``build_detectnet(num_bands, **kwargs)``."""
-    builder = build_fcn if _check_kind(kind) == "fcn" else build_detectnet
-    return builder(num_bands, **kwargs)
+    """Build the family's model: its ``builder(num_bands, **kwargs)`` (``build_fcn``,
+    ``build_detectnet``)."""
+    return families.get(kind).entry("builder")(num_bands, **kwargs)
 
 
 def stride_for(kind: str, *, depth: int = 4) -> int:
     """Input-size multiple of a model kind: ``fcn_stride(depth)`` for "fcn", 16 for "detectnet"
     (whatever its output ``cell_size``, ``sn_tf.input.cells``)."""
-    return fcn_stride(depth) if _check_kind(kind) == "fcn" else DETECTNET_STRIDE
+    return families.get(kind).input_multiple or fcn_stride(depth)
 
 
 def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int | None = None,

@@ -74,12 +74,13 @@ from keras import layers
 from sn_tf.input.cells import DEFAULT_CELL_SIZE, check_cell_size
 from sn_tf.modeling.layers import (PerChannelConstant, check_int, check_positive_float,
                                    conv_bn_act, inception_block)
+from sn_tf.utils import families
 
 __all__ = ["DETECTNET_STRIDE", "build_detectnet"]
 
 #: Input multiple of DetectNet (its backbone's total downsampling): input H and W must be
 #: multiples of it, whatever the output cell size (``sn_tf.input.cells``).
-DETECTNET_STRIDE = 16
+DETECTNET_STRIDE = families.DETECTNET.input_multiple
 
 
 def _backbone(image, width: int, blocks: tuple[int, int]) -> dict:

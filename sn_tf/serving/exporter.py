@@ -43,7 +43,7 @@ The serving signature ``serve`` (also the SavedModel signature of that name):
   (logits) and ``sdf`` (pixels) ``[B, H, W, 1]``; DetectNet ``coverage`` ``[B, h, w, 1]`` and
   ``bbox`` ``[B, h, w, 4]``, plus ``orient`` ``[B, h, w, 3]`` for an oriented DetectNet
   (BUILD_NOTES.md section 1; listed in export_info.json). Training-only outputs
-  (:data:`TRAINING_ONLY_OUTPUTS`: DetectNet's auxiliary ``interior``) are not served, and
+  (the family's ``training_only_outputs``: DetectNet's auxiliary ``interior``) are not served, and
   the graph does not compute them. Turn them into polygons with
   ``sn_tf.head.polygons.outputs_to_buildings`` and ``ModelInfo.postprocess``.
 
@@ -65,6 +65,7 @@ import sys
 import numpy as np
 
 from sn_tf.training import model_dir as md
+from sn_tf.utils import families
 
 SERVE = "serve"
 #: The same function with a float32 input, for clients that cannot send uint16 (TF Serving's
@@ -97,14 +98,10 @@ def normalization(info: md.ModelInfo) -> tuple[np.ndarray, np.ndarray]:
     return coefficients_from_mean_std(info.mean, np.where(std > 0, std, 1.0))
 
 
-#: Outputs that only train the model (auxiliary losses); the serving signature leaves them
-#: out, so serving does not compute them.
-TRAINING_ONLY_OUTPUTS = {"fcn": (), "detectnet": ("interior",)}
-
-
 def served_outputs(model, info: md.ModelInfo) -> list[str]:
     """Names of the model's outputs that ``serve`` returns (all but the training-only ones)."""
-    return [n for n in model.output_names if n not in TRAINING_ONLY_OUTPUTS[info.kind]]
+    only_training = families.get(info.kind).training_only_outputs
+    return [n for n in model.output_names if n not in only_training]
 
 
 def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
@@ -121,8 +118,10 @@ def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
     def fail(problem: str):
         raise ExportError(f"{where}: wrong model info: {problem}")
 
-    if info.kind not in ("fcn", "detectnet"):
-        fail(f"kind {info.kind!r} is not 'fcn' or 'detectnet'")
+    try:
+        family = families.get(info.kind)
+    except families.FamilyError as err:
+        fail(str(err))
     types = list(info.image_types or [])
     if not types or len(set(types)) != len(types):
         fail(f"image_types must be a non-empty list without duplicates, got {types!r}")
@@ -145,9 +144,10 @@ def check_model_info(info: md.ModelInfo, where: str = md.MODEL_INFO) -> None:
         fail(f"std must be >= 0, got {info.std!r}")
     if not isinstance(info.stride, int) or info.stride < 1:
         fail(f"stride must be a positive integer, got {info.stride!r}")
-    if info.kind == "detectnet" and info.stride % 16:
-        fail(f"a DetectNet input must be padded to a multiple of 16, got stride {info.stride}")
-    if info.kind == "detectnet" and info.cell_size is not None:
+    if family.input_multiple and info.stride % family.input_multiple:
+        fail(f"a {family.name} input must be padded to a multiple of {family.input_multiple}, "
+             f"got stride {info.stride}")
+    if family.cell_size is not None and info.cell_size is not None:
         from sn_tf.input.cells import check_cell_size
 
         try:
@@ -303,7 +303,8 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
         raise ExportError(f"{checkpoint_path}: the model takes {channels} input channels but "
                           f"model_info.json describes {info.num_bands} "
                           f"({', '.join(f'{t}: {info.bands[t]}' for t in info.image_types)})")
-    need = {"fcn": {"footprint", "sdf"}, "detectnet": {"coverage", "bbox"}}[info.kind]
+    family = families.get(info.kind)
+    need = set(family.head_outputs)
     missing = need - set(model.output_names)
     if missing:
         raise ExportError(f"{checkpoint_path}: model outputs {sorted(model.output_names)} lack "
@@ -316,7 +317,7 @@ def _check_model(model, info: md.ModelInfo, checkpoint_path) -> None:
         raise ExportError(f"{checkpoint_path}: the model has an 'orient' output (oriented "
                           f"DetectNet) but model_info.json's postprocess grouping is "
                           f"{grouping!r}; oriented outputs need one of {ORIENTED_GROUPINGS}")
-    if info.kind == "detectnet":
+    if not family.full_resolution:
         _check_cell_size(model, info, checkpoint_path)
 
 

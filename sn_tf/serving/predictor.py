@@ -40,6 +40,7 @@ from sn_tf.serving.sources import (ArrayImage, GeoTiffImage, ImageSource, Predic
                                    find_images)
 from sn_tf.serving.windows import _ceil_div, _RowAccumulator, _shape_batches, ramp, window_grid
 from sn_tf.training.model_dir import ModelInfo
+from sn_tf.utils import families
 
 
 WINDOW = 512
@@ -52,10 +53,6 @@ OVERLAY_MAX_SIZE = 4096
 # 64 MiB holds a full row of 256-px blocks of such a scene up to ~16,000 px wide (what the
 # overlapping window rows re-read).
 GDAL_CACHE_BYTES = 64 * 2 ** 20
-HEAD_OUTPUTS = {"fcn": ("footprint", "sdf"), "detectnet": ("coverage", "bbox")}
-# Outputs the head uses when the exported model has them (export_info.json
-# signature.outputs): the FCN's contact and interior logits, an oriented DetectNet's orient.
-OPTIONAL_HEAD_OUTPUTS = {"fcn": ("contact", "interior"), "detectnet": ("orient",)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -68,8 +65,8 @@ class Predictor:
     Attributes: ``info`` (ModelInfo), ``kind``, ``stride`` (input multiple of the model),
     ``dtype`` (numpy dtype of the serving input), ``params`` (post-processing parameters,
     ``ModelInfo.postprocess`` over the head's defaults), ``outputs`` (names the polygon head
-    needs: ``HEAD_OUTPUTS``, plus the ``OPTIONAL_HEAD_OUTPUTS`` the export's signature lists
-    in export_info.json), ``grid_stride`` (pixels per output cell: 1 for the FCN, the
+    needs: the family's ``head_outputs``, plus those of its ``optional_head_outputs`` the
+    export's signature lists in export_info.json; ``sn_tf.utils.families``), ``grid_stride`` (pixels per output cell: 1 for the FCN, the
     DetectNet's ``ModelInfo.cell_size``, 16 or 8).
     """
 
@@ -81,8 +78,9 @@ class Predictor:
         self.dtype = np.dtype(serving_dtype(self.info))
         self.params = polygons.postprocess_params(self.kind, self.info.postprocess)
         served = set(self.export_info.get("signature", {}).get("outputs", ()))
-        self.outputs = HEAD_OUTPUTS[self.kind] + tuple(
-            name for name in OPTIONAL_HEAD_OUTPUTS[self.kind] if name in served)
+        self.family = families.get(self.kind)
+        self.outputs = self.family.head_outputs + tuple(
+            name for name in self.family.optional_head_outputs if name in served)
         self.grid_stride = self.info.grid_cell_size()
 
     @property
@@ -218,7 +216,7 @@ class _FcnStrips:
     def add(self, strip: dict[str, np.ndarray], final: bool) -> None:
         """Append a strip {"footprint", "sdf"[, "contact"]: float32 [n, W, 1]} and emit what
         is complete."""
-        names = HEAD_OUTPUTS["fcn"] + OPTIONAL_HEAD_OUTPUTS["fcn"]
+        names = families.FCN.head_outputs + families.FCN.optional_head_outputs
         strip = {k: v for k, v in strip.items() if k in names}
         if self.pending is None:
             self.pending = strip
@@ -251,7 +249,7 @@ class _FcnStrips:
 def buildings_from_strips(predictor: Predictor, strips: Iterable, image_id: str,
                           height: int, width: int) -> list:
     """Building records (pixel coordinates) from :func:`iter_stitched_rows` strips."""
-    if predictor.kind == "fcn":
+    if predictor.family is families.FCN:  # streamed by rows (full resolution)
         head = _FcnStrips(image_id, width, predictor.params)
         for _, y1, strip in strips:
             head.add(strip, final=y1 >= height)

@@ -21,6 +21,8 @@ import dataclasses
 import json
 import pathlib
 
+from sn_tf.utils import families
+
 MODEL_INFO = "model_info.json"
 CONFIG = "config.json"
 LAST = "checkpoints/last.keras"
@@ -43,7 +45,7 @@ class ModelInfo:
     height and width must be multiples of it (the serving function pads).  postprocess:
     parameters of the shared polygon head (e.g. threshold, min_area, sdf_level for the FCN;
     coverage threshold, grouping, group threshold, eps, nms_iou, rect_gate, min_height,
-    max_boxes for DetectNet; ``polygons.DEFAULT_POSTPROCESS`` fills keys an older file lacks).
+    max_boxes for DetectNet; the family's ``postprocess`` (``sn_tf.utils.families``) fills keys an older file lacks).
     recipe: the recipe name (e.g. "fcn").  versions: package versions at training time.
     normalizes_input: True when the model's first layers normalise raw bands themselves
     (trained on ``image_dtype="raw"`` batches): feed it raw values cast to float32 and pad
@@ -83,11 +85,10 @@ class ModelInfo:
     def grid_cell_size(self) -> int:
         """Pixels per cell of the model's outputs: 1 for the FCN (full resolution), the
         DetectNet ``cell_size`` (16 when the model info predates it)."""
-        from sn_tf.input.cells import DEFAULT_CELL_SIZE
-
-        if self.kind != "detectnet":
+        default = families.get(self.kind).cell_size
+        if default is None:
             return 1
-        return DEFAULT_CELL_SIZE if self.cell_size is None else int(self.cell_size)
+        return default if self.cell_size is None else int(self.cell_size)
 
     def save(self, directory) -> pathlib.Path:
         """Write ``model_info.json`` into ``directory``."""

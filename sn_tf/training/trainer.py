@@ -36,6 +36,7 @@ from sn_tf.head import detections, polygons
 from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet import scoring
 from sn_tf.training import model_dir as md
+from sn_tf.utils import families
 from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
@@ -50,15 +51,10 @@ from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 from sn_tf.training import tuning  # noqa: E402
 
-TARGET_OF = {"fcn": "segmentation", "detectnet": "detection"}
-
-
 def _target(config: dict) -> str:
-    """Pipeline target of a recipe: "oriented_detection" for an oriented DetectNet."""
-    kind = config["model"]["kind"]
-    if kind == "detectnet" and config["model"].get("oriented"):
-        return "oriented_detection"
-    return TARGET_OF[kind]
+    """Pipeline target of a recipe (its family's; "oriented_detection" for an oriented
+    DetectNet)."""
+    return families.get(config["model"]["kind"]).target_for(config["model"])
 
 
 class ConfigError(ValueError):
@@ -101,24 +97,29 @@ class Setup:
         return dataclasses.replace(cfg, gain=0.0, offset_std=0.0, noise_std=0.0), radiometric
 
     @property
+    def family(self) -> families.Family:
+        """The model family (``sn_tf.utils.families``)."""
+        return families.get(self.kind)
+
+    @property
     def contact_output(self) -> bool:
         """True when the model has a ``contact`` output (FCN ``model.contact``)."""
-        return self.kind == "fcn" and bool(self.config["model"].get("contact", False))
+        return "contact" in self.family.optional_head_outputs and \
+            bool(self.config["model"].get("contact", False))
 
     @property
     def interior_output(self) -> bool:
         """True when the model has an ``interior`` output (FCN ``model.interior``, DetectNet
         ``model.aux_interior``: trained against ``data.interior_level``)."""
-        key = "interior" if self.kind == "fcn" else "aux_interior"
-        return bool(self.config["model"].get(key, False))
+        return bool(self.config["model"].get(self.family.interior_key, False))
 
     @property
     def cell_size(self) -> int | None:
         """DetectNet pixels per output cell (``model.cell_size``, ``sn_tf.input.cells``; the
         model's default 16 when the recipe does not set it); None for the FCN."""
-        if self.kind != "detectnet":
+        if self.family.cell_size is None:
             return None
-        return int(self.config["model"].get("cell_size", DEFAULT_CELL_SIZE))
+        return int(self.config["model"].get("cell_size", self.family.cell_size))
 
     @property
     def num_bands(self) -> int:
@@ -151,8 +152,10 @@ def resolve(config: dict, data_dir) -> Setup:
     """Check a recipe against a converted dataset; clear ``ConfigError`` on any mismatch."""
     info = load_info(data_dir)
     kind = config["model"]["kind"]
-    if kind not in modeling.MODEL_KINDS:
-        raise ConfigError(f"model.kind {kind!r} unknown; known: {modeling.MODEL_KINDS}")
+    try:
+        families.get(kind)
+    except families.FamilyError as err:
+        raise ConfigError(f"model.kind: {err}") from None
     data = config["data"]
     known = info["feature_spec"]["image_types"]
     types = list(data["image_types"])
@@ -212,7 +215,7 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
     grouping (``detections.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
     version >= 3; older data is refused, not trained axis-aligned); a plain one must not
     set ``loss.orient_weight``."""
-    if config["model"]["kind"] != "detectnet":
+    if families.get(config["model"]["kind"]).oriented_target is None:
         return
     oriented = bool(config["model"].get("oriented", False))
     has_loss = config["loss"].get("orient_weight") is not None
@@ -240,11 +243,12 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
 def _check_detectnet_grid(config: dict, crop: int) -> None:
     """A DetectNet's ``model.cell_size`` must be one the model builds (``sn_tf.input.cells``) and
     divide ``data.crop_size``; ``model.aux_interior`` needs ``data.interior_level``."""
-    if config["model"]["kind"] != "detectnet":
+    family = families.get(config["model"]["kind"])
+    if family.cell_size is None:
         return
     m = config["model"]
     try:
-        cell = check_cell_size(m.get("cell_size", DEFAULT_CELL_SIZE), "model.cell_size")
+        cell = check_cell_size(m.get("cell_size", family.cell_size), "model.cell_size")
     except ValueError as err:
         raise ConfigError(str(err)) from None
     if crop % cell:
@@ -309,7 +313,7 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,
         **_data_kwargs(setup, d["train_split"]))
-    if setup.kind == "fcn" and setup.config["model"].get("sdf_bins"):
+    if setup.config["model"].get("sdf_bins"):  # an FCN with the discretised distance
         ds = ds.map(modeling.with_sdf_bins_target)
     return ds
 
@@ -539,8 +543,6 @@ def build_model(setup: Setup):
     has gain/offset/noise, jitters them in training.
     """
     m = {k: v for k, v in setup.config["model"].items() if k != "kind"}
-    if setup.kind == "detectnet" and "blocks" in m:
-        m["blocks"] = tuple(m["blocks"])
     model = modeling.build_model(setup.kind, setup.num_bands, **m)
     if not setup.raw_input:
         return model
@@ -552,15 +554,9 @@ def build_model(setup: Setup):
 
 def _loss_kwargs(setup: Setup) -> dict:
     """Keyword arguments of ``modeling.losses_for`` for the recipe's ``loss`` section."""
-    l = setup.config["loss"]
-    kw = dict(sdf_truncation=setup._sdf_truncation(),
-              sdf_bins=setup.config["model"].get("sdf_bins"), **l) if setup.kind == "fcn" \
-        else dict(**l)
-    if setup.kind == "fcn":
-        kw.update(contact=setup.contact_output, interior=setup.interior_output)
-    else:
-        kw.update(interior=setup.interior_output)
-    return kw
+    return dict(setup.config["loss"], sdf_truncation=setup._sdf_truncation(),
+                sdf_bins=setup.config["model"].get("sdf_bins"),
+                contact=setup.contact_output, interior=setup.interior_output)
 
 
 def training_losses(setup: Setup) -> dict:

@@ -28,6 +28,7 @@ import time
 
 from sn_tf.training import model_dir as md
 from sn_tf.head import polygons
+from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.spacenet.buildings import Building
 from sn_tf.spacenet import scoring
 
@@ -89,7 +90,7 @@ class SearchResult:
 
 
 
-def search(kind: str, outputs: list, truth: dict, cands: list[dict], cell_size: int = 16,
+def search(kind: str, outputs: list, truth: dict, cands: list[dict], cell_size: int = DEFAULT_CELL_SIZE,
            tolerance: float = SCORE_TOLERANCE) -> SearchResult:
     """Score each candidate on predicted ``outputs`` of one split and choose one.
 

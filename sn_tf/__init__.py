@@ -8,6 +8,8 @@ Public names are imported lazily so that ``import sn_tf`` (and CLIs such as
     sn_tf.score_polygons(truth, proposals)   -> SpaceNet precision / recall / F1
     sn_tf.load_model(path, compile=True)     -> any Keras checkpoint sn_tf wrote (registers
                                                 sn_tf's custom classes first; sn_tf.training.checkpoints)
+    sn_tf.SnTfError                          -> base of every error about the user's input,
+                                                data, flags or configuration (sn_tf.utils.errors)
     sn_tf.keep_freed_memory()                -> glibc malloc keeps freed memory (~30 % more
                                                 training crops per CPU-second; sn_tf.utils.malloc)
 """
@@ -24,6 +26,7 @@ _LAZY = {
     "score_polygons": "sn_tf.spacenet.scoring",
     "load_model": "sn_tf.training.checkpoints",
     "register_keras_objects": "sn_tf.training.checkpoints",
+    "SnTfError": "sn_tf.utils.errors",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

@@ -33,6 +33,8 @@ import warnings
 
 from absl import app, flags
 
+from sn_tf.utils.errors import SnTfError
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("raster", None, "Model-output raster (GeoTIFF or any GDAL raster).")
 flags.DEFINE_integer("band", 1, "Band of --raster to polygonise (1-based).")
@@ -57,7 +59,7 @@ flags.DEFINE_enum("nan", "fill", ["fill", "background"], "NaN / nodata pixels: '
 flags.DEFINE_string("output", None, "Output FILE.geojson (or .json) or FILE.csv.")
 
 
-class CliError(Exception):
+class CliError(SnTfError):
     """An input problem reported as one line on stderr."""
 
 

@@ -48,12 +48,10 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sn_tf.serving.exporter import ExportError
 from sn_tf.serving.predictor import (BATCH_SIZE, OVERLAP, OVERLAY_MAX_SIZE, WINDOW, Predictor,
                                      predict_images, predict_tfrecords)
 from sn_tf.serving.sources import PredictError, TruthSource
 from sn_tf.serving.writers import read_truth, score, score_dir, write_predictions, write_score
-from sn_tf.spacenet import geo, layout
 
 
 def _fail(message: str) -> None:
@@ -105,7 +103,7 @@ def main(argv) -> None:
 
     from absl import flags
 
-    from sn_tf.spacenet.buildings import SpaceNetFormatError
+    from sn_tf.utils.errors import SnTfError
 
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -113,8 +111,7 @@ def main(argv) -> None:
     logging.getLogger("rasterio").setLevel(logging.CRITICAL)
     try:
         print(run(flags.FLAGS))
-    except (PredictError, ExportError, geo.DataError, layout.LayoutError, SpaceNetFormatError,
-            ValueError, OSError) as err:
+    except (SnTfError, ValueError, OSError) as err:  # ValueError, OSError: from the libraries
         _fail(str(err))
 
 

@@ -58,7 +58,8 @@ def main(argv):
         print(f"sn_tf.train: unexpected arguments {argv[1:]}", file=sys.stderr)
         return 2
     from sn_tf.utils.malloc import keep_freed_memory
-    from sn_tf.training.recipes import RecipeError, apply_overrides, load_recipe
+    from sn_tf.training.recipes import apply_overrides, load_recipe
+    from sn_tf.utils.errors import SnTfError
 
     keep_freed_memory()  # the input pipeline reuses its record and batch memory
     try:
@@ -72,10 +73,7 @@ def main(argv):
         else:
             summary = trainer.train(config, FLAGS.data_dir, FLAGS.model_dir,
                                      trainer.choose_strategy(FLAGS.strategy))
-    except (RecipeError, FileNotFoundError) as exc:
-        print(f"sn_tf.train: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:  # ConfigError and the pipeline's configuration errors
+    except (SnTfError, FileNotFoundError, ValueError) as exc:  # ValueError: the pipeline's checks
         print(f"sn_tf.train: error: {exc}", file=sys.stderr)
         return 1
     best = summary["best_val"]

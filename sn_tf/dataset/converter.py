@@ -45,6 +45,7 @@ from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.dataset.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
+from sn_tf.utils.errors import SnTfError
 
 INFO_FILE = "dataset_info.json"
 WORK_DIR = ".sn_tf_work"
@@ -52,7 +53,7 @@ EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 DEFAULT_SPLITS = (("train", 0.8), ("val", 0.2))
 
 
-class ConvertError(Exception):
+class ConvertError(SnTfError):
     """The conversion cannot start (bad input folder, output folder in use, bad options)."""
 
 

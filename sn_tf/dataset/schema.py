@@ -42,6 +42,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from sn_tf.utils.errors import SnTfError
+
 SCHEMA_VERSION = 3
 KNOWN_SCHEMA_VERSIONS = (1, 2, 3)
 # Version 2 adds the payload offsets (``image/<type>/payload_offset``,
@@ -120,7 +122,7 @@ TF_DECODABLE_DTYPES = (
 )
 
 
-class SchemaError(ValueError):
+class SchemaError(SnTfError, ValueError):
     """An example does not follow this schema (unknown version, missing key, bad value)."""
 
 

@@ -36,6 +36,8 @@ from typing import ClassVar
 import google_crc32c
 import numpy as np
 
+from sn_tf.utils.errors import SnTfError
+
 _MASK_DELTA = 0xA282EAD8
 COALESCE_BELOW = 64 << 10  # consecutive smaller buffers are joined into one
 STAGE_BYTES = 4 << 20  # O_DIRECT writes: a multiple of every device block size
@@ -44,7 +46,7 @@ _IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 _warned = False
 
 
-class TFRecordError(Exception):
+class TFRecordError(SnTfError):
     """A TFRecord file is truncated or fails its CRC check; ``str()`` names file and offset."""
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from sn_tf.spacenet import geo
 from sn_tf.dataset import labels, schema
 from sn_tf.spacenet.layout import LABEL_GRID_PRIORITY, TileSource
+from sn_tf.utils.errors import SnTfError
 
 # distance and sdf are built in their stored dtype (float16): the same values as casting
 # float32 layers when encoding, at a fraction of the cost (labels.compute_labels)
@@ -24,7 +25,7 @@ _LABEL_FLOAT = (schema.LABEL_DTYPES["distance"]
                 if schema.LABEL_DTYPES["distance"] == schema.LABEL_DTYPES["sdf"] else "float32")
 
 
-class TileSkipped(Exception):
+class TileSkipped(SnTfError):
     """The tile cannot be converted; ``str()`` names the file and the problem."""
 
 

@@ -66,6 +66,7 @@ import numpy as np
 
 from sn_tf.training import model_dir as md
 from sn_tf.utils import families
+from sn_tf.utils.errors import SnTfError
 
 SERVE = "serve"
 #: The same function with a float32 input, for clients that cannot send uint16 (TF Serving's
@@ -76,7 +77,7 @@ EXPORT_FORMAT = "sn_tf.export/1"
 SAVED_MODEL_PB = "saved_model.pb"
 
 
-class ExportError(Exception):
+class ExportError(SnTfError):
     """A problem with a model dir, checkpoint, model_info.json or export dir (names the file)."""
 
 

@@ -30,13 +30,14 @@ from sn_tf.spacenet import geo, layout
 from sn_tf.spacenet.buildings import Building, tile_id_from_name
 from sn_tf.serving.windows import _ceil_div
 from sn_tf.training.model_dir import ModelInfo
+from sn_tf.utils.errors import SnTfError
 
 
 GEOJSON_SUFFIXES = (".geojson", ".json")
 TIFF_SUFFIXES = (".tif", ".tiff")
 
 
-class PredictError(Exception):
+class PredictError(SnTfError):
     """An input problem (names the file or image and the problem)."""
 
 

@@ -25,6 +25,7 @@ import shapely
 from shapely.geometry import Polygon
 
 from sn_tf.spacenet.geo import pixel_to_map, polygon_parts
+from sn_tf.utils.errors import SnTfError
 
 # SpaceNet tile id inside a file name, e.g. "RGB-PanSharpen_AOI_5_Khartoum_img924.tif".
 TILE_ID_RE = re.compile(r"AOI_\d+_[A-Za-z]+_img\d+")
@@ -260,7 +261,7 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
 # Readers
 
 
-class SpaceNetFormatError(ValueError):
+class SpaceNetFormatError(SnTfError, ValueError):
     """A truth/proposal file cannot be read; the message names the file and line/feature."""
 
 
@@ -569,7 +570,7 @@ METRES_PER_DEGREE = 6378137.0 * math.pi / 180.0
 DEFAULT_GSD = 0.3
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(SnTfError, ValueError):
     """Truth and proposals cannot be compared (e.g. pixel vs map coordinates)."""
 
 

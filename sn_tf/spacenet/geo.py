@@ -20,10 +20,12 @@ import numpy as np
 import shapely
 from affine import Affine
 
+from sn_tf.utils.errors import SnTfError
+
 IDENTITY_GDAL = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
 
-class DataError(Exception):
+class DataError(SnTfError):
     """A problem with one input file; ``str()`` names the file and the problem."""
 
     def __init__(self, path, problem: str):

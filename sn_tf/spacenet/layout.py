@@ -25,6 +25,8 @@ import dataclasses
 import pathlib
 import re
 
+from sn_tf.utils.errors import SnTfError
+
 SN2_IMAGE_TYPES = ("PAN", "MUL", "MUL-PanSharpen", "RGB-PanSharpen")
 RIO_IMAGE_TYPES = ("3band", "8band")
 ALL_IMAGE_TYPES = SN2_IMAGE_TYPES + RIO_IMAGE_TYPES
@@ -46,7 +48,7 @@ _RIO_TOP_KNOWN_DIRS = {"3-Band", "8-band", _RIO_ROOT}
 _H5_RE = re.compile(r"^(?P<city>.+)_(?P<bands>\d+)_band_label_layers\.h5$", re.IGNORECASE)
 
 
-class LayoutError(ValueError):
+class LayoutError(SnTfError, ValueError):
     """The data directory holds no SpaceNet layout sn_tf recognises."""
 
 

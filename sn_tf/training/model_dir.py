@@ -22,6 +22,7 @@ import json
 import pathlib
 
 from sn_tf.utils import families
+from sn_tf.utils.errors import SnTfError
 
 MODEL_INFO = "model_info.json"
 CONFIG = "config.json"
@@ -116,7 +117,7 @@ class ModelInfo:
 MODEL_KEYS = ("data.image_types", "data.bands", "model")
 
 
-class ModelDirError(ValueError):
+class ModelDirError(SnTfError, ValueError):
     """The model directory cannot be used (a file, or it holds another model)."""
 
 

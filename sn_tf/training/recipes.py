@@ -19,11 +19,13 @@ import json
 import pathlib
 import pkgutil
 
+from sn_tf.utils.errors import SnTfError
+
 SECTIONS = ("model", "data", "loss", "train", "postprocess")
 SHIPPED_PACKAGE = "sn_tf.configs"  # the recipes shipped with sn_tf, loadable by name
 
 
-class RecipeError(ValueError):
+class RecipeError(SnTfError, ValueError):
     """A recipe cannot be loaded, or an override does not fit it."""
 
 

@@ -50,6 +50,8 @@ from sn_tf.input.plan import IMAGE_DTYPES  # noqa: E402
 from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 from sn_tf.training import tuning  # noqa: E402
+from sn_tf.utils.errors import SnTfError  # noqa: E402
+
 
 def _target(config: dict) -> str:
     """Pipeline target of a recipe (its family's; "oriented_detection" for an oriented
@@ -57,7 +59,7 @@ def _target(config: dict) -> str:
     return families.get(config["model"]["kind"]).target_for(config["model"])
 
 
-class ConfigError(ValueError):
+class ConfigError(SnTfError, ValueError):
     """The recipe does not fit the data (bands absent, crop not a multiple of the stride...)."""
 
 

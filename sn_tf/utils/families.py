@@ -27,8 +27,10 @@ import importlib
 import types
 from typing import Any, Mapping
 
+from sn_tf.utils.errors import SnTfError
 
-class FamilyError(ValueError):
+
+class FamilyError(SnTfError, ValueError):
     """An unknown model family (``model.kind`` / ``ModelInfo.kind``)."""
 
 

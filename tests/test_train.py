@@ -421,3 +421,33 @@ def test_import_sn_tf_then_load_model_reads_every_checkpoint_kind(tfr, tmp_path)
                        timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "fcn ok" in r.stdout and "detectnet ok" in r.stdout
+
+
+def test_averaged_weights_swap_in_the_moving_average_and_back():
+    """train.ema_momentum: validation sees the optimizer's moving average of the weights,
+    training goes on from the raw weights."""
+    import keras
+
+    from sn_tf.training.trainer import averaged_weights
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.AdamW(0.1, use_ema=True, ema_momentum=0.5),
+                  loss="mse")
+    x, y = np.random.rand(32, 3).astype("float32"), np.random.rand(32, 2).astype("float32")
+    model.train_on_batch(x, y)
+    model.train_on_batch(x, y)
+    raw = [w.copy() for w in model.get_weights()]
+    averages = [v.numpy() for v in model.optimizer._model_variables_moving_average]
+    assert not all(np.allclose(a, r) for a, r in zip(averages, raw))
+    with averaged_weights(model):
+        for w, a in zip(model.get_weights(), averages):
+            np.testing.assert_array_equal(w, a)
+    for w, r in zip(model.get_weights(), raw):
+        np.testing.assert_array_equal(w, r)
+    plain = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    plain.compile(optimizer="adam", loss="mse")
+    before = [w.copy() for w in plain.get_weights()]
+    with averaged_weights(plain):  # without EMA the block changes nothing
+        for w, b in zip(plain.get_weights(), before):
+            np.testing.assert_array_equal(w, b)

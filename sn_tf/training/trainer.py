@@ -504,10 +504,21 @@ def _optimizer(setup: Setup, steps_per_epoch: int):
     schedule = keras.optimizers.schedules.CosineDecay(
         lr / 10 if warmup else lr, decay_steps=total - warmup, alpha=0.05,
         warmup_target=lr if warmup else None, warmup_steps=warmup)
-    ema = t.get("ema_momentum")
+    ema = ema_momentum(t.get("ema_momentum"), total)
     return keras.optimizers.AdamW(schedule, weight_decay=float(t.get("weight_decay", 0.0)),
                                   clipnorm=None, use_ema=ema is not None,
-                                  ema_momentum=float(ema) if ema is not None else 0.99)
+                                  ema_momentum=0.99 if ema is None else ema)
+
+
+def ema_momentum(momentum, total_steps: int) -> float | None:
+    """``train.ema_momentum`` for a run of ``total_steps`` steps: capped at
+    ``1 - 5 / total_steps`` so the average spans at most about the last fifth of the run
+    (Keras starts it from the first step's weights, without bias correction: a short run,
+    e.g. a test's few epochs, would otherwise validate weights close to the initial ones).
+    None: no moving average."""
+    if momentum is None:
+        return None
+    return float(min(float(momentum), max(0.0, 1.0 - 5.0 / max(1, total_steps))))
 
 
 @contextlib.contextmanager

@@ -400,10 +400,9 @@ def _tile_parts(tile: layout.TileSource, opts: TileOptions, cfg: ConvertConfig):
 
 def _write_problem(exc: OSError, path) -> str:
     """One line for an error writing the output: the path, the system's message, a hint."""
-    hint = {errno.ENOSPC: "the disk is full: free space, then run again with --resume",
-            errno.EDQUOT: "disk quota exceeded: free space, then run again with --resume",
-            errno.EROFS: "read-only file system", errno.EACCES: "permission denied"}
-    text = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free space, then run again with --resume",
+            errno.EDQUOT: "free space, then run again with --resume"}
+    text = os.strerror(exc.errno) if exc.errno else str(exc)  # the writer's strerror names
     return f"{path}: cannot write ({text}){'; ' + hint[exc.errno] if exc.errno in hint else ''}"
 
 

@@ -25,10 +25,17 @@ Rules:
   unknown image types, label grids or ``resample_to``, sizes <= 0, ``num_workers`` < 1.
 * Every tile is checked against the dataset's contract before it is written: one dtype,
   band count and size per image type, fixed by the majority of the first
-  ``PROBE_TILES`` tiles probed (headers only) in each AOI; non-finite pixels and nodata
-  follow the rule of ``sn_tf.dataset.tiles``. No per-tile problem stops a run: a data
-  problem, and any other exception raised while one tile is built, skips that tile with
-  the reason (exception type, message, where it was raised and the tile's files).
+  ``PROBE_TILES`` tiles probed (headers only) in each AOI; a mismatch skips the tile.
+* Non-finite pixels (NaN, +-inf) are stored as the raster's declared nodata value when it
+  is finite, else as 0, with a note naming the file and count (a declared nodata of NaN is
+  stored as 0); an image with no finite pixel skips the tile; negative values are stored
+  as they are; pixels equal to nodata are left out of the band statistics
+  (``sn_tf.dataset.tiles``).
+* Labels that cannot be read or parsed, with members of the wrong JSON type, an unknown
+  CRS or NaN / infinite coordinates skip the tile (``geo.read_label_geojson``).
+* No per-tile problem stops a run: a data problem, and any other exception raised while
+  one tile is built, skips that tile with the reason (for an exception sn_tf does not
+  know: its type, message, where it was raised and the tile's files).
 * Problems of the whole run (output folder unusable: a file, read-only, disk full; a
   worker process killed) raise ``ConvertError`` with one message naming the path.
 * One writer per output folder: ``convert`` holds an exclusive ``fcntl.flock`` on
@@ -149,7 +156,7 @@ def _check_splits(splits) -> None:
         raise ConvertUsageError("--splits: fractions must sum to more than 0")
 
 
-def check_config(cfg: "ConvertConfig") -> None:
+def check_config(cfg: ConvertConfig) -> None:
     """Raise ``ConvertUsageError`` for options that cannot work (before any file is read).
 
     Image types, label grids and ``resample_to`` must be SpaceNet image types (and, when
@@ -189,7 +196,7 @@ def check_config(cfg: "ConvertConfig") -> None:
             raise ConvertUsageError(f"--{name}={getattr(cfg, name)!r}: one of {list(allowed)}")
 
 
-def _check_against_data(cfg: "ConvertConfig", types) -> None:
+def _check_against_data(cfg: ConvertConfig, types) -> None:
     """Label grids and ``resample_to`` must be among the image types converted."""
     for flag, names in (("label_grids", cfg.label_grids),
                         ("resample_to", [cfg.resample_to] if cfg.resample_to else []),

@@ -438,3 +438,38 @@ def test_resume_notices_an_input_touched_without_a_size_change(tmp_path):
     os.utime(tif, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     again = _run(tmp_path / "d", out, resume=True, splits=(("train", 1.0),))
     assert again.rewritten and again.info["shards_resumed"] == 0
+
+
+def test_without_a_contract_a_shard_still_keeps_one_dtype(tmp_path, monkeypatch):
+    """No header could be probed (simulated): the shard's first tile sets dtype and bands."""
+    aoi = _data(tmp_path / "d", numbers=(1, 2, 3))
+    _rewrite(_tif(aoi, "PAN", 2), np.ones((1, 130, 130)), "float32")
+
+    def unreadable(*args):
+        raise converter.TileSkipped("probe refused")
+
+    monkeypatch.setattr(converter, "probe_image", unreadable)
+    result = _run(tmp_path / "d", tmp_path / "o", splits=(("train", 1.0),))
+    assert result.exit_code == converter.EXIT_SKIPPED
+    why = _reasons(result.info)  # tile 2, or the others if tile 2 is the shard's first
+    assert why and len(why) + len(_tile_ids(tmp_path / "o")) == 3
+    for n, reason in why.items():
+        assert f"{_tif(aoi, 'PAN', n)}: PAN pixels are" in reason
+        assert "where the shard's first PAN tile has" in reason
+
+
+def test_sizes_are_per_aoi_dtype_and_bands_per_dataset(tmp_path):
+    """Two AOIs cut at different sizes both convert; an AOI of another dtype does not."""
+    make_sn2_aoi(tmp_path / "d", aoi="AOI_2_Vegas", numbers=(1, 2), types=TYPES)
+    make_sn2_aoi(tmp_path / "d", aoi="AOI_3_Paris", numbers=(3, 4, 5), types=TYPES, size=200)
+    result = _run(tmp_path / "d", tmp_path / "o")
+    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
+    make_sn2_aoi(tmp_path / "d2", aoi="AOI_2_Vegas", numbers=(1, 2, 3), types=TYPES)
+    make_sn2_aoi(tmp_path / "d2", aoi="AOI_3_Paris", numbers=(4, 5), types=TYPES)
+    paris = tmp_path / "d2" / "AOI_3_Paris_Train" / "PAN"
+    for n in (4, 5):
+        _rewrite(paris / f"PAN_AOI_3_Paris_img{n}.tif", np.ones((1, 130, 130)), "float32")
+    result = _run(tmp_path / "d2", tmp_path / "o2")
+    skipped = {s["tile_id"]: s["reason"] for s in result.info["skipped"]}
+    assert set(skipped) == {"AOI_3_Paris_img4", "AOI_3_Paris_img5"}
+    assert "PAN pixels have dtype float32" in skipped["AOI_3_Paris_img4"]

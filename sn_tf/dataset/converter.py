@@ -23,9 +23,10 @@ Rules:
 
 * Options are checked before anything is read (``check_config``, ``ConvertUsageError``):
   unknown image types, label grids or ``resample_to``, sizes <= 0, ``num_workers`` < 1.
-* Every tile is checked against the dataset's contract before it is written: one dtype,
-  band count and size per image type, fixed by the majority of the first
-  ``PROBE_TILES`` tiles probed (headers only) in each AOI; a mismatch skips the tile.
+* Every tile is checked against the contract before it is written: one dtype and band
+  count per image type in the dataset, one size per image type in each AOI, fixed by the
+  majority of the first ``PROBE_TILES`` tiles probed (headers only) in each AOI
+  (``contract_of``); a mismatch skips the tile.
 * Non-finite pixels (NaN, +-inf) are stored as the raster's declared nodata value when it
   is finite, else as 0, with a note naming the file and count (a declared nodata of NaN is
   stored as 0); an image with no finite pixel skips the tile; negative values are stored
@@ -309,13 +310,32 @@ def _probe_specs(lay: layout.AoiLayout, opts: TileOptions) -> list[tuple[str, Im
     return found
 
 
-def contract_of(specs) -> dict[str, ImageSpec]:
-    """The dataset's contract: per image type, the spec most of the probed tiles have
-    (ties: the first seen), so one odd tile among the first ones cannot set it."""
-    votes: dict[str, collections.Counter] = {}
-    for itype, spec in specs:
-        votes.setdefault(itype, collections.Counter())[spec] += 1
-    return {t: c.most_common(1)[0][0] for t, c in votes.items()}
+def _majority(values):
+    """The most common value (ties: the first seen)."""
+    return collections.Counter(values).most_common(1)[0][0]
+
+
+def contract_of(specs_by_aoi: dict) -> dict[str, dict[str, ImageSpec]]:
+    """The contract, {AOI: {image type: ImageSpec}}, from the probed specs of each AOI.
+
+    dtype and band count are the dataset's (one per image type: the feature spec and the
+    decoder have one); the size is the AOI's, as SpaceNet's challenges cut their AOIs into
+    tiles of different sizes (SN2 650 px, SN3 1300 px, SN4 900 px) and training crops
+    windows. Each is what most of the probed tiles have, so one odd tile among the first
+    ones cannot set it.
+    """
+    kinds: dict[str, list] = {}
+    for specs in specs_by_aoi.values():
+        for itype, spec in specs:
+            kinds.setdefault(itype, []).append((spec.dtype, spec.bands))
+    kind = {t: _majority(v) for t, v in kinds.items()}
+    contract = {}
+    for aoi, specs in specs_by_aoi.items():
+        sizes: dict[str, list] = {}
+        for itype, spec in specs:
+            sizes.setdefault(itype, []).append((spec.height, spec.width))
+        contract[aoi] = {t: ImageSpec(*kind[t], *_majority(v)) for t, v in sizes.items()}
+    return contract
 
 
 def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOptions]]:
@@ -323,7 +343,7 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
     (deterministic)."""
     types = _select_types(layouts, cfg.image_types)
     _check_against_data(cfg, types)
-    options, per_split, tile_bytes, specs = {}, {}, {}, []
+    options, per_split, tile_bytes, specs = {}, {}, {}, {}
     for lay in layouts:
         if not lay.tiles:
             continue
@@ -331,7 +351,7 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
         if not opts.image_types:
             continue
         opts, tile_bytes[lay.name] = _probe(lay, opts)
-        specs += _probe_specs(lay, opts)
+        specs[lay.name] = _probe_specs(lay, opts)
         options[lay.name] = opts
         for t in lay.tiles:
             per_split.setdefault(split_of(t.tile_id, cfg.splits), []).append(t)
@@ -347,8 +367,8 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
             shards.append(ShardPlan(split, i, n, shard_name(cfg.name, split, i, n),
                                     tiles[bounds[i]:bounds[i + 1]]))
     contract = contract_of(specs)
-    options = {name: dataclasses.replace(o, contract=tuple(
-        (t, contract[t]) for t in o.image_types if t in contract)) for name, o in options.items()}
+    options = {name: dataclasses.replace(o, contract=tuple(sorted(contract[name].items())))
+               for name, o in options.items()}
     return shards, options
 
 
@@ -448,6 +468,7 @@ def _write_tiles(shard: ShardPlan, options: dict, tmp: pathlib.Path, cfg: Conver
             status = "ok"
             try:
                 parts, built, notes = _tile_parts(tile, options[tile.aoi], cfg)
+                _check_like_shard(tile, built, record)
             except TileSkipped as exc:
                 record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
                                           "reason": str(exc)})
@@ -461,6 +482,20 @@ def _write_tiles(shard: ShardPlan, options: dict, tmp: pathlib.Path, cfg: Conver
                     _add_stats(stats, built)
             _report(progress, tile.tile_id, status)
     return stats
+
+
+def _check_like_shard(tile: layout.TileSource, built: dict, record: dict) -> None:
+    """Fallback of the contract for types it lacks (no tile's header could be probed):
+    raise ``TileSkipped`` when an image's dtype or band count differs from the shard's
+    first tile of that type (the statistics and the description need one of each)."""
+    for itype, img in built["images"].items():
+        seen = record["image_types"].get(itype)
+        d = img["data"]
+        if seen and (seen["dtype"], seen["bands"]) != (d.dtype.name, d.shape[2]):
+            source = tile.images.get(itype.split("@")[0], tile.tile_id)
+            raise TileSkipped(f"{source}: {itype} pixels are {d.dtype.name}, {d.shape[2]} "
+                              f"band(s) where the shard's first {itype} tile has "
+                              f"{seen['dtype']}, {seen['bands']} band(s)")
 
 
 def _finish_shard(shard: ShardPlan, out: pathlib.Path, tmp: pathlib.Path, stats: dict,

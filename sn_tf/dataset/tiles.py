@@ -9,11 +9,11 @@ converted with what could be read).
 
 The rules (README "Convert"):
 
-* Contract: every image type has one dtype, one band count and one size in the whole
-  dataset (``ImageSpec``; the converter fixes it from the first tiles it probes,
-  ``TileOptions.contract``). A tile whose pixels have another dtype or band count, or a
-  height or width off by more than ``size_tolerance`` (1 %, at least 2 px: SpaceNet 1's
-  Rio tiles are 438 or 439 px wide), is skipped with both specs in the reason.
+* Contract: every image type has one dtype and one band count in the whole dataset and
+  one size in each AOI (``ImageSpec``; the converter fixes it from the first tiles it
+  probes, ``TileOptions.contract``). A tile whose pixels have another dtype or band count,
+  or a height or width off by more than ``size_tolerance`` (1 %, at least 2 px: SpaceNet
+  1's Rio tiles are 438 or 439 px wide), is skipped with both specs in the reason.
 * Non-finite pixels (NaN, +-inf; float rasters only) are stored as the raster's declared
   nodata value when that is finite, else as 0, and the tile gets a note with the count;
   a declared nodata that is itself NaN is stored as 0, so those pixels stay marked as
@@ -136,8 +136,8 @@ def check_contract(images: dict, contract: dict) -> None:
         problem = spec_problem(ImageSpec.of(data), expected)
         if problem:
             raise TileSkipped(
-                f"{header.path}: {itype} pixels have {problem}; the dataset's {itype} tiles "
-                f"are {expected.describe()} (fixed by the first tiles probed)")
+                f"{header.path}: {itype} pixels have {problem}; the {itype} tiles of this "
+                f"AOI are {expected.describe()} (fixed by the first tiles probed)")
 
 
 def replace_non_finite(images: dict, notes: list[str]) -> dict:

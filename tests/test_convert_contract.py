@@ -116,7 +116,7 @@ def mixed(tmp_path_factory):
     rng = np.random.default_rng(1)
     _rewrite(_tif(aoi, "MUL-PanSharpen", 1), rng.random((8, 130, 130)) * 2000, "float32")
     _rewrite(_tif(aoi, "PAN", 2), rng.integers(0, 2048, (3, 130, 130)), "uint16")
-    _rewrite(_tif(aoi, "PAN", 3), rng.integers(0, 2048, (1, 65, 65)), "uint16", size=65)
+    _rewrite(_tif(aoi, "MUL-PanSharpen", 3), rng.integers(0, 2048, (4, 130, 130)), "uint16")
     for n, (edit, _) in LABEL_CORRUPTIONS.items():
         # features 0 must exist: tiles 4..8 have n % 4 >= 1 buildings except 4 and 8
         if n in (4, 8):
@@ -137,9 +137,9 @@ def test_every_bad_tile_is_skipped_naming_its_file(mixed):
     why = _reasons(info)
     assert set(why) == set(range(1, 9)), why
     assert "MUL-PanSharpen_AOI_2_Vegas_img1.tif: MUL-PanSharpen pixels have dtype float32" in why[1]
-    assert "are uint16, 8 band(s), 130x130 px" in why[1]
+    assert "the dataset's MUL-PanSharpen tiles are uint16, 8 band(s)" in why[1]
     assert "PAN_AOI_2_Vegas_img2.tif: PAN pixels have bands 3" in why[2]
-    assert "PAN_AOI_2_Vegas_img3.tif: PAN pixels have size 65x65 px" in why[3]
+    assert "MUL-PanSharpen_AOI_2_Vegas_img3.tif: MUL-PanSharpen pixels have bands 4" in why[3]
     for n, (_, reason) in LABEL_CORRUPTIONS.items():
         assert f"buildings_AOI_2_Vegas_img{n}.geojson: " in why[n] and reason in why[n], why[n]
     assert "SKIPPED 8 tile(s)" in r.stdout
@@ -458,12 +458,17 @@ def test_without_a_contract_a_shard_still_keeps_one_dtype(tmp_path, monkeypatch)
         assert "where the shard's first PAN tile has" in reason
 
 
-def test_sizes_are_per_aoi_dtype_and_bands_per_dataset(tmp_path):
-    """Two AOIs cut at different sizes both convert; an AOI of another dtype does not."""
-    make_sn2_aoi(tmp_path / "d", aoi="AOI_2_Vegas", numbers=(1, 2), types=TYPES)
-    make_sn2_aoi(tmp_path / "d", aoi="AOI_3_Paris", numbers=(3, 4, 5), types=TYPES, size=200)
+def test_sizes_may_vary_dtype_and_bands_may_not(tmp_path):
+    """AOIs cut at different sizes, and a tile of another size, convert (the odd tile with
+    a note); an AOI of another dtype does not."""
+    make_sn2_aoi(tmp_path / "d", aoi="AOI_2_Vegas", numbers=(1, 2, 3), types=TYPES)
+    make_sn2_aoi(tmp_path / "d", aoi="AOI_3_Paris", numbers=(4, 5), types=TYPES, size=200)
+    pan3 = _tif(tmp_path / "d" / "AOI_2_Vegas_Train", "PAN", 3)
+    _rewrite(pan3, np.ones((1, 65, 65)), "uint16", size=65)
     result = _run(tmp_path / "d", tmp_path / "o")
     assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
+    assert f"{pan3}: 65x65 px where this AOI's PAN tiles are 130x130 px" in \
+        [n["note"] for n in result.info["notes"]]
     make_sn2_aoi(tmp_path / "d2", aoi="AOI_2_Vegas", numbers=(1, 2, 3), types=TYPES)
     make_sn2_aoi(tmp_path / "d2", aoi="AOI_3_Paris", numbers=(4, 5), types=TYPES)
     paris = tmp_path / "d2" / "AOI_3_Paris_Train" / "PAN"

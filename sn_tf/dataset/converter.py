@@ -24,9 +24,9 @@ Rules:
 * Options are checked before anything is read (``check_config``, ``ConvertUsageError``):
   unknown image types, label grids or ``resample_to``, sizes <= 0, ``num_workers`` < 1.
 * Every tile is checked against the contract before it is written: one dtype and band
-  count per image type in the dataset, one size per image type in each AOI, fixed by the
-  majority of the first ``PROBE_TILES`` tiles probed (headers only) in each AOI
-  (``contract_of``); a mismatch skips the tile.
+  count per image type in the dataset, fixed by the majority of the first ``PROBE_TILES``
+  tiles probed (headers only) in each AOI (``contract_of``); a mismatch skips the tile.
+  Sizes may vary (the pipeline crops any size); one off its AOI's usual size is a note.
 * Non-finite pixels (NaN, +-inf) are stored as the raster's declared nodata value when it
   is finite, else as 0, with a note naming the file and count (a declared nodata of NaN is
   stored as 0); an image with no finite pixel skips the tile; negative values are stored
@@ -319,10 +319,10 @@ def contract_of(specs_by_aoi: dict) -> dict[str, dict[str, ImageSpec]]:
     """The contract, {AOI: {image type: ImageSpec}}, from the probed specs of each AOI.
 
     dtype and band count are the dataset's (one per image type: the feature spec and the
-    decoder have one); the size is the AOI's, as SpaceNet's challenges cut their AOIs into
-    tiles of different sizes (SN2 650 px, SN3 1300 px, SN4 900 px) and training crops
-    windows. Each is what most of the probed tiles have, so one odd tile among the first
-    ones cannot set it.
+    decoder have one); the usual size is the AOI's (only noted when a tile is off it:
+    SpaceNet's challenges cut tiles of 650, 900 or 1300 px, and training crops windows out
+    of any size). Each is what most of the probed tiles have, so one odd tile among the
+    first ones cannot set it.
     """
     kinds: dict[str, list] = {}
     for specs in specs_by_aoi.values():

@@ -9,11 +9,12 @@ converted with what could be read).
 
 The rules (README "Convert"):
 
-* Contract: every image type has one dtype and one band count in the whole dataset and
-  one size in each AOI (``ImageSpec``; the converter fixes it from the first tiles it
-  probes, ``TileOptions.contract``). A tile whose pixels have another dtype or band count,
-  or a height or width off by more than ``size_tolerance`` (1 %, at least 2 px: SpaceNet
-  1's Rio tiles are 438 or 439 px wide), is skipped with both specs in the reason.
+* Contract: every image type has one dtype and one band count in the whole dataset
+  (``ImageSpec``; the converter fixes it from the first tiles it probes,
+  ``TileOptions.contract``). A tile whose pixels have another dtype or band count is
+  skipped with both specs in the reason. Sizes may differ (the pipeline crops windows out
+  of tiles of any size; Rio's tiles are 438 or 439 px wide): a height or width off the
+  AOI's usual size by more than ``size_tolerance`` (1 %, at least 2 px) is a note.
 * Non-finite pixels (NaN, +-inf; float rasters only) are stored as the raster's declared
   nodata value when that is finite, else as 0, and the tile gets a note with the count;
   a declared nodata that is itself NaN is stored as 0, so those pixels stay marked as
@@ -68,14 +69,17 @@ def size_tolerance(n: int) -> int:
 
 
 def spec_problem(spec: ImageSpec, expected: ImageSpec) -> str | None:
-    """Why ``spec`` breaks the contract ``expected`` (None when it does not)."""
+    """Why ``spec`` breaks the contract ``expected``: dtype or bands (None when it does not)."""
     off = [f"{what} {got}" for what, got, want in
            (("dtype", spec.dtype, expected.dtype), ("bands", spec.bands, expected.bands))
            if got != want]
-    if (abs(spec.height - expected.height) > size_tolerance(expected.height)
-            or abs(spec.width - expected.width) > size_tolerance(expected.width)):
-        off.append(f"size {spec.height}x{spec.width} px")
     return ", ".join(off) or None
+
+
+def size_differs(spec: ImageSpec, expected: ImageSpec) -> bool:
+    """Whether a tile's size is off the usual one by more than ``size_tolerance``."""
+    return (abs(spec.height - expected.height) > size_tolerance(expected.height)
+            or abs(spec.width - expected.width) > size_tolerance(expected.width))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,17 +131,23 @@ def probe_image(tile: TileSource, itype: str, opts: TileOptions) -> ImageSpec:
     return ImageSpec(h.dtype, h.count, h.height, h.width)
 
 
-def check_contract(images: dict, contract: dict) -> None:
-    """Raise ``TileSkipped`` naming the file when an image breaks the dataset's contract."""
+def check_contract(images: dict, contract: dict, notes: list[str]) -> None:
+    """Raise ``TileSkipped`` naming the file when an image breaks the dataset's contract
+    (dtype, bands); a size off the AOI's usual one becomes a note."""
     for itype, (data, header) in images.items():
         expected = contract.get(itype)
         if expected is None:
             continue
-        problem = spec_problem(ImageSpec.of(data), expected)
+        spec = ImageSpec.of(data)
+        problem = spec_problem(spec, expected)
         if problem:
             raise TileSkipped(
-                f"{header.path}: {itype} pixels have {problem}; the {itype} tiles of this "
-                f"AOI are {expected.describe()} (fixed by the first tiles probed)")
+                f"{header.path}: {itype} pixels have {problem}; the dataset's {itype} tiles "
+                f"are {expected.dtype}, {expected.bands} band(s) (fixed by the first tiles "
+                "probed)")
+        if size_differs(spec, expected):
+            notes.append(f"{header.path}: {spec.height}x{spec.width} px where this AOI's "
+                         f"{itype} tiles are {expected.height}x{expected.width} px")
 
 
 def replace_non_finite(images: dict, notes: list[str]) -> dict:
@@ -291,7 +301,7 @@ def build_tile(tile: TileSource, opts: TileOptions) -> tuple[dict, list[str]]:
     Raises ``TileSkipped`` for problems that make the tile unusable.
     """
     images, h5_layers, notes = read_images(tile, opts)
-    check_contract(images, dict(opts.contract))
+    check_contract(images, dict(opts.contract), notes)
     images = replace_non_finite(images, notes)
     check_footprints(tile.tile_id, images)
     grid_of = label_grid_of(images, opts.label_grids)

@@ -6,7 +6,9 @@ The flags and ``main``; the converter itself (how it works: splits, shards, work
 ``--resume``, ``dataset_info.json``) is ``sn_tf.dataset.converter``.
 
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
-dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
+dataset_info.json and printed), 1 for an unusable input or output folder (or one another
+conversion is writing), 2 for bad flags. Errors are one line on stderr naming the path or
+flag, without a traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 
 from sn_tf.dataset import labels, schema
 from sn_tf.dataset.converter import (EXIT_FATAL, EXIT_USAGE, ConvertConfig, ConvertError,
-                                     convert, format_summary)
+                                     ConvertUsageError, convert, format_summary)
 
 
 # ---- CLI -------------------------------------------------------------------------------
@@ -25,9 +27,9 @@ def _parse_splits(text: str):
         pairs = [p.split("=") for p in text.split(",") if p]
         splits = tuple((k.strip(), float(v)) for k, v in pairs)
     except ValueError:
-        raise ConvertError(f"--splits={text!r}: expected e.g. train=0.8,val=0.2") from None
-    if not splits or any(f < 0 for _, f in splits) or sum(f for _, f in splits) <= 0:
-        raise ConvertError(f"--splits={text!r}: fractions must be >= 0 and sum > 0")
+        raise ConvertUsageError(f"--splits={text!r}: expected e.g. train=0.8,val=0.2") from None
+    if not splits or any(not f >= 0 for _, f in splits) or sum(f for _, f in splits) <= 0:
+        raise ConvertUsageError(f"--splits={text!r}: fractions must be >= 0 and sum > 0")
     return splits
 
 
@@ -51,10 +53,20 @@ def main(argv):
             label_encoding=FLAGS.label_encoding, source=FLAGS.source,
             progress=FLAGS.progress and not FLAGS.no_progress, tune_malloc=True)  # a process of its own
         result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
+    except ConvertUsageError as exc:
+        print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except ConvertError as exc:
         print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
         return EXIT_FATAL
+    except OSError as exc:  # e.g. dataset_info.json on a disk that just filled up
+        where = exc.filename or FLAGS.output_dir
+        print(f"sn_tf.convert: error: {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FATAL
     print(format_summary(result.info, FLAGS.output_dir))
+    if result.rewritten:
+        print(f"  written again (input files changed since the earlier run; see the notes): "
+              f"{', '.join(result.rewritten)}")
     return result.exit_code
 
 
@@ -96,8 +108,20 @@ def _define_flags():
     flags.DEFINE_bool("no_progress", False, "Deprecated spelling of --noprogress (still works).")
 
 
+def _parse_flags(argv):
+    """absl's parse, with a flag error (unknown flag, bad value) one line and exit status 2
+    (absl's own handler exits 1, the status of an unusable folder)."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as exc:
+        print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 if __name__ == "__main__":
     from absl import app
 
     _define_flags()
-    app.run(main)
+    app.run(main, flags_parser=_parse_flags)

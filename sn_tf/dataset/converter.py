@@ -11,11 +11,37 @@ How it works:
    ``<name>-<split>.tfrecord-00000-of-000NN``, sized to about ``--shard_size_mb``.
 3. Worker processes (``--num_workers``) each write whole shards, one tile in memory at a
    time, under a temporary name renamed when complete; a per-shard record in
-   ``.sn_tf_work/`` says the shard is done, so ``--resume`` writes only what is missing.
-   Records are framed by ``sn_tf.dataset.tfrecord``: converting never imports TensorFlow.
+   ``.sn_tf_work/`` says the shard is done and which input files (size, mtime_ns) it was
+   made of, so ``--resume`` writes only what is missing, and writes again the shards
+   whose inputs changed since (a note on each changed tile says so). Records are framed
+   by ``sn_tf.dataset.tfrecord``: converting never imports TensorFlow.
 4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
    statistics (train split) per image type, skipped tiles with reasons, notes, command
    line and versions.
+
+Rules:
+
+* Options are checked before anything is read (``check_config``, ``ConvertUsageError``):
+  unknown image types, label grids or ``resample_to``, sizes <= 0, ``num_workers`` < 1.
+* Every tile is checked against the contract before it is written: one dtype and band
+  count per image type in the dataset, fixed by the majority of the first ``PROBE_TILES``
+  tiles probed (headers only) in each AOI (``contract_of``); a mismatch skips the tile.
+  Sizes may vary (the pipeline crops any size); one off its AOI's usual size is a note.
+* Non-finite pixels (NaN, +-inf) are stored as the raster's declared nodata value when it
+  is finite, else as 0, with a note naming the file and count (a declared nodata of NaN is
+  stored as 0); an image with no finite pixel skips the tile; negative values are stored
+  as they are; pixels equal to nodata are left out of the band statistics
+  (``sn_tf.dataset.tiles``).
+* Labels that cannot be read or parsed, with members of the wrong JSON type, an unknown
+  CRS or NaN / infinite coordinates skip the tile (``geo.read_label_geojson``).
+* No per-tile problem stops a run: a data problem, and any other exception raised while
+  one tile is built, skips that tile with the reason (for an exception sn_tf does not
+  know: its type, message, where it was raised and the tile's files).
+* Problems of the whole run (output folder unusable: a file, read-only, disk full; a
+  worker process killed) raise ``ConvertError`` with one message naming the path.
+* One writer per output folder: ``convert`` holds an exclusive ``fcntl.flock`` on
+  ``.sn_tf_work/convert.lock`` for the whole run (released when the process ends, also
+  when it is killed); a second conversion into the folder refuses (``ConvertError``).
 
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
 dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
@@ -23,10 +49,15 @@ dataset_info.json and printed), 1 for an unusable input or output folder, 2 for 
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import dataclasses
 import datetime
+import errno
+import fcntl
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import pathlib
@@ -35,6 +66,7 @@ import queue
 import sys
 import threading
 import time
+import traceback
 from concurrent import futures
 
 import numpy as np
@@ -44,17 +76,24 @@ from sn_tf.spacenet import layout
 from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
-from sn_tf.dataset.tiles import TileOptions, TileSkipped, build_tile, estimate_tile_bytes, shard_count
+from sn_tf.dataset.tiles import (ImageSpec, TileOptions, TileSkipped, build_tile,
+                                 estimate_tile_bytes, probe_image, shard_count)
 from sn_tf.utils.errors import SnTfError
 
 INFO_FILE = "dataset_info.json"
 WORK_DIR = ".sn_tf_work"
+LOCK_FILE = "convert.lock"  # in WORK_DIR: flock'ed by the one conversion writing the folder
+PROBE_TILES = 5  # tiles per AOI whose headers fix the contract (dtype, bands, size)
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 DEFAULT_SPLITS = (("train", 0.8), ("val", 0.2))
 
 
 class ConvertError(SnTfError):
-    """The conversion cannot start (bad input folder, output folder in use, bad options)."""
+    """The conversion cannot run: bad input folder, output folder unusable or in use."""
+
+
+class ConvertUsageError(ConvertError):
+    """The options cannot work (the CLI's exit status 2)."""
 
 
 @dataclasses.dataclass
@@ -83,6 +122,91 @@ class ConvertConfig:
     # None: in spawned workers only, so an in-process (num_workers=1) library caller's
     # allocator is left untouched; True: also in-process (the CLI); False: never
     tune_malloc: bool | None = None
+
+
+# ---- options ---------------------------------------------------------------------------
+RESAMPLE_METHODS = ("nearest", "bilinear", "cubic", "average", "lanczos")
+SOURCES = ("auto", "geotiff", "hdf5")
+
+
+def _positive(name: str, value) -> None:
+    """Raise ``ConvertUsageError`` unless ``value`` is a finite number > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ConvertUsageError(f"--{name}={value!r}: must be a number > 0")
+
+
+def _known_types(flag: str, names) -> None:
+    """Raise ``ConvertUsageError`` for names that are no SpaceNet image type."""
+    unknown = [n for n in names if n not in layout.ALL_IMAGE_TYPES]
+    if unknown:
+        raise ConvertUsageError(f"--{flag}: unknown image type(s) {unknown}; known: "
+                                f"{list(layout.ALL_IMAGE_TYPES)}")
+
+
+def _check_splits(splits) -> None:
+    names = [n for n, _ in splits]
+    if not splits or len(set(names)) != len(names):
+        raise ConvertUsageError(f"--splits: expected distinct split names, got {names}")
+    for name, frac in splits:
+        if not name.isidentifier():
+            raise ConvertUsageError(f"--splits: split name {name!r} must be letters, digits "
+                                    "and underscores")
+        if not isinstance(frac, (int, float)) or not math.isfinite(frac) or frac < 0:
+            raise ConvertUsageError(f"--splits: fraction of {name!r} must be >= 0, got {frac!r}")
+    if sum(f for _, f in splits) <= 0:
+        raise ConvertUsageError("--splits: fractions must sum to more than 0")
+
+
+def check_config(cfg: ConvertConfig) -> None:
+    """Raise ``ConvertUsageError`` for options that cannot work (before any file is read).
+
+    Image types, label grids and ``resample_to`` must be SpaceNet image types (and, when
+    ``image_types`` is given, among them); sizes and ``shard_size_mb`` > 0;
+    ``num_workers`` and ``contact_radius`` integers >= 1; known encodings and methods.
+    """
+    _known_types("image_types", cfg.image_types)
+    _known_types("label_grids", cfg.label_grids)
+    _known_types("resample_types", cfg.resample_types)
+    if cfg.resample_to:
+        _known_types("resample_to", [cfg.resample_to])
+    elif cfg.resample_types:
+        raise ConvertUsageError("--resample_types needs --resample_to")
+    if cfg.image_types:
+        for flag, names in (("label_grids", cfg.label_grids),
+                            ("resample_to", [cfg.resample_to] if cfg.resample_to else []),
+                            ("resample_types", cfg.resample_types)):
+            outside = [n for n in names if n not in cfg.image_types]
+            if outside:
+                raise ConvertUsageError(f"--{flag}: {outside} not among --image_types "
+                                        f"{list(cfg.image_types)}")
+    if not cfg.name or not all(c.isalnum() or c in "_." for c in cfg.name) \
+            or cfg.name.startswith("."):
+        raise ConvertUsageError(f"--name={cfg.name!r}: letters, digits, '_' and '.' only")
+    _check_splits(cfg.splits)
+    _positive("shard_size_mb", cfg.shard_size_mb)
+    _positive("sdf_truncation", cfg.sdf_truncation)
+    for name in ("num_workers", "contact_radius"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or int(value) != value or value < 1:
+            raise ConvertUsageError(f"--{name}={value!r}: must be an integer >= 1")
+    choices = {"resample_method": RESAMPLE_METHODS, "source": SOURCES,
+               "image_encoding": tuple(schema.ENCODINGS),
+               "label_encoding": ("auto", *schema.ENCODINGS)}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ConvertUsageError(f"--{name}={getattr(cfg, name)!r}: one of {list(allowed)}")
+
+
+def _check_against_data(cfg: ConvertConfig, types) -> None:
+    """Label grids and ``resample_to`` must be among the image types converted."""
+    for flag, names in (("label_grids", cfg.label_grids),
+                        ("resample_to", [cfg.resample_to] if cfg.resample_to else []),
+                        ("resample_types", cfg.resample_types)):
+        outside = [n for n in names if n not in types]
+        if outside:
+            raise ConvertUsageError(f"--{flag}: {outside} not among the image types "
+                                    f"converted {list(types)}")
 
 
 # ---- splits and shard names ------------------------------------------------------------
@@ -118,6 +242,7 @@ class ShardPlan:
     num_shards: int
     file: str
     tiles: list  # list[layout.TileSource]
+    notes: list = dataclasses.field(default_factory=list)  # go into the shard's record
 
 
 def _select_types(layouts, requested) -> tuple[str, ...]:
@@ -126,7 +251,8 @@ def _select_types(layouts, requested) -> tuple[str, ...]:
         return tuple(present)
     unknown = [t for t in requested if t not in present]
     if unknown:
-        raise ConvertError(f"image type(s) {unknown} not found; present: {present}")
+        raise ConvertUsageError(f"--image_types: {unknown} not found in the data; present: "
+                                f"{present}")
     return tuple(requested)
 
 
@@ -160,23 +286,65 @@ def _drop_identical_resamples(opts: TileOptions, tile) -> TileOptions:
 
 def _probe(lay: layout.AoiLayout, opts: TileOptions) -> tuple[TileOptions, int]:
     """Finish the AOI's options and estimate bytes per tile from the first readable tile."""
-    from sn_tf.spacenet.geo import DataError
-
     for tile in lay.tiles:
         if not all(x in tile.images for x in opts.image_types):
             continue
         try:
             opts = _drop_identical_resamples(opts, tile)
             return opts, estimate_tile_bytes(tile, opts)
-        except DataError:  # a bad tile: it will be reported when converted
+        except Exception:  # noqa: BLE001 -- a bad tile: it is reported when converted
             continue
     return opts, 1 << 20
 
 
+def _probe_specs(lay: layout.AoiLayout, opts: TileOptions) -> list[tuple[str, ImageSpec]]:
+    """(image type, spec) of the first ``PROBE_TILES`` tiles whose headers all read."""
+    found = []
+    for tile in lay.tiles:
+        try:
+            specs = [(t, probe_image(tile, t, opts)) for t in opts.image_types]
+        except Exception:  # noqa: BLE001 -- a bad tile: it is reported when converted
+            continue
+        found += specs
+        if len(found) >= PROBE_TILES * len(opts.image_types):
+            break
+    return found
+
+
+def _majority(values):
+    """The most common value (ties: the first seen)."""
+    return collections.Counter(values).most_common(1)[0][0]
+
+
+def contract_of(specs_by_aoi: dict) -> dict[str, dict[str, ImageSpec]]:
+    """The contract, {AOI: {image type: ImageSpec}}, from the probed specs of each AOI.
+
+    dtype and band count are the dataset's (one per image type: the feature spec and the
+    decoder have one); the usual size is the AOI's (only noted when a tile is off it:
+    SpaceNet's challenges cut tiles of 650, 900 or 1300 px, and training crops windows out
+    of any size). Each is what most of the probed tiles have, so one odd tile among the
+    first ones cannot set it.
+    """
+    kinds: dict[str, list] = {}
+    for specs in specs_by_aoi.values():
+        for itype, spec in specs:
+            kinds.setdefault(itype, []).append((spec.dtype, spec.bands))
+    kind = {t: _majority(v) for t, v in kinds.items()}
+    contract = {}
+    for aoi, specs in specs_by_aoi.items():
+        sizes: dict[str, list] = {}
+        for itype, spec in specs:
+            sizes.setdefault(itype, []).append((spec.height, spec.width))
+        contract[aoi] = {t: ImageSpec(*kind[t], *_majority(v)) for t, v in sizes.items()}
+    return contract
+
+
 def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOptions]]:
-    """Shards of every split and the per-AOI tile options (deterministic)."""
+    """Shards of every split and the per-AOI tile options, the dataset's contract included
+    (deterministic)."""
     types = _select_types(layouts, cfg.image_types)
-    options, per_split, tile_bytes = {}, {}, {}
+    _check_against_data(cfg, types)
+    options, per_split, tile_bytes, specs = {}, {}, {}, {}
     for lay in layouts:
         if not lay.tiles:
             continue
@@ -184,6 +352,7 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
         if not opts.image_types:
             continue
         opts, tile_bytes[lay.name] = _probe(lay, opts)
+        specs[lay.name] = _probe_specs(lay, opts)
         options[lay.name] = opts
         for t in lay.tiles:
             per_split.setdefault(split_of(t.tile_id, cfg.splits), []).append(t)
@@ -198,6 +367,9 @@ def plan(layouts, cfg: ConvertConfig) -> tuple[list[ShardPlan], dict[str, TileOp
         for i in range(n):
             shards.append(ShardPlan(split, i, n, shard_name(cfg.name, split, i, n),
                                     tiles[bounds[i]:bounds[i + 1]]))
+    contract = contract_of(specs)
+    options = {name: dataclasses.replace(o, contract=tuple(sorted(contract[name].items())))
+               for name, o in options.items()}
     return shards, options
 
 
@@ -213,26 +385,91 @@ def plan_fingerprint(shards, options, cfg: ConvertConfig) -> str:
 
 
 # ---- the worker ------------------------------------------------------------------------
+def tile_files(tile: layout.TileSource) -> list[str]:
+    """Every input file of a tile (GeoTIFFs, label GeoJSON, HDF5 copies), sorted."""
+    files = {str(p) for p in tile.images.values()} | {str(h[0]) for h in tile.h5.values()}
+    if tile.label_path is not None:
+        files.add(str(tile.label_path))
+    return sorted(files)
+
+
+def file_state(path: str):
+    """[size, mtime_ns] of a file, None when it cannot be read by stat."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
+def _unexpected(tile: layout.TileSource, exc: BaseException) -> str:
+    """Skip reason for an exception that is no data problem sn_tf recognised: its type and
+    message, where it was raised (a programming error stays findable), the tile's files."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {pathlib.Path(frames[-1].filename).name}:{frames[-1].lineno} in " \
+            f"{frames[-1].name}" if frames else ""
+    return (f"{tile.tile_id}: unexpected {type(exc).__name__}: {exc}{where} "
+            f"(converting {', '.join(tile_files(tile))})")
+
+
+def _tile_parts(tile: layout.TileSource, opts: TileOptions, cfg: ConvertConfig):
+    """(record parts, tile dict, notes) of one tile. Raises ``TileSkipped`` for a data
+    problem, and for any other exception raised while building this tile (``_unexpected``):
+    no problem of one tile stops the run."""
+    try:
+        built, notes = build_tile(tile, opts)
+        parts = schema.encode_tile_parts(built, cfg.image_encoding, cfg.label_encoding)
+    except TileSkipped:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- the per-tile boundary
+        raise TileSkipped(_unexpected(tile, exc)) from exc
+    return parts, built, notes
+
+
+def _write_problem(exc: OSError, path) -> str:
+    """One line for an error writing the output: the path, the system's message, a hint."""
+    hint = {errno.ENOSPC: "free space, then run again with --resume",
+            errno.EDQUOT: "free space, then run again with --resume"}
+    text = os.strerror(exc.errno) if exc.errno else str(exc)  # the writer's strerror names
+    return f"{path}: cannot write ({text}){'; ' + hint[exc.errno] if exc.errno in hint else ''}"
+
+
 def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfig,
                 progress=None) -> dict:
     """Write one shard (temporary name, renamed when complete) and its work record.
 
     Returns the shard record: tiles written (id, AOI, bytes), skipped tiles with reasons,
-    notes. ``progress`` (a callable or a queue) hears of every finished tile.
+    notes (``shard.notes`` first), and the state (size, mtime_ns) of every input file,
+    taken before it was read. ``progress`` (a callable or a queue) hears of every finished
+    tile. A problem writing the output (disk full, read-only) raises ``ConvertError``
+    naming the file; the temporary shard is removed.
     """
     out = pathlib.Path(out_dir)
-    work = out / WORK_DIR
-    final = out / shard.file
     tmp = out / f"{shard.file}.tmp-{os.getpid()}"
-    stats: dict[str, BandStats] = {}
     record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
-              "notes": [], "bytes": 0, "image_types": {}, "label_grids": {}}
+              "notes": list(shard.notes), "bytes": 0, "image_types": {}, "label_grids": {},
+              "inputs": {}}
+    try:
+        stats = _write_tiles(shard, options, tmp, cfg, record, progress)
+        _finish_shard(shard, out, tmp, stats, record)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise ConvertError(_write_problem(exc, exc.filename or tmp)) from None
+    return record
+
+
+def _write_tiles(shard: ShardPlan, options: dict, tmp: pathlib.Path, cfg: ConvertConfig,
+                 record: dict, progress) -> dict[str, "BandStats"]:
+    """Build and write the shard's tiles into ``tmp``; returns the train split's stats."""
+    stats: dict[str, BandStats] = {}
     with TFRecordWriter(tmp, drop_cache=True, direct=True) as writer:
         for tile in shard.tiles:
+            record["inputs"].update({f: file_state(f) for f in tile_files(tile)})
             status = "ok"
             try:
-                built, notes = build_tile(tile, options[tile.aoi])
-                parts = schema.encode_tile_parts(built, cfg.image_encoding, cfg.label_encoding)
+                parts, built, notes = _tile_parts(tile, options[tile.aoi], cfg)
+                _check_like_shard(tile, built, record)
             except TileSkipped as exc:
                 record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
                                           "reason": str(exc)})
@@ -245,15 +482,35 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
                 if shard.split == "train":
                     _add_stats(stats, built)
             _report(progress, tile.tile_id, status)
+    return stats
+
+
+def _check_like_shard(tile: layout.TileSource, built: dict, record: dict) -> None:
+    """Fallback of the contract for types it lacks (no tile's header could be probed):
+    raise ``TileSkipped`` when an image's dtype or band count differs from the shard's
+    first tile of that type (the statistics and the description need one of each)."""
+    for itype, img in built["images"].items():
+        seen = record["image_types"].get(itype)
+        d = img["data"]
+        if seen and (seen["dtype"], seen["bands"]) != (d.dtype.name, d.shape[2]):
+            source = tile.images.get(itype.split("@")[0], tile.tile_id)
+            raise TileSkipped(f"{source}: {itype} pixels are {d.dtype.name}, {d.shape[2]} "
+                              f"band(s) where the shard's first {itype} tile has "
+                              f"{seen['dtype']}, {seen['bands']} band(s)")
+
+
+def _finish_shard(shard: ShardPlan, out: pathlib.Path, tmp: pathlib.Path, stats: dict,
+                  record: dict) -> None:
+    """Statistics sidecar, the shard renamed to its final name, then its done-record."""
+    work = out / WORK_DIR
     arrays = {}
     for itype, s in stats.items():
         arrays.update(s.to_arrays(itype))
     np.savez(work / f"{shard.file}.stats.npz", **arrays)
-    os.replace(tmp, final)
+    os.replace(tmp, out / shard.file)
     done = work / f"{shard.file}.done.json"
     done.with_suffix(".tmp").write_text(json.dumps(record))
     os.replace(done.with_suffix(".tmp"), done)
-    return record
 
 
 def _report(progress, tile_id, status):
@@ -302,14 +559,69 @@ def _worker_entry(shard, options, out_dir, cfg):
 # ---- orchestration ---------------------------------------------------------------------
 @dataclasses.dataclass
 class ConvertResult:
-    """What a conversion did; ``info`` is the content of dataset_info.json."""
+    """What a conversion did; ``info`` is the content of dataset_info.json.
+
+    ``rewritten``: shards an earlier run had finished that ``--resume`` wrote again
+    because an input file changed (the notes of their tiles name the files).
+    """
 
     info: dict
     exit_code: int
+    rewritten: list = dataclasses.field(default_factory=list)
+
+
+def _make_output_dir(out: pathlib.Path) -> None:
+    """Create the output folder and its work folder; ``ConvertError`` naming the path when
+    that is impossible (a file in the way, no permission, read-only file system)."""
+    if out.exists() and not out.is_dir():
+        raise ConvertError(f"{out}: output path exists and is not a folder")
+    try:
+        (out / WORK_DIR).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConvertError(_write_problem(exc, exc.filename or out)) from None
+
+
+@contextlib.contextmanager
+def output_lock(out: pathlib.Path):
+    """Hold the output folder's writer lock for the ``with`` block (module docstring).
+
+    An exclusive, non-blocking ``fcntl.flock`` on ``.sn_tf_work/convert.lock``: a second
+    holder gets ``ConvertError`` naming the folder and the pid holding it. The kernel
+    releases the lock when the file is closed or the process dies (killed included), so a
+    crashed run never leaves the folder locked. The file itself stays (never deleted: a
+    deleted lock file would let two writers lock two different files).
+    """
+    _make_output_dir(out)
+    path = out / WORK_DIR / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise ConvertError(_write_problem(exc, path)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise ConvertError(
+                f"{out}: another conversion ({holder or 'pid unknown'}) is writing into this "
+                "folder; wait for it to end or choose another --output_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {platform.node()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)
 
 
 def _prepare_output(out: pathlib.Path, cfg: ConvertConfig, fingerprint: str) -> None:
-    out.mkdir(parents=True, exist_ok=True)
+    """Check the folder against ``--resume`` / ``--overwrite`` and clear what must go
+    (call with the folder's lock held: stale temporary shards are deleted)."""
+    try:
+        _clear_output(out, cfg, fingerprint)
+    except OSError as exc:
+        raise ConvertError(_write_problem(exc, exc.filename or out)) from None
+
+
+def _clear_output(out: pathlib.Path, cfg: ConvertConfig, fingerprint: str) -> None:
     work = out / WORK_DIR
     existing = sorted(out.glob("*.tfrecord-*"))
     plan_file = work / "plan.json"
@@ -324,20 +636,46 @@ def _prepare_output(out: pathlib.Path, cfg: ConvertConfig, fingerprint: str) -> 
                                "it or --overwrite to replace it")
         for p in existing + [out / INFO_FILE]:
             p.unlink(missing_ok=True)
-        for p in work.glob("*") if work.exists() else []:
-            p.unlink()
-    for stale in out.glob("*.tmp-*"):  # shards of a killed run
+        for p in work.glob("*"):
+            if p.name != LOCK_FILE:
+                p.unlink()
+    for stale in out.glob("*.tmp-*"):  # shards of a killed run (no other writer: locked)
         stale.unlink()
-    work.mkdir(exist_ok=True)
     plan_file.write_text(json.dumps({"fingerprint": fingerprint}))
 
 
 def _done_record(out: pathlib.Path, shard: ShardPlan):
+    """The record of a shard an earlier run finished, or None when it must be written:
+    absent or incomplete, or one of its input files changed since (added, removed, other
+    size or mtime_ns; ``shard.notes`` then names them, per tile)."""
     done = out / WORK_DIR / f"{shard.file}.done.json"
-    if done.exists() and (out / shard.file).exists() and \
-            (out / WORK_DIR / f"{shard.file}.stats.npz").exists():
-        return json.loads(done.read_text())
+    if not (done.exists() and (out / shard.file).exists() and
+            (out / WORK_DIR / f"{shard.file}.stats.npz").exists()):
+        return None
+    record = json.loads(done.read_text())
+    changed = _changed_inputs(shard, record.get("inputs"))
+    if not changed:
+        return record
+    shard.notes += [{"tile_id": t, "note": f"{f}: {why} since the earlier run; shard "
+                     f"{shard.file} written again"} for t, f, why in changed]
     return None
+
+
+def _changed_inputs(shard: ShardPlan, recorded) -> list[tuple[str, str, str]]:
+    """(tile id, file, what changed) of every input of ``shard`` that differs from the
+    done-record's ``inputs`` (a record without them, from an older sn_tf: every file)."""
+    recorded = recorded if isinstance(recorded, dict) else {}
+    changed = []
+    for tile in shard.tiles:
+        for f in tile_files(tile):
+            now = file_state(f)
+            if f not in recorded:
+                changed.append((tile.tile_id, f, "not recorded (new file, or a record "
+                                "of an older sn_tf)"))
+            elif now != recorded[f]:
+                changed.append((tile.tile_id, f, "removed" if now is None
+                                else "changed (size or modification time)"))
+    return changed
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -382,6 +720,10 @@ def _pool_run(entry, calls: list[tuple], num_workers: int, tune_malloc: bool, ti
             done, pending = futures.wait(pending, timeout=0.2)
             _drain(q, tick)
             records += [f.result() for f in done]
+    except futures.process.BrokenProcessPool:
+        raise ConvertError("a worker process died (killed, or out of memory?) while writing "
+                           "shards; the shards finished are kept: run again with "
+                           "--resume") from None
     finally:
         stopper = threading.Thread(target=ex.shutdown,
                                    kwargs={"wait": True, "cancel_futures": True})
@@ -407,8 +749,7 @@ def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
     """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
     cfg = cfg or ConvertConfig()
     t0 = time.time()
-    if int(cfg.contact_radius) != cfg.contact_radius or cfg.contact_radius < 1:
-        raise ConvertError(f"contact_radius must be an integer >= 1, got {cfg.contact_radius!r}")
+    check_config(cfg)
     try:
         layouts = layout.discover(data_dir, cfg.aois or None)
     except layout.LayoutError as exc:
@@ -417,8 +758,16 @@ def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
     if not shards:
         raise ConvertError(f"{data_dir}: no tiles with the selected image types")
     out = pathlib.Path(output_dir)
+    with output_lock(out):
+        return _convert_locked(layouts, shards, options, out, cfg, command_line, t0)
+
+
+def _convert_locked(layouts, shards, options, out: pathlib.Path, cfg: ConvertConfig,
+                    command_line: str, t0: float) -> ConvertResult:
+    """The part of ``convert`` run with the output folder's lock held."""
     _prepare_output(out, cfg, plan_fingerprint(shards, options, cfg))
     records = {s.file: r for s in shards if (r := _done_record(out, s)) is not None}
+    rewritten = [s.file for s in shards if s.notes]
     todo = [s for s in shards if s.file not in records]
     total = sum(len(s.tiles) for s in todo)
     bar = _progress_bar(total, cfg.progress)
@@ -433,7 +782,7 @@ def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
     text = json.dumps(info, indent=1)
     (out / INFO_FILE).write_text(text)
     info = json.loads(text)  # the result holds exactly what the file says
-    return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK)
+    return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK, rewritten)
 
 
 def _merge_stats(out: pathlib.Path, shards) -> dict:

@@ -1,10 +1,27 @@
 """One tile from its source files to the schema's canonical tile dict (no TF, no I/O writes).
 
 ``build_tile`` is the per-tile unit of work of the converter: read every image type
-(GeoTIFF or lab HDF5), check that they share one footprint, read and repair the labels,
-put them in the raster CRS, and compute the label layers on every label grid. A data
-problem raises ``TileSkipped`` (the tile is skipped); smaller problems become notes
-(the tile is converted with what could be read).
+(GeoTIFF or lab HDF5), check them against the dataset's contract, replace non-finite
+pixels, check that they share one footprint, read and repair the labels, put them in the
+raster CRS, and compute the label layers on every label grid. A data problem raises
+``TileSkipped`` (the tile is skipped); smaller problems become notes (the tile is
+converted with what could be read).
+
+The rules (README "Convert"):
+
+* Contract: every image type has one dtype and one band count in the whole dataset
+  (``ImageSpec``; the converter fixes it from the first tiles it probes,
+  ``TileOptions.contract``). A tile whose pixels have another dtype or band count is
+  skipped with both specs in the reason. Sizes may differ (the pipeline crops windows out
+  of tiles of any size; Rio's tiles are 438 or 439 px wide): a height or width off the
+  AOI's usual size by more than ``size_tolerance`` (1 %, at least 2 px) is a note.
+* Non-finite pixels (NaN, +-inf; float rasters only) are stored as the raster's declared
+  nodata value when that is finite, else as 0, and the tile gets a note with the count;
+  a declared nodata that is itself NaN is stored as 0, so those pixels stay marked as
+  nodata (and out of the band statistics). An image type with no finite pixel skips the
+  tile. Negative values (int16, float) are values like any other: stored as they are.
+* Labels: a label file that cannot be read or parsed, members of the wrong JSON type,
+  an unknown CRS or NaN / infinite coordinates skip the tile (``geo.read_label_geojson``).
 """
 
 from __future__ import annotations
@@ -30,6 +47,43 @@ class TileSkipped(SnTfError):
 
 
 @dataclasses.dataclass(frozen=True)
+class ImageSpec:
+    """What every tile of one image type must be: pixel dtype, band count and size."""
+
+    dtype: str
+    bands: int
+    height: int
+    width: int
+
+    @classmethod
+    def of(cls, data: np.ndarray) -> "ImageSpec":
+        """The spec of an HWC array."""
+        return cls(data.dtype.name, int(data.shape[2]), int(data.shape[0]), int(data.shape[1]))
+
+    def describe(self) -> str:
+        return f"{self.dtype}, {self.bands} band(s), {self.height}x{self.width} px"
+
+
+def size_tolerance(n: int) -> int:
+    """Pixels a tile's height or width may differ from the contract's: 1 %, at least 2."""
+    return max(2, math.ceil(0.01 * n))
+
+
+def spec_problem(spec: ImageSpec, expected: ImageSpec) -> str | None:
+    """Why ``spec`` breaks the contract ``expected``: dtype or bands (None when it does not)."""
+    off = [f"{what} {got}" for what, got, want in
+           (("dtype", spec.dtype, expected.dtype), ("bands", spec.bands, expected.bands))
+           if got != want]
+    return ", ".join(off) or None
+
+
+def size_differs(spec: ImageSpec, expected: ImageSpec) -> bool:
+    """Whether a tile's size is off the usual one by more than ``size_tolerance``."""
+    return (abs(spec.height - expected.height) > size_tolerance(expected.height)
+            or abs(spec.width - expected.width) > size_tolerance(expected.width))
+
+
+@dataclasses.dataclass(frozen=True)
 class TileOptions:
     """What to build for each tile (decided once per conversion).
 
@@ -47,6 +101,81 @@ class TileOptions:
     sdf_truncation: float = 32.0
     contact_radius: int = labels.CONTACT_RADIUS
     source: str = "auto"
+    contract: tuple[tuple[str, ImageSpec], ...] = ()  # (image type, spec): empty = unchecked
+
+
+def _uses_h5(tile: TileSource, itype: str, opts: TileOptions) -> bool:
+    """Whether ``itype`` of ``tile`` is read from its lab HDF5 copy (else its GeoTIFF)."""
+    return itype in tile.h5 and (opts.source == "hdf5" or
+                                 (opts.source == "auto" and itype not in tile.images))
+
+
+def probe_image(tile: TileSource, itype: str, opts: TileOptions) -> ImageSpec:
+    """The spec of one image type of a tile from its header alone (the source
+    ``read_images`` would read). Raises ``geo.DataError`` / ``TileSkipped`` for a bad file."""
+    if _uses_h5(tile, itype, opts):
+        import h5py
+
+        path, name = tile.h5[itype]
+        try:
+            with h5py.File(path, "r") as f:
+                shape, dtype = f[name].shape, f[name].dtype
+        except Exception as exc:
+            raise TileSkipped(f"{path}:{name}: cannot read HDF5 dataset ({exc})") from None
+        if len(shape) != 3:
+            raise TileSkipped(f"{path}:{name}: expected 3 dimensions, got shape {shape}")
+        h, w, c = (shape[1], shape[2], shape[0]) if shape[0] < shape[-1] else shape
+        return ImageSpec(np.dtype(dtype).name, int(c) - 2, int(h), int(w))
+    if itype not in tile.images:
+        raise TileSkipped(f"{tile.tile_id}: image type {itype} is missing")
+    h = geo.raster_header(tile.images[itype])
+    return ImageSpec(h.dtype, h.count, h.height, h.width)
+
+
+def check_contract(images: dict, contract: dict, notes: list[str]) -> None:
+    """Raise ``TileSkipped`` naming the file when an image breaks the dataset's contract
+    (dtype, bands); a size off the AOI's usual one becomes a note."""
+    for itype, (data, header) in images.items():
+        expected = contract.get(itype)
+        if expected is None:
+            continue
+        spec = ImageSpec.of(data)
+        problem = spec_problem(spec, expected)
+        if problem:
+            raise TileSkipped(
+                f"{header.path}: {itype} pixels have {problem}; the dataset's {itype} tiles "
+                f"are {expected.dtype}, {expected.bands} band(s) (fixed by the first tiles "
+                "probed)")
+        if size_differs(spec, expected):
+            notes.append(f"{header.path}: {spec.height}x{spec.width} px where this AOI's "
+                         f"{itype} tiles are {expected.height}x{expected.width} px")
+
+
+def replace_non_finite(images: dict, notes: list[str]) -> dict:
+    """Float images: NaN and infinite pixels stored as the nodata value (module docstring).
+
+    Returns the images with headers whose non-finite nodata became 0; raises
+    ``TileSkipped`` when an image has no finite pixel at all.
+    """
+    out = {}
+    for itype, (data, header) in images.items():
+        if data.dtype.kind == "f":
+            nodata = header.nodata
+            fill = nodata if nodata is not None and math.isfinite(nodata) else 0.0
+            if nodata is not None and not math.isfinite(nodata):
+                header = dataclasses.replace(header, nodata=fill)
+            bad = ~np.isfinite(data)
+            n = int(np.count_nonzero(bad))
+            if n == data.size:
+                raise TileSkipped(f"{header.path}: no finite pixel (all {n} values are NaN "
+                                  "or infinite)")
+            if n:
+                data[bad] = fill
+                notes.append(f"{header.path}: {n} NaN or infinite pixel value(s) stored as "
+                             f"{fill:g}" + (" (the nodata value)" if header.nodata is not None
+                                            else ""))
+        out[itype] = (data, header)
+    return out
 
 
 def _read_h5(path, name: str, header: geo.RasterHeader | None):
@@ -75,7 +204,7 @@ def read_images(tile: TileSource, opts: TileOptions) -> tuple[dict, dict, list[s
     images, h5_layers, notes = {}, {}, []
     for itype in opts.image_types:
         tif, h5 = tile.images.get(itype), tile.h5.get(itype)
-        use_h5 = h5 is not None and (opts.source == "hdf5" or (opts.source == "auto" and tif is None))
+        use_h5 = _uses_h5(tile, itype, opts)
         if tif is None and not use_h5:
             raise TileSkipped(f"{tile.tile_id}: image type {itype} is missing "
                               f"(present: {sorted({*tile.images, *tile.h5})})")
@@ -173,6 +302,8 @@ def build_tile(tile: TileSource, opts: TileOptions) -> tuple[dict, list[str]]:
     Raises ``TileSkipped`` for problems that make the tile unusable.
     """
     images, h5_layers, notes = read_images(tile, opts)
+    check_contract(images, dict(opts.contract), notes)
+    images = replace_non_finite(images, notes)
     check_footprints(tile.tile_id, images)
     grid_of = label_grid_of(images, opts.label_grids)
     if opts.resample_to:

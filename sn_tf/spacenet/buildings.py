@@ -464,6 +464,9 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
         return []
     if data.get("type") == "FeatureCollection":
         features = data.get("features") or []
+        if not isinstance(features, list):
+            report(path, "features", f"expected a JSON array, got {type(features).__name__}")
+            return []
     elif data.get("type") == "Feature":
         features = [data]
     else:
@@ -471,7 +474,14 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
     out, own_ids = [], False
     for k, feature in enumerate(features):
         where = f"feature {k}"
+        if feature is not None and not isinstance(feature, dict):
+            report(path, where, f"expected a JSON object, got {type(feature).__name__}")
+            continue
         properties = (feature.get("properties") if isinstance(feature, dict) else None) or {}
+        if not isinstance(properties, dict):
+            report(path, where, f"properties: expected a JSON object, got "
+                   f"{type(properties).__name__}")
+            properties = {}
         geometry = feature.get("geometry") if isinstance(feature, dict) else None
         fid = next((str(properties[key]) for key in IMAGE_ID_KEYS if properties.get(key)), None)
         own_ids |= fid is not None
@@ -494,7 +504,9 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
     if not own_ids:
         out.insert(0, Building(file_id, None))
     if info is not None:
-        name = ((data.get("crs") or {}).get("properties") or {}).get("name")
+        name = _crs_member_name(data.get("crs"))
+        if name is None and data.get("crs") is not None:
+            report(path, "crs", "expected a JSON object with properties.name (a string)")
         if name:
             info["crs"] = crs_key(name)
         else:
@@ -507,6 +519,13 @@ def read_geojson(path: str | os.PathLike, image_id: str | None = None, on_error:
                     info["note"] = (f"{os.fspath(path)}: no 'crs' member and coordinates outside "
                                     "longitude/latitude range: read as pixel coordinates")
     return out
+
+
+def _crs_member_name(crs) -> str | None:
+    """``crs.properties.name`` of a GeoJSON ``crs`` member; None when absent or mistyped."""
+    props = crs.get("properties") if isinstance(crs, dict) else None
+    name = props.get("name") if isinstance(props, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _data_files(folder: pathlib.Path) -> list[pathlib.Path]:

@@ -236,27 +236,90 @@ def reproject_geoms(geoms, src_crs: str, dst_crs: str) -> list:
     return list(shapely.transform(np.asarray(geoms, dtype=object), fn))
 
 
+def _declared_crs(path, doc: dict) -> str:
+    """The CRS a label document declares (``geojson_crs``), its members' JSON types checked.
+
+    Raises ``DataError`` for a ``crs`` member that is not an object (or whose ``properties``
+    is not an object, or whose ``name`` is not a string) and for a name PROJ does not know
+    (e.g. an unknown EPSG code).
+    """
+    crs = doc.get("crs")
+    if crs is not None and not isinstance(crs, dict):
+        raise DataError(path, f"'crs' member must be a JSON object, got {_json_type(crs)}")
+    props = (crs or {}).get("properties")
+    if props is not None and not isinstance(props, dict):
+        raise DataError(path, f"'crs.properties' must be a JSON object, got {_json_type(props)}")
+    name = (props or {}).get("name")
+    if name is not None and not isinstance(name, str):
+        raise DataError(path, f"'crs.properties.name' must be a string, got {_json_type(name)}")
+    declared = geojson_crs(doc)
+    if declared != "EPSG:4326":
+        from rasterio.crs import CRS
+        from rasterio.errors import CRSError
+
+        try:
+            CRS.from_user_input(declared)
+        except CRSError as exc:
+            raise DataError(path, f"unknown CRS {name!r} in the 'crs' member ({exc})") from None
+    return declared
+
+
+def _json_type(value) -> str:
+    """The JSON name of a parsed value's type (for messages)."""
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _features(path, doc: dict) -> list:
+    """The ``features`` array of a FeatureCollection (absent or null: empty), type-checked."""
+    feats = doc.get("features")
+    if feats is None:
+        return []
+    if not isinstance(feats, list):
+        raise DataError(path, f"'features' must be a JSON array, got {_json_type(feats)}")
+    for i, feat in enumerate(feats):
+        if feat is not None and not isinstance(feat, dict):
+            raise DataError(path, f"feature {i}: expected a JSON object, got {_json_type(feat)}")
+    return feats
+
+
+def _check_finite(path, geom, where: str) -> None:
+    """Raise ``DataError`` when a geometry has a NaN or infinite coordinate."""
+    if not np.isfinite(shapely.get_coordinates(geom)).all():
+        raise DataError(path, f"{where}: non-finite coordinate (NaN or infinity)")
+
+
 def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
     """Read building polygons from a SpaceNet label GeoJSON, repaired and in ``dst_crs``.
 
     A zero-byte file and a FeatureCollection without features both mean "no buildings"
     (with a note). Invalid polygons are repaired with ``shapely.make_valid``; MultiPolygons
-    are split into Polygons; z values are dropped. Raises ``DataError`` for unparsable files.
+    are split into Polygons; z values are dropped; a feature whose geometry cannot be read
+    is dropped with a note. Raises ``DataError`` naming the file for a file that cannot be
+    read or parsed, members of the wrong JSON type (``crs``, ``features``, a feature), an
+    unknown CRS, and NaN or infinite coordinates (before or after reprojection).
     """
     path = pathlib.Path(path)
     notes: list[str] = []
     if not path.exists():
         raise DataError(path, "label file does not exist")
-    if path.stat().st_size == 0:
-        return LabelRead([], "EPSG:4326", ["label file is empty (0 bytes): no buildings"])
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        if path.stat().st_size == 0:
+            return LabelRead([], "EPSG:4326", ["label file is empty (0 bytes): no buildings"])
+        text = path.read_text()
+    except OSError as exc:
+        raise DataError(path, f"cannot read the label file ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not valid JSON ({exc})") from None
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(path, f"not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise DataError(path, "not a GeoJSON FeatureCollection")
-    src_crs = geojson_crs(doc)
-    feats = doc.get("features") or []
+    src_crs = _declared_crs(path, doc)
+    feats = _features(path, doc)
     if not feats:
         return LabelRead([], src_crs, ["label file has no features: no buildings"])
     polys, n_invalid, n_other = [], 0, 0
@@ -266,13 +329,15 @@ def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
             n_other += 1
             continue
         try:
-            geom = shapely.force_2d(shapely.geometry.shape(gj))
+            with np.errstate(invalid="ignore"):  # NaN coordinates: checked below
+                geom = shapely.force_2d(shapely.geometry.shape(gj))
         except Exception as exc:  # malformed coordinates
             notes.append(f"feature {i}: unreadable geometry ({exc}); dropped")
             continue
         if geom.geom_type not in ("Polygon", "MultiPolygon"):
             n_other += 1
             continue
+        _check_finite(path, geom, f"feature {i}")
         if not geom.is_valid:
             n_invalid += 1
         polys += repair_polygon(geom)
@@ -284,7 +349,10 @@ def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
         from rasterio.crs import CRS
 
         if CRS.from_user_input(src_crs) != CRS.from_user_input(dst_crs):
-            polys = [p for g in reproject_geoms(polys, src_crs, dst_crs) for p in repair_polygon(g)]
+            moved = reproject_geoms(polys, src_crs, dst_crs)
+            for g in moved:
+                _check_finite(path, g, f"reprojected from {src_crs} to {dst_crs}")
+            polys = [p for g in moved for p in repair_polygon(g)]
             notes.append(f"labels reprojected from {src_crs} to {dst_crs}")
     return LabelRead(polys, src_crs, notes)
 

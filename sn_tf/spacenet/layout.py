@@ -88,14 +88,28 @@ def find_aoi_dirs(data_dir: pathlib.Path) -> list[pathlib.Path]:
         raise LayoutError(f"{data_dir}: not a directory")
     if AOI_DIR_RE.match(data_dir.name):
         return [data_dir]
+    try:
+        children = sorted(p for p in data_dir.iterdir() if p.is_dir())
+    except OSError as exc:
+        raise LayoutError(f"{data_dir}: cannot list the folder ({exc.strerror or exc})") from None
     found = []
-    for child in sorted(p for p in data_dir.iterdir() if p.is_dir()):
+    for child in children:
         if AOI_DIR_RE.match(child.name):
             found.append(child)
-        else:
-            found += [g for g in sorted(child.iterdir())
+        else:  # an unreadable folder here holds no AOI sn_tf can use: passed over
+            found += [g for g in list_dir(child, [])
                       if g.is_dir() and AOI_DIR_RE.match(g.name)]
     return found
+
+
+def list_dir(folder: pathlib.Path, warnings: list[str]) -> list[pathlib.Path]:
+    """The sorted entries of ``folder``; a folder that cannot be listed (permissions, I/O
+    error) is reported in ``warnings`` and gives no entries."""
+    try:
+        return sorted(folder.iterdir())
+    except OSError as exc:
+        warnings.append(f"{folder}: cannot list the folder ({exc.strerror or exc}); ignored")
+        return []
 
 
 def _strip_prefix(stem: str, prefix: str) -> str | None:
@@ -109,7 +123,7 @@ def _scan_files(folder: pathlib.Path, suffixes: tuple[str, ...], prefix: str, wh
     Files for which ``skip(path)`` is true are passed over silently; anything else that
     does not match is reported in ``warnings`` (hidden files excepted).
     """
-    for path in sorted(folder.iterdir()):
+    for path in list_dir(folder, warnings):
         if skip(path):
             continue
         if path.is_dir():
@@ -133,7 +147,7 @@ def _scan_images(folder: pathlib.Path, itype: str, prefix: str, tiles: dict, aoi
     def is_h5(path):
         return bool(_H5_RE.match(path.name))
 
-    for h5 in sorted(filter(is_h5, folder.iterdir())):
+    for h5 in filter(is_h5, list_dir(folder, [])):  # listing problems: reported below
         _scan_h5(h5, itype, tiles, aoi, warnings)
     for path, tile_id in _scan_files(folder, (".tif", ".tiff"), prefix, f"{itype} GeoTIFF",
                                      warnings, skip=is_h5):
@@ -174,8 +188,11 @@ def _scan_labels(folder: pathlib.Path, prefix: str, tiles: dict, aoi: str,
 
 
 def _unknown_dirs(folder: pathlib.Path, known: set[str]) -> list[str]:
-    return [f"{p}: unknown folder; ignored" for p in sorted(folder.iterdir())
-            if p.is_dir() and p.name not in known and not p.name.startswith(".")]
+    """Warnings for sub-folders sn_tf does not know (and for a folder it cannot list)."""
+    warnings: list[str] = []
+    entries = list_dir(folder, warnings)
+    return warnings + [f"{p}: unknown folder; ignored" for p in entries
+                       if p.is_dir() and p.name not in known and not p.name.startswith(".")]
 
 
 def scan_aoi(aoi_dir: pathlib.Path) -> AoiLayout:

@@ -1,12 +1,12 @@
-"""Convert SpaceNet folders into sharded TFRecords plus ``dataset_info.json``.
+"""Convert SpaceNet folders into sharded TFRecords plus their description.
 
     python -m sn_tf.convert --data_dir=<SpaceNet root or one AOI folder> --output_dir=<dir>
 
 The flags and ``main``; the converter itself (how it works: splits, shards, workers,
-``--resume``, ``dataset_info.json``) is ``sn_tf.dataset.converter``.
+``--resume``, the description ``sn_tf_info.json``) is ``sn_tf.dataset.converter``.
 
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
-dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
+sn_tf_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
 """
 
 from __future__ import annotations

@@ -546,7 +546,7 @@ def tf_feature_spec(image_types, label_grids, with_polygons: bool = False) -> di
 def tf_decode_bytes(data, encoding: str, dtype: str, shape):
     """TF op: encoded bytes (scalar string tensor) -> tensor of ``dtype`` and ``shape``.
 
-    ``encoding`` and ``dtype`` are static Python strings (from dataset_info.json);
+    ``encoding`` and ``dtype`` are static Python strings (from the description);
     ``shape`` may be a tensor.
     """
     tf = _tf()

@@ -207,3 +207,28 @@ def test_predict_from_tfrecords_exits_with_one_line_naming_the_shard(damaged, tm
         errors = [line for line in run.stderr.splitlines() if "sn_tf.predict: error" in line]
         assert run.returncode == 1 and len(errors) == 1, run.stderr[-2000:]
         assert str(shard) in errors[0] and "Traceback" not in run.stderr
+
+
+# ---- one question, one answer: the resampled type over data that also holds Rio ---------
+def test_training_a_resampled_type_beside_an_aoi_without_it(tmp_path):
+    """Training on ``MUL@MUL-PanSharpen`` over data that also holds Rio (which has neither
+    MUL nor MUL-PanSharpen): the trainer and the pipeline ask the description the same
+    question (``aois_with``), so training picks Vegas alone and its input builds."""
+    from sn_tf.dataset import converter
+    from sn_tf.spacenet.synthetic import write_sample
+    from sn_tf.training import trainer
+    from sn_tf.training.recipes import apply_overrides, load_recipe
+
+    write_sample(tmp_path / "src", aois=("AOI_2_Vegas", "AOI_1_Rio"), tiles_per_aoi=2)
+    cfg = converter.ConvertConfig(num_workers=1, progress=False, splits=(("train", 1.0),),
+                                  image_types=("MUL", "MUL-PanSharpen", "3band"),
+                                  resample_to="MUL-PanSharpen")
+    info = converter.convert(tmp_path / "src", tmp_path / "out", cfg).info
+    assert set(info.split("train").aois) == {"AOI_1_Rio", "AOI_2_Vegas"}
+    assert info.aois_with(("MUL@MUL-PanSharpen",)) == ("AOI_2_Vegas",)
+    recipe = apply_overrides(load_recipe("fcn:smoke"), [
+        'data.image_types=["MUL@MUL-PanSharpen"]', 'data.val_split="train"'])
+    setup = trainer.resolve(recipe, tmp_path / "out")
+    assert setup.aois == ["AOI_2_Vegas"]
+    image, targets = next(iter(trainer.train_dataset(setup, batch_size=2)))[:2]
+    assert image.shape[0] == 2 and image.shape[-1] == 8 and "footprint" in targets

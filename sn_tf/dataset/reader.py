@@ -148,8 +148,13 @@ def tf_checked_records(file, expected, record_shard=None, buffer_size: int | Non
     """tf.data: the records of one shard (scalar string ``file``), failing with an
     InvalidArgumentError that names the file when fewer than ``expected`` (int64 scalar:
     the described count, of this pipeline's ``record_shard`` (num, index) when given;
-    -1: not checked) could be read: a cut or truncated shard, or a corrupt record (TensorFlow's reader
-    stops at it: ``ignore_errors`` moves on to the end of the file, the count tells).
+    -1: not checked) could be read: a cut or truncated shard, or a corrupt record
+    (TensorFlow's reader stops at it: ``ignore_errors`` moves on to the end of the file,
+    the count tells).
+
+    Two stages per record (a counting ``scan`` and a ``filter``): an empty string, which
+    no sn_tf record is (an Example holds at least its schema version), is appended as the
+    end mark at which the count is checked.
     """
     from sn_tf.utils.tfimport import tensorflow
 
@@ -159,26 +164,25 @@ def tf_checked_records(file, expected, record_shard=None, buffer_size: int | Non
     ds = tf.data.TFRecordDataset(file, buffer_size=buffer_size).ignore_errors()
     if record_shard is not None:
         ds = ds.shard(*record_shard)
-    ds = ds.map(graph(lambda r: (r, False))).concatenate(
-        tf.data.Dataset.from_tensors((tf.constant(b""), True)))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(tf.constant(b"")))
 
-    def count(n, item):
-        record, last = item
-        return n + tf.cast(tf.logical_not(last), tf.int64), (record, last, n)
-
-    def check(record, last, n):
+    def fail(n):
         message = tf.strings.join([
             "sn_tf: shard ", file, ": read ", tf.strings.as_string(n),
             " records, the description says ", tf.strings.as_string(expected),
             " (the shard is cut, truncated or holds a corrupt record); convert again or "
             "restore the file"])
-        ok = tf.logical_not(last) | tf.equal(n, expected) | (expected < 0)
-        with tf.control_dependencies([tf.debugging.Assert(ok, [message])]):
-            return tf.identity(record), last
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.identity(n)
 
-    ds = ds.scan(tf.constant(0, tf.int64), graph(count)).map(graph(check))
-    return ds.filter(graph(lambda r, last: tf.logical_not(last))).map(
-        graph(lambda r, last: r))
+    def count(n, record):
+        bad = tf.equal(tf.strings.length(record), 0) & tf.not_equal(n, expected) & (
+            expected >= 0)  # the end mark, and a count other than described
+        n = tf.cond(bad, lambda: fail(n), lambda: n)
+        return n + 1, record
+
+    ds = ds.scan(tf.constant(0, tf.int64), graph(count))
+    return ds.filter(graph(lambda r: tf.strings.length(r) > 0))
 
 
 def tf_shard_records(items: list[Shard], buffer_size: int | None = None):

@@ -1,12 +1,12 @@
-"""Convert SpaceNet folders into sharded TFRecords plus ``dataset_info.json``.
+"""Convert SpaceNet folders into sharded TFRecords plus their description.
 
     python -m sn_tf.convert --data_dir=<SpaceNet root or one AOI folder> --output_dir=<dir>
 
 The flags and ``main``; the converter itself (how it works: splits, shards, workers,
-``--resume``, ``dataset_info.json``) is ``sn_tf.dataset.converter``.
+``--resume``, the description ``sn_tf_info.json``) is ``sn_tf.dataset.converter``.
 
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
-dataset_info.json and printed), 1 for an unusable input or output folder (or one another
+sn_tf_info.json and printed), 1 for an unusable input or output folder (or one another
 conversion is writing), 2 for bad flags. Errors are one line on stderr naming the path or
 flag, without a traceback.
 """
@@ -59,7 +59,7 @@ def main(argv):
     except ConvertError as exc:
         print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
         return EXIT_FATAL
-    except OSError as exc:  # e.g. dataset_info.json on a disk that just filled up
+    except OSError as exc:  # e.g. sn_tf_info.json on a disk that just filled up
         where = exc.filename or FLAGS.output_dir
         print(f"sn_tf.convert: error: {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_FATAL
@@ -74,7 +74,7 @@ def _define_flags():
     from absl import flags
 
     flags.DEFINE_string("data_dir", None, "SpaceNet root, or one AOI folder.", required=True)
-    flags.DEFINE_string("output_dir", None, "Folder for shards and dataset_info.json.",
+    flags.DEFINE_string("output_dir", None, "Folder for shards, sn_tf_info.json and the TFDS metadata.",
                         required=True)
     flags.DEFINE_string("name", "spacenet", "Dataset name (shard file prefix).")
     flags.DEFINE_list("aois", [], "AOIs to convert, e.g. AOI_2_Vegas (default: all found).")

@@ -112,7 +112,7 @@ def _print_summary(scores: dict, timings: dict, out: pathlib.Path, seconds: floa
     print(f"\nEverything is in {out.resolve()}  ({seconds / 60:.1f} min):")
     print("  scores.json, predictions/<recipe>/ (CSV + GeoJSON), overlays/<recipe>/*.png,\n"
           "  models/<recipe>/ (checkpoints, TensorBoard logs), export/<recipe>/ (SavedModel),\n"
-          "  tfrecords/ (shards + dataset_info.json), spacenet/ (the generated dataset)")
+          "  tfrecords/ (shards + sn_tf_info.json), spacenet/ (the generated dataset)")
 
 
 def main(argv):

@@ -13,6 +13,7 @@ import pytest
 import rasterio
 
 from sn_tf.dataset import converter
+from sn_tf.dataset import info as dsinfo
 from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import geo
 from sn_tf.dataset.reader import read_examples
@@ -76,24 +77,21 @@ def test_round_trip_images_labels_georeference(aoi, converted):
 
 def test_dataset_info(converted, aoi):
     out, result = converted
-    info = json.loads((out / "dataset_info.json").read_text())
-    assert info == result.info
-    assert info["schema_version"] == schema.SCHEMA_VERSION and info["versions"]["tensorflow"]
-    n = sum(s["num_examples"] for s in info["splits"].values())
-    assert n == len(aoi[1])
-    for split, sp in info["splits"].items():
-        assert all(split_name in sh["file"] for sh in sp["shards"] for split_name in [split])
-        assert all((out / sh["file"]).exists() for sh in sp["shards"])
-        for sh in sp["shards"]:  # TFDS naming
-            assert sh["file"].startswith(f"spacenet-{split}.tfrecord-")
-            assert sh["file"].endswith(f"-of-{len(sp['shards']):05d}")
-    st = info["band_stats"]["MUL-PanSharpen"]
-    assert len(st["mean"]) == 8 and 900 < st["mean"][0] < 1150  # uniform 0..2047
-    assert st["p1"][0] < 40 and st["p99"][0] > 2000 and st["max"][0] <= 2047
-    assert info["feature_spec"]["image_types"]["PAN"] == {
-        "dtype": "uint16", "bands": 1, "example_shape": [130, 130, 1],
-        "label_grid": "MUL-PanSharpen", "crs": "EPSG:4326", "encoding": "raw"}
-    assert info["skipped"] == [] and not list(out.glob("*.tmp-*"))
+    info = dsinfo.load(out)
+    assert info == result.info and info.source == str(out / "sn_tf_info.json")
+    assert info.schema_version == schema.SCHEMA_VERSION and info.versions["tensorflow"]
+    assert info.num_examples == len(aoi[1])
+    for split, sp in info.splits.items():
+        assert all((out / sh.file).exists() for sh in sp.shards)
+        for sh in sp.shards:  # TFDS naming
+            assert sh.file.startswith(f"spacenet-{split}.tfrecord-")
+            assert sh.file.endswith(f"-of-{len(sp.shards):05d}")
+    st = info.stats("MUL-PanSharpen")
+    assert len(st.mean) == 8 and 900 < st.mean[0] < 1150  # uniform 0..2047
+    assert st.p1[0] < 40 and st.p99[0] > 2000 and st.max[0] <= 2047
+    assert info.image_type("PAN") == dsinfo.ImageTypeInfo(
+        "PAN", "uint16", 1, (130, 130, 1), "MUL-PanSharpen", "EPSG:4326", "raw")
+    assert info.skipped == () and not list(out.glob("*.tmp-*"))
 
 
 def test_split_is_a_stable_hash_of_the_tile_id():
@@ -122,8 +120,8 @@ def test_existing_output_needs_resume_or_overwrite(aoi, converted):
     with pytest.raises(converter.ConvertError, match="--resume.*--overwrite"):
         _run(aoi[0], out)
     again = _run(aoi[0], out, resume=True, shard_size_mb=0.2)  # nothing left to do
-    assert again.info["shards_resumed"] == sum(len(s["shards"]) for s in
-                                               again.info["splits"].values())
+    assert again.info.shards_resumed == sum(len(s.shards) for s in
+                                            again.info.splits.values())
     with pytest.raises(converter.ConvertError, match="other inputs or options"):
         _run(aoi[0], out, resume=True, shard_size_mb=50)
 
@@ -203,13 +201,13 @@ def bad(tmp_path_factory):
 
 
 def _skip_reason(result, n):
-    hits = [s["reason"] for s in result.info["skipped"] if s["tile_id"] == f"AOI_2_Vegas_img{n}"]
+    hits = [s.reason for s in result.info.skipped if s.tile_id == f"AOI_2_Vegas_img{n}"]
     return hits[0] if hits else None
 
 
 def _notes(result, n):
-    return " | ".join(x["note"] for x in result.info["notes"]
-                      if x["tile_id"] == f"AOI_2_Vegas_img{n}")
+    return " | ".join(x.note for x in result.info.notes
+                      if x.tile_id == f"AOI_2_Vegas_img{n}")
 
 
 def test_bad_tiles_are_skipped_with_file_and_reason(bad):
@@ -223,7 +221,7 @@ def test_bad_tiles_are_skipped_with_file_and_reason(bad):
     assert "MUL_AOI_2_Vegas_img10.tif: footprint" in _skip_reason(result, 10)
     assert "image type MUL-PanSharpen is missing" in _skip_reason(result, 11)
     assert "img12.geojson: not valid JSON" in _skip_reason(result, 12)
-    skipped = {s["tile_id"] for s in result.info["skipped"]}
+    skipped = {s.tile_id for s in result.info.skipped}
     assert skipped == {f"AOI_2_Vegas_img{n}" for n in (1, 2, 3, 7, 10, 11, 12)}
 
 
@@ -242,7 +240,7 @@ def test_bad_labels_converted_with_notes(bad):
     gt = img9["images"]["MUL-PanSharpen"]["transform_gdal"]
     want = labels.rasterize_mask(geo.map_to_pixel([polys["inside9"]], gt), 130, 130)
     np.testing.assert_array_equal(img9["labels"]["MUL-PanSharpen"]["mask"], want)
-    assert any("scratch: unknown folder" in w for w in result.info["layout_warnings"])
+    assert any("scratch: unknown folder" in w for w in result.info.layout_warnings)
 
 
 def test_cli_reports_skips_without_traceback(bad):
@@ -278,7 +276,7 @@ def test_hdf5_lab_files_as_source(tmp_path):
             f[tile_id.split("_")[-1]] = np.dstack([img + 1, mask, dist.astype(np.uint16)])
             layers[tile_id] = (img + 1, mask)
     result = _run(data, tmp_path / "out", source="hdf5", splits=(("train", 1.0),))
-    assert result.exit_code == 0, result.info["skipped"]
+    assert result.exit_code == 0, result.info.skipped
     for tile in read_examples(tmp_path / "out"):
         img = tile["images"]["MUL-PanSharpen"]
         np.testing.assert_array_equal(img["data"], layers[tile["tile_id"]][0])  # from HDF5
@@ -298,7 +296,9 @@ def test_resample_to_puts_mul_on_the_pansharpened_grid(tmp_path):
     assert res["transform_gdal"] == tile["images"]["MUL-PanSharpen"]["transform_gdal"]
     assert res["label_grid"] == "MUL-PanSharpen"
     assert tile["images"]["MUL"]["data"].shape == (33, 33, 8)  # native kept too
-    assert "MUL@MUL-PanSharpen" in result.info["band_stats"]
+    assert "MUL@MUL-PanSharpen" in result.info.band_stats
+    assert result.info.aois["AOI_2_Vegas"].image_types == ("MUL", "MUL-PanSharpen",
+                                                           "MUL@MUL-PanSharpen")
 
 
 # ---- the synthetic SpaceNet sample, both layouts ---------------------------------------
@@ -316,7 +316,7 @@ def sample_converted(tmp_path_factory):
 
 def test_sample_round_trip_both_layouts(sample_converted):
     data, manifest, out, result = sample_converted
-    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
+    assert result.exit_code == converter.EXIT_OK, result.info.skipped
     by_id = {t["tile_id"]: t for t in manifest["tiles"]}
     seen = 0
     for tile in read_examples(out):
@@ -330,11 +330,9 @@ def test_sample_round_trip_both_layouts(sample_converted):
             assert img["transform_gdal"] == h.transform_gdal and img["crs"] == h.crs
         seen += 1
     assert seen == len(manifest["tiles"])
-    pan = result.info["feature_spec"]["image_types"]["PAN"]
-    assert pan["dtype"] == "float64"  # read whatever dtype the file has
-    assert set(result.info["feature_spec"]["label_grids"]) == {"MUL-PanSharpen", "MUL",
-                                                                "3band", "8band"}
-    assert result.info["splits"]["train"]["aois"].keys() <= {"AOI_2_Vegas", "AOI_1_Rio"}
+    assert result.info.image_type("PAN").dtype == "float64"  # whatever dtype the file has
+    assert set(result.info.label_grids) == {"MUL-PanSharpen", "MUL", "3band", "8band"}
+    assert result.info.split("train").aois.keys() <= {"AOI_2_Vegas", "AOI_1_Rio"}
 
 
 def test_sample_labels_agree_with_the_summary_csv(sample_converted):

@@ -82,6 +82,11 @@ def _tile_ids(out) -> list[str]:
     return sorted(ids)
 
 
+def _js(result) -> dict:
+    """The description a conversion saved, as its JSON (sn_tf_info.json)."""
+    return json.loads(pathlib.Path(result.info.source).read_text())
+
+
 def _reasons(info) -> dict[int, str]:
     return {int(s["tile_id"].rsplit("img", 1)[1]): s["reason"] for s in info["skipped"]}
 
@@ -133,7 +138,7 @@ def test_every_bad_tile_is_skipped_naming_its_file(mixed):
     out, r = mixed
     assert r.returncode == converter.EXIT_SKIPPED, r.stderr
     assert "Traceback" not in r.stderr + r.stdout
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "sn_tf_info.json").read_text())
     why = _reasons(info)
     assert set(why) == set(range(1, 9)), why
     assert "MUL-PanSharpen_AOI_2_Vegas_img1.tif: MUL-PanSharpen pixels have dtype float32" in why[1]
@@ -147,7 +152,7 @@ def test_every_bad_tile_is_skipped_naming_its_file(mixed):
 
 def test_every_good_tile_is_kept_and_the_description_is_true(mixed):
     out, _ = mixed
-    info = json.loads((out / "dataset_info.json").read_text())
+    info = json.loads((out / "sn_tf_info.json").read_text())
     good = [f"AOI_2_Vegas_img{n}" for n in range(9, 15)]
     assert _tile_ids(out) == sorted(good)
     assert sum(s["num_examples"] for s in info["splits"].values()) == len(good)
@@ -185,9 +190,9 @@ def test_non_finite_pixels_follow_the_rule(float_data):
 
     aoi, out, result = float_data
     assert result.exit_code == converter.EXIT_SKIPPED
-    assert _reasons(result.info) == {3: f"{_tif(aoi, 'PAN', 3)}: no finite pixel (all 16900 "
+    assert _reasons(_js(result)) == {3: f"{_tif(aoi, 'PAN', 3)}: no finite pixel (all 16900 "
                                         "values are NaN or infinite)"}
-    notes = {n["tile_id"]: n["note"] for n in result.info["notes"]}
+    notes = {n["tile_id"]: n["note"] for n in _js(result)["notes"]}
     assert notes["AOI_2_Vegas_img1"] == f"{_tif(aoi, 'PAN', 1)}: 21 NaN or infinite pixel " \
                                         "value(s) stored as 0"
     assert "9 NaN or infinite pixel value(s) stored as 0 (the nodata value)" in \
@@ -198,15 +203,15 @@ def test_non_finite_pixels_follow_the_rule(float_data):
     assert one["nodata"] is None
     two = tiles["AOI_2_Vegas_img2"]["images"]["PAN"]
     assert (two["data"][-3:, -3:] == 0).all() and two["nodata"] == 0.0
-    st = result.info["band_stats"]["PAN"]
+    st = _js(result)["band_stats"]["PAN"]
     assert all(np.isfinite(v) for k in ("mean", "std", "min", "max") for v in st[k])
 
 
 def test_negative_int16_pixels_are_values(float_data):
     _, _, result = float_data
-    st = result.info["band_stats"]["MUL-PanSharpen"]
+    st = _js(result)["band_stats"]["MUL-PanSharpen"]
     assert st["dtype"] == "int16" and st["min"][0] < 0 < st["max"][0]
-    assert result.info["feature_spec"]["image_types"]["MUL-PanSharpen"]["dtype"] == "int16"
+    assert _js(result)["feature_spec"]["image_types"]["MUL-PanSharpen"]["dtype"] == "int16"
 
 
 # ---- exceptions sn_tf does not know, unreadable files and folders ----------------------
@@ -222,7 +227,7 @@ def test_an_unexpected_exception_is_the_tiles_skip_reason(tmp_path, monkeypatch)
     monkeypatch.setattr(labels, "compute_labels", boom)
     result = _run(tmp_path / "d", tmp_path / "o")
     assert result.exit_code == converter.EXIT_SKIPPED
-    reason = _reasons(result.info)[2]
+    reason = _reasons(_js(result))[2]
     assert reason.startswith("AOI_2_Vegas_img2: unexpected ZeroDivisionError: division by zero")
     assert "test_convert_contract.py" in reason and "in boom" in reason  # where it was raised
     assert "PAN_AOI_2_Vegas_img2.tif" in reason and "buildings_AOI_2_Vegas_img2.geojson" in reason
@@ -248,11 +253,11 @@ def test_unreadable_label_file_and_image_folder(tmp_path, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "iterdir", guarded_iterdir)
     result = _run(tmp_path / "d", tmp_path / "o")
     assert result.exit_code == converter.EXIT_SKIPPED
-    assert _reasons(result.info) == {
+    assert _reasons(_js(result)) == {
         2: f"{bad_label}: cannot read the label file (Permission denied)"}
     assert f"{bad_dir}: cannot list the folder (Permission denied); ignored" in \
-        result.info["layout_warnings"]
-    assert result.info["aois"]["AOI_2_Vegas"]["image_types"] == ["MUL-PanSharpen"]
+        _js(result)["layout_warnings"]
+    assert _js(result)["aois"]["AOI_2_Vegas"]["image_types"] == ["MUL-PanSharpen"]
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
@@ -413,9 +418,9 @@ def test_resume_writes_again_the_shards_whose_inputs_changed(tmp_path):
     label.write_text(geojson_text([]))  # the buildings of tile 3 were removed
     again = _run(tmp_path / "d", out, resume=True, **kw)
     assert again.rewritten == [target]
-    assert again.info["shards_resumed"] == len(shards) - 1
+    assert _js(again)["shards_resumed"] == len(shards) - 1
     assert f"{label}: changed (size or modification time) since the earlier run; shard " \
-           f"{target} written again" in [n["note"] for n in again.info["notes"]]
+           f"{target} written again" in [n["note"] for n in _js(again)["notes"]]
     assert (out / target).stat().st_mtime_ns != before[target]
     assert all((out / s).stat().st_mtime_ns == before[s] for s in shards if s != target)
     # the new content is in: tile 3's labels now say no building
@@ -426,7 +431,7 @@ def test_resume_writes_again_the_shards_whose_inputs_changed(tmp_path):
     assert len(tile3) == 1 and tile3[0]["labels"]["MUL-PanSharpen"]["mask"].sum() == 0
     # a third resume with nothing changed keeps everything
     third = _run(tmp_path / "d", out, resume=True, **kw)
-    assert third.rewritten == [] and third.info["shards_resumed"] == len(shards)
+    assert third.rewritten == [] and _js(third)["shards_resumed"] == len(shards)
 
 
 def test_resume_notices_an_input_touched_without_a_size_change(tmp_path):
@@ -437,7 +442,7 @@ def test_resume_notices_an_input_touched_without_a_size_change(tmp_path):
     st = tif.stat()
     os.utime(tif, ns=(st.st_atime_ns, st.st_mtime_ns + 10 ** 9))
     again = _run(tmp_path / "d", out, resume=True, splits=(("train", 1.0),))
-    assert again.rewritten and again.info["shards_resumed"] == 0
+    assert again.rewritten and _js(again)["shards_resumed"] == 0
 
 
 def test_without_a_contract_a_shard_still_keeps_one_dtype(tmp_path, monkeypatch):
@@ -451,7 +456,7 @@ def test_without_a_contract_a_shard_still_keeps_one_dtype(tmp_path, monkeypatch)
     monkeypatch.setattr(converter, "probe_image", unreadable)
     result = _run(tmp_path / "d", tmp_path / "o", splits=(("train", 1.0),))
     assert result.exit_code == converter.EXIT_SKIPPED
-    why = _reasons(result.info)  # tile 2, or the others if tile 2 is the shard's first
+    why = _reasons(_js(result))  # tile 2, or the others if tile 2 is the shard's first
     assert why and len(why) + len(_tile_ids(tmp_path / "o")) == 3
     for n, reason in why.items():
         assert f"{_tif(aoi, 'PAN', n)}: PAN pixels are" in reason
@@ -466,15 +471,15 @@ def test_sizes_may_vary_dtype_and_bands_may_not(tmp_path):
     pan3 = _tif(tmp_path / "d" / "AOI_2_Vegas_Train", "PAN", 3)
     _rewrite(pan3, np.ones((1, 65, 65)), "uint16", size=65)
     result = _run(tmp_path / "d", tmp_path / "o")
-    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
+    assert result.exit_code == converter.EXIT_OK, _js(result)["skipped"]
     assert f"{pan3}: 65x65 px where this AOI's PAN tiles are 130x130 px" in \
-        [n["note"] for n in result.info["notes"]]
+        [n["note"] for n in _js(result)["notes"]]
     make_sn2_aoi(tmp_path / "d2", aoi="AOI_2_Vegas", numbers=(1, 2, 3), types=TYPES)
     make_sn2_aoi(tmp_path / "d2", aoi="AOI_3_Paris", numbers=(4, 5), types=TYPES)
     paris = tmp_path / "d2" / "AOI_3_Paris_Train" / "PAN"
     for n in (4, 5):
         _rewrite(paris / f"PAN_AOI_3_Paris_img{n}.tif", np.ones((1, 130, 130)), "float32")
     result = _run(tmp_path / "d2", tmp_path / "o2")
-    skipped = {s["tile_id"]: s["reason"] for s in result.info["skipped"]}
+    skipped = {s["tile_id"]: s["reason"] for s in _js(result)["skipped"]}
     assert set(skipped) == {"AOI_3_Paris_img4", "AOI_3_Paris_img5"}
     assert "PAN pixels have dtype float32" in skipped["AOI_3_Paris_img4"]

@@ -64,8 +64,8 @@ def real_layout(realdata, tmp_path_factory):
 
 def test_every_real_tile_converted(real_layout):
     _, _, result, _ = real_layout
-    assert result.exit_code == converter.EXIT_OK, result.info["skipped"]
-    assert result.info["splits"]["train"]["num_examples"] == len(RIO) + 2
+    assert result.exit_code == converter.EXIT_OK, result.info.skipped
+    assert result.info.split("train").num_examples == len(RIO) + 2
 
 
 def test_real_pixels_bit_exact_and_georeference_kept(real_layout, realdata):

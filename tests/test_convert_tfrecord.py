@@ -207,12 +207,13 @@ def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
     """The CLI and its spawned workers run with a 'tensorflow' that fails on import."""
     data = tmp_path / "data"
     expected = make_sn2_aoi(data, numbers=(1, 2, 3, 4), size=65)
-    fake = tmp_path / "fake" / "tensorflow"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(
-        "import os, pathlib\n"
-        f"pathlib.Path({str(tmp_path)!r}, f'tf-imported-by-{{os.getpid()}}').touch()\n"
-        "raise ImportError('sn_tf.convert must not import tensorflow')\n")
+    for name in ("tensorflow", "tensorflow_datasets"):  # TFDS's files are written without it
+        fake = tmp_path / "fake" / name
+        fake.mkdir(parents=True)
+        (fake / "__init__.py").write_text(
+            "import os, pathlib\n"
+            f"pathlib.Path({str(tmp_path)!r}, f'tf-imported-by-{{os.getpid()}}').touch()\n"
+            f"raise ImportError('sn_tf.convert must not import {name}')\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(fake.parent), str(REPO)])}
     out = tmp_path / "out"
     res = subprocess.run([sys.executable, "-m", "sn_tf.convert", "--noprogress",
@@ -221,6 +222,7 @@ def test_convert_with_two_workers_never_imports_tensorflow(tmp_path):
                          capture_output=True, text=True, timeout=300, env=env, check=False)
     assert res.returncode == 0, res.stderr
     assert not list(tmp_path.glob("tf-imported-by-*")), res.stderr
+    assert (out / "features.json").is_file() and (out / "dataset_info.json").is_file()
     shards = list(out.glob("*.tfrecord-*"))
     assert len(shards) >= 2  # so both workers had work
     assert sorted(t["tile_id"] for t in read_examples(out)) == sorted(expected)

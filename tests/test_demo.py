@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from sn_tf.dataset import info as dsinfo
+
 
 @pytest.mark.slow
 def test_demo_path_in_smoke_size(tmp_path):
@@ -26,8 +28,8 @@ def test_demo_path_in_smoke_size(tmp_path):
         assert list((out / "overlays" / name).glob("*.png"))
     # scored: exactly the held-out 'test' tiles that have the model's image type (not Rio),
     # none of which trained the model or chose its checkpoint
-    info = json.loads((out / "tfrecords" / "dataset_info.json").read_text())
-    assert set(info["splits"]) == {"train", "val", "test"}, info["splits"]
+    info = dsinfo.load(out / "tfrecords")
+    assert set(info.splits) == {"train", "val", "test"}, list(info.splits)
     test_ids = {p.stem for p in (out / "predictions" / "fcn").glob("*.geojson")}
     assert test_ids and all(i.startswith(("AOI_2_Vegas", "AOI_3_Paris")) for i in test_ids)
     assert scores["fcn"]["overall"]["n_images"] == len(test_ids)

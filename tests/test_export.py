@@ -95,7 +95,12 @@ def test_model_normalising_itself_is_not_normalised_twice(tmp_path, exported, ki
     compiled = exported[kind][0]  # the float model of the other export (same weights)
     inner = keras.models.clone_model(compiled)  # uncompiled, as training nests it: no optimizer
     inner.set_weights(compiled.get_weights())  # state saved inside the wrapped checkpoint
-    info = {"feature_spec": {"image_types": {RGB: {"bands": 3, "dtype": "uint16"}}}}
+    from sn_tf.dataset import info as dsinfo
+
+    info = dsinfo.DatasetInfo(  # only the stored type the normalisation layer reads
+        name="t", schema_version=3, image_types={
+            RGB: dsinfo.ImageTypeInfo(RGB, "uint16", 3, (64, 64, 3), "", "", "raw")},
+        label_grids={}, splits={}, aois={}, band_stats={}, band_stats_split="train")
     norm = normalization_layer(info, (RGB,), normalization={"mean": MEAN, "std": STD})
     wrapped = model_input.with_input_stage(
         inner, norm, {"gain": 0.2, "offset_std": 0.1, "noise_std": 0.1}, seed=1)

@@ -6,7 +6,7 @@ test derives the crop/symmetry (or scale) from that and compares the labels with
 fixture polygons moved by the same transform.
 """
 
-import copy
+import dataclasses
 import json
 import os
 import pathlib
@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from fixtures.datasets import write_dataset
+from fixtures.datasets import legacy_description, write_dataset
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
 from sn_tf.input.pipeline import make_dataset, make_examples, steps_per_epoch
@@ -259,7 +259,7 @@ def test_contact_needs_schema_3_data(fx, tmp_path):
                 del ex.features.feature[key]
 
     old = _rewritten(fx, tmp_path / "v2", drop_contact, schema_version=2)
-    info = json.loads((old / "dataset_info.json").read_text())
+    info = json.loads((old / "dataset_info.json").read_text())  # the legacy description
     for grid in info["feature_spec"]["label_grids"].values():
         del grid["arrays"]["contact"]
     (old / "dataset_info.json").write_text(json.dumps(info))
@@ -372,7 +372,7 @@ def test_raw_evaluation_pads_with_the_band_mean(fx):
     want = _batches(make_examples(fx.converted, "val", **args))
     got = _batches(make_examples(fx.converted, "val", image_dtype="raw", **args))
     norm = normalization_layer(fx.info, ("MUL-PanSharpen",))
-    mean = np.array(fx.info["band_stats"]["MUL-PanSharpen"]["mean"], np.float32)
+    mean = np.array(fx.info.stats("MUL-PanSharpen").mean, np.float32)
     for g, w in zip(got, want, strict=True):
         assert g["image"].dtype == np.float32 and g["image"].shape == w["image"].shape
         valid = g["valid"][..., 0] > 0
@@ -418,9 +418,10 @@ def test_same_seed_same_batches_different_seed_different(fx):
 
 def _rewritten(fx, out: pathlib.Path, change, schema_version: int | None = None):
     """A copy of the fixture's dataset with every record passed through ``change``
-    (tf.train.Example -> None, edited in place) and re-serialized by protobuf."""
+    (tf.train.Example -> None, edited in place) and re-serialized by protobuf, described
+    the way sn_tf did before sn_tf_info.json (``legacy_description``)."""
     out.mkdir()
-    info = json.loads((fx.converted / "dataset_info.json").read_text())
+    info = legacy_description(fx.converted)
     if schema_version is not None:
         info["schema_version"] = schema_version
     (out / "dataset_info.json").write_text(json.dumps(info))
@@ -454,8 +455,8 @@ def test_windows_cut_from_the_record_equal_parsed_ones(fx, tmp_path, case):
         data = _rewritten(fx, tmp_path / "shifted", shift_payloads)
     kw = dict(target="all", crop_size=CROP, batch_size=2, deterministic=True, repeat=2,
               seed=5, aois=VEGAS, image_dtype="raw")
-    assert pipeline.load_info(data)["schema_version"] == (1 if case == "version 1" else
-                                                          schema.SCHEMA_VERSION)
+    assert pipeline.load_info(data).schema_version == (1 if case == "version 1" else
+                                                       schema.SCHEMA_VERSION)
     key = schema.image_key("MUL-PanSharpen", "data")
     for folder, cut in ((fx.converted, True), (data, False)):  # where the windows come from
         record = next(iter(tf.data.TFRecordDataset(sorted(map(str, folder.glob("*train*"))))))
@@ -517,11 +518,11 @@ def test_eval_dataset_normalises_pads_and_works_with_keras_predict(fx):
     ds = make_dataset(fx.converted, "val", training=False, batch_size=2)
     image, targets, weights = next(iter(ds))
     assert image.shape[1] % 32 == 0 and image.shape[2] % 32 == 0  # segmentation default pad
-    stats = fx.info["band_stats"]["MUL-PanSharpen"]
+    stats = fx.info.stats("MUL-PanSharpen")
     tile = next(read_examples(fx.converted, "val", decode_polygons=False))
     raw = tile["images"]["MUL-PanSharpen"]["data"].astype(np.float64)
     h, w = raw.shape[:2]
-    want = (raw - np.array(stats["mean"])) / np.array(stats["std"])
+    want = (raw - np.array(stats.mean)) / np.array(stats.std)
     np.testing.assert_allclose(image[0, :h, :w].numpy(), want, rtol=1e-4, atol=1e-4)
     np.testing.assert_array_equal(weights["footprint"][0, ..., 0].numpy() > 0,
                                   np.pad(np.ones((h, w)), [(0, image.shape[1] - h),
@@ -658,8 +659,9 @@ def test_aoi_selection_and_missing_type_in_an_aoi(fx):
     ds = _train(fx, image_types=types, repeat=2)
     assert {t.decode().rsplit("_", 1)[0] for b in _batches(ds) for t in b["tile_id"]} == set(
         VEGAS)
-    info = copy.deepcopy(fx.info)
-    info["aois"]["AOI_2_Vegas"]["image_types"].remove("RGB-PanSharpen")
+    vegas = fx.info.aois["AOI_2_Vegas"]
+    info = dataclasses.replace(fx.info, aois={**fx.info.aois, "AOI_2_Vegas": dataclasses.replace(
+        vegas, image_types=tuple(t for t in vegas.image_types if t != "RGB-PanSharpen"))})
     with pytest.raises(ValueError, match="no AOI in split 'val' has all of.*Paris lacks"):
         _check_types(info, types, "val", None)
     ds = make_examples(fx.converted, "val", training=False, aois=["AOI_3_Paris"],
@@ -701,12 +703,12 @@ def test_bad_configurations_raise_clear_errors(fx, kw, match):
 def test_unknown_split_and_folder(fx, tmp_path):
     with pytest.raises(ValueError, match="no split 'test'"):
         make_dataset(fx.converted, "test")
-    with pytest.raises(FileNotFoundError, match="dataset_info.json"):
+    with pytest.raises(ValueError, match="sn_tf_info.json: not found"):
         make_dataset(tmp_path, "train")
 
 
 def test_input_context_shards_evaluation_exactly_once(fx):
-    files = fx.info["splits"]["val"]["shards"]
+    files = fx.info.split("val").shards
     for n in (2, len(files) + 1):  # by file, then by record (more pipelines than files)
         ids = []
         for i in range(n):
@@ -770,11 +772,11 @@ def test_sdf_truncation_re_clips(fx, truncation):
 
 @pytest.mark.parametrize("normalization", ["percentile", "explicit", None])
 def test_normalization_options(fx, normalization):
-    stats = fx.info["band_stats"]["PAN"]
+    stats = fx.info.stats("PAN")
     if normalization == "explicit":
         norm, lo, span = {"mean": [100.0], "std": [4.0]}, 100.0, 4.0
     elif normalization == "percentile":
-        norm, lo, span = "percentile", stats["p1"][0], stats["p99"][0] - stats["p1"][0]
+        norm, lo, span = "percentile", stats.p1[0], stats.p99[0] - stats.p1[0]
     else:
         norm, lo, span = None, 0.0, 1.0
     ds = make_examples(fx.converted, "val", training=False, batch_size=1,

@@ -82,8 +82,8 @@ def test_oriented_detectnet_config_checks(tfr, tmp_path):
         with pytest.raises(trainer.ConfigError, match=message):
             trainer.resolve(apply_overrides(cfg, sets), tfr)
     # data converted before schema version 3 has no rectangles: refused, plain one trains
-    info = json.loads((pathlib.Path(tfr) / "dataset_info.json").read_text())
-    (tmp_path / "dataset_info.json").write_text(json.dumps({**info, "schema_version": 2}))
+    info = json.loads((pathlib.Path(tfr) / "sn_tf_info.json").read_text())
+    (tmp_path / "sn_tf_info.json").write_text(json.dumps({**info, "schema_version": 2}))
     with pytest.raises(trainer.ConfigError, match="schema version 2.*rects_px"):
         trainer.resolve(cfg, tmp_path)
     plain = apply_overrides(cfg, ["model.oriented=false", "loss.orient_weight=null"])
@@ -352,7 +352,7 @@ def test_model_dir_and_data_dir_problems_are_one_line_before_anything_is_written
     a_file.write_text("x")
     no_shards = tmp_path / "no_shards"
     no_shards.mkdir()
-    (no_shards / "dataset_info.json").write_text((tfr / "dataset_info.json").read_text())
+    (no_shards / "sn_tf_info.json").write_text((tfr / "sn_tf_info.json").read_text())
     for args, message in [
             ([f"--model_dir={other}", f"--data_dir={tfr}"], "holds another model"),
             ([f"--model_dir={a_file}", f"--data_dir={tfr}"], "is a file, not a folder"),

@@ -112,7 +112,7 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
 
         def work():
             res = converter.convert(data, out, cfg)
-            return sum(s["num_examples"] for s in res.info["splits"].values())
+            return res.info.num_examples
     else:
         work = {"read_default": lambda: _read_all(tiles, fast=False),
                 "read_write_default": lambda: _read_write_default(tiles, out),

@@ -56,6 +56,7 @@ import numpy as np
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf.dataset import converter  # noqa: E402
+from sn_tf.dataset import info as dsinfo  # noqa: E402
 from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
@@ -88,10 +89,10 @@ def make_data(root: pathlib.Path, tiles: int) -> tuple[pathlib.Path, dict]:
     from sn_tf.spacenet.synthetic import write_sample
 
     manifest_path = root / "src" / "sample_manifest.json"
-    if manifest_path.is_file() and (root / "tfrecords" / "dataset_info.json").is_file():
+    if manifest_path.is_file() and (root / "tfrecords" / dsinfo.INFO_FILE).is_file():
         manifest = json.loads(manifest_path.read_text())
-        info = json.loads((root / "tfrecords" / "dataset_info.json").read_text())
-        if len(manifest["tiles"]) == tiles and info["splits"]["train"]["num_examples"] == tiles:
+        info = dsinfo.load(root / "tfrecords")
+        if len(manifest["tiles"]) == tiles and info.split("train").num_examples == tiles:
             return root / "tfrecords", {"manifest": manifest, "info": info}
 
     manifest = write_sample(root / "src", aois=["AOI_2_Vegas"], tiles_per_aoi=tiles)
@@ -174,9 +175,9 @@ def _per_sample_generator(src: pathlib.Path, manifest: dict, mean, std, seed: in
 def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: bool = False,
                        edt: str = "scipy"):
     """The per-sample loader as a batched, prefetched tf.data.Dataset."""
-    stats = info["band_stats"][TYPE]
-    mean = np.asarray(stats["mean"], np.float32)
-    std = np.asarray(stats["std"], np.float32)
+    stats = info.stats(TYPE)
+    mean = np.asarray(stats.mean, np.float32)
+    std = np.asarray(stats.std, np.float32)
     spec = (tf.TensorSpec([CROP, CROP, 8], tf.uint16 if raw else tf.float32),
             {"footprint": tf.TensorSpec([CROP, CROP, 1], tf.float32),
              "sdf": tf.TensorSpec([CROP, CROP, 1], tf.float32)})
@@ -261,8 +262,7 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         data_dir, meta = make_data(root, args.tiles)
         info = meta["info"]
-        rec_mb = info["splits"]["train"]["num_bytes"] / info["splits"]["train"][
-            "num_examples"] / 2 ** 20
+        rec_mb = info.split("train").num_bytes / info.split("train").num_examples / 2 ** 20
         print(f"data: {args.tiles} Vegas tiles 650x650x8 uint16 ({rec_mb:.1f} MB/record), "
               f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores; "
               f"malloc {'keeps freed memory' if tuned else 'defaults'} (all loaders)")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
+from sn_tf.dataset import info as dsinfo, schema  # noqa: E402
 from sn_tf.training.recipes import load_recipe  # noqa: E402
 from sn_tf.utils.tfimport import tensorflow  # noqa: E402
 
@@ -68,7 +69,11 @@ def build(cfg: dict):
     model = modeling.build_model(kind, BANDS, **m)
     raw = cfg["data"].get("image_dtype", "float32") == "raw"
     if raw:
-        info = {"feature_spec": {"image_types": {TYPE: {"bands": BANDS, "dtype": "uint16"}}}}
+        info = dsinfo.DatasetInfo(  # the one stored type the normalisation layer needs
+            name="bench", schema_version=schema.SCHEMA_VERSION, image_types={
+                TYPE: dsinfo.ImageTypeInfo(TYPE, "uint16", BANDS, (650, 650, BANDS), "", "",
+                                           "raw")},
+            label_grids={}, splits={}, aois={}, band_stats={}, band_stats_split="train")
         norm = pipeline.normalization_layer(info, (TYPE,), None,
                                             {"mean": [MEAN] * BANDS, "std": [STD] * BANDS})
         aug = augment.augment_config(cfg["data"].get("augment"))

@@ -1,4 +1,4 @@
-"""SpaceNet folders -> sharded TFRecords plus ``dataset_info.json`` (the converter library).
+"""SpaceNet folders -> sharded TFRecords plus their description (the converter library).
 
     convert(data_dir, output_dir, ConvertConfig(...))    # CLI: python -m sn_tf.convert
 
@@ -15,9 +15,10 @@ How it works:
    made of, so ``--resume`` writes only what is missing, and writes again the shards
    whose inputs changed since (a note on each changed tile says so). Records are framed
    by ``sn_tf.dataset.tfrecord``: converting never imports TensorFlow.
-4. ``dataset_info.json``: schema, feature spec, counts per split and AOI, per-band
-   statistics (train split) per image type, skipped tiles with reasons, notes, command
-   line and versions.
+4. The description (``sn_tf.dataset.info``, saved as ``sn_tf_info.json``): schema, declared
+   feature types, counts per split, shard and AOI, per-band statistics (train split) per
+   image type, skipped tiles with reasons, notes, command line and versions; and from it
+   TensorFlow Datasets' ``dataset_info.json`` and ``features.json`` (written without TFDS).
 
 Rules:
 
@@ -44,7 +45,7 @@ Rules:
   when it is killed); a second conversion into the folder refuses (``ConvertError``).
 
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
-dataset_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
+sn_tf_info.json and printed), 1 for an unusable input or output folder, 2 for bad flags.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from concurrent import futures
 
 import numpy as np
 
+from sn_tf.dataset import info as dsinfo
 from sn_tf.dataset import labels, schema
 from sn_tf.spacenet import layout
 from sn_tf.utils.malloc import keep_freed_memory
@@ -80,7 +82,7 @@ from sn_tf.dataset.tiles import (ImageSpec, TileOptions, TileSkipped, build_tile
                                  estimate_tile_bytes, probe_image, shard_count)
 from sn_tf.utils.errors import SnTfError
 
-INFO_FILE = "dataset_info.json"
+INFO_FILE = dsinfo.INFO_FILE
 WORK_DIR = ".sn_tf_work"
 LOCK_FILE = "convert.lock"  # in WORK_DIR: flock'ed by the one conversion writing the folder
 PROBE_TILES = 5  # tiles per AOI whose headers fix the contract (dtype, bands, size)
@@ -559,13 +561,13 @@ def _worker_entry(shard, options, out_dir, cfg):
 # ---- orchestration ---------------------------------------------------------------------
 @dataclasses.dataclass
 class ConvertResult:
-    """What a conversion did; ``info`` is the content of dataset_info.json.
+    """What a conversion did; ``info`` is its description (sn_tf_info.json).
 
     ``rewritten``: shards an earlier run had finished that ``--resume`` wrote again
     because an input file changed (the notes of their tiles name the files).
     """
 
-    info: dict
+    info: dsinfo.DatasetInfo
     exit_code: int
     rewritten: list = dataclasses.field(default_factory=list)
 
@@ -779,10 +781,8 @@ def _convert_locked(layouts, shards, options, out: pathlib.Path, cfg: ConvertCon
         bar.close()
     info = build_info(layouts, shards, records, options, cfg, out, command_line,
                       resumed=len(shards) - len(todo), elapsed=time.time() - t0)
-    text = json.dumps(info, indent=1)
-    (out / INFO_FILE).write_text(text)
-    info = json.loads(text)  # the result holds exactly what the file says
-    return ConvertResult(info, EXIT_SKIPPED if info["skipped"] else EXIT_OK, rewritten)
+    info = dsinfo.save(info, out)  # the result holds exactly what the file says
+    return ConvertResult(info, EXIT_SKIPPED if info.skipped else EXIT_OK, rewritten)
 
 
 def _merge_stats(out: pathlib.Path, shards) -> dict:
@@ -819,86 +819,105 @@ def _versions() -> dict:
     return v
 
 
-def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
-               elapsed) -> dict:
-    """The content of dataset_info.json."""
-    image_types, label_grids = {}, {}
+def _aoi_types(opts: TileOptions) -> tuple[str, ...]:
+    """The image types an AOI's tiles hold: its selected types and each resampled
+    ``T@G`` (``tiles.build_tile``)."""
+    resampled = tuple(f"{t}@{opts.resample_to}" for t in opts.resample_types) \
+        if opts.resample_to else ()
+    return tuple(opts.image_types) + resampled
+
+
+def _image_types(records, cfg: ConvertConfig) -> dict:
+    """{type: ImageTypeInfo} from the shards' records (the first tile seen of each)."""
+    out = {}
     for r in records.values():
         for k, v in r["image_types"].items():
-            image_types.setdefault(k, v)
+            out.setdefault(k, dsinfo.ImageTypeInfo(
+                k, v["dtype"], int(v["bands"]), tuple(int(x) for x in v["example_shape"]),
+                v["label_grid"], v["crs"], cfg.image_encoding))
+    return dict(sorted(out.items()))
+
+
+def _label_grids(records, cfg: ConvertConfig) -> dict:
+    """{grid: LabelGridInfo} from the shards' records and the label options."""
+    enc = schema.label_encodings(cfg.label_encoding)
+    arrays = {f: dsinfo.LabelArrayInfo(schema.LABEL_DTYPES[f], enc[f])
+              for f in schema.LABEL_ARRAY_FIELDS}
+    out = {}
+    for r in records.values():
         for k, v in r["label_grids"].items():
-            label_grids.setdefault(k, v)
-    for k, v in image_types.items():
-        v["encoding"] = cfg.image_encoding
-    for v in label_grids.values():
-        enc = schema.label_encodings(cfg.label_encoding)
-        v["arrays"] = {f: {"dtype": schema.LABEL_DTYPES[f], "encoding": enc[f]}
-                       for f in schema.LABEL_ARRAY_FIELDS}
-        v["sdf_truncation"] = cfg.sdf_truncation
-        v["contact_radius"] = cfg.contact_radius
-    splits = {}
+            out.setdefault(k, dsinfo.LabelGridInfo(
+                k, tuple(int(x) for x in v["example_shape"]), arrays,
+                float(cfg.sdf_truncation), int(cfg.contact_radius)))
+    return dict(sorted(out.items()))
+
+
+def _splits(shards, records) -> dict:
+    """{split: SplitInfo}: examples, bytes, shards with their record counts, AOIs."""
+    parts: dict = {}
     for s in shards:
         r = records[s.file]
-        sp = splits.setdefault(s.split, {"num_examples": 0, "num_bytes": 0, "shards": [],
-                                         "aois": {}})
-        sp["num_examples"] += len(r["tiles"])
-        sp["num_bytes"] += r["bytes"]
-        sp["shards"].append({"file": s.file, "num_examples": len(r["tiles"])})
+        sp = parts.setdefault(s.split, {"n": 0, "bytes": 0, "shards": [], "aois": {}})
+        sp["n"] += len(r["tiles"])
+        sp["bytes"] += r["bytes"]
+        sp["shards"].append(dsinfo.ShardInfo(s.file, len(r["tiles"])))
         for _, aoi in r["tiles"]:
             sp["aois"][aoi] = sp["aois"].get(aoi, 0) + 1
-    skipped = [x for s in shards for x in records[s.file]["skipped"]]
-    return {
-        "name": cfg.name,
-        "schema_version": schema.SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command_line": command_line,
-        "versions": _versions(),
-        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"},
-        "feature_spec": {
-            "image_types": dict(sorted(image_types.items())),
-            "label_grids": dict(sorted(label_grids.items())),
-            "keys": schema.feature_keys(sorted(image_types), sorted(label_grids)),
-        },
-        "splits": splits,
-        "aois": {lay.name: {"layout": lay.kind, "folder": str(lay.path),
-                            "image_types": list(options[lay.name].image_types)
-                            if lay.name in options else [],
-                            "tiles_found": len(lay.tiles)} for lay in layouts},
-        "band_stats": _merge_stats(out, shards),
-        "band_stats_split": "train",
-        "skipped": skipped,
-        "notes": [n for s in shards for n in records[s.file]["notes"]],
-        "layout_warnings": [w for lay in layouts for w in lay.warnings],
-        "shards_resumed": resumed,
-        "elapsed_s": round(elapsed, 2),
-    }
+    return {k: dsinfo.SplitInfo(k, v["n"], v["bytes"], tuple(v["shards"]), v["aois"])
+            for k, v in parts.items()}
 
 
-def format_summary(info: dict, out_dir) -> str:
-    """Readable end-of-run summary."""
-    lines = [f"sn_tf.convert: {info['name']} -> {out_dir}"]
+def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
+               elapsed) -> dsinfo.DatasetInfo:
+    """The description of the conversion (``sn_tf.dataset.info``; saved by
+    ``dsinfo.save`` as sn_tf_info.json plus TFDS's metadata)."""
+    return dsinfo.DatasetInfo(
+        name=cfg.name, schema_version=schema.SCHEMA_VERSION,
+        image_types=_image_types(records, cfg), label_grids=_label_grids(records, cfg),
+        splits=_splits(shards, records),
+        aois={lay.name: dsinfo.AoiInfo(
+            lay.name, lay.kind, str(lay.path),
+            _aoi_types(options[lay.name]) if lay.name in options else (), len(lay.tiles))
+            for lay in layouts},
+        band_stats={k: dsinfo.BandStatsInfo(**{f: tuple(v) if isinstance(v, list) else v
+                                               for f, v in d.items()})
+                    for k, d in _merge_stats(out, shards).items()},
+        band_stats_split="train",
+        skipped=[dsinfo.SkippedTile(**x) for s in shards for x in records[s.file]["skipped"]],
+        notes=[dsinfo.TileNote(**n) for s in shards for n in records[s.file]["notes"]],
+        layout_warnings=[w for lay in layouts for w in lay.warnings],
+        shards_resumed=resumed, elapsed_s=round(elapsed, 2),
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command_line=command_line, versions=_versions(),
+        config=json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items()
+                                      if k != "progress"})))
+
+
+def format_summary(info: dsinfo.DatasetInfo, out_dir) -> str:
+    """Readable end-of-run summary of a conversion's description."""
+    lines = [f"sn_tf.convert: {info.name} -> {out_dir}"]
     total_bytes = 0
-    for split, sp in info["splits"].items():
-        total_bytes += sp["num_bytes"]
-        aois = ", ".join(f"{a} {n}" for a, n in sorted(sp["aois"].items()))
-        lines.append(f"  {split:6s} {sp['num_examples']:6d} tiles in {len(sp['shards'])} "
-                     f"shard(s), {sp['num_bytes'] / 2 ** 20:8.1f} MB   ({aois})")
-    n = sum(sp["num_examples"] for sp in info["splits"].values())
-    rate = n / info["elapsed_s"] if info["elapsed_s"] else 0.0
+    for split, sp in info.splits.items():
+        total_bytes += sp.num_bytes
+        aois = ", ".join(f"{a} {n}" for a, n in sorted(sp.aois.items()))
+        lines.append(f"  {split:6s} {sp.num_examples:6d} tiles in {len(sp.shards)} "
+                     f"shard(s), {sp.num_bytes / 2 ** 20:8.1f} MB   ({aois})")
+    n = info.num_examples
+    rate = n / info.elapsed_s if info.elapsed_s else 0.0
     lines.append(f"  total  {n:6d} tiles, {total_bytes / 2 ** 20:.1f} MB, "
-                 f"{info['elapsed_s']:.1f} s ({rate:.2f} tiles/s)"
-                 + (f", {info['shards_resumed']} shard(s) kept from an earlier run"
-                    if info["shards_resumed"] else ""))
-    if info["layout_warnings"]:
-        lines.append(f"  {len(info['layout_warnings'])} layout warning(s):")
-        lines += [f"    - {w}" for w in info["layout_warnings"]]
-    if info["notes"]:
-        lines.append(f"  {len(info['notes'])} note(s) on converted tiles "
+                 f"{info.elapsed_s:.1f} s ({rate:.2f} tiles/s)"
+                 + (f", {info.shards_resumed} shard(s) kept from an earlier run"
+                    if info.shards_resumed else ""))
+    if info.layout_warnings:
+        lines.append(f"  {len(info.layout_warnings)} layout warning(s):")
+        lines += [f"    - {w}" for w in info.layout_warnings]
+    if info.notes:
+        lines.append(f"  {len(info.notes)} note(s) on converted tiles "
                      f"(see {INFO_FILE} 'notes'); first ones:")
-        lines += [f"    - {n['note']}" for n in info["notes"][:5]]
-    if info["skipped"]:
-        lines.append(f"  SKIPPED {len(info['skipped'])} tile(s):")
-        lines += [f"    - {s['tile_id']}: {s['reason']}" for s in info["skipped"]]
+        lines += [f"    - {n.note}" for n in info.notes[:5]]
+    if info.skipped:
+        lines.append(f"  SKIPPED {len(info.skipped)} tile(s):")
+        lines += [f"    - {s.tile_id}: {s.reason}" for s in info.skipped]
     else:
         lines.append("  skipped: none")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ does not know.
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from typing import Any, Mapping
 
@@ -146,6 +147,87 @@ def feature_keys(image_types, label_grids) -> list[str]:
     keys += [image_key(t, f) for t in image_types for f in IMAGE_FIELDS]
     keys += [label_key(g, f) for g in label_grids for f in LABEL_FIELDS]
     return keys
+
+
+# ---- declared feature types (TF-free): what a reader without sn_tf needs ---------------
+FEATURE_DTYPES = ("int64", "float32", "string")  # Int64List, FloatList, BytesList
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureType:
+    """How one feature is stored in the tf.train.Example.
+
+    dtype: "int64" (Int64List), "float32" (FloatList) or "string" (BytesList).
+    shape: the shape of its values (``()`` = exactly one value); a leading None is a
+      variable count (e.g. ``(None, 4)``: 4 N values, N boxes).
+    optional: absent from the examples that lack its image type or label grid (e.g. the
+      tiles of an AOI without that image type); a required feature is in every example.
+    """
+
+    dtype: str
+    shape: tuple
+    optional: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in FEATURE_DTYPES:
+            raise SchemaError(f"feature dtype {self.dtype!r} is not one of {FEATURE_DTYPES}")
+        if any(d is not None and (not isinstance(d, int) or d < 0) for d in self.shape) or \
+                None in self.shape[1:]:
+            raise SchemaError(f"feature shape {self.shape!r}: sizes >= 0, only the first may "
+                              f"be None")
+
+    def to_json(self) -> dict:
+        """{"dtype": str, "shape": [int or -1 for None], "optional": bool}."""
+        return {"dtype": self.dtype, "shape": [-1 if d is None else d for d in self.shape],
+                "optional": self.optional}
+
+
+_IMAGE_TYPES_OF_FIELDS = {
+    "data": ("string", ()), "encoding": ("string", ()), "dtype": ("string", ()),
+    "shape": ("int64", (3,)), "transform_gdal": ("string", ()), "crs": ("string", ()),
+    "nodata": ("string", ()), "label_grid": ("string", ()), "payload_offset": ("string", ()),
+}
+
+
+def _label_field_types(version: int) -> dict[str, tuple[str, tuple]]:
+    """Label grid field -> (dtype, shape) in schema ``version``."""
+    arrays = label_array_fields(version)
+    out = {f: ("string", ()) for f in arrays}
+    out.update({"encoding": ("string", (len(arrays),)), "dtypes": ("string", (len(arrays),)),
+                "shape": ("int64", (2,)), "boxes_xyxy_px": ("float32", (None, 4)),
+                "polygons_wkb": ("string", (None,))})
+    if int(version) >= FIRST_VERSION_WITH_CONTACT:
+        out["rects_px"] = ("float32", (None, 8))
+    if int(version) >= FIRST_VERSION_WITH_OFFSETS:
+        out["payload_offsets"] = ("string", ())
+    return out
+
+
+def feature_types(image_types, label_grids, version: int = SCHEMA_VERSION
+                  ) -> dict[str, FeatureType]:
+    """{feature key: FeatureType} of the examples of a dataset holding ``image_types`` and
+    ``label_grids``, written with schema ``version`` (keys sorted).
+
+    Per image type and label grid fields are optional: a tile carries only the types of
+    its AOI and the grids they are on.
+    """
+    if int(version) not in KNOWN_SCHEMA_VERSIONS:
+        raise SchemaError(f"schema version {version} is not known to this sn_tf "
+                          f"(knows {KNOWN_SCHEMA_VERSIONS}); upgrade sn_tf")
+    out = {KEY_SCHEMA_VERSION: FeatureType("int64", ()),
+           KEY_TILE_ID: FeatureType("string", ()), KEY_AOI: FeatureType("string", ()),
+           KEY_IMAGE_TYPES: FeatureType("string", (None,)),
+           KEY_LABEL_GRIDS: FeatureType("string", (None,))}
+    image_fields = [f for f in IMAGE_FIELDS
+                    if f != "payload_offset" or int(version) >= FIRST_VERSION_WITH_OFFSETS]
+    for t in image_types:
+        for f in image_fields:
+            dtype, shape = _IMAGE_TYPES_OF_FIELDS[f]
+            out[image_key(t, f)] = FeatureType(dtype, shape, optional=True)
+    for g in label_grids:
+        for f, (dtype, shape) in _label_field_types(version).items():
+            out[label_key(g, f)] = FeatureType(dtype, shape, optional=True)
+    return dict(sorted(out.items()))
 
 
 # ---- byte encoding of arrays -----------------------------------------------------------
@@ -466,7 +548,7 @@ def tf_feature_spec(image_types, label_grids, with_polygons: bool = False) -> di
 def tf_decode_bytes(data, encoding: str, dtype: str, shape):
     """TF op: encoded bytes (scalar string tensor) -> tensor of ``dtype`` and ``shape``.
 
-    ``encoding`` and ``dtype`` are static Python strings (from dataset_info.json);
+    ``encoding`` and ``dtype`` are static Python strings (from the description);
     ``shape`` may be a tensor.
     """
     tf = _tf()

@@ -374,3 +374,30 @@ def read_records(path, verify: bool = True) -> Iterator[bytes]:
                                     "(CRC mismatch)")
             yield data
             offset += 16 + length
+
+
+def count_records(path) -> int:
+    """Records in an uncompressed TFRecord file, from its framing alone: each record's
+    length header is read and CRC-checked and its data skipped (12 bytes read per record,
+    the payloads are not read or checksummed: ``read_records`` does that).
+
+    Raises ``TFRecordError`` naming the file and byte offset of a corrupt length or of a
+    record that runs past the end of the file (a truncated shard).
+    """
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        offset, count = 0, 0
+        while offset < size:
+            f.seek(offset)
+            head = f.read(12)
+            if len(head) < 12:
+                raise TFRecordError(f"{path}: truncated record header at byte {offset}")
+            (length,), (head_crc,) = struct.unpack("<Q", head[:8]), struct.unpack("<I", head[8:])
+            if masked_crc32c([head[:8]]) != head_crc:
+                raise TFRecordError(f"{path}: corrupt length at byte {offset} (CRC mismatch)")
+            if offset + 16 + length > size:
+                raise TFRecordError(f"{path}: record at byte {offset} is truncated "
+                                    f"({size - offset - 12} of {length + 4} bytes present)")
+            offset += 16 + length
+            count += 1
+    return count

@@ -1,7 +1,7 @@
 """The input pipeline: converted records -> tf.data batches of (inputs, targets).
 
 ``pipeline`` (``sn_tf.make_dataset``, ``make_examples``, ``normalization_layer``: reading,
-batching, the public API), ``plan`` (arguments checked against ``dataset_info.json``),
+batching, the public API), ``plan`` (arguments checked against the dataset description),
 ``decode`` (one record -> one example: window decoding, crops, targets), ``normalization``
 (per-channel scale/bias <-> mean/std, TF-free), ``augment`` (crops, flips, rotations, focus),
 ``targets`` (the models' targets: segmentation, DetectNet grids, oriented rectangles),

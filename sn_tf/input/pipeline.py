@@ -47,7 +47,7 @@ with georeference, visualisation and tests::
     padding is at the bottom/right so pixel (c, r) keeps its map position), "crs" [B]
     string, "height" [B] int32, "width" [B] int32 (unpadded size).
 
-Normalisation (per band, statistics of the converter's train split in dataset_info.json):
+Normalisation (per band, statistics of the converter's train split in the description):
   ``"dataset_info"`` (default): ``(x - mean) / std``. ``"percentile"``:
   ``(x - p1) / (p99 - p1)`` (not clipped). None: raw values as float32. A mapping
   ``{"mean": [C], "std": [C]}``: explicit per-channel values (after band selection).
@@ -56,7 +56,9 @@ Reading: files shuffled per epoch (stateless, from ``seed`` and the epoch), shar
 input pipeline (``input_context``: by file when there are at least as many files as
 pipelines, else by record within each file), read by an interleave (parallel by default,
 ``num_parallel_reads``; non-deterministic order for training unless
-``deterministic=True``), a bounded shuffle of serialized records (``shuffle_buffer``;
+``deterministic=True``; each shard's framing walked first and its records counted
+against the description as they are read: a cut, truncated or corrupt shard fails with
+an error naming the file, ``sn_tf.dataset.reader.tf_checked_records``), a bounded shuffle of serialized records (``shuffle_buffer``;
 default: as many records as fit 256 MiB), a parallel map that parses only the small
 features (version 2 records: raw pixel payloads stay in the record, whose payload
 offsets are checked once per tile, ``schema.tf_payload``), with ``crops_per_tile`` k > 1
@@ -90,11 +92,12 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import pathlib
 from typing import Any, Mapping, Sequence
 
 from sn_tf.dataset import schema
-from sn_tf.dataset.reader import load_info, shard_files
+from sn_tf.dataset.info import DatasetInfo
+from sn_tf.dataset.reader import (Shard, check_shards, load_info, shards,
+                                  tf_checked_records)
 from sn_tf.utils.tfimport import tensorflow
 from sn_tf.input.cells import DEFAULT_CELL_SIZE
 
@@ -117,8 +120,8 @@ _graph = tf.autograph.experimental.do_not_convert
 
 
 # ---- reading -------------------------------------------------------------------------------
-def _worker_files(files: list[str], input_context):
-    """(files of this input pipeline, (num_shards, index) for record sharding or None)."""
+def _worker_files(files: list[Shard], input_context):
+    """(shards of this input pipeline, (num_shards, index) for record sharding or None)."""
     if input_context is None or input_context.num_input_pipelines == 1:
         return files, None
     n, i = input_context.num_input_pipelines, input_context.input_pipeline_id
@@ -127,18 +130,30 @@ def _worker_files(files: list[str], input_context):
     return files, (n, i)
 
 
-def _file_dataset(files: list[str], training: bool, seed: int, epochs):
-    """Dataset of (file name, epoch int64); files reshuffled per epoch when training."""
-    names = tf.constant(files)
+def _expected(files: list[Shard], record_shard) -> list[int]:
+    """Records this pipeline reads from each shard (of its ``record_shard`` when given;
+    -1 for a shard without a described count)."""
+    if record_shard is None:
+        return [-1 if s.num_examples is None else s.num_examples for s in files]
+    n, i = record_shard
+    return [-1 if s.num_examples is None else len(range(i, s.num_examples, n)) for s in files]
+
+
+def _file_dataset(files: list[Shard], record_shard, training: bool, seed: int, epochs):
+    """Dataset of (file name, records expected int64, epoch int64); files reshuffled per
+    epoch when training."""
+    names = tf.constant([s.path for s in files])
+    counts = tf.constant(_expected(files, record_shard), tf.int64)
     if not training:
-        return tf.data.Dataset.from_tensor_slices(names).map(
-            _graph(lambda f: (f, tf.constant(0, tf.int64))))
+        return tf.data.Dataset.from_tensor_slices((names, counts)).map(
+            _graph(lambda f, c: (f, c, tf.constant(0, tf.int64))))
     epochs_ds = tf.data.Dataset.counter() if epochs is None else tf.data.Dataset.range(epochs)
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
-            names, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(order).map(_graph(lambda f: (f, epoch)))
+            tf.range(tf.size(names)), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(order).map(
+            _graph(lambda k: (tf.gather(names, k), tf.gather(counts, k), epoch)))
 
     return epochs_ds.flat_map(_graph(one_epoch))
 
@@ -163,10 +178,8 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
     parallel interleave (for high-latency storage such as GCS). buffer_size: of each
     TFRecordDataset (``_read_buffer_size``).
     """
-    def read(f, epoch):
-        ds = tf.data.TFRecordDataset(f, buffer_size=buffer_size)
-        if record_shard is not None:
-            ds = ds.shard(*record_shard)
+    def read(f, expected, epoch):
+        ds = tf_checked_records(f, expected, record_shard, buffer_size)
         return ds.map(_graph(lambda r: (r, epoch)))
 
     read = _graph(read)
@@ -177,22 +190,17 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
                                deterministic=deterministic)
 
 
-def _worker_examples(info: dict, split: str, files: list[str], record_shard) -> int:
-    """Examples this input pipeline reads (from the per-shard counts in dataset_info.json)."""
-    counts = {sh["file"]: sh["num_examples"] for sh in info["splits"][split]["shards"]}
-    per_file = [counts[pathlib.PurePath(f).name] for f in files]
-    if record_shard is None:
-        return sum(per_file)
-    n, i = record_shard
-    return sum(len(range(i, c, n)) for c in per_file)
+def _worker_examples(files: list[Shard], record_shard) -> int:
+    """Examples this input pipeline reads (from the described per-shard counts)."""
+    return sum(_expected(files, record_shard))
 
 
-def _auto_shuffle_buffer(info: dict, split: str) -> int:
+def _auto_shuffle_buffer(info: DatasetInfo, split: str) -> int:
     """Records that fit ``SHUFFLE_BUDGET_BYTES`` (4..256, at most the split's size)."""
-    sp = info["splits"][split]
-    mean = sp["num_bytes"] / max(sp["num_examples"], 1)
+    sp = info.split(split)
+    mean = sp.num_bytes / max(sp.num_examples, 1)
     n = int(SHUFFLE_BUDGET_BYTES // max(mean, 1))
-    return max(1, min(max(n, 4), 256, sp["num_examples"]))
+    return max(1, min(max(n, 4), 256, sp.num_examples))
 
 
 # ---- batched stage ---------------------------------------------------------------------------
@@ -238,7 +246,7 @@ class _Runtime:
     crops_per_tile: int = 1
 
 
-def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_element):
+def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, to_element):
     """The tf.data graph (module docstring); ``to_element`` maps each finished batch dict."""
     if not plan.training and rt.repeat:
         raise ValueError("evaluation (training=False) reads every example exactly once; "
@@ -257,11 +265,13 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
         batch_size = rt.input_context.get_per_replica_batch_size(batch_size)
     training, npc = plan.training, rt.num_parallel_calls
     det = (not training) if rt.deterministic is None else bool(rt.deterministic)
-    files, record_shard = _worker_files(shard_files(data_dir, split), rt.input_context)
-    files_ds = _file_dataset(files, training, plan.seed, _epochs(training, rt.repeat))
+    files, record_shard = _worker_files(shards(data_dir, split), rt.input_context)
+    check_shards(files)  # framing walk: a cut or truncated shard fails here, named
+    files_ds = _file_dataset(files, record_shard, training, plan.seed,
+                             _epochs(training, rt.repeat))
     cycle = min(len(files), MAX_CYCLE_LENGTH) if training else 1
     ds = _records(files_ds, record_shard, cycle, rt.num_parallel_reads, det,
-                  _read_buffer_size(files))
+                  _read_buffer_size([s.path for s in files]))
     if training:
         buf = (_auto_shuffle_buffer(info, split) if rt.shuffle_buffer is None
                else int(rt.shuffle_buffer))
@@ -293,9 +303,8 @@ def _build(data_dir, info: dict, plan: _Plan, split: str, rt: _Runtime, to_eleme
     ds = _batch(ds, batch_size, training)
     ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan))), num_parallel_calls=npc,
                 deterministic=det)
-    if not training and plan.aois is None:  # known length: Keras shows progress, and a
-        # shard that disagrees with dataset_info.json fails loudly instead of silently
-        n = _worker_examples(info, split, files, record_shard)
+    if not training and plan.aois is None:  # known length: Keras shows progress
+        n = _worker_examples(files, record_shard)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
     options = tf.data.Options()
     if rt.input_context is not None:
@@ -464,7 +473,7 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     """A tf.data.Dataset of ``(image, targets)`` or ``(image, targets, sample_weights)``.
 
     Args:
-      data_dir: output folder of ``sn_tf.convert`` (with dataset_info.json).
+      data_dir: output folder of ``sn_tf.convert`` (with its description, sn_tf_info.json).
       split: split name, e.g. "train" or "val".
       target: "segmentation", "detection" or "oriented_detection" (targets in the module
         docstring).
@@ -573,18 +582,18 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     return _build(data_dir, info, plan, split, rt, to_keras)
 
 
-def normalization_coefficients(info: dict, image_types: Sequence[str],
+def normalization_coefficients(info: DatasetInfo, image_types: Sequence[str],
                                bands: Mapping[str, Sequence[int]] | None = None,
                                normalization: Any = "dataset_info"):
     """Per-channel ``(scale, bias)``, float32 [C]: the pipeline feeds ``raw * scale + bias``.
 
-    info: a loaded dataset_info.json (``sn_tf.dataset.reader.load_info``); other arguments as
+    info: a dataset description (``sn_tf.dataset.info.load``); other arguments as
     ``make_dataset``. For exporting models that normalise raw bands themselves.
     """
     return _normalization(info, _type_specs(info, image_types, bands), normalization)
 
 
-def normalization_layer(info: dict, image_types: Sequence[str],
+def normalization_layer(info: DatasetInfo, image_types: Sequence[str],
                         bands: Mapping[str, Sequence[int]] | None = None,
                         normalization: Any = "dataset_info", name: str = "normalization"):
     """Keras layer ``raw -> (raw - mean) / std`` per channel, for ``image_dtype="raw"`` input.
@@ -608,6 +617,6 @@ def normalization_layer(info: dict, image_types: Sequence[str],
 def steps_per_epoch(data_dir, split: str, batch_size: int, aois: Sequence[str] | None = None
                     ) -> int:
     """Full batches in one pass over ``split`` (for ``fit(steps_per_epoch=...)``)."""
-    sp = load_info(data_dir)["splits"][split]
-    n = sum(sp["aois"][a] for a in aois) if aois is not None else sp["num_examples"]
+    sp = load_info(data_dir).split(split)
+    n = sp.examples_of(aois) if aois is not None else sp.num_examples
     return max(1, n // batch_size)

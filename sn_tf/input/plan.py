@@ -1,4 +1,4 @@
-"""What a pipeline reads and makes, checked against ``dataset_info.json`` before any graph.
+"""What a pipeline reads and makes, checked against the dataset's description before any graph.
 
 ``_plan`` resolves ``make_dataset`` / ``make_examples`` arguments against the dataset's
 description (image types and bands present, dtypes, encodings, label fields, schema version,
@@ -16,18 +16,19 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from sn_tf.dataset import schema
+from sn_tf.dataset.info import DatasetInfo, InfoError
 from sn_tf.input import augment as aug
 from sn_tf.input.augment import AugmentConfig, augment_config
 from sn_tf.input.normalization import coefficients_from_mean_std, normalization_mean_std
 
 
 TARGETS = ("segmentation", "detection", "oriented_detection", "all")
-NORMALIZATIONS = ("dataset_info", "percentile")
+NORMALIZATIONS = ("dataset_info", "percentile")  # "dataset_info": the description's mean, std
 IMAGE_DTYPES = ("float32", "bfloat16", "float16", "raw")
 DEFAULT_SEG_PAD = 32
 
 
-# ---- configuration checked against dataset_info.json --------------------------------------
+# ---- configuration checked against the description (sn_tf.dataset.info) ------------------
 @dataclasses.dataclass(frozen=True)
 class _TypeSpec:
     """One image type as stored: name, dtype, encoding, band count and selected channels."""
@@ -46,7 +47,7 @@ class _TypeSpec:
 
 @dataclasses.dataclass(frozen=True)
 class _Plan:
-    """Everything the graph functions need, resolved from dataset_info.json and arguments."""
+    """Everything the graph functions need, resolved from the description and arguments."""
 
     types: tuple[_TypeSpec, ...]
     grid: str
@@ -102,14 +103,14 @@ class _Plan:
         return dtypes.pop() if len(dtypes) == 1 else "float32"
 
 
-def _check_types(info: dict, image_types: Sequence[str], split: str, aois
+def _check_types(info: DatasetInfo, image_types: Sequence[str], split: str, aois
                  ) -> tuple[str, tuple[str, ...] | None]:
     """Validate the image types; return (the label grid they share, the AOIs to read).
 
     aois None: the AOIs of ``split`` that have every requested image type (None when
     that is all of them, i.e. no filtering); an explicit list must all have them.
     """
-    known = info["feature_spec"]["image_types"]
+    known = info.image_types
     if isinstance(image_types, str) or not image_types:
         raise ValueError(f"image_types must be a non-empty sequence of type names, "
                          f"got {image_types!r}")
@@ -119,23 +120,23 @@ def _check_types(info: dict, image_types: Sequence[str], split: str, aois
     if missing:
         raise ValueError(f"image type(s) {missing} are not in this dataset; present: "
                          f"{sorted(known)}")
-    grids = {t: known[t]["label_grid"] for t in image_types}
+    grids = {t: known[t].label_grid for t in image_types}
     unlabeled = [t for t, g in grids.items() if not g]
     if unlabeled:
         raise ValueError(f"image type(s) {unlabeled} have no label grid in this dataset "
                          f"(converted with --label_grids that exclude their grid); "
                          f"targets cannot be built for them")
     if len(set(grids.values())) > 1:
-        desc = ", ".join(f"{t} on grid {g} {known[t]['example_shape'][:2]}"
+        desc = ", ".join(f"{t} on grid {g} {list(known[t].example_shape[:2])}"
                          for t, g in grids.items())
         raise ValueError(f"image types must share one pixel grid to be stacked, got: {desc}. "
                          f"Convert with --resample_to to put them on one grid "
                          f"(e.g. 'MUL@MUL-PanSharpen')")
-    split_aois = list(info["splits"][split]["aois"])
-    lacking = {a: _lacking_types(info, a, image_types) for a in split_aois}
+    split_aois = sorted(info.split(split).aois)
+    lacking = {a: info.lacking(a, image_types) for a in split_aois}
     grid = next(iter(grids.values()))
     if aois is None:
-        fits = tuple(a for a in split_aois if not lacking[a])
+        fits = info.aois_with(image_types, split)
         if not fits:
             raise ValueError(f"no AOI in split {split!r} has all of {list(image_types)}: "
                              + "; ".join(f"{a} lacks {lacking[a]}" for a in split_aois))
@@ -146,23 +147,15 @@ def _check_types(info: dict, image_types: Sequence[str], split: str, aois
                          f"AOIs there: {split_aois}")
     for a in aois:
         if lacking[a]:
-            have = info["aois"].get(a, {}).get("image_types", [])
+            have = list(info.aois[a].image_types)
             raise ValueError(f"AOI {a} in split {split!r} has no {lacking[a]} (it has "
                              f"{have}); select other AOIs with aois=[...] or leave aois=None "
                              f"(the AOIs that have all image types)")
     return grid, tuple(aois)
 
 
-def _lacking_types(info: dict, aoi: str, image_types) -> list[str]:
-    """The requested image types an AOI does not have (a resampled type "T@G" exists where
-    its source T and grid type G do)."""
-    have = info["aois"].get(aoi, {}).get("image_types", [])
-    return [t for t in image_types if not all(p in have for p in t.split("@"))]
-
-
-def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
+def _type_specs(info: DatasetInfo, image_types, bands) -> tuple[_TypeSpec, ...]:
     """Per-type storage facts and the selected channels (``bands`` are 1-based)."""
-    known = info["feature_spec"]["image_types"]
     bands = {} if bands is None else bands
     if not isinstance(bands, Mapping):
         raise ValueError(f"bands must be None or a dict {{image type: [1-based band "
@@ -173,7 +166,8 @@ def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
                          f"{list(image_types)}")
     specs = []
     for t in image_types:
-        n = int(known[t]["bands"])
+        stored = info.image_type(t)
+        n = stored.bands
         chosen = bands.get(t)
         if chosen is None:
             channels = tuple(range(n))
@@ -184,18 +178,15 @@ def _type_specs(info: dict, image_types, bands) -> tuple[_TypeSpec, ...]:
                 raise ValueError(f"bands[{t!r}] must be a non-empty list of 1-based band "
                                  f"indices in 1..{n} ({t} has {n} bands), got {chosen}")
             channels = tuple(int(b) - 1 for b in chosen)
-        dtype = known[t]["dtype"]
-        if dtype not in schema.TF_DECODABLE_DTYPES:
-            raise ValueError(f"{t} is stored as {dtype}, which TensorFlow cannot decode")
-        shape = known[t].get("example_shape")  # absent: no size to check windows against,
-        # so every payload is parsed (tf_payload never matches 0 bytes of a real tile)
-        example_bytes = int(np.prod(shape)) * np.dtype(dtype).itemsize if shape else 0
-        specs.append(_TypeSpec(t, dtype, known[t].get("encoding", "raw"), n, channels,
-                               example_bytes))
+        if stored.dtype not in schema.TF_DECODABLE_DTYPES:
+            raise ValueError(f"{t} is stored as {stored.dtype}, which TensorFlow cannot "
+                             f"decode")
+        specs.append(_TypeSpec(t, stored.dtype, stored.encoding, n, channels,
+                               stored.example_bytes))
     return tuple(specs)
 
 
-def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
+def _normalization(info: DatasetInfo, types: tuple[_TypeSpec, ...], normalization):
     """(scale, bias) float32 [C] so that ``x * scale + bias`` is the normalised value."""
     c = sum(len(t.channels) for t in types)
     if normalization is None or normalization == "none":
@@ -210,17 +201,16 @@ def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
     if normalization not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {NORMALIZATIONS}, None, or "
                          f"{{'mean': [...], 'std': [...]}}, got {normalization!r}")
-    stats = info.get("band_stats", {})
     lo_parts, span_parts = [], []
     for t in types:
-        s = stats.get(t.name)
-        if s is None:
-            raise ValueError(f"dataset_info.json has no band_stats for {t.name} (statistics "
-                             f"come from the train split); use normalization=None or an "
-                             f"explicit {{'mean', 'std'}}")
-        keys = ("mean", "std") if normalization == "dataset_info" else ("p1", "p99")
-        a = [s[keys[0]][i] for i in t.channels]
-        b = [s[keys[1]][i] for i in t.channels]
+        try:
+            s = info.stats(t.name)
+        except InfoError as err:
+            raise ValueError(f"{err}; use normalization=None or an explicit "
+                             f"{{'mean', 'std'}}") from None
+        lo, hi = (s.mean, s.std) if normalization == "dataset_info" else (s.p1, s.p99)
+        a = [lo[i] for i in t.channels]
+        b = [hi[i] for i in t.channels]
         if any(v is None for v in a + b):
             raise ValueError(f"band_stats of {t.name} lack values for some selected bands")
         a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
@@ -231,7 +221,7 @@ def _normalization(info: dict, types: tuple[_TypeSpec, ...], normalization):
     return (1 / span).astype(np.float32), (-lo / span).astype(np.float32)
 
 
-def _plan(info: dict, split: str, *, target, training, image_types, bands, normalization,
+def _plan(info: DatasetInfo, split: str, *, target, training, image_types, bands, normalization,
           crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, cell_size,
           cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32", contact=False,
           contact_weight=None, labels=False) -> _Plan:
@@ -242,8 +232,7 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     """
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
-    if split not in info["splits"]:
-        raise ValueError(f"no split {split!r}; splits: {list(info['splits'])}")
+    info.split(split)  # InfoError (a ValueError) naming the splits
     grid, aois = _check_types(info, image_types, split, None if aois is None else tuple(aois))
     types = _type_specs(info, image_types, bands)
     scale, bias = _normalization(info, types, normalization)
@@ -264,8 +253,8 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
     if det and pad % cell_size:
         raise ValueError(f"pad_to_multiple={pad} is not a multiple of the DetectNet "
                          f"cell_size={cell_size}")
-    grid_info = info["feature_spec"]["label_grids"][grid]
-    stored_t = float(grid_info.get("sdf_truncation", 32.0))
+    grid_info = info.label_grid(grid)
+    stored_t = grid_info.sdf_truncation
     truncation = stored_t if sdf_truncation is None else float(sdf_truncation)
     if truncation <= 0:
         raise ValueError(f"sdf_truncation must be > 0, got {sdf_truncation}")
@@ -273,27 +262,25 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
         raise ValueError("boundary_weight needs target='segmentation' (or 'all'), "
                          "boundary_weight >= 0 and boundary_sigma > 0")
     _check_contact(info, grid, seg, contact, contact_weight)
-    if training and augment_config(augment).focus > 0 and \
-            "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+    if training and augment_config(augment).focus > 0 and not grid_info.has("contact"):
         raise ValueError(f"augment focus needs the contact layer, which this dataset (schema "
-                         f"version {info.get('schema_version', 1)}) lacks: convert the data "
+                         f"version {info.schema_version}) lacks: convert the data "
                          f"again with this sn_tf")
     if training:
         small = [t for t in image_types
-                 if min(info["feature_spec"]["image_types"][t]["example_shape"][:2]) < crop_size]
+                 if min(info.image_type(t).example_shape[:2]) < crop_size]
         if small:
-            shape = info["feature_spec"]["image_types"][small[0]]["example_shape"][:2]
+            shape = info.image_type(small[0]).example_shape[:2]
             raise ValueError(f"crop_size={crop_size} exceeds the tiles of {small} "
                              f"({shape[0]}x{shape[1]})")
-    arrays = {f: (v["dtype"], v["encoding"]) for f, v in grid_info["arrays"].items()}
+    arrays = {f: (v.dtype, v.encoding) for f, v in grid_info.arrays.items()}
     cfg = augment_config(augment) if training else aug.NO_AUGMENT
     if image_dtype not in IMAGE_DTYPES:
         raise ValueError(f"image_dtype must be one of {IMAGE_DTYPES}, got {image_dtype!r}")
     if image_dtype == "raw" and cfg.radiometric:
         raise ValueError("image_dtype='raw' delivers stored values: radiometric augmentation "
                          "(gain, offset_std, noise_std) needs a float image_dtype")
-    from_record = training and int(info.get("schema_version", 1)) >= \
-        schema.FIRST_VERSION_WITH_OFFSETS
+    from_record = training and info.schema_version >= schema.FIRST_VERSION_WITH_OFFSETS
     fields = _label_fields(seg, cfg, stored_t, truncation)
     if contact or contact_weight is not None:
         fields += ("contact",)
@@ -302,12 +289,12 @@ def _plan(info: dict, split: str, *, target, training, image_types, bands, norma
                  cell_size, float(cvg_scale), int(pad), cfg, int(seed),
                  None if boundary_weight is None else float(boundary_weight),
                  float(boundary_sigma), aois, image_dtype, from_record,
-                 tuple(grid_info.get("example_shape", (0, 0))), bool(contact),
+                 tuple(grid_info.example_shape), bool(contact),
                  None if contact_weight is None else float(contact_weight),
                  oriented=target == "oriented_detection")
 
 
-def _check_contact(info: dict, grid: str, seg: bool, contact, contact_weight) -> None:
+def _check_contact(info: DatasetInfo, grid: str, seg: bool, contact, contact_weight) -> None:
     """The contact target and weight need segmentation and data with the contact layer
     (schema version >= 3)."""
     if not isinstance(contact, bool):
@@ -320,9 +307,9 @@ def _check_contact(info: dict, grid: str, seg: bool, contact, contact_weight) ->
         return
     if not seg:
         raise ValueError("contact and contact_weight need target='segmentation' (or 'all')")
-    if "contact" not in info["feature_spec"]["label_grids"][grid]["arrays"]:
+    if not info.label_grid(grid).has("contact"):
         raise ValueError(f"the contact layer is not in this dataset (schema version "
-                         f"{info.get('schema_version', 1)}; it came with version "
+                         f"{info.schema_version}; it came with version "
                          f"{schema.FIRST_VERSION_WITH_CONTACT}): convert the data again with "
                          f"this sn_tf to train with contact or contact_weight")
 

@@ -460,21 +460,22 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
     image type); ``window`` None predicts each tile whole. Overlays are coloured by outcome
     against that truth.
     """
+    from sn_tf.dataset.info import DatasetError
     from sn_tf.dataset.reader import load_info, read_examples
 
     predictor = as_predictor(model)
     try:
         info = load_info(data_dir)
-    except FileNotFoundError as err:
+    except DatasetError as err:
         raise PredictError(str(err)) from None
-    if split not in info["splits"]:
-        raise PredictError(f"{data_dir}: no split {split!r}; splits: {sorted(info['splits'])}")
-    known = info["feature_spec"]["image_types"]
+    if split not in info.splits:
+        raise PredictError(f"{data_dir}: no split {split!r}; splits: {sorted(info.splits)}")
+    known = info.image_types
     missing = [t for t in predictor.info.image_types if t not in known]
     if missing:
         raise PredictError(f"{data_dir}: image type(s) {missing} the model reads are not in "
                            f"this dataset (present: {sorted(known)})")
-    bar = _progress_bar(info["splits"][split]["num_examples"], progress, "tile")
+    bar = _progress_bar(info.split(split).num_examples, progress, "tile")
     truth_source, truth = truth, []
     predictions, lacking = [], []
     try:

@@ -30,6 +30,8 @@ import pathlib
 import time
 
 from sn_tf.dataset import schema
+from sn_tf.dataset import reader
+from sn_tf.dataset.info import DatasetInfo, DatasetError
 from sn_tf.dataset.reader import load_info, read_truth
 from sn_tf.input.cells import DEFAULT_CELL_SIZE, check_cell_size
 from sn_tf.head import detections, polygons
@@ -69,7 +71,7 @@ class Setup:
 
     config: dict
     data_dir: str
-    info: dict
+    info: DatasetInfo
     kind: str
     image_types: list[str]
     bands: dict[str, list[int]]
@@ -130,36 +132,38 @@ class Setup:
     def model_info(self) -> md.ModelInfo:
         from sn_tf.dataset.converter import _versions
 
-        types = self.info["feature_spec"]["image_types"]
+        types = {t: self.info.image_type(t) for t in self.image_types}
         return md.ModelInfo(
             kind=self.kind, image_types=list(self.image_types), bands=self.bands,
-            input_dtypes={t: types[t]["dtype"] for t in self.image_types},
+            input_dtypes={t: types[t].dtype for t in self.image_types},
             mean=self.mean, std=self.std, stride=self.stride,
             postprocess=polygons.postprocess_params(self.kind, self.config["postprocess"]),
             recipe=self.config.get("name", ""),
             sdf_truncation=self._sdf_truncation(), versions=_versions(),
             normalizes_input=self.raw_input,
-            source_bands={t: int(types[t]["bands"]) for t in self.image_types},
+            source_bands={t: types[t].bands for t in self.image_types},
             cell_size=self.cell_size)
 
     def _sdf_truncation(self):
         t = self.config["data"].get("sdf_truncation")
         if t is not None:
             return float(t)
-        grid = self.info["feature_spec"]["label_grids"].get(self.label_grid, {})
-        return grid.get("sdf_truncation")
+        return self.info.label_grid(self.label_grid).sdf_truncation
 
 
 def resolve(config: dict, data_dir) -> Setup:
     """Check a recipe against a converted dataset; clear ``ConfigError`` on any mismatch."""
-    info = load_info(data_dir)
+    try:
+        info = load_info(data_dir)
+    except DatasetError as err:
+        raise ConfigError(str(err)) from None
     kind = config["model"]["kind"]
     try:
         families.get(kind)
     except families.FamilyError as err:
         raise ConfigError(f"model.kind: {err}") from None
     data = config["data"]
-    known = info["feature_spec"]["image_types"]
+    known = info.image_types
     types = list(data["image_types"])
     absent = [t for t in types if t not in known]
     if absent:
@@ -167,14 +171,14 @@ def resolve(config: dict, data_dir) -> Setup:
                           f"(present: {sorted(known)})")
     bands = {}
     for t in types:
-        n = int(known[t]["bands"])
+        n = known[t].bands
         chosen = (data.get("bands") or {}).get(t) or list(range(1, n + 1))
         bad = [b for b in chosen if not isinstance(b, int) or not 1 <= b <= n]
         if bad:
             raise ConfigError(f"data.bands[{t!r}] = {chosen}: bands {bad} absent from the "
                               f"TFRecords ({t} has bands 1..{n})")
         bands[t] = list(chosen)
-    grids = {known[t]["label_grid"] for t in types}
+    grids = {known[t].label_grid for t in types}
     if len(grids) != 1 or "" in grids:
         raise ConfigError(f"data.image_types {types} are not on one labelled grid "
                           f"(label grids {sorted(grids)}); use --resample_to when converting")
@@ -185,13 +189,13 @@ def resolve(config: dict, data_dir) -> Setup:
         raise ConfigError(f"data.crop_size {crop} is not a multiple of the model stride "
                           f"{stride} ({kind})")
     for split in (data["train_split"], data["val_split"]):
-        n = info["splits"].get(split, {}).get("num_examples", 0)
+        n = info.splits[split].num_examples if split in info.splits else 0
         if n == 0:
             raise ConfigError(f"split {split!r} is empty or absent in {data_dir} (splits: "
-                              f"{ {k: v['num_examples'] for k, v in info['splits'].items()} })")
+                              f"{ {k: v.num_examples for k, v in info.splits.items()} })")
     aois = _aois(info, types, data.get("aois"), data_dir)
     for split in (data["train_split"], data["val_split"]):
-        if not sum(info["splits"][split]["aois"].get(a, 0) for a in aois):
+        if not info.split(split).examples_of(aois):
             raise ConfigError(f"split {split!r} has no tiles of AOIs {aois} in {data_dir}")
     mean, std = _normalisation(info, types, bands, data.get("normalization", "dataset_info"))
     image_dtype = data.get("image_dtype", "float32")
@@ -212,7 +216,7 @@ def resolve(config: dict, data_dir) -> Setup:
                  grids.pop(), aois, image_dtype)
 
 
-def _check_oriented(config: dict, info: dict, data_dir) -> None:
+def _check_oriented(config: dict, info: DatasetInfo, data_dir) -> None:
     """An oriented DetectNet (``model.oriented``) needs ``loss.orient_weight``, an oriented
     grouping (``detections.ORIENTED_GROUPINGS``) and data with rotated rectangles (schema
     version >= 3; older data is refused, not trained axis-aligned); a plain one must not
@@ -232,7 +236,7 @@ def _check_oriented(config: dict, info: dict, data_dir) -> None:
     if grouping not in detections.ORIENTED_GROUPINGS:
         raise ConfigError(f"an oriented DetectNet needs postprocess.grouping in "
                           f"{detections.ORIENTED_GROUPINGS}, got {grouping!r}")
-    version = int(info.get("schema_version", 1))
+    version = info.schema_version
     if version < schema.FIRST_VERSION_WITH_CONTACT:
         raise ConfigError(f"{data_dir}: schema version {version} records store no rotated "
                           f"rectangles (rects_px, version >= {schema.FIRST_VERSION_WITH_CONTACT})"
@@ -260,11 +264,10 @@ def _check_detectnet_grid(config: dict, crop: int) -> None:
                           "interior output learns sdf > data.interior_level), got None")
 
 
-def _aois(info: dict, types, wanted, data_dir) -> list[str]:
-    """AOIs to train on: ``wanted`` (checked), else every AOI that has all the image types."""
-    have = {a: set(v["image_types"]) for a, v in info["aois"].items()}
-    fits = [a for a, t in sorted(have.items()) if set(types) <= t or
-            all(x in t or "@" in x for x in types)]
+def _aois(info: DatasetInfo, types, wanted, data_dir) -> list[str]:
+    """AOIs to train on: ``wanted`` (checked), else every AOI whose tiles hold all the image
+    types (``DatasetInfo.aois_with``: the question the pipeline asks too)."""
+    fits = list(info.aois_with(types))
     if wanted:
         bad = [a for a in wanted if a not in fits]
         if bad:
@@ -272,6 +275,7 @@ def _aois(info: dict, types, wanted, data_dir) -> list[str]:
                               f"(AOIs with them: {fits})")
         return list(wanted)
     if not fits:
+        have = {a: list(v.image_types) for a, v in info.aois.items()}
         raise ConfigError(f"no AOI in {data_dir} has all of {types}: {have}")
     return fits
 
@@ -286,7 +290,7 @@ def _normalisation(info, types, bands, mode) -> tuple[list[float], list[float]]:
 # ---- data ------------------------------------------------------------------------------
 def split_aois(setup: Setup, split: str) -> list[str]:
     """The setup's AOIs that have tiles in ``split``."""
-    present = setup.info["splits"][split]["aois"]
+    present = setup.info.split(split).aois
     return [a for a in setup.aois if present.get(a)]
 
 
@@ -610,16 +614,22 @@ def choose_strategy(name: str = "auto"):
 
 
 def check_shards(setup: Setup) -> None:
-    """ConfigError when shard files listed in dataset_info.json for the training or
-    validation split are absent (else TF fails mid-epoch with a traceback)."""
+    """ConfigError when shard files of the training or validation split are absent, or
+    hold fewer records than described (``reader.check_shards``: their framing is walked;
+    else TF fails mid-epoch with a traceback)."""
     data = setup.config["data"]
     for split in (data["train_split"], data["val_split"]):
-        absent = [sh["file"] for sh in setup.info["splits"][split].get("shards", [])
-                  if not (pathlib.Path(setup.data_dir) / sh["file"]).is_file()]
+        items = reader.shards(setup.data_dir, split)
+        absent = [s.path for s in items if not pathlib.Path(s.path).is_file()]
         if absent:
             raise ConfigError(f"{setup.data_dir}: no shard files for split {split!r}: "
-                              f"{len(absent)} listed in dataset_info.json are absent "
-                              f"(e.g. {absent[0]}); convert again or copy them")
+                              f"{len(absent)} listed in its description are absent "
+                              f"(e.g. {pathlib.Path(absent[0]).name}); convert again or copy "
+                              f"them")
+        try:
+            reader.check_shards(items)
+        except DatasetError as err:
+            raise ConfigError(str(err)) from None
 
 
 def _write_run_files(setup: Setup, model_dir: pathlib.Path) -> None:

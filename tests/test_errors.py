@@ -40,3 +40,13 @@ def test_older_bases_still_catch():
         get("nope")
     except ValueError as err:  # the callers of before still catch it
         assert isinstance(err, FamilyError) and isinstance(err, sn_tf.SnTfError)
+
+
+def test_provenance_is_recorded_one_way_everywhere():
+    """Converter, trainer and exporter record package_versions(); no stage keeps its own."""
+    from sn_tf.utils.provenance import package_versions
+
+    v = package_versions()
+    assert v["sn_tf"] == sn_tf.__version__ and {"python", "numpy", "tensorflow", "gdal"} <= set(v)
+    for path in ROOT.rglob("*.py"):
+        assert "def _versions" not in path.read_text(), path

@@ -81,6 +81,7 @@ from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.dataset.tiles import (ImageSpec, TileOptions, TileSkipped, build_tile,
                                  estimate_tile_bytes, probe_image, shard_count)
 from sn_tf.utils.errors import SnTfError
+from sn_tf.utils.provenance import package_versions
 
 INFO_FILE = dsinfo.INFO_FILE
 WORK_DIR = ".sn_tf_work"
@@ -800,25 +801,6 @@ def _merge_stats(out: pathlib.Path, shards) -> dict:
     return {k: v.summary() for k, v in sorted(merged.items())}
 
 
-def _versions() -> dict:
-    import rasterio
-    import scipy
-    import shapely
-
-    from sn_tf import __version__
-
-    v = {"sn_tf": __version__, "python": platform.python_version(), "numpy": np.__version__,
-         "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-         "shapely": shapely.__version__, "scipy": scipy.__version__}
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v["tensorflow"] = version("tensorflow")
-    except PackageNotFoundError:  # e.g. tensorflow-cpu or a source build: record that
-        v["tensorflow"] = "not found by package metadata"
-    return v
-
-
 def _aoi_types(opts: TileOptions) -> tuple[str, ...]:
     """The image types an AOI's tiles hold: its selected types and each resampled
     ``T@G`` (``tiles.build_tile``)."""
@@ -888,7 +870,7 @@ def build_info(layouts, shards, records, options, cfg, out, command_line, resume
         layout_warnings=[w for lay in layouts for w in lay.warnings],
         shards_resumed=resumed, elapsed_s=round(elapsed, 2),
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command_line=command_line, versions=_versions(),
+        command_line=command_line, versions=package_versions(),
         config=json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items()
                                       if k != "progress"})))
 

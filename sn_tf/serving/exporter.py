@@ -60,12 +60,12 @@ import datetime
 import json
 import pathlib
 import shutil
-import sys
 
 import numpy as np
 
 from sn_tf.training import model_dir as md
 from sn_tf.utils import families
+from sn_tf.utils.provenance import package_versions
 from sn_tf.utils.errors import SnTfError
 
 SERVE = "serve"
@@ -374,24 +374,12 @@ def _prepare_export_dir(export_dir: pathlib.Path, overwrite: bool) -> None:
         shutil.rmtree(export_dir)
 
 
-def _versions() -> dict:
-    """TensorFlow, Keras, sn_tf and numpy versions of this export."""
-    import keras
-
-    import sn_tf
-    from sn_tf.utils.tfimport import tensorflow
-
-    return {"tensorflow": tensorflow().__version__, "keras": keras.__version__,
-            "sn_tf": getattr(sn_tf, "__version__", ""), "numpy": np.__version__,
-            "python": sys.version.split()[0]}
-
-
 def export_info_doc(info: md.ModelInfo, model_dir, checkpoint_path, output_names) -> dict:
     """The ``export_info.json`` document (see the module docstring)."""
     return {
         "format": EXPORT_FORMAT,
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": _versions(),
+        "versions": package_versions(),
         "source_model_dir": str(pathlib.Path(model_dir).resolve()),
         "checkpoint": str(pathlib.Path(checkpoint_path).resolve()),
         "signature": {

@@ -130,7 +130,7 @@ class Setup:
         return sum(len(v) for v in self.bands.values())
 
     def model_info(self) -> md.ModelInfo:
-        from sn_tf.dataset.converter import _versions
+        from sn_tf.utils.provenance import package_versions
 
         types = {t: self.info.image_type(t) for t in self.image_types}
         return md.ModelInfo(
@@ -139,7 +139,7 @@ class Setup:
             mean=self.mean, std=self.std, stride=self.stride,
             postprocess=polygons.postprocess_params(self.kind, self.config["postprocess"]),
             recipe=self.config.get("name", ""),
-            sdf_truncation=self._sdf_truncation(), versions=_versions(),
+            sdf_truncation=self._sdf_truncation(), versions=package_versions(),
             normalizes_input=self.raw_input,
             source_bands={t: types[t].bands for t in self.image_types},
             cell_size=self.cell_size)

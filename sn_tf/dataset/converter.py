@@ -53,12 +53,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
-import datetime
 import errno
 import fcntl
 import hashlib
 import json
-import math
 import multiprocessing
 import os
 import pathlib
@@ -73,143 +71,21 @@ from concurrent import futures
 import numpy as np
 
 from sn_tf.dataset import info as dsinfo
-from sn_tf.dataset import labels, schema
+from sn_tf.dataset import schema
 from sn_tf.spacenet import layout
 from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.dataset.tiles import (ImageSpec, TileOptions, TileSkipped, build_tile,
                                  estimate_tile_bytes, probe_image, shard_count)
-from sn_tf.utils.errors import SnTfError
-from sn_tf.utils.provenance import package_versions
+from sn_tf.dataset.describe import WORK_DIR, build_info, format_summary  # noqa: F401 (public)
+from sn_tf.dataset.options import (DEFAULT_SPLITS, ConvertConfig, ConvertError,  # noqa: F401
+                                   ConvertUsageError, check_config, _check_against_data)
 
 INFO_FILE = dsinfo.INFO_FILE
-WORK_DIR = ".sn_tf_work"
 LOCK_FILE = "convert.lock"  # in WORK_DIR: flock'ed by the one conversion writing the folder
 PROBE_TILES = 5  # tiles per AOI whose headers fix the contract (dtype, bands, size)
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
-DEFAULT_SPLITS = (("train", 0.8), ("val", 0.2))
-
-
-class ConvertError(SnTfError):
-    """The conversion cannot run: bad input folder, output folder unusable or in use."""
-
-
-class ConvertUsageError(ConvertError):
-    """The options cannot work (the CLI's exit status 2)."""
-
-
-@dataclasses.dataclass
-class ConvertConfig:
-    """Options of one conversion (the CLI flags, minus the folders)."""
-
-    name: str = "spacenet"
-    aois: tuple[str, ...] = ()
-    image_types: tuple[str, ...] = ()
-    label_grids: tuple[str, ...] = ()  # empty = one per distinct grid
-    resample_to: str = ""
-    resample_types: tuple[str, ...] = ()  # empty = every type not on the target grid
-    resample_method: str = "bilinear"
-    splits: tuple[tuple[str, float], ...] = DEFAULT_SPLITS
-    shard_size_mb: float = 150.0
-    num_workers: int = 2
-    resume: bool = False
-    overwrite: bool = False
-    sdf_truncation: float = 32.0
-    contact_radius: int = labels.CONTACT_RADIUS
-    image_encoding: str = "raw"
-    label_encoding: str = "auto"
-    source: str = "auto"
-    progress: bool = True
-    # glibc only: keep freed memory in converting processes (``keep_freed_memory``).
-    # None: in spawned workers only, so an in-process (num_workers=1) library caller's
-    # allocator is left untouched; True: also in-process (the CLI); False: never
-    tune_malloc: bool | None = None
-
-
-# ---- options ---------------------------------------------------------------------------
-RESAMPLE_METHODS = ("nearest", "bilinear", "cubic", "average", "lanczos")
-SOURCES = ("auto", "geotiff", "hdf5")
-
-
-def _positive(name: str, value) -> None:
-    """Raise ``ConvertUsageError`` unless ``value`` is a finite number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or not math.isfinite(value) or value <= 0:
-        raise ConvertUsageError(f"--{name}={value!r}: must be a number > 0")
-
-
-def _known_types(flag: str, names) -> None:
-    """Raise ``ConvertUsageError`` for names that are no SpaceNet image type."""
-    unknown = [n for n in names if n not in layout.ALL_IMAGE_TYPES]
-    if unknown:
-        raise ConvertUsageError(f"--{flag}: unknown image type(s) {unknown}; known: "
-                                f"{list(layout.ALL_IMAGE_TYPES)}")
-
-
-def _check_splits(splits) -> None:
-    names = [n for n, _ in splits]
-    if not splits or len(set(names)) != len(names):
-        raise ConvertUsageError(f"--splits: expected distinct split names, got {names}")
-    for name, frac in splits:
-        if not name.isidentifier():
-            raise ConvertUsageError(f"--splits: split name {name!r} must be letters, digits "
-                                    "and underscores")
-        if not isinstance(frac, (int, float)) or not math.isfinite(frac) or frac < 0:
-            raise ConvertUsageError(f"--splits: fraction of {name!r} must be >= 0, got {frac!r}")
-    if sum(f for _, f in splits) <= 0:
-        raise ConvertUsageError("--splits: fractions must sum to more than 0")
-
-
-def check_config(cfg: ConvertConfig) -> None:
-    """Raise ``ConvertUsageError`` for options that cannot work (before any file is read).
-
-    Image types, label grids and ``resample_to`` must be SpaceNet image types (and, when
-    ``image_types`` is given, among them); sizes and ``shard_size_mb`` > 0;
-    ``num_workers`` and ``contact_radius`` integers >= 1; known encodings and methods.
-    """
-    _known_types("image_types", cfg.image_types)
-    _known_types("label_grids", cfg.label_grids)
-    _known_types("resample_types", cfg.resample_types)
-    if cfg.resample_to:
-        _known_types("resample_to", [cfg.resample_to])
-    elif cfg.resample_types:
-        raise ConvertUsageError("--resample_types needs --resample_to")
-    if cfg.image_types:
-        for flag, names in (("label_grids", cfg.label_grids),
-                            ("resample_to", [cfg.resample_to] if cfg.resample_to else []),
-                            ("resample_types", cfg.resample_types)):
-            outside = [n for n in names if n not in cfg.image_types]
-            if outside:
-                raise ConvertUsageError(f"--{flag}: {outside} not among --image_types "
-                                        f"{list(cfg.image_types)}")
-    if not cfg.name or not all(c.isalnum() or c in "_." for c in cfg.name) \
-            or cfg.name.startswith("."):
-        raise ConvertUsageError(f"--name={cfg.name!r}: letters, digits, '_' and '.' only")
-    _check_splits(cfg.splits)
-    _positive("shard_size_mb", cfg.shard_size_mb)
-    _positive("sdf_truncation", cfg.sdf_truncation)
-    for name in ("num_workers", "contact_radius"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or int(value) != value or value < 1:
-            raise ConvertUsageError(f"--{name}={value!r}: must be an integer >= 1")
-    choices = {"resample_method": RESAMPLE_METHODS, "source": SOURCES,
-               "image_encoding": tuple(schema.ENCODINGS),
-               "label_encoding": ("auto", *schema.ENCODINGS)}
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise ConvertUsageError(f"--{name}={getattr(cfg, name)!r}: one of {list(allowed)}")
-
-
-def _check_against_data(cfg: ConvertConfig, types) -> None:
-    """Label grids and ``resample_to`` must be among the image types converted."""
-    for flag, names in (("label_grids", cfg.label_grids),
-                        ("resample_to", [cfg.resample_to] if cfg.resample_to else []),
-                        ("resample_types", cfg.resample_types)):
-        outside = [n for n in names if n not in types]
-        if outside:
-            raise ConvertUsageError(f"--{flag}: {outside} not among the image types "
-                                    f"converted {list(types)}")
 
 
 # ---- splits and shard names ------------------------------------------------------------
@@ -784,122 +660,3 @@ def _convert_locked(layouts, shards, options, out: pathlib.Path, cfg: ConvertCon
                       resumed=len(shards) - len(todo), elapsed=time.time() - t0)
     info = dsinfo.save(info, out)  # the result holds exactly what the file says
     return ConvertResult(info, EXIT_SKIPPED if info.skipped else EXIT_OK, rewritten)
-
-
-def _merge_stats(out: pathlib.Path, shards) -> dict:
-    merged: dict[str, BandStats] = {}
-    for s in shards:
-        if s.split != "train":
-            continue
-        with np.load(out / WORK_DIR / f"{s.file}.stats.npz") as arrays:
-            for itype in {k.split("/")[0] for k in arrays.files}:
-                part = BandStats.from_arrays(arrays, itype)
-                if itype in merged:
-                    merged[itype].merge(part)
-                else:
-                    merged[itype] = part
-    return {k: v.summary() for k, v in sorted(merged.items())}
-
-
-def _aoi_types(opts: TileOptions) -> tuple[str, ...]:
-    """The image types an AOI's tiles hold: its selected types and each resampled
-    ``T@G`` (``tiles.build_tile``)."""
-    resampled = tuple(f"{t}@{opts.resample_to}" for t in opts.resample_types) \
-        if opts.resample_to else ()
-    return tuple(opts.image_types) + resampled
-
-
-def _image_types(records, cfg: ConvertConfig) -> dict:
-    """{type: ImageTypeInfo} from the shards' records (the first tile seen of each)."""
-    out = {}
-    for r in records.values():
-        for k, v in r["image_types"].items():
-            out.setdefault(k, dsinfo.ImageTypeInfo(
-                k, v["dtype"], int(v["bands"]), tuple(int(x) for x in v["example_shape"]),
-                v["label_grid"], v["crs"], cfg.image_encoding))
-    return dict(sorted(out.items()))
-
-
-def _label_grids(records, cfg: ConvertConfig) -> dict:
-    """{grid: LabelGridInfo} from the shards' records and the label options."""
-    enc = schema.label_encodings(cfg.label_encoding)
-    arrays = {f: dsinfo.LabelArrayInfo(schema.LABEL_DTYPES[f], enc[f])
-              for f in schema.LABEL_ARRAY_FIELDS}
-    out = {}
-    for r in records.values():
-        for k, v in r["label_grids"].items():
-            out.setdefault(k, dsinfo.LabelGridInfo(
-                k, tuple(int(x) for x in v["example_shape"]), arrays,
-                float(cfg.sdf_truncation), int(cfg.contact_radius)))
-    return dict(sorted(out.items()))
-
-
-def _splits(shards, records) -> dict:
-    """{split: SplitInfo}: examples, bytes, shards with their record counts, AOIs."""
-    parts: dict = {}
-    for s in shards:
-        r = records[s.file]
-        sp = parts.setdefault(s.split, {"n": 0, "bytes": 0, "shards": [], "aois": {}})
-        sp["n"] += len(r["tiles"])
-        sp["bytes"] += r["bytes"]
-        sp["shards"].append(dsinfo.ShardInfo(s.file, len(r["tiles"])))
-        for _, aoi in r["tiles"]:
-            sp["aois"][aoi] = sp["aois"].get(aoi, 0) + 1
-    return {k: dsinfo.SplitInfo(k, v["n"], v["bytes"], tuple(v["shards"]), v["aois"])
-            for k, v in parts.items()}
-
-
-def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
-               elapsed) -> dsinfo.DatasetInfo:
-    """The description of the conversion (``sn_tf.dataset.info``; saved by
-    ``dsinfo.save`` as sn_tf_info.json plus TFDS's metadata)."""
-    return dsinfo.DatasetInfo(
-        name=cfg.name, schema_version=schema.SCHEMA_VERSION,
-        image_types=_image_types(records, cfg), label_grids=_label_grids(records, cfg),
-        splits=_splits(shards, records),
-        aois={lay.name: dsinfo.AoiInfo(
-            lay.name, lay.kind, str(lay.path),
-            _aoi_types(options[lay.name]) if lay.name in options else (), len(lay.tiles))
-            for lay in layouts},
-        band_stats={k: dsinfo.BandStatsInfo(**{f: tuple(v) if isinstance(v, list) else v
-                                               for f, v in d.items()})
-                    for k, d in _merge_stats(out, shards).items()},
-        band_stats_split="train",
-        skipped=[dsinfo.SkippedTile(**x) for s in shards for x in records[s.file]["skipped"]],
-        notes=[dsinfo.TileNote(**n) for s in shards for n in records[s.file]["notes"]],
-        layout_warnings=[w for lay in layouts for w in lay.warnings],
-        shards_resumed=resumed, elapsed_s=round(elapsed, 2),
-        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        command_line=command_line, versions=package_versions(),
-        config=json.loads(json.dumps({k: v for k, v in dataclasses.asdict(cfg).items()
-                                      if k != "progress"})))
-
-
-def format_summary(info: dsinfo.DatasetInfo, out_dir) -> str:
-    """Readable end-of-run summary of a conversion's description."""
-    lines = [f"sn_tf.convert: {info.name} -> {out_dir}"]
-    total_bytes = 0
-    for split, sp in info.splits.items():
-        total_bytes += sp.num_bytes
-        aois = ", ".join(f"{a} {n}" for a, n in sorted(sp.aois.items()))
-        lines.append(f"  {split:6s} {sp.num_examples:6d} tiles in {len(sp.shards)} "
-                     f"shard(s), {sp.num_bytes / 2 ** 20:8.1f} MB   ({aois})")
-    n = info.num_examples
-    rate = n / info.elapsed_s if info.elapsed_s else 0.0
-    lines.append(f"  total  {n:6d} tiles, {total_bytes / 2 ** 20:.1f} MB, "
-                 f"{info.elapsed_s:.1f} s ({rate:.2f} tiles/s)"
-                 + (f", {info.shards_resumed} shard(s) kept from an earlier run"
-                    if info.shards_resumed else ""))
-    if info.layout_warnings:
-        lines.append(f"  {len(info.layout_warnings)} layout warning(s):")
-        lines += [f"    - {w}" for w in info.layout_warnings]
-    if info.notes:
-        lines.append(f"  {len(info.notes)} note(s) on converted tiles "
-                     f"(see {INFO_FILE} 'notes'); first ones:")
-        lines += [f"    - {n.note}" for n in info.notes[:5]]
-    if info.skipped:
-        lines.append(f"  SKIPPED {len(info.skipped)} tile(s):")
-        lines += [f"    - {s.tile_id}: {s.reason}" for s in info.skipped]
-    else:
-        lines.append("  skipped: none")
-    return "\n".join(lines)

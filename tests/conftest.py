@@ -1,5 +1,12 @@
 """Shared pytest fixtures.
 
+Converted datasets, made once per test session and shared (read-only: a test that changes
+one copies it first):
+``known_dataset``: the exactly-known fixture of ``fixtures.datasets.write_dataset`` (polygons
+and pixels derivable from the tile number; Vegas train/val, Paris train/val).
+``sample_tfr``: the synthetic sample (6 Vegas + 6 Paris + 4 Rio tiles, seed 3) converted
+with splits train/val 0.5/0.5, what the training, recipe and input-config tests train on.
+
 ``realdata``: the folder ``../shared/realdata`` beside the repository (real SpaceNet sample
 files with known answers). Tests that use it are skipped, with the reason, where it is absent,
 so a user's clone passes. Override the location with ``SN_TF_REALDATA=/path``.
@@ -31,3 +38,27 @@ def realdata() -> pathlib.Path:
         pytest.skip(f"real SpaceNet sample data not found at {path} "
                     "(set SN_TF_REALDATA or place shared/realdata beside the repo)")
     return path
+
+
+@pytest.fixture(scope="session")
+def known_dataset(tmp_path_factory):
+    """``fixtures.datasets.write_dataset`` converted once per session (read-only)."""
+    from fixtures.datasets import write_dataset
+
+    return write_dataset(tmp_path_factory.mktemp("known_dataset"))
+
+
+@pytest.fixture(scope="session")
+def sample_tfr(tmp_path_factory):
+    """6 Vegas + 6 Paris (+ 4 Rio, without the recipes' image type) synthetic tiles, half
+    train, half val, converted once per session (read-only)."""
+    from sn_tf.dataset import converter
+    from sn_tf.spacenet.synthetic import write_sample
+
+    data = tmp_path_factory.mktemp("sample_data")
+    write_sample(data, aois=("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio"), tiles_per_aoi=6,
+                 seed=3)
+    out = tmp_path_factory.mktemp("sample_tfr")
+    converter.convert(data, out, converter.ConvertConfig(num_workers=1, progress=False,
+                                                         splits=(("train", 0.5), ("val", 0.5))))
+    return out

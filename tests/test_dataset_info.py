@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fixtures.datasets import legacy_description, write_dataset
+from fixtures.datasets import legacy_description
 from sn_tf.dataset import info as dsinfo
 from sn_tf.dataset import schema, tfrecord
 from sn_tf.dataset.reader import read_examples
@@ -21,9 +21,10 @@ CROP = 48
 VEGAS = ("AOI_2_Vegas",)
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("info"))
+@pytest.fixture(scope="session")
+def fx(known_dataset):
+    """The session's exactly-known converted dataset (conftest ``known_dataset``)."""
+    return known_dataset
 
 
 def _copy(fx, dest: pathlib.Path) -> pathlib.Path:

@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from fixtures.datasets import legacy_description, write_dataset
+from fixtures.datasets import legacy_description
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
 from sn_tf.input.pipeline import make_dataset, make_examples, steps_per_epoch
@@ -34,9 +34,10 @@ T = 32.0  # the converter's default sdf truncation
 VEGAS = ["AOI_2_Vegas"]
 
 
-@pytest.fixture(scope="module")
-def fx(tmp_path_factory):
-    return write_dataset(tmp_path_factory.mktemp("pipeline"))
+@pytest.fixture(scope="session")
+def fx(known_dataset):
+    """The session's exactly-known converted dataset (conftest ``known_dataset``)."""
+    return known_dataset
 
 
 def _train(fx, **kw):

@@ -20,19 +20,10 @@ FCN, DETECTNET = str(REPO / "models/fcn.py"), str(REPO / "models/detectnet.py")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 
-@pytest.fixture(scope="module")
-def tfr(tmp_path_factory):
-    """6 Vegas + 6 Paris (+ 4 Rio, without the recipes' image type) tiles, half train, half val."""
-    from sn_tf.dataset import converter
-    from sn_tf.spacenet.synthetic import write_sample
-
-    data = tmp_path_factory.mktemp("train_data")
-    write_sample(data, aois=("AOI_2_Vegas", "AOI_3_Paris", "AOI_1_Rio"), tiles_per_aoi=6,
-                 seed=3)
-    out = tmp_path_factory.mktemp("train_tfr")
-    converter.convert(data, out, converter.ConvertConfig(num_workers=1, progress=False,
-                                                         splits=(("train", 0.5), ("val", 0.5))))
-    return out
+@pytest.fixture(scope="session")
+def tfr(sample_tfr):
+    """The session's converted synthetic sample (conftest ``sample_tfr``)."""
+    return sample_tfr
 
 
 def _cli(*args, timeout=600):

@@ -100,6 +100,7 @@ from sn_tf.dataset.reader import (Shard, check_shards, load_info, shards,
                                   tf_checked_records)
 from sn_tf.utils.tfimport import tensorflow
 from sn_tf.input.cells import DEFAULT_CELL_SIZE
+from sn_tf.input.config import InputConfig, input_config
 
 tf = tensorflow()
 
@@ -423,53 +424,23 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
 
 # ---- public API ------------------------------------------------------------------------------
 def make_examples(data_dir, split: str, target: str = "segmentation", training: bool = True,
-                  image_types: Sequence[str] = ("MUL-PanSharpen",),
-                  bands: Mapping[str, Sequence[int]] | None = None,
-                  normalization: Any = "dataset_info", crop_size: int = 256,
-                  batch_size: int = 8, seed: int = 0, shuffle_buffer: int | None = None,
-                  sdf_truncation: float | None = None, boundary_sigma: float = 3.0,
-                  cell_size: int = DEFAULT_CELL_SIZE, cvg_scale: float = 0.4,
-                  augment: Any = None,
-                  pad_to_multiple: int | None = None, aois: Sequence[str] | None = None,
-                  num_parallel_calls: int = tf.data.AUTOTUNE,
-                  num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
-                  deterministic: bool | None = None, repeat: Any = None,
-                  image_dtype: str = "float32", crops_per_tile: int = 1,
-                  contact: bool = False):
+                  config: InputConfig | None = None, *, input_context=None, **options):
     """Batches as dicts (keys in the module docstring; ``target`` may also be "all").
 
-    Arguments as ``make_dataset``. With ``training=False`` this is the evaluation /
-    prediction dataset with georeference: predict on ``batch["image"]``, crop outputs to
-    ``[:height, :width]`` and map pixels with ``transform_gdal``.
+    ``config`` / ``options``: as ``make_dataset`` (the Keras-element options
+    ``sample_weights``, ``boundary_weight``, ``contact_weight`` and ``interior_level`` do not
+    apply). With ``training=False`` this is the evaluation / prediction dataset with
+    georeference: predict on ``batch["image"]``, crop outputs to ``[:height, :width]`` and
+    map pixels with ``transform_gdal``.
     """
+    cfg = input_config(config, options).replace(boundary_weight=None, contact_weight=None)
     info = load_info(data_dir)
-    plan = _plan(info, split, target=target, training=training, image_types=image_types,
-                 bands=bands, normalization=normalization, crop_size=crop_size, seed=seed,
-                 sdf_truncation=sdf_truncation, boundary_weight=None,
-                 boundary_sigma=boundary_sigma, cell_size=cell_size, cvg_scale=cvg_scale,
-                 augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
-                 image_dtype=image_dtype, contact=contact)
-    rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
-                  input_context, deterministic, repeat, crops_per_tile)
-    return _build(data_dir, info, plan, split, rt, lambda b: b)
+    plan = _plan(info, split, cfg, target=target, training=training)
+    return _build(data_dir, info, plan, split, _runtime(cfg, input_context), lambda b: b)
 
 
 def make_dataset(data_dir, split: str, target: str = "segmentation", training: bool = True,
-                 image_types: Sequence[str] = ("MUL-PanSharpen",),
-                 bands: Mapping[str, Sequence[int]] | None = None,
-                 normalization: Any = "dataset_info", crop_size: int = 256,
-                 batch_size: int = 8, seed: int = 0, shuffle_buffer: int | None = None,
-                 sdf_truncation: float | None = None, boundary_weight: float | None = None,
-                 boundary_sigma: float = 3.0, cell_size: int = DEFAULT_CELL_SIZE,
-                 cvg_scale: float = 0.4,
-                 augment: Any = None, pad_to_multiple: int | None = None,
-                 sample_weights: bool | None = None, aois: Sequence[str] | None = None,
-                 num_parallel_calls: int = tf.data.AUTOTUNE,
-                 num_parallel_reads: int | None = tf.data.AUTOTUNE, input_context=None,
-                 deterministic: bool | None = None, repeat: Any = None,
-                 image_dtype: str = "float32", crops_per_tile: int = 1,
-                 contact: bool = False, contact_weight: float | None = None,
-                 interior_level: float | None = None):
+                 config: InputConfig | None = None, *, input_context=None, **options):
     """A tf.data.Dataset of ``(image, targets)`` or ``(image, targets, sample_weights)``.
 
     Args:
@@ -478,71 +449,13 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
       target: "segmentation", "detection" or "oriented_detection" (targets in the module
         docstring).
       training: random augmented crops, repeated (True), or whole padded tiles once (False).
-      image_types: types to stack, all on one pixel grid (e.g. ("MUL-PanSharpen", "PAN")).
-      bands: {type: 1-based band indices} to select bands; None = all bands of every type.
-      normalization: "dataset_info" (default, (x - mean) / std), "percentile"
-        ((x - p1) / (p99 - p1)), None (raw), or {"mean": [C], "std": [C]}.
-      crop_size: training crop side (pixels); a multiple of ``cell_size`` for detection.
-      batch_size: global batch size (per input pipeline it is
-        ``input_context.get_per_replica_batch_size(batch_size)``).
-      seed: seed of file order, record shuffle and every augmentation draw.
-      shuffle_buffer: serialized records in the shuffle buffer (None: as many as fit
-        256 MiB, 4..256).
-      sdf_truncation: clip the sdf target to [-T, T] (None: the converter's value); any T
-        works (the sdf is rebuilt from the stored distance).
-      boundary_weight, boundary_sigma: with a weight w, segmentation sample weights
-        ``1 + w * exp(-sdf^2 / (2 sigma^2))``.
-      cell_size, cvg_scale: DetectNet pixels per grid cell (``sn_tf.input.cells``; the model's
-        ``cell_size``, not its input multiple) and coverage shrink factor.
-      augment: None (flips + 90-degree rotations), False (crop only), a dict or an
-        ``sn_tf.input.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule).
-      pad_to_multiple: evaluation padding multiple (default cell_size for detection, 32;
-        a DetectNet model needs its input multiple 16 whatever its cell size).
-      sample_weights: return weights (default: when boundary_weight is set or evaluating).
-      aois: keep only these AOIs (each must have all ``image_types``). None (default):
-        the AOIs of the split that have all ``image_types`` (e.g. SpaceNet 2 AOIs but not
-        Rio, which lacks MUL-PanSharpen); an error when no AOI has them.
-      num_parallel_calls: parallelism of the parse/decode/augment and batch maps.
-      num_parallel_reads: parallel interleave of the shard files (default AUTOTUNE, for
-        remote storage); None or 1 reads with one thread (half the CPU per record, enough
-        for local disks).
+      config: an ``sn_tf.input.config.InputConfig`` (image types, bands, normalisation,
+        crop, batch, augmentation, weights, parallelism: every field is documented there);
+        None: its defaults.
       input_context: ``tf.distribute.InputContext`` from
         ``strategy.distribute_datasets_from_function``: shards the input per pipeline.
-      deterministic: order guarantee (default: False for training, True for evaluation).
-      repeat: None/True = forever when training, False = one epoch, int = that many epochs;
-        evaluation reads once.
-      image_dtype: "float32" (default) or "bfloat16" / "float16" (normalised, then cast:
-        half the bytes per batch), or "raw": NOT normalised: the model normalises itself,
-        with ``normalization_layer`` (same ``normalization``) as its first layer
-        (cheapest on CPU: no float pass, a quarter of the float32 bytes). Raw training
-        crops keep the stored dtype (uint16 for SpaceNet imagery; float32 when stacked
-        types differ; with scale jitter the bilinear resample is rounded back to it) and
-        exclude radiometric augmentation (``sn_tf.modeling.model_input.RadiometricJitter`` does it
-        in the model); raw evaluation tiles are float32 stored values padded with the band
-        mean, which the normalisation layer maps to exactly 0.
-      crops_per_tile: training crops cut from each read tile (repeated augmentation), each
-        with its own window and augmentation draws. 1 (default) reads a tile per crop;
-        k > 1 amortises reading and parsing the record over k crops (1.25-1.5x the crops
-        per CPU-second at k = 4, BUILD_NOTES.md section 4) at the price of correlated
-        steps: k consecutive batches hold the same ``batch_size`` tiles, differently
-        cropped and flipped (512 px crops of a 650 px tile overlap by >= 53 %). A pass
-        over the file list then yields k crops per tile, so a Keras epoch of
-        ``steps_per_epoch`` steps sees 1/k as many different tiles.
-      contact: segmentation targets also hold ``"contact"``: float32 [B, H, W, 1] in {0, 1},
-        the converter's contact layer (pixels whose (2r+1)-pixel window holds two different
-        buildings: shared walls and narrow gaps), augmented with the image. Needs data of
-        schema version >= 3.
-      contact_weight: with a weight c, the segmentation sample weights get ``+ c`` on
-        contact pixels (the few pixels that keep touching buildings apart), on top of the
-        boundary map; DetectNet cell weights are ``1 + c`` within one cell of a contact pixel
-        (:func:`contact_cells`; the labels are then decoded for the detection target too).
-        Needs data of schema version >= 3.
-      interior_level: with a level k, segmentation targets also hold ``"interior"``:
-        float32 [B, H, W, 1] = ``sdf > k`` (pixels more than k from every building boundary,
-        shared walls included: the cores, which touching buildings do not share). Detection
-        targets may hold it too (DetectNet's auxiliary ``interior`` output; the labels are
-        then decoded and augmented with the image like the segmentation targets), weighted
-        by the valid-pixel mask.
+      **options: ``InputConfig`` fields by keyword, updating ``config`` (e.g.
+        ``crop_size=512, batch_size=16``); an unknown name is a TypeError naming the known ones.
 
     Raises:
       ValueError: unknown target or split; image types absent, on different grids or
@@ -553,17 +466,15 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         raise ValueError(f"make_dataset target must be 'segmentation', 'detection' or "
                          f"'oriented_detection', got {target!r} (make_examples also offers "
                          f"'all')")
+    cfg = input_config(config, options)
     info = load_info(data_dir)
-    plan = _plan(info, split, target=target, training=training, image_types=image_types,
-                 bands=bands, normalization=normalization, crop_size=crop_size, seed=seed,
-                 sdf_truncation=sdf_truncation, boundary_weight=boundary_weight,
-                 boundary_sigma=boundary_sigma, cell_size=cell_size, cvg_scale=cvg_scale,
-                 augment=augment, pad_to_multiple=pad_to_multiple, aois=aois,
-                 image_dtype=image_dtype, contact=contact, contact_weight=contact_weight,
+    interior_level = cfg.interior_level
+    plan = _plan(info, split, cfg, target=target, training=training,
                  labels=interior_level is not None or (
-                     contact_weight is not None and target != "segmentation"))
+                     cfg.contact_weight is not None and target != "segmentation"))
+    sample_weights = cfg.sample_weights
     if sample_weights is None:
-        sample_weights = (boundary_weight is not None or contact_weight is not None
+        sample_weights = (cfg.boundary_weight is not None or cfg.contact_weight is not None
                           or not training)
 
     if interior_level is not None and (not isinstance(
@@ -573,13 +484,17 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
                          f"{plan.truncation:g}), got {interior_level!r}")
 
     def to_keras(batch):
-        return keras_element(batch, target, sample_weights, cell_size, plan.boundary_weight,
+        return keras_element(batch, target, sample_weights, cfg.cell_size, plan.boundary_weight,
                              plan.boundary_sigma, plan.contact_weight,
                              None if interior_level is None else float(interior_level))
 
-    rt = _Runtime(batch_size, shuffle_buffer, num_parallel_calls, num_parallel_reads,
-                  input_context, deterministic, repeat, crops_per_tile)
-    return _build(data_dir, info, plan, split, rt, to_keras)
+    return _build(data_dir, info, plan, split, _runtime(cfg, input_context), to_keras)
+
+
+def _runtime(cfg: InputConfig, input_context) -> _Runtime:
+    return _Runtime(cfg.batch_size, cfg.shuffle_buffer, cfg.num_parallel_calls,
+                    cfg.num_parallel_reads, input_context, cfg.deterministic, cfg.repeat,
+                    cfg.crops_per_tile)
 
 
 def normalization_coefficients(info: DatasetInfo, image_types: Sequence[str],

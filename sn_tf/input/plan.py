@@ -19,6 +19,7 @@ from sn_tf.dataset import schema
 from sn_tf.dataset.info import DatasetInfo, InfoError
 from sn_tf.input import augment as aug
 from sn_tf.input.augment import AugmentConfig, augment_config
+from sn_tf.input.config import InputConfig
 from sn_tf.input.normalization import coefficients_from_mean_std, normalization_mean_std
 
 
@@ -221,15 +222,22 @@ def _normalization(info: DatasetInfo, types: tuple[_TypeSpec, ...], normalizatio
     return (1 / span).astype(np.float32), (-lo / span).astype(np.float32)
 
 
-def _plan(info: DatasetInfo, split: str, *, target, training, image_types, bands, normalization,
-          crop_size, seed, sdf_truncation, boundary_weight, boundary_sigma, cell_size,
-          cvg_scale, augment, pad_to_multiple, aois, image_dtype="float32", contact=False,
-          contact_weight=None, labels=False) -> _Plan:
-    """Check every argument against the dataset and resolve it into a ``_Plan``.
+def _plan(info: DatasetInfo, split: str, config: InputConfig, *, target: str, training: bool,
+          labels: bool = False) -> _Plan:
+    """Check ``config`` (``sn_tf.input.config``) against the dataset and resolve it into a
+    ``_Plan`` for ``target`` and ``training``.
 
     labels: decode the segmentation labels (footprint, sdf) for a detection target too
     (the DetectNet ``interior`` auxiliary target).
     """
+    c = config
+    image_types, bands, normalization, crop_size, seed = (
+        c.image_types, c.bands, c.normalization, c.crop_size, c.seed)
+    sdf_truncation, boundary_weight, boundary_sigma = (
+        c.sdf_truncation, c.boundary_weight, c.boundary_sigma)
+    cell_size, cvg_scale, augment, pad_to_multiple, aois = (
+        c.cell_size, c.cvg_scale, c.augment, c.pad_to_multiple, c.aois)
+    image_dtype, contact, contact_weight = c.image_dtype, c.contact, c.contact_weight
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     info.split(split)  # InfoError (a ValueError) naming the splits

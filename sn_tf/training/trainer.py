@@ -47,6 +47,7 @@ import keras  # noqa: E402  (after the quiet TF import)
 from sn_tf import modeling  # noqa: E402
 from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
+from sn_tf.input.config import InputConfig  # noqa: E402
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
 from sn_tf.input.plan import IMAGE_DTYPES  # noqa: E402
 from sn_tf.modeling import model_input  # noqa: E402
@@ -294,14 +295,25 @@ def split_aois(setup: Setup, split: str) -> list[str]:
     return [a for a in setup.aois if present.get(a)]
 
 
-def _data_kwargs(setup: Setup, split: str) -> dict:
-    d = setup.config["data"]
-    return dict(target=_target(setup.config), image_types=tuple(setup.image_types),
-                bands=setup.bands, normalization={"mean": setup.mean, "std": setup.std},
-                sdf_truncation=d.get("sdf_truncation"),
-                cell_size=setup.cell_size or DEFAULT_CELL_SIZE,
-                cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),
-                image_dtype=setup.image_dtype)
+def input_config_of(setup: Setup, split: str, training: bool = True) -> InputConfig:
+    """The input pipeline's configuration (``sn_tf.input.config``) from the recipe's ``data``
+    section resolved against the dataset: training crops with the recipe's augmentation and
+    weights, or (``training=False``) whole tiles padded to the model's stride, plain."""
+    d, t = setup.config["data"], setup.config["train"]
+    base = InputConfig(
+        image_types=tuple(setup.image_types), bands=setup.bands,
+        normalization={"mean": setup.mean, "std": setup.std},
+        sdf_truncation=d.get("sdf_truncation"), cell_size=setup.cell_size or DEFAULT_CELL_SIZE,
+        cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),
+        image_dtype=setup.image_dtype, crop_size=int(d["crop_size"]),
+        batch_size=int(d["batch_size"]), seed=int(t["seed"]))
+    if not training:
+        return base.replace(pad_to_multiple=setup.stride)
+    return base.replace(
+        boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
+        crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
+        contact_weight=d.get("contact_weight"),
+        interior_level=d.get("interior_level") if setup.interior_output else None)
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):
@@ -310,15 +322,10 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
     Images are normalised float32, or raw values when ``data.image_dtype`` is "raw"
     (then the model built by ``build_model`` normalises and jitters them itself).
     """
-    d, t = setup.config["data"], setup.config["train"]
-    ds = pipeline.make_dataset(
-        setup.data_dir, d["train_split"], training=True, crop_size=int(d["crop_size"]),
-        batch_size=batch_size, seed=int(t["seed"]), boundary_weight=d.get("boundary_weight"),
-        augment=setup.augment_split()[0], input_context=input_context,
-        crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
-        contact_weight=d.get("contact_weight"),
-        interior_level=d.get("interior_level") if setup.interior_output else None,
-        **_data_kwargs(setup, d["train_split"]))
+    split = setup.config["data"]["train_split"]
+    cfg = input_config_of(setup, split).replace(batch_size=batch_size)
+    ds = pipeline.make_dataset(setup.data_dir, split, _target(setup.config), True, cfg,
+                               input_context=input_context)
     if setup.config["model"].get("sdf_bins"):  # an FCN with the discretised distance
         ds = ds.map(modeling.with_sdf_bins_target)
     return ds
@@ -330,8 +337,8 @@ def predict_split(model, setup: Setup, split: str, max_tiles=None, batch_size=4)
     The tiles come as ``train_dataset`` feeds them (normalised, or raw float32 padded
     with the band mean for a model that normalises itself), padded to the stride.
     """
-    ds = pipeline.make_examples(setup.data_dir, split, training=False, batch_size=batch_size,
-                                pad_to_multiple=setup.stride, **_data_kwargs(setup, split))
+    cfg = input_config_of(setup, split, training=False).replace(batch_size=batch_size)
+    ds = pipeline.make_examples(setup.data_dir, split, _target(setup.config), False, cfg)
     seen = 0
     for batch in ds:
         outputs = model(batch["image"], training=False)

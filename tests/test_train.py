@@ -451,3 +451,23 @@ def test_ema_momentum_is_capped_for_short_runs():
     assert ema_momentum(0.99, 576) == 0.99          # the FCN demo: 48 epochs x 12 steps
     assert ema_momentum(0.99, 72) == pytest.approx(1 - 5 / 72)
     assert ema_momentum(0.99, 3) == 0.0               # a smoke run: the raw weights
+
+
+def test_head_search_reuses_the_best_validation_outputs(tfr, tmp_path, monkeypatch):
+    """The val split is predicted once per validation; the head search after training takes
+    the best epoch's outputs instead of predicting val again from best.keras."""
+    from sn_tf.training import trainer
+
+    calls = []
+    real = trainer.predict_split
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "predict_split", counting)
+    cfg = load_recipe(f"{FCN}:smoke")
+    summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
+    assert summary["postprocess"] is not None
+    assert len(calls) == cfg["train"]["epochs"]  # one per validation (val_every 1), none after
+    assert (tmp_path / "m" / "postprocess_search.json").is_file()

@@ -89,7 +89,7 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     (out / md.LAST).parent.mkdir(parents=True, exist_ok=True)
     model.save(out / md.LAST)  # every worker saves (collective ops); only the chief's is kept
     if is_chief:
-        tune_postprocess(out, setup, verbose=verbose)
+        tune_postprocess(out, setup, verbose=verbose, outputs=validation.best_outputs)
     (out / md.TRAINING_LOG).unlink(missing_ok=True)
     for row in log_rows:
         write_log_row(out / md.TRAINING_LOG, row["epoch"], row)

@@ -351,11 +351,15 @@ def predict_split(model, setup: Setup, split: str, max_tiles=None, batch_size=4)
             seen += 1
 
 
-def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
-    """SpaceNet score of ``model`` on a split, through the shared polygon head."""
+def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4,
+                outputs: list | None = None):
+    """SpaceNet score of ``model`` on a split, through the shared polygon head
+    (``outputs``: ``predict_split``'s items when already computed)."""
     params = polygons.postprocess_params(setup.kind, setup.config["postprocess"])
     proposals, ids = [], []
-    for tile_id, outputs, size in predict_split(model, setup, split, max_tiles, batch_size):
+    if outputs is None:
+        outputs = predict_split(model, setup, split, max_tiles, batch_size)
+    for tile_id, outputs, size in outputs:
         ids.append(tile_id)
         proposals += polygons.outputs_to_buildings(setup.kind, outputs, tile_id,
                                                    image_size=size, params=params,
@@ -369,21 +373,23 @@ def evaluate_f1(model, setup: Setup, split: str, max_tiles=None, batch_size=4):
 
 
 def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
-                     verbose: bool = True):
+                     verbose: bool = True, outputs: list | None = None):
     """Choose the polygon head's parameters for ``model_dir``'s best checkpoint on the val
     split (``sn_tf.training.tuning``): candidates from ``search_space`` (default: the recipe's
     ``train.postprocess_search``; None or empty: nothing to do, returns None). Writes
     ``postprocess_search.json`` and the choice into ``model_info.json``; returns the
-    ``tuning.SearchResult``."""
+    ``tuning.SearchResult``. ``outputs``: the best checkpoint's val outputs when the
+    validation kept them (``SpaceNetValidation.best_outputs``); else they are predicted."""
     t = setup.config["train"]
     space = t.get("postprocess_search") if search_space is None else search_space
     if not space:
         return None
     cands = tuning.candidates(setup.kind, setup.config["postprocess"], space)
-    model = keras.saving.load_model(md.checkpoint(model_dir, "best"), compile=False)
     split = setup.config["data"]["val_split"]
-    outputs = list(predict_split(model, setup, split, t.get("val_max_tiles"),
-                                 int(t.get("val_batch_size", 4))))
+    if outputs is None:
+        model = keras.saving.load_model(md.checkpoint(model_dir, "best"), compile=False)
+        outputs = list(predict_split(model, setup, split, t.get("val_max_tiles"),
+                                     int(t.get("val_batch_size", 4))))
     found = tuning.search(setup.kind, outputs, read_truth(setup.data_dir, split, setup.label_grid),
                           cands, setup.cell_size or DEFAULT_CELL_SIZE)
     tuning.save_choice(model_dir, found, split, verbose)
@@ -452,6 +458,9 @@ class SpaceNetValidation(keras.callbacks.Callback):
 
     #: the log key ``best.keras`` is chosen on
     MONITOR = "val_score"
+    #: the best epoch's val outputs are kept for the head search when they fit in this
+    #: (``best_outputs``; the demo's 9 val tiles: ~45 MB)
+    KEEP_OUTPUTS_BYTES = 512 * 2 ** 20
 
     def __init__(self, setup: Setup, model_dir, every: int, max_tiles=None, batch_size=4,
                  is_chief: bool = True):
@@ -460,6 +469,7 @@ class SpaceNetValidation(keras.callbacks.Callback):
         self.max_tiles, self.batch_size, self.is_chief = max_tiles, batch_size, is_chief
         scores = self.dir / md.VAL_SCORES
         self.best = -1.0
+        self.best_outputs: list | None = None  # predict_split items of best.keras on val
         if scores.exists():
             overall = json.loads(scores.read_text())["overall"]
             # val_scores.json of an older run holds only the pooled F1 it was chosen on
@@ -474,8 +484,10 @@ class SpaceNetValidation(keras.callbacks.Callback):
             self._validate(epoch, logs, t0)
 
     def _validate(self, epoch, logs, t0):
-        result = evaluate_f1(self.model, self.setup, self.setup.config["data"]["val_split"],
-                             self.max_tiles, self.batch_size)
+        split = self.setup.config["data"]["val_split"]
+        outputs = list(predict_split(self.model, self.setup, split, self.max_tiles,
+                                     self.batch_size))
+        result = evaluate_f1(self.model, self.setup, split, outputs=outputs)
         o = result.to_dict()["overall"]
         groups = result.breakdown["overall"]
         values = {"val_score": result.mean_city_f1, "val_precision": o["precision"],
@@ -492,6 +504,9 @@ class SpaceNetValidation(keras.callbacks.Callback):
               f"{values['val_touching_recall']:.3f} ({groups['touching'].found}/"
               f"{groups['touching'].n}) isolated {values['val_isolated_recall']:.3f} "
               f"({time.time() - t0:.1f} s)", flush=True)
+        if better:  # the head search after training reuses them (tune_postprocess)
+            size = sum(v.nbytes for _, out, _ in outputs for v in out.values())
+            self.best_outputs = outputs if size <= self.KEEP_OUTPUTS_BYTES else None
         if better and self.is_chief:
             self.best = values[self.MONITOR]
             (self.dir / md.BEST).parent.mkdir(parents=True, exist_ok=True)
@@ -683,7 +698,8 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
         history = model.fit(ds, epochs=int(t["epochs"]), steps_per_epoch=steps,
                             callbacks=callbacks, verbose=verbose)
         seconds = time.time() - t0
-        searched = tune_postprocess(model_dir, setup, verbose=bool(verbose))
+        searched = tune_postprocess(model_dir, setup, verbose=bool(verbose),
+                                    outputs=callbacks[0].best_outputs)
     finally:
         set_precision("")
     summary = _summary(model_dir, history.history, seconds, steps * batch * int(t["epochs"]))

@@ -16,7 +16,7 @@ def test_entry_points_resolve_and_defaults_are_the_heads(name):
     from sn_tf.head import polygons
 
     fam = families.get(name)
-    assert callable(fam.entry("builder")) and callable(fam.entry("head"))
+    assert all(callable(fam.entry(e)) for e in ("builder", "losses", "metrics", "head"))
     assert polygons.postprocess_params(name) == dict(fam.postprocess)
     with pytest.raises(TypeError):
         fam.postprocess["threshold"] = 1.0  # read-only: recipes override, never mutate

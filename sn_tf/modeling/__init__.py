@@ -57,10 +57,6 @@ __all__ = [
 MODEL_KINDS = families.NAMES
 
 
-def _check_kind(kind: str) -> str:
-    return families.get(kind).name
-
-
 def build_model(kind: str, num_bands: int, **kwargs) -> keras.Model:
     """Build the family's model: its ``builder(num_bands, **kwargs)`` (``build_fcn``,
     ``build_detectnet``)."""
@@ -105,32 +101,19 @@ def losses_for(kind: str, *, sdf_truncation: float | None = None, sdf_bins: int 
     ``interior_loss_weight``), as the FCN's.
     Parameters of the other kind are ignored.
     """
-    if _check_kind(kind) == "detectnet":
-        losses = {"coverage": CoverageLoss(weight=coverage_weight),
-                  "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
-        if orient_weight is not None:
-            losses["orient"] = OrientLoss(weight=orient_weight,
-                                          obliquity_weight=obliquity_weight,
-                                          flat_weight=flat_weight)
-        if interior:
-            losses["interior"] = FootprintLoss(interior_jaccard_weight,
-                                               weight=interior_loss_weight, name="interior_loss")
-        return losses
-    losses = {"footprint": FootprintLoss(jaccard_weight),
-              "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}
-    if sdf_bins is not None:
-        if sdf_truncation is None:
-            raise ValueError("sdf_bins needs sdf_truncation (the bins span [-T, T])")
-        losses["sdf_bins"] = SdfBinsLoss(sdf_bins, sdf_truncation, weight=sdf_bins_weight)
-    if contact:
-        losses["contact"] = FootprintLoss(contact_jaccard_weight, weight=contact_loss_weight,
-                                          pos_weight=contact_pos_weight,
-                                          focal_gamma=contact_focal_gamma, name="contact_loss")
-    if interior:
-        losses["interior"] = FootprintLoss(interior_jaccard_weight, weight=interior_loss_weight,
-                                           focal_gamma=interior_focal_gamma,
-                                           name="interior_loss")
-    return losses
+    options = dict(sdf_truncation=sdf_truncation, sdf_bins=sdf_bins,
+                   jaccard_weight=jaccard_weight, sdf_delta=sdf_delta, sdf_weight=sdf_weight,
+                   sdf_bins_weight=sdf_bins_weight, coverage_weight=coverage_weight,
+                   bbox_weight=bbox_weight, count_norm=count_norm, contact=contact,
+                   contact_loss_weight=contact_loss_weight,
+                   contact_jaccard_weight=contact_jaccard_weight,
+                   contact_pos_weight=contact_pos_weight,
+                   contact_focal_gamma=contact_focal_gamma, interior=interior,
+                   interior_loss_weight=interior_loss_weight,
+                   interior_jaccard_weight=interior_jaccard_weight,
+                   interior_focal_gamma=interior_focal_gamma, orient_weight=orient_weight,
+                   obliquity_weight=obliquity_weight, flat_weight=flat_weight)
+    return families.get(kind).entry("losses")(**options)
 
 
 def metrics_for(kind: str, *, contact: bool = False,
@@ -142,14 +125,4 @@ def metrics_for(kind: str, *, contact: bool = False,
     IoU (probabilities thresholded at 0.5).
     Metrics receive the same sample weights as the losses.
     """
-    if _check_kind(kind) == "fcn":
-        out = {"footprint": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
-                                                     name="iou")],
-               "sdf": [keras.metrics.MeanAbsoluteError(name="mae")]}
-        for name, wanted in (("contact", contact), ("interior", interior)):
-            if wanted:
-                out[name] = [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
-                                                     name="iou")]
-        return out
-    return {"coverage": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5,
-                                                 name="iou")]}
+    return families.get(kind).entry("metrics")(contact=contact, interior=interior)

@@ -72,11 +72,12 @@ import keras
 from keras import layers
 
 from sn_tf.input.cells import DEFAULT_CELL_SIZE, check_cell_size
+from sn_tf.modeling.losses import BboxLoss, CoverageLoss, FootprintLoss, OrientLoss
 from sn_tf.modeling.layers import (PerChannelConstant, check_int, check_positive_float,
                                    conv_bn_act, inception_block)
 from sn_tf.utils import families
 
-__all__ = ["DETECTNET_STRIDE", "build_detectnet"]
+__all__ = ["DETECTNET_STRIDE", "build_detectnet", "detectnet_losses", "detectnet_metrics"]
 
 #: Input multiple of DetectNet (its backbone's total downsampling): input H and W must be
 #: multiples of it, whatever the output cell size (``sn_tf.input.cells``).
@@ -219,3 +220,27 @@ def build_detectnet(num_bands: int, *, width: int = 32, blocks: Sequence[int] = 
     if aux_interior:
         heads["interior"] = _aux_interior(head_features, features["conv2"], width, cell_size)
     return keras.Model(image, heads, name=name)
+
+
+# ---- training: losses and metrics (``sn_tf.modeling.losses_for`` / ``metrics_for``) --------
+def detectnet_losses(*, coverage_weight: float, bbox_weight: float, count_norm: float,
+                     orient_weight, obliquity_weight: float, flat_weight: float,
+                     interior: bool, interior_jaccard_weight: float,
+                     interior_loss_weight: float, **_fcn) -> dict:
+    """DetectNet's losses keyed by output name (``losses_for`` documents them; the FCN's
+    parameters are ignored)."""
+    losses = {"coverage": CoverageLoss(weight=coverage_weight),
+              "bbox": BboxLoss(weight=bbox_weight, count_norm=count_norm)}
+    if orient_weight is not None:
+        losses["orient"] = OrientLoss(weight=orient_weight, obliquity_weight=obliquity_weight,
+                                      flat_weight=flat_weight)
+    if interior:
+        losses["interior"] = FootprintLoss(interior_jaccard_weight, weight=interior_loss_weight,
+                                           name="interior_loss")
+    return losses
+
+
+def detectnet_metrics(*, contact: bool = False, interior: bool = False) -> dict:
+    """Coverage IoU (probabilities > 0.5)."""
+    return {"coverage": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.5,
+                                                 name="iou")]}

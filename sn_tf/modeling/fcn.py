@@ -28,10 +28,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from sn_tf.modeling.losses import FootprintLoss, SdfBinsLoss, SdfLoss
 from sn_tf.modeling.layers import (check_int, check_positive_float, conv_bn_act, refine_block,
                                    residual_block)
 
-__all__ = ["MAX_DEPTH", "build_fcn", "fcn_stride", "fcn_top_down_filters", "fcn_encoder_filters"]
+__all__ = ["MAX_DEPTH", "build_fcn", "fcn_losses", "fcn_metrics", "fcn_stride",
+           "fcn_top_down_filters", "fcn_encoder_filters"]
 
 #: Largest supported ``depth`` (stride 2**6 = 64).
 MAX_DEPTH = 6
@@ -142,3 +144,41 @@ def build_fcn(num_bands: int, *, width: int = 32, depth: int = 4, blocks: int = 
         fine_filters = check_int(fine_filters, "fine_filters", 1)
     top = _top_down(features, width, depth, fine_filters)
     return keras.Model(image, _heads(top, sdf_bins, sdf_scale, contact, interior), name=name)
+
+
+# ---- training: losses and metrics (``sn_tf.modeling.losses_for`` / ``metrics_for``) --------
+def fcn_losses(*, jaccard_weight: float, sdf_truncation, sdf_delta: float, sdf_weight: float,
+               sdf_bins, sdf_bins_weight: float, contact: bool, contact_jaccard_weight: float,
+               contact_loss_weight: float, contact_pos_weight: float,
+               contact_focal_gamma: float, interior: bool, interior_jaccard_weight: float,
+               interior_loss_weight: float, interior_focal_gamma: float,
+               **_detectnet) -> dict:
+    """The FCN's losses keyed by output name (``losses_for`` documents them; DetectNet's
+    parameters are ignored)."""
+    losses = {"footprint": FootprintLoss(jaccard_weight),
+              "sdf": SdfLoss(sdf_truncation, sdf_delta, weight=sdf_weight)}
+    if sdf_bins is not None:
+        if sdf_truncation is None:
+            raise ValueError("sdf_bins needs sdf_truncation (the bins span [-T, T])")
+        losses["sdf_bins"] = SdfBinsLoss(sdf_bins, sdf_truncation, weight=sdf_bins_weight)
+    if contact:
+        losses["contact"] = FootprintLoss(contact_jaccard_weight, weight=contact_loss_weight,
+                                          pos_weight=contact_pos_weight,
+                                          focal_gamma=contact_focal_gamma, name="contact_loss")
+    if interior:
+        losses["interior"] = FootprintLoss(interior_jaccard_weight, weight=interior_loss_weight,
+                                           focal_gamma=interior_focal_gamma,
+                                           name="interior_loss")
+    return losses
+
+
+def fcn_metrics(*, contact: bool = False, interior: bool = False) -> dict:
+    """Footprint IoU (logits > 0) and sdf MAE (pixels); contact / interior IoU when present."""
+    out = {"footprint": [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
+                                                 name="iou")],
+           "sdf": [keras.metrics.MeanAbsoluteError(name="mae")]}
+    for name, wanted in (("contact", contact), ("interior", interior)):
+        if wanted:
+            out[name] = [keras.metrics.BinaryIoU(target_class_ids=[1], threshold=0.0,
+                                                 name="iou")]
+    return out

@@ -6,15 +6,16 @@
     fam.cell_size                       # 16: pixels per output cell (None: full resolution)
     fam.postprocess                     # the head's default parameters (read-only)
     fam.entry("head")                   # sn_tf.head.polygons.detectnet_buildings
+    fam.entry("losses")                 # sn_tf.modeling.detectnet.detectnet_losses
 
 A family is a kind of model with its own target, outputs and polygon head: ``"fcn"`` (the
 SharpMask-like FCN on footprint / signed-distance rasters, full resolution) and
 ``"detectnet"`` (DIGITS' DetectNet: coverage and box grids on cells of ``cell_size`` px).
 ``model.kind`` in a recipe and ``ModelInfo.kind`` in a model dir or export name one.
 
-Adding a family: one :class:`Family` row here; its model module in ``sn_tf.modeling`` with
-the builder named by ``builder`` (and its losses in ``sn_tf.modeling.losses_for``); its head
-function in ``sn_tf.head`` named by ``head``; a recipe in ``sn_tf.configs``. Stages import
+Adding a family touches four files: one :class:`Family` row here; its model module in
+``sn_tf.modeling`` with the functions named by ``builder``, ``losses`` and ``metrics``; its
+head function in ``sn_tf.head`` named by ``head``; a recipe in ``sn_tf.configs``. Stages import
 nothing upward: the entry points are ``"module:function"`` strings resolved on use.
 
 TF-free, numpy-free (imported by the converter side and the head alike).
@@ -49,8 +50,10 @@ class Family:
       (``sn_tf.modeling.stride_for``).
     cell_size: default pixels per output cell (DetectNet 16, ``sn_tf.input.cells``); None:
       outputs at full input resolution.
-    builder / head: ``"module:function"`` of the Keras model builder
-      (``builder(num_bands, **model_section)``) and of the polygon head
+    builder / losses / metrics / head: ``"module:function"`` of the Keras model builder
+      (``builder(num_bands, **model_section)``), its training losses and metrics
+      (``losses(**loss_options)``, ``metrics(contact=, interior=)``: dicts keyed by output
+      name, through ``sn_tf.modeling.losses_for`` / ``metrics_for``) and of the polygon head
       (``head(outputs, image_id, height, width, params, cell_size)`` -> ``Building`` list).
     postprocess: the head's default parameters (read-only; recipes override them).
     """
@@ -64,6 +67,8 @@ class Family:
     input_multiple: int | None
     cell_size: int | None
     builder: str
+    losses: str
+    metrics: str
     head: str
     postprocess: Mapping[str, Any]
     oriented_target: str | None = None
@@ -94,7 +99,8 @@ FCN = Family(
     head_outputs=("footprint", "sdf"), optional_head_outputs=("contact", "interior"),
     training_only_outputs=(), interior_key="interior",
     input_multiple=None, cell_size=None,
-    builder="sn_tf.modeling.fcn:build_fcn", head="sn_tf.head.polygons:fcn_buildings",
+    builder="sn_tf.modeling.fcn:build_fcn", losses="sn_tf.modeling.fcn:fcn_losses",
+    metrics="sn_tf.modeling.fcn:fcn_metrics", head="sn_tf.head.polygons:fcn_buildings",
     postprocess=_frozen({"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0,
                          "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0,
                          "contact_threshold": 0.0, "interior_threshold": 0.0,
@@ -106,6 +112,8 @@ DETECTNET = Family(
     training_only_outputs=("interior",), interior_key="aux_interior",
     input_multiple=16, cell_size=16,
     builder="sn_tf.modeling.detectnet:build_detectnet",
+    losses="sn_tf.modeling.detectnet:detectnet_losses",
+    metrics="sn_tf.modeling.detectnet:detectnet_metrics",
     head="sn_tf.head.polygons:detectnet_buildings",
     postprocess=_frozen({"threshold": 0.06, "group_threshold": 3, "eps": 0.02,
                          "min_height": 10.0, "max_boxes": 450, "grouping": "opencv",

@@ -41,34 +41,91 @@ FCN_PARAMS = {"threshold": 0.0, "interior_threshold": 0.0, "merge_level": -2.0,
               "min_seed_area": 12, "min_area": 20.0}
 
 
-def make_tiles(n: int, seed: int) -> list[tuple[str, dict]]:
-    """[(tile id, FCN-like outputs {name: float32 [650, 650, 1]})] of ``n`` sample scenes
-    with buildings."""
-    from scipy import ndimage
-
+def make_scenes(n: int, seed: int) -> list[tuple[str, list, int, int]]:
+    """[(tile id, building polygons clipped to the tile (pixels), height, width)] of ``n``
+    sample scenes with buildings (Vegas and Paris alternating)."""
     specs = synthetic_aois.plan_tiles(("AOI_2_Vegas", "AOI_3_Paris"), tiles_per_aoi=max(2, n),
-                              seed=seed)
+                                      seed=seed)
     specs = [s for pair in zip(specs[:len(specs) // 2], specs[len(specs) // 2:]) for s in pair
              if s.role != "empty"]  # alternate the cities; tiles with buildings only
     rng = np.random.default_rng(seed)
-    tiles = []
+    scenes = []
     for spec in specs[:n]:
         scene = synthetic_scenes.compose_scene(spec, np.random.default_rng(rng.integers(1 << 31)))
         polys, _ = labels.clip_to_tile([b.label for b in scene.buildings if b.label.is_valid],
                                        scene.height, scene.width)
-        lab = labels.compute_labels(polys, scene.height, scene.width)
-        sdf = lab["sdf"].astype(np.float32)
-        # spatially correlated noise: boundaries as ragged as a trained model's (~90
-        # vertices per building, the demo FCN's mean on its test split)
-        noise = ndimage.gaussian_filter(rng.normal(0, 4.0, (2,) + sdf.shape), (0, 1.5, 1.5))
-        noise = noise.astype(np.float32)
-        outputs = {"footprint": (np.clip(sdf, -8, 8) + noise[0])[..., None],
-                   "interior": (2 * (sdf - 1.5) + noise[1])[..., None],
-                   "sdf": sdf[..., None]}
-        tiles.append((f"{spec.aoi}_img{spec.number}", outputs))
-    return tiles
+        scenes.append((f"{spec.aoi}_img{spec.number}", polys, scene.height, scene.width))
+    return scenes
 
 
+def fcn_outputs(polys: list, height: int, width: int, rng) -> dict:
+    """FCN-like outputs {name: float32 [H, W, 1]} of one scene: footprint logits = the signed
+    distance clipped to +-8 plus smooth noise, interior logits = 2 * (sdf - 1.5) plus smooth
+    noise, the sdf itself."""
+    from scipy import ndimage
+
+    sdf = labels.compute_labels(polys, height, width)["sdf"].astype(np.float32)
+    # spatially correlated noise: boundaries as ragged as a trained model's (~90
+    # vertices per building, the demo FCN's mean on its test split)
+    noise = ndimage.gaussian_filter(rng.normal(0, 4.0, (2,) + sdf.shape), (0, 1.5, 1.5))
+    noise = noise.astype(np.float32)
+    return {"footprint": (np.clip(sdf, -8, 8) + noise[0])[..., None],
+            "interior": (2 * (sdf - 1.5) + noise[1])[..., None],
+            "sdf": sdf[..., None]}
+
+
+def detectnet_outputs(polys: list, height: int, width: int, rng, cell: int = 8) -> dict:
+    """Oriented-DetectNet-like outputs on ``cell`` px cells (the recipe's 8) of one scene:
+    ``coverage`` [h, w, 1] ~0.85 in the cells whose centre lies in a building's minimum
+    rotated rectangle (the smaller rectangle owns a shared cell; a building covering no
+    centre claims its centre's cell), uniform 0-0.3 elsewhere; ``bbox`` [h, w, 4] the owner's
+    box corners relative to the cell centre plus 1.5 px noise; ``orient`` [h, w, 3] its
+    gliding vertices (alpha, beta, obliquity) plus 0.03 noise, clipped to [0, 1]."""
+    import shapely
+
+    from sn_tf.input import rects as rect_ops
+
+    h, w = -(-height // cell), -(-width // cell)
+    cy, cx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cx, cy = (cx + 0.5) * cell, (cy + 0.5) * cell
+    coverage = rng.uniform(0.0, 0.3, (h, w)).astype(np.float32)
+    bbox = np.zeros((h, w, 4), np.float32)
+    orient = np.zeros((h, w, 3), np.float32)
+    owner_area = np.full((h, w), np.inf)
+    for poly in polys:
+        rect = shapely.minimum_rotated_rectangle(poly)
+        quad = np.asarray(rect.exterior.coords)[:4][None]
+        alpha, beta, r = rect_ops.gliding_from_rects(quad)
+        x1, y1, x2, y2 = rect.bounds
+        inside = shapely.contains_xy(rect, cx, cy)
+        if not inside.any():
+            c = poly.centroid
+            inside = np.zeros((h, w), bool)
+            inside[min(int(c.y // cell), h - 1), min(int(c.x // cell), w - 1)] = True
+        own = inside & (rect.area < owner_area)
+        owner_area[own] = rect.area
+        n = int(own.sum())
+        coverage[own] = np.clip(0.85 + rng.normal(0, 0.08, n), 0, 1)
+        bbox[own] = np.stack([x1 - cx[own], y1 - cy[own], x2 - cx[own], y2 - cy[own]], -1) \
+            + rng.normal(0, 1.5, (n, 4))
+        orient[own] = np.clip(np.array([alpha[0], beta[0], r[0]]) + rng.normal(0, 0.03, (n, 3)),
+                              0, 1)
+    return {"coverage": coverage[..., None], "bbox": bbox, "orient": orient}
+
+
+def make_tiles(n: int, seed: int) -> list[tuple[str, dict]]:
+    """[(tile id, FCN-like outputs {name: float32 [650, 650, 1]})] of ``n`` sample scenes
+    with buildings (:func:`fcn_outputs`)."""
+    rng = np.random.default_rng(seed + 1)
+    return [(tile_id, fcn_outputs(polys, h, w, rng))
+            for tile_id, polys, h, w in make_scenes(n, seed)]
+
+
+def detectnet_params() -> dict:
+    """The DetectNet recipe's post-processing (``sn_tf/configs/detectnet.py``)."""
+    from sn_tf.configs import detectnet
+
+    return dict(detectnet.get_config()["postprocess"])
 
 
 def _timed(fn) -> float:

@@ -55,6 +55,42 @@ def confidence_map(raster: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
 
 
+def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarray, kind: str,
+                 probability=None) -> np.ndarray:
+    """float64 [n + 1]: mean probability per label (index 0 unused, 0.0) over the labelled
+    pixels only (``mask`` = labels > 0, [H, W] bool).
+
+    The probability is ``confidence_map(source, kind)`` or the ``probability`` raster [H, W],
+    evaluated at the labelled pixels alone; sums are ``np.bincount`` over them in raster
+    order, which is what ``scipy.ndimage.mean`` / ``sum`` add up over the whole raster
+    (the background only feeds bin 0), so the means are the same bits. NaN rule as before:
+    when the probability raster holds a NaN anywhere, NaN pixels do not vote (mean over the
+    others, 0 when none is left).
+    """
+    lab = labels[mask]
+    if probability is None:
+        values = confidence_map(source[mask], kind)
+        any_nan = (kind != "mask" and np.issubdtype(source.dtype, np.floating)
+                   and bool(np.isnan(source).any()))
+    else:
+        prob = _as_2d(probability, "probability")
+        if prob.shape != labels.shape:
+            raise ValueError(f"probability shape {prob.shape} differs from raster shape "
+                             f"{labels.shape}")
+        values = np.asarray(prob[mask], dtype=np.float64)
+        any_nan = bool(np.isnan(prob).any())
+    means = np.zeros(n + 1, dtype=np.float64)
+    if any_nan:   # NaN pixels (filled into buildings) do not vote
+        valid = ~np.isnan(values)
+        counts = np.bincount(lab, weights=valid, minlength=n + 1)[1:]
+        sums = np.bincount(lab, weights=np.nan_to_num(values), minlength=n + 1)[1:]
+        means[1:] = sums / np.maximum(counts, 1)
+    else:
+        counts = np.bincount(lab, minlength=n + 1)[1:]
+        means[1:] = np.bincount(lab, weights=values, minlength=n + 1)[1:] / counts
+    return means
+
+
 def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
     """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
     from scipy import ndimage
@@ -306,20 +342,11 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                                 contact_threshold, merge_level)
     if n == 0:
         return []
-    prob = confidence_map(source, kind) if probability is None else _as_2d(probability, "probability")
-    if prob.shape != raster.shape:
-        raise ValueError(f"probability shape {prob.shape} differs from raster shape {raster.shape}")
-    prob = np.asarray(prob, dtype=np.float64)
-    means = np.zeros(n + 1, dtype=np.float64)
-    index = np.arange(1, n + 1)
-    if np.isnan(prob).any():   # NaN pixels (filled into buildings) do not vote
-        counts = ndimage.sum(~np.isnan(prob), labels, index)
-        means[1:] = ndimage.sum(np.nan_to_num(prob), labels, index) / np.maximum(counts, 1)
-    else:
-        means[1:] = ndimage.mean(prob, labels, index)
+    mask = labels > 0
+    means = _label_means(labels, mask, n, source, kind, probability)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
-    traced = list(features.shapes(labels, mask=labels > 0, connectivity=4, **kwargs))
+    traced = list(features.shapes(labels, mask=mask, connectivity=4, **kwargs))
     polys = traced_polygons([geojson for geojson, _ in traced])
     valid = shapely.is_valid(polys)
     areas = shapely.area(polys)

@@ -135,24 +135,27 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
     from scipy import ndimage
 
     cross = ndimage.generate_binary_structure(2, 1)
-    components, n_comp = ndimage.label(footprint, structure=cross)
+    # intp labels: numpy's fancy indexing converts any other index dtype first (4x slower)
+    components, n_comp = ndimage.label(footprint, structure=cross, output=np.intp)
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
-    seeds, n_seeds = ndimage.label(seed_mask, structure=cross)
+    seeds, n_seeds = ndimage.label(seed_mask, structure=cross, output=np.intp)
+    where = seeds > 0
+    seed_of_pixel, comp_of_pixel = seeds[where], components[where]  # seed pixels only
+    renumber = None
     if n_seeds and min_seed_area > 1:
         # dropping whole seeds keeps the others' scan order: renumber by lookup, no relabel
-        big = np.bincount(seeds.ravel(), minlength=n_seeds + 1) >= min_seed_area
+        big = np.bincount(seed_of_pixel, minlength=n_seeds + 1) >= min_seed_area
         big[0] = False
-        renumber = np.zeros(n_seeds + 1, dtype=np.int32)
+        renumber = np.zeros(n_seeds + 1, dtype=np.intp)
         n_seeds = int(big.sum())
-        renumber[big] = np.arange(1, n_seeds + 1, dtype=np.int32)
-        seeds = renumber[seeds]
+        renumber[big] = np.arange(1, n_seeds + 1, dtype=np.intp)
+        seed_of_pixel = renumber[seed_of_pixel]
     if n_seeds == 0:
         return components.astype(np.int32), int(n_comp), []
-    where = seeds > 0
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
-    seed_component[seeds[where]] = components[where]
+    seed_component[seed_of_pixel] = comp_of_pixel
     per_comp = np.bincount(seed_component[1:], minlength=n_comp + 1)
     # label of each component's pixels: its one seed; none: a label after the seeds' (in
     # component order); several: decided per pixel below. Labels stay consecutive: every
@@ -170,7 +173,8 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
         for comp in multi:  # every pixel joins the nearest seed of its own component
             window = boxes[comp - 1]
             own = components[window] == comp
-            nearest = _nearest_seed(np.where(own, seeds[window], 0))
+            local = seeds[window] if renumber is None else renumber[seeds[window]]
+            nearest = _nearest_seed(np.where(own, local, 0))
             labels[window][own] = nearest[own]
             windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows

@@ -340,3 +340,22 @@ def test_records_without_rectangles_fall_back_to_the_box_corners():
     stored = tf.sparse.from_dense(tf.constant(np.arange(16, dtype=np.float32) + 1))
     np.testing.assert_array_equal(decode._rects({key: stored}, plan, boxes).numpy(),
                                   (np.arange(16) + 1).reshape(2, 8))
+
+
+@pytest.mark.parametrize("iou", [0.0, 0.1, 0.3, 0.6])
+def test_lazy_rotated_nms_groups_equal_the_full_pair_graph(iou):
+    """rotated_nms computes only the IoUs the suppression reads; its groups equal greedy
+    suppression over every overlapping pair (the earlier implementation)."""
+    rng = np.random.default_rng(7)
+    n = 400
+    centre = np.repeat(rng.uniform(20, 300, (40, 2)), 10, axis=0) + rng.normal(0, 3, (n, 2))
+    half = np.repeat(rng.uniform(5, 25, (40, 2)), 10, axis=0) + rng.normal(0, 2, (n, 2))
+    boxes = np.c_[centre - np.abs(half), centre + np.abs(half)]
+    params = rng.uniform(0, 1, (n, 3))
+    scores = rng.uniform(0.5, 1, n)
+    polys = shapely.polygons(R.rects_from_gliding(boxes, params[:, 0], params[:, 1],
+                                                  params[:, 2], 0.7))
+    i, j = detections._overlapping_pairs(polys, iou)
+    want = detections._greedy_groups(n, i, j, scores)
+    np.testing.assert_array_equal(detections._lazy_greedy_groups(polys, scores, iou), want)
+    assert want.max() + 1 < n  # groups formed

@@ -7,6 +7,7 @@ tests/test_export.py (stitching within tolerance when its receptive field fits t
 and plumbing on the synthetic SpaceNet sample).
 """
 
+import copy
 import json
 import os
 import pathlib
@@ -23,7 +24,7 @@ from scipy import ndimage
 from sn_tf.dataset import converter
 from sn_tf.head import polygons
 from sn_tf.spacenet.buildings import Building
-from sn_tf.serving import exporter, sources, windows, writers
+from sn_tf.serving import exporter, headpool, sources, windows, writers
 from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
                                      stitch_outputs)
 from sn_tf.spacenet import geo, scoring, synthetic
@@ -369,6 +370,11 @@ def test_spacenet_folder_truth_and_tfrecords_mode(models, spacenet, tmp_path):
     assert sorted(p.image_id for p in preds) == ids
     assert all(p.crs == "EPSG:4326" and (p.height, p.width) == (650, 650) for p in preds)
     tf_preds, tf_truth = predict_tfrecords(tiny, converted, "val")
+    pooled, pooled_truth = predict_tfrecords(tiny, converted, "val", head_workers=1)
+    assert [(p.image_id, building_key(p.buildings)) for p in pooled] == \
+        [(p.image_id, building_key(p.buildings)) for p in tf_preds]
+    assert [(r.image_id, r.is_empty or r.polygon.wkb) for r in pooled_truth] == \
+        [(r.image_id, r.is_empty or r.polygon.wkb) for r in tf_truth]
     assert sorted(p.image_id for p in tf_preds) == ids
     for a in tf_preds:
         b = next(p for p in preds if p.image_id == a.image_id)
@@ -442,3 +448,80 @@ def test_fcn_contact_and_interior_outputs_reach_the_head(tmp_path):
     want = polygons.outputs_to_buildings("fcn", {k: v[0] for k, v in outputs.items()}, "image",
                                          image_size=(40, 44), params=predictor.params)
     assert [b.polygon.wkt for b in pred.buildings] == [b.polygon.wkt for b in want]
+
+
+# ------------------------------------------------------------------- head worker processes
+
+def _written(predictions, folder) -> dict:
+    """{file name: bytes} of ``write_predictions`` into ``folder``."""
+    writers.write_predictions(predictions, folder)
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.fixture(scope="module")
+def generated_scenes(tmp_path_factory):
+    """GeoTIFFs of oracle scenes of several sizes (float32, 2 bands) and of random uint16
+    3-band images for the DetectNet-like model."""
+    root = tmp_path_factory.mktemp("scenes")
+    (root / "fcn").mkdir()
+    (root / "det").mkdir()
+    fcn, det = [], []
+    for i, (h, w) in enumerate(((180, 150), (97, 211), (240, 64), (130, 130))):
+        image, _ = oracle_scene(h, w)
+        fcn.append(write_tif(root / "fcn" / f"{ORACLE_TYPE}_AOI_2_Vegas_img{i}.tif", image))
+        rng = np.random.default_rng(i)
+        pixels = rng.integers(0, 2048, (h, w, 3)).astype(np.uint16)
+        det.append(write_tif(root / "det" / f"{RGB}_AOI_2_Vegas_img{i}.tif", pixels))
+    return {"oracle": fcn, "cells": det, "tilted": det}
+
+
+@pytest.mark.parametrize("model", ["oracle", "cells", "tilted"])
+def test_head_workers_write_the_same_bytes_in_the_same_order(models, generated_scenes,
+                                                             model, tmp_path):
+    predictor, files = models[model], list(map(str, generated_scenes[model]))
+    got = {}
+    for workers in (0, 1, 2):
+        preds = predict_images(predictor, files, window=64, overlap=16, batch_size=3,
+                               head_workers=workers)
+        got[workers] = _written(preds, tmp_path / f"w{workers}")
+        assert [p.image_id for p in preds] == [f"AOI_2_Vegas_img{i}" for i in range(4)]
+        assert all(p.buildings for p in preds)
+    assert got[1] == got[0] and got[2] == got[0]
+
+
+def test_a_pool_is_reused_across_calls_and_single_images(models, generated_scenes):
+    oracle, files = models["oracle"], generated_scenes["oracle"]
+    with headpool.HeadPool(2, max_pending=1) as pool:
+        for path in files[:2]:
+            want = predict_image(oracle, path, window=48, overlap=16)
+            got = predict_image(oracle, path, window=48, overlap=16, head_workers=pool)
+            assert [b.polygon.wkb for b in got.buildings] == [b.polygon.wkb for b in want.buildings]
+            assert [b.confidence for b in got.buildings] == [b.confidence for b in want.buildings]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_head_error_names_the_image_and_does_not_hang(models, generated_scenes, workers):
+    broken = copy.copy(models["oracle"])
+    broken.params = dict(broken.params, min_seed_area="many")  # int() fails in the head
+    files = list(map(str, generated_scenes["oracle"]))
+    with pytest.raises(sources.PredictError,
+                       match=r"AOI_2_Vegas_img0\.tif: the polygon head failed: ValueError"):
+        predict_images(broken, files, window=64, overlap=16, head_workers=workers)
+
+
+def test_a_dead_head_worker_is_an_error_naming_the_image():
+    with headpool.HeadPool(1) as pool:
+        part = pool.submit(os._exit, 3)
+        with pytest.raises(sources.PredictError, match="scene.tif: a polygon-head worker "
+                                                       "process died"):
+            pool.gather([part], "scene.tif")
+
+
+def test_a_read_error_in_the_read_ahead_thread_names_the_file(models, generated_scenes,
+                                                                tmp_path):
+    files = list(map(str, generated_scenes["oracle"]))
+    bad = tmp_path / f"{ORACLE_TYPE}_AOI_2_Vegas_img9.tif"
+    bad.write_bytes(pathlib.Path(files[0]).read_bytes()[:4000])  # header only: pixels cut
+    with pytest.raises(sources.PredictError, match="img9.tif"):
+        predict_images(models["oracle"], files + [str(bad)], window=64, overlap=16,
+                       head_workers=1)

@@ -13,9 +13,14 @@ outputs look like this; no model is run; ~90 vertices per building as the demo F
 - head: ``polygons.outputs_to_buildings("fcn", ...)`` with the FCN recipe's post-processing
   (threshold, seeds from the interior output, watershed split, merge, tracing, repair,
   area filter, confidences);
-- writers: the SpaceNet CSV and a georeferenced GeoJSON of those buildings.
+- writers: the SpaceNet CSV and a georeferenced GeoJSON of those buildings;
+- DetectNet: the same scenes as an oriented DetectNet's outputs on 8 px cells
+  (:func:`detectnet_outputs`: coverage, boxes and gliding vertices of each building's
+  minimum rotated rectangle, with noise) through ``outputs_to_buildings("detectnet", ...)``
+  with the recipe's post-processing (decode, ``rotated_nms`` grouping, rectangles to
+  polygons), and the same writers.
 
-Prints ms per tile and the ratio (head + writers) / floor (issue 15's target: <= 2).
+Prints ms per tile and the ratios (head + writers) / floor (issue 15's target: <= 2).
 """
 
 from __future__ import annotations
@@ -41,34 +46,91 @@ FCN_PARAMS = {"threshold": 0.0, "interior_threshold": 0.0, "merge_level": -2.0,
               "min_seed_area": 12, "min_area": 20.0}
 
 
-def make_tiles(n: int, seed: int) -> list[tuple[str, dict]]:
-    """[(tile id, FCN-like outputs {name: float32 [650, 650, 1]})] of ``n`` sample scenes
-    with buildings."""
-    from scipy import ndimage
-
+def make_scenes(n: int, seed: int) -> list[tuple[str, list, int, int]]:
+    """[(tile id, building polygons clipped to the tile (pixels), height, width)] of ``n``
+    sample scenes with buildings (Vegas and Paris alternating)."""
     specs = synthetic_aois.plan_tiles(("AOI_2_Vegas", "AOI_3_Paris"), tiles_per_aoi=max(2, n),
-                              seed=seed)
+                                      seed=seed)
     specs = [s for pair in zip(specs[:len(specs) // 2], specs[len(specs) // 2:]) for s in pair
              if s.role != "empty"]  # alternate the cities; tiles with buildings only
     rng = np.random.default_rng(seed)
-    tiles = []
+    scenes = []
     for spec in specs[:n]:
         scene = synthetic_scenes.compose_scene(spec, np.random.default_rng(rng.integers(1 << 31)))
         polys, _ = labels.clip_to_tile([b.label for b in scene.buildings if b.label.is_valid],
                                        scene.height, scene.width)
-        lab = labels.compute_labels(polys, scene.height, scene.width)
-        sdf = lab["sdf"].astype(np.float32)
-        # spatially correlated noise: boundaries as ragged as a trained model's (~90
-        # vertices per building, the demo FCN's mean on its test split)
-        noise = ndimage.gaussian_filter(rng.normal(0, 4.0, (2,) + sdf.shape), (0, 1.5, 1.5))
-        noise = noise.astype(np.float32)
-        outputs = {"footprint": (np.clip(sdf, -8, 8) + noise[0])[..., None],
-                   "interior": (2 * (sdf - 1.5) + noise[1])[..., None],
-                   "sdf": sdf[..., None]}
-        tiles.append((f"{spec.aoi}_img{spec.number}", outputs))
-    return tiles
+        scenes.append((f"{spec.aoi}_img{spec.number}", polys, scene.height, scene.width))
+    return scenes
 
 
+def fcn_outputs(polys: list, height: int, width: int, rng) -> dict:
+    """FCN-like outputs {name: float32 [H, W, 1]} of one scene: footprint logits = the signed
+    distance clipped to +-8 plus smooth noise, interior logits = 2 * (sdf - 1.5) plus smooth
+    noise, the sdf itself."""
+    from scipy import ndimage
+
+    sdf = labels.compute_labels(polys, height, width)["sdf"].astype(np.float32)
+    # spatially correlated noise: boundaries as ragged as a trained model's (~90
+    # vertices per building, the demo FCN's mean on its test split)
+    noise = ndimage.gaussian_filter(rng.normal(0, 4.0, (2,) + sdf.shape), (0, 1.5, 1.5))
+    noise = noise.astype(np.float32)
+    return {"footprint": (np.clip(sdf, -8, 8) + noise[0])[..., None],
+            "interior": (2 * (sdf - 1.5) + noise[1])[..., None],
+            "sdf": sdf[..., None]}
+
+
+def detectnet_outputs(polys: list, height: int, width: int, rng, cell: int = 8) -> dict:
+    """Oriented-DetectNet-like outputs on ``cell`` px cells (the recipe's 8) of one scene:
+    ``coverage`` [h, w, 1] ~0.85 in the cells whose centre lies in a building's minimum
+    rotated rectangle (the smaller rectangle owns a shared cell; a building covering no
+    centre claims its centre's cell), uniform 0-0.3 elsewhere; ``bbox`` [h, w, 4] the owner's
+    box corners relative to the cell centre plus 1.5 px noise; ``orient`` [h, w, 3] its
+    gliding vertices (alpha, beta, obliquity) plus 0.03 noise, clipped to [0, 1]."""
+    import shapely
+
+    from sn_tf.input import rects as rect_ops
+
+    h, w = -(-height // cell), -(-width // cell)
+    cy, cx = np.mgrid[0:h, 0:w].astype(np.float64)
+    cx, cy = (cx + 0.5) * cell, (cy + 0.5) * cell
+    coverage = rng.uniform(0.0, 0.3, (h, w)).astype(np.float32)
+    bbox = np.zeros((h, w, 4), np.float32)
+    orient = np.zeros((h, w, 3), np.float32)
+    owner_area = np.full((h, w), np.inf)
+    for poly in polys:
+        rect = shapely.minimum_rotated_rectangle(poly)
+        quad = np.asarray(rect.exterior.coords)[:4][None]
+        alpha, beta, r = rect_ops.gliding_from_rects(quad)
+        x1, y1, x2, y2 = rect.bounds
+        inside = shapely.contains_xy(rect, cx, cy)
+        if not inside.any():
+            c = poly.centroid
+            inside = np.zeros((h, w), bool)
+            inside[min(int(c.y // cell), h - 1), min(int(c.x // cell), w - 1)] = True
+        own = inside & (rect.area < owner_area)
+        owner_area[own] = rect.area
+        n = int(own.sum())
+        coverage[own] = np.clip(0.85 + rng.normal(0, 0.08, n), 0, 1)
+        bbox[own] = np.stack([x1 - cx[own], y1 - cy[own], x2 - cx[own], y2 - cy[own]], -1) \
+            + rng.normal(0, 1.5, (n, 4))
+        orient[own] = np.clip(np.array([alpha[0], beta[0], r[0]]) + rng.normal(0, 0.03, (n, 3)),
+                              0, 1)
+    return {"coverage": coverage[..., None], "bbox": bbox, "orient": orient}
+
+
+def make_tiles(n: int, seed: int) -> list[tuple[str, dict]]:
+    """[(tile id, FCN-like outputs {name: float32 [650, 650, 1]})] of ``n`` sample scenes
+    with buildings (:func:`fcn_outputs`)."""
+    rng = np.random.default_rng(seed + 1)
+    return [(tile_id, fcn_outputs(polys, h, w, rng))
+            for tile_id, polys, h, w in make_scenes(n, seed)]
+
+
+def detectnet_params() -> dict:
+    """The DetectNet recipe's post-processing (``sn_tf/configs/detectnet.py``)."""
+    from sn_tf.configs import detectnet
+
+    return dict(detectnet.get_config()["postprocess"])
 
 
 def _timed(fn) -> float:
@@ -78,40 +140,53 @@ def _timed(fn) -> float:
 
 
 def run(n_tiles: int, repeats: int, seed: int) -> dict:
+    """ms per tile {floor, head, writers, det_head, det_writers, buildings, det_buildings}:
+    per tile the median of ``repeats`` interleaved runs, then the mean over tiles."""
     from rasterio import features
 
-    tiles = make_tiles(n_tiles, seed)
+    rng = np.random.default_rng(seed + 1)
+    scenes = make_scenes(n_tiles, seed)
+    det_params = detectnet_params()
     out = tempfile.mkdtemp(prefix="sn_tf_bench_head_")
     transform, crs = (737201.5, 0.3, 0.0, 3736839.1, 0.0, -0.3), "EPSG:32616"
-    times = {"floor": [], "head": [], "writers": []}
-    n_buildings = 0
-    for tile_id, outputs in tiles:
-        size = outputs["footprint"].shape[:2]
-        # the floor traces exactly the label raster the head traces
+    keys = ("floor", "head", "writers", "det_head", "det_writers")
+    times = {k: [] for k in keys}
+    counts = {"buildings": 0, "det_buildings": 0}
+    for tile_id, polys, height, width in scenes:
+        outputs = fcn_outputs(polys, height, width, rng)
+        grids = detectnet_outputs(polys, height, width, rng)
+        size = (height, width)
+        # the floor traces exactly the label raster the FCN head traces
         raster, seeds = outputs["footprint"][..., 0], outputs["interior"][..., 0]
         lab, _ = rasters.label_footprint(raster, 0.0, seeds, 0.0, 12, merge_level=-2.0)
         head = lambda: polygons.outputs_to_buildings(  # noqa: E731
             "fcn", outputs, tile_id, image_size=size, params=FCN_PARAMS)
-        buildings = head()
-        n_buildings += len(buildings)
+        det_head = lambda: polygons.outputs_to_buildings(  # noqa: E731
+            "detectnet", grids, tile_id, image_size=size, params=det_params, cell_size=8)
+        found = {"fcn": head(), "det": det_head()}
+        counts["buildings"] += len(found["fcn"])
+        counts["det_buildings"] += len(found["det"])
 
-        def write():
-            # new files, as predict writes: rewriting an existing file costs ~12 ms more on
-            # ext4 here (the truncate forces its blocks out: auto_da_alloc), in any writer
-            name = os.path.join(out, f"{tile_id}_{len(os.listdir(out))}")
-            write_spacenet_csv(buildings, name + ".csv", [tile_id])
-            write_geojson(buildings, name + ".geojson", transform, crs)
+        def writer(kind):
+            def write():
+                # new files, as predict writes: rewriting an existing file costs ~12 ms more
+                # on ext4 here (the truncate forces its blocks out: auto_da_alloc)
+                name = os.path.join(out, f"{tile_id}_{kind}_{len(os.listdir(out))}")
+                write_spacenet_csv(found[kind], name + ".csv", [tile_id])
+                write_geojson(found[kind], name + ".geojson", transform, crs)
+            return write
 
         floor = lambda: list(features.shapes(lab, mask=lab > 0, connectivity=4))  # noqa: E731
-        per = {"floor": [], "head": [], "writers": []}
-        for _ in range(repeats):  # interleaved: load changes hit all three alike
-            per["floor"].append(_timed(floor))
-            per["head"].append(_timed(head))
-            per["writers"].append(_timed(write))
-        for k in times:
+        fns = {"floor": floor, "head": head, "writers": writer("fcn"), "det_head": det_head,
+               "det_writers": writer("det")}
+        per = {k: [] for k in keys}
+        for _ in range(repeats):  # interleaved: load changes hit all of them alike
+            for k in keys:
+                per[k].append(_timed(fns[k]))
+        for k in keys:
             times[k].append(statistics.median(per[k]))
     ms = {k: 1000 * sum(v) / len(v) for k, v in times.items()}
-    ms["buildings"] = n_buildings / len(tiles)
+    ms.update({k: v / len(scenes) for k, v in counts.items()})
     return ms
 
 
@@ -123,12 +198,19 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     ms = run(args.tiles, args.repeats, args.seed)
     total = ms["head"] + ms["writers"]
-    print(f"{args.tiles} tiles of 650 x 650 px, {ms['buildings']:.0f} buildings per tile "
-          f"(median of {args.repeats} interleaved runs per tile, mean over tiles)")
+    det_total = ms["det_head"] + ms["det_writers"]
+    print(f"{args.tiles} tiles of 650 x 650 px, {ms['buildings']:.0f} FCN / "
+          f"{ms['det_buildings']:.0f} DetectNet buildings per tile (median of "
+          f"{args.repeats} interleaved runs per tile, mean over tiles; load average "
+          f"{os.getloadavg()[0]:.1f})")
     print(f"  GDAL polygonizer alone (floor)   {ms['floor']:7.2f} ms/tile")
     print(f"  sn_tf FCN head                   {ms['head']:7.2f} ms/tile")
-    print(f"  CSV + GeoJSON writers            {ms['writers']:7.2f} ms/tile")
-    print(f"  head + writers / floor           {total / ms['floor']:7.2f} x  (target <= 2)")
+    print(f"  CSV + GeoJSON writers (FCN)      {ms['writers']:7.2f} ms/tile")
+    print(f"  FCN head + writers / floor       {total / ms['floor']:7.2f} x  (target <= 2)")
+    print(f"  sn_tf DetectNet head (8 px cells, decode, rotated_nms, rectangles) "
+          f"{ms['det_head']:7.2f} ms/tile")
+    print(f"  CSV + GeoJSON writers (DetectNet) {ms['det_writers']:6.2f} ms/tile")
+    print(f"  DetectNet head + writers / floor {det_total / ms['floor']:7.2f} x  (target <= 2)")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,13 @@ keeps the head's work per pixel realistic; building counts are printed.
    plus ``write_predictions`` (GeoJSON per tile + CSV), with the default window (512/64:
    2x2 windows per tile) and with one 704-px window per tile. Reports tiles/s and the split
    model / (stitching + polygons + writing) per tile. One warm-up tile is not counted.
-2. Memory: square scenes of ``--sizes`` pixels (a mosaic of the sample tiles, tiled GeoTIFF
+2. Host throughput (``--skip_host`` to skip): the model replaced by replayed outputs
+   (``tools/bench_head.py``'s FCN-like / DetectNet outputs of sample scenes, ~45 buildings
+   per tile, the recipes' post-processing), so what is timed is what the host does per tile
+   besides the model (reading, stitching, the head, writing): host ms per tile, the tiles/s
+   the host could feed an accelerator, with ``head_workers`` 0 (in-process), 1 and 2 (ratio
+   vs 0 in the same run, interleaved, medians), and the head alone per tile.
+3. Memory: square scenes of ``--sizes`` pixels (a mosaic of the sample tiles, tiled GeoTIFF
    with 256-px blocks, UTM georeference), predicted with a small FCN (width 8, depth 4,
    1 block: the model's activations per window are constant anyway) in FRESH subprocesses;
    peak RSS = VmHWM of the child. Compared with a naive child in the same run: whole scene
@@ -179,7 +185,8 @@ def export_models(workdir: pathlib.Path, tiles, which) -> dict:
         stride = modeling.stride_for(kind, depth=kw.get("depth", 4))
         md.ModelInfo(kind=kind, image_types=[TYPE], bands={TYPE: list(range(1, 9))},
                      input_dtypes={TYPE: "uint16"}, mean=mean, std=std, stride=stride,
-                     postprocess=post, recipe=f"bench-{name}").save(mdir)
+                     postprocess=post, recipe=f"bench-{name}",
+                     cell_size=kw.get("cell_size") if kind == "detectnet" else None).save(mdir)
         out[name] = exporter.export_model(mdir, target)
     return out
 
@@ -231,6 +238,111 @@ def throughput(exports: dict, tiles, workdir: pathlib.Path) -> None:
             per_tile = sum(len(p.buildings) for p in preds) / n
             print(f"  {name:<10} {label:<22} {n / total:8.2f} {1000 * predictor.spent / n:9.0f} "
                   f"{1000 * (total - predictor.spent) / n:8.0f} {per_tile:15.1f}")
+
+
+
+# ------------------------------------------------------------------------- host throughput
+
+def replay_predictor(template, outputs_per_tile: list, window: int, overlap: int,
+                     batch_size: int):
+    """A stand-in for ``template`` (a Predictor) whose model costs nothing: it returns, in
+    call order, windows cut from whole-tile outputs (``tools/bench_head.py``'s FCN-like or
+    DetectNet outputs of sample scenes, ~45 buildings per tile) for the windows predict
+    asks for on 650 px tiles. What remains is the host's work: reading, stitching, the head,
+    writing. Set ``.i = 0`` before each pass over the tiles."""
+    from sn_tf.serving.predictor import Predictor, window_batches
+    from sn_tf.serving.sources import ArrayImage
+
+    class Replay(Predictor):
+        def __call__(self, batch):
+            out = self.calls[self.i % len(self.calls)]
+            self.i += 1
+            return out
+
+    replay = object.__new__(Replay)
+    replay.__dict__.update(vars(template))
+    replay.calls, replay.i = [], 0
+    f = template.grid_stride if template.kind == "detectnet" else 1
+    plan = ArrayImage("x", np.zeros((TILE, TILE, 1), np.uint8))
+    for outputs in outputs_per_tile:
+        for _, batch, _ in window_batches(replay, plan, window, overlap, batch_size):
+            replay.calls.append({name: np.stack([
+                outputs[name][y0 // f:-(-(y0 + h) // f), x0 // f:-(-(x0 + w) // f)]
+                for y0, x0, h, w in batch]) for name in template.outputs})
+    return replay
+
+
+def _replayed(kind: str, n: int):
+    """(FCN-like or DetectNet outputs of ``n`` sample scenes, head params) from
+    tools/bench_head.py."""
+    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+    import bench_head
+
+    rng = np.random.default_rng(1)
+    scenes = bench_head.make_scenes(n, 0)
+    if kind == "fcn":
+        return [bench_head.fcn_outputs(p, h, w, rng) for _, p, h, w in scenes], \
+            dict(bench_head.FCN_PARAMS)
+    return [bench_head.detectnet_outputs(p, h, w, rng) for _, p, h, w in scenes], \
+        bench_head.detectnet_params()
+
+
+def host_throughput(exports: dict, tiles, workdir: pathlib.Path, repeats: int) -> None:
+    """Host ms per tile and the tiles/s the host could feed an infinitely fast model: the
+    model replaced by :class:`ReplayPredictor`, ``predict_images`` + ``write_predictions``
+    with 0 (in-process), 1 and 2 head workers (pools started once, outside the timing),
+    interleaved ``repeats`` times, medians; and the head alone (``outputs_to_buildings`` on
+    each whole tile, in-process)."""
+    import os
+
+    from sn_tf.head import polygons
+    from sn_tf.serving import headpool, writers
+    from sn_tf.serving.predictor import Predictor, predict_images
+
+    files = list(map(str, tiles))
+    print(f"host: {len(files)} tiles of {TILE}x{TILE}x8 uint16 read from GeoTIFF, model "
+          f"outputs replayed (bench_head scenes), window 512/64, median of {repeats} "
+          f"interleaved runs; load average {os.getloadavg()[0]:.1f}")
+    print(f"  {'model':<10} {'head alone':>11} {'workers':>8} {'host ms/tile':>13} "
+          f"{'tiles/s':>8} {'vs 0':>6}")
+    pools = {0: headpool.HeadPool(0), 1: headpool.HeadPool(1), 2: headpool.HeadPool(2)}
+    try:
+        for name in ("fcn", "detectnet"):
+            if name not in exports:
+                continue
+            template = Predictor(exports[name])
+            outputs, params = _replayed(name, len(files))
+            template.params = dict(template.params, **params)
+            replay = replay_predictor(template, outputs, 512, 64, 4)
+            head = []
+            for o in outputs:
+                size = (TILE, TILE)
+                t0 = time.perf_counter()
+                polygons.outputs_to_buildings(name, o, "x", image_size=size,
+                                              params=template.params,
+                                              cell_size=template.grid_stride)
+                head.append(time.perf_counter() - t0)
+            times = {w: [] for w in pools}
+            for w in pools:  # warm-up: workers import the head, caches fill
+                replay.i = 0
+                predict_images(replay, files[:2], head_workers=pools[w])
+            for r in range(repeats):
+                for w, pool in pools.items():
+                    replay.i = 0
+                    out = workdir / f"host_{name}_{w}_{r}"
+                    shutil.rmtree(out, ignore_errors=True)
+                    t0 = time.perf_counter()
+                    preds = predict_images(replay, files, head_workers=pool)
+                    writers.write_predictions(preds, out)
+                    times[w].append((time.perf_counter() - t0) / len(files))
+            base = float(np.median(times[0]))
+            for w in pools:
+                ms = float(np.median(times[w]))
+                print(f"  {name:<10} {1000 * float(np.median(head)):9.1f}ms {w:>8} "
+                      f"{1000 * ms:13.1f} {1 / ms:8.1f} {base / ms:5.2f}x")
+    finally:
+        for pool in pools.values():
+            pool.close()
 
 
 # -------------------------------------------------------------------------------- memory
@@ -309,6 +421,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workdir", default="/tmp/sn_tf_bench_predict")
     parser.add_argument("--skip_throughput", action="store_true")
     parser.add_argument("--skip_memory", action="store_true")
+    parser.add_argument("--skip_host", action="store_true")
+    parser.add_argument("--repeats", type=int, default=5, help="host: interleaved runs")
     parser.add_argument("--child", choices=["base", "stream", "naive"], help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)
@@ -319,13 +433,15 @@ def main(argv=None) -> None:
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tiles = sample_tiles(workdir, args.tiles + 1)
-    which = ([] if args.skip_throughput else ["fcn", "detectnet"]) + (
+    which = ([] if args.skip_throughput and args.skip_host else ["fcn", "detectnet"]) + (
         [] if args.skip_memory else ["small_fcn"])
     t0 = time.perf_counter()
     exports = export_models(workdir, tiles, which)
     print(f"setup (sample tiles, {len(exports)} model exports): {time.perf_counter() - t0:.1f} s")
     if not args.skip_throughput:
         throughput(exports, tiles, workdir)
+    if not args.skip_host:
+        host_throughput(exports, tiles[1:], workdir, args.repeats)
     if not args.skip_memory:
         memory(exports["small_fcn"], tiles, [int(s) for s in args.sizes.split(",")], workdir)
 

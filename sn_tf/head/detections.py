@@ -342,6 +342,42 @@ def _greedy_groups(n: int, i: np.ndarray, j: np.ndarray, scores: np.ndarray) -> 
     return labels
 
 
+def _lazy_greedy_groups(polys: np.ndarray, scores: np.ndarray, min_iou: float) -> np.ndarray:
+    """:func:`_greedy_groups` of the pairs :func:`_overlapping_pairs` would find, computing
+    only the IoUs the suppression reads: each seed's with the candidates not yet taken whose
+    envelopes meet its own (a candidate taken early is never paired again). Each IoU is
+    GEOS's intersection of (lower index, higher index), as in :func:`_overlapping_pairs`, so
+    the groups are the same; ~4x fewer intersections on a tile of 8 px cells.
+
+    polys: object [N] of polygons; scores: [N]. Returns int64 [N] group labels in seed order.
+    """
+    n = len(polys)
+    tree = shapely.STRtree(polys)
+    # envelope overlaps suffice when min_iou >= 0: a pair kept has a positive intersection
+    q, t = tree.query(polys, predicate=None if min_iou >= 0 else "intersects")
+    other = q != t
+    q, t = q[other].astype(np.int64), t[other].astype(np.int64)
+    order = np.argsort(q, kind="stable")
+    q, t = q[order], t[order]
+    start = np.searchsorted(q, np.arange(n + 1))
+    area = shapely.area(polys)
+    labels = np.full(n, -1, dtype=np.int64)
+    group = 0
+    for seed in np.argsort(-scores, kind="stable"):
+        if labels[seed] >= 0:
+            continue
+        near = t[start[seed]:start[seed + 1]]
+        near = near[labels[near] < 0]
+        if near.size:
+            i, j = np.minimum(seed, near), np.maximum(seed, near)
+            inter = shapely.area(shapely.intersection(polys[i], polys[j]))
+            union = area[i] + area[j] - inter
+            labels[near[inter > min_iou * np.where(union > 0, union, np.inf)]] = group
+        labels[seed] = group
+        group += 1
+    return labels
+
+
 def rotated_nms(boxes, orient, scores, iou: float = 0.1,
                 gate: float = rect_ops.DEFAULT_GATE) -> tuple[np.ndarray, ...]:
     """Group oriented candidates by greedy non-maximum suppression on their rectangles,
@@ -360,9 +396,8 @@ def rotated_nms(boxes, orient, scores, iou: float = 0.1,
     if len(boxes) == 0:
         return _empty_oriented(boxes, orient, scores)
     quads = rect_ops.rects_from_gliding(boxes, orient[:, 0], orient[:, 1], orient[:, 2], gate)
-    i, j = _overlapping_pairs(shapely.polygons(quads), iou)
-    means, params, counts, mean_scores = _weighted_groups(
-        _greedy_groups(len(boxes), i, j, scores), boxes, orient, scores)
+    labels = _lazy_greedy_groups(shapely.polygons(quads), scores, iou)
+    means, params, counts, mean_scores = _weighted_groups(labels, boxes, orient, scores)
     return (means.astype(np.float32), params.astype(np.float32), counts.astype(np.int64),
             mean_scores.astype(np.float32))
 

@@ -55,6 +55,42 @@ def confidence_map(raster: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
 
 
+def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarray, kind: str,
+                 probability=None) -> np.ndarray:
+    """float64 [n + 1]: mean probability per label (index 0 unused, 0.0) over the labelled
+    pixels only (``mask`` = labels > 0, [H, W] bool).
+
+    The probability is ``confidence_map(source, kind)`` or the ``probability`` raster [H, W],
+    evaluated at the labelled pixels alone; sums are ``np.bincount`` over them in raster
+    order, which is what ``scipy.ndimage.mean`` / ``sum`` add up over the whole raster
+    (the background only feeds bin 0), so the means are the same bits. NaN rule as before:
+    when the probability raster holds a NaN anywhere, NaN pixels do not vote (mean over the
+    others, 0 when none is left).
+    """
+    lab = labels[mask]
+    if probability is None:
+        values = confidence_map(source[mask], kind)
+        any_nan = (kind != "mask" and np.issubdtype(source.dtype, np.floating)
+                   and bool(np.isnan(source).any()))
+    else:
+        prob = _as_2d(probability, "probability")
+        if prob.shape != labels.shape:
+            raise ValueError(f"probability shape {prob.shape} differs from raster shape "
+                             f"{labels.shape}")
+        values = np.asarray(prob[mask], dtype=np.float64)
+        any_nan = bool(np.isnan(prob).any())
+    means = np.zeros(n + 1, dtype=np.float64)
+    if any_nan:   # NaN pixels (filled into buildings) do not vote
+        valid = ~np.isnan(values)
+        counts = np.bincount(lab, weights=valid, minlength=n + 1)[1:]
+        sums = np.bincount(lab, weights=np.nan_to_num(values), minlength=n + 1)[1:]
+        means[1:] = sums / np.maximum(counts, 1)
+    else:
+        counts = np.bincount(lab, minlength=n + 1)[1:]
+        means[1:] = np.bincount(lab, weights=values, minlength=n + 1)[1:] / counts
+    return means
+
+
 def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
     """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
     from scipy import ndimage
@@ -99,24 +135,27 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
     from scipy import ndimage
 
     cross = ndimage.generate_binary_structure(2, 1)
-    components, n_comp = ndimage.label(footprint, structure=cross)
+    # intp labels: numpy's fancy indexing converts any other index dtype first (4x slower)
+    components, n_comp = ndimage.label(footprint, structure=cross, output=np.intp)
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
-    seeds, n_seeds = ndimage.label(seed_mask, structure=cross)
+    seeds, n_seeds = ndimage.label(seed_mask, structure=cross, output=np.intp)
+    where = seeds > 0
+    seed_of_pixel, comp_of_pixel = seeds[where], components[where]  # seed pixels only
+    renumber = None
     if n_seeds and min_seed_area > 1:
         # dropping whole seeds keeps the others' scan order: renumber by lookup, no relabel
-        big = np.bincount(seeds.ravel(), minlength=n_seeds + 1) >= min_seed_area
+        big = np.bincount(seed_of_pixel, minlength=n_seeds + 1) >= min_seed_area
         big[0] = False
-        renumber = np.zeros(n_seeds + 1, dtype=np.int32)
+        renumber = np.zeros(n_seeds + 1, dtype=np.intp)
         n_seeds = int(big.sum())
-        renumber[big] = np.arange(1, n_seeds + 1, dtype=np.int32)
-        seeds = renumber[seeds]
+        renumber[big] = np.arange(1, n_seeds + 1, dtype=np.intp)
+        seed_of_pixel = renumber[seed_of_pixel]
     if n_seeds == 0:
         return components.astype(np.int32), int(n_comp), []
-    where = seeds > 0
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
-    seed_component[seeds[where]] = components[where]
+    seed_component[seed_of_pixel] = comp_of_pixel
     per_comp = np.bincount(seed_component[1:], minlength=n_comp + 1)
     # label of each component's pixels: its one seed; none: a label after the seeds' (in
     # component order); several: decided per pixel below. Labels stay consecutive: every
@@ -134,7 +173,8 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
         for comp in multi:  # every pixel joins the nearest seed of its own component
             window = boxes[comp - 1]
             own = components[window] == comp
-            nearest = _nearest_seed(np.where(own, seeds[window], 0))
+            local = seeds[window] if renumber is None else renumber[seeds[window]]
+            nearest = _nearest_seed(np.where(own, local, 0))
             labels[window][own] = nearest[own]
             windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows
@@ -306,20 +346,11 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                                 contact_threshold, merge_level)
     if n == 0:
         return []
-    prob = confidence_map(source, kind) if probability is None else _as_2d(probability, "probability")
-    if prob.shape != raster.shape:
-        raise ValueError(f"probability shape {prob.shape} differs from raster shape {raster.shape}")
-    prob = np.asarray(prob, dtype=np.float64)
-    means = np.zeros(n + 1, dtype=np.float64)
-    index = np.arange(1, n + 1)
-    if np.isnan(prob).any():   # NaN pixels (filled into buildings) do not vote
-        counts = ndimage.sum(~np.isnan(prob), labels, index)
-        means[1:] = ndimage.sum(np.nan_to_num(prob), labels, index) / np.maximum(counts, 1)
-    else:
-        means[1:] = ndimage.mean(prob, labels, index)
+    mask = labels > 0
+    means = _label_means(labels, mask, n, source, kind, probability)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
-    traced = list(features.shapes(labels, mask=labels > 0, connectivity=4, **kwargs))
+    traced = list(features.shapes(labels, mask=mask, connectivity=4, **kwargs))
     polys = traced_polygons([geojson for geojson, _ in traced])
     valid = shapely.is_valid(polys)
     areas = shapely.area(polys)

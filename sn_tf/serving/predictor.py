@@ -25,16 +25,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import queue
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
-import shapely
-
 from sn_tf.spacenet import geo
 from sn_tf.head import polygons, rasters
 from sn_tf.spacenet.buildings import Building
 from sn_tf.serving.exporter import load_export, serving_dtype
+from sn_tf.serving.headpool import HeadPool, head_task
 from sn_tf.serving.sources import (ArrayImage, GeoTiffImage, ImageSource, PredictError,
                                    PredictWarning, TruthSource, _check_band_count, _header,
                                    find_images)
@@ -121,9 +122,28 @@ def as_predictor(model) -> Predictor:
     return model if isinstance(model, Predictor) else Predictor(model)
 
 
+def window_batches(predictor: Predictor, image, window: int | None = WINDOW,
+                   overlap: int = OVERLAP, batch_size: int = BATCH_SIZE
+                   ) -> Iterator[tuple[int, list, np.ndarray]]:
+    """The pixels of ``image``'s windows, batch by batch, in reading order.
+
+    Yields (k, windows, pixels): ``k`` the index of the row of windows (consecutive, from
+    0), ``windows`` [(y0, x0, h, w)] of one shape (pixels, corner convention), ``pixels``
+    [len(windows), h, w, C] in ``image.read``'s dtype. What :func:`iter_stitched_rows`
+    reads itself, or what a read-ahead thread hands it (``batches=``).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    rows, cols = window_grid(image.height, image.width, predictor.stride, window, overlap)
+    for k, (y0, h) in enumerate(rows):
+        windows = [(y0, x0, h, w) for x0, w in cols]
+        for batch in _shape_batches(windows, batch_size):
+            yield k, batch, np.stack([image.read(*win) for win in batch])
+
+
 def iter_stitched_rows(predictor: Predictor, image, window: int | None = WINDOW,
                        overlap: int = OVERLAP, batch_size: int = BATCH_SIZE,
-                       names: Sequence[str] | None = None, progress=None
+                       names: Sequence[str] | None = None, progress=None, batches=None
                        ) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
     """Stitched outputs of ``image``, row-strip by row-strip, as soon as they are final.
 
@@ -131,29 +151,41 @@ def iter_stitched_rows(predictor: Predictor, image, window: int | None = WINDOW,
     pixel-row ranges [y0, y1) covering [0, H) (f = ``predictor.factor(name)``; y0, y1 are
     multiples of the model stride except y1 = H). ``image`` has ``height``, ``width`` and
     ``read(y0, x0, h, w)``; ``progress`` (tqdm or None) is advanced per window.
+    ``batches``: the :func:`window_batches` of the same arguments, read elsewhere (e.g. a
+    read-ahead thread); default: read here.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     names = list(names or predictor.outputs)
     height, width = image.height, image.width
-    rows, cols = window_grid(height, width, predictor.stride, window, overlap)
+    rows, _ = window_grid(height, width, predictor.stride, window, overlap)
+    if batches is None:
+        batches = window_batches(predictor, image, window, overlap, batch_size)
     accs: dict[int, _RowAccumulator] = {}
-    done = 0
-    for k, (y0, h) in enumerate(rows):
-        windows = [(y0, x0, h, w) for x0, w in cols]
-        for batch in _shape_batches(windows, batch_size):
-            outputs = predictor(np.stack([image.read(*win) for win in batch]))
-            for i, (wy, wx, wh, ww) in enumerate(batch):
-                _accumulate(accs, predictor, names, outputs, i, (wy, wx, wh, ww),
-                            (height, width), overlap if window is not None else 0)
-            if progress is not None:
-                progress.update(len(batch))
+    state = {"row": 0, "done": 0}
+
+    def finish_row() -> tuple[int, int, dict]:
+        """Pop the rows that the finished row of windows made final."""
+        k = state["row"]
         end = rows[k + 1][0] if k + 1 < len(rows) else height
         strip = {}
         for acc in accs.values():
             strip.update(acc.pop(_ceil_div(end, acc.factor)))
-        yield done, end, strip
-        done = end
+        out = (state["done"], end, strip)
+        state["row"], state["done"] = k + 1, end
+        return out
+
+    for k, batch, pixels in batches:
+        while state["row"] < k:  # every earlier row of windows is complete
+            yield finish_row()
+        outputs = predictor(pixels)
+        for i, win in enumerate(batch):
+            _accumulate(accs, predictor, names, outputs, i, win, (height, width),
+                        overlap if window is not None else 0)
+        if progress is not None:
+            progress.update(len(batch))
+    while state["row"] < len(rows):
+        yield finish_row()
 
 
 def _accumulate(accs: dict, predictor: Predictor, names, outputs: dict, i: int, win,
@@ -186,36 +218,30 @@ def stitch_outputs(predictor: Predictor, image, window: int | None = WINDOW,
 # Polygons (only through the shared head)
 
 
-def _shift(buildings: list, dy: int) -> list:
-    """The buildings moved down by ``dy`` pixel rows."""
-    if dy == 0:
-        return buildings
-    return [dataclasses.replace(b, polygon=shapely.transform(
-        b.polygon, lambda xy: xy + np.array([0.0, dy]))) for b in buildings]
-
-
 class _FcnStrips:
     """Polygons of FCN outputs delivered in row strips, identical to one whole-image call.
 
     Keeps the pending rows (starting at pixel row ``base``) and a mask of pixels already
     emitted. Each strip: components of ``footprint logit > threshold`` (the head's
     4-connectivity, :func:`sn_tf.head.rasters.label_footprint`) not yet emitted and not touching
-    the last pending row are complete: only their pixels keep their logits and
-    ``outputs_to_buildings`` runs on the pending rows; the rows from the first incomplete
-    component on stay pending.
+    the last pending row are complete: only their pixels keep their logits and a head task
+    (``headpool.head_task``: ``outputs_to_buildings`` on the pending rows) goes to ``pool``;
+    the rows from the first incomplete component on stay pending. ``parts``: the tasks'
+    Futures in row order.
     """
 
-    def __init__(self, image_id: str, width: int, params: dict):
-        self.image_id, self.width, self.params = image_id, width, params
+    def __init__(self, image_id: str, width: int, params: dict, pool: HeadPool):
+        self.image_id, self.width, self.params, self.pool = image_id, width, params, pool
         self.threshold = float(params["threshold"])
         self.base = 0
         self.pending: dict[str, np.ndarray] | None = None
         self.done = np.zeros((0, width), bool)
-        self.buildings: list = []
+        self.parts: list = []
 
     def add(self, strip: dict[str, np.ndarray], final: bool) -> None:
-        """Append a strip {"footprint", "sdf"[, "contact"]: float32 [n, W, 1]} and emit what
-        is complete."""
+        """Append a strip {"footprint", "sdf"[, "contact"]: float32 [n, W, 1]} and submit
+        what is complete. Arrays handed to a task are never written afterwards (a worker
+        pickles them later)."""
         names = families.FCN.head_outputs + families.FCN.optional_head_outputs
         strip = {k: v for k, v in strip.items() if k in names}
         if self.pending is None:
@@ -235,9 +261,8 @@ class _FcnStrips:
         if emit.any():
             outputs = dict(self.pending)
             outputs["footprint"] = np.where(emit, logits, -np.inf).astype(np.float32)[..., None]
-            found = polygons.outputs_to_buildings(
-                "fcn", outputs, self.image_id, image_size=emit.shape, params=self.params)
-            self.buildings += _shift(found, self.base)
+            self.parts.append(self.pool.submit(head_task, "fcn", outputs, self.image_id,
+                                               emit.shape, self.params, 1, self.base))
             self.done |= emit
         rows = np.flatnonzero(incomplete.any(axis=1))
         keep_from = int(rows[0]) if rows.size else footprint.shape[0]
@@ -246,22 +271,31 @@ class _FcnStrips:
         self.base += keep_from
 
 
-def buildings_from_strips(predictor: Predictor, strips: Iterable, image_id: str,
-                          height: int, width: int) -> list:
-    """Building records (pixel coordinates) from :func:`iter_stitched_rows` strips."""
+def head_parts(predictor: Predictor, strips: Iterable, image_id: str, height: int,
+               width: int, pool: HeadPool) -> list:
+    """Futures (``pool``) of the building records (pixel coordinates) of one image's
+    :func:`iter_stitched_rows` strips, in order: one per FCN strip with complete
+    components, or one for a DetectNet image's whole grids."""
     if predictor.family is families.FCN:  # streamed by rows (full resolution)
-        head = _FcnStrips(image_id, width, predictor.params)
+        head = _FcnStrips(image_id, width, predictor.params, pool)
         for _, y1, strip in strips:
             head.add(strip, final=y1 >= height)
-        return head.buildings
+        return head.parts
     parts: dict[str, list] = {}
     for _, _, strip in strips:
         for name, value in strip.items():
             parts.setdefault(name, []).append(value)
     grids = {name: np.concatenate(values) for name, values in parts.items()}
-    return polygons.outputs_to_buildings(predictor.kind, grids, image_id,
-                                         image_size=(height, width), params=predictor.params,
-                                         cell_size=predictor.grid_stride)
+    return [pool.submit(head_task, predictor.kind, grids, image_id, (height, width),
+                        predictor.params, predictor.grid_stride)]
+
+
+def buildings_from_strips(predictor: Predictor, strips: Iterable, image_id: str,
+                          height: int, width: int) -> list:
+    """Building records (pixel coordinates) from :func:`iter_stitched_rows` strips, with the
+    head in this process."""
+    return HeadPool.gather(head_parts(predictor, strips, image_id, height, width,
+                                      HeadPool(0)), image_id)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -300,10 +334,181 @@ def _open(image, predictor: Predictor):
     raise TypeError(f"cannot predict on {type(image).__name__}")
 
 
+# ----------------------------------------------------------------------------------------------
+# The stream: reading, the model and the head overlapped
+
+
+class _ReadAhead:
+    """Iterate ``items`` in a daemon thread, at most ``depth`` items ahead (bounded queue).
+
+    The thread's exception is raised by ``next`` in the consumer, after the items before
+    it. :meth:`close` stops the thread (also while it waits on a full queue) and closes the
+    iterator (its ``finally`` blocks run in the thread).
+    """
+
+    _END = object()
+
+    def __init__(self, items: Iterator, depth: int = 2):
+        self._items = items
+        self._queue: queue.Queue = queue.Queue(max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sn_tf-read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        """Put ``item`` unless stopped; False when stopped."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _run(self) -> None:
+        import rasterio
+
+        try:
+            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # rasterio's Env is per thread
+                for item in self._items:
+                    if not self._put((None, item)):
+                        break
+        except BaseException as err:  # handed to the consumer
+            self._put((err, None))
+        finally:
+            if hasattr(self._items, "close"):
+                self._items.close()
+            self._put((None, self._END))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        err, item = self._queue.get()
+        if err is not None:
+            raise err
+        if item is self._END:
+            self._queue.put((None, self._END))  # stays exhausted
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        """Stop the thread and wait for it."""
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        self._thread.join()
+
+
+def _image_events(opened: Iterable, predictor: Predictor, window: int | None, overlap: int,
+                  batch_size: int) -> Iterator[tuple]:
+    """The reading half of the stream, per image in order: ``("image", reader, extra)``, its
+    :func:`window_batches` as ``("batch", item)``, then ``("end", None)``.
+
+    ``opened`` yields (reader, extra): an opened window reader and what the caller wants
+    back with its prediction. A reader whose channels do not match the model is closed and
+    refused (``PredictError`` naming it); the consumer closes the others.
+    """
+    for reader, extra in opened:
+        if reader.channels != predictor.channels:
+            reader.close()
+            raise PredictError(f"{reader.name}: {reader.channels} channels, the model takes "
+                               f"{predictor.channels}")
+        yield "image", reader, extra
+        for item in window_batches(predictor, reader, window, overlap, batch_size):
+            yield "batch", item
+        yield "end", None
+
+
+def _batches_of_image(events: Iterator) -> Iterator:
+    """The ``("batch", item)`` items of the current image, up to its ``("end", None)``."""
+    for event in events:
+        if event[0] == "end":
+            return
+        yield event[1]
+
+
+def _predict_stream(predictor: Predictor, opened: Iterable, *, window: int | None,
+                    overlap: int, batch_size: int, pool: HeadPool, progress=None,
+                    finish=None) -> list:
+    """Predict every image of ``opened`` ((reader, extra) pairs, see :func:`_image_events`).
+
+    With ``pool.workers`` 0 everything runs in this thread, image after image, as a plain
+    loop. Otherwise a read-ahead thread reads the windows (a few batches ahead), this
+    thread runs the model and stitches, and the head's tasks run in the pool; an image's
+    result is collected once ``pool.workers + 1`` later images are under way, so its
+    readers, outputs and tasks in flight stay bounded. ``finish(prediction, reader,
+    extra)`` (default: the prediction) runs in this thread, in image order, before the
+    reader is closed; the list of its results is returned. ``progress`` (tqdm or None) is
+    advanced per window.
+    """
+    import rasterio
+
+    finish = finish or (lambda prediction, reader, extra: prediction)
+    events = _image_events(opened, predictor, window, overlap, batch_size)
+    if pool.workers:
+        events = _ReadAhead(events, depth=2)
+    waiting: list = []  # (reader, extra, head parts) of images not collected yet
+    results = []
+
+    def collect() -> None:
+        reader, extra, parts = waiting.pop(0)
+        try:
+            buildings = pool.gather(parts, reader.name)
+            prediction = ImagePrediction(reader.image_id, reader.name, reader.height,
+                                         reader.width, reader.transform, reader.crs, buildings)
+            results.append(finish(prediction, reader, extra))
+        finally:
+            reader.close()
+
+    try:
+        with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):
+            for _, reader, extra in events:  # an ("image", reader, extra) event
+                waiting.append((reader, extra, []))
+                strips = iter_stitched_rows(predictor, reader, window, overlap, batch_size,
+                                            progress=progress,
+                                            batches=_batches_of_image(events))
+                waiting[-1][2].extend(head_parts(predictor, strips, reader.image_id,
+                                                 reader.height, reader.width, pool))
+                while len(waiting) > pool.workers:
+                    collect()
+            while waiting:
+                collect()
+    finally:
+        if isinstance(events, _ReadAhead):
+            events.close()
+        for reader, _, _ in waiting:
+            reader.close()
+    return results
+
+
+def _overlay_finish(overlays_dir, overlay_channels, overlay_max_size, truth):
+    """A ``finish`` for :func:`_predict_stream` writing each image's overlay (when
+    ``overlays_dir``), coloured by outcome against ``truth`` (records, or a TruthSource)."""
+    def finish(prediction: ImagePrediction, reader, extra) -> ImagePrediction:
+        if overlays_dir is not None:
+            records = truth.records(prediction) if isinstance(truth, TruthSource) else truth
+            write_overlay(reader, prediction.buildings, overlays_dir, overlay_channels,
+                          overlay_max_size, records)
+        return prediction
+    return finish
+
+
+def _head_pool(head_workers) -> tuple[HeadPool, bool]:
+    """(pool, whether the caller owns it) for ``head_workers``: a count or a HeadPool."""
+    if isinstance(head_workers, HeadPool):
+        return head_workers, False
+    return HeadPool(int(head_workers)), True
+
+
 def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = OVERLAP,
                   batch_size: int = BATCH_SIZE, progress=None, overlays_dir=None,
                   overlay_channels: Sequence[int] | None = None,
-                  overlay_max_size: int = OVERLAY_MAX_SIZE, truth=None) -> ImagePrediction:
+                  overlay_max_size: int = OVERLAY_MAX_SIZE, truth=None,
+                  head_workers: "int | HeadPool" = 0) -> ImagePrediction:
     """Buildings of one image with sliding windows (module docstring).
 
     Args:
@@ -319,27 +524,19 @@ def predict_image(model, image, *, window: int | None = WINDOW, overlap: int = O
       truth: for the overlay only: this image's truth records (pixel coordinates), or a
         :class:`TruthSource`; the overlay then colours every polygon by what the SpaceNet
         metric made of it (``render.OUTCOME_COLORS``) instead of outlining the predictions.
+      head_workers: processes for the polygon head (0: in this process) or a
+        :class:`HeadPool` to use; the buildings are the same either way.
     """
-    import rasterio
-
     predictor = as_predictor(model)
-    reader = _open(image, predictor)
-    with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES), reader:
-        if reader.channels != predictor.channels:
-            raise PredictError(f"{reader.name}: {reader.channels} channels, the model takes "
-                               f"{predictor.channels}")
-        strips = iter_stitched_rows(predictor, reader, window, overlap, batch_size,
-                                    progress=progress)
-        buildings = buildings_from_strips(predictor, strips, reader.image_id, reader.height,
-                                          reader.width)
-        result = ImagePrediction(reader.image_id, reader.name, reader.height, reader.width,
-                                 reader.transform, reader.crs, buildings)
-        if overlays_dir is not None:
-            if isinstance(truth, TruthSource):
-                truth = truth.records(result)
-            write_overlay(reader, buildings, overlays_dir, overlay_channels, overlay_max_size,
-                          truth)
-    return result
+    pool, owned = _head_pool(head_workers)
+    try:
+        return _predict_stream(
+            predictor, ((_open(i, predictor), None) for i in [image]), window=window,
+            overlap=overlap, batch_size=batch_size, pool=pool, progress=progress,
+            finish=_overlay_finish(overlays_dir, overlay_channels, overlay_max_size, truth))[0]
+    finally:
+        if owned:
+            pool.close()
 
 
 def write_overlay(reader, buildings: list, overlays_dir, channels=None,
@@ -385,11 +582,16 @@ def predict_images(model, images, *, window: int | None = WINDOW, overlap: int =
                    batch_size: int = BATCH_SIZE, progress: bool = False, overlays_dir=None,
                    overlay_channels: Sequence[int] | None = None,
                    overlay_max_size: int = OVERLAY_MAX_SIZE,
-                   truth: "TruthSource | None" = None) -> list[ImagePrediction]:
-    """:func:`predict_image` over ``images`` (``--images`` entries or ImageSources).
+                   truth: "TruthSource | None" = None,
+                   head_workers: "int | HeadPool" = 0) -> list[ImagePrediction]:
+    """:func:`predict_image` over ``images`` (``--images`` entries or ImageSources), in
+    their order.
 
     ``progress``: one tqdm bar over all windows of all images. ``truth``: colours the
-    overlays by outcome (:func:`predict_image`).
+    overlays by outcome (:func:`predict_image`). ``head_workers``: 0 reads, predicts and
+    runs the head image after image in this process; N > 0 (or a :class:`HeadPool`)
+    overlaps them: windows are read ahead in a thread and the head runs in N processes
+    (:func:`_predict_stream`); same buildings, same order.
     """
     predictor = as_predictor(model)
     if images and all(isinstance(i, ImageSource) for i in images):
@@ -402,13 +604,15 @@ def predict_images(model, images, *, window: int | None = WINDOW, overlap: int =
         rows, cols = window_grid(header.height, header.width, predictor.stride, window, overlap)
         total += len(rows) * len(cols)
     bar = _progress_bar(total, progress, "window")
+    pool, owned = _head_pool(head_workers)
     try:
-        return [predict_image(predictor, s, window=window, overlap=overlap,
-                              batch_size=batch_size, progress=bar, overlays_dir=overlays_dir,
-                              overlay_channels=overlay_channels,
-                              overlay_max_size=overlay_max_size, truth=truth)
-                for s in sources]
+        return _predict_stream(
+            predictor, ((_open(s, predictor), None) for s in sources), window=window,
+            overlap=overlap, batch_size=batch_size, pool=pool, progress=bar,
+            finish=_overlay_finish(overlays_dir, overlay_channels, overlay_max_size, truth))
     finally:
+        if owned:
+            pool.close()
         if bar is not None:
             bar.close()
 
@@ -451,14 +655,16 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
                       progress: bool = False, overlays_dir=None,
                       overlay_channels: Sequence[int] | None = None,
                       overlay_max_size: int = OVERLAY_MAX_SIZE,
-                      truth: "TruthSource | None" = None
+                      truth: "TruthSource | None" = None,
+                      head_workers: "int | HeadPool" = 0
                       ) -> tuple[list[ImagePrediction], list]:
     """Predict every tile of a converted split; returns (predictions, truth records: the
     stored truth polygons, or ``truth``'s records when given).
 
     Tiles come from ``sn_tf.read_examples`` (source dtype, georeference of the model's first
     image type); ``window`` None predicts each tile whole. Overlays are coloured by outcome
-    against that truth.
+    against that truth. ``head_workers``: as :func:`predict_images` (with workers, tiles
+    are read ahead in a thread).
     """
     from sn_tf.dataset.info import DatasetError
     from sn_tf.dataset.reader import load_info, read_examples
@@ -476,9 +682,11 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
         raise PredictError(f"{data_dir}: image type(s) {missing} the model reads are not in "
                            f"this dataset (present: {sorted(known)})")
     bar = _progress_bar(info.split(split).num_examples, progress, "tile")
-    truth_source, truth = truth, []
-    predictions, lacking = [], []
-    try:
+    truth_source, truth, lacking = truth, [], []
+
+    def opened():
+        """(ArrayImage, its stored truth records or None) of each tile with the model's
+        image types; the others are counted in ``lacking``."""
         for tile in read_examples(data_dir, split):
             if any(t not in tile["images"] for t in predictor.info.image_types):
                 lacking.append(tile["tile_id"])  # an AOI without the model's image types
@@ -491,18 +699,25 @@ def predict_tfrecords(model, data_dir, split: str = "val", *, window: int | None
             image = ArrayImage(tile["tile_id"], tile_array(tile, predictor.info, predictor.dtype),
                                transform if georef else None, first["crs"],
                                name=f"{data_dir}:{tile['tile_id']}")
-            pred = predict_image(
-                predictor, image, window=window, overlap=overlap, batch_size=batch_size)
-            records = (tile_truth(tile, predictor.info) if truth_source is None
-                       else truth_source.records(pred))
-            if overlays_dir is not None:
-                write_overlay(image, pred.buildings, overlays_dir, overlay_channels,
-                              overlay_max_size, records)
-            predictions.append(pred)
-            truth += records
-            if bar is not None:
-                bar.update(1)
+            yield image, (tile_truth(tile, predictor.info) if truth_source is None else None)
+
+    def finish(prediction: ImagePrediction, image, stored) -> ImagePrediction:
+        records = stored if truth_source is None else truth_source.records(prediction)
+        if overlays_dir is not None:
+            write_overlay(image, prediction.buildings, overlays_dir, overlay_channels,
+                          overlay_max_size, records)
+        truth.extend(records)
+        if bar is not None:
+            bar.update(1)
+        return prediction
+
+    pool, owned = _head_pool(head_workers)
+    try:
+        predictions = _predict_stream(predictor, opened(), window=window, overlap=overlap,
+                                      batch_size=batch_size, pool=pool, finish=finish)
     finally:
+        if owned:
+            pool.close()
         if bar is not None:
             bar.close()
     if lacking:

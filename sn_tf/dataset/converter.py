@@ -325,9 +325,7 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     """
     out = pathlib.Path(out_dir)
     tmp = out / f"{shard.file}.tmp-{os.getpid()}"
-    record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
-              "notes": list(shard.notes), "bytes": 0, "image_types": {}, "label_grids": {},
-              "inputs": {}}
+    record = new_record(shard)
     try:
         stats = _write_tiles(shard, options, tmp, cfg, record, progress)
         _finish_shard(shard, out, tmp, stats, record)
@@ -394,6 +392,13 @@ def build_tile_result(tile: layout.TileSource, opts: TileOptions,
                for itype, img in built["images"].items()}
     return TileResult(tile, inputs, parts=parts, layout=tile_layout(built), samples=samples,
                       notes=list(notes))
+
+
+def new_record(shard: ShardPlan) -> dict:
+    """The empty record of a shard (``write_shard``'s return value, filled while written)."""
+    return {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
+            "notes": list(shard.notes), "bytes": 0, "image_types": {}, "label_grids": {},
+            "inputs": {}}
 
 
 def _write_tiles(shard: ShardPlan, options: dict, tmp: pathlib.Path, cfg: ConvertConfig,

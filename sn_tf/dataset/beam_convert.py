@@ -1,0 +1,200 @@
+"""SpaceNet folders -> sharded TFRecords on Apache Beam (``convert --beam_pipeline_options``).
+
+    convert_beam(data_dir, output_dir, cfg, "runner=DirectRunner,direct_num_workers=2")
+
+Imported only when Beam is asked for (``sn_tf.utils.beam_options``); the converter's own
+functions do every step, so a tile's record, skip reasons, notes and the description are
+those of ``sn_tf.dataset.converter``:
+
+1. The launcher discovers the tiles, probes the contract (headers of the first tiles of
+   each AOI) and plans the shards exactly as the local converter (``converter.plan``:
+   splits by the hash of the tile id, TFDS shard names, tiles per shard). The plan is what
+   ``tfds build`` calls the split generators: a list of files, cheap next to the tiles.
+2. ``Build`` (one element per tile, after a ``Reshuffle`` so a runner spreads them):
+   ``converter.build_tile_result`` reads the tile, computes its labels and serializes
+   the record; a problem of the tile becomes a skip reason, never a failed bundle.
+3. ``WriteShard`` (``GroupByKey`` on the shard): the shard's tiles in the plan's order
+   through ``converter.write_results`` into a temporary file renamed when complete, its
+   statistics sidecar and done-record as locally; a retried bundle writes the same file
+   again.
+4. Combiners: the train split's band statistics (``BandStats`` partials of each shard,
+   merged by ``CombinePerKey``) and the tiles written per split and AOI (``Count``),
+   checked against the shard records; the records gathered as a side input.
+5. ``Describe``: ``describe.build_info`` from those, saved by ``dsinfo.save``.
+
+So the shards are those of a local run with the same options (same files, same tiles in
+the same order, byte-identical; the statistics equal up to float summation order for
+float rasters; integer rasters' histograms are exact). Not supported on Beam:
+``--resume`` (a runner retries failed work itself).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import os
+import pathlib
+import time
+
+import apache_beam as beam
+
+from sn_tf.dataset import converter
+from sn_tf.dataset import info as dsinfo
+from sn_tf.dataset.describe import build_info
+from sn_tf.dataset.options import ConvertConfig, ConvertError, ConvertUsageError, check_config
+from sn_tf.dataset.stats import BandStats
+from sn_tf.dataset.tfrecord import TFRecordWriter
+from sn_tf.spacenet import layout
+from sn_tf.utils.beam_options import pipeline_options
+
+
+def _build(element, options: dict, cfg: ConvertConfig):
+    """(shard file, (position in the shard, portable ``TileResult``)) of one tile."""
+    file, position, tile = element
+    result = converter.build_tile_result(tile, options[tile.aoi], cfg)
+    return file, (position, result.portable())
+
+
+class WriteShard(beam.DoFn):
+    """One shard from its built tiles: the file, its sidecar and done-record
+    (``converter._finish_shard``); outputs the shard record, and tagged ``stats``
+    ((image type, BandStats) of a train shard) and ``tiles`` ((split, AOI) per tile)."""
+
+    def __init__(self, shards: dict, out_dir: str):
+        self.shards = shards  # {file: ShardPlan}
+        self.out_dir = out_dir
+
+    def process(self, element):
+        file, results = element
+        shard = self.shards[file]
+        out = pathlib.Path(self.out_dir)
+        stats: dict[str, BandStats] = {}
+        record = converter.new_record(shard)
+        tmp = out / f"{shard.file}.tmp-{os.getpid()}"
+        ordered = (r for _, r in sorted(results, key=lambda pr: pr[0]))
+        try:
+            with TFRecordWriter(tmp, drop_cache=True, direct=True) as writer:
+                converter.write_results(shard, ordered, writer, record, None,
+                                        lambda res: converter._add_stats(stats, res.samples))
+            converter._finish_shard(shard, out, tmp, stats, record)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise ConvertError(converter._write_problem(exc, exc.filename or tmp)) from None
+        for itype, s in stats.items():
+            yield beam.pvalue.TaggedOutput("stats", (itype, s))
+        for _, aoi in record["tiles"]:
+            yield beam.pvalue.TaggedOutput("tiles", (shard.split, aoi))
+        yield record
+
+
+class MergeStats(beam.CombineFn):
+    """``BandStats`` partials of one image type merged into one (``BandStats.merge``)."""
+
+    def create_accumulator(self):
+        return None
+
+    def add_input(self, acc, stats):
+        return self.merge_accumulators([acc, stats])
+
+    def merge_accumulators(self, accs):
+        merged = None
+        for acc in accs:
+            if acc is None:
+                continue
+            if merged is None:
+                merged = copy.deepcopy(acc)  # inputs are not to be changed
+            else:
+                merged.merge(acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _counts_of(records: list) -> dict:
+    """{(split, AOI): tiles written} from the shard records."""
+    counts = collections.Counter()
+    for r in records:
+        for _, aoi in r["tiles"]:
+            counts[(r["split"], aoi)] += 1
+    return dict(counts)
+
+
+def _describe(_, records, stats, counts, plan: dict):
+    """Build and save the description (``describe.build_info``) from the shard records,
+    the merged statistics and the combiner's counts (which must agree with the records)."""
+    if _counts_of(records) != dict(counts):
+        raise ConvertError(f"{plan['out']}: tiles counted per split and AOI "
+                           f"{dict(counts)} differ from the shard records "
+                           f"{_counts_of(records)} (a runner that repeated output?)")
+    by_file = {r["file"]: r for r in records}
+    missing = [s.file for s in plan["shards"] if s.file not in by_file]
+    if missing:
+        raise ConvertError(f"{plan['out']}: no record of shard(s) {missing}")
+    info = build_info(plan["layouts"], plan["shards"], by_file, plan["options"], plan["cfg"],
+                      pathlib.Path(plan["out"]), plan["command_line"], resumed=0,
+                      elapsed=time.time() - plan["t0"], band_stats=dict(stats))
+    dsinfo.save(info, plan["out"])
+    return info.num_examples
+
+
+def build_pipeline(p, plan: dict) -> None:
+    """Add the conversion of ``plan`` (layouts, shards, options, cfg, out, command_line,
+    t0) to the Beam pipeline ``p`` (module docstring)."""
+    shards = plan["shards"]
+    tiles = [(s.file, i, t) for s in shards for i, t in enumerate(s.tiles)]
+    written = (p
+               | "Tiles" >> beam.Create(tiles)
+               | "Spread" >> beam.Reshuffle()
+               | "Build" >> beam.Map(_build, plan["options"], plan["cfg"])
+               | "ByShard" >> beam.GroupByKey()
+               | "WriteShard" >> beam.ParDo(WriteShard({s.file: s for s in shards}, plan["out"]))
+               .with_outputs("stats", "tiles", main="records"))
+    stats = written.stats | "MergeStats" >> beam.CombinePerKey(MergeStats())
+    counts = written.tiles | "CountTiles" >> beam.combiners.Count.PerElement()
+    _ = (p
+         | "Once" >> beam.Create([None])
+         | "Describe" >> beam.Map(_describe, beam.pvalue.AsList(written.records),
+                                  beam.pvalue.AsDict(stats), beam.pvalue.AsDict(counts), plan))
+
+
+def run_pipeline(p, where) -> None:
+    """Run ``p`` to its end; a failure is ``ConvertError``: ``where`` and the last line of
+    the runner's message (which carries the worker's traceback)."""
+    try:
+        p.run().wait_until_finish()
+    except Exception as exc:  # noqa: BLE001 -- runners wrap the worker's exception
+        lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+        raise ConvertError(f"{where}: the Beam pipeline failed: "
+                           f"{lines[-1] if lines else type(exc).__name__}") from None
+
+
+def convert_beam(data_dir, output_dir, cfg: ConvertConfig | None = None,
+                 beam_options: str = "", command_line: str = "") -> converter.ConvertResult:
+    """``converter.convert`` on Apache Beam with ``beam_options`` (``"k=v,k=v"``, as
+    ``tfds build --beam_pipeline_options``); see the module docstring."""
+    cfg = cfg or ConvertConfig()
+    t0 = time.time()
+    check_config(cfg)
+    if cfg.resume:
+        raise ConvertUsageError("--resume: not on Beam (a runner retries failed work "
+                                "itself); run without --beam_pipeline_options to resume")
+    options = pipeline_options(beam_options)
+    try:
+        layouts = layout.discover(data_dir, cfg.aois or None)
+    except layout.LayoutError as exc:
+        raise ConvertError(str(exc)) from None
+    shards, tile_opts = converter.plan(layouts, cfg)
+    if not shards:
+        raise ConvertError(f"{data_dir}: no tiles with the selected image types")
+    out = pathlib.Path(output_dir)
+    with converter.output_lock(out):
+        converter._prepare_output(out, cfg, converter.plan_fingerprint(shards, tile_opts, cfg))
+        plan = {"layouts": layouts, "shards": shards, "options": tile_opts, "cfg": cfg,
+                "out": str(out), "command_line": command_line, "t0": t0}
+        p = beam.Pipeline(options=options)
+        build_pipeline(p, plan)
+        run_pipeline(p, out)
+    info = dsinfo.load(out)
+    return converter.ConvertResult(info, converter.EXIT_SKIPPED if info.skipped
+                                   else converter.EXIT_OK)

@@ -46,13 +46,32 @@ from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.spacenet import layout
 from sn_tf.utils.beam_options import pipeline_options
+from sn_tf.utils.malloc import keep_freed_memory
 
 
-def _build(element, options: dict, cfg: ConvertConfig):
-    """(shard file, (position in the shard, portable ``TileResult``)) of one tile."""
-    file, position, tile = element
-    result = converter.build_tile_result(tile, options[tile.aoi], cfg)
-    return file, (position, result.portable())
+class BuildTile(beam.DoFn):
+    """(shard file, position, tile) -> (shard file, (position, portable ``TileResult``)):
+    ``converter.build_tile_result`` (a problem of the tile is a skip reason)."""
+
+    def __init__(self, options: dict, cfg: ConvertConfig):
+        self.options = options  # {AOI: TileOptions}
+        self.cfg = cfg
+
+    def setup(self):
+        _tune_malloc(self.cfg)
+
+    def process(self, element):
+        file, position, tile = element
+        result = converter.build_tile_result(tile, self.options[tile.aoi], self.cfg)
+        yield file, (position, result.portable())
+
+
+def _tune_malloc(cfg: ConvertConfig) -> None:
+    """A worker keeps freed memory (``keep_freed_memory``) when ``cfg.tune_malloc`` is
+    True (the CLI, the benchmark): a runner may run the DoFns in the caller's own process
+    (DirectRunner ``in_memory``), whose allocator a library caller did not ask to change."""
+    if cfg.tune_malloc:
+        keep_freed_memory()
 
 
 class WriteShard(beam.DoFn):
@@ -60,9 +79,13 @@ class WriteShard(beam.DoFn):
     (``converter._finish_shard``); outputs the shard record, and tagged ``stats``
     ((image type, BandStats) of a train shard) and ``tiles`` ((split, AOI) per tile)."""
 
-    def __init__(self, shards: dict, out_dir: str):
+    def __init__(self, shards: dict, out_dir: str, cfg: ConvertConfig):
         self.shards = shards  # {file: ShardPlan}
         self.out_dir = out_dir
+        self.cfg = cfg
+
+    def setup(self):
+        _tune_malloc(self.cfg)
 
     def process(self, element):
         file, results = element
@@ -146,9 +169,10 @@ def build_pipeline(p, plan: dict) -> None:
     written = (p
                | "Tiles" >> beam.Create(tiles)
                | "Spread" >> beam.Reshuffle()
-               | "Build" >> beam.Map(_build, plan["options"], plan["cfg"])
+               | "Build" >> beam.ParDo(BuildTile(plan["options"], plan["cfg"]))
                | "ByShard" >> beam.GroupByKey()
-               | "WriteShard" >> beam.ParDo(WriteShard({s.file: s for s in shards}, plan["out"]))
+               | "WriteShard" >> beam.ParDo(WriteShard({s.file: s for s in shards}, plan["out"],
+                                                    plan["cfg"]))
                .with_outputs("stats", "tiles", main="records"))
     stats = written.stats | "MergeStats" >> beam.CombinePerKey(MergeStats())
     counts = written.tiles | "CountTiles" >> beam.combiners.Count.PerElement()

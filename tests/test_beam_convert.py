@@ -43,13 +43,24 @@ def _cfg(**kw) -> converter.ConvertConfig:
 
 
 @pytest.fixture(scope="module")
-def both(tmp_path_factory):
-    """(local ConvertResult, Beam ConvertResult, local folder, Beam folder)."""
+def runs(tmp_path_factory):
+    """{"local" | "shard" | "tile": (ConvertResult, folder)}: the local converter and the
+    Beam one with each fan-out, on the same tiles."""
     root = tmp_path_factory.mktemp("beamconv")
     data = _source(root)
-    local = converter.convert(data, root / "local", _cfg())
-    beam = beam_convert.convert_beam(data, root / "beam", _cfg(), BEAM, "beam run")
-    return local, beam, root / "local", root / "beam"
+    out = {"local": (converter.convert(data, root / "local", _cfg()), root / "local")}
+    for fan_out in ("shard", "tile"):
+        out[fan_out] = (beam_convert.convert_beam(data, root / fan_out, _cfg(), BEAM,
+                                                  "beam run", fan_out=fan_out),
+                        root / fan_out)
+    return out
+
+
+@pytest.fixture(params=["shard", "tile"])
+def both(runs, request):
+    """(local ConvertResult, Beam ConvertResult, local folder, Beam folder)."""
+    (local, lf), (beam, bf) = runs["local"], runs[request.param]
+    return local, beam, lf, bf
 
 
 def _records_by_split(folder: pathlib.Path) -> dict:

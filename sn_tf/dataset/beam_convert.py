@@ -10,13 +10,19 @@ those of ``sn_tf.dataset.converter``:
    each AOI) and plans the shards exactly as the local converter (``converter.plan``:
    splits by the hash of the tile id, TFDS shard names, tiles per shard). The plan is what
    ``tfds build`` calls the split generators: a list of files, cheap next to the tiles.
-2. ``Build`` (one element per tile, after a ``Reshuffle`` so a runner spreads them):
-   ``converter.build_tile_result`` reads the tile, computes its labels and serializes
-   the record; a problem of the tile becomes a skip reason, never a failed bundle.
-3. ``WriteShard`` (``GroupByKey`` on the shard): the shard's tiles in the plan's order
-   through ``converter.write_results`` into a temporary file renamed when complete, its
+2. One element per shard (``fan_out="shard"``, the default), spread by a ``Reshuffle``:
+   ``WriteShard`` builds the shard's tiles with ``converter.build_tile_result`` (a problem
+   of a tile becomes a skip reason, never a failed bundle) and writes them through
+   ``converter.write_results`` into a temporary file renamed when complete, with its
    statistics sidecar and done-record as locally; a retried bundle writes the same file
-   again.
+   again. Or one element per tile (``fan_out="tile"``): ``BuildTile`` builds each tile
+   anywhere, a ``GroupByKey`` on the shard brings the serialized records to
+   ``WriteShard``, which writes them in the plan's order. Per tile, the records (~12 MB
+   for an SN2 tile with all four types) then travel through the runner: measured ~10x the
+   CPU per tile of the shard fan-out on the DirectRunner (BUILD_NOTES.md), so "tile" only
+   pays off when there are fewer shards than workers.
+3. An object store output (``gs://``, ``s3://``): each shard is written into a local
+   staging folder of the worker and uploaded (``sn_tf.utils.objectstore``); no lock.
 4. Combiners: the train split's band statistics (``BandStats`` partials of each shard,
    merged by ``CombinePerKey``) and the tiles written per split and AOI (``Count``),
    checked against the shard records; the records gathered as a side input.
@@ -34,6 +40,8 @@ import collections
 import copy
 import os
 import pathlib
+import shutil
+import tempfile
 import time
 
 import apache_beam as beam
@@ -45,6 +53,7 @@ from sn_tf.dataset.options import ConvertConfig, ConvertError, ConvertUsageError
 from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.spacenet import layout
+from sn_tf.utils import objectstore
 from sn_tf.utils.beam_options import pipeline_options
 from sn_tf.utils.malloc import keep_freed_memory
 
@@ -79,20 +88,44 @@ class WriteShard(beam.DoFn):
     (``converter._finish_shard``); outputs the shard record, and tagged ``stats``
     ((image type, BandStats) of a train shard) and ``tiles`` ((split, AOI) per tile)."""
 
-    def __init__(self, shards: dict, out_dir: str, cfg: ConvertConfig):
+    def __init__(self, shards: dict, out_dir: str, cfg: ConvertConfig, options: dict):
         self.shards = shards  # {file: ShardPlan}
         self.out_dir = out_dir
         self.cfg = cfg
+        self.options = options  # {AOI: TileOptions}, to build the tiles of a shard element
 
     def setup(self):
         _tune_malloc(self.cfg)
 
     def process(self, element):
-        file, results = element
-        shard = self.shards[file]
-        out = pathlib.Path(self.out_dir)
+        if isinstance(element, str):  # fan_out="shard": the shard's file name
+            shard = self.shards[element]
+            results = ((i, converter.build_tile_result(t, self.options[t.aoi], self.cfg))
+                       for i, t in enumerate(shard.tiles))
+        else:  # fan_out="tile": (file, [(position, TileResult)])
+            file, results = element
+            shard = self.shards[file]
+        remote = objectstore.is_url(self.out_dir)
+        out = pathlib.Path(tempfile.mkdtemp(prefix="sn_tf_shard_") if remote else self.out_dir)
+        try:
+            record, stats = self._write(shard, results, out)
+            if remote:  # the shard, its sidecar and done-record, then the staging removed
+                objectstore.upload_tree(out, self.out_dir)
+        finally:
+            if remote:
+                shutil.rmtree(out, ignore_errors=True)
+        for itype, s in stats.items():
+            yield beam.pvalue.TaggedOutput("stats", (itype, s))
+        for _, aoi in record["tiles"]:
+            yield beam.pvalue.TaggedOutput("tiles", (shard.split, aoi))
+        yield record
+
+    @staticmethod
+    def _write(shard, results, out: pathlib.Path) -> tuple[dict, dict]:
+        """Write ``shard`` into the local folder ``out``: (shard record, train stats)."""
         stats: dict[str, BandStats] = {}
         record = converter.new_record(shard)
+        (out / converter.WORK_DIR).mkdir(parents=True, exist_ok=True)
         tmp = out / f"{shard.file}.tmp-{os.getpid()}"
         ordered = (r for _, r in sorted(results, key=lambda pr: pr[0]))
         try:
@@ -103,11 +136,7 @@ class WriteShard(beam.DoFn):
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise ConvertError(converter._write_problem(exc, exc.filename or tmp)) from None
-        for itype, s in stats.items():
-            yield beam.pvalue.TaggedOutput("stats", (itype, s))
-        for _, aoi in record["tiles"]:
-            yield beam.pvalue.TaggedOutput("tiles", (shard.split, aoi))
-        yield record
+        return record, stats
 
 
 class MergeStats(beam.CombineFn):
@@ -157,23 +186,38 @@ def _describe(_, records, stats, counts, plan: dict):
     info = build_info(plan["layouts"], plan["shards"], by_file, plan["options"], plan["cfg"],
                       pathlib.Path(plan["out"]), plan["command_line"], resumed=0,
                       elapsed=time.time() - plan["t0"], band_stats=dict(stats))
-    dsinfo.save(info, plan["out"])
+    if objectstore.is_url(plan["out"]):
+        with tempfile.TemporaryDirectory(prefix="sn_tf_info_") as stage:
+            dsinfo.save(info, stage)
+            objectstore.upload_tree(pathlib.Path(stage), plan["out"])
+    else:
+        dsinfo.save(info, plan["out"])
     return info.num_examples
 
 
-def build_pipeline(p, plan: dict) -> None:
+def build_pipeline(p, plan: dict, fan_out: str = "shard") -> None:
     """Add the conversion of ``plan`` (layouts, shards, options, cfg, out, command_line,
-    t0) to the Beam pipeline ``p`` (module docstring)."""
+    t0) to the Beam pipeline ``p`` (module docstring). ``fan_out``: "shard", one element
+    per shard (the worker builds its tiles), or "tile", one element per tile (the built
+    records travel through the runner's shuffle to the shard writer)."""
     shards = plan["shards"]
-    tiles = [(s.file, i, t) for s in shards for i, t in enumerate(s.tiles)]
-    written = (p
-               | "Tiles" >> beam.Create(tiles)
-               | "Spread" >> beam.Reshuffle()
-               | "Build" >> beam.ParDo(BuildTile(plan["options"], plan["cfg"]))
-               | "ByShard" >> beam.GroupByKey()
-               | "WriteShard" >> beam.ParDo(WriteShard({s.file: s for s in shards}, plan["out"],
-                                                    plan["cfg"]))
-               .with_outputs("stats", "tiles", main="records"))
+    write = WriteShard({s.file: s for s in shards}, plan["out"], plan["cfg"], plan["options"])
+    if fan_out == "tile":
+        tiles = [(s.file, i, t) for s in shards for i, t in enumerate(s.tiles)]
+        elements = (p
+                    | "Tiles" >> beam.Create(tiles)
+                    | "Spread" >> beam.Reshuffle()
+                    | "Build" >> beam.ParDo(BuildTile(plan["options"], plan["cfg"]))
+                    | "ByShard" >> beam.GroupByKey())
+    elif fan_out == "shard":
+        elements = (p
+                    | "Shards" >> beam.Create([s.file for s in shards])
+                    | "Spread" >> beam.Reshuffle())
+    else:
+        raise ConvertUsageError(f"fan_out={fan_out!r}: 'shard' or 'tile'")
+    written = (elements
+               | "WriteShard" >> beam.ParDo(write).with_outputs("stats", "tiles",
+                                                                main="records"))
     stats = written.stats | "MergeStats" >> beam.CombinePerKey(MergeStats())
     counts = written.tiles | "CountTiles" >> beam.combiners.Count.PerElement()
     _ = (p
@@ -193,13 +237,24 @@ def run_pipeline(p, where) -> None:
                            f"{lines[-1] if lines else type(exc).__name__}") from None
 
 
+def _run(plan: dict, options, fan_out: str) -> None:
+    """Build the pipeline of ``plan`` and run it to its end."""
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, plan, fan_out)
+    run_pipeline(p, plan["out"])
+
+
 def convert_beam(data_dir, output_dir, cfg: ConvertConfig | None = None,
-                 beam_options: str = "", command_line: str = "") -> converter.ConvertResult:
+                 beam_options: str = "", command_line: str = "",
+                 fan_out: str = "shard") -> converter.ConvertResult:
     """``converter.convert`` on Apache Beam with ``beam_options`` (``"k=v,k=v"``, as
-    ``tfds build --beam_pipeline_options``); see the module docstring."""
+    ``tfds build --beam_pipeline_options``); see the module docstring (``fan_out``:
+    ``build_pipeline``)."""
     cfg = cfg or ConvertConfig()
     t0 = time.time()
     check_config(cfg)
+    if fan_out not in ("shard", "tile"):
+        raise ConvertUsageError(f"fan_out={fan_out!r}: 'shard' or 'tile'")
     if cfg.resume:
         raise ConvertUsageError("--resume: not on Beam (a runner retries failed work "
                                 "itself); run without --beam_pipeline_options to resume")
@@ -211,14 +266,18 @@ def convert_beam(data_dir, output_dir, cfg: ConvertConfig | None = None,
     shards, tile_opts = converter.plan(layouts, cfg)
     if not shards:
         raise ConvertError(f"{data_dir}: no tiles with the selected image types")
-    out = pathlib.Path(output_dir)
-    with converter.output_lock(out):
-        converter._prepare_output(out, cfg, converter.plan_fingerprint(shards, tile_opts, cfg))
-        plan = {"layouts": layouts, "shards": shards, "options": tile_opts, "cfg": cfg,
-                "out": str(out), "command_line": command_line, "t0": t0}
-        p = beam.Pipeline(options=options)
-        build_pipeline(p, plan)
-        run_pipeline(p, out)
-    info = dsinfo.load(out)
+    plan = {"layouts": layouts, "shards": shards, "options": tile_opts, "cfg": cfg,
+            "out": str(output_dir), "command_line": command_line, "t0": t0}
+    if objectstore.is_url(output_dir):  # no lock on an object store: one writer is on you
+        objectstore.delete(converter.check_store_output(str(output_dir), cfg))
+        _run(plan, options, fan_out)
+    else:
+        out = pathlib.Path(output_dir)
+        with converter.output_lock(out):
+            converter._prepare_output(out, cfg,
+                                      converter.plan_fingerprint(shards, tile_opts, cfg))
+            plan["out"] = str(out)
+            _run(plan, options, fan_out)
+    info = dsinfo.load(output_dir)
     return converter.ConvertResult(info, converter.EXIT_SKIPPED if info.skipped
                                    else converter.EXIT_OK)

@@ -73,6 +73,7 @@ import numpy as np
 from sn_tf.dataset import info as dsinfo
 from sn_tf.dataset import schema
 from sn_tf.spacenet import layout
+from sn_tf.utils import objectstore
 from sn_tf.utils.malloc import keep_freed_memory
 from sn_tf.dataset.stats import STRIDE, BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
@@ -691,12 +692,49 @@ def _drain(q, tick):
             return
 
 
+def check_store_output(output_dir: str, cfg: ConvertConfig) -> list[str]:
+    """Before converting into an object store folder: ``--resume`` is refused (the shards'
+    done-records are local), an earlier conversion there is refused without
+    ``--overwrite``; returns the objects of that conversion to delete (with it)."""
+    if cfg.resume:
+        raise ConvertUsageError(f"--resume: not into an object store ({output_dir}); convert "
+                                "into a local folder to resume, or run again with --overwrite")
+    names = (INFO_FILE, dsinfo.TFDS_INFO_FILE, "features.json")
+    existing = [u for u in objectstore.list_objects(output_dir)
+                if ".tfrecord-" in u.rsplit("/", 1)[-1] or u.rsplit("/", 1)[-1] in names
+                or f"/{WORK_DIR}/" in u]
+    if existing and not cfg.overwrite:
+        raise ConvertError(f"{output_dir}: already holds a conversion; use --overwrite to "
+                           "replace it")
+    return existing
+
+
+def _convert_to_store(data_dir, output_dir: str, cfg: ConvertConfig,
+                      command_line: str) -> ConvertResult:
+    """``convert`` into an object store folder: into a local staging folder, then every
+    file uploaded (the old conversion's objects deleted first, with ``--overwrite``).
+    The staging folder needs the space of the converted dataset."""
+    import tempfile
+
+    old = check_store_output(output_dir, cfg)
+    with tempfile.TemporaryDirectory(prefix="sn_tf_stage_") as stage:
+        result = convert(data_dir, stage, dataclasses.replace(cfg, overwrite=False),
+                         command_line)
+        objectstore.delete(old)
+        objectstore.upload_tree(pathlib.Path(stage), output_dir)
+    return result
+
+
 def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
             command_line: str = "") -> ConvertResult:
-    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
+    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring.
+    Either may be an object store URL (``gs://``, ``s3://``: ``sn_tf.utils.objectstore``;
+    the output is converted locally, then uploaded)."""
     cfg = cfg or ConvertConfig()
     t0 = time.time()
     check_config(cfg)
+    if objectstore.is_url(output_dir):
+        return _convert_to_store(data_dir, str(output_dir), cfg, command_line)
     try:
         layouts = layout.discover(data_dir, cfg.aois or None)
     except layout.LayoutError as exc:

@@ -23,7 +23,8 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
   also run on half the tiles, which splits its CPU into start-up and per-tile cost;
 * convert on Beam (when ``apache_beam`` is installed): ``sn_tf.dataset.beam_convert`` with
   the DirectRunner and 2 worker processes (``direct_num_workers=2``, multi_processing),
-  also on half the tiles; its overhead is stated against "convert, 2 workers" (CPU, wall,
+  one element per shard (the default), also on half the tiles, and one element per tile
+  (``fan_out="tile"``: every record crosses the runner); its overhead is stated against "convert, 2 workers" (CPU, wall,
   start-up vs per tile). CPU counts the runner's worker processes only once they are
   reaped (``RUSAGE_CHILDREN``), which the DirectRunner does before returning;
 * peak memory: peak RSS of the converter (parent + workers) for N and 2N tiles in fresh
@@ -57,7 +58,8 @@ KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1"
 LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "read + write, defaults",
           "read": "read floor, as converter", "read_write": "read + write, as converter",
           "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers",
-          "convert_beam": "convert, Beam Direct 2 workers"}
+          "convert_beam": "convert, Beam Direct 2 workers",
+          "convert_beam_tile": "  same, one element per tile"}
 BEAM_OPTIONS = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
 
 
@@ -120,13 +122,15 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     """One measurement in this (fresh) process: wall s, user s, system s, faults, tiles."""
     tiles = _tiles(data)
     shutil.rmtree(out, ignore_errors=True)
-    if kind == "convert_beam":
+    if kind.startswith("convert_beam"):
         from sn_tf.dataset import beam_convert
 
         cfg = converter.ConvertConfig(progress=False, shard_size_mb=50, tune_malloc=True)
+        fan_out = "tile" if kind.endswith("_tile") else "shard"
 
         def work():
-            return beam_convert.convert_beam(data, out, cfg, BEAM_OPTIONS).info.num_examples
+            return beam_convert.convert_beam(data, out, cfg, BEAM_OPTIONS,
+                                             fan_out=fan_out).info.num_examples
     elif kind.startswith("convert"):
         cfg = converter.ConvertConfig(num_workers=int(kind[-1]), progress=False,
                                       shard_size_mb=50, tune_malloc=True)  # as the CLI
@@ -269,6 +273,8 @@ def beam_overhead(cpu: dict, wall: dict, small_beam: list[dict], n: int) -> dict
     n_small = small_beam[0]["tiles"]
     per_tile = (cpu["convert_beam"] - c_small) / (n - n_small)
     startup = cpu["convert_beam"] - per_tile * n
+    print(f"one element per tile: {cpu['convert_beam_tile'] / cpu['convert_beam']:.2f}x the "
+          f"CPU of one element per shard")
     print(f"convert on Beam (DirectRunner, 2 worker processes): {cpu['convert_beam'] / cpu['convert_2']:.2f}x "
           f"the CPU and {wall['convert_beam'] / wall['convert_2']:.2f}x the wall time of the "
           f"local converter with 2 workers; from {n_small} vs {n} tiles: "
@@ -276,7 +282,8 @@ def beam_overhead(cpu: dict, wall: dict, small_beam: list[dict], n: int) -> dict
     return {"beam_over_convert_2_cpu": round(cpu["convert_beam"] / cpu["convert_2"], 2),
             "beam_over_convert_2_wall": round(wall["convert_beam"] / wall["convert_2"], 2),
             "beam_cpu_ms_per_tile_marginal": round(1000 * per_tile, 2),
-            "beam_startup_cpu_s": round(startup, 2)}
+            "beam_startup_cpu_s": round(startup, 2),
+            "beam_tile_over_shard_cpu": round(cpu["convert_beam_tile"] / cpu["convert_beam"], 2)}
 
 
 
@@ -302,7 +309,8 @@ def main():
     small = make_data(work / f"data{args.tiles}", args.tiles)
     large = make_data(work / f"data{2 * args.tiles}", 2 * args.tiles)
     _read_all(_tiles(large))  # warm the page cache: floors and conversions read the same way
-    kinds = KINDS + (("convert_beam",) if _beam_installed() and not args.no_beam else ())
+    kinds = KINDS + (("convert_beam", "convert_beam_tile")
+                     if _beam_installed() and not args.no_beam else ())
     runs: dict[str, list[dict]] = {k: [] for k in kinds}
     small_2: list[dict] = []  # 2 workers on half the tiles: start-up vs per-tile CPU
     small_beam: list[dict] = []

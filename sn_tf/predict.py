@@ -79,11 +79,13 @@ def run_beam(fl) -> str:
                            "(score the written CSV with python -m sn_tf.score)")
     beam_predict = import_beam_module("sn_tf.serving.beam_predict")
     channels = [int(b) - 1 for b in fl.overlay_bands] if fl.overlay_bands else None
-    n = beam_predict.predict_images_beam(
+    res = beam_predict.predict_images_beam(
         fl.saved_model, fl.images, fl.output, fl.beam_pipeline_options, window=fl.window,
         overlap=fl.overlap, batch_size=fl.batch_size, overlays_dir=fl.overlays,
         overlay_channels=channels, overlay_max_size=fl.overlay_max_size)
-    return f"{n} image(s) predicted on Beam -> {fl.output}"
+    loads = "" if res.model_loads is None else \
+        f" (SavedModel loaded {res.model_loads} time(s))"
+    return f"{res.scenes} image(s) predicted on Beam{loads} -> {fl.output}"
 
 
 def run(fl) -> str:

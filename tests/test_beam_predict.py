@@ -69,9 +69,10 @@ def test_beam_prediction_writes_the_files_of_the_local_run(setup, tmp_path):
     predictions = predict_images(export, [str(scenes)], window=96, overlap=32)
     write_predictions(predictions, local)
     assert sum(len(p.buildings) for p in predictions) >= 12
-    n = beam_predict.predict_images_beam(export, [str(scenes)], tmp_path / "beam", BEAM,
-                                         window=96, overlap=32)
-    assert n == len(SIZES)
+    res = beam_predict.predict_images_beam(export, [str(scenes)], tmp_path / "beam", BEAM,
+                                           window=96, overlap=32)
+    assert res.scenes == len(SIZES)
+    assert 1 <= res.model_loads <= 2  # once per worker process, not per scene
     names = sorted(p.name for p in local.iterdir())
     assert names == sorted(p.name for p in (tmp_path / "beam").iterdir())
     assert len(names) == len(SIZES) + 1 and PREDICTIONS_CSV in names

@@ -18,9 +18,9 @@ those of ``sn_tf.dataset.converter``:
    again. Or one element per tile (``fan_out="tile"``): ``BuildTile`` builds each tile
    anywhere, a ``GroupByKey`` on the shard brings the serialized records to
    ``WriteShard``, which writes them in the plan's order. Per tile, the records (~12 MB
-   for an SN2 tile with all four types) then travel through the runner: measured ~10x the
-   CPU per tile of the shard fan-out on the DirectRunner (BUILD_NOTES.md), so "tile" only
-   pays off when there are fewer shards than workers.
+   for an SN2 tile with all four types) then travel through the runner: measured ~3x the
+   CPU of the shard fan-out on the DirectRunner (BUILD_NOTES.md section 10), so "tile"
+   only pays off when there are fewer shards than workers.
 3. An object store output (``gs://``, ``s3://``): each shard is written into a local
    staging folder of the worker and uploaded (``sn_tf.utils.objectstore``); no lock.
 4. Combiners: the train split's band statistics (``BandStats`` partials of each shard,

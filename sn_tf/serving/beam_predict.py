@@ -23,6 +23,7 @@ the written CSV with ``python -m sn_tf.score``) and ``--from_tfrecords``.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 
 import apache_beam as beam
@@ -33,6 +34,18 @@ from sn_tf.serving.exporter import load_model_info
 from sn_tf.serving.predictor import BATCH_SIZE, OVERLAP, WINDOW, Predictor, predict_image
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, find_images
 from sn_tf.utils.beam_options import pipeline_options
+
+
+MODEL_LOADS = "saved_model_loads"  # a Beam counter: SavedModel loads across the workers
+
+
+@dataclasses.dataclass
+class BeamPredictResult:
+    """What a Beam prediction did: scenes predicted, SavedModel loads (one per worker
+    process; None when the runner reports no metrics)."""
+
+    scenes: int
+    model_loads: int | None
 
 
 class _Loaded:
@@ -54,11 +67,15 @@ class PredictScene(beam.DoFn):
         self.options = options  # predict_image's keywords
         self.predictor = None
 
-    def setup(self):
-        self.predictor = self.handle.acquire(
-            lambda: _Loaded(Predictor(self.export_dir)), tag=self.export_dir).predictor
+    def _load(self) -> _Loaded:
+        """Load the SavedModel (once per worker process: ``shared.Shared``), counted in the
+        ``sn_tf/saved_model_loads`` metric."""
+        beam.metrics.Metrics.counter("sn_tf", MODEL_LOADS).inc()
+        return _Loaded(Predictor(self.export_dir))
 
     def process(self, element):
+        if self.predictor is None:  # in a bundle (not in setup), so the counter reports
+            self.predictor = self.handle.acquire(self._load, tag=self.export_dir).predictor
         index, source = element
         prediction = predict_image(self.predictor, source, **self.options)
         if self.folder is not None:
@@ -97,9 +114,9 @@ def _output_kind(output) -> bool:
 def predict_images_beam(export_dir, images, output, beam_options: str = "", *,
                         window: int | None = WINDOW, overlap: int = OVERLAP,
                         batch_size: int = BATCH_SIZE, overlays_dir=None,
-                        overlay_channels=None, overlay_max_size: int | None = None) -> int:
-    """``predict_images`` + ``write_predictions`` on Apache Beam (module docstring);
-    returns the number of scenes predicted."""
+                        overlay_channels=None, overlay_max_size: int | None = None
+                        ) -> BeamPredictResult:
+    """``predict_images`` + ``write_predictions`` on Apache Beam (module docstring)."""
     options = pipeline_options(beam_options)
     info = load_model_info(export_dir)
     sources = find_images(images, info)
@@ -121,9 +138,21 @@ def predict_images_beam(export_dir, images, output, beam_options: str = "", *,
          | "Gather" >> beam.combiners.ToList()
          | "WriteCsv" >> beam.Map(_write_gathered, str(output), folder))
     try:
-        p.run().wait_until_finish()
+        result = p.run()
+        result.wait_until_finish()
     except Exception as exc:  # noqa: BLE001 -- runners wrap the worker's exception
         lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
         raise PredictError(f"{output}: the Beam pipeline failed: "
                            f"{lines[-1] if lines else type(exc).__name__}") from None
-    return len(sources)
+    return BeamPredictResult(len(sources), _model_loads(result))
+
+
+def _model_loads(result) -> int | None:
+    """The ``saved_model_loads`` counter of a finished pipeline (None when unreported)."""
+    try:
+        from apache_beam.metrics.metric import MetricsFilter
+
+        counters = result.metrics().query(MetricsFilter().with_name(MODEL_LOADS))["counters"]
+    except Exception:  # noqa: BLE001 -- a runner without metrics support
+        return None
+    return sum(c.committed or 0 for c in counters) if counters else None

@@ -146,7 +146,10 @@ class MergeStats(beam.CombineFn):
         return None
 
     def add_input(self, acc, stats):
-        return self.merge_accumulators([acc, stats])
+        if acc is None:
+            return copy.deepcopy(stats)  # an input is not to be changed; accumulators are
+        acc.merge(stats)
+        return acc
 
     def merge_accumulators(self, accs):
         merged = None
@@ -154,7 +157,7 @@ class MergeStats(beam.CombineFn):
             if acc is None:
                 continue
             if merged is None:
-                merged = copy.deepcopy(acc)  # inputs are not to be changed
+                merged = acc  # Beam lets the first accumulator be changed
             else:
                 merged.merge(acc)
         return merged

@@ -22,7 +22,9 @@ pytest.importorskip("apache_beam", reason="Apache Beam not installed (pip instal
 from sn_tf.dataset import beam_convert  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BEAM = "runner=DirectRunner,direct_num_workers=2"
+# the DirectRunner's Python engine, run directly: the DirectRunner would first try to
+# download the Prism runner (BUILD_NOTES.md section 10)
+BEAM = "runner=FnApiRunner,direct_num_workers=2"
 PROVENANCE = ("created", "elapsed_s", "command_line", "versions")
 BAD = "AOI_2_Vegas_img5"
 
@@ -127,10 +129,12 @@ def test_pipeline_options_pass_through():
     assert beam_options.option_flags("runner=DirectRunner, direct_num_workers=2,--x=1") == [
         "--runner=DirectRunner", "--direct_num_workers=2", "--x=1"]
     opts = beam_options.pipeline_options(BEAM).get_all_options()
-    assert opts["runner"] == "DirectRunner" and opts["direct_num_workers"] == 2
+    assert opts["runner"] == "FnApiRunner" and opts["direct_num_workers"] == 2
     assert opts["direct_running_mode"] == "multi_processing"  # processes, not threads
     opts = beam_options.pipeline_options(BEAM + ",direct_running_mode=multi_threading")
     assert opts.get_all_options()["direct_running_mode"] == "multi_threading"
+    opts = beam_options.pipeline_options("runner=DirectRunner,direct_num_workers=2")
+    assert opts.get_all_options()["direct_running_mode"] == "multi_processing"
 
 
 def test_resume_is_refused_on_beam(tmp_path):

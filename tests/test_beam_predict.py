@@ -23,7 +23,9 @@ pytest.importorskip("apache_beam", reason="Apache Beam not installed (pip instal
 from sn_tf.serving import beam_predict  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BEAM = "runner=DirectRunner,direct_num_workers=2"
+# the DirectRunner's Python engine, run directly: the DirectRunner would first try to
+# download the Prism runner (BUILD_NOTES.md section 10)
+BEAM = "runner=FnApiRunner,direct_num_workers=2"
 TYPE = "RGB-PanSharpen"
 SIZES = [(150, 200), (97, 131), (260, 90), (64, 64), (180, 170)]
 

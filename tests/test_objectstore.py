@@ -26,7 +26,9 @@ pytest.importorskip("moto.server", reason="moto's server not installed "
 from sn_tf.utils import objectstore  # noqa: E402
 
 BUCKET = "sn-tf-test"
-BEAM = "runner=DirectRunner,direct_num_workers=2"
+# the DirectRunner's Python engine, run directly: the DirectRunner would first try to
+# download the Prism runner (BUILD_NOTES.md section 10)
+BEAM = "runner=FnApiRunner,direct_num_workers=2"
 PROVENANCE = ("created", "elapsed_s", "command_line", "versions")
 
 

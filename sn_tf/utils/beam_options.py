@@ -5,9 +5,14 @@ when asked for: the local paths never import ``apache_beam``.
 ``PipelineOptions`` of ``--runner=DirectRunner --direct_num_workers=2``, the form of
 ``tfds build --beam_pipeline_options``: any runner and any of its options pass through
 (Dataflow's ``project``, ``region``, ``temp_location``; Flink's ``flink_master``; ...).
-A value cannot hold a comma. One addition: the DirectRunner with ``direct_num_workers``
-above 1 and no ``direct_running_mode`` runs its workers as processes
-(``multi_processing``), not as threads sharing one interpreter's lock.
+A value cannot hold a comma. One addition: the DirectRunner (or the FnApiRunner) with
+``direct_num_workers`` above 1 and no ``direct_running_mode`` runs its workers as
+processes (``multi_processing``), not as threads sharing one interpreter's lock.
+
+Beam 2.78's DirectRunner first tries the Prism runner, a binary it downloads from GitHub,
+and falls back to its Python engine, the FnApiRunner, when that fails (no network);
+``runner=FnApiRunner`` runs that engine directly (what the tests use: the same on every
+machine, no download).
 
 A missing ``apache_beam`` is ``BeamUnavailable``, one line naming the extra to install.
 """
@@ -56,6 +61,7 @@ def pipeline_options(text: str):
     everything = options.get_all_options()
     runner = str(everything.get("runner") or "DirectRunner")
     workers = everything.get("direct_num_workers") or 1
-    if runner.endswith("DirectRunner") and workers != 1 and "direct_running_mode" not in names:
+    local = runner.endswith("DirectRunner") or runner.endswith("FnApiRunner")
+    if local and workers != 1 and "direct_running_mode" not in names:
         options = PipelineOptions(flags + ["--direct_running_mode=multi_processing"])
     return options

@@ -31,3 +31,13 @@ def realdata() -> pathlib.Path:
         pytest.skip(f"real SpaceNet sample data not found at {path} "
                     "(set SN_TF_REALDATA or place shared/realdata beside the repo)")
     return path
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """``s3://<bucket>`` on a local moto S3 server for this session (``fixtures.s3server``);
+    skips the test with the reason where the server cannot start."""
+    from fixtures.s3server import moto_s3
+
+    with moto_s3(tmp_path_factory.mktemp("moto")) as url:
+        yield url

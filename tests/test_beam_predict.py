@@ -111,3 +111,25 @@ def test_beam_prediction_refuses_one_geojson_for_several_scenes(setup, tmp_path)
     with pytest.raises(beam_predict.PredictError, match="holds one image"):
         beam_predict.predict_images_beam(export, [str(scenes)], tmp_path / "x.geojson", BEAM)
     assert not os.path.exists(tmp_path / "x.geojson")
+
+
+@pytest.mark.slow
+def test_prediction_reads_scenes_from_s3(setup, s3, tmp_path):
+    """--images as an s3:// prefix (local run) and an s3:// glob (Beam run), on a local
+    moto S3 server: the files of the local run on the same scenes."""
+    from sn_tf.utils import objectstore
+
+    export, scenes = setup
+    objectstore.upload_tree(scenes, f"{s3}/scenes")
+    local = tmp_path / "local"
+    write_predictions(predict_images(export, [str(scenes)], window=96, overlap=32), local)
+    remote = predict_images(export, [f"{s3}/scenes"], window=96, overlap=32)
+    write_predictions(remote, tmp_path / "remote")
+    beam_predict.predict_images_beam(export, [f"{s3}/scenes/scene*.tif"], tmp_path / "beam",
+                                     BEAM, window=96, overlap=32)
+    names = sorted(p.name for p in local.iterdir())
+    assert len(names) == len(SIZES) + 1
+    for out in ("remote", "beam"):
+        assert sorted(p.name for p in (tmp_path / out).iterdir()) == names
+        for name in names:
+            assert (tmp_path / out / name).read_text() == (local / name).read_text(), name

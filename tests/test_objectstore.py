@@ -5,12 +5,7 @@ are missing or the server does not start. The result must equal a local-folder c
 of the same tiles."""
 
 import json
-import os
 import pathlib
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
@@ -19,61 +14,12 @@ from sn_tf.dataset import info as dsinfo
 from fixtures.spacenet import make_sn2_aoi
 
 pytest.importorskip("apache_beam", reason="Apache Beam not installed (pip install sn_tf[beam])")
-boto3 = pytest.importorskip("boto3", reason="boto3 not installed (pip install "
-                            "'apache-beam[aws]')")
-pytest.importorskip("moto.server", reason="moto's server not installed "
-                    "(pip install 'moto[server]')")
 from sn_tf.utils import objectstore  # noqa: E402
 
-BUCKET = "sn-tf-test"
 # the DirectRunner's Python engine, run directly: the DirectRunner would first try to
 # download the Prism runner (BUILD_NOTES.md section 10)
 BEAM = "runner=FnApiRunner,direct_num_workers=2"
 PROVENANCE = ("created", "elapsed_s", "command_line", "versions")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """A moto S3 server on 127.0.0.1 with bucket ``BUCKET``; boto3 (Beam's S3 filesystem)
-    and GDAL (rasterio) pointed at it through the environment, restored afterwards."""
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "server.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                                 "-p", str(port)], stdout=out, stderr=subprocess.STDOUT)
-    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-           "AWS_S3_ENDPOINT": f"127.0.0.1:{port}", "AWS_HTTPS": "NO",
-           "AWS_VIRTUAL_HOSTING": "FALSE"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        deadline = time.time() + 30
-        while True:
-            try:
-                boto3.client("s3").create_bucket(Bucket=BUCKET)
-                break
-            except Exception as exc:  # noqa: BLE001 -- not up yet
-                if proc.poll() is not None or time.time() > deadline:
-                    pytest.skip(f"the moto S3 server did not start ({exc}): "
-                                f"{log.read_text()[-500:]}")
-                time.sleep(0.3)
-        yield f"s3://{BUCKET}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 @pytest.fixture(scope="module")

@@ -137,6 +137,12 @@ def test_pipeline_options_pass_through():
     assert opts.get_all_options()["direct_running_mode"] == "multi_processing"
 
 
+def test_local_paths_are_refused_on_dataflow(tmp_path):
+    with pytest.raises(converter.ConvertUsageError, match="a local path on Dataflow"):
+        beam_convert.convert_beam(tmp_path, "gs://bucket/out", _cfg(),
+                                  "runner=DataflowRunner,project=p,region=r")
+
+
 def test_resume_is_refused_on_beam(tmp_path):
     with pytest.raises(converter.ConvertUsageError, match="--resume"):
         beam_convert.convert_beam(tmp_path, tmp_path / "out", _cfg(resume=True), BEAM)

@@ -106,6 +106,17 @@ def test_cli_predicts_on_beam_and_refuses_truth(setup, tmp_path):
         "sn_tf.predict: error: --beam_pipeline_options: with --images only")
 
 
+def test_outputs_on_a_store_and_local_paths_on_dataflow_are_refused(setup, tmp_path):
+    export, scenes = setup
+    with pytest.raises(beam_predict.PredictError, match="local files only"):
+        beam_predict.predict_images_beam(export, [str(scenes)], "s3://bucket/out", BEAM)
+    with pytest.raises(beam_predict.PredictError, match="local files only"):
+        write_predictions([], "gs://bucket/out.csv")
+    with pytest.raises(beam_predict.PredictError, match="a local path on Dataflow"):
+        beam_predict.predict_images_beam(export, [str(scenes)], tmp_path / "o",
+                                         "runner=DataflowRunner,project=p,region=r")
+
+
 def test_beam_prediction_refuses_one_geojson_for_several_scenes(setup, tmp_path):
     export, scenes = setup
     with pytest.raises(beam_predict.PredictError, match="holds one image"):

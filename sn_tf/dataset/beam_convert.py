@@ -54,7 +54,7 @@ from sn_tf.dataset.stats import BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.spacenet import layout
 from sn_tf.utils import objectstore
-from sn_tf.utils.beam_options import pipeline_options
+from sn_tf.utils.beam_options import local_paths_refused, pipeline_options
 from sn_tf.utils.malloc import keep_freed_memory
 
 
@@ -262,6 +262,9 @@ def convert_beam(data_dir, output_dir, cfg: ConvertConfig | None = None,
         raise ConvertUsageError("--resume: not on Beam (a runner retries failed work "
                                 "itself); run without --beam_pipeline_options to resume")
     options = pipeline_options(beam_options)
+    problem = local_paths_refused(options, {"--data_dir": data_dir, "--output_dir": output_dir})
+    if problem:
+        raise ConvertUsageError(problem)
     try:
         layouts = layout.discover(data_dir, cfg.aois or None)
     except layout.LayoutError as exc:

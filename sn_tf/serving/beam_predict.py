@@ -33,7 +33,8 @@ from sn_tf.serving import writers
 from sn_tf.serving.exporter import load_model_info
 from sn_tf.serving.predictor import BATCH_SIZE, OVERLAP, WINDOW, Predictor, predict_image
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, find_images
-from sn_tf.utils.beam_options import pipeline_options
+from sn_tf.utils import objectstore
+from sn_tf.utils.beam_options import local_paths_refused, pipeline_options
 
 
 MODEL_LOADS = "saved_model_loads"  # a Beam counter: SavedModel loads across the workers
@@ -101,6 +102,9 @@ def _write_gathered(indexed: list, output: str, folder: bool) -> int:
 def _output_kind(output) -> bool:
     """True when ``output`` is a folder (made here); ``PredictError`` as the local run
     raises it for a file in the way or a GeoJSON file for several images."""
+    if objectstore.is_url(output):
+        raise PredictError(f"--output {output}: predictions are written to local files only "
+                           "(write them locally, then copy them to the store)")
     path = pathlib.Path(output)
     if path.suffix.lower() in (".csv",) + GEOJSON_SUFFIXES:
         return False
@@ -118,6 +122,11 @@ def predict_images_beam(export_dir, images, output, beam_options: str = "", *,
                         ) -> BeamPredictResult:
     """``predict_images`` + ``write_predictions`` on Apache Beam (module docstring)."""
     options = pipeline_options(beam_options)
+    specs = [images] if isinstance(images, (str, pathlib.Path)) else list(images)
+    problem = local_paths_refused(options, [("--images", s) for s in specs]
+                                  + [("--output", output)])
+    if problem:
+        raise PredictError(problem)
     info = load_model_info(export_dir)
     sources = find_images(images, info)
     folder = _output_kind(output)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, write_geojson, write_spacenet_csv
 from sn_tf.serving.predictor import ImagePrediction
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, TruthSource
+from sn_tf.utils import objectstore
 
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -30,6 +31,9 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
 
     Returns the written paths.
     """
+    if objectstore.is_url(output):
+        raise PredictError(f"--output {output}: predictions are written to local files only "
+                           "(write them locally, then copy them to the store)")
     output = pathlib.Path(output)
     suffix = output.suffix.lower()
     buildings = [b for p in predictions for b in p.buildings]

@@ -65,3 +65,19 @@ def pipeline_options(text: str):
     if local and workers != 1 and "direct_running_mode" not in names:
         options = PipelineOptions(flags + ["--direct_running_mode=multi_processing"])
     return options
+
+
+def local_paths_refused(options, paths) -> str | None:
+    """Why ``paths`` ({flag: path} or (flag, path) pairs) cannot work with ``options``: on Dataflow every worker
+    is a machine of its own, so a local path (not ``gs://`` ...) names nothing the others
+    or the launcher see. None when they can (local and cluster runners may share a file
+    system)."""
+    runner = str(options.get_all_options().get("runner") or "")
+    if not runner.endswith("DataflowRunner"):
+        return None
+    pairs = paths.items() if isinstance(paths, dict) else paths
+    local = [f"{flag}={path}" for flag, path in pairs if path and "://" not in str(path)]
+    if not local:
+        return None
+    return (f"{', '.join(local)}: a local path on Dataflow, whose workers do not share this "
+            "machine's files; use gs:// URLs")

@@ -33,7 +33,6 @@ from sn_tf.serving import writers
 from sn_tf.serving.exporter import load_model_info
 from sn_tf.serving.predictor import BATCH_SIZE, OVERLAP, WINDOW, Predictor, predict_image
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, find_images
-from sn_tf.utils import objectstore
 from sn_tf.utils.beam_options import local_paths_refused, pipeline_options
 
 
@@ -102,9 +101,7 @@ def _write_gathered(indexed: list, output: str, folder: bool) -> int:
 def _output_kind(output) -> bool:
     """True when ``output`` is a folder (made here); ``PredictError`` as the local run
     raises it for a file in the way or a GeoJSON file for several images."""
-    if objectstore.is_url(output):
-        raise PredictError(f"--output {output}: predictions are written to local files only "
-                           "(write them locally, then copy them to the store)")
+    writers.check_local_output(output)
     path = pathlib.Path(output)
     if path.suffix.lower() in (".csv",) + GEOJSON_SUFFIXES:
         return False

@@ -5,6 +5,10 @@
 The flags and ``main``; the converter itself (how it works: splits, shards, workers,
 ``--resume``, the description ``sn_tf_info.json``) is ``sn_tf.dataset.converter``.
 
+``--beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"``: the same conversion
+on Apache Beam (any runner and its options pass through, as ``tfds build
+--beam_pipeline_options``; ``sn_tf.dataset.beam_convert``; needs ``pip install sn_tf[beam]``).
+
 Exit status: 0 when every tile was converted, 3 when some tiles were skipped (listed in
 sn_tf_info.json and printed), 1 for an unusable input or output folder (or one another
 conversion is writing), 2 for bad flags. Errors are one line on stderr naming the path or
@@ -19,6 +23,7 @@ import sys
 from sn_tf.dataset import labels, schema
 from sn_tf.dataset.converter import (EXIT_FATAL, EXIT_USAGE, ConvertConfig, ConvertError,
                                      ConvertUsageError, convert, format_summary)
+from sn_tf.utils.beam_options import BeamUnavailable, import_beam_module
 
 
 # ---- CLI -------------------------------------------------------------------------------
@@ -31,6 +36,14 @@ def _parse_splits(text: str):
     if not splits or any(not f >= 0 for _, f in splits) or sum(f for _, f in splits) <= 0:
         raise ConvertUsageError(f"--splits={text!r}: fractions must be >= 0 and sum > 0")
     return splits
+
+
+def run(data_dir, output_dir, cfg: ConvertConfig, command_line: str, beam_options: str = ""):
+    """The local converter, or the Beam one when ``beam_options`` is given."""
+    if not beam_options:
+        return convert(data_dir, output_dir, cfg, command_line)
+    beam_convert = import_beam_module("sn_tf.dataset.beam_convert")
+    return beam_convert.convert_beam(data_dir, output_dir, cfg, beam_options, command_line)
 
 
 def main(argv):
@@ -52,8 +65,9 @@ def main(argv):
             image_encoding=FLAGS.image_encoding,
             label_encoding=FLAGS.label_encoding, source=FLAGS.source,
             progress=FLAGS.progress and not FLAGS.no_progress, tune_malloc=True)  # a process of its own
-        result = convert(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv))
-    except ConvertUsageError as exc:
+        result = run(FLAGS.data_dir, FLAGS.output_dir, cfg, " ".join(sys.argv),
+                     FLAGS.beam_pipeline_options)
+    except (ConvertUsageError, BeamUnavailable) as exc:
         print(f"sn_tf.convert: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConvertError as exc:
@@ -105,6 +119,9 @@ def _define_flags():
                       "Pixel source: GeoTIFF, lab HDF5 layers, or GeoTIFF when present.")
     flags.DEFINE_bool("progress", True, "Show a progress bar (--noprogress: none; the "
                       "spelling of every sn_tf CLI).")
+    flags.DEFINE_string("beam_pipeline_options", "", "Convert on Apache Beam with these "
+                        "options, e.g. 'runner=DirectRunner,direct_num_workers=2' (any runner "
+                        "and its options, comma-separated; needs pip install sn_tf[beam]).")
     flags.DEFINE_bool("no_progress", False, "Deprecated spelling of --noprogress (still works).")
 
 

@@ -44,6 +44,10 @@ Throughput: with ``--head_workers=N`` (default min(2, CPUs)) windows are read ah
 thread, the model runs in this process and the polygon head in N worker processes, so the
 three overlap; ``--head_workers=0`` does everything in this process, image after image.
 The outputs are the same bytes either way.
+``--beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"`` (with ``--images``):
+the same prediction on Apache Beam, one scene per element, the SavedModel loaded once per
+worker (``sn_tf.serving.beam_predict``; needs ``pip install sn_tf[beam]``); not with
+``--truth`` or ``--from_tfrecords``.
 
 Exit status: 0 on success, 1 on an input problem (message on stderr, no traceback).
 """
@@ -71,12 +75,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"sn_tf.predict: warning: {message}", file=sys.stderr)
 
 
+def run_beam(fl) -> str:
+    """``--beam_pipeline_options``: predict ``--images`` on Apache Beam; the summary."""
+    from sn_tf.utils.beam_options import import_beam_module
+
+    if fl.from_tfrecords or fl.truth:
+        raise PredictError("--beam_pipeline_options: with --images only, without --truth "
+                           "(score the written CSV with python -m sn_tf.score)")
+    beam_predict = import_beam_module("sn_tf.serving.beam_predict")
+    channels = [int(b) - 1 for b in fl.overlay_bands] if fl.overlay_bands else None
+    res = beam_predict.predict_images_beam(
+        fl.saved_model, fl.images, fl.output, fl.beam_pipeline_options, window=fl.window,
+        overlap=fl.overlap, batch_size=fl.batch_size, overlays_dir=fl.overlays,
+        overlay_channels=channels, overlay_max_size=fl.overlay_max_size)
+    loads = "" if res.model_loads is None else \
+        f" (SavedModel loaded {res.model_loads} time(s))"
+    return f"{res.scenes} image(s) predicted on Beam{loads} -> {fl.output}"
+
+
 def run(fl) -> str:
     """Predict per the flags; returns the summary printed at the end."""
     if not fl.saved_model or not fl.output:
         raise PredictError("--saved_model and --output are required")
     if bool(fl.images) == bool(fl.from_tfrecords):
         raise PredictError("give exactly one of --images and --from_tfrecords")
+    if fl.beam_pipeline_options:
+        return run_beam(fl)
     predictor = Predictor(fl.saved_model)
     channels = [int(b) - 1 for b in fl.overlay_bands] if fl.overlay_bands else None
     truth_source = TruthSource(fl.truth) if fl.truth else None  # checked before predicting
@@ -151,4 +175,7 @@ if __name__ == "__main__":
     flags.DEFINE_float("iou", 0.5, "Scoring: IoU threshold.")
     flags.DEFINE_float("min_area", 20.0, "Scoring: drop polygons under this many pixels.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_string("beam_pipeline_options", "", "Predict --images on Apache Beam with "
+                        "these options, e.g. 'runner=DirectRunner,direct_num_workers=2' (any "
+                        "runner and its options; needs pip install sn_tf[beam]).")
     app.run(main)

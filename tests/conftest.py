@@ -62,3 +62,14 @@ def sample_tfr(tmp_path_factory):
     converter.convert(data, out, converter.ConvertConfig(num_workers=1, progress=False,
                                                          splits=(("train", 0.5), ("val", 0.5))))
     return out
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """``s3://<bucket>`` on a local moto S3 server for one test module
+    (``fixtures.s3server``); skips the test with the reason where the server cannot start.
+    Module scope: the server's AWS_* environment must not reach later modules (with boto3
+    installed, rasterio then opens an AWS session and logs, e.g., in CLI subprocesses)."""
+    from fixtures.s3server import moto_s3
+
+    with moto_s3(tmp_path_factory.mktemp("moto")) as url:
+        yield url

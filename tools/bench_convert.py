@@ -21,6 +21,12 @@ page cache warm), repeated ``--repeats`` times interleaved; medians are reported
   per core;
 * convert, 2 workers: spawned worker processes (their start-up, imports included, counts);
   also run on half the tiles, which splits its CPU into start-up and per-tile cost;
+* convert on Beam (when ``apache_beam`` is installed): ``sn_tf.dataset.beam_convert`` with
+  the DirectRunner and 2 worker processes (``direct_num_workers=2``, multi_processing),
+  one element per shard (the default), also on half the tiles, and one element per tile
+  (``fan_out="tile"``: every record crosses the runner); its overhead is stated against "convert, 2 workers" (CPU, wall,
+  start-up vs per tile). CPU counts the runner's worker processes only once they are
+  reaped (``RUSAGE_CHILDREN``), which the DirectRunner does before returning;
 * peak memory: peak RSS of the converter (parent + workers) for N and 2N tiles in fresh
   processes; it must not grow with the number of tiles;
 * ``--breakdown``: CPU ms per tile of each step of the converter's per-tile loop (in this
@@ -51,7 +57,17 @@ from sn_tf.utils import malloc
 KINDS = ("read_default", "read_write_default", "read", "read_write", "convert_1", "convert_2")
 LABELS = {"read_default": "read floor, GDAL defaults", "read_write_default": "read + write, defaults",
           "read": "read floor, as converter", "read_write": "read + write, as converter",
-          "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers"}
+          "convert_1": "convert, 1 worker", "convert_2": "convert, 2 workers",
+          "convert_beam": "convert, Beam Direct 2 workers",
+          "convert_beam_tile": "  same, one element per tile"}
+BEAM_OPTIONS = "runner=DirectRunner,direct_num_workers=2,direct_running_mode=multi_processing"
+
+
+def _beam_installed() -> bool:
+    """Whether the Beam row can run (``pip install sn_tf[beam]``)."""
+    import importlib.util
+
+    return importlib.util.find_spec("apache_beam") is not None
 
 
 def make_data(root: pathlib.Path, tiles: int) -> pathlib.Path:
@@ -106,7 +122,16 @@ def run_kind(kind: str, data: pathlib.Path, out: pathlib.Path) -> dict:
     """One measurement in this (fresh) process: wall s, user s, system s, faults, tiles."""
     tiles = _tiles(data)
     shutil.rmtree(out, ignore_errors=True)
-    if kind.startswith("convert"):
+    if kind.startswith("convert_beam"):
+        from sn_tf.dataset import beam_convert
+
+        cfg = converter.ConvertConfig(progress=False, shard_size_mb=50, tune_malloc=True)
+        fan_out = "tile" if kind.endswith("_tile") else "shard"
+
+        def work():
+            return beam_convert.convert_beam(data, out, cfg, BEAM_OPTIONS,
+                                             fan_out=fan_out).info.num_examples
+    elif kind.startswith("convert"):
         cfg = converter.ConvertConfig(num_workers=int(kind[-1]), progress=False,
                                       shard_size_mb=50, tune_malloc=True)  # as the CLI
 
@@ -240,6 +265,28 @@ def breakdown(data: pathlib.Path, out: pathlib.Path) -> dict[str, float]:
 
 
 # ---- main ------------------------------------------------------------------------------
+def beam_overhead(cpu: dict, wall: dict, small_beam: list[dict], n: int) -> dict:
+    """Print and return the Beam row's overhead against the local converter with 2
+    workers: CPU and wall ratios, and the Beam run's CPU split into start-up and per-tile
+    cost (from half the tiles)."""
+    c_small = statistics.median(r["user"] + r["sys"] for r in small_beam)
+    n_small = small_beam[0]["tiles"]
+    per_tile = (cpu["convert_beam"] - c_small) / (n - n_small)
+    startup = cpu["convert_beam"] - per_tile * n
+    print(f"one element per tile: {cpu['convert_beam_tile'] / cpu['convert_beam']:.2f}x the "
+          f"CPU of one element per shard")
+    print(f"convert on Beam (DirectRunner, 2 worker processes): {cpu['convert_beam'] / cpu['convert_2']:.2f}x "
+          f"the CPU and {wall['convert_beam'] / wall['convert_2']:.2f}x the wall time of the "
+          f"local converter with 2 workers; from {n_small} vs {n} tiles: "
+          f"{1000 * per_tile:.1f} CPU ms per tile + {startup:.2f} CPU s of start-up")
+    return {"beam_over_convert_2_cpu": round(cpu["convert_beam"] / cpu["convert_2"], 2),
+            "beam_over_convert_2_wall": round(wall["convert_beam"] / wall["convert_2"], 2),
+            "beam_cpu_ms_per_tile_marginal": round(1000 * per_tile, 2),
+            "beam_startup_cpu_s": round(startup, 2),
+            "beam_tile_over_shard_cpu": round(cpu["convert_beam_tile"] / cpu["convert_beam"], 2)}
+
+
+
 def _median(runs: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -249,6 +296,7 @@ def main():
     ap.add_argument("--tiles", type=int, default=24)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--breakdown", action="store_true")
+    ap.add_argument("--no_beam", action="store_true", help="leave out the Beam row")
     ap.add_argument("--workdir", default="/tmp/sn_tf_bench_convert")
     ap.add_argument("--_run", help=argparse.SUPPRESS)
     ap.add_argument("--_data", help=argparse.SUPPRESS)
@@ -261,12 +309,18 @@ def main():
     small = make_data(work / f"data{args.tiles}", args.tiles)
     large = make_data(work / f"data{2 * args.tiles}", 2 * args.tiles)
     _read_all(_tiles(large))  # warm the page cache: floors and conversions read the same way
-    runs: dict[str, list[dict]] = {k: [] for k in KINDS}
+    kinds = KINDS + (("convert_beam", "convert_beam_tile")
+                     if _beam_installed() and not args.no_beam else ())
+    runs: dict[str, list[dict]] = {k: [] for k in kinds}
     small_2: list[dict] = []  # 2 workers on half the tiles: start-up vs per-tile CPU
+    small_beam: list[dict] = []
     for _ in range(args.repeats):
-        for kind in KINDS:
+        for kind in kinds:
             runs[kind].append(_in_fresh_process(kind, large, work / f"out_{kind}"))
         small_2.append(_in_fresh_process("convert_2", small, work / "out_convert_2_small"))
+        if "convert_beam" in kinds:
+            small_beam.append(_in_fresh_process("convert_beam", small,
+                                                work / "out_convert_beam_small"))
     n = runs["read_default"][0]["tiles"]
     cpu = {k: _median([{**r, "cpu": r["user"] + r["sys"]} for r in v], "cpu")
            for k, v in runs.items()}
@@ -279,7 +333,7 @@ def main():
           f"load average {load:.1f} on {os.cpu_count()} cores; median of {args.repeats}")
     print(f"{'':28s} {'tiles/CPU-s':>11s} {'CPU ms/tile':>11s} {'(sys)':>6s} "
           f"{'tiles/s wall':>12s}")
-    for k in KINDS:
+    for k in kinds:
         print(f"{LABELS[k]:28s} {n / cpu[k]:11.2f} {1000 * cpu[k] / n:11.1f} "
               f"{sys_ms[k]:6.1f} {n / wall[k]:12.2f}")
     c1 = cpu["convert_1"]
@@ -302,10 +356,10 @@ def main():
           f"{mem_large:.0f} MB  (ratio {mem_large / mem_small:.2f})")
     result = {
         "tiles": n, "load_average": round(load, 2), "repeats": args.repeats,
-        "tiles_per_cpu_s": {k: round(n / cpu[k], 2) for k in KINDS},
-        "cpu_ms_per_tile": {k: round(1000 * cpu[k] / n, 2) for k in KINDS},
+        "tiles_per_cpu_s": {k: round(n / cpu[k], 2) for k in kinds},
+        "cpu_ms_per_tile": {k: round(1000 * cpu[k] / n, 2) for k in kinds},
         "sys_ms_per_tile": {k: round(v, 2) for k, v in sys_ms.items()},
-        "wall_tiles_per_s": {k: round(n / wall[k], 2) for k in KINDS},
+        "wall_tiles_per_s": {k: round(n / wall[k], 2) for k in kinds},
         "convert_over_default_read_floor_per_core": round(c1 / cpu["read_default"], 2),
         "convert_over_default_read_write_floor_per_core":
             round(c1 / cpu["read_write_default"], 2),
@@ -317,6 +371,8 @@ def main():
         f"peak_rss_mb_{args.tiles}_tiles": round(mem_small),
         f"peak_rss_mb_{2 * args.tiles}_tiles": round(mem_large),
     }
+    if small_beam:
+        result.update(beam_overhead(cpu, wall, small_beam, n))
     if args.breakdown:
         result["breakdown_cpu_ms_per_tile"] = breakdown(large, work / "out_breakdown")
         print("per-tile CPU of the converter's steps (ms, this process, tuned malloc):")

@@ -8,7 +8,7 @@ Input: MUL-PanSharpen bands 1..8. Heads and losses as NVIDIA's DIGITS DetectNet:
 L2 (weight 1), size-normalised L1 on the box corners (weight 2), boxes from covered cells
 merged into detections. NVIDIA upscaled Rio tiles to 1280 px so buildings span 50-400 px;
 on native 650 px SpaceNet 2 tiles a building spans 1-8 stride-16 cells, so this recipe
-departs from DIGITS where measurements on the demo data said so (BUILD_NOTES.md section 4;
+departs from DIGITS where measurements on the demo data said so (BUILD_NOTES.md section 5;
 the first three items: demo variant, 30 epochs, held-out split, axis-aligned boxes):
 
 - ``data.cvg_scale`` 1.0 (DIGITS 0.4): every cell whose centre lies in the box is covered.
@@ -47,7 +47,7 @@ the first three items: demo variant, 30 epochs, held-out split, axis-aligned box
   test split: F1 0.795, touching recall 0.785, isolated 0.887 (val 0.819 / 0.807 /
   0.867); the 16 px cell recipe below 0.601 / 0.274 / 0.821; cell 8 alone 0.685 / 0.316 /
   0.916; cell 8 + focus (head 0.5 / 0.2) 0.698-0.720 / 0.48-0.54 / 0.88-0.89; focus
-  0.7 and contact_weight 2 lower on val (BUILD_NOTES.md section 4, "DetectNet on 8 px
+  0.7 and contact_weight 2 lower on val (BUILD_NOTES.md section 5, "DetectNet on 8 px
   cells"). The full recipe inherits these demo-measured choices (not measured at full
   size).
 - demo: 36 epochs x 12 steps at learning rate 6e-3 (val F1 / touching / isolated recall,
@@ -57,7 +57,7 @@ the first three items: demo variant, 30 epochs, held-out split, axis-aligned box
   0.733. Held-out test split (``python -m sn_tf.demo --recipes=detectnet``, best.keras):
   F1 0.601 / touching 0.274 / isolated 0.821 (axis-aligned: 0.577 / 0.254 / 0.792, last
   epoch); touching buildings are still mostly merged with a neighbour by the model itself
-  (BUILD_NOTES.md section 4).
+  (BUILD_NOTES.md section 5).
 
 DIGITS' choices stay reachable, e.g. ``--set=model.oriented=false
 --set=loss.orient_weight=null --set=data.cvg_scale=0.4 --set=loss.count_norm=1

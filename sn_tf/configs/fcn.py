@@ -15,7 +15,7 @@ interior component (``postprocess.interior_threshold``); its thresholds are chos
 training on the val split (``train.postprocess_search``, ``sn_tf.training.tuning``).
 The moving average of the weights (``train.ema_momentum``) is an option, off: with it
 the demo's test touching recall was 0.80 / 0.78 against 0.89 / 0.87 without it on the same
-seeds (BUILD_NOTES.md section 4).
+seeds (BUILD_NOTES.md section 5).
 Why this design, the runs behind it and the scores: BUILD_NOTES.md (issue 11 section).
 The ``contact`` output (``model.contact``) and the discretised distance
 (``model.sdf_bins``) were measured and not kept; they remain options.

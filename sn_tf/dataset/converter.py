@@ -73,8 +73,9 @@ import numpy as np
 from sn_tf.dataset import info as dsinfo
 from sn_tf.dataset import schema
 from sn_tf.spacenet import layout
+from sn_tf.utils import objectstore
 from sn_tf.utils.malloc import keep_freed_memory
-from sn_tf.dataset.stats import BandStats
+from sn_tf.dataset.stats import STRIDE, BandStats
 from sn_tf.dataset.tfrecord import TFRecordWriter
 from sn_tf.dataset.tiles import (ImageSpec, TileOptions, TileSkipped, build_tile,
                                  estimate_tile_bytes, probe_image, shard_count)
@@ -325,9 +326,7 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     """
     out = pathlib.Path(out_dir)
     tmp = out / f"{shard.file}.tmp-{os.getpid()}"
-    record = {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
-              "notes": list(shard.notes), "bytes": 0, "image_types": {}, "label_grids": {},
-              "inputs": {}}
+    record = new_record(shard)
     try:
         stats = _write_tiles(shard, options, tmp, cfg, record, progress)
         _finish_shard(shard, out, tmp, stats, record)
@@ -338,44 +337,117 @@ def write_shard(shard: ShardPlan, options: dict, out_dir: str, cfg: ConvertConfi
     return record
 
 
+@dataclasses.dataclass
+class TileResult:
+    """One tile built for a shard: what the shard writer needs, nothing more.
+
+    ``inputs``: {file: [size, mtime_ns]} taken before the tile was read; ``skipped``: the
+    reason when the tile cannot be converted (then ``parts`` is None); ``parts``: the
+    serialized record (buffers); ``layout``: ``tile_layout`` of the built tile;
+    ``samples``: {image type: (pixels every ``STRIDE``-th row and column, nodata)} for the
+    band statistics; ``notes``: the tile's notes.
+    """
+
+    tile: layout.TileSource
+    inputs: dict
+    skipped: str | None = None
+    parts: list | None = None
+    layout: dict | None = None
+    samples: dict | None = None
+    notes: list = dataclasses.field(default_factory=list)
+
+    def portable(self) -> "TileResult":
+        """A copy that owns its bytes (one record payload, contiguous samples), to be
+        pickled between processes (``sn_tf.dataset.beam_convert``)."""
+        if self.skipped is not None:
+            return self
+        return dataclasses.replace(
+            self, parts=[b"".join(self.parts)],
+            samples={k: (np.ascontiguousarray(a), nd) for k, (a, nd) in self.samples.items()})
+
+
+def tile_layout(built: dict) -> dict:
+    """The feature layout of a built tile: {"images": {type: dtype, bands, example_shape,
+    label_grid, crs}, "label_grids": {grid: example_shape}} (the shard record's form)."""
+    images = {}
+    for itype, img in built["images"].items():
+        d = img["data"]
+        images[itype] = {"dtype": d.dtype.name, "bands": int(d.shape[2]),
+                         "example_shape": list(d.shape), "label_grid": img["label_grid"],
+                         "crs": img["crs"]}
+    grids = {grid: {"example_shape": [lab["height"], lab["width"]]}
+             for grid, lab in built["labels"].items()}
+    return {"images": images, "label_grids": grids}
+
+
+def build_tile_result(tile: layout.TileSource, opts: TileOptions,
+                      cfg: ConvertConfig) -> TileResult:
+    """Build and serialize one tile (``_tile_parts``); a problem of the tile becomes
+    ``TileResult.skipped``, never an exception."""
+    inputs = {f: file_state(f) for f in tile_files(tile)}
+    try:
+        parts, built, notes = _tile_parts(tile, opts, cfg)
+    except TileSkipped as exc:
+        return TileResult(tile, inputs, skipped=str(exc))
+    samples = {itype: (img["data"][::STRIDE, ::STRIDE], img["nodata"])
+               for itype, img in built["images"].items()}
+    return TileResult(tile, inputs, parts=parts, layout=tile_layout(built), samples=samples,
+                      notes=list(notes))
+
+
+def new_record(shard: ShardPlan) -> dict:
+    """The empty record of a shard (``write_shard``'s return value, filled while written)."""
+    return {"file": shard.file, "split": shard.split, "tiles": [], "skipped": [],
+            "notes": list(shard.notes), "bytes": 0, "image_types": {}, "label_grids": {},
+            "inputs": {}}
+
+
 def _write_tiles(shard: ShardPlan, options: dict, tmp: pathlib.Path, cfg: ConvertConfig,
                  record: dict, progress) -> dict[str, "BandStats"]:
     """Build and write the shard's tiles into ``tmp``; returns the train split's stats."""
     stats: dict[str, BandStats] = {}
+    results = (build_tile_result(t, options[t.aoi], cfg) for t in shard.tiles)
     with TFRecordWriter(tmp, drop_cache=True, direct=True) as writer:
-        for tile in shard.tiles:
-            record["inputs"].update({f: file_state(f) for f in tile_files(tile)})
-            status = "ok"
-            try:
-                parts, built, notes = _tile_parts(tile, options[tile.aoi], cfg)
-                _check_like_shard(tile, built, record)
-            except TileSkipped as exc:
-                record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
-                                          "reason": str(exc)})
-                status = "skipped"
-            else:
-                record["bytes"] += writer.write(parts)
-                record["tiles"].append([tile.tile_id, tile.aoi])
-                record["notes"] += [{"tile_id": tile.tile_id, "note": n} for n in notes]
-                _describe(built, record)
-                if shard.split == "train":
-                    _add_stats(stats, built)
-            _report(progress, tile.tile_id, status)
+        write_results(shard, results, writer, record, progress,
+                      lambda res: _add_stats(stats, res.samples))
     return stats
 
 
-def _check_like_shard(tile: layout.TileSource, built: dict, record: dict) -> None:
+def write_results(shard: ShardPlan, results, writer, record: dict, progress,
+                  on_written=None) -> None:
+    """Write built tiles (``TileResult``, in the shard's order) and fill the shard record:
+    inputs, skipped tiles with reasons, tiles, bytes, notes, feature layout.
+    ``on_written(result)`` hears of every written tile of a train shard (statistics)."""
+    for res in results:
+        tile = res.tile
+        record["inputs"].update(res.inputs)
+        reason = res.skipped or _shard_mismatch(res, record)
+        if reason:
+            record["skipped"].append({"tile_id": tile.tile_id, "aoi": tile.aoi,
+                                      "reason": reason})
+            _report(progress, tile.tile_id, "skipped")
+            continue
+        record["bytes"] += writer.write(res.parts)
+        record["tiles"].append([tile.tile_id, tile.aoi])
+        record["notes"] += [{"tile_id": tile.tile_id, "note": n} for n in res.notes]
+        _describe(res.layout, record)
+        if shard.split == "train" and on_written is not None:
+            on_written(res)
+        _report(progress, tile.tile_id, "ok")
+
+
+def _shard_mismatch(res: TileResult, record: dict) -> str | None:
     """Fallback of the contract for types it lacks (no tile's header could be probed):
-    raise ``TileSkipped`` when an image's dtype or band count differs from the shard's
-    first tile of that type (the statistics and the description need one of each)."""
-    for itype, img in built["images"].items():
+    the skip reason when an image's dtype or band count differs from the shard's first
+    tile of that type (the statistics and the description need one of each)."""
+    for itype, img in res.layout["images"].items():
         seen = record["image_types"].get(itype)
-        d = img["data"]
-        if seen and (seen["dtype"], seen["bands"]) != (d.dtype.name, d.shape[2]):
-            source = tile.images.get(itype.split("@")[0], tile.tile_id)
-            raise TileSkipped(f"{source}: {itype} pixels are {d.dtype.name}, {d.shape[2]} "
-                              f"band(s) where the shard's first {itype} tile has "
-                              f"{seen['dtype']}, {seen['bands']} band(s)")
+        if seen and (seen["dtype"], seen["bands"]) != (img["dtype"], img["bands"]):
+            source = res.tile.images.get(itype.split("@")[0], res.tile.tile_id)
+            return (f"{source}: {itype} pixels are {img['dtype']}, {img['bands']} "
+                    f"band(s) where the shard's first {itype} tile has "
+                    f"{seen['dtype']}, {seen['bands']} band(s)")
+    return None
 
 
 def _finish_shard(shard: ShardPlan, out: pathlib.Path, tmp: pathlib.Path, stats: dict,
@@ -401,23 +473,20 @@ def _report(progress, tile_id, status):
         progress.put((tile_id, status))
 
 
-def _describe(tile: dict, record: dict) -> None:
-    """Record the feature layout (dtype, bands, label grid) of each image type seen."""
-    for itype, img in tile["images"].items():
-        d = img["data"]
-        record["image_types"].setdefault(itype, {
-            "dtype": d.dtype.name, "bands": int(d.shape[2]), "example_shape": list(d.shape),
-            "label_grid": img["label_grid"], "crs": img["crs"]})
-    for grid, lab in tile["labels"].items():
-        record["label_grids"].setdefault(grid, {"example_shape": [lab["height"], lab["width"]]})
+def _describe(tile_layout_: dict, record: dict) -> None:
+    """Record the feature layout (``tile_layout``) of each image type and grid seen first."""
+    for itype, img in tile_layout_["images"].items():
+        record["image_types"].setdefault(itype, dict(img))
+    for grid, lab in tile_layout_["label_grids"].items():
+        record["label_grids"].setdefault(grid, dict(lab))
 
 
-def _add_stats(stats: dict, tile: dict) -> None:
-    for itype, img in tile["images"].items():
-        d = img["data"]
+def _add_stats(stats: dict, samples: dict) -> None:
+    """Add a tile's statistics samples (``TileResult.samples``) to {type: BandStats}."""
+    for itype, (sub, nodata) in samples.items():
         if itype not in stats:
-            stats[itype] = BandStats(d.dtype.name, d.shape[2])
-        stats[itype].add(d, img["nodata"])
+            stats[itype] = BandStats(sub.dtype.name, sub.shape[2])
+        stats[itype].add_sample(sub, nodata)
 
 
 _progress_queue = None  # in a worker process: where finished tiles are reported
@@ -623,12 +692,49 @@ def _drain(q, tick):
             return
 
 
+def check_store_output(output_dir: str, cfg: ConvertConfig) -> list[str]:
+    """Before converting into an object store folder: ``--resume`` is refused (the shards'
+    done-records are local), an earlier conversion there is refused without
+    ``--overwrite``; returns the objects of that conversion to delete (with it)."""
+    if cfg.resume:
+        raise ConvertUsageError(f"--resume: not into an object store ({output_dir}); convert "
+                                "into a local folder to resume, or run again with --overwrite")
+    names = (INFO_FILE, dsinfo.TFDS_INFO_FILE, "features.json")
+    existing = [u for u in objectstore.list_objects(output_dir)
+                if ".tfrecord-" in u.rsplit("/", 1)[-1] or u.rsplit("/", 1)[-1] in names
+                or f"/{WORK_DIR}/" in u]
+    if existing and not cfg.overwrite:
+        raise ConvertError(f"{output_dir}: already holds a conversion; use --overwrite to "
+                           "replace it")
+    return existing
+
+
+def _convert_to_store(data_dir, output_dir: str, cfg: ConvertConfig,
+                      command_line: str) -> ConvertResult:
+    """``convert`` into an object store folder: into a local staging folder, then every
+    file uploaded (the old conversion's objects deleted first, with ``--overwrite``).
+    The staging folder needs the space of the converted dataset."""
+    import tempfile
+
+    old = check_store_output(output_dir, cfg)
+    with tempfile.TemporaryDirectory(prefix="sn_tf_stage_") as stage:
+        result = convert(data_dir, stage, dataclasses.replace(cfg, overwrite=False),
+                         command_line)
+        objectstore.delete(old)
+        objectstore.upload_tree(pathlib.Path(stage), output_dir)
+    return result
+
+
 def convert(data_dir, output_dir, cfg: ConvertConfig | None = None,
             command_line: str = "") -> ConvertResult:
-    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring."""
+    """Convert ``data_dir`` into shards in ``output_dir``; see the module docstring.
+    Either may be an object store URL (``gs://``, ``s3://``: ``sn_tf.utils.objectstore``;
+    the output is converted locally, then uploaded)."""
     cfg = cfg or ConvertConfig()
     t0 = time.time()
     check_config(cfg)
+    if objectstore.is_url(output_dir):
+        return _convert_to_store(data_dir, str(output_dir), cfg, command_line)
     try:
         layouts = layout.discover(data_dir, cfg.aois or None)
     except layout.LayoutError as exc:

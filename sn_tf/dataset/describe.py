@@ -22,6 +22,7 @@ INFO_FILE = dsinfo.INFO_FILE
 
 
 def _merge_stats(out: pathlib.Path, shards) -> dict:
+    """{type: BandStats} of the train shards, merged from their sidecars in ``WORK_DIR``."""
     merged: dict[str, BandStats] = {}
     for s in shards:
         if s.split != "train":
@@ -33,7 +34,7 @@ def _merge_stats(out: pathlib.Path, shards) -> dict:
                     merged[itype].merge(part)
                 else:
                     merged[itype] = part
-    return {k: v.summary() for k, v in sorted(merged.items())}
+    return merged
 
 
 def _aoi_types(opts: TileOptions) -> tuple[str, ...]:
@@ -85,9 +86,15 @@ def _splits(shards, records) -> dict:
 
 
 def build_info(layouts, shards, records, options, cfg, out, command_line, resumed,
-               elapsed) -> dsinfo.DatasetInfo:
+               elapsed, band_stats: dict | None = None) -> dsinfo.DatasetInfo:
     """The description of the conversion (``sn_tf.dataset.info``; saved by
-    ``dsinfo.save`` as sn_tf_info.json plus TFDS's metadata)."""
+    ``dsinfo.save`` as sn_tf_info.json plus TFDS's metadata).
+
+    ``band_stats``: {image type: BandStats} of the train split when the caller merged them
+    (the Beam converter's combiner); by default merged from the shards' sidecars in
+    ``out``.
+    """
+    merged = _merge_stats(out, shards) if band_stats is None else band_stats
     return dsinfo.DatasetInfo(
         name=cfg.name, schema_version=schema.SCHEMA_VERSION,
         image_types=_image_types(records, cfg), label_grids=_label_grids(records, cfg),
@@ -98,7 +105,7 @@ def build_info(layouts, shards, records, options, cfg, out, command_line, resume
             for lay in layouts},
         band_stats={k: dsinfo.BandStatsInfo(**{f: tuple(v) if isinstance(v, list) else v
                                                for f, v in d.items()})
-                    for k, d in _merge_stats(out, shards).items()},
+                    for k, d in ((k, v.summary()) for k, v in sorted(merged.items()))},
         band_stats_split="train",
         skipped=[dsinfo.SkippedTile(**x) for s in shards for x in records[s.file]["skipped"]],
         notes=[dsinfo.TileNote(**n) for s in shards for n in records[s.file]["notes"]],

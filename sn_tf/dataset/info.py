@@ -32,6 +32,7 @@ import numpy as np
 
 from sn_tf.dataset import schema
 from sn_tf.utils.errors import SnTfError
+from sn_tf.utils.objectstore import as_path
 
 INFO_FILE = "sn_tf_info.json"
 TFDS_INFO_FILE = "dataset_info.json"  # TFDS's metadata; sn_tf's own description before
@@ -527,8 +528,9 @@ def is_legacy(doc) -> bool:
 
 def load(data_dir) -> DatasetInfo:
     """The description of a converted folder: ``sn_tf_info.json``, or the version 1
-    ``dataset_info.json`` of data converted before it (recognised by its content)."""
-    folder = pathlib.Path(data_dir)
+    ``dataset_info.json`` of data converted before it (recognised by its content); the
+    folder may be an object store URL (``sn_tf.utils.objectstore``)."""
+    folder = as_path(data_dir)
     path = folder / INFO_FILE
     if path.is_file():
         return from_json(_read_json(path), str(path))

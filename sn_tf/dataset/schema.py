@@ -98,7 +98,7 @@ LABEL_DTYPES = {"mask": "uint8", "distance": "float16", "sdf": "float16", "conta
 ENCODINGS = ("raw", "zlib")
 # "auto" label encoding: the mask compresses ~30x in ~1 ms per 650 px tile; the float16
 # distance and sdf layers cost 4-7 ms each to compress for a 5-10x gain, which would make
-# label compression the converter's largest cost after the EDT (BUILD_NOTES.md section 9).
+# label compression the converter's largest cost after the EDT (BUILD_NOTES.md section 10).
 AUTO_LABEL_ENCODING = {"mask": "zlib", "distance": "raw", "sdf": "raw", "contact": "zlib"}
 
 

@@ -37,9 +37,12 @@ class BandStats:
 
     def add(self, image: np.ndarray, nodata=None) -> None:
         """Add one HWC image of this type (every STRIDE-th row and column)."""
-        if image.shape[-1] != self.bands:
-            raise ValueError(f"image has {image.shape[-1]} bands, stats expect {self.bands}")
-        sub = image[::STRIDE, ::STRIDE]
+        self.add_sample(image[::STRIDE, ::STRIDE], nodata)
+
+    def add_sample(self, sub: np.ndarray, nodata=None) -> None:
+        """Add pixels already taken every STRIDE-th row and column (``add``'s sample)."""
+        if sub.shape[-1] != self.bands:
+            raise ValueError(f"image has {sub.shape[-1]} bands, stats expect {self.bands}")
         if self.exact:
             self._add_hist(sub, nodata)
             return

@@ -270,7 +270,7 @@ class TFRecordWriter:
     Both options below keep the written file out of the page cache (readers afterwards
     read it from disk). On VMs the page cache otherwise grows into memory the guest has
     not touched for a while, and each 4 KB page of it costs the writer a fault (BUILD_NOTES
-    section 9: ~4x the CPU of the write itself).
+    section 10: ~4x the CPU of the write itself).
 
     ``drop_cache=True``: after each record the kernel is asked (``posix_fadvise(DONTNEED)``)
     to start writing back this record and to drop the previous ones' pages once written;

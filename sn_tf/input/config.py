@@ -48,7 +48,7 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     augmentation (``sn_tf.modeling.model_input.RadiometricJitter`` does it in the model);
     raw evaluation tiles are float32 stored values padded with the band mean.
   crops_per_tile: training crops cut from each read tile (k > 1 amortises reading over k
-    crops at the price of correlated steps; BUILD_NOTES.md section 7).
+    crops at the price of correlated steps; BUILD_NOTES.md section 8).
   contact: segmentation targets also hold ``"contact"`` float32 [B, H, W, 1] in {0, 1}, the
     converter's contact layer (schema version >= 3).
   contact_weight: with a weight c, segmentation sample weights get ``+ c`` on contact pixels;

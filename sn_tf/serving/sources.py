@@ -30,6 +30,7 @@ from sn_tf.spacenet import geo, layout
 from sn_tf.spacenet.buildings import Building, tile_id_from_name
 from sn_tf.serving.windows import _ceil_div
 from sn_tf.training.model_dir import ModelInfo
+from sn_tf.utils import objectstore
 from sn_tf.utils.errors import SnTfError
 
 
@@ -236,8 +237,29 @@ def split_type(path, info: ModelInfo) -> tuple[str | None, str]:
     return None, tile_id_from_name(stem)
 
 
+def _expand_url(spec: str) -> list:
+    """``_expand`` for an object store URL (``sn_tf.utils.objectstore``): a glob matched
+    by the store's ``FileSystems.match``, one object, or the GeoTIFFs under a prefix."""
+    if any(ch in spec for ch in "*?["):
+        found = objectstore.filesystems().match([spec])[0].metadata_list
+        matches = sorted(objectstore.ObjectPath(m.path) for m in found)
+        if not matches:
+            raise PredictError(f"{spec}: matches no object")
+        return matches
+    path = objectstore.as_path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.iterdir()
+                      if p.is_file() and p.suffix.lower() in TIFF_SUFFIXES)
+    raise PredictError(f"{spec}: no such object or prefix")
+
+
 def _expand(spec: str) -> list[pathlib.Path]:
-    """Files of one --images entry: a glob's matches, the file itself, or a folder's GeoTIFFs."""
+    """Files of one --images entry: a glob's matches, the file itself, or a folder's GeoTIFFs
+    (an object store URL: ``_expand_url``)."""
+    if objectstore.is_url(spec):
+        return _expand_url(spec)
     path = pathlib.Path(spec)
     if any(ch in spec for ch in "*?["):
         matches = sorted(pathlib.Path(p) for p in glob.glob(spec) if os.path.isfile(p))
@@ -314,7 +336,7 @@ def find_images(specs: Sequence[str] | str, info: ModelInfo) -> list[ImageSource
     files: list[pathlib.Path] = []
     sources: list[ImageSource] = []
     for spec in map(str, specs):
-        path = pathlib.Path(spec)
+        path = objectstore.as_path(spec)  # a local path or an object store URL
         if path.is_dir():
             try:
                 layouts = layout.discover(path)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, write_geojson, write_spacenet_csv
 from sn_tf.serving.predictor import ImagePrediction
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, TruthSource
+from sn_tf.utils import objectstore
 
 
 PREDICTIONS_CSV = "predictions.csv"
@@ -30,6 +31,7 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
 
     Returns the written paths.
     """
+    check_local_output(output)
     output = pathlib.Path(output)
     suffix = output.suffix.lower()
     buildings = [b for p in predictions for b in p.buildings]
@@ -56,6 +58,13 @@ def write_predictions(predictions: Sequence[ImagePrediction], output) -> list[pa
     paths.append(output / PREDICTIONS_CSV)
     write_spacenet_csv(buildings, paths[-1], image_ids=ids)
     return paths
+
+
+def check_local_output(output) -> None:
+    """``PredictError`` for an object store URL: predictions are written to local files."""
+    if objectstore.is_url(output):
+        raise PredictError(f"--output {output}: predictions are written to local files only "
+                           "(write them locally, then copy them to the store)")
 
 
 def _write_geojson(prediction: ImagePrediction, path: pathlib.Path) -> None:

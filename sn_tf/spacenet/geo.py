@@ -21,6 +21,7 @@ import shapely
 from affine import Affine
 
 from sn_tf.utils.errors import SnTfError
+from sn_tf.utils.objectstore import as_path
 
 IDENTITY_GDAL = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
 
@@ -112,7 +113,7 @@ def _open(path):
     import rasterio
     from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
-    path = pathlib.Path(path)
+    path = as_path(path)  # a local path or an object store URL
     if not path.exists():
         raise DataError(path, "file does not exist")
     if path.stat().st_size == 0:
@@ -300,7 +301,7 @@ def read_label_geojson(path, dst_crs: str | None = None) -> LabelRead:
     read or parsed, members of the wrong JSON type (``crs``, ``features``, a feature), an
     unknown CRS, and NaN or infinite coordinates (before or after reprojection).
     """
-    path = pathlib.Path(path)
+    path = as_path(path)  # a local path or an object store URL
     notes: list[str] = []
     if not path.exists():
         raise DataError(path, "label file does not exist")

@@ -26,6 +26,7 @@ import pathlib
 import re
 
 from sn_tf.utils.errors import SnTfError
+from sn_tf.utils.objectstore import as_path
 
 SN2_IMAGE_TYPES = ("PAN", "MUL", "MUL-PanSharpen", "RGB-PanSharpen")
 RIO_IMAGE_TYPES = ("3band", "8band")
@@ -83,7 +84,7 @@ class AoiLayout:
 
 def find_aoi_dirs(data_dir: pathlib.Path) -> list[pathlib.Path]:
     """AOI folders at ``data_dir`` itself, below it, or two levels below it (sorted)."""
-    data_dir = pathlib.Path(data_dir)
+    data_dir = as_path(data_dir)
     if not data_dir.is_dir():
         raise LayoutError(f"{data_dir}: not a directory")
     if AOI_DIR_RE.match(data_dir.name):
@@ -197,7 +198,7 @@ def _unknown_dirs(folder: pathlib.Path, known: set[str]) -> list[str]:
 
 def scan_aoi(aoi_dir: pathlib.Path) -> AoiLayout:
     """Scan one AOI folder of either layout into an ``AoiLayout``."""
-    aoi_dir = pathlib.Path(aoi_dir)
+    aoi_dir = as_path(aoi_dir)
     m = AOI_DIR_RE.match(aoi_dir.name)
     if not m:
         raise LayoutError(f"{aoi_dir}: not an AOI folder (expected AOI_<n>_<City>_Train)")
@@ -255,7 +256,7 @@ def tile_sort_key(tile_id: str):
 
 def discover(data_dir, aois=None) -> list[AoiLayout]:
     """Scan a SpaceNet root (or one AOI folder); ``aois`` selects AOI names (e.g. AOI_2_Vegas)."""
-    dirs = find_aoi_dirs(pathlib.Path(data_dir))
+    dirs = find_aoi_dirs(as_path(data_dir))
     if not dirs:
         raise LayoutError(
             f"{data_dir}: no SpaceNet AOI folder found (expected folders named like "

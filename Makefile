@@ -1,5 +1,6 @@
 # The two commands of the README: `make demo` and `make test`.
-# Each creates the virtualenv and installs sn_tf (editable) on first use.
+# Each creates the virtualenv and installs sn_tf (editable) on first use: the demo needs the
+# package alone; the tests add the `test` extra (pytest, TFDS, Apache Beam, moto).
 PYTHON ?= python3
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
@@ -10,6 +11,10 @@ DEMO_DIR ?= demo_out
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
@@ -18,7 +23,7 @@ install: $(VENV)/.installed
 demo: $(VENV)/.installed
 	$(PY) -m sn_tf.demo --output_dir=$(DEMO_DIR)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -ra
 
 clean:

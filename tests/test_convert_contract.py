@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from sn_tf.dataset import converter, labels, tfrecord
+from sn_tf.dataset import converter, labels, shard_plan, tfrecord
 from fixtures.spacenet import make_sn2_aoi
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -453,7 +453,7 @@ def test_without_a_contract_a_shard_still_keeps_one_dtype(tmp_path, monkeypatch)
     def unreadable(*args):
         raise converter.TileSkipped("probe refused")
 
-    monkeypatch.setattr(converter, "probe_image", unreadable)
+    monkeypatch.setattr(shard_plan, "probe_image", unreadable)
     result = _run(tmp_path / "d", tmp_path / "o", splits=(("train", 1.0),))
     assert result.exit_code == converter.EXIT_SKIPPED
     why = _reasons(_js(result))  # tile 2, or the others if tile 2 is the shard's first

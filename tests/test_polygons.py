@@ -607,6 +607,34 @@ def test_merge_level_in_the_fcn_head_rejoins_a_falsely_split_house():
     assert joined[0].polygon.area == 20 * 30
 
 
+def test_seed_erosion_cuts_a_thin_bridge_of_the_cores_across_a_wall():
+    """Two houses sharing a wall at x = 20 whose predicted cores leak across it through a
+    2 px bridge: one seed (one building) as they are, two after one erosion; the polygons
+    then split along the wall, and the erosion leaves a house without a bridge whole."""
+    from sn_tf.head.polygons import outputs_to_buildings
+    from sn_tf.head.rasters import split_footprint
+
+    footprint = np.full((30, 44, 1), -5.0, np.float32)
+    footprint[5:25, 5:35] = 5.0
+    interior = np.full((30, 44, 1), -4.0, np.float32)
+    interior[8:22, 8:18] = 3.0
+    interior[8:22, 22:32] = 3.0
+    interior[14:16, 18:22] = 1.0  # the bridge: 2 px high, above the threshold 0
+    out = {"footprint": footprint, "interior": interior, "sdf": np.zeros_like(interior)}
+    leaked = outputs_to_buildings("fcn", out, "t", image_size=(30, 44))
+    cut = outputs_to_buildings("fcn", out, "t", image_size=(30, 44),
+                               params={"seed_erosion": 1})
+    assert len(leaked) == 1 and leaked[0].polygon.area == 20 * 30
+    assert same_set(geoms(cut), [box(5, 5, 20, 25), box(20, 5, 35, 25)])
+    # a single core stays one building whatever the erosion (until it vanishes: then the
+    # component is one unseeded building)
+    one = np.zeros((30, 44), bool)
+    one[5:25, 5:35] = True
+    for erosion in (0, 1, 3, 20):
+        labels, n = split_footprint(one, np.where(one, 5.0, -5.0), 0.0, seed_erosion=erosion)
+        assert n == 1 and (labels[one] == 1).all()
+
+
 def _random_buildings(n=200, seed=0):
     import shapely
     from shapely.geometry import box

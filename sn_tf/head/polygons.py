@@ -64,7 +64,8 @@ def outputs_to_buildings(kind: str, outputs: dict, image_id: str, *,
     where interior > ``interior_threshold``; ``outputs["contact"]`` logits [H', W', 1]
     when the model has them: pixels with contact logit > ``contact_threshold`` never seed;
     ``merge_level`` (None: off) joins split regions whose boundary stays above it in the
-    seed raster; ``split_with_sdf`` False: no splitting);
+    seed raster; ``seed_erosion`` (pixels, 0: off) erodes the seeds first, cutting thin
+    bridges of a core across a wall; ``split_with_sdf`` False: no splitting);
     kind "detectnet": ``outputs["coverage"]``
     [h, w, 1] and ``outputs["bbox"]`` [h, w, 4], and for an oriented model
     ``outputs["orient"]`` [h, w, 3] (then the buildings are rotated rectangles, see
@@ -104,7 +105,8 @@ def fcn_buildings(outputs: dict, image_id: str, height: int, width: int, p: dict
                                 min_seed_area=int(p["min_seed_area"]), contact=contact,
                                 contact_threshold=float(p["contact_threshold"]),
                                 merge_level=None if p["merge_level"] is None
-                                else float(p["merge_level"]))
+                                else float(p["merge_level"]),
+                                seed_erosion=int(p["seed_erosion"]))
 
 
 def detectnet_buildings(outputs: dict, image_id: str, height: int, width: int, p: dict,

@@ -100,8 +100,8 @@ def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
 
 
 def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
-                    min_seed_area: int = 0, barrier: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, int]:
+                    min_seed_area: int = 0, barrier: np.ndarray | None = None,
+                    seed_erosion: int = 0) -> tuple[np.ndarray, int]:
     """Label a footprint, splitting touching buildings with a signed-distance raster and/or
     a barrier (contact) mask.
 
@@ -115,6 +115,10 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
         otherwise cut one building into pieces).
       barrier: optional bool [H, W]: pixels that never seed, e.g. predicted contact pixels
         (near two buildings): a shared wall then separates two seeds.
+      seed_erosion: the seed mask is eroded this many times (4-neighbour cross) before its
+        regions are labelled: a bridge at most ``2 * seed_erosion`` pixels wide, where a
+        predicted core leaks across a shared wall, no longer joins two seeds (0 = off).
+        ``min_seed_area`` counts the eroded seed's pixels.
 
     Returns:
       (labels int32 [H, W], n): 0 = background, 1..n = one building each.
@@ -125,11 +129,11 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
     their cores (the sdf valley). A component without any seed stays one building.
     Labels may be non-4-connected; tracing then gives one polygon per 4-connected piece.
     """
-    labels, n, _ = _split_footprint(footprint, sdf, level, min_seed_area, barrier)
+    labels, n, _ = _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion)
     return labels, n
 
 
-def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
+def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion=0):
     """:func:`split_footprint` plus [(window slices, bool mask of the component in it)] of
     the components that were split (several seeds): the only places where two labels touch."""
     from scipy import ndimage
@@ -140,6 +144,9 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier):
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
+    if seed_erosion > 0:
+        seed_mask = ndimage.binary_erosion(seed_mask, structure=cross,
+                                           iterations=int(seed_erosion))
     seeds, n_seeds = ndimage.label(seed_mask, structure=cross, output=np.intp)
     where = seeds > 0
     seed_of_pixel, comp_of_pixel = seeds[where], components[where]  # seed pixels only
@@ -240,14 +247,15 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
                     sdf_level: float = 2.0, min_seed_area: int = 0,
                     contact: np.ndarray | None = None, contact_threshold: float = 0.0,
-                    merge_level: float | None = None) -> tuple[np.ndarray, int]:
+                    merge_level: float | None = None, seed_erosion: int = 0
+                    ) -> tuple[np.ndarray, int]:
     """Threshold ``raster`` (value > threshold; NaN is background) and label its buildings.
 
     Without ``sdf`` and ``contact``: 4-connected components. With either:
     :func:`split_footprint`, whose seeds leave out the pixels where ``contact`` (a raster
     like ``raster``, e.g. contact logits) > ``contact_threshold``; with ``sdf`` and a
     ``merge_level``, split regions whose boundary stays above it in ``sdf`` are joined
-    again (:func:`merge_regions`).
+    again (:func:`merge_regions`); ``seed_erosion``: see :func:`split_footprint`.
     Returns (labels int32 [H, W], number of labels).
     """
     from scipy import ndimage
@@ -266,7 +274,8 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
                 raise ValueError(f"contact shape {contact.shape} differs from raster shape "
                                  f"{footprint.shape}")
             barrier = contact > contact_threshold
-        labels, n, windows = _split_footprint(footprint, sdf, sdf_level, min_seed_area, barrier)
+        labels, n, windows = _split_footprint(footprint, sdf, sdf_level, min_seed_area,
+                                                 barrier, seed_erosion)
         if sdf is not None and merge_level is not None and windows:
             labels, n = merge_regions(labels, sdf, merge_level, windows)
         return labels, n
@@ -280,7 +289,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                          min_seed_area: int = 0, probability=None,
                          transform=None, contact=None,
                          contact_threshold: float = 0.0, nan: str = "fill",
-                         merge_level: float | None = None) -> list[Building]:
+                         merge_level: float | None = None,
+                         seed_erosion: int = 0) -> list[Building]:
     """Building polygons from a raster model output.
 
     NaN rule: NaN (nodata) is never building by itself. With ``nan="fill"`` (default) NaN
@@ -310,6 +320,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
       merge_level: optional; with ``sdf``, regions split apart whose shared boundary has a
         median ``sdf`` above it are merged again (:func:`merge_regions`: a roof ridge dips
         the predicted interior less than a wall between two buildings).
+      seed_erosion: erode the seed mask this many times before labelling it (breaks thin
+        bridges of a predicted core across a shared wall; :func:`split_footprint`).
       probability: optional per-pixel probability raster [H, W] for the confidences; default
         ``confidence_map(raster, kind)``.
       transform: optional GDAL tuple or Affine; polygons are then in map coordinates.
@@ -343,7 +355,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
                 if sdf is source:
                     sdf = raster
     labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
-                                contact_threshold, merge_level)
+                                contact_threshold, merge_level, int(seed_erosion))
     if n == 0:
         return []
     mask = labels > 0

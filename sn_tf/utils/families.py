@@ -104,7 +104,7 @@ FCN = Family(
     postprocess=_frozen({"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0,
                          "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0,
                          "contact_threshold": 0.0, "interior_threshold": 0.0,
-                         "merge_level": None}))
+                         "merge_level": None, "seed_erosion": 0}))
 
 DETECTNET = Family(
     name="detectnet", target="detection", oriented_target="oriented_detection",

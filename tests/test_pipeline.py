@@ -235,6 +235,30 @@ def test_interior_target_is_the_sdf_above_the_level(fx):
             make_dataset(fx.converted, "train", interior_level=bad, **kw)
 
 
+def test_core_weight_weighs_the_interior_target_by_depth(fx):
+    """``core_weight`` c adds c * clip((sdf - level) / CORE_RAMP_PX, 0, 1) to the interior
+    target's weights only; the other targets keep the boundary / contact map."""
+    kw = dict(crop_size=CROP, batch_size=2, normalization=None, deterministic=True, repeat=1,
+              seed=5, aois=VEGAS, interior_level=1.5, contact_weight=2.0)
+    _, y, w = next(iter(make_dataset(fx.converted, "train", core_weight=3.0, **kw)))
+    _, y0, w0 = next(iter(make_dataset(fx.converted, "train", **kw)))
+    for k in y:
+        np.testing.assert_array_equal(y[k], y0[k])
+    sdf = y["sdf"].numpy()
+    depth = np.clip((sdf - 1.5) / pipeline.CORE_RAMP_PX, 0.0, 1.0)
+    np.testing.assert_allclose(w["interior"].numpy(), w0["interior"].numpy() + 3.0 * depth,
+                               rtol=1e-6)
+    assert (depth > 0.25).any() and (w["interior"].numpy() > w0["interior"].numpy()).any()
+    for k in ("footprint", "sdf"):
+        np.testing.assert_array_equal(w[k], w0[k])
+    for bad in (-1.0, "2", True):
+        with pytest.raises(ValueError, match="core_weight"):
+            make_dataset(fx.converted, "train", core_weight=bad, **kw)
+    with pytest.raises(ValueError, match="core_weight"):  # no interior target to weigh
+        make_dataset(fx.converted, "train", core_weight=1.0,
+                     **dict(kw, interior_level=None))
+
+
 def test_focus_moves_every_crop_onto_a_wall_and_keeps_labels_aligned(fx):
     """With focus 1 every crop holds contact pixels (each fixture tile has two row houses
     sharing a wall), and image, labels and boxes stay together."""

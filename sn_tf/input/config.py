@@ -31,8 +31,8 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     ``sn_tf.input.augment.AugmentConfig`` (scale jitter, gain, offset, noise, box rule, focus).
   pad_to_multiple: evaluation padding multiple (default cell_size for detection, 32; a
     DetectNet model needs its input multiple 16 whatever its cell size).
-  sample_weights: return weights (default: when boundary_weight or contact_weight is set, or
-    evaluating). ``make_dataset`` only.
+  sample_weights: return weights (default: when boundary_weight, contact_weight or
+    core_weight is set, or evaluating). ``make_dataset`` only.
   aois: keep only these AOIs (each must have all ``image_types``). None: the AOIs of the
     split that have all of them (``DatasetInfo.aois_with``); an error when none has them.
   num_parallel_calls: parallelism of the parse/decode/augment and batch maps (AUTOTUNE = -1).
@@ -57,6 +57,10 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
   interior_level: with a level k, targets also hold ``"interior"`` float32 [B, H, W, 1] =
     ``sdf > k`` (the building cores, which touching buildings do not share), weighted by
     the valid-pixel mask. ``make_dataset`` only.
+  core_weight: with a weight c (needs ``interior_level`` k), the ``"interior"`` weights get
+    ``+ c * clip((sdf - k) / CORE_RAMP_PX, 0, 1)`` on valid pixels: a false gap deep inside a
+    building (a roof ridge taken for a wall) costs up to 1 + c times a rim error.
+    ``make_dataset`` only.
 """
 
 from __future__ import annotations
@@ -100,6 +104,7 @@ class InputConfig:
     contact: bool = False
     contact_weight: float | None = None
     interior_level: float | None = None
+    core_weight: float | None = None
 
     def __post_init__(self):
         # sequences become tuples, so configs compare and hash by value

@@ -367,10 +367,15 @@ def contact_cells(contact, cell_size: int):
     return tf.nn.max_pool2d(held, 3, 1, "SAME")
 
 
+#: Pixels over which the ``core_weight`` ramps up inside the interior level (``keras_element``).
+CORE_RAMP_PX = 4.0
+
+
 def keras_element(batch: dict, target: str, sample_weights: bool,
                   cell_size: int = DEFAULT_CELL_SIZE,
                   boundary_weight: float | None = None, boundary_sigma: float = 3.0,
-                  contact_weight: float | None = None, interior_level: float | None = None):
+                  contact_weight: float | None = None, interior_level: float | None = None,
+                  core_weight: float | None = None):
     """A ``make_examples`` batch -> ``(image, targets)`` or ``(image, targets, weights)``.
 
     Segmentation targets: ``footprint``, ``sdf``, ``contact`` when the batch has it, and
@@ -378,7 +383,9 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
     apart across every shared wall).
     Segmentation weights (the same map for every target): ``valid`` x (boundary weight map
     ``1 + boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight`` on
-    contact pixels). Detection targets: ``coverage``, ``bbox`` (and ``orient`` for
+    contact pixels); with ``core_weight`` c the ``interior`` weights add
+    ``valid * c * clip((sdf - interior_level) / CORE_RAMP_PX, 0, 1)`` (deep core pixels,
+    where a roof ridge must not read as a wall). Detection targets: ``coverage``, ``bbox`` (and ``orient`` for
     "oriented_detection") on the grid of ``cell_size`` pixel cells, and with
     ``interior_level`` k the full-resolution ``interior`` = ``sdf > k`` (the batch must
     carry ``sdf``: ``_plan(labels=True)``). Detection weights: 1 for cells that hold at
@@ -400,7 +407,11 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
                 layer = batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT]
                 m = m + contact_weight * layer
             w = w * m
-        return batch["image"], targets, {k: w for k in targets}
+        weights = {k: w for k in targets}
+        if core_weight and interior_level is not None:
+            depth = tf.clip_by_value((batch["sdf"] - interior_level) / CORE_RAMP_PX, 0.0, 1.0)
+            weights["interior"] = w + batch["valid"] * core_weight * depth
+        return batch["image"], targets, weights
     targets = {"coverage": batch["coverage"], "bbox": batch["bbox"]}
     if target == "oriented_detection":
         targets["orient"] = batch["orient"]
@@ -433,7 +444,8 @@ def make_examples(data_dir, split: str, target: str = "segmentation", training: 
     georeference: predict on ``batch["image"]``, crop outputs to ``[:height, :width]`` and
     map pixels with ``transform_gdal``.
     """
-    cfg = input_config(config, options).replace(boundary_weight=None, contact_weight=None)
+    cfg = input_config(config, options).replace(boundary_weight=None, contact_weight=None,
+                                                core_weight=None)
     info = load_info(data_dir)
     plan = _plan(info, split, cfg, target=target, training=training)
     return _build(data_dir, info, plan, split, _runtime(cfg, input_context), lambda b: b)
@@ -475,18 +487,24 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     sample_weights = cfg.sample_weights
     if sample_weights is None:
         sample_weights = (cfg.boundary_weight is not None or cfg.contact_weight is not None
-                          or not training)
+                          or bool(cfg.core_weight) or not training)
 
     if interior_level is not None and (not isinstance(
             interior_level, numbers.Real) or isinstance(interior_level, bool)
             or not 0 <= float(interior_level) < plan.truncation):
         raise ValueError(f"interior_level must be a number in [0, sdf truncation "
                          f"{plan.truncation:g}), got {interior_level!r}")
+    core_weight = cfg.core_weight
+    if core_weight is not None and (not isinstance(core_weight, numbers.Real) or isinstance(
+            core_weight, bool) or not float(core_weight) >= 0 or interior_level is None):
+        raise ValueError(f"core_weight must be a number >= 0 with an interior_level, got "
+                         f"{core_weight!r} (interior_level {interior_level!r})")
 
     def to_keras(batch):
         return keras_element(batch, target, sample_weights, cfg.cell_size, plan.boundary_weight,
                              plan.boundary_sigma, plan.contact_weight,
-                             None if interior_level is None else float(interior_level))
+                             None if interior_level is None else float(interior_level),
+                             None if core_weight is None else float(core_weight))
 
     return _build(data_dir, info, plan, split, _runtime(cfg, input_context), to_keras)
 

@@ -105,6 +105,22 @@ def test_detectnet_cell_size_and_aux_interior_config(tfr):
     assert tuple(out["interior"].shape) == tuple(y["interior"].shape)
 
 
+def test_head_search_tolerance_and_core_weight_reach_their_stages(tfr):
+    """``train.postprocess_tolerance`` is checked when the recipe is resolved, and
+    ``data.core_weight`` weighs the interior target of the training batches."""
+    from sn_tf.training import trainer
+
+    cfg = load_recipe(f"{FCN}:smoke")
+    for bad in ("-0.1", "1.5"):
+        with pytest.raises(trainer.ConfigError, match="postprocess_tolerance"):
+            trainer.resolve(apply_overrides(cfg, [f"train.postprocess_tolerance={bad}"]), tfr)
+    setup = trainer.resolve(apply_overrides(cfg, ["data.core_weight=2.0"]), tfr)
+    assert trainer.input_config_of(setup, "train").core_weight == 2.0
+    assert trainer.input_config_of(setup, "val", training=False).core_weight is None
+    _, y, w = next(iter(trainer.train_dataset(setup, batch_size=2)))
+    assert (w["interior"].numpy() > w["footprint"].numpy()).any()
+
+
 def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
     from sn_tf.training import trainer
 

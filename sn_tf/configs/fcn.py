@@ -23,8 +23,13 @@ The ``contact`` output (``model.contact``) and the discretised distance
 
 from sn_tf.training.recipes import recipe
 
-HEAD_SEARCH = {"interior_threshold": [0.0, 1.0, 2.0], "merge_level": [None, -2.0, -1.0, 0.0],
-               "threshold": [0.0, 0.5]}
+HEAD_SEARCH = {"interior_threshold": [0.0, 1.0, 2.0, 3.0],
+               "merge_level": [None, -3.0, -2.0, -1.0], "seed_erosion": [0, 1]}
+#: Val SpaceNet score the head search gives up for buildings that share a wall: candidates
+#: within it of the best score count as equal and the one that finds most touching buildings
+#: wins (BUILD_NOTES.md section 5: merging split regions back raises the score by removing
+#: roofs cut along their ridge, and merges rows of houses as well).
+HEAD_TOLERANCE = 0.03
 
 
 def get_config(variant: str = "") -> dict:
@@ -38,13 +43,15 @@ def get_config(variant: str = "") -> dict:
               "contact_jaccard_weight": 0.0, "contact_pos_weight": 1.0,
               "contact_focal_gamma": 0.0, "interior_loss_weight": 1.0,
               "interior_jaccard_weight": 0.5, "interior_focal_gamma": 0.0},
-        train={"learning_rate": 2e-3, "postprocess_search": HEAD_SEARCH},
+        train={"learning_rate": 2e-3, "postprocess_search": HEAD_SEARCH,
+               "postprocess_tolerance": HEAD_TOLERANCE},
         postprocess={"threshold": 0.0, "split_with_sdf": True, "sdf_level": 2.0,
                      "min_seed_area": 12, "min_area": 20.0, "simplify": 0.0,
-                     "contact_threshold": 0.0, "interior_threshold": 0.0, "merge_level": None},
+                     "contact_threshold": 0.0, "interior_threshold": 0.0, "merge_level": None,
+                     "seed_erosion": 0},
         variants={"demo": {"model": {"width": 16, "blocks": 1, "fine_filters": 16},
                            "data": {"crop_size": 128},
-                           "train": {"learning_rate": 3e-3, "epochs": 48, "val_every": 8}},
+                           "train": {"learning_rate": 3e-3, "epochs": 48, "val_every": 12}},
                   "smoke": {"model": {"width": 8, "depth": 3, "blocks": 1},
                             "train": {"learning_rate": 3e-3,
                                       "postprocess_search": {"interior_threshold": [0.0, 1.0]}}}})

@@ -142,6 +142,7 @@ def _typed_value(key: str, current, text: str):
 DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 512,
                  "batch_size": 16, "train_split": "train", "val_split": "val", "aois": None,
                  "boundary_weight": None, "contact_weight": None, "interior_level": 1.5,
+                 "core_weight": None,
                  "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
@@ -155,9 +156,13 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,
-                  "val_batch_size": 4, "postprocess_search": None, "ema_momentum": None}
+                  "val_batch_size": 4, "postprocess_search": None,
+                  "postprocess_tolerance": 0.005, "ema_momentum": None}
 # train.postprocess_search {parameter: [values]}: after training, the head's parameters are
 # chosen on the val split among these (sn_tf.training.tuning); None keeps the recipe's postprocess.
+# train.postprocess_tolerance t: candidates within t of the best val SpaceNet score count as
+# equal, and among them the one that finds most buildings sharing a wall wins (the score a
+# recipe gives up for separated buildings).
 # train.ema_momentum m: validation and best.keras use an exponential moving average of the
 # weights (w_avg <- m w_avg + (1 - m) w after every step); None: the raw weights.
 # What every recipe's variants change (CPU-sized runs); recipes add their own changes.

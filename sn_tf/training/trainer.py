@@ -213,6 +213,10 @@ def resolve(config: dict, data_dir) -> Setup:
         tuning.candidates(kind, config["postprocess"], config["train"].get("postprocess_search"))
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    tol = config["train"].get("postprocess_tolerance", tuning.SCORE_TOLERANCE)
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < 1:
+        raise ConfigError(f"train.postprocess_tolerance must be a number in [0, 1), got "
+                          f"{tol!r}")
     return Setup(config, str(data_dir), info, kind, types, bands, mean, std, stride,
                  grids.pop(), aois, image_dtype)
 
@@ -313,7 +317,8 @@ def input_config_of(setup: Setup, split: str, training: bool = True) -> InputCon
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
         crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
-        interior_level=d.get("interior_level") if setup.interior_output else None)
+        interior_level=d.get("interior_level") if setup.interior_output else None,
+        core_weight=d.get("core_weight") if setup.interior_output else None)
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):
@@ -391,7 +396,8 @@ def tune_postprocess(model_dir, setup: Setup, search_space: dict | None = None,
         outputs = list(predict_split(model, setup, split, t.get("val_max_tiles"),
                                      int(t.get("val_batch_size", 4))))
     found = tuning.search(setup.kind, outputs, read_truth(setup.data_dir, split, setup.label_grid),
-                          cands, setup.cell_size or DEFAULT_CELL_SIZE)
+                          cands, setup.cell_size or DEFAULT_CELL_SIZE,
+                          float(t.get("postprocess_tolerance", tuning.SCORE_TOLERANCE)))
     tuning.save_choice(model_dir, found, split, verbose)
     return found
 

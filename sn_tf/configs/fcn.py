@@ -12,7 +12,10 @@ soft Jaccard 0.5). Touching buildings: pixels near a wall shared by two building
 ``data.contact_weight`` = 5 times more in every loss, and ``data.augment.focus`` = 0.7
 moves 70 % of the training crops onto such a wall. The shared head seeds one building per
 interior component (``postprocess.interior_threshold``); its thresholds are chosen after
-training on the val split (``train.postprocess_search``, ``sn_tf.training.tuning``).
+training on the val split (``train.postprocess_search``, ``sn_tf.training.tuning``), where
+``train.postprocess_tolerance`` = 0.03 gives up to 0.03 of val SpaceNet score for more
+separated buildings (merging split regions back removes roof-ridge fragments and also
+rejoins rows of houses; BUILD_NOTES.md section 5, session 4).
 The moving average of the weights (``train.ema_momentum``) is an option, off: with it
 the demo's test touching recall was 0.80 / 0.78 against 0.89 / 0.87 without it on the same
 seeds (BUILD_NOTES.md section 5).

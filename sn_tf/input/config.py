@@ -57,6 +57,13 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
   interior_level: with a level k, targets also hold ``"interior"`` float32 [B, H, W, 1] =
     ``sdf > k`` (the building cores, which touching buildings do not share), weighted by
     the valid-pixel mask. ``make_dataset`` only.
+  reader: how training crops read their pixels. "ranged" (default): each crop reads only
+    its window's rows of each raw pixel payload out of the shard file
+    (``sn_tf.input.ranged``: the shards are indexed once when the dataset is built; the
+    records' data CRCs are not checked on this path); "record": whole records through
+    ``TFRecordDataset`` (CRC-checked). Same crops either way for a seed; "ranged" falls
+    back to "record" where it cannot apply (evaluation, zlib/PNG payloads, augment focus,
+    remote paths). BUILD_NOTES.md section 8.
 """
 
 from __future__ import annotations
@@ -100,6 +107,7 @@ class InputConfig:
     contact: bool = False
     contact_weight: float | None = None
     interior_level: float | None = None
+    reader: str = "ranged"
 
     def __post_init__(self):
         # sequences become tuples, so configs compare and hash by value

@@ -16,6 +16,7 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 
 from sn_tf.input import augment as aug  # noqa: E402  (after TF is imported quietly)
+from sn_tf.input import ranged  # noqa: E402
 from sn_tf.input import targets as tg  # noqa: E402
 from sn_tf.input.plan import _Plan, _TypeSpec  # noqa: E402
 
@@ -39,7 +40,8 @@ def _feature_spec(plan: _Plan) -> dict:
     if plan.training and plan.augment.focus > 0:  # the whole contact layer picks windows
         keys.append(schema.label_key(plan.grid, "contact"))
     keys = list(dict.fromkeys(keys))
-    keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
+    if not plan.ranged:  # ranged reads know each payload's place from the shard index
+        keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
     if not plan.training:
         first = plan.types[0].name
         keys += [schema.image_key(first, "transform_gdal"), schema.image_key(first, "crs")]
@@ -78,6 +80,33 @@ def _with_payload_sources(feat: dict, record, plan: _Plan) -> dict:
 
 
 _SOURCE, _BASE = "_source:", "_base:"  # internal feature names (not schema keys)
+_FILE, _POS, _SIZE = "_file:", "_pos:", "_size:"  # a payload's place in its shard (ranged)
+
+
+def _ranged_window(feat: dict, key: str, dtype: str, shape, window, flip_rows=None):
+    """Pixels [win, win, C] (``dtype``) of ``window = (y0, x0, win)`` of the raw payload
+    ``key``, read from its shard file (``sn_tf.input.ranged.read_window``: one pass over
+    the window's rows; rows reversed where ``flip_rows``). shape: (H, W, C) with a Python
+    int C; the payload must hold H * W * C values (checked, else an error naming the file).
+    """
+    y0, x0, win = window
+    channels = int(shape[2])
+    itemsize = np.dtype(dtype).itemsize
+
+    def read(path, pos, size, height, width, y0, x0, win, flip):
+        if size != int(height) * int(width) * channels * itemsize:
+            raise ranged.ShardError(
+                f"{path.decode()}: payload {key} at byte {pos} holds {size} bytes, not "
+                f"{height} x {width} x {channels} {dtype} values")
+        out = ranged.read_window(path, int(pos), int(width), channels * itemsize, int(y0),
+                                 int(x0), int(win), bool(flip))
+        return out.view(np.dtype(dtype).newbyteorder("<")).reshape(win, win, channels)
+
+    flip = tf.constant(False) if flip_rows is None else flip_rows
+    x = tf.numpy_function(read, [feat[_FILE + key], feat[_POS + key], feat[_SIZE + key],
+                                 shape[0], shape[1], y0, x0, win, flip],
+                          tf.dtypes.as_dtype(dtype), stateful=False)
+    return tf.reshape(x, [win, win, channels])
 
 
 def _payload_bytes(feat: dict, key: str):
@@ -139,8 +168,12 @@ def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows, plan: _Pla
     """Window of one image type [win, win, selected channels], source dtype."""
     shape = tf.cast(feat[schema.image_key(t.name, "shape")], tf.int32)
     shape = [shape[0], shape[1], t.num_bands]  # static channels (checked by _check_example)
-    data, base = _payload_bytes(feat, schema.image_key(t.name, "data"))
-    x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
+    key = schema.image_key(t.name, "data")
+    if _FILE + key in feat:
+        x = _ranged_window(feat, key, t.dtype, shape, window, flip_rows)
+    else:
+        data, base = _payload_bytes(feat, key)
+        x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
     return x if t.all_channels else tf.gather(x, list(t.channels), axis=2)
 
 
@@ -175,6 +208,10 @@ def _decode_labels(feat: dict, plan: _Plan, window=None, flip_rows=None):
         if window is None:
             layers.append(schema.tf_decode_bytes(feat[key], encoding, dtype,
                                                  tf.concat([hw, [1]], 0)))
+            continue
+        if _FILE + key in feat:
+            layers.append(_ranged_window(feat, key, dtype, [hw[0], hw[1], 1], window,
+                                         flip_rows))
             continue
         data, base = _payload_bytes(feat, key)
         layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,

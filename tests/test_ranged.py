@@ -158,3 +158,52 @@ def test_zlib_labels_fall_back_to_the_record_reader(known_dataset):
     assert p.label_fields == ("mask", "distance") and not p.ranged
     assert _plan(info, "train", cfg.replace(sdf_truncation=None), target="segmentation",
                  training=True).ranged
+
+
+def test_read_crops_applies_the_split_symmetry_into_pooled_aligned_batches(tmp_path):
+    tiles = [np.random.default_rng(i).integers(0, 60000, (9, 11, 3)).astype("<u2")
+             for i in range(2)]
+    path = tmp_path / "t.bin"
+    path.write_bytes(b"xx" + tiles[0].tobytes() + tiles[1].tobytes())
+    pos = [2, 2 + tiles[0].nbytes]
+    pool = ranged.BufferPool()
+    for rows, cols, t in [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]:
+        got = ranged.read_crops(pool, "uint16", 3, 5, [str(path).encode()] * 2, pos,
+                                [tiles[0].nbytes] * 2, [9, 9], [11, 11], [1, 4], [6, 0],
+                                [rows] * 2, [cols] * 2, [t] * 2)
+        assert got.ctypes.data % 4096 == 0 and got.flags.c_contiguous
+        for i, (y0, x0) in enumerate(((1, 6), (4, 0))):
+            want = tiles[i][y0:y0 + 5, x0:x0 + 5]
+            want = want[::-1] if rows else want
+            want = want[:, ::-1] if cols else want
+            want = want.transpose(1, 0, 2) if t else want
+            np.testing.assert_array_equal(got[i], want)
+        held = got.ctypes.data
+        assert pool.take(got.shape, got.dtype).ctypes.data != held  # got is still held
+    with pytest.raises(ShardError, match="t.bin"):
+        ranged.read_crops(pool, "uint16", 3, 5, [str(path).encode()], [2], [7], [9], [11],
+                          [0], [0], [0], [0], [0])
+
+
+def test_buffer_pool_reuses_only_released_buffers():
+    pool = ranged.BufferPool()
+    a = pool.take((4, 4), "float16")
+    address = a.ctypes.data
+    b = pool.take((4, 4), "float16")
+    assert b.ctypes.data != address  # a is still held
+    del a
+    assert pool.take((4, 4), "float16").ctypes.data == address
+
+
+def test_raw_single_type_plans_read_whole_batches(known_dataset):
+    info = load_info(known_dataset.converted)
+
+    def plan(**kw):
+        cfg = InputConfig(crop_size=CROP, **kw)
+        return _plan(info, "train", cfg, target="segmentation", training=True)
+
+    assert plan(image_dtype="raw").batch_read
+    assert not plan().batch_read  # float32 delivery normalises per example
+    assert not plan(image_dtype="raw", bands={"MUL-PanSharpen": (1, 2)}).batch_read
+    assert not plan(image_dtype="raw", augment={"scale_range": (0.8, 1.2)}).batch_read
+    assert not plan(image_dtype="raw", reader="record").batch_read

@@ -108,7 +108,8 @@ from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quiet
 from sn_tf.input import ranged  # noqa: E402
 from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _SIZE,  # noqa: E402
                                 _STORED_SDF, _cut_payloads, _eval_example, _feature_spec,
-                                _seg_targets, _train_example, _with_payload_sources)
+                                _seg_targets, _train_example, _with_payload_sources,
+                                read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
@@ -252,8 +253,12 @@ def _auto_shuffle_buffer(info: DatasetInfo, split: str) -> int:
 
 
 # ---- batched stage ---------------------------------------------------------------------------
-def _finish_batch(batch: dict, plan: _Plan) -> dict:
-    """Valid-region mask, evaluation padding fix-up and DetectNet targets for one batch."""
+def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
+    """Valid-region mask, evaluation padding fix-up and DetectNet targets for one batch;
+    first, for a ``plan.batch_read`` plan, the batch's pixels (``decode.read_batch``,
+    into buffers of ``pool``)."""
+    if plan.batch_read:
+        batch = read_batch(batch, plan, pool)
     out = dict(batch)
     image = batch["image"]
     if _STORED_SDF in out:
@@ -360,8 +365,9 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
         ds = ds.map(_graph(lambda r, e: build(*parse(r, e))), num_parallel_calls=npc,
                     deterministic=det)
     ds = _batch(ds, batch_size, training)
-    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan))), num_parallel_calls=npc,
-                deterministic=det)
+    pool = ranged.BufferPool() if plan.batch_read else None
+    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan, pool))),
+                num_parallel_calls=npc, deterministic=det)
     if not training and plan.aois is None:  # known length: Keras shows progress
         n = _worker_examples(files, record_shard)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))

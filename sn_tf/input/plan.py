@@ -85,6 +85,16 @@ class _Plan:
         return (self.from_record or self.ranged) and encoding == "raw"
 
     @property
+    def batch_read(self) -> bool:
+        """True when ranged training crops are read a whole batch at a time
+        (``sn_tf.input.ranged.read_crops``, straight into reused batch buffers): raw
+        delivery of one image type with all its bands, labels none or the stored sdf, no
+        scale jitter. Other ranged plans read per example (``decode._ranged_window``)."""
+        return (self.ranged and self.raw and len(self.types) == 1
+                and self.types[0].all_channels and self.label_fields in ((), ("sdf",))
+                and self.augment.scale_range is None)
+
+    @property
     def raw(self) -> bool:
         """True when images leave the pipeline un-normalised (``image_dtype="raw"``)."""
         return self.image_dtype == "raw"

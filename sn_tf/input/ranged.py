@@ -295,32 +295,45 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     ``(y0s[i], x0s[i], crop)`` of the raw HWC payload at byte ``positions[i]`` of file
     ``paths[i]`` (``sizes[i]`` bytes, an ``heights[i]`` x ``widths[i]`` tile), then the
     symmetry of ``sn_tf.input.augment``'s ``split_dihedral`` form: rows reversed
-    (``flip_rows``, while reading), then columns reversed (``flip_cols``), then transposed
-    (``transposes``). A crop without column flip or transpose is read straight into its
-    slot of the batch (one copy, the kernel's); the others go through one window-sized
-    scratch copy. The batch comes from ``pool``. ShardError naming the file when a
-    payload's size is not its tile's or the file is short.
+    (``flip_rows``), then columns reversed (``flip_cols``), then transposed
+    (``transposes``).
+
+    Per crop: one ``os.pread`` of the window's rows (full width, contiguous in the file)
+    into a per-thread scratch buffer, then one numpy copy of the window into its slot of
+    the batch with the crop's symmetry folded into the view it copies from (pixels as
+    one opaque value each). The batch comes from ``pool``. ShardError naming the file
+    when a payload's size is not its tile's or the file is short.
     """
     dtype = np.dtype(dtype).newbyteorder("<")
     pixel = dtype.itemsize * channels
+    view = np.dtype(f"V{pixel}")
     out = pool.take((len(paths), crop, crop, channels), dtype)
-    pixels = out.view(np.uint8).reshape(len(paths), crop, crop * pixel)
-    for i in range(len(paths)):
-        path, h, w = paths[i], int(heights[i]), int(widths[i])
-        if int(sizes[i]) != h * w * pixel:
-            raise ShardError(f"{os.fsdecode(path)}: payload at byte {positions[i]} holds "
-                             f"{sizes[i]} bytes, not {h} x {w} pixels of {pixel} bytes")
-        cols, t = bool(flip_cols[i]), bool(transposes[i])
-        dest = _scratch_window(crop * crop * pixel).reshape(crop, -1) if (cols or t) \
-            else pixels[i]
-        read_window(path, int(positions[i]), w, pixel, int(y0s[i]), int(x0s[i]), crop,
-                    bool(flip_rows[i]), out=dest)
-        if cols or t:
-            view = np.dtype(f"V{pixel}")
-            src = dest.view(view).reshape(crop, crop)
-            if cols:
+    slots = out.view(np.uint8).reshape(len(paths), crop, crop * pixel)
+    fds: dict = {}
+    try:
+        for i in range(len(paths)):
+            path, h, w = paths[i], int(heights[i]), int(widths[i])
+            if int(sizes[i]) != h * w * pixel:
+                raise ShardError(f"{os.fsdecode(path)}: payload at byte {positions[i]} holds "
+                                 f"{sizes[i]} bytes, not {h} x {w} pixels of {pixel} bytes")
+            if path not in fds:
+                fds[path] = os.open(path, os.O_RDONLY)
+            rows = _scratch_window(crop * w * pixel)
+            start = int(positions[i]) + int(y0s[i]) * w * pixel
+            got = os.preadv(fds[path], [rows], start)
+            if got != rows.nbytes:
+                raise ShardError(f"{os.fsdecode(path)}: {got} of {rows.nbytes} bytes at byte "
+                                 f"{start} (truncated shard)")
+            x0 = int(x0s[i])
+            src = rows.view(view).reshape(crop, w)[:, x0:x0 + crop]
+            if flip_rows[i]:
+                src = src[::-1]
+            if flip_cols[i]:
                 src = src[:, ::-1]
-            if t:
+            if transposes[i]:
                 src = src.T
-            np.copyto(pixels[i].view(view).reshape(crop, crop), src)
+            np.copyto(slots[i].view(view).reshape(crop, crop), src)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
     return out

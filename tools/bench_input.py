@@ -1,6 +1,7 @@
 """Input throughput: the sn_tf tf.data pipeline vs a per-sample GeoTIFF/GeoJSON loader.
 
     .venv/bin/python tools/bench_input.py [--tiles=16] [--seconds=25] [--batch_size=8]
+        [--floor_repeats=3] [--floor_seconds=8] [--skip_throughput]
 
 Both feed the same work to a model, from the same synthetic SpaceNet 2 Vegas tiles
 (``sn_tf.sample``, 650 x 650 x 8 MUL-PanSharpen, generated and converted into a temporary
@@ -20,6 +21,14 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
   than any lab script: it uses sn_tf's own EDT (``sn_tf.dataset.labels``, ~2/3 of scipy's cost);
   sn_tf's raw rows are compared with both.
 
+First, the floor table: the memory floor of a crop (``floor_crops``: one ``os.preadv`` of
+exactly the window's rows, full width, of the image payload and of the sdf payload, out of
+the page-cached shard into reused buffers, nothing else) and sn_tf's raw segmentation
+pipeline with both readers (``reader="ranged"``, the default, and ``"record"``, whole
+records through ``TFRecordDataset``), with the symmetry and without augmentation; rows
+interleaved over ``--floor_repeats`` rounds, each row's ms of process CPU per crop and the
+median over rounds of its ratio to the floor of the same round.
+
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
 "raw" rows skip the normalisation in both loaders (the model does it), "float32" rows do
 it in both.
@@ -32,7 +41,8 @@ CPU time, i.e. per fully used core: robust to a shared machine), the ratios of b
 per-sample loader, the number of usable cores, and the resident memory of the process
 while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
 ``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
-the default parallel interleave of the shards. A last sn_tf row ("raw det") gives the
+the default parallel interleave of the shards (which the ranged reader, reading by window
+from its index, does not use); "record" rows read whole records. A last sn_tf row ("raw det") gives the
 DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
 H100 arithmetic; the per-sample loader has no DetectNet form. Rows "x<k>"
 (``--crops_per_tile``) cut k crops from each read tile (``make_dataset(crops_per_tile=k)``,
@@ -372,10 +382,14 @@ def main(argv=None) -> int:
         rows, rss = {}, {}
         # one reader thread first: RSS never shrinks, so the larger configurations go last
         configs = [("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
+                   ("sn_tf raw record", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                         "reader": "record"}),
                    ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
                    ("sn_tf raw", {"image_dtype": "raw"}),
                    ("sn_tf raw det", {"num_parallel_reads": 1, "image_dtype": "raw",
-                                      "target": "detection"})]
+                                      "target": "detection"}),
+                   ("sn_tf raw det record", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                             "target": "detection", "reader": "record"})]
         for k in args.crops_per_tile:
             configs += [(f"sn_tf raw x{k}", {"num_parallel_reads": 1, "image_dtype": "raw",
                                              "crops_per_tile": k}),
@@ -401,7 +415,7 @@ def main(argv=None) -> int:
         versus = "; ".join(_versus(r, rows[b], b.endswith("*")) for b in bases if b != name)
         if " x" in name:
             versus = "- (k crops per read tile: not equal work)"
-        elif name.endswith("det"):
+        elif " det" in name:
             versus = "- (DetectNet targets, reads=1; no per-sample counterpart)"
         print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
               f"{r['images']:>8d}   {versus}")

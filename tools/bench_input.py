@@ -42,8 +42,8 @@ per-sample loader, the number of usable cores, and the resident memory of the pr
 while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
 ``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
 the default parallel interleave of the shards (which the ranged reader, reading by window
-from its index, does not use); "record" rows read whole records. A last sn_tf row ("raw det") gives the
-DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
+from its index, does not use); "record" rows read whole records. A last sn_tf row ("raw
+det") gives the DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
 H100 arithmetic; the per-sample loader has no DetectNet form. Rows "x<k>"
 (``--crops_per_tile``) cut k crops from each read tile (``make_dataset(crops_per_tile=k)``,
 repeated augmentation): faster, but not equal work, so they get no ratio.

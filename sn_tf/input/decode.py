@@ -358,7 +358,8 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
         out[_READ + "file:" + key] = feat[_FILE + key]
     boxes = _boxes(feat, plan)
     boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
-                                            window[1], window[2], crop, plan.augment.min_box_visible)
+                                            window[1], window[2], crop,
+                                            plan.augment.min_box_visible)
     out.update({"boxes": aug.dihedral_boxes(boxes, crop, t, flr, fud),
                 "rects": aug.dihedral_rects(rects, crop, t, flr, fud),
                 "tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI]})

@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import struct
+import sys
+import threading
 
 import numpy as np
 
@@ -255,15 +257,11 @@ class BufferPool:
     _ALIGN = 4096
 
     def __init__(self):
-        import threading
-
         self._free: dict[tuple, list[np.ndarray]] = {}
         self._lock = threading.Lock()
 
     def take(self, shape: tuple, dtype) -> np.ndarray:
         """An array of ``shape`` and ``dtype`` (contents undefined) that no one else holds."""
-        import sys
-
         key = (tuple(int(s) for s in shape), np.dtype(dtype).str)
         with self._lock:
             arrays = self._free.setdefault(key, [])
@@ -279,10 +277,11 @@ class BufferPool:
             return a
 
 
-_SCRATCH_WINDOWS = __import__("threading").local()  # per-thread window for flip/transpose
+_SCRATCH_WINDOWS = threading.local()  # per-thread buffer of a crop's rows
 
 
 def _scratch_window(nbytes: int) -> np.ndarray:
+    """This thread's uint8 scratch buffer of at least ``nbytes`` (grown, never shrunk)."""
     buf = getattr(_SCRATCH_WINDOWS, "buf", None)
     if buf is None or buf.nbytes < nbytes:
         buf = _SCRATCH_WINDOWS.buf = np.empty(nbytes, np.uint8)

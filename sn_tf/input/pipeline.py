@@ -78,6 +78,16 @@ bounded by the shuffle buffer, the in-flight elements of the parallel stages (ab
 ``num_parallel_calls`` examples and batches), the prefetched batches and, with
 ``crops_per_tile`` > 1, ``batch_size`` parsed records.
 
+Training with ``reader="ranged"`` (the default; ``sn_tf.input.ranged``): the same file
+order, interleave and shuffle, over rows of an index built once from the shards (each
+record's small features and its payloads' file positions) instead of the records; each
+crop reads only its window's rows of each raw payload. For raw delivery of one image type
+with all bands, the stored sdf and no scale jitter, crops are batched before any pixel is
+read and each batch is read in numpy straight into reused aligned buffers, symmetry
+included (``decode.read_batch``); otherwise windows are read per example. Same elements
+as ``reader="record"`` for a seed; the record reader remains for evaluation and where
+windows cannot be read (compressed payloads, ``augment.focus``, remote paths).
+
 Segmentation labels: the stored sdf gives both targets (footprint = sdf >= 0) unless the
 requested truncation exceeds the stored one or scale jitter can zoom out past it; then
 the mask and the untruncated distance are decoded instead (``_label_fields``).

@@ -479,7 +479,7 @@ def test_windows_cut_from_the_record_equal_parsed_ones(fx, tmp_path, case):
     else:
         data = _rewritten(fx, tmp_path / "shifted", shift_payloads)
     kw = dict(target="all", crop_size=CROP, batch_size=2, deterministic=True, repeat=2,
-              seed=5, aois=VEGAS, image_dtype="raw")
+              seed=5, aois=VEGAS, image_dtype="raw", reader="record")
     assert pipeline.load_info(data).schema_version == (1 if case == "version 1" else
                                                        schema.SCHEMA_VERSION)
     key = schema.image_key("MUL-PanSharpen", "data")

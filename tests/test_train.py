@@ -129,6 +129,16 @@ def test_recipe_crops_per_tile_reaches_the_pipeline(tfr):
         trainer.train_dataset(trainer.resolve(cfg, tfr), batch_size=2)
 
 
+def test_recipe_reader_reaches_the_pipeline(tfr):
+    from sn_tf.training import trainer
+
+    setup = trainer.resolve(load_recipe(f"{FCN}:smoke"), tfr)
+    assert trainer.input_config_of(setup, "train").reader == "ranged"
+    cfg = apply_overrides(load_recipe(f"{FCN}:smoke"), ["data.reader=mmap"])
+    with pytest.raises(ValueError, match="reader must be one of"):
+        trainer.train_dataset(trainer.resolve(cfg, tfr), batch_size=2)
+
+
 def test_cli_error_is_one_line(tfr, tmp_path):
     r = _cli(f"--config={FCN}:smoke", f"--data_dir={tfr}", f"--model_dir={tmp_path / 'm'}",
              "--set=data.crop_size=100")

@@ -1,6 +1,7 @@
 """Input throughput: the sn_tf tf.data pipeline vs a per-sample GeoTIFF/GeoJSON loader.
 
     .venv/bin/python tools/bench_input.py [--tiles=16] [--seconds=25] [--batch_size=8]
+        [--floor_repeats=3] [--floor_seconds=8] [--skip_throughput]
 
 Both feed the same work to a model, from the same synthetic SpaceNet 2 Vegas tiles
 (``sn_tf.sample``, 650 x 650 x 8 MUL-PanSharpen, generated and converted into a temporary
@@ -20,6 +21,14 @@ raw (the stored uint16 values, for a model that normalises in its first layer, a
   than any lab script: it uses sn_tf's own EDT (``sn_tf.dataset.labels``, ~2/3 of scipy's cost);
   sn_tf's raw rows are compared with both.
 
+First, the floor table: the memory floor of a crop (``floor_crops``: one ``os.preadv`` of
+exactly the window's rows, full width, of the image payload and of the sdf payload, out of
+the page-cached shard into reused buffers, nothing else) and sn_tf's raw segmentation
+pipeline with both readers (``reader="ranged"``, the default, and ``"record"``, whole
+records through ``TFRecordDataset``), with the symmetry and without augmentation; rows
+interleaved over ``--floor_repeats`` rounds, each row's ms of process CPU per crop and the
+median over rounds of its ratio to the floor of the same round.
+
 Equal work: each sn_tf row is compared with the per-sample row of the same image form:
 "raw" rows skip the normalisation in both loaders (the model does it), "float32" rows do
 it in both.
@@ -32,8 +41,9 @@ CPU time, i.e. per fully used core: robust to a shared machine), the ratios of b
 per-sample loader, the number of usable cores, and the resident memory of the process
 while each sn_tf pipeline runs (sampled) and at its peak. sn_tf raw runs with
 ``num_parallel_reads=1`` (one reader thread, the cheaper choice for local disks) and with
-the default parallel interleave of the shards. A last sn_tf row ("raw det") gives the
-DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
+the default parallel interleave of the shards (which the ranged reader, reading by window
+from its index, does not use); "record" rows read whole records. A last sn_tf row ("raw
+det") gives the DetectNet pipeline's rate (targets from the boxes, no label rasters), for BUILD_NOTES'
 H100 arithmetic; the per-sample loader has no DetectNet form. Rows "x<k>"
 (``--crops_per_tile``) cut k crops from each read tile (``make_dataset(crops_per_tile=k)``,
 repeated augmentation): faster, but not equal work, so they get no ratio.
@@ -187,6 +197,62 @@ def per_sample_dataset(src, manifest, info, batch_size: int, seed: int, raw: boo
     return ds.batch(batch_size).prefetch(2)
 
 
+# ---- the memory floor ------------------------------------------------------------------
+def floor_index(data_dir: pathlib.Path) -> list[tuple]:
+    """Where each training record's pixels are in its shard, for the floor reader:
+    ``(path, image start, sdf start, height, width, bands)`` per record (file offsets of
+    the raw MUL-PanSharpen payload and of the raw float16 sdf payload), found once by a
+    framing walk and the records' payload offsets (setup, not timed).
+    """
+    from sn_tf.dataset import schema
+    from sn_tf.dataset.reader import shards
+    from sn_tf.dataset.tfrecord import read_records
+
+    grid = TYPE
+    sdf_index = schema.LABEL_ARRAY_FIELDS.index("sdf")
+    out = []
+    for s in shards(data_dir, "train"):
+        pos = 0
+        for data in read_records(s.path):
+            ex = tf.train.Example.FromString(data).features.feature
+            img_off = int(np.frombuffer(
+                ex[schema.image_key(TYPE, "payload_offset")].bytes_list.value[0], "<i8")[0])
+            lab_off = np.frombuffer(
+                ex[schema.label_key(grid, "payload_offsets")].bytes_list.value[0], "<i8")
+            h, w, c = ex[schema.image_key(TYPE, "shape")].int64_list.value
+            out.append((s.path, pos + 12 + img_off, pos + 12 + int(lab_off[sdf_index]),
+                        int(h), int(w), int(c)))
+            pos += 16 + len(data)
+    return out
+
+
+def floor_crops(index: list[tuple], batch_size: int, seed: int = 0):
+    """The memory floor of a crop, as an endless iterator of batches (numpy, reused
+    buffers): per crop ONE ``os.preadv`` of exactly the window's rows (``CROP`` rows x full
+    width x 8 uint16 bands) of the image payload and one of the same rows of the float16
+    sdf payload, straight from the page-cached shard into a batch buffer; nothing else
+    (no crop of columns, no symmetry, no targets, no tf.data). Yields (image rows
+    [B, CROP, W, 8] uint16, sdf rows [B, CROP, W] float16).
+    """
+    rng = np.random.default_rng(seed)
+    _, _, _, h, w, c = index[0]
+    fds = {p: os.open(p, os.O_RDONLY) for p in {r[0] for r in index}}
+    image = np.empty((batch_size, CROP, w, c), np.uint16)
+    sdf = np.empty((batch_size, CROP, w), np.float16)
+    try:
+        while True:
+            for i in range(batch_size):
+                path, img, lab, h, w, c = index[rng.integers(len(index))]
+                y0 = int(rng.integers(0, h - CROP + 1))
+                fd = fds[path]
+                os.preadv(fd, [image[i]], img + y0 * w * c * 2)
+                os.preadv(fd, [sdf[i]], lab + y0 * w * 2)
+            yield image, sdf
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+
+
 # ---- measurement -----------------------------------------------------------------------
 class RssSampler:
     """Samples the process RSS every 0.2 s in a thread (min/max over the run)."""
@@ -230,6 +296,42 @@ def measure(ds, batch_size: int, seconds: float, warmup: int = 3) -> dict:
             "cpu_util": cpu / elapsed, "rss_half": rss_half, "rss_end": _rss_mb()}
 
 
+def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float):
+    """Print ms of process CPU per delivered crop for the floor (``floor_crops``) and the
+    sn_tf raw segmentation pipeline (reads=1; ``reader`` "ranged" and "record"; with the
+    dihedral symmetry and without augmentation), rows interleaved over ``repeats`` rounds,
+    with the median over rounds of each row's ratio to the floor of the same round.
+    """
+    from sn_tf.input.pipeline import make_dataset
+
+    index = floor_index(data_dir)
+
+    def sn_tf(reader, augment):
+        return lambda: make_dataset(data_dir, "train", crop_size=CROP, batch_size=batch_size,
+                                    num_parallel_reads=1, image_dtype="raw", reader=reader,
+                                    augment=augment)
+
+    sym = {"flips": True, "rot90": True}
+    rows = {"floor (pread window rows)": lambda: floor_crops(index, batch_size),
+            "sn_tf raw ranged": sn_tf("ranged", sym),
+            "sn_tf raw record": sn_tf("record", sym),
+            "sn_tf raw ranged, no aug": sn_tf("ranged", False),
+            "sn_tf raw record, no aug": sn_tf("record", False)}
+    ms = {k: [] for k in rows}
+    for _ in range(repeats):
+        for name, make in rows.items():
+            ms[name].append(1000 / measure(make(), batch_size, seconds)["per_cpu_s"])
+    floor = ms["floor (pread window rows)"]
+    print(f"floor table: ms CPU per {CROP} px 8-band crop (segmentation targets, batch "
+          f"{batch_size}), {repeats} interleaved rounds of {seconds:g} s, medians")
+    print(f"{'row':<28}{'ms CPU/crop':>12}{'x floor':>9}   per round")
+    for name, values in ms.items():
+        ratios = [v / f for v, f in zip(values, floor)]
+        print(f"{name:<28}{np.median(values):>12.2f}{np.median(ratios):>9.2f}   "
+              + " ".join(f"{r:.2f}" for r in ratios))
+    print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+
+
 def _versus(row: dict, base: dict, star: bool) -> str:
     """'<wall ratio>x wall, <CPU ratio>x per CPU-s' of ``row`` over ``base``."""
     mark = "*" if star else ""
@@ -247,6 +349,13 @@ def main(argv=None) -> int:
     p.add_argument("--crops_per_tile", type=int, nargs="*", default=[4],
                    help="extra sn_tf rows (segmentation and DetectNet, reads=1) cutting k "
                    "crops per read tile: repeated augmentation, not equal work")
+    p.add_argument("--floor_repeats", type=int, default=3,
+                   help="rounds of the floor table: the floor and the sn_tf raw rows "
+                   "(ranged and record readers, with and without the symmetry) interleaved, "
+                   "--floor_seconds each; medians of the per-round ratios to the floor")
+    p.add_argument("--floor_seconds", type=float, default=8.0)
+    p.add_argument("--skip_throughput", action="store_true",
+                   help="print only the floor table (no per-sample loaders, no RSS)")
     p.add_argument("--no_malloc_tuning", action="store_true",
                    help="leave glibc malloc at its defaults (sn_tf.keep_freed_memory is "
                    "applied to the whole process, i.e. to every loader, by default)")
@@ -266,14 +375,21 @@ def main(argv=None) -> int:
         print(f"data: {args.tiles} Vegas tiles 650x650x8 uint16 ({rec_mb:.1f} MB/record), "
               f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores; "
               f"malloc {'keeps freed memory' if tuned else 'defaults'} (all loaders)")
+        floor_table(data_dir, args.batch_size, args.floor_repeats, args.floor_seconds)
+        if args.skip_throughput:
+            return 0
         rss0 = _rss_mb()
         rows, rss = {}, {}
         # one reader thread first: RSS never shrinks, so the larger configurations go last
         configs = [("sn_tf raw reads=1", {"num_parallel_reads": 1, "image_dtype": "raw"}),
+                   ("sn_tf raw record", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                         "reader": "record"}),
                    ("sn_tf f32 reads=1", {"num_parallel_reads": 1}),
                    ("sn_tf raw", {"image_dtype": "raw"}),
                    ("sn_tf raw det", {"num_parallel_reads": 1, "image_dtype": "raw",
-                                      "target": "detection"})]
+                                      "target": "detection"}),
+                   ("sn_tf raw det record", {"num_parallel_reads": 1, "image_dtype": "raw",
+                                             "target": "detection", "reader": "record"})]
         for k in args.crops_per_tile:
             configs += [(f"sn_tf raw x{k}", {"num_parallel_reads": 1, "image_dtype": "raw",
                                              "crops_per_tile": k}),
@@ -299,7 +415,7 @@ def main(argv=None) -> int:
         versus = "; ".join(_versus(r, rows[b], b.endswith("*")) for b in bases if b != name)
         if " x" in name:
             versus = "- (k crops per read tile: not equal work)"
-        elif name.endswith("det"):
+        elif " det" in name:
             versus = "- (DetectNet targets, reads=1; no per-sample counterpart)"
         print(f"{name:<19}{r['rate']:>9.1f}{r['per_cpu_s']:>11.1f}{r['cpu_util']:>9.2f}x"
               f"{r['images']:>8d}   {versus}")

@@ -61,6 +61,13 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     ``+ c * clip((sdf - k) / CORE_RAMP_PX, 0, 1)`` on valid pixels: a false gap deep inside a
     building (a roof ridge taken for a wall) costs up to 1 + c times a rim error.
     ``make_dataset`` only.
+  reader: how training crops read their pixels. "ranged" (default): each crop reads only
+    its window's rows of each raw pixel payload out of the shard file
+    (``sn_tf.input.ranged``: the shards are indexed once when the dataset is built; the
+    records' data CRCs are not checked on this path); "record": whole records through
+    ``TFRecordDataset`` (CRC-checked). Same crops either way for a seed; "ranged" falls
+    back to "record" where it cannot apply (evaluation, zlib/PNG payloads, augment focus,
+    remote paths). BUILD_NOTES.md section 8.
 """
 
 from __future__ import annotations
@@ -105,6 +112,7 @@ class InputConfig:
     contact_weight: float | None = None
     interior_level: float | None = None
     core_weight: float | None = None
+    reader: str = "ranged"
 
     def __post_init__(self):
         # sequences become tuples, so configs compare and hash by value

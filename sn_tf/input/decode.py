@@ -16,6 +16,7 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 
 from sn_tf.input import augment as aug  # noqa: E402  (after TF is imported quietly)
+from sn_tf.input import ranged  # noqa: E402
 from sn_tf.input import targets as tg  # noqa: E402
 from sn_tf.input.plan import _Plan, _TypeSpec  # noqa: E402
 
@@ -39,7 +40,8 @@ def _feature_spec(plan: _Plan) -> dict:
     if plan.training and plan.augment.focus > 0:  # the whole contact layer picks windows
         keys.append(schema.label_key(plan.grid, "contact"))
     keys = list(dict.fromkeys(keys))
-    keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
+    if not plan.ranged:  # ranged reads know each payload's place from the shard index
+        keys += sorted({offsets_key for offsets_key, _, _ in cut.values()})
     if not plan.training:
         first = plan.types[0].name
         keys += [schema.image_key(first, "transform_gdal"), schema.image_key(first, "crs")]
@@ -78,6 +80,33 @@ def _with_payload_sources(feat: dict, record, plan: _Plan) -> dict:
 
 
 _SOURCE, _BASE = "_source:", "_base:"  # internal feature names (not schema keys)
+_FILE, _POS, _SIZE = "_file:", "_pos:", "_size:"  # a payload's place in its shard (ranged)
+
+
+def _ranged_window(feat: dict, key: str, dtype: str, shape, window, flip_rows=None):
+    """Pixels [win, win, C] (``dtype``) of ``window = (y0, x0, win)`` of the raw payload
+    ``key``, read from its shard file (``sn_tf.input.ranged.read_window``: one pass over
+    the window's rows; rows reversed where ``flip_rows``). shape: (H, W, C) with a Python
+    int C; the payload must hold H * W * C values (checked, else an error naming the file).
+    """
+    y0, x0, win = window
+    channels = int(shape[2])
+    itemsize = np.dtype(dtype).itemsize
+
+    def read(path, pos, size, height, width, y0, x0, win, flip):
+        if size != int(height) * int(width) * channels * itemsize:
+            raise ranged.ShardError(
+                f"{path.decode()}: payload {key} at byte {pos} holds {size} bytes, not "
+                f"{height} x {width} x {channels} {dtype} values")
+        out = ranged.read_window(path, int(pos), int(width), channels * itemsize, int(y0),
+                                 int(x0), int(win), bool(flip))
+        return out.view(np.dtype(dtype).newbyteorder("<")).reshape(win, win, channels)
+
+    flip = tf.constant(False) if flip_rows is None else flip_rows
+    x = tf.numpy_function(read, [feat[_FILE + key], feat[_POS + key], feat[_SIZE + key],
+                                 shape[0], shape[1], y0, x0, win, flip],
+                          tf.dtypes.as_dtype(dtype), stateful=False)
+    return tf.reshape(x, [win, win, channels])
 
 
 def _payload_bytes(feat: dict, key: str):
@@ -139,8 +168,12 @@ def _decode_image_window(feat: dict, t: _TypeSpec, window, flip_rows, plan: _Pla
     """Window of one image type [win, win, selected channels], source dtype."""
     shape = tf.cast(feat[schema.image_key(t.name, "shape")], tf.int32)
     shape = [shape[0], shape[1], t.num_bands]  # static channels (checked by _check_example)
-    data, base = _payload_bytes(feat, schema.image_key(t.name, "data"))
-    x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
+    key = schema.image_key(t.name, "data")
+    if _FILE + key in feat:
+        x = _ranged_window(feat, key, t.dtype, shape, window, flip_rows)
+    else:
+        data, base = _payload_bytes(feat, key)
+        x = _decode_window(data, t.encoding, t.dtype, shape, window, flip_rows, base)
     return x if t.all_channels else tf.gather(x, list(t.channels), axis=2)
 
 
@@ -175,6 +208,10 @@ def _decode_labels(feat: dict, plan: _Plan, window=None, flip_rows=None):
         if window is None:
             layers.append(schema.tf_decode_bytes(feat[key], encoding, dtype,
                                                  tf.concat([hw, [1]], 0)))
+            continue
+        if _FILE + key in feat:
+            layers.append(_ranged_window(feat, key, dtype, [hw[0], hw[1], 1], window,
+                                         flip_rows))
             continue
         data, base = _payload_bytes(feat, key)
         layers.append(_decode_window(data, encoding, dtype, [hw[0], hw[1], 1], window,
@@ -257,6 +294,8 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
         window = aug.focus_window(tf.random.experimental.stateless_fold_in(keys[0], 1),
                                   window, _contact_points(feat, plan), hw[0], hw[1], cfg.focus)
     t, flr, fud = aug.draw_dihedral(keys[1], cfg.flips, cfg.rot90)
+    if plan.batch_read:
+        return _crop_to_read(feat, plan, window, t, flr, fud)
     if cfg.scale_range is None:  # rows flipped while decoding; then columns, transpose
         rows, cols = aug.split_dihedral(t, flr, fud) if cfg.flips or cfg.rot90 else (None,
                                                                                     None)
@@ -298,6 +337,63 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
 
 
 _STORED_SDF = "_stored_sdf"  # internal batch key, replaced by the targets in _finish_batch
+_READ = "_read:"  # internal batch keys: what ``read_batch`` reads (``plan.batch_read``)
+
+
+def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
+    """One training crop of a ``plan.batch_read`` plan, not yet read: boxes, rectangles,
+    tile id and AOI as ``_train_example`` makes them, plus under ``_READ`` keys where its
+    pixels are (per payload: file, position, size), the tile's height and width, the
+    window's corner and the symmetry as (row flip, column flip, transpose) of
+    ``aug.split_dihedral`` (``read_batch`` reads them after batching)."""
+    crop = plan.crop
+    rows, cols = aug.split_dihedral(t, flr, fud)
+    hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
+    with tf.control_dependencies(_check_example(feat, plan)):
+        hw = tf.identity(hw)
+    out = {_READ + "hw": hw, _READ + "yx": tf.stack(window[:2]),
+           _READ + "sym": tf.stack([rows, cols, t])}
+    for key in _read_keys(plan):
+        out[_READ + "pos:" + key] = tf.stack([feat[_POS + key], feat[_SIZE + key]])
+        out[_READ + "file:" + key] = feat[_FILE + key]
+    boxes = _boxes(feat, plan)
+    boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
+                                            window[1], window[2], crop,
+                                            plan.augment.min_box_visible)
+    out.update({"boxes": aug.dihedral_boxes(boxes, crop, t, flr, fud),
+                "rects": aug.dihedral_rects(rects, crop, t, flr, fud),
+                "tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI]})
+    return out
+
+
+def _read_keys(plan: _Plan) -> list[str]:
+    """The payload keys a ``plan.batch_read`` crop reads: the image, then the sdf if any."""
+    return ([schema.image_key(plan.types[0].name, "data")]
+            + [schema.label_key(plan.grid, f) for f in plan.label_fields])
+
+
+def read_batch(batch: dict, plan: _Plan, pool) -> dict:
+    """``batch`` of ``_crop_to_read`` crops with the ``_READ`` keys replaced by ``image``
+    [B, crop, crop, C] (stored dtype) and, with the sdf, ``_STORED_SDF`` [B, crop, crop, 1]
+    (float16), read by ``ranged.read_crops`` into buffers of ``pool`` (a
+    ``ranged.BufferPool``), with the crops' symmetries applied."""
+    out = {k: v for k, v in batch.items() if not k.startswith(_READ)}
+    hw, yx, sym = batch[_READ + "hw"], batch[_READ + "yx"], batch[_READ + "sym"]
+    keys = _read_keys(plan)
+    t = plan.types[0]
+    layouts = [(t.dtype, t.num_bands)] + [(plan.label_arrays[f][0], 1)
+                                          for f in plan.label_fields]
+    for key, (dtype, channels) in zip(keys, layouts):
+        def read(paths, pos, hw, yx, sym, _dtype=dtype, _channels=channels):
+            return ranged.read_crops(pool, _dtype, _channels, plan.crop, paths, pos[:, 0],
+                                     pos[:, 1], hw[:, 0], hw[:, 1], yx[:, 0], yx[:, 1],
+                                     sym[:, 0], sym[:, 1], sym[:, 2])
+
+        x = tf.numpy_function(read, [batch[_READ + "file:" + key], batch[_READ + "pos:" + key],
+                                     hw, yx, sym], tf.dtypes.as_dtype(dtype), stateful=True)
+        x = tf.ensure_shape(x, [None, plan.crop, plan.crop, channels])
+        out["image" if key == keys[0] else _STORED_SDF] = x
+    return out
 
 
 def _contact_points(feat: dict, plan: _Plan):

@@ -78,6 +78,16 @@ bounded by the shuffle buffer, the in-flight elements of the parallel stages (ab
 ``num_parallel_calls`` examples and batches), the prefetched batches and, with
 ``crops_per_tile`` > 1, ``batch_size`` parsed records.
 
+Training with ``reader="ranged"`` (the default; ``sn_tf.input.ranged``): the same file
+order, interleave and shuffle, over rows of an index built once from the shards (each
+record's small features and its payloads' file positions) instead of the records; each
+crop reads only its window's rows of each raw payload. For raw delivery of one image type
+with all bands, the stored sdf and no scale jitter, crops are batched before any pixel is
+read and each batch is read in numpy straight into reused aligned buffers, symmetry
+included (``decode.read_batch``); otherwise windows are read per example. Same elements
+as ``reader="record"`` for a seed; the record reader remains for evaluation and where
+windows cannot be read (compressed payloads, ``augment.focus``, remote paths).
+
 Segmentation labels: the stored sdf gives both targets (footprint = sdf >= 0) unless the
 requested truncation exceeds the stored one or scale jitter can zoom out past it; then
 the mask and the untruncated distance are decoded instead (``_label_fields``).
@@ -105,9 +115,11 @@ from sn_tf.input.config import InputConfig, input_config
 tf = tensorflow()
 
 from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quietly)
-from sn_tf.input.decode import (_CONTACT_WEIGHT, _STORED_SDF, _eval_example,  # noqa: E402
-                                _feature_spec, _seg_targets, _train_example,
-                                _with_payload_sources)
+from sn_tf.input import ranged  # noqa: E402
+from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _SIZE,  # noqa: E402
+                                _STORED_SDF, _cut_payloads, _eval_example, _feature_spec,
+                                _seg_targets, _train_example, _with_payload_sources,
+                                read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
@@ -141,20 +153,21 @@ def _expected(files: list[Shard], record_shard) -> list[int]:
 
 
 def _file_dataset(files: list[Shard], record_shard, training: bool, seed: int, epochs):
-    """Dataset of (file name, records expected int64, epoch int64); files reshuffled per
-    epoch when training."""
+    """Dataset of (file name, records expected int64, epoch int64, position of the file in
+    ``files`` int64); files reshuffled per epoch when training."""
     names = tf.constant([s.path for s in files])
     counts = tf.constant(_expected(files, record_shard), tf.int64)
     if not training:
-        return tf.data.Dataset.from_tensor_slices((names, counts)).map(
-            _graph(lambda f, c: (f, c, tf.constant(0, tf.int64))))
+        return tf.data.Dataset.from_tensor_slices((names, counts)).enumerate().map(
+            _graph(lambda k, fc: (fc[0], fc[1], tf.constant(0, tf.int64), k)))
     epochs_ds = tf.data.Dataset.counter() if epochs is None else tf.data.Dataset.range(epochs)
 
     def one_epoch(epoch):
         order = tf.random.experimental.stateless_shuffle(
             tf.range(tf.size(names)), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(order).map(
-            _graph(lambda k: (tf.gather(names, k), tf.gather(counts, k), epoch)))
+            _graph(lambda k: (tf.gather(names, k), tf.gather(counts, k), epoch,
+                              tf.cast(k, tf.int64))))
 
     return epochs_ds.flat_map(_graph(one_epoch))
 
@@ -179,7 +192,7 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
     parallel interleave (for high-latency storage such as GCS). buffer_size: of each
     TFRecordDataset (``_read_buffer_size``).
     """
-    def read(f, expected, epoch):
+    def read(f, expected, epoch, k):
         ds = tf_checked_records(f, expected, record_shard, buffer_size)
         return ds.map(_graph(lambda r: (r, epoch)))
 
@@ -189,6 +202,51 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
     return files_ds.interleave(read, cycle_length=cycle_length, block_length=1,
                                num_parallel_calls=num_parallel_reads,
                                deterministic=deterministic)
+
+
+def _ranged_records(files_ds, index: dict, cycle_length: int):
+    """The ranged reader's stand-in for ``_records``: (row of ``index`` int64, epoch), the
+    rows of each file in file order, interleaved over the files like ``_records`` with
+    one reader thread (``index``: ``sn_tf.input.ranged.index_arrays``; nothing is read
+    from the files here)."""
+    start = tf.constant(index["start"])
+    count = tf.constant(index["count"])
+
+    def rows(f, expected, epoch, k):
+        first = tf.gather(start, k)
+        return tf.data.Dataset.range(first, first + tf.gather(count, k)).map(
+            _graph(lambda j: (j, epoch)))
+
+    return files_ds.interleave(_graph(rows), cycle_length=cycle_length, block_length=1)
+
+
+def _ranged_parser(index: dict, spec: dict, payload_keys):
+    """``(row, epoch) -> (features, epoch)`` for the ranged reader: the row's small Example
+    parsed with ``spec`` plus, per raw payload, its shard file, position and size
+    (``decode._ranged_window`` reads the crop's window from them)."""
+    small = tf.constant(index["small"].astype(bytes) if len(index["small"]) else [b""])
+    paths = tf.constant(index["path"].astype(bytes) if len(index["path"]) else [b""])
+    pos = {k: tf.constant(index["pos/" + k]) for k in payload_keys}
+    size = {k: tf.constant(index["size/" + k]) for k in payload_keys}
+
+    def parse(row, epoch):
+        feat = dict(tf.io.parse_single_example(tf.gather(small, row), spec))
+        path = tf.gather(paths, row)
+        for k in payload_keys:
+            feat[_FILE + k] = path
+            feat[_POS + k] = tf.gather(pos[k], row)
+            feat[_SIZE + k] = tf.gather(size[k], row)
+        return feat, epoch
+
+    return parse
+
+
+def _ranged_index(files: list[Shard], record_shard, spec: dict, payload_keys) -> dict:
+    """Index the shards for ranged reads (``sn_tf.input.ranged``): counts checked against
+    the description, the spec's features kept, the payloads' places found."""
+    return ranged.index_arrays(
+        [ranged.index_shard(s.path, s.num_examples, spec, payload_keys) for s in files],
+        record_shard, payload_keys)
 
 
 def _worker_examples(files: list[Shard], record_shard) -> int:
@@ -205,8 +263,12 @@ def _auto_shuffle_buffer(info: DatasetInfo, split: str) -> int:
 
 
 # ---- batched stage ---------------------------------------------------------------------------
-def _finish_batch(batch: dict, plan: _Plan) -> dict:
-    """Valid-region mask, evaluation padding fix-up and DetectNet targets for one batch."""
+def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
+    """Valid-region mask, evaluation padding fix-up and DetectNet targets for one batch;
+    first, for a ``plan.batch_read`` plan, the batch's pixels (``decode.read_batch``,
+    into buffers of ``pool``)."""
+    if plan.batch_read:
+        batch = read_batch(batch, plan, pool)
     out = dict(batch)
     image = batch["image"]
     if _STORED_SDF in out:
@@ -271,20 +333,31 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
     files_ds = _file_dataset(files, record_shard, training, plan.seed,
                              _epochs(training, rt.repeat))
     cycle = min(len(files), MAX_CYCLE_LENGTH) if training else 1
-    ds = _records(files_ds, record_shard, cycle, rt.num_parallel_reads, det,
-                  _read_buffer_size([s.path for s in files]))
+    if plan.ranged and any("://" in s.path for s in files):  # remote: whole records
+        plan = dataclasses.replace(plan, ranged=False)
+    spec = _feature_spec(plan)
+    if plan.ranged:
+        payload_keys = sorted(_cut_payloads(plan))
+        index = _ranged_index(files, record_shard, spec, payload_keys)
+        ds = _ranged_records(files_ds, index, cycle)
+    else:
+        ds = _records(files_ds, record_shard, cycle, rt.num_parallel_reads, det,
+                      _read_buffer_size([s.path for s in files]))
     if training:
         buf = (_auto_shuffle_buffer(info, split) if rt.shuffle_buffer is None
                else int(rt.shuffle_buffer))
         if buf > 1:
             ds = ds.shuffle(buf, seed=plan.seed, reshuffle_each_iteration=True)
-    spec = _feature_spec(plan)
 
     def parse(record, epoch):
+        if plan.ranged:  # record = the row of the shard index
+            return ranged_parse(record, epoch)
         feat = tf.io.parse_single_example(record, spec)
         if plan.from_record:  # raw windows are cut from the record itself
             feat = _with_payload_sources(feat, record, plan)
         return feat, epoch
+
+    ranged_parse = _ranged_parser(index, spec, payload_keys) if plan.ranged else None
 
     def build(feat, draw):
         return _train_example(feat, draw, plan) if training else _eval_example(feat, plan)
@@ -302,8 +375,9 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
         ds = ds.map(_graph(lambda r, e: build(*parse(r, e))), num_parallel_calls=npc,
                     deterministic=det)
     ds = _batch(ds, batch_size, training)
-    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan))), num_parallel_calls=npc,
-                deterministic=det)
+    pool = ranged.BufferPool() if plan.batch_read else None
+    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan, pool))),
+                num_parallel_calls=npc, deterministic=det)
     if not training and plan.aois is None:  # known length: Keras shows progress
         n = _worker_examples(files, record_shard)
         ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))

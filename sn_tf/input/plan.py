@@ -26,6 +26,7 @@ from sn_tf.input.normalization import coefficients_from_mean_std, normalization_
 TARGETS = ("segmentation", "detection", "oriented_detection", "all")
 NORMALIZATIONS = ("dataset_info", "percentile")  # "dataset_info": the description's mean, std
 IMAGE_DTYPES = ("float32", "bfloat16", "float16", "raw")
+READERS = ("ranged", "record")
 DEFAULT_SEG_PAD = 32
 
 
@@ -76,11 +77,22 @@ class _Plan:
     contact: bool = False  # segmentation targets include "contact"
     contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
     oriented: bool = False  # target "oriented_detection": rectangle coverage + orient targets
+    ranged: bool = False  # training windows read from the shard files (sn_tf.input.ranged)
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
         (``_cut_payloads``) instead of being parsed (copied) first."""
-        return self.from_record and encoding == "raw"
+        return (self.from_record or self.ranged) and encoding == "raw"
+
+    @property
+    def batch_read(self) -> bool:
+        """True when ranged training crops are read a whole batch at a time
+        (``sn_tf.input.ranged.read_crops``, straight into reused batch buffers): raw
+        delivery of one image type with all its bands, labels none or the stored sdf, no
+        scale jitter. Other ranged plans read per example (``decode._ranged_window``)."""
+        return (self.ranged and self.raw and len(self.types) == 1
+                and self.types[0].all_channels and self.label_fields in ((), ("sdf",))
+                and self.augment.scale_range is None)
 
     @property
     def raw(self) -> bool:
@@ -292,6 +304,7 @@ def _plan(info: DatasetInfo, split: str, config: InputConfig, *, target: str, tr
     fields = _label_fields(seg, cfg, stored_t, truncation)
     if contact or contact_weight is not None:
         fields += ("contact",)
+    ranged = training and _ranged(c.reader, types, [arrays[f][1] for f in fields], cfg)
     return _Plan(types, grid, arrays, fields,
                  truncation, scale, bias, seg, det, training, crop_size,
                  cell_size, float(cvg_scale), int(pad), cfg, int(seed),
@@ -299,7 +312,17 @@ def _plan(info: DatasetInfo, split: str, config: InputConfig, *, target: str, tr
                  float(boundary_sigma), aois, image_dtype, from_record,
                  tuple(grid_info.example_shape), bool(contact),
                  None if contact_weight is None else float(contact_weight),
-                 oriented=target == "oriented_detection")
+                 oriented=target == "oriented_detection", ranged=ranged)
+
+
+def _ranged(reader: str, types, label_encodings, cfg: AugmentConfig) -> bool:
+    """True when training crops read their windows from the shard files
+    (``sn_tf.input.ranged``): ``reader="ranged"``, every payload the crop reads is raw, and
+    no augment focus (which decodes the whole contact layer of each tile)."""
+    if reader not in READERS:
+        raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
+    return (reader == "ranged" and cfg.focus == 0 and all(t.encoding == "raw" for t in types)
+            and all(e == "raw" for e in label_encodings))
 
 
 def _check_contact(info: DatasetInfo, grid: str, seg: bool, contact, contact_weight) -> None:

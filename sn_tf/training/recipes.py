@@ -146,13 +146,15 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
                  "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
-                 "crops_per_tile": 1}
+                 "crops_per_tile": 1, "reader": "ranged"}
 # data.image_dtype "raw": the pipeline feeds stored values and the model normalises them
 # (and applies gain/offset/noise augmentation) in its first layers, on the accelerator;
 # "float32" normalises on the input CPUs (BUILD_NOTES.md section 8).
 # data.crops_per_tile k > 1: k training crops per read tile (make_dataset), for hosts
 # whose input CPUs cannot keep up (e.g. DetectNet on an H100, BUILD_NOTES.md section 5);
 # k consecutive batches then hold the same tiles, and an epoch sees 1/k as many tiles.
+# data.reader "ranged": training crops read only their window rows from the shards (same
+# crops as "record", which reads whole CRC-checked records; BUILD_NOTES.md section 8).
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

@@ -291,7 +291,8 @@ def input_config_of(setup: Setup, split: str, training: bool = True) -> InputCon
         return base.replace(pad_to_multiple=setup.stride)
     return base.replace(
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
-        crops_per_tile=d.get("crops_per_tile", 1), contact=setup.contact_output,
+        crops_per_tile=d.get("crops_per_tile", 1), reader=d.get("reader", "ranged"),
+        contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,
         core_weight=d.get("core_weight") if setup.interior_output else None)

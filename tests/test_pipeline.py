@@ -18,7 +18,7 @@ import pytest
 import shapely
 from shapely import affinity
 
-from fixtures.datasets import legacy_description
+from fixtures.datasets import rewritten_dataset
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
 from sn_tf.input.pipeline import make_dataset, make_examples, steps_per_epoch
@@ -283,7 +283,7 @@ def test_contact_needs_schema_3_data(fx, tmp_path):
             if key.endswith(("/contact", "/rects_px")):
                 del ex.features.feature[key]
 
-    old = _rewritten(fx, tmp_path / "v2", drop_contact, schema_version=2)
+    old = rewritten_dataset(fx, tmp_path / "v2", drop_contact, schema_version=2)
     info = json.loads((old / "dataset_info.json").read_text())  # the legacy description
     for grid in info["feature_spec"]["label_grids"].values():
         del grid["arrays"]["contact"]
@@ -441,22 +441,6 @@ def test_same_seed_same_batches_different_seed_different(fx):
     assert not all(np.array_equal(x["image"], z["image"]) for x, z in zip(a, c, strict=True))
 
 
-def _rewritten(fx, out: pathlib.Path, change, schema_version: int | None = None):
-    """A copy of the fixture's dataset with every record passed through ``change``
-    (tf.train.Example -> None, edited in place) and re-serialized by protobuf, described
-    the way sn_tf did before sn_tf_info.json (``legacy_description``)."""
-    out.mkdir()
-    info = legacy_description(fx.converted)
-    if schema_version is not None:
-        info["schema_version"] = schema_version
-    (out / "dataset_info.json").write_text(json.dumps(info))
-    for shard in fx.converted.glob("*.tfrecord-*"):
-        with tf.io.TFRecordWriter(str(out / shard.name)) as w:
-            for rec in tf.data.TFRecordDataset(str(shard)):
-                ex = tf.train.Example.FromString(rec.numpy())
-                change(ex)
-                w.write(ex.SerializeToString(deterministic=True))
-    return out
 
 
 @pytest.mark.parametrize("case", ["version 1", "stale offsets"])
@@ -475,9 +459,9 @@ def test_windows_cut_from_the_record_equal_parsed_ones(fx, tmp_path, case):
         ex.features.feature["a/first"].bytes_list.value.append(b"moves every payload")
 
     if case == "version 1":
-        data = _rewritten(fx, tmp_path / "v1", drop_offsets, schema_version=1)
+        data = rewritten_dataset(fx, tmp_path / "v1", drop_offsets, schema_version=1)
     else:
-        data = _rewritten(fx, tmp_path / "shifted", shift_payloads)
+        data = rewritten_dataset(fx, tmp_path / "shifted", shift_payloads)
     kw = dict(target="all", crop_size=CROP, batch_size=2, deterministic=True, repeat=2,
               seed=5, aois=VEGAS, image_dtype="raw", reader="record")
     assert pipeline.load_info(data).schema_version == (1 if case == "version 1" else

@@ -3,14 +3,13 @@ window rows from the shard files and equal the crops of the record reader, for e
 target, option and data version; the index checks the shards; fallbacks where it cannot
 apply."""
 
-import json
 import os
 import shutil
 
 import numpy as np
 import pytest
 
-from fixtures.datasets import legacy_description
+from fixtures.datasets import rewritten_dataset
 from sn_tf.dataset import schema
 from sn_tf.dataset.info import ShardError
 from sn_tf.dataset.reader import shards
@@ -50,35 +49,35 @@ def _assert_same(folder, **kw):
     {"augment": {"scale_range": (0.8, 1.25)}}, {"crops_per_tile": 3, "image_dtype": "raw"},
     {"target": "oriented_detection"}, {"contact": True, "image_dtype": "raw"},
     {"bands": {"MUL-PanSharpen": (3, 1)}}, {"aois": None},
-    {"sdf_truncation": 40.0}])  # mask (zlib) + distance: the record reader for both
+    {"sdf_truncation": 40.0},  # mask (zlib, in the index) + distance (by window)
+    {"augment": {"focus": 0.7}, "image_dtype": "raw"},  # contact (zlib) picks windows
+    {"augment": {"focus": 1.0}, "contact": True, "target": "segmentation"}])
 def test_ranged_crops_equal_record_crops(known_dataset, kw):
     _assert_same(known_dataset.converted, **kw)
 
 
-def test_keras_elements_equal(known_dataset):
+@pytest.mark.parametrize("extra", [
+    {}, {"augment": {"focus": 0.7}, "contact_weight": 5.0, "interior_level": 1.5},
+    {"target": "oriented_detection", "augment": {"focus": 0.5}, "contact_weight": 1.0}])
+def test_keras_elements_equal(known_dataset, extra):
+    """The shipped recipes' shapes too: the FCN's focus, contact weights and interior
+    target, DetectNet's focus and cell weights (both read ranged)."""
     kw = dict(crop_size=CROP, batch_size=2, deterministic=True, repeat=1, seed=2,
-              image_dtype="raw", boundary_weight=2.0)
+              image_dtype="raw", boundary_weight=2.0, **extra)
+    if kw.get("target") == "oriented_detection":
+        del kw["boundary_weight"]
     a = list(make_dataset(known_dataset.converted, "train", reader="record", **kw))
     b = list(make_dataset(known_dataset.converted, "train", reader="ranged", **kw))
+    info = load_info(known_dataset.converted)
+    cfg = InputConfig(**{k: v for k, v in kw.items() if k != "target"})
+    target = kw.get("target", "segmentation")
+    assert _plan(info, "train", cfg, target=target, training=True,
+                 labels=target != "segmentation").ranged  # as make_dataset plans it
     assert len(a) == len(b) > 0
     for x, y in zip(a, b, strict=True):
         tf.nest.map_structure(lambda u, v: np.testing.assert_array_equal(u, v), x, y)
 
 
-def _rewritten(fx, out, change, schema_version=None):
-    """The fixture re-serialized by protobuf with ``change`` applied to every Example."""
-    out.mkdir()
-    info = legacy_description(fx.converted)
-    if schema_version is not None:
-        info["schema_version"] = schema_version
-    (out / "dataset_info.json").write_text(json.dumps(info))
-    for shard in fx.converted.glob("*.tfrecord-*"):
-        with tf.io.TFRecordWriter(str(out / shard.name)) as w:
-            for rec in tf.data.TFRecordDataset(str(shard)):
-                ex = tf.train.Example.FromString(rec.numpy())
-                change(ex)
-                w.write(ex.SerializeToString(deterministic=True))
-    return out
 
 
 def test_version_1_data_and_other_serializers_read_ranged(known_dataset, tmp_path):
@@ -90,7 +89,7 @@ def test_version_1_data_and_other_serializers_read_ranged(known_dataset, tmp_pat
         ex.features.feature[schema.KEY_SCHEMA_VERSION].int64_list.value[:] = [1]
         ex.features.feature["a/first"].bytes_list.value.append(b"x" * 70000)
 
-    old = _rewritten(known_dataset, tmp_path / "v1", drop_offsets, schema_version=1)
+    old = rewritten_dataset(known_dataset, tmp_path / "v1", drop_offsets, schema_version=1)
     assert load_info(old).schema_version == 1
     want = _batches(known_dataset.converted, "record", image_dtype="raw")
     got = _batches(old, "ranged", image_dtype="raw")
@@ -143,21 +142,29 @@ def test_where_ranged_does_not_apply_the_record_reader_is_used(known_dataset):
 
     assert plan().ranged and not plan(reader="record").ranged
     assert not plan(training=False).ranged  # evaluation reads whole records
-    assert not plan(augment={"focus": 0.5}).ranged  # focus decodes the whole contact layer
+    # focus decodes the whole contact layer: ranged while it is compressed (in the index)
+    assert plan(augment={"focus": 0.5}).ranged
+    assert info.label_grid(plan().grid).arrays["contact"].encoding == "zlib"
+    from sn_tf.input.augment import augment_config
+    from sn_tf.input.plan import _ranged
+    types = plan().types
+    assert not _ranged("ranged", types, "raw", augment_config({"focus": 0.5}))
+    assert _ranged("ranged", types, "raw", augment_config(None))
     with pytest.raises(ValueError, match="reader must be one of"):
         plan(reader="mmap")
 
 
-def test_zlib_labels_fall_back_to_the_record_reader(known_dataset):
+def test_zlib_labels_travel_in_the_index(known_dataset):
     # the converter stores the mask zlib-compressed ("auto"), which cannot be read by
-    # window: a truncation above the stored one decodes mask + distance, whole records
+    # window: a truncation above the stored one decodes mask (from the index's small
+    # Example) + distance (by window); the equality is test_ranged_crops_equal_record_crops
     info = load_info(known_dataset.converted)
     cfg = InputConfig(crop_size=CROP, sdf_truncation=40.0)
     p = _plan(info, "train", cfg, target="segmentation", training=True)
     assert info.label_grid(p.grid).arrays["mask"].encoding == "zlib"
-    assert p.label_fields == ("mask", "distance") and not p.ranged
-    assert _plan(info, "train", cfg.replace(sdf_truncation=None), target="segmentation",
-                 training=True).ranged
+    assert p.label_fields == ("mask", "distance") and p.ranged and not p.batch_read
+    from sn_tf.input.decode import _cut_payloads
+    assert [k.rsplit("/", 1)[-1] for k in _cut_payloads(p)] == ["data", "distance"]
 
 
 def test_read_crops_applies_the_split_symmetry_into_pooled_aligned_batches(tmp_path):

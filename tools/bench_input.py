@@ -296,27 +296,36 @@ def measure(ds, batch_size: int, seconds: float, warmup: int = 3) -> dict:
             "cpu_util": cpu / elapsed, "rss_half": rss_half, "rss_end": _rss_mb()}
 
 
+#: ``make_dataset`` options of the FCN recipe's ``data`` section (``sn_tf/configs/fcn.py``).
+FCN_RECIPE_DATA = {"sdf_truncation": 8.0, "boundary_weight": 2.0, "contact_weight": 5.0,
+                   "interior_level": 1.5}
+
+
 def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float):
     """Print ms of process CPU per delivered crop for the floor (``floor_crops``) and the
     sn_tf raw segmentation pipeline (reads=1; ``reader`` "ranged" and "record"; with the
-    dihedral symmetry and without augmentation), rows interleaved over ``repeats`` rounds,
+    dihedral symmetry and without augmentation; and the FCN recipe's data options), rows interleaved over ``repeats`` rounds,
     with the median over rounds of each row's ratio to the floor of the same round.
     """
     from sn_tf.input.pipeline import make_dataset
 
     index = floor_index(data_dir)
 
-    def sn_tf(reader, augment):
+    def sn_tf(reader, augment, **recipe):
         return lambda: make_dataset(data_dir, "train", crop_size=CROP, batch_size=batch_size,
                                     num_parallel_reads=1, image_dtype="raw", reader=reader,
-                                    augment=augment)
+                                    augment=augment, **recipe)
 
     sym = {"flips": True, "rot90": True}
     rows = {"floor (pread window rows)": lambda: floor_crops(index, batch_size),
             "sn_tf raw ranged": sn_tf("ranged", sym),
             "sn_tf raw record": sn_tf("record", sym),
             "sn_tf raw ranged, no aug": sn_tf("ranged", False),
-            "sn_tf raw record, no aug": sn_tf("record", False)}
+            "sn_tf raw record, no aug": sn_tf("record", False),
+            # the FCN recipe's data section: wall-focused crops, contact and boundary
+            # weights, the interior target (the contact layer rides in the shard index)
+            "FCN recipe ranged": sn_tf("ranged", {**sym, "focus": 0.7}, **FCN_RECIPE_DATA),
+            "FCN recipe record": sn_tf("record", {**sym, "focus": 0.7}, **FCN_RECIPE_DATA)}
     ms = {k: [] for k in rows}
     for _ in range(repeats):
         for name, make in rows.items():

@@ -85,8 +85,10 @@ crop reads only its window's rows of each raw payload. For raw delivery of one i
 with all bands, the stored sdf and no scale jitter, crops are batched before any pixel is
 read and each batch is read in numpy straight into reused aligned buffers, symmetry
 included (``decode.read_batch``); otherwise windows are read per example. Same elements
-as ``reader="record"`` for a seed; the record reader remains for evaluation and where
-windows cannot be read (compressed payloads, ``augment.focus``, remote paths).
+as ``reader="record"`` for a seed; compressed label layers (the zlib contact and mask
+layers) travel in the index's small Example and are decoded whole per crop, as the record
+reader does, so ``augment.focus`` reads ranged too. The record reader remains for
+evaluation, compressed images, focus with a raw contact layer and remote paths.
 
 Segmentation labels: the stored sdf gives both targets (footprint = sdf >= 0) unless the
 requested truncation exceeds the stored one or scale jitter can zoom out past it; then

@@ -304,7 +304,8 @@ def _plan(info: DatasetInfo, split: str, config: InputConfig, *, target: str, tr
     fields = _label_fields(seg, cfg, stored_t, truncation)
     if contact or contact_weight is not None:
         fields += ("contact",)
-    ranged = training and _ranged(c.reader, types, [arrays[f][1] for f in fields], cfg)
+    ranged = training and _ranged(c.reader, types, (arrays.get("contact") or (None, None))[1],
+                                  cfg)
     return _Plan(types, grid, arrays, fields,
                  truncation, scale, bias, seg, det, training, crop_size,
                  cell_size, float(cvg_scale), int(pad), cfg, int(seed),
@@ -315,14 +316,18 @@ def _plan(info: DatasetInfo, split: str, config: InputConfig, *, target: str, tr
                  oriented=target == "oriented_detection", ranged=ranged)
 
 
-def _ranged(reader: str, types, label_encodings, cfg: AugmentConfig) -> bool:
+def _ranged(reader: str, types, contact_encoding, cfg: AugmentConfig) -> bool:
     """True when training crops read their windows from the shard files
-    (``sn_tf.input.ranged``): ``reader="ranged"``, every payload the crop reads is raw, and
-    no augment focus (which decodes the whole contact layer of each tile)."""
+    (``sn_tf.input.ranged``): ``reader="ranged"`` and every image type raw. Raw label layers
+    are read by window too; compressed ones (the zlib contact and mask layers, a few KB a
+    tile) travel in the shard index's small Example and are decoded whole per crop, as the
+    record reader does. Augment focus decodes the whole contact layer of each tile to pick
+    windows: with ranged reads only when that layer is compressed (a raw one, 0.4 MB a
+    650 px tile, would swell the index held in the tf.data graph)."""
     if reader not in READERS:
         raise ValueError(f"reader must be one of {READERS}, got {reader!r}")
-    return (reader == "ranged" and cfg.focus == 0 and all(t.encoding == "raw" for t in types)
-            and all(e == "raw" for e in label_encodings))
+    return (reader == "ranged" and all(t.encoding == "raw" for t in types)
+            and (cfg.focus == 0 or contact_encoding not in (None, "raw")))
 
 
 def _check_contact(info: DatasetInfo, grid: str, seg: bool, contact, contact_weight) -> None:

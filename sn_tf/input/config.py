@@ -66,8 +66,9 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     (``sn_tf.input.ranged``: the shards are indexed once when the dataset is built; the
     records' data CRCs are not checked on this path); "record": whole records through
     ``TFRecordDataset`` (CRC-checked). Same crops either way for a seed; "ranged" falls
-    back to "record" where it cannot apply (evaluation, zlib/PNG payloads, augment focus,
-    remote paths). BUILD_NOTES.md section 8.
+    back to "record" where it cannot apply (evaluation, compressed images, augment focus
+    with a raw contact layer, remote paths); compressed label layers ride in the index.
+    BUILD_NOTES.md section 8.
 """
 
 from __future__ import annotations

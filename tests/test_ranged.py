@@ -192,6 +192,29 @@ def test_read_crops_applies_the_split_symmetry_into_pooled_aligned_batches(tmp_p
                           [0], [0], [0], [0], [0])
 
 
+def test_inflate_crops_cuts_the_window_and_applies_the_split_symmetry():
+    import zlib
+
+    tiles = [np.random.default_rng(i).integers(0, 2, (9, 11)).astype(np.uint8)
+             for i in range(2)]
+    blobs = np.array([zlib.compress(t.tobytes()) for t in tiles], object)
+    for rows, cols, t in [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]:
+        got = ranged.inflate_crops("uint8", 5, blobs, [9, 9], [11, 11], [1, 4], [6, 0],
+                                   [rows] * 2, [cols] * 2, [t] * 2)
+        assert got.shape == (2, 5, 5, 1) and got.dtype == np.uint8
+        for i, (y0, x0) in enumerate(((1, 6), (4, 0))):
+            want = tiles[i][y0:y0 + 5, x0:x0 + 5]
+            want = want[::-1] if rows else want
+            want = want[:, ::-1] if cols else want
+            want = want.T if t else want
+            np.testing.assert_array_equal(got[i, :, :, 0], want)
+    with pytest.raises(ShardError, match="not 9 x 12"):
+        ranged.inflate_crops("uint8", 5, blobs[:1], [9], [12], [0], [0], [0], [0], [0])
+    with pytest.raises(ShardError, match="does not inflate"):
+        ranged.inflate_crops("uint8", 5, np.array([b"junk"], object), [9], [11], [0], [0],
+                             [0], [0], [0])
+
+
 def test_buffer_pool_reuses_only_released_buffers():
     pool = ranged.BufferPool()
     a = pool.take((4, 4), "float16")
@@ -214,3 +237,9 @@ def test_raw_single_type_plans_read_whole_batches(known_dataset):
     assert not plan(image_dtype="raw", bands={"MUL-PanSharpen": (1, 2)}).batch_read
     assert not plan(image_dtype="raw", augment={"scale_range": (0.8, 1.2)}).batch_read
     assert not plan(image_dtype="raw", reader="record").batch_read
+    # the shipped recipes' shape: contact weights add the (zlib) contact layer, inflated
+    # per crop into the batch; focus picks the windows
+    assert plan(image_dtype="raw", contact_weight=5.0, augment={"focus": 0.7}).batch_read
+    assert plan(image_dtype="raw", contact=True).batch_read
+    # mask (zlib) + distance: per example
+    assert not plan(image_dtype="raw", sdf_truncation=40.0).batch_read

@@ -354,8 +354,11 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
     out = {_READ + "hw": hw, _READ + "yx": tf.stack(window[:2]),
            _READ + "sym": tf.stack([rows, cols, t])}
     for key in _read_keys(plan):
-        out[_READ + "pos:" + key] = tf.stack([feat[_POS + key], feat[_SIZE + key]])
-        out[_READ + "file:" + key] = feat[_FILE + key]
+        if _FILE + key in feat:  # a raw payload: read by window from its shard
+            out[_READ + "pos:" + key] = tf.stack([feat[_POS + key], feat[_SIZE + key]])
+            out[_READ + "file:" + key] = feat[_FILE + key]
+        else:  # a compressed label layer from the index's small Example
+            out[_READ + "blob:" + key] = feat[key]
     boxes = _boxes(feat, plan)
     boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
                                             window[1], window[2], crop,
@@ -367,32 +370,50 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
 
 
 def _read_keys(plan: _Plan) -> list[str]:
-    """The payload keys a ``plan.batch_read`` crop reads: the image, then the sdf if any."""
+    """The payload keys a ``plan.batch_read`` crop reads: the image, then the sdf and the
+    contact layer if any."""
     return ([schema.image_key(plan.types[0].name, "data")]
             + [schema.label_key(plan.grid, f) for f in plan.label_fields])
 
 
 def read_batch(batch: dict, plan: _Plan, pool) -> dict:
     """``batch`` of ``_crop_to_read`` crops with the ``_READ`` keys replaced by ``image``
-    [B, crop, crop, C] (stored dtype) and, with the sdf, ``_STORED_SDF`` [B, crop, crop, 1]
-    (float16), read by ``ranged.read_crops`` into buffers of ``pool`` (a
-    ``ranged.BufferPool``), with the crops' symmetries applied."""
+    [B, crop, crop, C] (stored dtype) and, with the sdf, ``_STORED_SDF`` [B, crop, crop, L]
+    (float16: the sdf, then the contact layer when the plan has it), read by
+    ``ranged.read_crops`` into buffers of ``pool`` (a ``ranged.BufferPool``), or for a
+    compressed layer inflated by ``ranged.inflate_crops``, with the crops' symmetries
+    applied."""
     out = {k: v for k, v in batch.items() if not k.startswith(_READ)}
     hw, yx, sym = batch[_READ + "hw"], batch[_READ + "yx"], batch[_READ + "sym"]
     keys = _read_keys(plan)
     t = plan.types[0]
     layouts = [(t.dtype, t.num_bands)] + [(plan.label_arrays[f][0], 1)
                                           for f in plan.label_fields]
+    arrays = []
     for key, (dtype, channels) in zip(keys, layouts):
-        def read(paths, pos, hw, yx, sym, _dtype=dtype, _channels=channels):
-            return ranged.read_crops(pool, _dtype, _channels, plan.crop, paths, pos[:, 0],
-                                     pos[:, 1], hw[:, 0], hw[:, 1], yx[:, 0], yx[:, 1],
-                                     sym[:, 0], sym[:, 1], sym[:, 2])
+        if _READ + "blob:" + key in batch:
+            def inflate(blobs, hw, yx, sym, _dtype=dtype):
+                return ranged.inflate_crops(_dtype, plan.crop, blobs, hw[:, 0], hw[:, 1],
+                                            yx[:, 0], yx[:, 1], sym[:, 0], sym[:, 1],
+                                            sym[:, 2])
 
-        x = tf.numpy_function(read, [batch[_READ + "file:" + key], batch[_READ + "pos:" + key],
-                                     hw, yx, sym], tf.dtypes.as_dtype(dtype), stateful=True)
-        x = tf.ensure_shape(x, [None, plan.crop, plan.crop, channels])
-        out["image" if key == keys[0] else _STORED_SDF] = x
+            args = [batch[_READ + "blob:" + key], hw, yx, sym]
+            x = tf.numpy_function(inflate, args, tf.dtypes.as_dtype(dtype), stateful=True)
+        else:
+            def read(paths, pos, hw, yx, sym, _dtype=dtype, _channels=channels):
+                return ranged.read_crops(pool, _dtype, _channels, plan.crop, paths,
+                                         pos[:, 0], pos[:, 1], hw[:, 0], hw[:, 1], yx[:, 0],
+                                         yx[:, 1], sym[:, 0], sym[:, 1], sym[:, 2])
+
+            args = [batch[_READ + "file:" + key], batch[_READ + "pos:" + key], hw, yx, sym]
+            x = tf.numpy_function(read, args, tf.dtypes.as_dtype(dtype), stateful=True)
+        arrays.append(tf.ensure_shape(x, [None, plan.crop, plan.crop, channels]))
+    out["image"] = arrays[0]
+    if len(arrays) > 1:  # as _decode_labels stacks them: the floating dtype of the sdf
+        labels = arrays[1:]
+        dtype = labels[0].dtype
+        labels = [x if x.dtype == dtype else tf.cast(x, dtype) for x in labels]
+        out[_STORED_SDF] = labels[0] if len(labels) == 1 else tf.concat(labels, axis=-1)
     return out
 
 

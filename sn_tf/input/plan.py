@@ -88,10 +88,12 @@ class _Plan:
     def batch_read(self) -> bool:
         """True when ranged training crops are read a whole batch at a time
         (``sn_tf.input.ranged.read_crops``, straight into reused batch buffers): raw
-        delivery of one image type with all its bands, labels none or the stored sdf, no
-        scale jitter. Other ranged plans read per example (``decode._ranged_window``)."""
+        delivery of one image type with all its bands, labels none or the stored raw sdf
+        (and the contact layer: raw by window, zlib inflated per crop), no scale jitter. Other ranged plans read per example (``decode._ranged_window``)."""
         return (self.ranged and self.raw and len(self.types) == 1
-                and self.types[0].all_channels and self.label_fields in ((), ("sdf",))
+                and self.types[0].all_channels
+                and self.label_fields in ((), ("sdf",), ("sdf", "contact"))
+                and all(self.label_arrays[f][1] == "raw" for f in self.label_fields[:1])
                 and self.augment.scale_range is None)
 
     @property

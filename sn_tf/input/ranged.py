@@ -29,6 +29,7 @@ import os
 import struct
 import sys
 import threading
+import zlib
 
 import numpy as np
 
@@ -335,4 +336,35 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     finally:
         for fd in fds.values():
             os.close(fd)
+    return out
+
+
+def inflate_crops(dtype, crop: int, blobs, heights, widths, y0s, x0s, flip_rows, flip_cols,
+                  transposes) -> np.ndarray:
+    """[B, crop, crop, 1] ``dtype`` (little endian): for each crop i, the zlib-compressed
+    [heights[i], widths[i]] layer ``blobs[i]`` (``sn_tf.dataset.schema`` "zlib" encoding)
+    inflated, its window ``(y0s[i], x0s[i], crop)`` cut and the symmetry applied as
+    :func:`read_crops` does (rows reversed, then columns, then transposed). For the small
+    compressed label layers (the contact layer, a few KB a tile) that ride in the shard
+    index. ShardError when a layer does not inflate to its tile's size."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    out = np.empty((len(blobs), crop, crop, 1), dtype)
+    for i in range(len(blobs)):
+        h, w = int(heights[i]), int(widths[i])
+        try:
+            raw = zlib.decompress(blobs[i])
+        except zlib.error as err:
+            raise ShardError(f"a compressed label layer does not inflate: {err}") from None
+        if len(raw) != h * w * dtype.itemsize:
+            raise ShardError(f"a compressed label layer holds {len(raw)} bytes, not {h} x {w} "
+                             f"pixels of {dtype.itemsize} bytes")
+        y0, x0 = int(y0s[i]), int(x0s[i])
+        src = np.frombuffer(raw, dtype).reshape(h, w)[y0:y0 + crop, x0:x0 + crop]
+        if flip_rows[i]:
+            src = src[::-1]
+        if flip_cols[i]:
+            src = src[:, ::-1]
+        if transposes[i]:
+            src = src.T
+        out[i, :, :, 0] = src
     return out

@@ -238,18 +238,21 @@ def _rects(feat: dict, plan: _Plan, boxes):
     return tf.cond(stored, lambda: tf.reshape(flat, [-1, 8]), lambda: corners)
 
 
-def _seg_targets(labels, scale, plan: _Plan) -> dict:
+def _seg_targets(labels, scale, plan: _Plan, contact=None) -> dict:
     """footprint and sdf float32 [..., H, W, 1] (and ``contact`` when the plan has it) from
-    the stacked label arrays [..., H, W, L] (order ``plan.label_fields``)."""
+    the stacked label arrays [..., H, W, L] (order ``plan.label_fields``); ``contact``: the
+    contact layer [..., H, W, 1] in its stored dtype when it is not the last of ``labels``
+    (``read_batch``)."""
     if plan.label_fields[0] == "sdf":
         out = tg.segmentation_targets_from_sdf(labels[..., :1], scale, plan.truncation)
     else:
         out = tg.segmentation_targets(labels[..., :1], labels[..., 1:2], scale,
                                       plan.truncation)
+    layer = labels[..., -1:] if contact is None else contact
     if plan.contact:
-        out["contact"] = tf.cast(labels[..., -1:] > 0, tf.float32)
+        out["contact"] = tf.cast(layer > 0, tf.float32)
     elif plan.contact_weight is not None:  # weights only: carried under an internal name
-        out[_CONTACT_WEIGHT] = tf.cast(labels[..., -1:] > 0, tf.float32)
+        out[_CONTACT_WEIGHT] = tf.cast(layer > 0, tf.float32)
     return out
 
 
@@ -337,6 +340,7 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
 
 
 _STORED_SDF = "_stored_sdf"  # internal batch key, replaced by the targets in _finish_batch
+_STORED_CONTACT = "_stored_contact"  # read_batch's contact layer (stored dtype), ditto
 _READ = "_read:"  # internal batch keys: what ``read_batch`` reads (``plan.batch_read``)
 
 
@@ -378,8 +382,8 @@ def _read_keys(plan: _Plan) -> list[str]:
 
 def read_batch(batch: dict, plan: _Plan, pool) -> dict:
     """``batch`` of ``_crop_to_read`` crops with the ``_READ`` keys replaced by ``image``
-    [B, crop, crop, C] (stored dtype) and, with the sdf, ``_STORED_SDF`` [B, crop, crop, L]
-    (float16: the sdf, then the contact layer when the plan has it), read by
+    [B, crop, crop, C] (stored dtype), with the sdf ``_STORED_SDF`` [B, crop, crop, 1]
+    (float16) and with the contact layer ``_STORED_CONTACT`` [B, crop, crop, 1] (uint8), read by
     ``ranged.read_crops`` into buffers of ``pool`` (a ``ranged.BufferPool``), or for a
     compressed layer inflated by ``ranged.inflate_crops``, with the crops' symmetries
     applied."""
@@ -409,11 +413,10 @@ def read_batch(batch: dict, plan: _Plan, pool) -> dict:
             x = tf.numpy_function(read, args, tf.dtypes.as_dtype(dtype), stateful=True)
         arrays.append(tf.ensure_shape(x, [None, plan.crop, plan.crop, channels]))
     out["image"] = arrays[0]
-    if len(arrays) > 1:  # as _decode_labels stacks them: the floating dtype of the sdf
-        labels = arrays[1:]
-        dtype = labels[0].dtype
-        labels = [x if x.dtype == dtype else tf.cast(x, dtype) for x in labels]
-        out[_STORED_SDF] = labels[0] if len(labels) == 1 else tf.concat(labels, axis=-1)
+    if len(arrays) > 1:
+        out[_STORED_SDF] = arrays[1]
+    if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
+        out[_STORED_CONTACT] = arrays[2]
     return out
 
 

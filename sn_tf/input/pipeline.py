@@ -119,9 +119,9 @@ tf = tensorflow()
 from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quietly)
 from sn_tf.input import ranged  # noqa: E402
 from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _SIZE,  # noqa: E402
-                                _STORED_SDF, _cut_payloads, _eval_example, _feature_spec,
-                                _seg_targets, _train_example, _with_payload_sources,
-                                read_batch)
+                                _STORED_CONTACT, _STORED_SDF, _cut_payloads, _eval_example,
+                                _feature_spec, _seg_targets, _train_example,
+                                _with_payload_sources, read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
@@ -274,7 +274,8 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
     out = dict(batch)
     image = batch["image"]
     if _STORED_SDF in out:
-        out.update(_seg_targets(out.pop(_STORED_SDF), None, plan))
+        out.update(_seg_targets(out.pop(_STORED_SDF), None, plan,
+                                out.pop(_STORED_CONTACT, None)))
     if isinstance(batch["boxes"], tf.RaggedTensor):  # training batches: ragged_batch
         out["boxes"] = batch["boxes"].to_tensor()  # zero rows = padding
         out["rects"] = batch["rects"].to_tensor()

@@ -289,6 +289,16 @@ def _scratch_window(nbytes: int) -> np.ndarray:
     return buf[:nbytes]
 
 
+def _symmetric(src: np.ndarray, flip_rows, flip_cols, transpose) -> np.ndarray:
+    """A view of the 2-D ``src`` with ``sn_tf.input.augment.split_dihedral``'s symmetry:
+    rows reversed, then columns reversed, then transposed (no copy)."""
+    if flip_rows:
+        src = src[::-1]
+    if flip_cols:
+        src = src[:, ::-1]
+    return src.T if transpose else src
+
+
 def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positions, sizes,
                heights, widths, y0s, x0s, flip_rows, flip_cols, transposes) -> np.ndarray:
     """[B, crop, crop, channels] ``dtype`` (little endian): for each crop i, window
@@ -326,13 +336,8 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
                                  f"{start} (truncated shard)")
             x0 = int(x0s[i])
             src = rows.view(view).reshape(crop, w)[:, x0:x0 + crop]
-            if flip_rows[i]:
-                src = src[::-1]
-            if flip_cols[i]:
-                src = src[:, ::-1]
-            if transposes[i]:
-                src = src.T
-            np.copyto(slots[i].view(view).reshape(crop, crop), src)
+            np.copyto(slots[i].view(view).reshape(crop, crop),
+                      _symmetric(src, flip_rows[i], flip_cols[i], transposes[i]))
     finally:
         for fd in fds.values():
             os.close(fd)
@@ -360,11 +365,5 @@ def inflate_crops(dtype, crop: int, blobs, heights, widths, y0s, x0s, flip_rows,
                              f"pixels of {dtype.itemsize} bytes")
         y0, x0 = int(y0s[i]), int(x0s[i])
         src = np.frombuffer(raw, dtype).reshape(h, w)[y0:y0 + crop, x0:x0 + crop]
-        if flip_rows[i]:
-            src = src[::-1]
-        if flip_cols[i]:
-            src = src[:, ::-1]
-        if transposes[i]:
-            src = src.T
-        out[i, :, :, 0] = src
+        out[i, :, :, 0] = _symmetric(src, flip_rows[i], flip_cols[i], transposes[i])
     return out

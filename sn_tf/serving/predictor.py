@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
-import queue
-import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 
@@ -36,6 +34,7 @@ from sn_tf.head import polygons, rasters
 from sn_tf.spacenet.buildings import Building
 from sn_tf.serving.exporter import load_export, serving_dtype
 from sn_tf.serving.headpool import HeadPool, head_task
+from sn_tf.serving.readahead import ReadAhead
 from sn_tf.serving.sources import (ArrayImage, GeoTiffImage, ImageSource, PredictError,
                                    PredictWarning, TruthSource, _check_band_count, _header,
                                    find_images)
@@ -338,71 +337,6 @@ def _open(image, predictor: Predictor):
 # The stream: reading, the model and the head overlapped
 
 
-class _ReadAhead:
-    """Iterate ``items`` in a daemon thread, at most ``depth`` items ahead (bounded queue).
-
-    The thread's exception is raised by ``next`` in the consumer, after the items before
-    it. :meth:`close` stops the thread (also while it waits on a full queue) and closes the
-    iterator (its ``finally`` blocks run in the thread).
-    """
-
-    _END = object()
-
-    def __init__(self, items: Iterator, depth: int = 2):
-        self._items = items
-        self._queue: queue.Queue = queue.Queue(max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sn_tf-read-ahead", daemon=True)
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        """Put ``item`` unless stopped; False when stopped."""
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        import rasterio
-
-        try:
-            with rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_BYTES):  # rasterio's Env is per thread
-                for item in self._items:
-                    if not self._put((None, item)):
-                        break
-        except BaseException as err:  # handed to the consumer
-            self._put((err, None))
-        finally:
-            if hasattr(self._items, "close"):
-                self._items.close()
-            self._put((None, self._END))
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        err, item = self._queue.get()
-        if err is not None:
-            raise err
-        if item is self._END:
-            self._queue.put((None, self._END))  # stays exhausted
-            raise StopIteration
-        return item
-
-    def close(self) -> None:
-        """Stop the thread and wait for it."""
-        self._stop.set()
-        while self._thread.is_alive():
-            try:
-                self._queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
-        self._thread.join()
-
-
 def _image_events(opened: Iterable, predictor: Predictor, window: int | None, overlap: int,
                   batch_size: int) -> Iterator[tuple]:
     """The reading half of the stream, per image in order: ``("image", reader, extra)``, its
@@ -450,7 +384,7 @@ def _predict_stream(predictor: Predictor, opened: Iterable, *, window: int | Non
     finish = finish or (lambda prediction, reader, extra: prediction)
     events = _image_events(opened, predictor, window, overlap, batch_size)
     if pool.workers:
-        events = _ReadAhead(events, depth=2)
+        events = ReadAhead(events, depth=2, env={"GDAL_CACHEMAX": GDAL_CACHE_BYTES})
     waiting: list = []  # (reader, extra, head parts) of images not collected yet
     results = []
 
@@ -478,7 +412,7 @@ def _predict_stream(predictor: Predictor, opened: Iterable, *, window: int | Non
             while waiting:
                 collect()
     finally:
-        if isinstance(events, _ReadAhead):
+        if isinstance(events, ReadAhead):
             events.close()
         for reader, _, _ in waiting:
             reader.close()

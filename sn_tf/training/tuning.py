@@ -27,6 +27,7 @@ import pathlib
 import time
 
 from sn_tf.training import model_dir as md
+from sn_tf.training.recipes import TRAIN_DEFAULTS
 from sn_tf.head import polygons
 from sn_tf.input.cells import DEFAULT_CELL_SIZE
 from sn_tf.spacenet.buildings import Building
@@ -38,7 +39,7 @@ SEARCH_FILE = "postprocess_search.json"
 #: among them the one with the highest touching recall wins. The demo's val split holds
 #: ~375 buildings over 2 cities: one building more or less moves the score by ~0.003, so
 #: smaller differences are noise, and the threshold that separates neighbours is preferred.
-SCORE_TOLERANCE = 0.005
+SCORE_TOLERANCE = TRAIN_DEFAULTS["postprocess_tolerance"]
 
 
 def candidates(kind: str, base: dict, search: dict | None) -> list[dict]:

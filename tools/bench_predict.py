@@ -27,7 +27,8 @@ keeps the head's work per pixel realistic; building counts are printed.
 3. Memory: square scenes of ``--sizes`` pixels (a mosaic of the sample tiles, tiled GeoTIFF
    with 256-px blocks, UTM georeference), predicted with a small FCN (width 8, depth 4,
    1 block: the model's activations per window are constant anyway) in FRESH subprocesses;
-   peak RSS = VmHWM of the child. Compared with a naive child in the same run: whole scene
+   peak RSS = VmHWM of the child; ``stream2`` streams with 2 head worker processes and
+   adds the sum of the workers' peaks. Compared with a naive child in the same run: whole scene
    read into memory as float64, model run on non-overlapping windows into float64
    full-scene output canvases, one whole-scene polygon-head call. A third child (``base``)
    only imports TF, loads the model and predicts one window: the floor of any approach.
@@ -355,16 +356,36 @@ def _peak_rss_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
+def _process_peak_rss_mb(pid: int) -> float:
+    """VmHWM (peak resident set) of process ``pid`` in MB (Linux /proc)."""
+    for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
+
+
 def child(mode: str, scene: str, export_dir: str) -> None:
-    """Run one measurement in this (fresh) process and print a JSON line."""
+    """Run one measurement in this (fresh) process and print a JSON line.
+
+    ``stream2``: streaming with 2 head worker processes; ``workers_peak_rss_mb`` is the sum
+    of the workers' peaks, read from /proc before the pool stops (``HeadPool``'s executor
+    holds the processes; a benchmark may look inside)."""
     from sn_tf.spacenet import geo
     from sn_tf.head import polygons
     from sn_tf.serving import sources
+    from sn_tf.serving.headpool import HeadPool
     from sn_tf.serving.predictor import GDAL_CACHE_BYTES, Predictor, predict_image
 
     predictor = Predictor(export_dir)
     t0 = time.perf_counter()
-    if mode == "base":
+    workers_mb = None
+    if mode == "stream2":
+        with HeadPool(2) as pool:
+            pred = predict_image(predictor, scene, head_workers=pool)
+            workers_mb = sum(_process_peak_rss_mb(pid)
+                             for pid in pool._executor._processes)  # noqa: SLF001
+        n = len(pred.buildings)
+    elif mode == "base":
         with sources.GeoTiffImage(sources.ImageSource("scene", {TYPE: pathlib.Path(scene)}),
                                   predictor.info, predictor.dtype) as image:
             predictor(image.read(0, 0, 512, 512)[None])
@@ -389,17 +410,19 @@ def child(mode: str, scene: str, export_dir: str) -> None:
         n = len(polygons.outputs_to_buildings("fcn", outputs, "scene", image_size=(h, w),
                                               params=predictor.params))
     print(json.dumps({"mode": mode, "seconds": time.perf_counter() - t0,
-                      "peak_rss_mb": _peak_rss_mb(), "buildings": n}))
+                      "peak_rss_mb": _peak_rss_mb(), "workers_peak_rss_mb": workers_mb,
+                      "buildings": n}))
 
 
 def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> None:
-    """Peak RSS of base / streaming / naive children for each scene size."""
+    """Peak RSS of base / streaming (in-process head, and 2 head workers) / naive children
+    for each scene size; with workers, the parent's peak plus the sum of the workers'."""
     print(f"memory: small FCN {SMALL_FCN}, window 512/64, batch 4; fresh process per row")
-    print(f"  {'scene':>11} {'Mpx':>6} {'mode':<7} {'peak RSS MB':>12} {'seconds':>8} "
-          f"{'buildings':>10}")
+    print(f"  {'scene':>11} {'Mpx':>6} {'mode':<7} {'peak RSS MB':>12} {'workers MB':>11} "
+          f"{'seconds':>8} {'buildings':>10}")
     for size in sizes:
         scene = write_scene(workdir / f"scene_{size}.tif", size, tiles)
-        modes = ("base", "stream", "naive") if size == sizes[0] else ("stream", "naive")
+        modes = (("base",) if size == sizes[0] else ()) + ("stream", "stream2", "naive")
         for mode in modes:
             run = subprocess.run([sys.executable, __file__, f"--child={mode}",
                                   f"--scene={scene}", f"--export={export_dir}"],
@@ -408,8 +431,11 @@ def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> Non
                 print(f"  {size:>5}x{size:<5} {mode}: failed\n{run.stderr[-2000:]}")
                 continue
             r = json.loads(run.stdout.strip().splitlines()[-1])
+            workers = r.get("workers_peak_rss_mb")
+            workers = "-" if workers is None else f"{workers:.0f}"
             print(f"  {size:>5}x{size:<5} {size * size / 1e6:6.1f} {mode:<7} "
-                  f"{r['peak_rss_mb']:12.0f} {r['seconds']:8.1f} {r['buildings']:10d}")
+                  f"{r['peak_rss_mb']:12.0f} {workers:>11} {r['seconds']:8.1f} "
+                  f"{r['buildings']:10d}")
 
 
 # ---------------------------------------------------------------------------------- main
@@ -423,7 +449,8 @@ def main(argv=None) -> None:
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_host", action="store_true")
     parser.add_argument("--repeats", type=int, default=5, help="host: interleaved runs")
-    parser.add_argument("--child", choices=["base", "stream", "naive"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=["base", "stream", "stream2", "naive"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

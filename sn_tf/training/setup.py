@@ -17,6 +17,7 @@ from sn_tf.dataset.reader import load_info
 from sn_tf.head import detections, polygons
 from sn_tf.input.cells import DEFAULT_CELL_SIZE, check_cell_size
 from sn_tf.training import model_dir as md
+from sn_tf.training.recipes import DATA_DEFAULTS
 from sn_tf.utils import families
 from sn_tf.utils.tfimport import tensorflow
 
@@ -278,20 +279,21 @@ def split_aois(setup: Setup, split: str) -> list[str]:
 def input_config_of(setup: Setup, split: str, training: bool = True) -> InputConfig:
     """The input pipeline's configuration (``sn_tf.input.config``) from the recipe's ``data``
     section resolved against the dataset: training crops with the recipe's augmentation and
-    weights, or (``training=False``) whole tiles padded to the model's stride, plain."""
-    d, t = setup.config["data"], setup.config["train"]
+    weights, or (``training=False``) whole tiles padded to the model's stride, plain. Keys a
+    recipe (or an older run's ``config.json``) lacks take ``recipes.DATA_DEFAULTS``."""
+    d, t = {**DATA_DEFAULTS, **setup.config["data"]}, setup.config["train"]
     base = InputConfig(
         image_types=tuple(setup.image_types), bands=setup.bands,
         normalization={"mean": setup.mean, "std": setup.std},
         sdf_truncation=d.get("sdf_truncation"), cell_size=setup.cell_size or DEFAULT_CELL_SIZE,
-        cvg_scale=float(d.get("cvg_scale", 0.4)), aois=split_aois(setup, split),
+        cvg_scale=float(d["cvg_scale"]), aois=split_aois(setup, split),
         image_dtype=setup.image_dtype, crop_size=int(d["crop_size"]),
         batch_size=int(d["batch_size"]), seed=int(t["seed"]))
     if not training:
         return base.replace(pad_to_multiple=setup.stride)
     return base.replace(
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
-        crops_per_tile=d.get("crops_per_tile", 1), reader=d.get("reader", "ranged"),
+        crops_per_tile=d["crops_per_tile"], reader=d["reader"],
         contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,

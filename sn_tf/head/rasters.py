@@ -10,6 +10,7 @@ Coordinate conventions: ``sn_tf.head.polygons``.
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Sequence
 
 import numpy as np
@@ -389,7 +390,12 @@ def traced_polygons(geojsons: Sequence[dict]) -> np.ndarray:
     if not geojsons:
         return np.empty(0, dtype=object)
     rings = [ring for g in geojsons for ring in g["coordinates"]]
-    xy = np.array([point for ring in rings for point in ring], dtype=np.float64)[:, :2]
-    ring_of_point = np.repeat(np.arange(len(rings)), [len(ring) for ring in rings])
+    sizes = [len(ring) for ring in rings]
+    xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64)
+    if xy.size == 2 * sum(sizes):  # (x, y) tuples, as rasterio's: 2x faster than np.array
+        xy = xy.reshape(-1, 2)
+    else:
+        xy = np.array([point for ring in rings for point in ring], dtype=np.float64)[:, :2]
+    ring_of_point = np.repeat(np.arange(len(rings)), sizes)
     owner = np.repeat(np.arange(len(geojsons)), [len(g["coordinates"]) for g in geojsons])
     return shapely.polygons(shapely.linearrings(xy, indices=ring_of_point), indices=owner)

@@ -364,8 +364,13 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
     traced = list(features.shapes(labels, mask=mask, connectivity=4, **kwargs))
-    polys = traced_polygons([geojson for geojson, _ in traced])
-    valid = shapely.is_valid(polys)
+    xy, ring_of_point, owner = _traced_arrays([geojson for geojson, _ in traced])
+    polys = _assembled(xy, ring_of_point, owner)
+    if affine is None:  # pixel corners: GEOS only for the polygons that touch themselves
+        valid = ~_self_touching(xy, ring_of_point, owner)
+        valid[~valid] = shapely.is_valid(polys[~valid])
+    else:
+        valid = shapely.is_valid(polys)
     areas = shapely.area(polys)
     out = []
     for polygon, (_, value), ok, area in zip(polys, traced, valid, areas):
@@ -387,8 +392,12 @@ def traced_polygons(geojsons: Sequence[dict]) -> np.ndarray:
     ``rasterio.features.shapes`` yields: all rings assembled in two vectorised calls
     (``shapely.linearrings`` and ``shapely.polygons`` with indices), not one
     ``shapely.geometry.shape`` per polygon (7x faster on a tile's ~80 polygons)."""
-    if not geojsons:
-        return np.empty(0, dtype=object)
+    return _assembled(*_traced_arrays(geojsons))
+
+
+def _traced_arrays(geojsons: Sequence[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The points (float64 [P, 2]), ring of each point (int [P]) and polygon of each ring
+    (int [R]) of GeoJSON-like Polygon dicts (rings closed, as rasterio's)."""
     rings = [ring for g in geojsons for ring in g["coordinates"]]
     sizes = [len(ring) for ring in rings]
     xy = np.fromiter(chain.from_iterable(chain.from_iterable(rings)), np.float64)
@@ -398,4 +407,35 @@ def traced_polygons(geojsons: Sequence[dict]) -> np.ndarray:
         xy = np.array([point for ring in rings for point in ring], dtype=np.float64)[:, :2]
     ring_of_point = np.repeat(np.arange(len(rings)), sizes)
     owner = np.repeat(np.arange(len(geojsons)), [len(g["coordinates"]) for g in geojsons])
+    return xy, ring_of_point, owner
+
+
+def _assembled(xy: np.ndarray, ring_of_point: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """shapely Polygons (object [N]) of :func:`_traced_arrays`' points, rings and owners."""
+    if owner.size == 0:
+        return np.empty(0, dtype=object)
     return shapely.polygons(shapely.linearrings(xy, indices=ring_of_point), indices=owner)
+
+
+def _self_touching(xy: np.ndarray, ring_of_point: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """bool [N]: polygon n (of :func:`_traced_arrays`' arrays, pixel corners from
+    ``features.shapes``) visits a vertex twice (closing points aside), in one ring or two.
+
+    A polygon traced along pixel edges can only touch itself where two of its pixels meet
+    diagonally, and its rings turn there: no shared vertex, no contact, so GEOS would
+    find it valid (rings of at least 4 pixel corners, holes inside the shell). Only the
+    polygons flagged here need ``shapely.is_valid``.
+    """
+    n = int(owner.max()) + 1 if owner.size else 0
+    if xy.size == 0:
+        return np.zeros(n, dtype=bool)
+    last = np.r_[ring_of_point[1:] != ring_of_point[:-1], True]  # each ring's closing point
+    pts = xy[~last].astype(np.int64)
+    poly = owner[ring_of_point[~last]]
+    span = pts.max(axis=0) - pts.min(axis=0) + 1
+    pts -= pts.min(axis=0)
+    key = np.sort((poly * span[1] + pts[:, 1]) * span[0] + pts[:, 0])
+    twice = key[1:] == key[:-1]
+    out = np.zeros(n, dtype=bool)
+    out[key[1:][twice] // (span[0] * span[1])] = True
+    return out

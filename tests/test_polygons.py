@@ -725,7 +725,7 @@ def test_only_self_touching_traced_polygons_need_a_validity_check():
         for lab in (ndimage.label(fp)[0].astype(np.int32), labels):
             traced = [g for g, _ in features.shapes(lab, mask=lab > 0, connectivity=4)]
             xy, ring_of_point, owner = rasters._traced_arrays(traced)
-            touching = rasters._self_touching(xy, ring_of_point, owner)
+            touching = rasters._self_touching(xy, ring_of_point, owner, lab.shape)
             polys = rasters._assembled(xy, ring_of_point, owner)
             assert shapely.is_valid(polys[~touching]).all()
             flagged += int(touching.sum())
@@ -734,4 +734,4 @@ def test_only_self_touching_traced_polygons_need_a_validity_check():
     pinch[1:5, 1:5] = 1
     pinch[2, 2] = pinch[3, 3] = 0  # a hole of two pixels meeting at a corner
     traced = [g for g, _ in features.shapes(pinch, mask=pinch > 0, connectivity=4)]
-    assert rasters._self_touching(*rasters._traced_arrays(traced)).tolist() == [True]
+    assert rasters._self_touching(*rasters._traced_arrays(traced), pinch.shape).tolist() == [True]

@@ -96,7 +96,8 @@ def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
     """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
     from scipy import ndimage
 
-    _, (rows, cols) = ndimage.distance_transform_edt(seeds == 0, return_indices=True)
+    rows, cols = ndimage.distance_transform_edt(seeds == 0, return_distances=False,
+                                                return_indices=True)
     return seeds[rows, cols]
 
 
@@ -173,7 +174,7 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     comp_label[seed_component[1:][single]] = np.arange(1, n_seeds + 1, dtype=np.int32)[single]
     unseeded = np.flatnonzero(per_comp[1:] == 0) + 1
     comp_label[unseeded] = n_seeds + 1 + np.arange(unseeded.size, dtype=np.int32)
-    labels = comp_label[components]
+    labels = np.take(comp_label, components)  # faster than fancy indexing
     multi = np.flatnonzero(per_comp[1:] > 1) + 1
     windows = []
     if multi.size:
@@ -242,7 +243,7 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
     lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
     table = lookup[comp]
     table[0] = 0
-    return table[labels], int(used.size)
+    return np.take(table, labels), int(used.size)
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
@@ -367,7 +368,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     xy, ring_of_point, owner = _traced_arrays([geojson for geojson, _ in traced])
     polys = _assembled(xy, ring_of_point, owner)
     if affine is None:  # pixel corners: GEOS only for the polygons that touch themselves
-        valid = ~_self_touching(xy, ring_of_point, owner)
+        valid = ~_self_touching(xy, ring_of_point, owner, labels.shape)
         valid[~valid] = shapely.is_valid(polys[~valid])
     else:
         valid = shapely.is_valid(polys)
@@ -417,25 +418,25 @@ def _assembled(xy: np.ndarray, ring_of_point: np.ndarray, owner: np.ndarray) -> 
     return shapely.polygons(shapely.linearrings(xy, indices=ring_of_point), indices=owner)
 
 
-def _self_touching(xy: np.ndarray, ring_of_point: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """bool [N]: polygon n (of :func:`_traced_arrays`' arrays, pixel corners from
-    ``features.shapes``) visits a vertex twice (closing points aside), in one ring or two.
+def _self_touching(xy: np.ndarray, ring_of_point: np.ndarray, owner: np.ndarray,
+                   shape: tuple[int, int]) -> np.ndarray:
+    """bool [N]: polygon n (of :func:`_traced_arrays`' arrays: pixel corners traced by
+    ``features.shapes`` from a raster of ``shape`` (H, W)) visits a vertex twice (closing
+    points aside), in one ring or two.
 
     A polygon traced along pixel edges can only touch itself where two of its pixels meet
     diagonally, and its rings turn there: no shared vertex, no contact, so GEOS would
     find it valid (rings of at least 4 pixel corners, holes inside the shell). Only the
     polygons flagged here need ``shapely.is_valid``.
     """
-    n = int(owner.max()) + 1 if owner.size else 0
-    if xy.size == 0:
-        return np.zeros(n, dtype=bool)
-    last = np.r_[ring_of_point[1:] != ring_of_point[:-1], True]  # each ring's closing point
-    pts = xy[~last].astype(np.int64)
-    poly = owner[ring_of_point[~last]]
-    span = pts.max(axis=0) - pts.min(axis=0) + 1
-    pts -= pts.min(axis=0)
-    key = np.sort((poly * span[1] + pts[:, 1]) * span[0] + pts[:, 0])
-    twice = key[1:] == key[:-1]
+    n = int(owner[-1]) + 1 if owner.size else 0
     out = np.zeros(n, dtype=bool)
-    out[key[1:][twice] // (span[0] * span[1])] = True
+    if xy.size == 0:
+        return out
+    inner = np.r_[ring_of_point[1:] == ring_of_point[:-1], False]  # not a closing point
+    x, y = xy[inner, 0].astype(np.int64), xy[inner, 1].astype(np.int64)
+    width, height = shape[1] + 1, shape[0] + 1
+    key = (owner[ring_of_point[inner]] * height + y) * width + x
+    key.sort()
+    out[key[1:][key[1:] == key[:-1]] // (width * height)] = True
     return out

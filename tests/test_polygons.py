@@ -691,3 +691,47 @@ def test_wkt_texts_round_trip_exactly_in_spacenet_form():
     assert all(len(shapely.from_wkt(t).interiors) == 0 for t in dropped)
     assert wkt_texts([shapely.geometry.box(0, 0, 1.005, 2)], decimals=2) == \
         ["POLYGON ((1.00 0.00, 1.00 2.00, 0.00 2.00, 0.00 0.00, 1.00 0.00))"]
+
+
+def test_integer_wkt_is_the_python_formatting():
+    """Pixel-corner polygons are written by GEOS's WKT writer (buildings._integer_wkt):
+    the same text as the Python formatting of the other polygons."""
+    from sn_tf.spacenet.buildings import _integer_wkt, wkt_texts
+
+    holed = Polygon([(-0.0, 0), (5, 0), (5, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 2)]])
+    big = box(2.0 ** 52 - 2, -(2.0 ** 52 - 1), 2.0 ** 52 - 1, 7)
+    texts = wkt_texts([holed, None, big, Polygon()])
+    assert texts == ["POLYGON ((0 0, 5 0, 5 4, 0 4, 0 0),(1 1, 2 1, 2 2, 1 2, 1 1))", None,
+                     "POLYGON ((4503599627370495 -4503599627370495, 4503599627370495 7, "
+                     "4503599627370494 7, 4503599627370494 -4503599627370495, "
+                     "4503599627370495 -4503599627370495))", "POLYGON EMPTY"]
+    assert _integer_wkt(np.array([box(0, 0, 1, 2.5)])) is None  # not integers
+    assert _integer_wkt(np.array([box(0, 0, 1, 2.0 ** 52)])) is None  # beyond exact ints
+    assert _integer_wkt(np.array([box(0, 0, 1, 2).boundary])) is None  # not a Polygon
+
+
+def test_only_self_touching_traced_polygons_need_a_validity_check():
+    """rasters._self_touching flags the traced polygons that visit a vertex twice; every
+    other traced polygon is valid for GEOS (noisy labels, pinches, holes, many labels)."""
+    from rasterio import features
+
+    rng = np.random.default_rng(5)
+    flagged = 0
+    for k in range(20):
+        noise = ndimage.gaussian_filter(rng.normal(0, 1, (90, 100)), rng.uniform(0.5, 2.5))
+        fp = noise > rng.uniform(-0.3, 0.3)
+        labels = np.where(fp, (ndimage.gaussian_filter(rng.normal(0, 1, fp.shape), 3) * 5)
+                          .astype(np.int32) % 7 + 1, 0).astype(np.int32)
+        for lab in (ndimage.label(fp)[0].astype(np.int32), labels):
+            traced = [g for g, _ in features.shapes(lab, mask=lab > 0, connectivity=4)]
+            xy, ring_of_point, owner = rasters._traced_arrays(traced)
+            touching = rasters._self_touching(xy, ring_of_point, owner, lab.shape)
+            polys = rasters._assembled(xy, ring_of_point, owner)
+            assert shapely.is_valid(polys[~touching]).all()
+            flagged += int(touching.sum())
+    assert flagged > 0
+    pinch = np.zeros((6, 6), np.int32)
+    pinch[1:5, 1:5] = 1
+    pinch[2, 2] = pinch[3, 3] = 0  # a hole of two pixels meeting at a corner
+    traced = [g for g, _ in features.shapes(pinch, mask=pinch > 0, connectivity=4)]
+    assert rasters._self_touching(*rasters._traced_arrays(traced), pinch.shape).tolist() == [True]

@@ -277,6 +277,19 @@ def test_head_keeps_two_touching_rotated_units_apart(noise, grouping):
     assert all(b.confidence == pytest.approx(0.9) for b in found)
 
 
+@pytest.mark.parametrize("grouping", ["clusters", "rotated_nms"])
+def test_head_names_non_finite_orient_parameters(grouping):
+    out = _outputs([ROW_A, ROW_B], 96)
+    cells = np.argwhere(out["coverage"][..., 0] > 0.5)
+    out["orient"] = out["orient"].copy()
+    out["orient"][tuple(cells[3])] = [np.nan, 0.2, 0.5]
+    with pytest.raises(ValueError, match=r"orient: 1 candidate cell\(s\) have non-finite"):
+        polygons.outputs_to_buildings(
+            "detectnet", out, "img", image_size=(96, 96),
+            params={"threshold": 0.5, "grouping": grouping, "group_threshold": 0,
+                    "eps": 0.35, "nms_iou": 0.1})
+
+
 def test_head_without_orient_output_gives_boxes_and_gate_zero_too():
     out = _outputs([ROW_A, ROW_B], 96)
     params = {"threshold": 0.5, "grouping": "clusters", "group_threshold": 0, "eps": 0.35}

@@ -572,11 +572,18 @@ def buildings_from_rects(rects, scores, image_id: str = "", transform=None) -> l
 
 
 def _orient_cells(orient, cells: np.ndarray, shape) -> np.ndarray:
-    """float64 [N, 3] (alpha, beta, r) of the candidate cells (row, col) [N, 2]."""
+    """float64 [N, 3] (alpha, beta, r) of the candidate cells (row, col) [N, 2]; ValueError
+    when ``orient`` has another shape or a candidate's parameters are not finite."""
     orient = np.asarray(orient, dtype=np.float64)
     if orient.ndim != 3 or orient.shape[:2] != tuple(shape) or orient.shape[2] < 3:
         raise ValueError(f"orient: expected shape {tuple(shape) + (3,)}, got {orient.shape}")
-    return orient[cells[:, 0], cells[:, 1], :3]
+    params = orient[cells[:, 0], cells[:, 1], :3]
+    bad = ~np.isfinite(params).all(axis=1)
+    if bad.any():  # a NaN would reach GEOS as an open ring
+        raise ValueError(f"orient: {int(bad.sum())} candidate cell(s) have non-finite "
+                         f"gliding parameters (alpha, beta, r), e.g. {params[bad][0].tolist()} "
+                         f"at cell (row, col) {cells[bad][0].tolist()}")
+    return params
 
 
 def buildings_from_detectnet(coverage, bbox, image_id: str = "", *,

@@ -16,7 +16,7 @@ an empty output with a warning on stderr.
 The georeference is the raster's own, or --transform (GDAL order) with --crs (required with
 --transform unless the raster has a CRS; a raster with a geotransform but no CRS needs --crs).
 ``.geojson`` output always names its CRS: the map CRS, or, without any georeference, sn_tf's
-pixel CRS (``sn_tf.spacenet.buildings.PIXEL_CRS_WKT``: an engineering CRS in pixels that GDAL, and
+pixel CRS (``sn_tf.spacenet.crs.PIXEL_CRS_WKT``: an engineering CRS in pixels that GDAL, and
 so QGIS, read as "not georeferenced" instead of taking the coordinates for WGS84);
 ``.csv`` output is a SpaceNet CSV in pixel coordinates (an image without buildings gets a
 ``POLYGON EMPTY`` row). --min_area and --simplify are in map units when a georeference is
@@ -145,7 +145,8 @@ def _check_flags() -> None:
 def run() -> str:
     """Polygonise per the flags, write the output; returns a one-line summary."""
     from sn_tf.head import rasters
-    from sn_tf.spacenet.buildings import tile_id_from_name, write_geojson, write_spacenet_csv
+    from sn_tf.spacenet.buildings import tile_id_from_name
+    from sn_tf.spacenet.building_writers import write_geojson, write_spacenet_csv
     from sn_tf.spacenet.geo import pixel_area
 
     if not FLAGS.raster or not FLAGS.output:
@@ -186,7 +187,7 @@ def run() -> str:
         if as_csv:
             write_spacenet_csv(buildings, FLAGS.output, image_ids=[image_id], holes=FLAGS.holes)
         else:
-            from sn_tf.spacenet.buildings import PIXEL_CRS_WKT
+            from sn_tf.spacenet.crs import PIXEL_CRS_WKT
 
             write_geojson(buildings, FLAGS.output,
                           crs=crs if transform is not None else PIXEL_CRS_WKT)

@@ -61,7 +61,7 @@ def main(argv) -> None:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     if not FLAGS.truth or not FLAGS.proposals:
         _fail("--truth and --proposals are required")
-    from sn_tf.spacenet.buildings import SpaceNetFormatError
+    from sn_tf.spacenet.building_readers import SpaceNetFormatError
     from sn_tf.spacenet.scoring import score_polygons
 
     try:

@@ -10,9 +10,11 @@ from scipy import ndimage
 from shapely.geometry import MultiPolygon, Polygon, box
 
 from sn_tf.head import detections, polygons as P, rasters
-from sn_tf.spacenet.buildings import Building, crs_name, geojson_feature_collection, tile_id_from_name, write_geojson, write_spacenet_csv
+from sn_tf.spacenet.buildings import Building, tile_id_from_name
+from sn_tf.spacenet.building_writers import (geojson_feature_collection, write_geojson, write_spacenet_csv)
+from sn_tf.spacenet.crs import crs_name
 from sn_tf.spacenet.geo import as_gdal_transform, map_to_pixel, pixel_area, pixel_to_map, repair_polygon, to_affine
-from sn_tf.spacenet.buildings import read_geojson, read_spacenet_csv
+from sn_tf.spacenet.building_readers import read_geojson, read_spacenet_csv
 from sn_tf.spacenet.scoring import score_polygons
 
 MVOI_GT = (737201.0, 0.5, 0.0, 3736839.0, 0.0, -0.5)
@@ -658,7 +660,7 @@ def test_geojson_writer_text_parses_to_the_collection(tmp_path):
     """The GEOS-assembled text equals json of geojson_feature_collection, float for float."""
     import json
 
-    from sn_tf.spacenet.buildings import geojson_feature_collection, write_geojson
+    from sn_tf.spacenet.building_writers import geojson_feature_collection, write_geojson
 
     bs = _random_buildings()
     for transform, crs in ((None, None), ((737201.5, 0.3, 0, 3736839.1, 0, -0.3), "EPSG:32616"),
@@ -675,7 +677,7 @@ def test_geojson_writer_text_parses_to_the_collection(tmp_path):
 def test_wkt_texts_round_trip_exactly_in_spacenet_form():
     import shapely
 
-    from sn_tf.spacenet.buildings import wkt_texts
+    from sn_tf.spacenet.building_writers import wkt_texts
     from sn_tf.spacenet.geo import polygon_parts
 
     parts = [p for b in _random_buildings(seed=1) for p in polygon_parts(b.polygon)]
@@ -694,9 +696,9 @@ def test_wkt_texts_round_trip_exactly_in_spacenet_form():
 
 
 def test_integer_wkt_is_the_python_formatting():
-    """Pixel-corner polygons are written by GEOS's WKT writer (buildings._integer_wkt):
+    """Pixel-corner polygons are written by GEOS's WKT writer (building_writers._integer_wkt):
     the same text as the Python formatting of the other polygons."""
-    from sn_tf.spacenet.buildings import _integer_wkt, wkt_texts
+    from sn_tf.spacenet.building_writers import _integer_wkt, wkt_texts
 
     holed = Polygon([(-0.0, 0), (5, 0), (5, 4), (0, 4)], [[(1, 1), (2, 1), (2, 2), (1, 2)]])
     big = box(2.0 ** 52 - 2, -(2.0 ** 52 - 1), 2.0 ** 52 - 1, 7)

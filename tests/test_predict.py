@@ -28,7 +28,8 @@ from sn_tf.serving import exporter, headpool, sources, windows, writers
 from sn_tf.serving.predictor import (Predictor, predict_image, predict_images, predict_tfrecords,
                                      stitch_outputs)
 from sn_tf.spacenet import geo, scoring, synthetic
-from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, read_buildings
+from sn_tf.spacenet.building_readers import read_buildings
+from sn_tf.spacenet.crs import PIXEL_CRS_WKT
 from sn_tf.training import model_dir as md
 from fixtures.models import RGB, cell_detectnet, make_model_dir, oracle_fcn, tiny_model
 

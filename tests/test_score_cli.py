@@ -257,7 +257,7 @@ def test_polygonize_cli_nan_warnings_flags_and_crs(tmp_path):
     # pixel coordinates are marked with sn_tf's engineering CRS, which GDAL parses as such
     from rasterio.crs import CRS
 
-    from sn_tf.spacenet.buildings import PIXEL_CRS_WKT
+    from sn_tf.spacenet.crs import PIXEL_CRS_WKT
     name = data["crs"]["properties"]["name"]
     assert name == PIXEL_CRS_WKT
     parsed = CRS.from_user_input(name)

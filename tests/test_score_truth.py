@@ -10,7 +10,8 @@ import shapely
 from shapely.geometry import box
 
 from sn_tf.spacenet.geo import reproject_geoms
-from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, ScoreInputError, SpaceNetFormatError, read_buildings
+from sn_tf.spacenet.building_readers import SpaceNetFormatError, read_buildings
+from sn_tf.spacenet.crs import PIXEL_CRS_WKT, ScoreInputError
 from sn_tf.spacenet.scoring import score_polygons
 
 UTM = "urn:ogc:def:crs:EPSG::32616"

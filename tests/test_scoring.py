@@ -10,8 +10,8 @@ from shapely.geometry import Polygon, box
 
 import sn_tf
 from sn_tf.spacenet.buildings import Building
-from sn_tf.spacenet.buildings import (ReadIssue, SpaceNetFormatError, city_of, read_buildings,
-                                      read_geojson, read_spacenet_csv)
+from sn_tf.spacenet.buildings import city_of
+from sn_tf.spacenet.building_readers import (ReadIssue, SpaceNetFormatError, read_buildings, read_geojson, read_spacenet_csv)
 from sn_tf.spacenet.scoring import score_polygons
 
 V = "AOI_2_Vegas_img1"

@@ -39,7 +39,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from sn_tf.dataset import labels  # noqa: E402
 from sn_tf.head import polygons, rasters  # noqa: E402
-from sn_tf.spacenet.buildings import write_geojson, write_spacenet_csv  # noqa: E402
+from sn_tf.spacenet.building_writers import write_geojson, write_spacenet_csv  # noqa: E402
 from sn_tf.spacenet import synthetic_aois, synthetic_scenes  # noqa: E402
 
 FCN_PARAMS = {"threshold": 0.0, "interior_threshold": 0.0, "merge_level": -2.0,

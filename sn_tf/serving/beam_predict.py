@@ -88,7 +88,7 @@ def _write_gathered(indexed: list, output: str, folder: bool) -> int:
     """The CSV (or single GeoJSON) of the gathered predictions, in scene order."""
     predictions = [p for _, p in sorted(indexed, key=lambda ip: ip[0])]
     if folder:
-        from sn_tf.spacenet.buildings import write_spacenet_csv
+        from sn_tf.spacenet.building_writers import write_spacenet_csv
 
         write_spacenet_csv([b for p in predictions for b in p.buildings],
                            pathlib.Path(output) / writers.PREDICTIONS_CSV,

@@ -365,13 +365,13 @@ class TruthSource:
     """Truth buildings for predicted images, in each image's PIXEL coordinates.
 
     ``path``: a SpaceNet CSV (pixels) or a folder of CSVs, read once with
-    ``sn_tf.spacenet.buildings.read_buildings``; or a label GeoJSON file / folder of them (map
+    ``sn_tf.spacenet.building_readers.read_buildings``; or a label GeoJSON file / folder of them (map
     coordinates, file name carrying the tile id), each read when its image comes, with
     ``sn_tf.spacenet.geo.read_label_geojson`` in the image's CRS and mapped to its pixels.
     """
 
     def __init__(self, path):
-        from sn_tf.spacenet.buildings import read_buildings
+        from sn_tf.spacenet.building_readers import read_buildings
 
         self.path = pathlib.Path(path)
         if not self.path.exists():

@@ -11,7 +11,8 @@ import json
 import pathlib
 from collections.abc import Sequence
 
-from sn_tf.spacenet.buildings import PIXEL_CRS_WKT, write_geojson, write_spacenet_csv
+from sn_tf.spacenet.building_writers import write_geojson, write_spacenet_csv
+from sn_tf.spacenet.crs import PIXEL_CRS_WKT
 from sn_tf.serving.predictor import ImagePrediction
 from sn_tf.serving.sources import GEOJSON_SUFFIXES, PredictError, TruthSource
 from sn_tf.utils import objectstore

@@ -78,9 +78,9 @@ from typing import Sequence
 import numpy as np
 import shapely
 
-from sn_tf.spacenet.buildings import (DEFAULT_GSD, GEOJSON_SUFFIXES, Building, SourceFile,
-                                      _area_to_pixels, _to_common_crs, _units, city_of,
-                                      read_buildings, read_files)
+from sn_tf.spacenet.buildings import GEOJSON_SUFFIXES, Building, city_of
+from sn_tf.spacenet.building_readers import read_buildings, read_files
+from sn_tf.spacenet.crs import DEFAULT_GSD, SourceFile, area_to_pixels, to_common_crs, crs_units
 
 #: Default area edges (truth units, pixels for SpaceNet CSVs) of the breakdown's size classes.
 SIZE_CLASSES = (100.0, 1000.0)
@@ -475,8 +475,8 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
     t_files = _inputs(truth, "truth", on_error, issues)
     p_files = _inputs(proposals, "proposal", on_error, issues)
     warnings += [f.note for f in t_files + p_files if f.note]
-    crs = _to_common_crs(t_files, p_files, warnings)
-    units, metres = _units(crs)
+    crs = to_common_crs(t_files, p_files, warnings)
+    units, metres = crs_units(crs)
     truth_records = [r for f in t_files for r in f.records]
     prop_records = [r for f in p_files for r in f.records]
     if _is_single_geojson(truth) and _is_single_geojson(proposals):
@@ -503,7 +503,7 @@ def score_polygons(truth, proposals, iou_threshold: float = 0.5, min_area: float
     n_images = len(image_index)
 
     def to_pixels(geoms, area):
-        return _area_to_pixels(geoms, area, units, metres, float(gsd))
+        return area_to_pixels(geoms, area, units, metres, float(gsd))
 
     t_side = _prepare(truth_records, image_index, True, min_area, to_pixels)
     p_side = _prepare(prop_records, image_index, repair_proposals, min_area, to_pixels)

@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 	$(PY) -m sn_tf.demo --output_dir=$(DEMO_DIR)
 
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -474,7 +474,7 @@ def test_ema_momentum_is_capped_for_short_runs():
     from sn_tf.training.trainer import ema_momentum
 
     assert ema_momentum(None, 1000) is None
-    assert ema_momentum(0.99, 576) == 0.99          # the FCN demo: 48 epochs x 12 steps
+    assert ema_momentum(0.99, 720) == 0.99          # the FCN demo: 60 epochs x 12 steps
     assert ema_momentum(0.99, 72) == pytest.approx(1 - 5 / 72)
     assert ema_momentum(0.99, 3) == 0.0               # a smoke run: the raw weights
 

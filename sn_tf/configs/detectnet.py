@@ -86,7 +86,7 @@ def get_config(variant: str = "") -> dict:
                      "rect_gate": 0.7},
         train={"postprocess_search": HEAD_SEARCH},
         variants={"demo": {"model": {"width": 16, "blocks": [1, 3]},
-                           "train": {"learning_rate": 6e-3, "epochs": 36, "val_every": 6}},
+                           "train": {"learning_rate": 6e-3, "epochs": 36, "val_every": 12}},
                   "smoke": {"model": {"width": 8, "blocks": [1, 2]},
                             "train": {"learning_rate": 2e-3,
                                       "postprocess_search": {"threshold": [0.5, 0.6]}}}})

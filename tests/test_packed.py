@@ -64,3 +64,72 @@ def test_host_targets_where_the_stored_sdf_does_not_cross_the_batch(known_datase
 def test_targets_on_is_checked(known_dataset):
     with pytest.raises(ValueError, match=r"targets_on must be one of \('host', 'device'\)"):
         make_dataset(known_dataset.converted, "train", crop_size=CROP, targets_on="gpu")
+
+
+# ---- the train step ---------------------------------------------------------------------
+def _setup(tfr, sets):
+    from sn_tf.training import trainer
+    from sn_tf.training.recipes import apply_overrides, load_recipe
+
+    cfg = apply_overrides(load_recipe("fcn:smoke"), sets + ["data.crop_size=64",
+                                                            "data.batch_size=2"])
+    return trainer.resolve(cfg, tfr)
+
+
+def _first(ds):
+    return next(iter(ds))
+
+
+def _compiled(setup, weights=None):
+    from sn_tf.training import trainer
+
+    model = trainer.compile_model(trainer.build_model(setup), setup, 10, False)
+    if weights is not None:
+        model.set_weights(weights)
+    return model
+
+
+@pytest.mark.parametrize("sets", [
+    [],  # the FCN recipe: boundary, contact and interior weights, focus
+    ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0"],
+    ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
+     "model.interior=false", "data.augment={\"focus\": 0.0}"]])  # plain segmentation
+def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
+    from sn_tf.input import pipeline
+    from sn_tf.training import packed_step, trainer
+
+    make = pipeline.make_dataset  # the same first batch on both paths
+    monkeypatch.setattr(pipeline, "make_dataset",
+                        lambda *a, **k: make(*a, deterministic=True, **k))
+
+    host_setup = _setup(sample_tfr, sets + ["data.targets_on=\"host\""])
+    setup = _setup(sample_tfr, sets + ["data.targets_on=\"device\""])
+    assert packed_step.label_expander(host_setup) is None
+    expand = packed_step.label_expander(setup)
+    assert expand is not None
+    host_el = _first(trainer.train_dataset(host_setup, 2))
+    device_el = _first(trainer.train_dataset(setup, 2))
+    assert pk.is_packed(device_el[1])
+    # the multi-worker step's view of the element
+    x, y, w = packed_step.training_batch(device_el, expand)
+    _assert_equal(tuple(host_el), (x, y, w) if w is not None else (x, y))
+
+    host = _compiled(host_setup)
+    device = _compiled(setup, host.get_weights())
+    packed_step.expand_in_step(device, expand)
+    want = host.train_on_batch(*host_el, return_dict=True)
+    got = device.train_on_batch(*device_el, return_dict=True)
+    assert sorted(want) == sorted(got)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=k)
+    for a, b in zip(host.get_weights(), device.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    # the model stays the plain functional model: it saves and loads as before
+    assert type(device) is type(host)
+
+
+def test_recipe_targets_on_is_checked(sample_tfr):
+    from sn_tf.training import trainer
+
+    with pytest.raises(trainer.ConfigError, match="data.targets_on 'gpu' unknown"):
+        _setup(sample_tfr, ["data.targets_on=\"gpu\""])

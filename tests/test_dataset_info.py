@@ -221,7 +221,7 @@ def test_training_a_resampled_type_beside_an_aoi_without_it(tmp_path):
     question (``aois_with``), so training picks Vegas alone and its input builds."""
     from sn_tf.dataset import converter
     from sn_tf.spacenet.synthetic import write_sample
-    from sn_tf.training import trainer
+    from sn_tf.training import packed_step, trainer
     from sn_tf.training.recipes import apply_overrides, load_recipe
 
     write_sample(tmp_path / "src", aois=("AOI_2_Vegas", "AOI_1_Rio"), tiles_per_aoi=2)
@@ -235,5 +235,6 @@ def test_training_a_resampled_type_beside_an_aoi_without_it(tmp_path):
         'data.image_types=["MUL@MUL-PanSharpen"]', 'data.val_split="train"'])
     setup = trainer.resolve(recipe, tmp_path / "out")
     assert setup.aois == ["AOI_2_Vegas"]
-    image, targets = next(iter(trainer.train_dataset(setup, batch_size=2)))[:2]
+    image, targets, _ = packed_step.training_batch(
+        next(iter(trainer.train_dataset(setup, batch_size=2))), packed_step.label_expander(setup))
     assert image.shape[0] == 2 and image.shape[-1] == 8 and "footprint" in targets

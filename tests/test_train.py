@@ -108,7 +108,7 @@ def test_detectnet_cell_size_and_aux_interior_config(tfr):
 def test_head_search_tolerance_and_core_weight_reach_their_stages(tfr):
     """``train.postprocess_tolerance`` is checked when the recipe is resolved, and
     ``data.core_weight`` weighs the interior target of the training batches."""
-    from sn_tf.training import trainer
+    from sn_tf.training import packed_step, trainer
 
     cfg = load_recipe(f"{FCN}:smoke")
     for bad in ("-0.1", "1.5"):
@@ -117,7 +117,9 @@ def test_head_search_tolerance_and_core_weight_reach_their_stages(tfr):
     setup = trainer.resolve(apply_overrides(cfg, ["data.core_weight=2.0"]), tfr)
     assert trainer.input_config_of(setup, "train").core_weight == 2.0
     assert trainer.input_config_of(setup, "val", training=False).core_weight is None
-    _, y, w = next(iter(trainer.train_dataset(setup, batch_size=2)))
+    element = next(iter(trainer.train_dataset(setup, batch_size=2)))  # packed labels:
+    _, y, w = packed_step.training_batch(  # the weights the train step builds
+        element, packed_step.label_expander(setup))
     assert (w["interior"].numpy() > w["footprint"].numpy()).any()
 
 
@@ -148,7 +150,7 @@ def test_cli_error_is_one_line(tfr, tmp_path):
 
 @pytest.mark.parametrize("recipe", [FCN, DETECTNET])
 def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
-    from sn_tf.training import trainer
+    from sn_tf.training import packed_step, trainer
 
     sets = ["train.epochs=3", "train.steps_per_epoch=4"]
     if recipe == DETECTNET:  # the recipe's data.crops_per_tile reaches the pipeline
@@ -162,7 +164,8 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
     import keras
 
     setup = trainer.resolve(cfg, tfr)
-    x, y = next(iter(trainer.train_dataset(setup, batch_size=4)))[:2]
+    x, y, _ = packed_step.training_batch(  # the FCN's targets as its train step builds them
+        next(iter(trainer.train_dataset(setup, batch_size=4))), packed_step.label_expander(setup))
     keras.utils.set_random_seed(int(cfg["train"]["seed"]))  # the initial weights of train()
     fresh = trainer.compile_model(trainer.build_model(setup), setup, 1, False)
     trained = keras.saving.load_model(tmp_path / "m" / md.LAST)
@@ -193,10 +196,11 @@ def test_each_model_trains_on_synthetic_data(tfr, tmp_path, recipe):
 def test_every_trained_output_has_its_loss(tfr, recipe):
     """fit and the multi-worker step share one loss builder: each model output that has a
     target gets its loss (the step once built its own and left the FCN's interior untrained)."""
-    from sn_tf.training import trainer
+    from sn_tf.training import packed_step, trainer
 
     setup = trainer.resolve(load_recipe(f"{recipe}:smoke"), tfr)
-    x, y = next(iter(trainer.train_dataset(setup, batch_size=2)))[:2]
+    x, y, _ = packed_step.training_batch(next(iter(trainer.train_dataset(setup, batch_size=2))),
+                                         packed_step.label_expander(setup))
     outputs = trainer.build_model(setup)(x)
     assert set(trainer.training_losses(setup)) == set(outputs) & set(y)
     assert "interior" in trainer.training_losses(setup) or recipe == DETECTNET

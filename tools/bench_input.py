@@ -304,17 +304,19 @@ FCN_RECIPE_DATA = {"sdf_truncation": 8.0, "boundary_weight": 2.0, "contact_weigh
 def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float):
     """Print ms of process CPU per delivered crop for the floor (``floor_crops``) and the
     sn_tf raw segmentation pipeline (reads=1; ``reader`` "ranged" and "record"; with the
-    dihedral symmetry and without augmentation; and the FCN recipe's data options), rows interleaved over ``repeats`` rounds,
+    dihedral symmetry and without augmentation; and the FCN recipe's data options; both
+    with targets built on the host and, ``targets_on="device"``, left to the train step),
+    rows interleaved over ``repeats`` rounds,
     with the median over rounds of each row's ratio to the floor of the same round.
     """
     from sn_tf.input.pipeline import make_dataset
 
     index = floor_index(data_dir)
 
-    def sn_tf(reader, augment, **recipe):
+    def sn_tf(reader, augment, targets_on="host", **recipe):
         return lambda: make_dataset(data_dir, "train", crop_size=CROP, batch_size=batch_size,
                                     num_parallel_reads=1, image_dtype="raw", reader=reader,
-                                    augment=augment, **recipe)
+                                    augment=augment, targets_on=targets_on, **recipe)
 
     sym = {"flips": True, "rot90": True}
     rows = {"floor (pread window rows)": lambda: floor_crops(index, batch_size),
@@ -325,7 +327,12 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
             # the FCN recipe's data section: wall-focused crops, contact and boundary
             # weights, the interior target (the contact layer rides in the shard index)
             "FCN recipe ranged": sn_tf("ranged", {**sym, "focus": 0.7}, **FCN_RECIPE_DATA),
-            "FCN recipe record": sn_tf("record", {**sym, "focus": 0.7}, **FCN_RECIPE_DATA)}
+            "FCN recipe record": sn_tf("record", {**sym, "focus": 0.7}, **FCN_RECIPE_DATA),
+            # targets_on="device": the stored label layers leave the pipeline, the train
+            # step builds the targets and weights (the recipes' default)
+            "sn_tf raw ranged, device": sn_tf("ranged", sym, "device"),
+            "FCN recipe ranged, device": sn_tf("ranged", {**sym, "focus": 0.7}, "device",
+                                               **FCN_RECIPE_DATA)}
     ms = {k: [] for k in rows}
     for _ in range(repeats):
         for name, make in rows.items():
@@ -333,10 +340,10 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
     floor = ms["floor (pread window rows)"]
     print(f"floor table: ms CPU per {CROP} px 8-band crop (segmentation targets, batch "
           f"{batch_size}), {repeats} interleaved rounds of {seconds:g} s, medians")
-    print(f"{'row':<28}{'ms CPU/crop':>12}{'x floor':>9}   per round")
+    print(f"{'row':<30}{'ms CPU/crop':>12}{'x floor':>9}   per round")
     for name, values in ms.items():
         ratios = [v / f for v, f in zip(values, floor)]
-        print(f"{name:<28}{np.median(values):>12.2f}{np.median(ratios):>9.2f}   "
+        print(f"{name:<30}{np.median(values):>12.2f}{np.median(ratios):>9.2f}   "
               + " ".join(f"{r:.2f}" for r in ratios))
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 

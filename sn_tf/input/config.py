@@ -69,6 +69,13 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     back to "record" where it cannot apply (evaluation, compressed images, augment focus
     with a raw contact layer, remote paths); compressed label layers ride in the index.
     BUILD_NOTES.md section 8.
+  targets_on: where the segmentation targets and weights of training batches are built.
+    "host" (default): in the pipeline, float32 (elements as above). "device": the
+    elements are ``(image, packed)``, the stored label layers (``sn_tf.input.packed``), and
+    the train step expands them with ``sn_tf.input.pipeline.packed_targets(...).expand``
+    into the same targets and weights (``sn_tf.training`` does this). Applies to
+    segmentation crops whose stored sdf crosses the batch (no scale jitter); other plans,
+    DetectNet and evaluation get host-built targets either way. ``make_dataset`` only.
 """
 
 from __future__ import annotations
@@ -114,6 +121,7 @@ class InputConfig:
     interior_level: float | None = None
     core_weight: float | None = None
     reader: str = "ranged"
+    targets_on: str = "host"
 
     def __post_init__(self):
         # sequences become tuples, so configs compare and hash by value

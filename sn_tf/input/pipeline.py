@@ -23,6 +23,9 @@ Training (``training=True``), one element per batch of random crops:
     ``boundary_weight`` is set or ``training=False``): one map per target, same
     [B, ., ., 1] shape: segmentation = valid-region mask x boundary weight map,
     detection = 1 for cells holding at least one valid (unpadded) pixel.
+  * ``targets_on="device"`` (segmentation crops whose stored sdf crosses the batch):
+    ``(image, packed)`` instead, the stored label layers (``sn_tf.input.packed``), which
+    ``packed_targets(...).expand`` turns into the same targets and weights in the train step.
 Evaluation (``training=False``): whole tiles, every example of the split exactly once, in
   ``read_examples`` order (deterministic; ``deterministic=False`` allows reordering), no
   repeat, no augmentation. Each tile is zero-padded at the bottom and right to a multiple
@@ -119,10 +122,12 @@ tf = tensorflow()
 from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quietly)
 from sn_tf.input import ranged  # noqa: E402
 from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _SIZE,  # noqa: E402
-                                _STORED_CONTACT, _STORED_SDF, _cut_payloads, _eval_example,
+                                _STORED_CONTACT, _STORED_SDF, _batched_sdf, _cut_payloads,
+                                _eval_example,
                                 _feature_spec, _seg_targets, _train_example,
                                 _with_payload_sources, read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
+from sn_tf.input.packed import PackedTargets, check_targets_on  # noqa: E402
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
 
@@ -273,6 +278,8 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
         batch = read_batch(batch, plan, pool)
     out = dict(batch)
     image = batch["image"]
+    if plan.packed is not None:  # the train step builds the targets from the stored layers
+        return _packed_batch(out, plan)
     if _STORED_SDF in out:
         out.update(_seg_targets(out.pop(_STORED_SDF), None, plan,
                                 out.pop(_STORED_CONTACT, None)))
@@ -296,6 +303,22 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
                                         plan.cvg_scale, rects=out["rects"],
                                         cvg_shape="rect" if plan.oriented else "box"))
     return out
+
+
+_PACKED = "_packed"  # internal batch key: the packed labels of targets built in the step
+
+
+def _packed_batch(batch: dict, plan: _Plan) -> dict:
+    """``{"image", _PACKED}`` of a training batch whose targets the train step builds:
+    the stored sdf [B, H, W, 1] and, when needed, the contact layer [B, H, W, 1] (the last
+    label channel of per-example crops, or ``read_batch``'s uint8 layer), packed by
+    ``plan.packed`` (``sn_tf.input.packed``). No valid mask: training crops have no
+    padding."""
+    labels = batch[_STORED_SDF]
+    contact = batch.get(_STORED_CONTACT)
+    if labels.shape[-1] != 1:  # per-example crops: the label channels stacked
+        labels, contact = labels[..., :1], labels[..., -1:]
+    return {"image": batch["image"], _PACKED: plan.packed.pack(labels, contact)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -445,7 +468,7 @@ def contact_cells(contact, cell_size: int):
 
 
 #: Pixels over which the ``core_weight`` ramps up inside the interior level (``keras_element``).
-CORE_RAMP_PX = 4.0
+CORE_RAMP_PX = tg.CORE_RAMP_PX
 
 
 def keras_element(batch: dict, target: str, sample_weights: bool,
@@ -455,14 +478,9 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
                   core_weight: float | None = None):
     """A ``make_examples`` batch -> ``(image, targets)`` or ``(image, targets, weights)``.
 
-    Segmentation targets: ``footprint``, ``sdf``, ``contact`` when the batch has it, and
-    with ``interior_level`` k ``interior`` = ``sdf > k`` (float32 {0, 1}: the building cores,
-    apart across every shared wall).
-    Segmentation weights (the same map for every target): ``valid`` x (boundary weight map
-    ``1 + boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight`` on
-    contact pixels); with ``core_weight`` c the ``interior`` weights add
-    ``valid * c * clip((sdf - interior_level) / CORE_RAMP_PX, 0, 1)`` (deep core pixels,
-    where a roof ridge must not read as a wall). Detection targets: ``coverage``, ``bbox`` (and ``orient`` for
+    Segmentation targets and weights: ``sn_tf.input.targets.segmentation_element`` (the
+    contact weights from ``contact``, or from the weights-only layer when the batch has no
+    contact target). Detection targets: ``coverage``, ``bbox`` (and ``orient`` for
     "oriented_detection") on the grid of ``cell_size`` pixel cells, and with
     ``interior_level`` k the full-resolution ``interior`` = ``sdf > k`` (the batch must
     carry ``sdf``: ``_plan(labels=True)``). Detection weights: 1 for cells that hold at
@@ -471,24 +489,13 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
     that share a wall) when ``contact_weight`` is given; ``interior``: ``valid``.
     """
     if target == "segmentation":
-        targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
-        if interior_level is not None:
-            targets["interior"] = tf.cast(batch["sdf"] > interior_level, tf.float32)
-        if not sample_weights:
-            return batch["image"], targets
-        w = batch["valid"]
-        if boundary_weight is not None or contact_weight is not None:
-            m = (1.0 if boundary_weight is None
-                 else tg.boundary_weights(batch["sdf"], boundary_weight, boundary_sigma))
-            if contact_weight is not None:
-                layer = batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT]
-                m = m + contact_weight * layer
-            w = w * m
-        weights = {k: w for k in targets}
-        if core_weight and interior_level is not None:
-            depth = tf.clip_by_value((batch["sdf"] - interior_level) / CORE_RAMP_PX, 0.0, 1.0)
-            weights["interior"] = w + batch["valid"] * core_weight * depth
-        return batch["image"], targets, weights
+        layer = None
+        if contact_weight is not None and sample_weights:
+            layer = batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT]
+        out = tg.segmentation_element(batch, layer, sample_weights, boundary_weight,
+                                      boundary_sigma, contact_weight, interior_level,
+                                      core_weight)
+        return (batch["image"], out) if not sample_weights else (batch["image"], *out)
     targets = {"coverage": batch["coverage"], "bbox": batch["bbox"]}
     if target == "oriented_detection":
         targets["orient"] = batch["orient"]
@@ -551,12 +558,48 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
         without labels; bands out of range; crop not a multiple of the cell size for
         detection; crop larger than the tiles; bad normalization or augment options.
     """
+    cfg = input_config(config, options)
+    info = load_info(data_dir)
+    plan, el = _keras_plan(info, split, target, training, cfg)
+
+    def to_keras(batch):
+        if _PACKED in batch:  # segmentation targets built in the train step
+            return batch["image"], batch[_PACKED]
+        return keras_element(batch, target, el.sample_weights, cfg.cell_size,
+                             plan.boundary_weight, plan.boundary_sigma, plan.contact_weight,
+                             el.interior_level, el.core_weight)
+
+    return _build(data_dir, info, plan, split, _runtime(cfg, input_context), to_keras)
+
+
+def packed_targets(data_dir, split: str, target: str = "segmentation",
+                   config: InputConfig | None = None, **options) -> PackedTargets | None:
+    """How the train step expands ``make_dataset``'s packed training labels (same
+    arguments, ``training=True``): a ``sn_tf.input.packed.PackedTargets``, or None when
+    the dataset delivers finished targets (``targets_on="host"``, DetectNet, labels that
+    do not cross the batch as the stored sdf: scale jitter, mask + distance)."""
+    cfg = input_config(config, options)
+    return _keras_plan(load_info(data_dir), split, target, True, cfg)[0].packed
+
+
+@dataclasses.dataclass(frozen=True)
+class _ElementOptions:
+    """The Keras-element options ``make_dataset`` resolved from its config."""
+
+    sample_weights: bool
+    interior_level: float | None
+    core_weight: float | None
+
+
+def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
+                cfg: InputConfig) -> tuple[_Plan, _ElementOptions]:
+    """``make_dataset``'s plan (with ``packed`` set where the train step builds the
+    segmentation targets) and element options; ValueError on a bad option."""
     if target not in ("segmentation", "detection", "oriented_detection"):
         raise ValueError(f"make_dataset target must be 'segmentation', 'detection' or "
                          f"'oriented_detection', got {target!r} (make_examples also offers "
                          f"'all')")
-    cfg = input_config(config, options)
-    info = load_info(data_dir)
+    check_targets_on(cfg.targets_on)
     interior_level = cfg.interior_level
     plan = _plan(info, split, cfg, target=target, training=training,
                  labels=interior_level is not None or (
@@ -576,14 +619,14 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
             core_weight, bool) or not float(core_weight) >= 0 or interior_level is None):
         raise ValueError(f"core_weight must be a number >= 0 with an interior_level, got "
                          f"{core_weight!r} (interior_level {interior_level!r})")
-
-    def to_keras(batch):
-        return keras_element(batch, target, sample_weights, cfg.cell_size, plan.boundary_weight,
-                             plan.boundary_sigma, plan.contact_weight,
-                             None if interior_level is None else float(interior_level),
-                             None if core_weight is None else float(core_weight))
-
-    return _build(data_dir, info, plan, split, _runtime(cfg, input_context), to_keras)
+    el = _ElementOptions(bool(sample_weights),
+                         None if interior_level is None else float(interior_level),
+                         None if core_weight is None else float(core_weight))
+    if cfg.targets_on == "device" and target == "segmentation" and _batched_sdf(plan):
+        plan = dataclasses.replace(plan, packed=PackedTargets(
+            plan.truncation, plan.contact, el.sample_weights, plan.boundary_weight,
+            plan.boundary_sigma, plan.contact_weight, el.interior_level, el.core_weight))
+    return plan, el
 
 
 def _runtime(cfg: InputConfig, input_context) -> _Runtime:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -78,6 +78,8 @@ class _Plan:
     contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
     oriented: bool = False  # target "oriented_detection": rectangle coverage + orient targets
     ranged: bool = False  # training windows read from the shard files (sn_tf.input.ranged)
+    packed: Any = None  # sn_tf.input.packed.PackedTargets: the train step builds the
+    # segmentation targets from the stored label layers (make_dataset targets_on="device")
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record

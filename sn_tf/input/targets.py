@@ -83,6 +83,48 @@ def boundary_weights(sdf, weight: float, sigma: float):
     return 1.0 + weight * tf.exp(-tf.square(sdf) / (2.0 * sigma * sigma))
 
 
+#: Pixels over which the ``core_weight`` ramps up inside the interior level
+#: (``segmentation_element``).
+CORE_RAMP_PX = 4.0
+
+
+def segmentation_element(batch: dict, contact_layer, sample_weights: bool,
+                         boundary_weight: float | None = None, boundary_sigma: float = 3.0,
+                         contact_weight: float | None = None,
+                         interior_level: float | None = None, core_weight: float | None = None):
+    """The Keras targets (and per-pixel weights) of a segmentation batch.
+
+    batch: ``footprint``, ``sdf`` float32 [B, H, W, 1] (``segmentation_targets*``), optional
+    ``contact`` float32 [B, H, W, 1] (a target), ``valid`` float32 [B, H, W, 1] (1 on real
+    pixels; needed with ``sample_weights``). contact_layer: float32 [B, H, W, 1] in {0, 1}
+    for the contact weights (None without ``contact_weight``).
+    Returns ``targets`` or ``(targets, weights)``, dicts of float32 [B, H, W, 1]: targets
+    ``footprint``, ``sdf``, ``contact`` when the batch has it, and with ``interior_level`` k
+    ``interior = sdf > k``; weights (the same map for every target) ``valid`` x (``1 +
+    boundary_weight * exp(-sdf^2 / (2 sigma^2))``, or 1, ``+ contact_weight *
+    contact_layer``), the ``interior`` weights plus ``valid * core_weight * clip((sdf - k) /
+    CORE_RAMP_PX, 0, 1)`` with ``core_weight``. Built on the host by the pipeline, or in the
+    train step (``sn_tf.input.packed``): the same ops either way.
+    """
+    targets = {k: batch[k] for k in ("footprint", "sdf", "contact") if k in batch}
+    if interior_level is not None:
+        targets["interior"] = tf.cast(batch["sdf"] > interior_level, tf.float32)
+    if not sample_weights:
+        return targets
+    w = batch["valid"]
+    if boundary_weight is not None or contact_weight is not None:
+        m = (1.0 if boundary_weight is None
+             else boundary_weights(batch["sdf"], boundary_weight, boundary_sigma))
+        if contact_weight is not None:
+            m = m + contact_weight * contact_layer
+        w = w * m
+    weights = {k: w for k in targets}
+    if core_weight and interior_level is not None:
+        depth = tf.clip_by_value((batch["sdf"] - interior_level) / CORE_RAMP_PX, 0.0, 1.0)
+        weights["interior"] = w + batch["valid"] * core_weight * depth
+    return targets, weights
+
+
 # ---- DetectNet ---------------------------------------------------------------------------
 def _box_parts(boxes):
     """Split [B, N, 4] xyxy boxes into coordinates, centres, sizes and validity ([B, N])."""

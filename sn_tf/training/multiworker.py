@@ -18,6 +18,7 @@ from sn_tf.training.trainer import (SpaceNetValidation, _optimizer, _steps, _sum
                                     tf, train_dataset, training_losses, tune_postprocess,
                                     write_log_row)
 from sn_tf.modeling.layers import synchronized_batchnorm
+from sn_tf.training import packed_step
 
 
 def _loss_sum(losses: dict, targets: dict, outputs: dict, weights) -> "tf.Tensor":
@@ -58,9 +59,10 @@ def train_multiworker(config: dict, data_dir, model_dir, verbose=True) -> dict:
     iterator = iter(ds)
     replicas = strategy.num_replicas_in_sync
 
+    expand = packed_step.label_expander(setup)  # packed labels: targets built here
+
     def step_fn(element):
-        x, y = element[0], element[1]
-        w = element[2] if len(element) > 2 else None
+        x, y, w = packed_step.training_batch(element, expand)
         with tf.GradientTape() as tape:
             outputs = model(x, training=True)
             loss = _loss_sum(losses, y, outputs, w) / replicas

@@ -146,7 +146,7 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
                  "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
-                 "crops_per_tile": 1, "reader": "ranged"}
+                 "crops_per_tile": 1, "reader": "ranged", "targets_on": "device"}
 # data.image_dtype "raw": the pipeline feeds stored values and the model normalises them
 # (and applies gain/offset/noise augmentation) in its first layers, on the accelerator;
 # "float32" normalises on the input CPUs (BUILD_NOTES.md section 8).
@@ -155,6 +155,11 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 # k consecutive batches then hold the same tiles, and an epoch sees 1/k as many tiles.
 # data.reader "ranged": training crops read only their window rows from the shards (same
 # crops as "record", which reads whole CRC-checked records; BUILD_NOTES.md section 8).
+# data.targets_on "device": segmentation (FCN) training batches carry the stored label
+# layers (float16 sdf, uint8 contact layer) and the train step builds the targets and
+# per-pixel weights from them on the accelerator (sn_tf.training.packed_step; the same
+# values as "host", which builds them in float32 on the input CPUs; BUILD_NOTES.md
+# section 8, session 5). DetectNet's targets come from boxes on the host either way.
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

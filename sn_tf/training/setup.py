@@ -24,7 +24,7 @@ from sn_tf.utils.tfimport import tensorflow
 tf = tensorflow()
 
 from sn_tf import modeling  # noqa: E402
-from sn_tf.input import pipeline  # noqa: E402
+from sn_tf.input import packed, pipeline  # noqa: E402
 from sn_tf.input.augment import augment_config  # noqa: E402
 from sn_tf.input.config import InputConfig  # noqa: E402
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
@@ -180,6 +180,11 @@ def resolve(config: dict, data_dir) -> Setup:
     if image_dtype not in IMAGE_DTYPES:
         raise ConfigError(f"data.image_dtype {image_dtype!r} unknown; known: "
                           f"{IMAGE_DTYPES}")
+    targets_on = data.get("targets_on", DATA_DEFAULTS["targets_on"])
+    if targets_on not in packed.TARGETS_ON:
+        raise ConfigError(f"data.targets_on {targets_on!r} unknown; known: "
+                          f"{packed.TARGETS_ON} (where the segmentation targets and weights "
+                          f"of training batches are built)")
     try:
         augment_config(data.get("augment"))
     except (ValueError, TypeError) as err:
@@ -293,7 +298,7 @@ def input_config_of(setup: Setup, split: str, training: bool = True) -> InputCon
         return base.replace(pad_to_multiple=setup.stride)
     return base.replace(
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
-        crops_per_tile=d["crops_per_tile"], reader=d["reader"],
+        crops_per_tile=d["crops_per_tile"], reader=d["reader"], targets_on=d["targets_on"],
         contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,
@@ -304,12 +309,14 @@ def train_dataset(setup: Setup, batch_size: int, input_context=None):
     """The training ``tf.data.Dataset`` of (image, targets[, weights]), repeated.
 
     Images are normalised float32, or raw values when ``data.image_dtype`` is "raw"
-    (then the model built by ``build_model`` normalises and jitters them itself).
+    (then the model built by ``build_model`` normalises and jitters them itself). With
+    ``data.targets_on: "device"`` segmentation elements are (image, packed labels) instead,
+    expanded in the train step (``sn_tf.training.packed_step``).
     """
     split = setup.config["data"]["train_split"]
     cfg = input_config_of(setup, split).replace(batch_size=batch_size)
     ds = pipeline.make_dataset(setup.data_dir, split, _target(setup.config), True, cfg,
                                input_context=input_context)
-    if setup.config["model"].get("sdf_bins"):  # an FCN with the discretised distance
-        ds = ds.map(modeling.with_sdf_bins_target)
+    if setup.config["model"].get("sdf_bins") and not packed.is_packed(ds.element_spec[1]):
+        ds = ds.map(modeling.with_sdf_bins_target)  # an FCN with the discretised distance
     return ds

@@ -46,6 +46,7 @@ from sn_tf.input import pipeline  # noqa: E402
 from sn_tf.modeling import model_input  # noqa: E402
 from sn_tf.modeling.layers import synchronized_batchnorm  # noqa: E402
 from sn_tf.training import tuning  # noqa: E402
+from sn_tf.training import packed_step  # noqa: E402
 
 
 from sn_tf.training.setup import (  # noqa: E402,F401  (re-exported: the trainer's API)
@@ -398,6 +399,7 @@ def train(config: dict, data_dir, model_dir, strategy=None, verbose=2) -> dict:
         keras.utils.set_random_seed(int(t["seed"]))
         with strategy.scope(), synchronized_batchnorm(strategy.num_replicas_in_sync > 1):
             model = compile_model(build_model(setup), setup, steps, _jit(setup))
+        packed_step.expand_in_step(model, packed_step.label_expander(setup))
         if strategy.num_replicas_in_sync > 1:
             ds = strategy.distribute_datasets_from_function(
                 lambda ctx: train_dataset(setup, batch, ctx))

@@ -1,0 +1,135 @@
+"""Segmentation targets built in the train step (``targets_on="device"``, sn_tf.input.packed,
+sn_tf.training.packed_step): the packed labels expand to exactly the host-built targets and
+weights, and a train step on them gives the host path's losses, metrics and weights."""
+
+import numpy as np
+import pytest
+
+from sn_tf.input import packed as pk
+from sn_tf.input.pipeline import make_dataset, packed_targets
+from sn_tf.utils.tfimport import tensorflow
+
+tf = tensorflow()
+CROP = 64
+FCN_DATA = {"boundary_weight": 2.0, "contact_weight": 5.0, "interior_level": 1.5,
+            "augment": {"focus": 0.7}}
+
+
+def _elements(folder, targets_on, **kw):
+    args = dict(crop_size=CROP, batch_size=2, deterministic=True, repeat=1, seed=4,
+                image_dtype="raw")
+    return list(make_dataset(folder, "train", targets_on=targets_on, **{**args, **kw}))
+
+
+def _assert_equal(a, b):
+    tf.nest.map_structure(lambda u, v: np.testing.assert_array_equal(u, v), a, b)
+
+
+@pytest.mark.parametrize("kw", [
+    {},  # plain: footprint and sdf, no weights
+    FCN_DATA,  # the FCN recipe's data options (batch read, uint8 contact layer)
+    {**FCN_DATA, "contact": True, "core_weight": 2.0, "sdf_truncation": 6.0},
+    {**FCN_DATA, "reader": "record"},  # per-example crops: contact stacked beside the sdf
+    {**FCN_DATA, "bands": {"MUL-PanSharpen": (3, 1)}},  # ranged, read per example
+    {"boundary_weight": 2.0, "sample_weights": False}])
+def test_device_elements_expand_to_the_host_elements(known_dataset, kw):
+    host = _elements(known_dataset.converted, "host", **kw)
+    device = _elements(known_dataset.converted, "device", **kw)
+    packed = packed_targets(known_dataset.converted, "train",
+                            config=None, **{"crop_size": CROP, "targets_on": "device",
+                                            "image_dtype": "raw", **kw})
+    assert packed is not None and len(host) == len(device) > 0
+    for h, d in zip(host, device, strict=True):
+        assert len(d) == 2 and pk.is_packed(d[1])
+        assert d[1][pk.STORED_SDF].dtype == tf.float16
+        assert (pk.STORED_CONTACT in d[1]) == packed.needs_contact
+        out = packed.expand(d[1])
+        _assert_equal(h, (d[0], *out) if packed.sample_weights else (d[0], out))
+
+
+@pytest.mark.parametrize("kw, target", [
+    ({"augment": {"scale_range": (0.8, 1.25)}, "boundary_weight": 2.0}, "segmentation"),
+    ({"contact_weight": 1.0}, "detection"),
+    ({"interior_level": 1.5, "boundary_weight": 2.0}, "segmentation")])
+def test_host_targets_where_the_stored_sdf_does_not_cross_the_batch(known_dataset, kw,
+                                                                      target):
+    """Scale jitter, DetectNet, or targets_on="host": finished targets, as before."""
+    on = "host" if "interior_level" in kw else "device"
+    assert packed_targets(known_dataset.converted, "train", target, crop_size=CROP,
+                          targets_on=on, **kw) is None
+    _assert_equal(_elements(known_dataset.converted, "host", target=target, **kw),
+                  _elements(known_dataset.converted, on, target=target, **kw))
+
+
+def test_targets_on_is_checked(known_dataset):
+    with pytest.raises(ValueError, match=r"targets_on must be one of \('host', 'device'\)"):
+        make_dataset(known_dataset.converted, "train", crop_size=CROP, targets_on="gpu")
+
+
+# ---- the train step ---------------------------------------------------------------------
+def _setup(tfr, sets):
+    from sn_tf.training import trainer
+    from sn_tf.training.recipes import apply_overrides, load_recipe
+
+    cfg = apply_overrides(load_recipe("fcn:smoke"), sets + ["data.crop_size=64",
+                                                            "data.batch_size=2"])
+    return trainer.resolve(cfg, tfr)
+
+
+def _first(ds):
+    return next(iter(ds))
+
+
+def _compiled(setup, weights=None):
+    from sn_tf.training import trainer
+
+    model = trainer.compile_model(trainer.build_model(setup), setup, 10, False)
+    if weights is not None:
+        model.set_weights(weights)
+    return model
+
+
+@pytest.mark.parametrize("sets", [
+    [],  # the FCN recipe: boundary, contact and interior weights, focus
+    ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0"],
+    ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
+     "model.interior=false", "data.augment={\"focus\": 0.0}"]])  # plain segmentation
+def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
+    from sn_tf.input import pipeline
+    from sn_tf.training import packed_step, trainer
+
+    make = pipeline.make_dataset  # the same first batch on both paths
+    monkeypatch.setattr(pipeline, "make_dataset",
+                        lambda *a, **k: make(*a, deterministic=True, **k))
+
+    host_setup = _setup(sample_tfr, sets + ["data.targets_on=\"host\""])
+    setup = _setup(sample_tfr, sets + ["data.targets_on=\"device\""])
+    assert packed_step.label_expander(host_setup) is None
+    expand = packed_step.label_expander(setup)
+    assert expand is not None
+    host_el = _first(trainer.train_dataset(host_setup, 2))
+    device_el = _first(trainer.train_dataset(setup, 2))
+    assert pk.is_packed(device_el[1])
+    # the multi-worker step's view of the element
+    x, y, w = packed_step.training_batch(device_el, expand)
+    _assert_equal(tuple(host_el), (x, y, w) if w is not None else (x, y))
+
+    host = _compiled(host_setup)
+    device = _compiled(setup, host.get_weights())
+    packed_step.expand_in_step(device, expand)
+    want = host.train_on_batch(*host_el, return_dict=True)
+    got = device.train_on_batch(*device_el, return_dict=True)
+    assert sorted(want) == sorted(got)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, err_msg=k)
+    for a, b in zip(host.get_weights(), device.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    # the model stays the plain functional model: it saves and loads as before
+    assert type(device) is type(host)
+
+
+def test_recipe_targets_on_is_checked(sample_tfr):
+    from sn_tf.training import trainer
+
+    with pytest.raises(trainer.ConfigError, match="data.targets_on 'gpu' unknown"):
+        _setup(sample_tfr, ["data.targets_on=\"gpu\""])

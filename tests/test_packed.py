@@ -133,3 +133,47 @@ def test_recipe_targets_on_is_checked(sample_tfr):
 
     with pytest.raises(trainer.ConfigError, match="data.targets_on 'gpu' unknown"):
         _setup(sample_tfr, ["data.targets_on=\"gpu\""])
+
+
+MIRRORED_FIT = r"""
+import json, sys
+from sn_tf.utils.tfimport import tensorflow
+tf = tensorflow()
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+from sn_tf.training import trainer
+from sn_tf.training.recipes import apply_overrides, load_recipe
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+cfg = apply_overrides(load_recipe("fcn:smoke"), [
+    "train.epochs=1", "train.steps_per_epoch=2", "train.val_max_tiles=2",
+    "train.postprocess_search=null", "data.targets_on=device"])
+trainer.train(cfg, sys.argv[1], sys.argv[2], strategy=strategy, verbose=0)
+log = open(sys.argv[2] + "/training_log.csv").read().splitlines()
+row = dict(zip(log[0].split(","), log[-1].split(",")))
+model = keras.saving.load_model(sys.argv[2] + "/checkpoints/last.keras", compile=False)
+print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": float(row["loss"]),
+                  "outputs": sorted(model.output_names)}))
+"""
+
+
+def test_fit_under_mirrored_strategy_takes_packed_labels(sample_tfr, tmp_path):
+    """Keras' build from the first packed batch under a strategy goes through the
+    ``compute_loss`` / ``compute_metrics`` overrides (2 logical CPUs as 2 replicas), and
+    the checkpoint is the plain functional model."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    run = subprocess.run([sys.executable, "-c", MIRRORED_FIT, str(sample_tfr),
+                          str(tmp_path / "run")], capture_output=True, text=True,
+                         timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2
+    assert np.isfinite(out["loss"]) and out["loss"] > 0
+    assert out["outputs"] == ["footprint", "interior", "sdf"]

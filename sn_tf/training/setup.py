@@ -181,10 +181,12 @@ def resolve(config: dict, data_dir) -> Setup:
         raise ConfigError(f"data.image_dtype {image_dtype!r} unknown; known: "
                           f"{IMAGE_DTYPES}")
     targets_on = data.get("targets_on", DATA_DEFAULTS["targets_on"])
-    if targets_on not in packed.TARGETS_ON:
+    try:
+        packed.check_targets_on(targets_on)
+    except ValueError:
         raise ConfigError(f"data.targets_on {targets_on!r} unknown; known: "
                           f"{packed.TARGETS_ON} (where the segmentation targets and weights "
-                          f"of training batches are built)")
+                          f"of training batches are built)") from None
     try:
         augment_config(data.get("augment"))
     except (ValueError, TypeError) as err:

@@ -123,6 +123,35 @@ def test_focus_window_puts_a_contact_pixel_inside_the_window():
     assert [int(v) for v in same] == [3, 4, 16]
 
 
+def test_focus_corner_is_focus_window_in_numpy():
+    # read_batch moves windows with the numpy twin: same corners for the same draws,
+    # whatever the layer (sparse, dense, one pixel, empty) and the window's place
+    rng = np.random.default_rng(3)
+    layers = [rng.random((70, 100)) < 0.02, rng.random((70, 100)) < 0.6,
+              np.zeros((70, 100), bool), np.eye(70, 100, 40, dtype=bool)]
+    layers[2][69, 99] = True
+    layers.append(np.zeros((70, 100), bool))
+    for i, hit in enumerate(layers * 8):
+        layer = hit.astype(np.uint8) * rng.integers(1, 3)
+        key = tf.random.experimental.stateless_fold_in(_key(i), 1)
+        window = (tf.constant(int(rng.integers(0, 55))), tf.constant(int(rng.integers(0, 85))),
+                  tf.constant(16))
+        want = aug.focus_window(key, window, tf.where(layer > 0), 70, 100, 0.8)
+        draws = [int(v) for v in aug.focus_draws(key, window[2], 0.8)]
+        got = aug.focus_corner(layer, int(window[0]), int(window[1]), 16, *draws)
+        assert got == (int(want[0]), int(want[1])), i
+
+
+def test_focus_pick_is_the_bounded_integer_draw():
+    # bits mod N is the draw stateless_uniform(0, N) makes with the same key: the windows
+    # focus picked before the draws were split out are the ones it picks now
+    for i in range(50):
+        key = aug.split_key(_key(i), 4)[1]
+        bits = int(tf.random.stateless_uniform([], key, None, None, dtype=tf.uint32))
+        for n in (1, 5, 997, 422_500, 2 ** 31 - 1):
+            assert int(tf.random.stateless_uniform([], key, 0, n, dtype=tf.int32)) == bits % n
+
+
 def test_example_key_depends_on_seed_tile_and_epoch_only():
     base = aug.example_key(1, tf.constant("AOI_2_Vegas_img1"), tf.constant(0, tf.int64)).numpy()
     again = aug.example_key(1, tf.constant("AOI_2_Vegas_img1"), tf.constant(0, tf.int64)).numpy()

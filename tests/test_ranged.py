@@ -58,6 +58,7 @@ def test_ranged_crops_equal_record_crops(known_dataset, kw):
 
 @pytest.mark.parametrize("extra", [
     {}, {"augment": {"focus": 0.7}, "contact_weight": 5.0, "interior_level": 1.5},
+    {"augment": {"focus": 1.0}},  # focus alone: the contact layer only moves the windows
     {"target": "oriented_detection", "augment": {"focus": 0.5}, "contact_weight": 1.0}])
 def test_keras_elements_equal(known_dataset, extra):
     """The shipped recipes' shapes too: the FCN's focus, contact weights and interior

@@ -1,4 +1,5 @@
-"""Joint augmentation of image, label rasters and boxes, in TensorFlow graph ops only.
+"""Joint augmentation of image, label rasters and boxes, in TensorFlow graph ops (and one
+numpy twin: ``focus_corner``, the focus move where ``sn_tf.input.ranged`` reads a batch).
 
 Every geometric operation is applied identically to the image, the label rasters (the
 stored signed distance, or footprint mask and distance to the boundary) and the boxes,
@@ -51,6 +52,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any, Mapping
+
+import numpy as np
 
 from sn_tf.utils.tfimport import tensorflow
 
@@ -177,25 +180,55 @@ def draw_window(key, height, width, crop: int, scale_range=None):
     return y0, x0, win
 
 
+def focus_draws(key, win, probability: float):
+    """The draws of :func:`focus_window` from its ``key``: ``use`` (bool scalar, true with
+    ``probability``), ``bits`` (uint32 scalar: the point is the ``bits mod N``-th of the
+    tile's N), ``dy``, ``dx`` (int32 scalars in ``[0, win)``: the point's place in the
+    window). ``bits mod N`` is the draw ``stateless_uniform([], k, 0, N, tf.int32)`` makes
+    with the same key; drawing the bits lets the pick be made where N is known
+    (:func:`focus_corner`, in numpy)."""
+    k_use, k_pick, k_y, k_x = split_key(key, 4)
+    use = tf.random.stateless_uniform([], k_use) < probability
+    bits = tf.random.stateless_uniform([], k_pick, None, None, dtype=tf.uint32)
+    dy = tf.random.stateless_uniform([], k_y, 0, win, dtype=tf.int32)
+    dx = tf.random.stateless_uniform([], k_x, 0, win, dtype=tf.int32)
+    return use, bits, dy, dx
+
+
 def focus_window(key, window, points, height, width, probability: float):
     """``window = (y0, x0, win)`` moved, with ``probability``, so that one of ``points``
     (int64 [N, 2] pixel (row, column) positions, drawn uniformly) lies at a uniform position
     inside it, clipped to the tile; unchanged when ``points`` is empty or the draw says no.
+    The draws are :func:`focus_draws`'s; :func:`focus_corner` is the same move in numpy.
 
     Returns int32 scalars ``(y0, x0, win)`` as :func:`draw_window`.
     """
-    k_use, k_pick, k_y, k_x = split_key(key, 4)
     y0, x0, win = window
+    use, bits, dy, dx = focus_draws(key, win, probability)
     n = tf.shape(points)[0]
-    use = (tf.random.stateless_uniform([], k_use) < probability) & (n > 0)
-    pick = tf.random.stateless_uniform([], k_pick, 0, tf.maximum(n, 1), dtype=tf.int32)
+    use = use & (n > 0)
+    pick = tf.cast(tf.math.floormod(bits, tf.cast(tf.maximum(n, 1), tf.uint32)), tf.int32)
     padded = tf.concat([tf.cast(points, tf.int32), tf.zeros([1, 2], tf.int32)], 0)  # n may be 0
     point = padded[pick]
-    dy = tf.random.stateless_uniform([], k_y, 0, win, dtype=tf.int32)
-    dx = tf.random.stateless_uniform([], k_x, 0, win, dtype=tf.int32)
     fy = tf.clip_by_value(point[0] - dy, 0, tf.cast(height, tf.int32) - win)
     fx = tf.clip_by_value(point[1] - dx, 0, tf.cast(width, tf.int32) - win)
     return tf.where(use, fy, y0), tf.where(use, fx, x0), win
+
+
+def focus_corner(layer: np.ndarray, y0: int, x0: int, win: int, use, bits, dy,
+                 dx) -> tuple[int, int]:
+    """:func:`focus_window` in numpy, for one window of the tile whose contact layer is
+    ``layer`` ([H, W], the points being its pixels > 0 in row-major order, as
+    ``tf.where``'s): ``(y0, x0)`` moved by the draws ``use, bits, dy, dx`` of
+    :func:`focus_draws`, or unchanged."""
+    if not use:
+        return y0, x0
+    points = np.flatnonzero(layer > 0)  # a bool scan: ~10x faster than of the layer itself
+    if points.size == 0:
+        return y0, x0
+    row, col = divmod(int(points[int(bits) % points.size]), layer.shape[1])
+    height, width = layer.shape
+    return (min(max(row - int(dy), 0), height - win), min(max(col - int(dx), 0), width - win))
 
 
 def draw_dihedral(key, flips: bool, rot90: bool):

@@ -31,8 +31,10 @@ def _feature_spec(plan: _Plan) -> dict:
     full = schema.tf_feature_spec([t.name for t in plan.types], [plan.grid])
     cut = _cut_payloads(plan)
     keys = [schema.KEY_SCHEMA_VERSION, schema.KEY_TILE_ID, schema.KEY_AOI,
-            schema.label_key(plan.grid, "shape"), schema.label_key(plan.grid, "boxes_xyxy_px"),
-            schema.label_key(plan.grid, "rects_px")]
+            schema.label_key(plan.grid, "shape")]
+    if plan.boxes or not plan.training:
+        keys += [schema.label_key(plan.grid, "boxes_xyxy_px"),
+                 schema.label_key(plan.grid, "rects_px")]
     keys += [schema.image_key(t.name, "shape") for t in plan.types]
     keys += [k for k in ([schema.image_key(t.name, "data") for t in plan.types]
                          + [schema.label_key(plan.grid, f) for f in plan.label_fields])
@@ -293,12 +295,20 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
     hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
     with tf.control_dependencies(_check_example(feat, plan)):
         window = aug.draw_window(keys[0], hw[0], hw[1], crop, cfg.scale_range)
-    if cfg.focus > 0:  # its own key: the other draws stay those of focus = 0
-        window = aug.focus_window(tf.random.experimental.stateless_fold_in(keys[0], 1),
-                                  window, _contact_points(feat, plan), hw[0], hw[1], cfg.focus)
+    focus_key = tf.random.experimental.stateless_fold_in(keys[0], 1)  # focus's own key:
+    # the other draws stay those of focus = 0
+    if cfg.focus > 0 and not plan.focus_in_read:
+        window = aug.focus_window(focus_key, window, _contact_points(feat, plan), hw[0],
+                                  hw[1], cfg.focus)
     t, flr, fud = aug.draw_dihedral(keys[1], cfg.flips, cfg.rot90)
     if plan.batch_read:
-        return _crop_to_read(feat, plan, window, t, flr, fud)
+        out = _crop_to_read(feat, plan, window, t, flr, fud)
+        if plan.focus_in_read:  # read_batch moves the window (aug.focus_corner)
+            use, bits, dy, dx = aug.focus_draws(focus_key, window[2], cfg.focus)
+            out[_READ + "focus"] = tf.stack([tf.cast(use, tf.int64), tf.cast(bits, tf.int64),
+                                             tf.cast(dy, tf.int64), tf.cast(dx, tf.int64)])
+            out[_READ + "focus_layer"] = feat[schema.label_key(plan.grid, "contact")]
+        return out
     if cfg.scale_range is None:  # rows flipped while decoding; then columns, transpose
         rows, cols = aug.split_dihedral(t, flr, fud) if cfg.flips or cfg.rot90 else (None,
                                                                                     None)
@@ -322,12 +332,8 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
     gain, offset = aug.draw_radiometric(keys[2], plan.channels, cfg)
     scale, bias = aug.radiometric_coefficients(plan.norm_scale, plan.norm_bias, gain, offset)
     image = _normalise(image, scale, bias, plan, keys[3] if cfg.noise_std > 0 else None)
-    boxes = _boxes(feat, plan)
-    boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
-                                            window[1], window[2], crop, cfg.min_box_visible)
-    out = {"image": image, "boxes": aug.dihedral_boxes(boxes, crop, t, flr, fud),
-           "rects": aug.dihedral_rects(rects, crop, t, flr, fud),
-           "tile_id": tile_id, "aoi": feat[schema.KEY_AOI]}
+    out = {"image": image, "tile_id": tile_id, "aoi": feat[schema.KEY_AOI],
+           **_crop_boxes(feat, plan, window, t, flr, fud)}
     if labels is not None:
         labels = tf.ensure_shape(geometric(labels), [crop, crop, len(plan.label_fields)])
         if _batched_sdf(plan):  # the stored sdf crosses the batch, targets after it
@@ -350,7 +356,6 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
     pixels are (per payload: file, position, size), the tile's height and width, the
     window's corner and the symmetry as (row flip, column flip, transpose) of
     ``aug.split_dihedral`` (``read_batch`` reads them after batching)."""
-    crop = plan.crop
     rows, cols = aug.split_dihedral(t, flr, fud)
     hw = tf.cast(feat[schema.label_key(plan.grid, "shape")], tf.int32)
     with tf.control_dependencies(_check_example(feat, plan)):
@@ -363,14 +368,24 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
             out[_READ + "file:" + key] = feat[_FILE + key]
         else:  # a compressed label layer from the index's small Example
             out[_READ + "blob:" + key] = feat[key]
+    out.update({"tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI],
+                **_crop_boxes(feat, plan, window, t, flr, fud)})
+    return out
+
+
+def _crop_boxes(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
+    """``{"boxes": float32 [N, 4] xyxy, "rects": float32 [N, 8]}`` of a training crop:
+    the tile's boxes and rectangles cut to ``window = (y0, x0, win)`` and given the crop's
+    symmetry (``aug.draw_dihedral``'s transpose and flips), in crop pixels; ``{}`` for a
+    plan without boxes (``plan.boxes``)."""
+    if not plan.boxes:
+        return {}
     boxes = _boxes(feat, plan)
     boxes, rects = aug.crop_boxes_and_rects(boxes, _rects(feat, plan, boxes), window[0],
-                                            window[1], window[2], crop,
+                                            window[1], window[2], plan.crop,
                                             plan.augment.min_box_visible)
-    out.update({"boxes": aug.dihedral_boxes(boxes, crop, t, flr, fud),
-                "rects": aug.dihedral_rects(rects, crop, t, flr, fud),
-                "tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI]})
-    return out
+    return {"boxes": aug.dihedral_boxes(boxes, plan.crop, t, flr, fud),
+            "rects": aug.dihedral_rects(rects, plan.crop, t, flr, fud)}
 
 
 def _read_keys(plan: _Plan) -> list[str]:
@@ -386,16 +401,25 @@ def read_batch(batch: dict, plan: _Plan, pool) -> dict:
     (float16) and with the contact layer ``_STORED_CONTACT`` [B, crop, crop, 1] (uint8), read by
     ``ranged.read_crops`` into buffers of ``pool`` (a ``ranged.BufferPool``), or for a
     compressed layer inflated by ``ranged.inflate_crops``, with the crops' symmetries
-    applied."""
+    applied. With ``plan.focus_in_read`` the windows are first moved onto contact pixels
+    (``_focused_windows``), the contact layer inflated once for both."""
     out = {k: v for k, v in batch.items() if not k.startswith(_READ)}
     hw, yx, sym = batch[_READ + "hw"], batch[_READ + "yx"], batch[_READ + "sym"]
     keys = _read_keys(plan)
     t = plan.types[0]
     layouts = [(t.dtype, t.num_bands)] + [(plan.label_arrays[f][0], 1)
                                           for f in plan.label_fields]
+    inflated = {}
+    if _READ + "focus" in batch:
+        contact_key = schema.label_key(plan.grid, "contact")
+        yx, contact = _focused_windows(batch, plan, contact_key in keys)
+        if contact is not None:
+            inflated[contact_key] = contact
     arrays = []
     for key, (dtype, channels) in zip(keys, layouts):
-        if _READ + "blob:" + key in batch:
+        if key in inflated:
+            x = inflated[key]
+        elif _READ + "blob:" + key in batch:
             def inflate(blobs, hw, yx, sym, _dtype=dtype):
                 return ranged.inflate_crops(_dtype, plan.crop, blobs, hw[:, 0], hw[:, 1],
                                             yx[:, 0], yx[:, 1], sym[:, 0], sym[:, 1],
@@ -418,6 +442,33 @@ def read_batch(batch: dict, plan: _Plan, pool) -> dict:
     if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
         out[_STORED_CONTACT] = arrays[2]
     return out
+
+
+def _focused_windows(batch: dict, plan: _Plan, crops: bool):
+    """``(yx, contact)`` of a ``plan.focus_in_read`` batch: int32 [B, 2] window corners
+    moved by ``aug.focus_corner`` (the crops' ``focus_draws``) onto pixels of the tiles'
+    compressed contact layers, inflated once here (``ranged.inflate_layer``), and with
+    ``crops`` those layers' windows [B, crop, crop, 1] in their stored dtype
+    (``ranged.layer_crops``, the crops' symmetries applied), else None."""
+    dtype = plan.label_arrays["contact"][0]
+    crop = plan.crop
+
+    def focus(blobs, hw, yx, draws, sym):
+        layers = [ranged.inflate_layer(dtype, b, int(h), int(w))
+                  for b, (h, w) in zip(blobs, hw)]
+        moved = np.array([aug.focus_corner(layer, int(y), int(x), crop, *d)
+                          for layer, (y, x), d in zip(layers, yx, draws)],
+                         np.int32).reshape(-1, 2)
+        if not crops:
+            return moved, np.zeros((0, crop, crop, 1), dtype)
+        return moved, ranged.layer_crops(layers, crop, moved[:, 0], moved[:, 1], sym[:, 0],
+                                         sym[:, 1], sym[:, 2])
+
+    yx, layer = tf.numpy_function(
+        focus, [batch[_READ + "focus_layer"], batch[_READ + "hw"], batch[_READ + "yx"],
+                batch[_READ + "focus"], batch[_READ + "sym"]],
+        [tf.int32, tf.dtypes.as_dtype(dtype)], stateful=True)
+    return tf.ensure_shape(yx, [None, 2]), (layer if crops else None)
 
 
 def _contact_points(feat: dict, plan: _Plan):

@@ -283,7 +283,7 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
     if _STORED_SDF in out:
         out.update(_seg_targets(out.pop(_STORED_SDF), None, plan,
                                 out.pop(_STORED_CONTACT, None)))
-    if isinstance(batch["boxes"], tf.RaggedTensor):  # training batches: ragged_batch
+    if isinstance(batch.get("boxes"), tf.RaggedTensor):  # training batches: ragged_batch
         out["boxes"] = batch["boxes"].to_tensor()  # zero rows = padding
         out["rects"] = batch["rects"].to_tensor()
     if plan.training:
@@ -622,6 +622,8 @@ def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
     el = _ElementOptions(bool(sample_weights),
                          None if interior_level is None else float(interior_level),
                          None if core_weight is None else float(core_weight))
+    if target == "segmentation" and training:  # its elements carry no boxes
+        plan = dataclasses.replace(plan, boxes=False)
     if cfg.targets_on == "device" and target == "segmentation" and _batched_sdf(plan):
         plan = dataclasses.replace(plan, packed=PackedTargets(
             plan.truncation, plan.contact, el.sample_weights, plan.boundary_weight,

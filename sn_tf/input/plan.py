@@ -80,6 +80,8 @@ class _Plan:
     ranged: bool = False  # training windows read from the shard files (sn_tf.input.ranged)
     packed: Any = None  # sn_tf.input.packed.PackedTargets: the train step builds the
     # segmentation targets from the stored label layers (make_dataset targets_on="device")
+    boxes: bool = True  # training crops carry boxes and rectangles (make_examples and the
+    # detection targets; make_dataset's segmentation elements use none, so it sets False)
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
@@ -97,6 +99,14 @@ class _Plan:
                 and self.label_fields in ((), ("sdf",), ("sdf", "contact"))
                 and all(self.label_arrays[f][1] == "raw" for f in self.label_fields[:1])
                 and self.augment.scale_range is None)
+
+    @property
+    def focus_in_read(self) -> bool:
+        """True when ``augment.focus`` moves the windows in ``decode.read_batch`` (numpy,
+        ``aug.focus_corner``), from the compressed contact layer it inflates there, instead of
+        decoding the whole layer per example in the graph: batch-read crops without boxes
+        (only boxes need the final window before batching)."""
+        return self.batch_read and not self.boxes and self.augment.focus > 0
 
     @property
     def raw(self) -> bool:

@@ -344,26 +344,41 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     return out
 
 
+def inflate_layer(dtype, blob: bytes, height: int, width: int) -> np.ndarray:
+    """[height, width] ``dtype`` (little endian, read-only view): the zlib-compressed layer
+    ``blob`` (``sn_tf.dataset.schema`` "zlib" encoding) inflated. For the small compressed
+    label layers (the contact layer, a few KB a tile) that ride in the shard index.
+    ShardError when it does not inflate to that many pixels."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    try:
+        raw = zlib.decompress(blob)
+    except zlib.error as err:
+        raise ShardError(f"a compressed label layer does not inflate: {err}") from None
+    if len(raw) != height * width * dtype.itemsize:
+        raise ShardError(f"a compressed label layer holds {len(raw)} bytes, not {height} x "
+                         f"{width} pixels of {dtype.itemsize} bytes")
+    return np.frombuffer(raw, dtype).reshape(height, width)
+
+
+def layer_crops(layers, crop: int, y0s, x0s, flip_rows, flip_cols, transposes) -> np.ndarray:
+    """[B, crop, crop, 1] in the layers' dtype: for each crop i, the window
+    ``(y0s[i], x0s[i], crop)`` of the 2-D ``layers[i]`` with the symmetry applied as
+    :func:`read_crops` does (rows reversed, then columns, then transposed)."""
+    out = np.empty((len(layers), crop, crop, 1), layers[0].dtype if len(layers) else np.uint8)
+    for i, layer in enumerate(layers):
+        y0, x0 = int(y0s[i]), int(x0s[i])
+        out[i, :, :, 0] = _symmetric(layer[y0:y0 + crop, x0:x0 + crop], flip_rows[i],
+                                     flip_cols[i], transposes[i])
+    return out
+
+
 def inflate_crops(dtype, crop: int, blobs, heights, widths, y0s, x0s, flip_rows, flip_cols,
                   transposes) -> np.ndarray:
-    """[B, crop, crop, 1] ``dtype`` (little endian): for each crop i, the zlib-compressed
-    [heights[i], widths[i]] layer ``blobs[i]`` (``sn_tf.dataset.schema`` "zlib" encoding)
-    inflated, its window ``(y0s[i], x0s[i], crop)`` cut and the symmetry applied as
-    :func:`read_crops` does (rows reversed, then columns, then transposed). For the small
-    compressed label layers (the contact layer, a few KB a tile) that ride in the shard
-    index. ShardError when a layer does not inflate to its tile's size."""
-    dtype = np.dtype(dtype).newbyteorder("<")
-    out = np.empty((len(blobs), crop, crop, 1), dtype)
-    for i in range(len(blobs)):
-        h, w = int(heights[i]), int(widths[i])
-        try:
-            raw = zlib.decompress(blobs[i])
-        except zlib.error as err:
-            raise ShardError(f"a compressed label layer does not inflate: {err}") from None
-        if len(raw) != h * w * dtype.itemsize:
-            raise ShardError(f"a compressed label layer holds {len(raw)} bytes, not {h} x {w} "
-                             f"pixels of {dtype.itemsize} bytes")
-        y0, x0 = int(y0s[i]), int(x0s[i])
-        src = np.frombuffer(raw, dtype).reshape(h, w)[y0:y0 + crop, x0:x0 + crop]
-        out[i, :, :, 0] = _symmetric(src, flip_rows[i], flip_cols[i], transposes[i])
-    return out
+    """[B, crop, crop, 1] ``dtype`` (little endian): for each crop i, the layer ``blobs[i]``
+    inflated (:func:`inflate_layer`, [heights[i], widths[i]]) and cut by
+    :func:`layer_crops`. ShardError when a layer does not inflate to its tile's size."""
+    layers = [inflate_layer(dtype, blobs[i], int(heights[i]), int(widths[i]))
+              for i in range(len(blobs))]
+    if not layers:
+        return np.empty((0, crop, crop, 1), np.dtype(dtype).newbyteorder("<"))
+    return layer_crops(layers, crop, y0s, x0s, flip_rows, flip_cols, transposes)

@@ -138,7 +138,8 @@ def test_focus_corner_is_focus_window_in_numpy():
                   tf.constant(16))
         want = aug.focus_window(key, window, tf.where(layer > 0), 70, 100, 0.8)
         draws = [int(v) for v in aug.focus_draws(key, window[2], 0.8)]
-        got = aug.focus_corner(layer, int(window[0]), int(window[1]), 16, *draws)
+        got = aug.focus_corner(np.flatnonzero(layer > 0), 70, 100, int(window[0]),
+                               int(window[1]), 16, *draws)
         assert got == (int(want[0]), int(want[1])), i
 
 

@@ -31,7 +31,11 @@ def _assert_equal(a, b):
     {**FCN_DATA, "contact": True, "core_weight": 2.0, "sdf_truncation": 6.0},
     {**FCN_DATA, "reader": "record"},  # per-example crops: contact stacked beside the sdf
     {**FCN_DATA, "bands": {"MUL-PanSharpen": (3, 1)}},  # ranged, read per example
-    {"boundary_weight": 2.0, "sample_weights": False}])
+    {"boundary_weight": 2.0, "sample_weights": False},
+    # crop_on="device": the window's rows and the windows, cut in the step
+    {"crop_on": "device"}, {**FCN_DATA, "crop_on": "device"},
+    {**FCN_DATA, "contact": True, "core_weight": 2.0, "crop_on": "device",
+     "augment": {"focus": 0.5, "flips": True, "rot90": True}}])
 def test_device_elements_expand_to_the_host_elements(known_dataset, kw):
     host = _elements(known_dataset.converted, "host", **kw)
     device = _elements(known_dataset.converted, "device", **kw)
@@ -43,8 +47,13 @@ def test_device_elements_expand_to_the_host_elements(known_dataset, kw):
         assert len(d) == 2 and pk.is_packed(d[1])
         assert d[1][pk.STORED_SDF].dtype == tf.float16
         assert (pk.STORED_CONTACT in d[1]) == packed.needs_contact
-        out = packed.expand(d[1])
-        _assert_equal(h, (d[0], *out) if packed.sample_weights else (d[0], out))
+        if kw.get("crop_on") == "device":  # rows of the 112 px tiles, cut in the step
+            assert d[0].shape[1:3] == (CROP, 112) and pk.WINDOW in d[1]
+            assert d[1][pk.STORED_SDF].shape[1:3] == (CROP, 112)
+        else:
+            assert d[0].shape[1:3] == (CROP, CROP) and pk.WINDOW not in d[1]
+        image, out = packed.image(d[0], d[1]), packed.expand(d[1])
+        _assert_equal(h, (image, *out) if packed.sample_weights else (image, out))
 
 
 @pytest.mark.parametrize("kw, target", [
@@ -93,7 +102,8 @@ def _compiled(setup, weights=None):
     [],  # the FCN recipe: boundary, contact and interior weights, focus
     ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0"],
     ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
-     "model.interior=false", "data.augment={\"focus\": 0.0}"]])  # plain segmentation
+     "model.interior=false", "data.augment={\"focus\": 0.0}"],  # plain segmentation
+    ["data.crop_on=\"device\""]])  # the recipe, crops cut in the step
 def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
     from sn_tf.input import pipeline
     from sn_tf.training import packed_step, trainer
@@ -147,7 +157,7 @@ from sn_tf.training.recipes import apply_overrides, load_recipe
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 cfg = apply_overrides(load_recipe("fcn:smoke"), [
     "train.epochs=1", "train.steps_per_epoch=2", "train.val_max_tiles=2",
-    "train.postprocess_search=null", "data.targets_on=device"])
+    "train.postprocess_search=null", "data.targets_on=device", "data.crop_on=device"])
 trainer.train(cfg, sys.argv[1], sys.argv[2], strategy=strategy, verbose=0)
 log = open(sys.argv[2] + "/training_log.csv").read().splitlines()
 row = dict(zip(log[0].split(","), log[-1].split(",")))
@@ -158,9 +168,10 @@ print(json.dumps({"replicas": strategy.num_replicas_in_sync, "loss": float(row["
 
 
 def test_fit_under_mirrored_strategy_takes_packed_labels(sample_tfr, tmp_path):
-    """Keras' build from the first packed batch under a strategy goes through the
-    ``compute_loss`` / ``compute_metrics`` overrides (2 logical CPUs as 2 replicas), and
-    the checkpoint is the plain functional model."""
+    """Keras' build from the first packed batch (the window's rows, crops cut in the
+    step) under a strategy goes through the ``compute_loss`` / ``compute_metrics``
+    overrides (2 logical CPUs as 2 replicas), and the checkpoint is the plain functional
+    model."""
     import json
     import os
     import subprocess

@@ -193,15 +193,22 @@ def test_read_crops_applies_the_split_symmetry_into_pooled_aligned_batches(tmp_p
                           [0], [0], [0], [0], [0])
 
 
-def test_inflate_crops_cuts_the_window_and_applies_the_split_symmetry():
+def test_sparse_layers_cut_the_window_and_apply_the_split_symmetry():
     import zlib
 
-    tiles = [np.random.default_rng(i).integers(0, 2, (9, 11)).astype(np.uint8)
+    tiles = [np.random.default_rng(i).integers(0, 2, (9, 11)).astype(np.uint8) * (i + 1)
              for i in range(2)]
-    blobs = np.array([zlib.compress(t.tobytes()) for t in tiles], object)
+    small = np.array([tf.train.Example(features=tf.train.Features(feature={
+        "c": tf.train.Feature(bytes_list=tf.train.BytesList(
+            value=[zlib.compress(t.tobytes())]))})).SerializeToString() for t in tiles],
+        object)
+    layers = ranged.SparseLayers(small, "c", "uint8")
+    flat, values = layers.get(1, 9, 11)  # the pixels > 0, their stored values
+    np.testing.assert_array_equal(flat, np.flatnonzero(tiles[1]))
+    np.testing.assert_array_equal(values, tiles[1].ravel()[flat])
     for rows, cols, t in [(a, b, c) for a in (0, 1) for b in (0, 1) for c in (0, 1)]:
-        got = ranged.inflate_crops("uint8", 5, blobs, [9, 9], [11, 11], [1, 4], [6, 0],
-                                   [rows] * 2, [cols] * 2, [t] * 2)
+        got = ranged.sparse_crops(layers, "uint8", 5, [0, 1], [9, 9], [11, 11], [1, 4],
+                                  [6, 0], [rows] * 2, [cols] * 2, [t] * 2)
         assert got.shape == (2, 5, 5, 1) and got.dtype == np.uint8
         for i, (y0, x0) in enumerate(((1, 6), (4, 0))):
             want = tiles[i][y0:y0 + 5, x0:x0 + 5]
@@ -209,11 +216,20 @@ def test_inflate_crops_cuts_the_window_and_applies_the_split_symmetry():
             want = want[:, ::-1] if cols else want
             want = want.T if t else want
             np.testing.assert_array_equal(got[i, :, :, 0], want)
+    # the window's rows for the train step: the tile's columns, zero right of a narrow one
+    got = ranged.sparse_rows(layers, "uint8", 5, 13, [0, 1], [9, 9], [11, 11], [1, 4], [6, 0])
+    assert got.shape == (2, 5, 13, 1)
+    np.testing.assert_array_equal(got[0, :, :11, 0], tiles[0][1:6])
+    assert not got[:, :, 11:].any()
+    got = ranged.sparse_rows(layers, "uint8", 5, 7, [0, 1], [9, 9], [11, 11], [1, 4], [6, 0])
+    np.testing.assert_array_equal(got[0, :, :, 0], tiles[0][1:6, 4:11])  # span < width:
+    np.testing.assert_array_equal(got[1, :, :, 0], tiles[1][4:9, 0:7])  # kept inside
     with pytest.raises(ShardError, match="not 9 x 12"):
-        ranged.inflate_crops("uint8", 5, blobs[:1], [9], [12], [0], [0], [0], [0], [0])
+        ranged.SparseLayers(small, "c", "uint8").get(0, 9, 12)
+    with pytest.raises(ShardError, match="lacks its x layer"):
+        ranged.SparseLayers(small, "x", "uint8").get(0, 9, 11)
     with pytest.raises(ShardError, match="does not inflate"):
-        ranged.inflate_crops("uint8", 5, np.array([b"junk"], object), [9], [11], [0], [0],
-                             [0], [0], [0])
+        ranged.inflate_layer("uint8", b"junk", 9, 11)
 
 
 def test_buffer_pool_reuses_only_released_buffers():

@@ -305,7 +305,8 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
     """Print ms of process CPU per delivered crop for the floor (``floor_crops``) and the
     sn_tf raw segmentation pipeline (reads=1; ``reader`` "ranged" and "record"; with the
     dihedral symmetry and without augmentation; and the FCN recipe's data options; both
-    with targets built on the host and, ``targets_on="device"``, left to the train step),
+    with targets built on the host and, ``targets_on="device"``, left to the train step,
+    and with ``crop_on="device"`` too, the column cut and symmetry left to it as well),
     rows interleaved over ``repeats`` rounds,
     with the median over rounds of each row's ratio to the floor of the same round.
     """
@@ -313,10 +314,11 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
 
     index = floor_index(data_dir)
 
-    def sn_tf(reader, augment, targets_on="host", **recipe):
+    def sn_tf(reader, augment, targets_on="host", crop_on="host", **recipe):
         return lambda: make_dataset(data_dir, "train", crop_size=CROP, batch_size=batch_size,
                                     num_parallel_reads=1, image_dtype="raw", reader=reader,
-                                    augment=augment, targets_on=targets_on, **recipe)
+                                    augment=augment, targets_on=targets_on, crop_on=crop_on,
+                                    **recipe)
 
     sym = {"flips": True, "rot90": True}
     rows = {"floor (pread window rows)": lambda: floor_crops(index, batch_size),
@@ -332,7 +334,12 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
             # step builds the targets and weights (the recipes' default)
             "sn_tf raw ranged, device": sn_tf("ranged", sym, "device"),
             "FCN recipe ranged, device": sn_tf("ranged", {**sym, "focus": 0.7}, "device",
-                                               **FCN_RECIPE_DATA)}
+                                               **FCN_RECIPE_DATA),
+            # crop_on="device" too: the window's rows leave the pipeline, the train step
+            # cuts the columns and applies the symmetry (data.crop_on "auto" with a GPU)
+            "sn_tf raw ranged, dev+crop": sn_tf("ranged", sym, "device", "device"),
+            "FCN recipe ranged, dev+crop": sn_tf("ranged", {**sym, "focus": 0.7}, "device",
+                                                 "device", **FCN_RECIPE_DATA)}
     ms = {k: [] for k in rows}
     for _ in range(repeats):
         for name, make in rows.items():

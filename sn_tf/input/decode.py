@@ -83,6 +83,7 @@ def _with_payload_sources(feat: dict, record, plan: _Plan) -> dict:
 
 _SOURCE, _BASE = "_source:", "_base:"  # internal feature names (not schema keys)
 _FILE, _POS, _SIZE = "_file:", "_pos:", "_size:"  # a payload's place in its shard (ranged)
+_ROW = "_row"  # the example's row of the shard index (ranged)
 
 
 def _ranged_window(feat: dict, key: str, dtype: str, shape, window, flip_rows=None):
@@ -307,7 +308,7 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
             use, bits, dy, dx = aug.focus_draws(focus_key, window[2], cfg.focus)
             out[_READ + "focus"] = tf.stack([tf.cast(use, tf.int64), tf.cast(bits, tf.int64),
                                              tf.cast(dy, tf.int64), tf.cast(dx, tf.int64)])
-            out[_READ + "focus_layer"] = feat[schema.label_key(plan.grid, "contact")]
+            out[_READ + "row"] = feat[_ROW]  # whose contact layer picks the window
         return out
     if cfg.scale_range is None:  # rows flipped while decoding; then columns, transpose
         rows, cols = aug.split_dihedral(t, flr, fud) if cfg.flips or cfg.rot90 else (None,
@@ -366,8 +367,8 @@ def _crop_to_read(feat: dict, plan: _Plan, window, t, flr, fud) -> dict:
         if _FILE + key in feat:  # a raw payload: read by window from its shard
             out[_READ + "pos:" + key] = tf.stack([feat[_POS + key], feat[_SIZE + key]])
             out[_READ + "file:" + key] = feat[_FILE + key]
-        else:  # a compressed label layer from the index's small Example
-            out[_READ + "blob:" + key] = feat[key]
+        else:  # a compressed label layer: read_batch cuts it from the rows' SparseLayers
+            out[_READ + "row"] = feat[_ROW]
     out.update({"tile_id": feat[schema.KEY_TILE_ID], "aoi": feat[schema.KEY_AOI],
                 **_crop_boxes(feat, plan, window, t, flr, fud)})
     return out
@@ -395,38 +396,41 @@ def _read_keys(plan: _Plan) -> list[str]:
             + [schema.label_key(plan.grid, f) for f in plan.label_fields])
 
 
-def read_batch(batch: dict, plan: _Plan, pool) -> dict:
+def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
     """``batch`` of ``_crop_to_read`` crops with the ``_READ`` keys replaced by ``image``
     [B, crop, crop, C] (stored dtype), with the sdf ``_STORED_SDF`` [B, crop, crop, 1]
     (float16) and with the contact layer ``_STORED_CONTACT`` [B, crop, crop, 1] (uint8), read by
     ``ranged.read_crops`` into buffers of ``pool`` (a ``ranged.BufferPool``), or for a
-    compressed layer inflated by ``ranged.inflate_crops``, with the crops' symmetries
-    applied. With ``plan.focus_in_read`` the windows are first moved onto contact pixels
-    (``_focused_windows``), the contact layer inflated once for both."""
+    compressed contact layer cut from ``contact`` (the index rows' ``ranged.SparseLayers``),
+    with the crops' symmetries applied. With ``plan.focus_in_read`` the windows are first
+    moved onto contact pixels (``_contact_layer``). With ``plan.rows_to_device`` each is
+    the window's rows instead, [B, crop, S, .] (S = ``_span(plan)`` columns,
+    ``ranged.read_rows`` / ``ranged.sparse_rows``), and ``_WINDOW`` int32 [B, 4] tells the
+    train step how to cut them (``sn_tf.input.packed.orient_crops``)."""
     out = {k: v for k, v in batch.items() if not k.startswith(_READ)}
     hw, yx, sym = batch[_READ + "hw"], batch[_READ + "yx"], batch[_READ + "sym"]
     keys = _read_keys(plan)
     t = plan.types[0]
     layouts = [(t.dtype, t.num_bands)] + [(plan.label_arrays[f][0], 1)
                                           for f in plan.label_fields]
-    inflated = {}
-    if _READ + "focus" in batch:
-        contact_key = schema.label_key(plan.grid, "contact")
-        yx, contact = _focused_windows(batch, plan, contact_key in keys)
-        if contact is not None:
-            inflated[contact_key] = contact
+    contact_key = schema.label_key(plan.grid, "contact")
+    layer = None
+    if _READ + "row" in batch:  # the compressed contact layer, from its sparse pixels
+        yx, layer = _contact_layer(batch, plan, contact, contact_key in keys)
+    rows = plan.rows_to_device
+    width = _span(plan) if rows else plan.crop
     arrays = []
     for key, (dtype, channels) in zip(keys, layouts):
-        if key in inflated:
-            x = inflated[key]
-        elif _READ + "blob:" + key in batch:
-            def inflate(blobs, hw, yx, sym, _dtype=dtype):
-                return ranged.inflate_crops(_dtype, plan.crop, blobs, hw[:, 0], hw[:, 1],
-                                            yx[:, 0], yx[:, 1], sym[:, 0], sym[:, 1],
-                                            sym[:, 2])
+        if key == contact_key and layer is not None:
+            x = layer
+        elif rows:
+            def read(paths, pos, hw, yx, _dtype=dtype, _channels=channels):
+                return ranged.read_rows(pool, _dtype, _channels, plan.crop, width, paths,
+                                        pos[:, 0], pos[:, 1], hw[:, 0], hw[:, 1], yx[:, 0],
+                                        yx[:, 1])
 
-            args = [batch[_READ + "blob:" + key], hw, yx, sym]
-            x = tf.numpy_function(inflate, args, tf.dtypes.as_dtype(dtype), stateful=True)
+            args = [batch[_READ + "file:" + key], batch[_READ + "pos:" + key], hw, yx]
+            x = tf.numpy_function(read, args, tf.dtypes.as_dtype(dtype), stateful=True)
         else:
             def read(paths, pos, hw, yx, sym, _dtype=dtype, _channels=channels):
                 return ranged.read_crops(pool, _dtype, _channels, plan.crop, paths,
@@ -435,40 +439,61 @@ def read_batch(batch: dict, plan: _Plan, pool) -> dict:
 
             args = [batch[_READ + "file:" + key], batch[_READ + "pos:" + key], hw, yx, sym]
             x = tf.numpy_function(read, args, tf.dtypes.as_dtype(dtype), stateful=True)
-        arrays.append(tf.ensure_shape(x, [None, plan.crop, plan.crop, channels]))
+        arrays.append(tf.ensure_shape(x, [None, plan.crop, width, channels]))
     out["image"] = arrays[0]
     if len(arrays) > 1:
         out[_STORED_SDF] = arrays[1]
     if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
         out[_STORED_CONTACT] = arrays[2]
+    if rows:  # the column within the delivered span (ranged.row_span), then the symmetry
+        w = hw[:, 1]
+        first = tf.where(w <= width, tf.zeros_like(w), tf.minimum(yx[:, 1], w - width))
+        out[_WINDOW] = tf.concat([(yx[:, 1] - first)[:, None], tf.cast(sym, tf.int32)], 1)
     return out
 
 
-def _focused_windows(batch: dict, plan: _Plan, crops: bool):
-    """``(yx, contact)`` of a ``plan.focus_in_read`` batch: int32 [B, 2] window corners
-    moved by ``aug.focus_corner`` (the crops' ``focus_draws``) onto pixels of the tiles'
-    compressed contact layers, inflated once here (``ranged.inflate_layer``), and with
-    ``crops`` those layers' windows [B, crop, crop, 1] in their stored dtype
-    (``ranged.layer_crops``, the crops' symmetries applied), else None."""
+_WINDOW = "_window"  # internal batch key: read_batch's crop windows (plan.rows_to_device)
+
+
+def _span(plan: _Plan) -> int:
+    """Columns of the rows a ``plan.rows_to_device`` batch delivers: the dataset's tile
+    width (its label grid's example shape), at least the crop."""
+    return max(int(plan.grid_shape[1]), plan.crop)
+
+
+def _contact_layer(batch: dict, plan: _Plan, contact, cut: bool):
+    """``(yx, layer)`` of a batch whose compressed contact layer comes from ``contact``
+    (``ranged.SparseLayers`` of the index rows ``_READ + "row"``): int32 [B, 2] window
+    corners, moved onto contact pixels by ``aug.focus_corner`` (the crops' ``focus_draws``)
+    when the batch has ``_READ + "focus"``, else as drawn; with ``cut`` the layer's crops
+    in its stored dtype ([B, crop, crop, 1] with the crops' symmetries,
+    ``ranged.sparse_crops``, or the window's rows with ``plan.rows_to_device``,
+    ``ranged.sparse_rows``), else None."""
     dtype = plan.label_arrays["contact"][0]
-    crop = plan.crop
+    crop, rows = plan.crop, plan.rows_to_device
+    focus = _READ + "focus" in batch
 
-    def focus(blobs, hw, yx, draws, sym):
-        layers = [ranged.inflate_layer(dtype, b, int(h), int(w))
-                  for b, (h, w) in zip(blobs, hw)]
-        moved = np.array([aug.focus_corner(layer, int(y), int(x), crop, *d)
-                          for layer, (y, x), d in zip(layers, yx, draws)],
-                         np.int32).reshape(-1, 2)
-        if not crops:
-            return moved, np.zeros((0, crop, crop, 1), dtype)
-        return moved, ranged.layer_crops(layers, crop, moved[:, 0], moved[:, 1], sym[:, 0],
-                                         sym[:, 1], sym[:, 2])
+    def cut_layer(index_rows, hw, yx, draws, sym):
+        if focus:
+            yx = np.array([aug.focus_corner(contact.get(int(r), int(h), int(w))[0], int(h),
+                                            int(w), int(y), int(x), crop, *d)
+                           for r, (h, w), (y, x), d in zip(index_rows, hw, yx, draws)],
+                          np.int32).reshape(-1, 2)
+        if not cut:
+            return yx, np.zeros((0, crop, crop, 1), dtype)
+        if rows:
+            return yx, ranged.sparse_rows(contact, dtype, crop, _span(plan), index_rows,
+                                          hw[:, 0], hw[:, 1], yx[:, 0], yx[:, 1])
+        return yx, ranged.sparse_crops(contact, dtype, crop, index_rows, hw[:, 0], hw[:, 1],
+                                       yx[:, 0], yx[:, 1], sym[:, 0], sym[:, 1], sym[:, 2])
 
+    n = tf.shape(batch[_READ + "yx"])[0]
+    draws = batch[_READ + "focus"] if focus else tf.zeros([n, 4], tf.int64)
     yx, layer = tf.numpy_function(
-        focus, [batch[_READ + "focus_layer"], batch[_READ + "hw"], batch[_READ + "yx"],
-                batch[_READ + "focus"], batch[_READ + "sym"]],
+        cut_layer, [batch[_READ + "row"], batch[_READ + "hw"], batch[_READ + "yx"], draws,
+                    batch[_READ + "sym"]],
         [tf.int32, tf.dtypes.as_dtype(dtype)], stateful=True)
-    return tf.ensure_shape(yx, [None, 2]), (layer if crops else None)
+    return tf.ensure_shape(yx, [None, 2]), (layer if cut else None)
 
 
 def _contact_points(feat: dict, plan: _Plan):

@@ -121,13 +121,13 @@ tf = tensorflow()
 
 from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quietly)
 from sn_tf.input import ranged  # noqa: E402
-from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _SIZE,  # noqa: E402
-                                _STORED_CONTACT, _STORED_SDF, _batched_sdf, _cut_payloads,
-                                _eval_example,
+from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _ROW, _SIZE,  # noqa: E402
+                                _STORED_CONTACT, _STORED_SDF, _WINDOW, _batched_sdf,
+                                _cut_payloads, _eval_example,
                                 _feature_spec, _seg_targets, _train_example,
                                 _with_payload_sources, read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
-from sn_tf.input.packed import PackedTargets, check_targets_on  # noqa: E402
+from sn_tf.input.packed import PackedTargets, check_crop_on, check_targets_on  # noqa: E402
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
 
@@ -238,6 +238,7 @@ def _ranged_parser(index: dict, spec: dict, payload_keys):
 
     def parse(row, epoch):
         feat = dict(tf.io.parse_single_example(tf.gather(small, row), spec))
+        feat[_ROW] = row
         path = tf.gather(paths, row)
         for k in payload_keys:
             feat[_FILE + k] = path
@@ -246,6 +247,20 @@ def _ranged_parser(index: dict, spec: dict, payload_keys):
         return feat, epoch
 
     return parse
+
+
+def _sparse_contact(plan: _Plan, index: dict, spec: dict):
+    """``(contact, spec)``: for a batch-read plan whose crops take the compressed contact
+    layer (a target or weight, or ``plan.focus_in_read``), the index rows' layers as
+    ``ranged.SparseLayers`` (each inflated once) and the parse spec without the layer,
+    which no example then needs; else ``(None, spec)``."""
+    key = schema.label_key(plan.grid, "contact")
+    wanted = "contact" in plan.label_fields or plan.focus_in_read
+    if not (plan.batch_read and wanted and key not in _cut_payloads(plan)):
+        return None, spec
+    sparse = ranged.SparseLayers(index["small"], key, plan.label_arrays["contact"][0])
+    in_graph = plan.augment.focus > 0 and not plan.focus_in_read  # aug.focus_window's
+    return sparse, spec if in_graph else {k: v for k, v in spec.items() if k != key}
 
 
 def _ranged_index(files: list[Shard], record_shard, spec: dict, payload_keys) -> dict:
@@ -270,12 +285,12 @@ def _auto_shuffle_buffer(info: DatasetInfo, split: str) -> int:
 
 
 # ---- batched stage ---------------------------------------------------------------------------
-def _finish_batch(batch: dict, plan: _Plan, pool=None) -> dict:
+def _finish_batch(batch: dict, plan: _Plan, pool=None, contact=None) -> dict:
     """Valid-region mask, evaluation padding fix-up and DetectNet targets for one batch;
     first, for a ``plan.batch_read`` plan, the batch's pixels (``decode.read_batch``,
-    into buffers of ``pool``)."""
+    into buffers of ``pool``, the compressed contact layer from ``contact``)."""
     if plan.batch_read:
-        batch = read_batch(batch, plan, pool)
+        batch = read_batch(batch, plan, pool, contact)
     out = dict(batch)
     image = batch["image"]
     if plan.packed is not None:  # the train step builds the targets from the stored layers
@@ -318,7 +333,8 @@ def _packed_batch(batch: dict, plan: _Plan) -> dict:
     contact = batch.get(_STORED_CONTACT)
     if labels.shape[-1] != 1:  # per-example crops: the label channels stacked
         labels, contact = labels[..., :1], labels[..., -1:]
-    return {"image": batch["image"], _PACKED: plan.packed.pack(labels, contact)}
+    return {"image": batch["image"],
+            _PACKED: plan.packed.pack(labels, contact, batch.get(_WINDOW))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -362,10 +378,12 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
     if plan.ranged and any("://" in s.path for s in files):  # remote: whole records
         plan = dataclasses.replace(plan, ranged=False)
     spec = _feature_spec(plan)
+    contact = None  # ranged.SparseLayers of a batch read's compressed contact layer
     if plan.ranged:
         payload_keys = sorted(_cut_payloads(plan))
-        index = _ranged_index(files, record_shard, spec, payload_keys)
+        index = _ranged_index(files, record_shard, spec, payload_keys)  # keeps spec's keys
         ds = _ranged_records(files_ds, index, cycle)
+        contact, spec = _sparse_contact(plan, index, spec)
     else:
         ds = _records(files_ds, record_shard, cycle, rt.num_parallel_reads, det,
                       _read_buffer_size([s.path for s in files]))
@@ -402,7 +420,7 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
                     deterministic=det)
     ds = _batch(ds, batch_size, training)
     pool = ranged.BufferPool() if plan.batch_read else None
-    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan, pool))),
+    ds = ds.map(_graph(lambda b: to_element(_finish_batch(b, plan, pool, contact))),
                 num_parallel_calls=npc, deterministic=det)
     if not training and plan.aois is None:  # known length: Keras shows progress
         n = _worker_examples(files, record_shard)
@@ -600,6 +618,7 @@ def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
                          f"'oriented_detection', got {target!r} (make_examples also offers "
                          f"'all')")
     check_targets_on(cfg.targets_on)
+    check_crop_on(cfg.crop_on)
     interior_level = cfg.interior_level
     plan = _plan(info, split, cfg, target=target, training=training,
                  labels=interior_level is not None or (
@@ -627,7 +646,8 @@ def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
     if cfg.targets_on == "device" and target == "segmentation" and _batched_sdf(plan):
         plan = dataclasses.replace(plan, packed=PackedTargets(
             plan.truncation, plan.contact, el.sample_weights, plan.boundary_weight,
-            plan.boundary_sigma, plan.contact_weight, el.interior_level, el.core_weight))
+            plan.boundary_sigma, plan.contact_weight, el.interior_level, el.core_weight,
+            crop=plan.crop if cfg.crop_on == "device" and plan.batch_read else 0))
     return plan, el
 
 

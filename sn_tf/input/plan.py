@@ -109,6 +109,12 @@ class _Plan:
         return self.batch_read and not self.boxes and self.augment.focus > 0
 
     @property
+    def rows_to_device(self) -> bool:
+        """True when batch-read crops leave as the window's rows for the train step to cut
+        (``make_dataset(crop_on="device")``, ``sn_tf.input.packed.orient_crops``)."""
+        return self.packed is not None and self.packed.crop > 0
+
+    @property
     def raw(self) -> bool:
         """True when images leave the pipeline un-normalised (``image_dtype="raw"``)."""
         return self.image_dtype == "raw"

@@ -344,6 +344,56 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     return out
 
 
+def row_span(width: int, span: int, x0: int) -> int:
+    """First column of the ``span`` columns delivered for a tile ``width`` wide whose crop
+    window starts at column ``x0`` (:func:`read_rows`): 0 when the tile fits in the span,
+    else the window's start moved left as far as needed to keep the span in the tile (the
+    window, ``crop <= span`` wide, stays inside)."""
+    return 0 if width <= span else min(int(x0), width - span)
+
+
+def read_rows(pool: BufferPool, dtype, channels: int, crop: int, span: int, paths, positions,
+              sizes, heights, widths, y0s, x0s) -> np.ndarray:
+    """[B, crop, span, channels] ``dtype`` (little endian): for each crop i, rows
+    ``[y0s[i], y0s[i] + crop)`` of the raw HWC payload at byte ``positions[i]`` of file
+    ``paths[i]`` (``sizes[i]`` bytes, an ``heights[i]`` x ``widths[i]`` tile), ``span``
+    columns from :func:`row_span` (zero-filled right of a narrower tile). The column crop
+    and the symmetry are left to the train step (``sn_tf.input.packed.orient_crops``).
+
+    A tile exactly ``span`` wide (every tile of a SpaceNet image type) is read with one
+    ``os.preadv`` straight into its slot of the batch, nothing else: the memory floor of a
+    crop. Others go through a scratch buffer. The batch comes from ``pool``. ShardError
+    naming the file when a payload's size is not its tile's or the file is short."""
+    dtype = np.dtype(dtype).newbyteorder("<")
+    pixel = dtype.itemsize * channels
+    out = pool.take((len(paths), crop, span, channels), dtype)
+    slots = out.view(np.uint8).reshape(len(paths), crop, span * pixel)
+    fds: dict = {}
+    try:
+        for i in range(len(paths)):
+            path, h, w = paths[i], int(heights[i]), int(widths[i])
+            if int(sizes[i]) != h * w * pixel:
+                raise ShardError(f"{os.fsdecode(path)}: payload at byte {positions[i]} holds "
+                                 f"{sizes[i]} bytes, not {h} x {w} pixels of {pixel} bytes")
+            if path not in fds:
+                fds[path] = os.open(path, os.O_RDONLY)
+            rows = slots[i] if w == span else _scratch_window(crop * w * pixel)
+            start = int(positions[i]) + int(y0s[i]) * w * pixel
+            got = os.preadv(fds[path], [rows], start)
+            if got != rows.nbytes:
+                raise ShardError(f"{os.fsdecode(path)}: {got} of {rows.nbytes} bytes at byte "
+                                 f"{start} (truncated shard)")
+            if w != span:
+                c0, n = row_span(w, span, x0s[i]), min(w, span)
+                src = rows.reshape(crop, w * pixel)[:, c0 * pixel:(c0 + n) * pixel]
+                slots[i, :, :n * pixel] = src
+                slots[i, :, n * pixel:] = 0
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return out
+
+
 def inflate_layer(dtype, blob: bytes, height: int, width: int) -> np.ndarray:
     """[height, width] ``dtype`` (little endian, read-only view): the zlib-compressed layer
     ``blob`` (``sn_tf.dataset.schema`` "zlib" encoding) inflated. For the small compressed
@@ -360,25 +410,78 @@ def inflate_layer(dtype, blob: bytes, height: int, width: int) -> np.ndarray:
     return np.frombuffer(raw, dtype).reshape(height, width)
 
 
-def layer_crops(layers, crop: int, y0s, x0s, flip_rows, flip_cols, transposes) -> np.ndarray:
-    """[B, crop, crop, 1] in the layers' dtype: for each crop i, the window
-    ``(y0s[i], x0s[i], crop)`` of the 2-D ``layers[i]`` with the symmetry applied as
-    :func:`read_crops` does (rows reversed, then columns, then transposed)."""
-    out = np.empty((len(layers), crop, crop, 1), layers[0].dtype if len(layers) else np.uint8)
-    for i, layer in enumerate(layers):
-        y0, x0 = int(y0s[i]), int(x0s[i])
-        out[i, :, :, 0] = _symmetric(layer[y0:y0 + crop, x0:x0 + crop], flip_rows[i],
-                                     flip_cols[i], transposes[i])
+class SparseLayers:
+    """The pixels > 0 of one compressed label layer (the contact layer: ~0.2 % of a tile)
+    of every row of a shard index, as ``(flat, values)``: int64 [N] row-major pixel
+    indices and the stored values there. A row's layer is inflated from its small Example
+    once, on first use (:func:`inflate_layer`), and kept (a few KB a tile), so later crops
+    of the tile (later epochs) cut their windows and pick focus points without inflating.
+    """
+
+    def __init__(self, small, key: str, dtype):
+        self._small = small  # index_arrays' "small": the rows' serialized small Examples
+        self._key = key
+        self._dtype = dtype
+        self._rows: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def get(self, row: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(flat, values)`` of index row ``row`` (a ``height`` x ``width`` layer).
+        ShardError when the layer is missing or does not inflate to that size."""
+        got = self._rows.get(row)
+        if got is None:
+            blob = _example_bytes(self._small[row], self._key)
+            layer = inflate_layer(self._dtype, blob, height, width).ravel()
+            flat = np.flatnonzero(layer > 0)  # a bool scan: ~10x faster than of the layer
+            got = self._rows[row] = (flat, layer[flat])  # one dict store: thread-safe
+        return got
+
+
+def _example_bytes(serialized: bytes, key: str) -> bytes:
+    """The first bytes value of feature ``key`` of a serialized ``tf.train.Example``;
+    ShardError when it has none."""
+    from tensorflow.core.example import example_pb2
+
+    feature = example_pb2.Example.FromString(serialized).features.feature
+    if key not in feature or not feature[key].bytes_list.value:
+        raise ShardError(f"a record lacks its {key} layer")
+    return feature[key].bytes_list.value[0]
+
+
+def sparse_window(flat, values, width: int, y0: int, x0: int, rows: int, cols: int,
+                  out: np.ndarray) -> np.ndarray:
+    """``out`` [rows, cols] (zeroed here) holding the pixels ``(flat, values)`` of a
+    ``width`` wide layer that fall in rows ``[y0, y0 + rows)``, columns ``[x0, x0 + cols)``."""
+    out[...] = 0
+    r, c = np.divmod(flat, width)
+    inside = (r >= y0) & (r < y0 + rows) & (c >= x0) & (c < x0 + cols)
+    out[r[inside] - y0, c[inside] - x0] = values[inside]
     return out
 
 
-def inflate_crops(dtype, crop: int, blobs, heights, widths, y0s, x0s, flip_rows, flip_cols,
-                  transposes) -> np.ndarray:
-    """[B, crop, crop, 1] ``dtype`` (little endian): for each crop i, the layer ``blobs[i]``
-    inflated (:func:`inflate_layer`, [heights[i], widths[i]]) and cut by
-    :func:`layer_crops`. ShardError when a layer does not inflate to its tile's size."""
-    layers = [inflate_layer(dtype, blobs[i], int(heights[i]), int(widths[i]))
-              for i in range(len(blobs))]
-    if not layers:
-        return np.empty((0, crop, crop, 1), np.dtype(dtype).newbyteorder("<"))
-    return layer_crops(layers, crop, y0s, x0s, flip_rows, flip_cols, transposes)
+def sparse_crops(layers: SparseLayers, dtype, crop: int, rows, heights, widths, y0s, x0s,
+                 flip_rows, flip_cols, transposes) -> np.ndarray:
+    """[B, crop, crop, 1] ``dtype``: for each crop i, the window ``(y0s[i], x0s[i], crop)``
+    of index row ``rows[i]``'s layer with the symmetry applied as :func:`read_crops` does
+    (rows reversed, then columns, then transposed)."""
+    out = np.empty((len(rows), crop, crop, 1), np.dtype(dtype).newbyteorder("<"))
+    window = np.empty((crop, crop), out.dtype)
+    for i in range(len(rows)):
+        flat, values = layers.get(int(rows[i]), int(heights[i]), int(widths[i]))
+        sparse_window(flat, values, int(widths[i]), int(y0s[i]), int(x0s[i]), crop, crop,
+                      window)
+        out[i, :, :, 0] = _symmetric(window, flip_rows[i], flip_cols[i], transposes[i])
+    return out
+
+
+def sparse_rows(layers: SparseLayers, dtype, crop: int, span: int, rows, heights, widths,
+                y0s, x0s) -> np.ndarray:
+    """[B, crop, span, 1] ``dtype``: for each crop i, rows ``[y0s[i], y0s[i] + crop)`` of
+    index row ``rows[i]``'s layer, the columns :func:`read_rows` delivers (zero right of
+    a narrow tile)."""
+    out = np.empty((len(rows), crop, span, 1), np.dtype(dtype).newbyteorder("<"))
+    for i in range(len(rows)):
+        w = int(widths[i])
+        flat, values = layers.get(int(rows[i]), int(heights[i]), w)
+        sparse_window(flat, values, w, int(y0s[i]), row_span(w, span, x0s[i]), crop, span,
+                      out[i, :, :, 0])
+    return out

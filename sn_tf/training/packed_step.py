@@ -9,8 +9,8 @@ custom step) and :func:`expand_in_step` makes a compiled Keras model's ``fit`` a
 inside its train step.
 
 Why the model is not wrapped: ``expand_in_step`` replaces ``train_step`` (and, for the
-build Keras does from the first batch under a distribution strategy, ``compute_loss`` and
-``compute_metrics``) on the model instance only. The model stays the plain functional
+build Keras does from the first batch under a distribution strategy, ``_symbolic_build``)
+on the model instance only. The model stays the plain functional
 model: ``model.save`` (``last.keras``, ``best.keras``), ``BackupAndRestore``, validation,
 ``predict`` and export see exactly what they see with host-built targets, and the saved
 files load with ``keras.saving.load_model`` as before.
@@ -26,9 +26,11 @@ from sn_tf.training.setup import Setup, _target, input_config_of
 
 def label_expander(setup: Setup):
     """None when the recipe's training batches carry finished targets, else a function
-    ``packed labels (dict of [B, H, W, 1] stored layers) -> (targets, weights or None)``
-    (dicts of float32 [B, H, W, 1] keyed by output name, as ``train_dataset`` would
-    deliver them with ``data.targets_on: "host"``)."""
+    ``(x, packed labels) -> (x, targets, weights or None)``: the packed labels (dict of
+    [B, H, W, 1] stored layers) made into the targets and per-pixel weights (dicts of
+    float32 [B, H, W, 1] keyed by output name, as ``train_dataset`` would deliver them with
+    ``data.targets_on: "host"``) and, with ``data.crop_on: "device"``, the image and the
+    layers cut from the window's rows first (``sn_tf.input.packed.orient_crops``)."""
     split = setup.config["data"]["train_split"]
     packed = pipeline.packed_targets(setup.data_dir, split, _target(setup.config),
                                      input_config_of(setup, split))
@@ -36,13 +38,13 @@ def label_expander(setup: Setup):
         return None
     bins = bool(setup.config["model"].get("sdf_bins"))
 
-    def expand(labels):
+    def expand(x, labels):
         out = packed.expand(labels)
         targets, weights = out if packed.sample_weights else (out, None)
         if bins:
             _, targets, *rest = with_sdf_bins_target(None, targets, weights)
             weights = rest[0] if rest else None
-        return targets, weights
+        return packed.image(x, labels), targets, weights
 
     return expand
 
@@ -53,15 +55,17 @@ def training_batch(element, expand) -> tuple:
     x, y = element[0], element[1]
     w = element[2] if len(element) > 2 else None
     if expand is not None and pk.is_packed(y):
-        y, w = expand(y)
+        x, y, w = expand(x, y)
     return x, y, w
 
 
 def expand_in_step(model, expand) -> None:
     """Let the compiled ``model``'s ``fit`` take packed training elements: its train step
     expands them with ``expand`` (``label_expander``) and then runs Keras' own step on
-    ``(x, targets, weights)``. Elements with finished targets pass unchanged. Only this
-    instance's methods change (module docstring); ``expand`` None: nothing to do."""
+    ``(x, targets, weights)``; so does the build Keras makes from the first batch under a
+    distribution strategy (``_symbolic_build``: the model, its losses and metrics are built
+    from the expanded batch's shapes). Elements with finished targets pass unchanged. Only
+    this instance's methods change (module docstring); ``expand`` None: nothing to do."""
     if expand is None:
         return
     cls = type(model)
@@ -70,16 +74,11 @@ def expand_in_step(model, expand) -> None:
         x, y, w = training_batch(data, expand)
         return cls.train_step(model, (x, y) if w is None else (x, y, w))
 
-    def compute_loss(x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        if pk.is_packed(y):  # Keras' symbolic build from the first (packed) batch
-            y, sample_weight = expand(y)
-        return cls.compute_loss(model, x, y, y_pred, sample_weight, training=training)
-
-    def compute_metrics(x, y, y_pred, sample_weight=None):
-        if pk.is_packed(y):
-            y, sample_weight = expand(y)
-        return cls.compute_metrics(model, x, y, y_pred, sample_weight=sample_weight)
+    def symbolic_build(iterator=None, data_batch=None):
+        if data_batch is not None:  # the TF trainer hands the first batch itself
+            x, y, w = training_batch(data_batch, expand)
+            data_batch = (x, y) if w is None else (x, y, w)
+        return cls._symbolic_build(model, iterator=iterator, data_batch=data_batch)
 
     model.train_step = train_step
-    model.compute_loss = compute_loss
-    model.compute_metrics = compute_metrics
+    model._symbolic_build = symbolic_build

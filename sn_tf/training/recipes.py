@@ -146,7 +146,8 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
                  "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
-                 "crops_per_tile": 1, "reader": "ranged", "targets_on": "device"}
+                 "crops_per_tile": 1, "reader": "ranged", "targets_on": "device",
+                 "crop_on": "auto"}
 # data.image_dtype "raw": the pipeline feeds stored values and the model normalises them
 # (and applies gain/offset/noise augmentation) in its first layers, on the accelerator;
 # "float32" normalises on the input CPUs (BUILD_NOTES.md section 8).
@@ -160,6 +161,10 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 # per-pixel weights from them on the accelerator (sn_tf.training.packed_step; the same
 # values as "host", which builds them in float32 on the input CPUs; BUILD_NOTES.md
 # section 8, session 5). DetectNet's targets come from boxes on the host either way.
+# data.crop_on "auto": with targets_on "device", FCN crops go to the train step as their
+# window's rows and it cuts them ("device": the host's input work near its memory floor)
+# when TensorFlow sees a GPU; "host" cuts them in the pipeline, the cheaper place when the
+# train step runs on the same CPUs (BUILD_NOTES.md section 8, session 6).
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

@@ -32,6 +32,9 @@ from sn_tf.input.plan import IMAGE_DTYPES  # noqa: E402
 from sn_tf.training import tuning  # noqa: E402
 from sn_tf.utils.errors import SnTfError  # noqa: E402
 
+#: ``data.crop_on`` values: ``sn_tf.input.packed.CROP_ON`` and "auto".
+CROP_ON_CHOICES = ("auto",) + packed.CROP_ON
+
 
 def _target(config: dict) -> str:
     """Pipeline target of a recipe (its family's; "oriented_detection" for an oriented
@@ -187,6 +190,10 @@ def resolve(config: dict, data_dir) -> Setup:
         raise ConfigError(f"data.targets_on {targets_on!r} unknown; known: "
                           f"{packed.TARGETS_ON} (where the segmentation targets and weights "
                           f"of training batches are built)") from None
+    crop_on = data.get("crop_on", DATA_DEFAULTS["crop_on"])
+    if crop_on not in CROP_ON_CHOICES:
+        raise ConfigError(f"data.crop_on {crop_on!r} unknown; known: {CROP_ON_CHOICES} "
+                          f"(where FCN training crops are cut: 'auto' = 'device' with a GPU)")
     try:
         augment_config(data.get("augment"))
     except (ValueError, TypeError) as err:
@@ -301,10 +308,20 @@ def input_config_of(setup: Setup, split: str, training: bool = True) -> InputCon
     return base.replace(
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
         crops_per_tile=d["crops_per_tile"], reader=d["reader"], targets_on=d["targets_on"],
+        crop_on=resolved_crop_on(d["crop_on"]),
         contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,
         core_weight=d.get("core_weight") if setup.interior_output else None)
+
+
+def resolved_crop_on(value: str) -> str:
+    """``data.crop_on`` as the pipeline takes it: "auto" is "device" when TensorFlow sees
+    a GPU (the train step then cuts the crops on it), else "host" (a CPU-only run would
+    cut them on the same CPUs, in its train step instead of beside it)."""
+    if value != "auto":
+        return value
+    return "device" if tf.config.list_physical_devices("GPU") else "host"
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):

@@ -135,36 +135,117 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
     return labels, n
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal runs of the True pixels of a bool [H, W] mask, in raster order.
+
+    Returns (start, stop), intp [R] each, as keys ``row * (W + 1) + column``: the run's
+    first pixel and one past its last (stop <= W, so a row's keys stay below the next
+    row's). Two extra columns of False pad every row, so no run crosses a row end.
+    """
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=bool)
+    padded[:, 1:-1] = mask
+    edges = np.flatnonzero(padded[:, 1:] != padded[:, :-1])  # [H, W + 1] flat
+    return edges[::2], edges[1::2]
+
+
+def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: int
+                    ) -> list[tuple[int, np.ndarray]]:
+    """4-connected components of each set of :func:`_runs` runs (keys with ``stride`` =
+    W + 1), all sets in one graph: [(n, label of each run, intp [R] in 1..n)].
+
+    Labels follow the raster order of each component's first pixel, as ``ndimage.label``
+    numbers them. Run b touches the runs of the row above whose columns overlap its own:
+    those with stop > start_b - stride and start < stop_b - stride, a contiguous range.
+    """
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    starts = [start for start, _ in run_sets]
+    sizes = [start.size for start in starts]
+    offsets = np.cumsum([0] + sizes)
+    uppers, counts = [], []
+    for (start, stop), offset in zip(run_sets, offsets):
+        lo = np.searchsorted(stop, start - stride, "right")
+        count = np.maximum(np.searchsorted(start, stop - stride, "left") - lo, 0)
+        first = np.cumsum(count) - count  # where run b's pairs start
+        uppers.append(np.arange(int(count.sum())) + np.repeat(lo - first + offset, count))
+        counts.append(count)
+    total = int(offsets[-1])
+    if total == 0:
+        return [(0, np.zeros(0, dtype=np.intp)) for _ in run_sets]
+    counts = np.concatenate(counts)
+    graph = csr_matrix((np.ones(int(counts.sum()), dtype=np.int8), np.concatenate(uppers),
+                        np.r_[0, np.cumsum(counts)]), shape=(total, total))
+    _, labels = connected_components(graph, directed=False)
+    # csgraph numbers components in order of their lowest run (raster order); checked
+    # (each run's label at most one above all before it), renumbered if it ever does not
+    if labels[0] != 0 or np.any(labels[1:] > np.maximum.accumulate(labels)[:-1] + 1):
+        _, first = np.unique(labels, return_index=True)
+        rank = np.empty(first.size, dtype=np.intp)
+        rank[np.argsort(first)] = np.arange(first.size)
+        labels = rank[labels]
+    out = []
+    for a, b in zip(offsets[:-1], offsets[1:]):
+        part = labels[a:b].astype(np.intp)
+        low = int(part.min()) if part.size else 0  # the sets' components never mix
+        out.append((int(part.max()) - low + 1 if part.size else 0, part - low + 1))
+    return out
+
+
+def _painted(shape: tuple[int, int], origin: tuple[int, int], start: np.ndarray,
+             stop: np.ndarray, stride: int, values, dtype) -> np.ndarray:
+    """[h, w] array of ``dtype``, 0 outside the runs (:func:`_runs` keys with ``stride``)
+    and ``values`` (one per run, or a scalar) on them; ``origin`` (row, column) is the
+    array's top-left pixel in the runs' raster (every run must lie inside)."""
+    out = np.zeros(shape, dtype=dtype)
+    row = start // stride
+    lengths = stop - start
+    first = (row - origin[0]) * shape[1] + (start - row * stride - origin[1])
+    before = np.cumsum(lengths) - lengths
+    pixels = np.arange(int(lengths.sum())) + np.repeat(first - before, lengths)
+    out.ravel()[pixels] = np.repeat(np.broadcast_to(values, lengths.shape), lengths)
+    return out
+
+
 def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion=0):
     """:func:`split_footprint` plus [(window slices, bool mask of the component in it)] of
-    the components that were split (several seeds): the only places where two labels touch."""
+    the components that were split (several seeds): the only places where two labels touch.
+
+    Footprint and seeds are labelled as runs of pixels (:func:`_runs`, same numbering as
+    ``ndimage.label``): the tables, bounding boxes and windows come from the runs, and the
+    label raster is written once."""
     from scipy import ndimage
 
     cross = ndimage.generate_binary_structure(2, 1)
-    # intp labels: numpy's fancy indexing converts any other index dtype first (4x slower)
-    components, n_comp = ndimage.label(footprint, structure=cross, output=np.intp)
+    footprint = np.asarray(footprint, dtype=bool)
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
     if seed_erosion > 0:
         seed_mask = ndimage.binary_erosion(seed_mask, structure=cross,
                                            iterations=int(seed_erosion))
-    seeds, n_seeds = ndimage.label(seed_mask, structure=cross, output=np.intp)
-    where = seeds > 0
-    seed_of_pixel, comp_of_pixel = seeds[where], components[where]  # seed pixels only
-    renumber = None
+    shape, stride = footprint.shape, footprint.shape[1] + 1
+    f_start, f_stop = _runs(footprint)
+    s_start, s_stop = _runs(seed_mask)
+    (n_comp, comp_of_run), (n_seeds, seed_of_run) = _run_components(
+        [(f_start, f_stop), (s_start, s_stop)], stride)
+    # seeds lie inside the footprint: a seed run's component is that of the run holding it
+    comp_of_seed_run = comp_of_run[np.searchsorted(f_start, s_start, "right") - 1]
     if n_seeds and min_seed_area > 1:
-        # dropping whole seeds keeps the others' scan order: renumber by lookup, no relabel
-        big = np.bincount(seed_of_pixel, minlength=n_seeds + 1) >= min_seed_area
+        # dropping whole seeds keeps the others' scan order: renumber by lookup
+        big = np.bincount(seed_of_run, weights=s_stop - s_start,
+                          minlength=n_seeds + 1) >= min_seed_area
         big[0] = False
         renumber = np.zeros(n_seeds + 1, dtype=np.intp)
         n_seeds = int(big.sum())
         renumber[big] = np.arange(1, n_seeds + 1, dtype=np.intp)
-        seed_of_pixel = renumber[seed_of_pixel]
+        seed_of_run = renumber[seed_of_run]
     if n_seeds == 0:
-        return components.astype(np.int32), int(n_comp), []
+        return _painted(shape, (0, 0), f_start, f_stop, stride, comp_of_run, np.int32), \
+            int(n_comp), []
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
-    seed_component[seed_of_pixel] = comp_of_pixel
+    seed_component[seed_of_run] = comp_of_seed_run
     per_comp = np.bincount(seed_component[1:], minlength=n_comp + 1)
     # label of each component's pixels: its one seed; none: a label after the seeds' (in
     # component order); several: decided per pixel below. Labels stay consecutive: every
@@ -174,18 +255,23 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     comp_label[seed_component[1:][single]] = np.arange(1, n_seeds + 1, dtype=np.int32)[single]
     unseeded = np.flatnonzero(per_comp[1:] == 0) + 1
     comp_label[unseeded] = n_seeds + 1 + np.arange(unseeded.size, dtype=np.int32)
-    labels = np.take(comp_label, components)  # faster than fancy indexing
-    multi = np.flatnonzero(per_comp[1:] > 1) + 1
+    labels = _painted(shape, (0, 0), f_start, f_stop, stride, comp_label[comp_of_run],
+                      np.int32)
     windows = []
-    if multi.size:
-        boxes = ndimage.find_objects(components)
-        for comp in multi:  # every pixel joins the nearest seed of its own component
-            window = boxes[comp - 1]
-            own = components[window] == comp
-            local = seeds[window] if renumber is None else renumber[seeds[window]]
-            nearest = _nearest_seed(np.where(own, local, 0))
-            labels[window][own] = nearest[own]
-            windows.append((window, own))
+    for comp in np.flatnonzero(per_comp[1:] > 1) + 1:
+        # every pixel joins the nearest seed of its own component, inside its bounding box
+        start, stop = f_start[comp_of_run == comp], f_stop[comp_of_run == comp]
+        row = start // stride
+        top, left = int(row[0]), int((start - row * stride).min())
+        window = (slice(top, int(row[-1]) + 1), slice(left, int((stop - row * stride).max())))
+        size = (window[0].stop - top, window[1].stop - left)
+        own = _painted(size, (top, left), start, stop, stride, True, bool)
+        inside = (comp_of_seed_run == comp) & (seed_of_run > 0)
+        local = _painted(size, (top, left), s_start[inside], s_stop[inside], stride,
+                         seed_of_run[inside], np.intp)
+        nearest = _nearest_seed(local)
+        labels[window][own] = nearest[own]
+        windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows
 
 

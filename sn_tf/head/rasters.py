@@ -45,15 +45,24 @@ def confidence_map(raster: np.ndarray, kind: str) -> np.ndarray:
     ``"sdf"`` (signed distance in pixels, positive inside) -> sigmoid(values), i.e. 0.5 on the
     boundary and close to 1 a few pixels inside; ``"mask"`` -> 1 everywhere.
     """
+    if kind in ("logit", "sdf"):  # 1 / (1 + exp(-x)) in float64, in one new array
+        out = np.negative(np.asarray(raster), dtype=np.float64)
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        np.add(out, 1.0, out=out)
+        return np.divide(1.0, out, out=out)
     raster = np.asarray(raster, dtype=np.float64)
     if kind == "probability":
         return raster
-    if kind in ("logit", "sdf"):
-        with np.errstate(over="ignore"):
-            return 1.0 / (1.0 + np.exp(-raster))
     if kind == "mask":
         return np.ones_like(raster)
     raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
+
+
+def _has_nan(array: np.ndarray) -> bool:
+    """Whether a numeric array holds a NaN (its minimum is NaN: no [H, W] bool temporary)."""
+    return (np.issubdtype(array.dtype, np.floating) and array.size > 0
+            and bool(np.isnan(array.min())))
 
 
 def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarray, kind: str,
@@ -71,15 +80,14 @@ def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarra
     lab = labels[mask]
     if probability is None:
         values = confidence_map(source[mask], kind)
-        any_nan = (kind != "mask" and np.issubdtype(source.dtype, np.floating)
-                   and bool(np.isnan(source).any()))
+        any_nan = kind != "mask" and _has_nan(source)
     else:
         prob = _as_2d(probability, "probability")
         if prob.shape != labels.shape:
             raise ValueError(f"probability shape {prob.shape} differs from raster shape "
                              f"{labels.shape}")
         values = np.asarray(prob[mask], dtype=np.float64)
-        any_nan = bool(np.isnan(prob).any())
+        any_nan = _has_nan(prob)
     means = np.zeros(n + 1, dtype=np.float64)
     if any_nan:   # NaN pixels (filled into buildings) do not vote
         valid = ~np.isnan(values)
@@ -293,12 +301,21 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
     Returns:
       (labels int32 [H, W] with consecutive labels 1..m, m).
     """
+    labels = np.asarray(labels)
+    table, m = _merge_table(labels, value, level, windows)
+    return (labels.astype(np.int32) if table is None else np.take(table, labels)), m
+
+
+def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int | None = None):
+    """:func:`merge_regions`' relabelling: (table int32 [n + 1] from old to new labels, m),
+    or (None, n) when no two regions merge (the labels stay as they are); ``n``: the
+    largest label when known (else read from ``labels``)."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    labels = np.asarray(labels)
     value = np.asarray(value)
-    n = int(labels.max()) if labels.size else 0
+    if n is None:
+        n = int(labels.max()) if labels.size else 0
     keys, vals = [], []
     for window, own in (windows if windows is not None else [(np.s_[:, :], labels > 0)]):
         lab, val = labels[window], value[window].astype(np.float64)
@@ -312,14 +329,14 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
     keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
     vals = np.concatenate(vals) if vals else np.zeros(0)
     if keys.size == 0:
-        return labels.astype(np.int32), n
+        return None, n
     order = np.lexsort((vals, keys))
     keys, vals = keys[order], vals[order]
     pair, start, count = np.unique(keys, return_index=True, return_counts=True)
     median = vals[start + (count - 1) // 2]
     join = pair[median > level]
     if join.size == 0:
-        return labels.astype(np.int32), n
+        return None, n
     graph = coo_matrix((np.ones(join.size), (join // (n + 1), join % (n + 1))),
                        shape=(n + 1, n + 1))
     _, comp = connected_components(graph, directed=False)
@@ -329,7 +346,7 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
     lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
     table = lookup[comp]
     table[0] = 0
-    return np.take(table, labels), int(used.size)
+    return table, int(used.size)
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
@@ -365,7 +382,9 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
         labels, n, windows = _split_footprint(footprint, sdf, sdf_level, min_seed_area,
                                                  barrier, seed_erosion)
         if sdf is not None and merge_level is not None and windows:
-            labels, n = merge_regions(labels, sdf, merge_level, windows)
+            table, n = _merge_table(labels, sdf, merge_level, windows, n)
+            if table is not None:  # else the labels stay (no copy)
+                labels = np.take(table, labels)
         return labels, n
     labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
     return labels.astype(np.int32), int(n)
@@ -433,15 +452,13 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
     source = raster
-    if np.issubdtype(raster.dtype, np.floating) and nan == "fill":
-        missing = np.isnan(raster)
-        if missing.any():
-            enclosed = ndimage.binary_fill_holes(raster > threshold) & missing
-            if enclosed.any():
-                raster = raster.copy()
-                raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
-                if sdf is source:
-                    sdf = raster
+    if nan == "fill" and _has_nan(raster):
+        enclosed = ndimage.binary_fill_holes(raster > threshold) & np.isnan(raster)
+        if enclosed.any():
+            raster = raster.copy()
+            raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
+            if sdf is source:
+                sdf = raster
     labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
                                 contact_threshold, merge_level, int(seed_erosion))
     if n == 0:

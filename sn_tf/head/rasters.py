@@ -66,7 +66,7 @@ def _has_nan(array: np.ndarray) -> bool:
 
 
 def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarray, kind: str,
-                 probability=None) -> np.ndarray:
+                 probability=None, source_nan: bool | None = None) -> np.ndarray:
     """float64 [n + 1]: mean probability per label (index 0 unused, 0.0) over the labelled
     pixels only (``mask`` = labels > 0, [H, W] bool).
 
@@ -75,12 +75,13 @@ def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarra
     order, which is what ``scipy.ndimage.mean`` / ``sum`` add up over the whole raster
     (the background only feeds bin 0), so the means are the same bits. NaN rule as before:
     when the probability raster holds a NaN anywhere, NaN pixels do not vote (mean over the
-    others, 0 when none is left).
+    others, 0 when none is left). ``source_nan``: whether ``source`` holds a NaN, when
+    already known (else checked here).
     """
     lab = labels[mask]
     if probability is None:
         values = confidence_map(source[mask], kind)
-        any_nan = kind != "mask" and _has_nan(source)
+        any_nan = kind != "mask" and (_has_nan(source) if source_nan is None else source_nan)
     else:
         prob = _as_2d(probability, "probability")
         if prob.shape != labels.shape:
@@ -100,13 +101,14 @@ def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarra
     return means
 
 
-def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
-    """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
+def _nearest_seed(seeds: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Label (int [K]) of the nearest seed pixel (Euclidean, pixel centres) of the K pixels
+    where ``where`` (bool [H, W]) is True, in raster order; ``seeds``: int [H, W], 0 = none."""
     from scipy import ndimage
 
     rows, cols = ndimage.distance_transform_edt(seeds == 0, return_distances=False,
                                                 return_indices=True)
-    return seeds[rows, cols]
+    return seeds[rows[where], cols[where]]
 
 
 def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
@@ -207,12 +209,12 @@ def _painted(shape: tuple[int, int], origin: tuple[int, int], start: np.ndarray,
     and ``values`` (one per run, or a scalar) on them; ``origin`` (row, column) is the
     array's top-left pixel in the runs' raster (every run must lie inside)."""
     out = np.zeros(shape, dtype=dtype)
-    row = start // stride
     lengths = stop - start
-    first = (row - origin[0]) * shape[1] + (start - row * stride - origin[1])
-    before = np.cumsum(lengths) - lengths
+    before = np.cumsum(lengths) - lengths  # pixels of the runs before each run
+    # flat index in ``out`` of each run's first pixel: row * W + column, from the origin
+    first = start - (start // stride) * (stride - shape[1]) - origin[0] * shape[1] - origin[1]
     pixels = np.arange(int(lengths.sum())) + np.repeat(first - before, lengths)
-    out.ravel()[pixels] = np.repeat(np.broadcast_to(values, lengths.shape), lengths)
+    out.ravel()[pixels] = values if np.ndim(values) == 0 else np.repeat(values, lengths)
     return out
 
 
@@ -225,13 +227,13 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     label raster is written once."""
     from scipy import ndimage
 
-    cross = ndimage.generate_binary_structure(2, 1)
     footprint = np.asarray(footprint, dtype=bool)
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
     if seed_erosion > 0:
-        seed_mask = ndimage.binary_erosion(seed_mask, structure=cross,
+        seed_mask = ndimage.binary_erosion(seed_mask,
+                                           structure=ndimage.generate_binary_structure(2, 1),
                                            iterations=int(seed_erosion))
     shape, stride = footprint.shape, footprint.shape[1] + 1
     f_start, f_stop = _runs(footprint)
@@ -277,8 +279,7 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
         inside = (comp_of_seed_run == comp) & (seed_of_run > 0)
         local = _painted(size, (top, left), s_start[inside], s_stop[inside], stride,
                          seed_of_run[inside], np.intp)
-        nearest = _nearest_seed(local)
-        labels[window][own] = nearest[own]
+        labels[window][own] = _nearest_seed(local, own)
         windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows
 
@@ -452,7 +453,8 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
     source = raster
-    if nan == "fill" and _has_nan(raster):
+    source_nan = _has_nan(raster)
+    if nan == "fill" and source_nan:
         enclosed = ndimage.binary_fill_holes(raster > threshold) & np.isnan(raster)
         if enclosed.any():
             raster = raster.copy()
@@ -464,7 +466,7 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if n == 0:
         return []
     mask = labels > 0
-    means = _label_means(labels, mask, n, source, kind, probability)
+    means = _label_means(labels, mask, n, source, kind, probability, source_nan)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
     traced = list(features.shapes(labels, mask=mask, connectivity=4, **kwargs))

@@ -178,10 +178,7 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
     dicts (~5x faster); ``json.load`` of the file equals the collection.
     """
     rows = [r for r in _rows(buildings, None) if r[2] is not None]
-    geoms = np.asarray([r[2] for r in rows], dtype=object)
-    if transform is not None and len(rows):
-        geoms = pixel_to_map(geoms, transform)
-    geometry = _geojson_texts(geoms)
+    geometry = _geojson_texts(np.asarray([r[2] for r in rows], dtype=object), transform)
     ids = {image_id: json.dumps(image_id) for image_id in {r[0] for r in rows}}
     features = [f'{{"type": "Feature", "properties": {{"image_id": {ids[image_id]}, '
                 f'"building_id": {bid}, "confidence": {_json_float(conf)}}}, '
@@ -208,18 +205,23 @@ _MULTI_HEAD, _POLYGON_HEAD = '{"type":"MultiPolygon","coordinates":[', \
     '{"type":"Polygon","coordinates":'
 
 
-def _geojson_texts(geoms: np.ndarray) -> list:
-    """GEOS's GeoJSON text (str list [N]) of Polygons (object [N]), the same as
-    ``shapely.to_geojson`` of each: one GEOS call on their MultiPolygon (~2/3 of the cost
-    of N calls), its coordinates split between polygons where ``]]],[[[`` stands (inside
-    one polygon's coordinates rings are separated by ``]],[[``: no ``]]]`` before the
-    end). Anything else than Polygons takes one call per geometry."""
-    if len(geoms) < 2 or not np.all(shapely.get_type_id(geoms) == 3):
-        return list(shapely.to_geojson(geoms)) if len(geoms) else []
-    text = shapely.to_geojson(shapely.multipolygons(geoms))
-    parts = text[len(_MULTI_HEAD):-2].split("]]],[[[")
-    if not (text.startswith(_MULTI_HEAD) and text.endswith("]}") and len(parts) == len(geoms)):
-        return list(shapely.to_geojson(geoms))
-    last = len(parts) - 1
-    return [_POLYGON_HEAD + ("[[[" if k else "") + part + ("]]]" if k < last else "") + "}"
-            for k, part in enumerate(parts)]
+def _geojson_texts(geoms: np.ndarray, transform=None) -> list:
+    """GEOS's GeoJSON text (str list [N]) of Polygons (object [N]; pixel coordinates mapped
+    through ``transform`` when given), the same as ``shapely.to_geojson`` of each: one GEOS
+    call on their MultiPolygon (~2/3 of the cost of N calls; mapped as one geometry), its
+    coordinates split between polygons where ``]]],[[[`` stands (inside one polygon's
+    coordinates rings are separated by ``]],[[``: no ``]]]`` before the end). Anything else
+    than Polygons takes one call per geometry."""
+    if len(geoms) >= 2 and np.all(shapely.get_type_id(geoms) == 3):
+        collection = shapely.multipolygons(geoms)
+        if transform is not None:
+            collection = pixel_to_map(collection, transform)
+        text = shapely.to_geojson(collection)
+        parts = text[len(_MULTI_HEAD):-2].split("]]],[[[")
+        if text.startswith(_MULTI_HEAD) and text.endswith("]}") and len(parts) == len(geoms):
+            last = len(parts) - 1
+            return [_POLYGON_HEAD + ("[[[" if k else "") + part + ("]]]" if k < last else "")
+                    + "}" for k, part in enumerate(parts)]
+    if transform is not None and len(geoms):
+        geoms = pixel_to_map(geoms, transform)
+    return list(shapely.to_geojson(geoms)) if len(geoms) else []

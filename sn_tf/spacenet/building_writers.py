@@ -178,7 +178,10 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
     dicts (~5x faster); ``json.load`` of the file equals the collection.
     """
     rows = [r for r in _rows(buildings, None) if r[2] is not None]
-    geometry = _geojson_texts(np.asarray([r[2] for r in rows], dtype=object), transform)
+    geoms = np.asarray([r[2] for r in rows], dtype=object)
+    if transform is not None and len(rows):
+        geoms = pixel_to_map(geoms, transform)
+    geometry = shapely.to_geojson(geoms) if len(rows) else []
     ids = {image_id: json.dumps(image_id) for image_id in {r[0] for r in rows}}
     features = [f'{{"type": "Feature", "properties": {{"image_id": {ids[image_id]}, '
                 f'"building_id": {bid}, "confidence": {_json_float(conf)}}}, '
@@ -198,30 +201,3 @@ def _json_float(value: float) -> str:
     ``json`` writes, without its per-call overhead), ``NaN`` / ``Infinity`` otherwise."""
     value = float(value)
     return repr(value) if math.isfinite(value) else json.dumps(value)
-
-
-# GEOS's GeoJSON of a MultiPolygon and of one Polygon
-_MULTI_HEAD, _POLYGON_HEAD = '{"type":"MultiPolygon","coordinates":[', \
-    '{"type":"Polygon","coordinates":'
-
-
-def _geojson_texts(geoms: np.ndarray, transform=None) -> list:
-    """GEOS's GeoJSON text (str list [N]) of Polygons (object [N]; pixel coordinates mapped
-    through ``transform`` when given), the same as ``shapely.to_geojson`` of each: one GEOS
-    call on their MultiPolygon (~2/3 of the cost of N calls; mapped as one geometry), its
-    coordinates split between polygons where ``]]],[[[`` stands (inside one polygon's
-    coordinates rings are separated by ``]],[[``: no ``]]]`` before the end). Anything else
-    than Polygons takes one call per geometry."""
-    if len(geoms) >= 2 and np.all(shapely.get_type_id(geoms) == 3):
-        collection = shapely.multipolygons(geoms)
-        if transform is not None:
-            collection = pixel_to_map(collection, transform)
-        text = shapely.to_geojson(collection)
-        parts = text[len(_MULTI_HEAD):-2].split("]]],[[[")
-        if text.startswith(_MULTI_HEAD) and text.endswith("]}") and len(parts) == len(geoms):
-            last = len(parts) - 1
-            return [_POLYGON_HEAD + ("[[[" if k else "") + part + ("]]]" if k < last else "")
-                    + "}" for k, part in enumerate(parts)]
-    if transform is not None and len(geoms):
-        geoms = pixel_to_map(geoms, transform)
-    return list(shapely.to_geojson(geoms)) if len(geoms) else []

@@ -167,26 +167,28 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
     Labels follow the raster order of each component's first pixel, as ``ndimage.label``
     numbers them. Run b touches the runs of the row above whose columns overlap its own:
     those with stop > start_b - stride and start < stop_b - stride, a contiguous range.
+    The sets are stacked below one another, an empty row apart, so they never touch.
     """
     from scipy.sparse import csr_matrix
     from scipy.sparse.csgraph import connected_components
 
-    starts = [start for start, _ in run_sets]
-    sizes = [start.size for start in starts]
-    offsets = np.cumsum([0] + sizes)
-    uppers, counts = [], []
-    for (start, stop), offset in zip(run_sets, offsets):
-        lo = np.searchsorted(stop, start - stride, "right")
-        count = np.maximum(np.searchsorted(start, stop - stride, "left") - lo, 0)
-        first = np.cumsum(count) - count  # where run b's pairs start
-        uppers.append(np.arange(int(count.sum())) + np.repeat(lo - first + offset, count))
-        counts.append(count)
-    total = int(offsets[-1])
-    if total == 0:
+    starts, stops, shift = [], [], 0
+    for start, stop in run_sets:
+        starts.append(start + shift)
+        stops.append(stop + shift)
+        if start.size:
+            shift = (int(stops[-1][-1]) // stride + 2) * stride
+    start, stop = np.concatenate(starts), np.concatenate(stops)
+    if start.size == 0:
         return [(0, np.zeros(0, dtype=np.intp)) for _ in run_sets]
-    counts = np.concatenate(counts)
-    graph = csr_matrix((np.ones(int(counts.sum()), dtype=np.int8), np.concatenate(uppers),
-                        np.r_[0, np.cumsum(counts)]), shape=(total, total))
+    lo = np.searchsorted(stop, start - stride, "right")
+    count = np.maximum(np.searchsorted(start, stop - stride, "left") - lo, 0)
+    before = np.cumsum(count)  # run b's neighbours above: upper[before[b] - count[b]:before[b]]
+    upper = np.arange(int(before[-1]), dtype=np.int32) + np.repeat(
+        (lo - before + count).astype(np.int32), count)
+    # float64 weights and int32 indices: what csgraph works on (no conversion)
+    graph = csr_matrix((np.ones(upper.size), upper, np.r_[0, before].astype(np.int32)),
+                       shape=(start.size, start.size))
     _, labels = connected_components(graph, directed=False)
     # csgraph numbers components in order of their lowest run (raster order); checked
     # (each run's label at most one above all before it), renumbered if it ever does not
@@ -196,8 +198,7 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
         rank[np.argsort(first)] = np.arange(first.size)
         labels = rank[labels]
     out = []
-    for a, b in zip(offsets[:-1], offsets[1:]):
-        part = labels[a:b].astype(np.intp)
+    for part in np.split(labels.astype(np.intp), np.cumsum([s.size for s in starts])[:-1]):
         low = int(part.min()) if part.size else 0  # the sets' components never mix
         out.append((int(part.max()) - low + 1 if part.size else 0, part - low + 1))
     return out

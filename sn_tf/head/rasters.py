@@ -318,18 +318,19 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
     value = np.asarray(value)
     if n is None:
         n = int(labels.max()) if labels.size else 0
+    if windows is None:
+        lab, val, own = labels, value.astype(np.float64), labels > 0
+    else:
+        lab, val, own = _stacked_windows(labels, value, windows)
     keys, vals = [], []
-    for window, own in (windows if windows is not None else [(np.s_[:, :], labels > 0)]):
-        lab, val = labels[window], value[window].astype(np.float64)
-        for a, b, va, vb, inside in (
-                (lab[:, :-1], lab[:, 1:], val[:, :-1], val[:, 1:], own[:, :-1] & own[:, 1:]),
-                (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:])):
-            edge = inside & (a != b)
-            lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
-            keys.append(lo.astype(np.int64) * (n + 1) + hi)
-            vals.append((va[edge] + vb[edge]) / 2)
-    keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    vals = np.concatenate(vals) if vals else np.zeros(0)
+    for a, b, va, vb, inside in (
+            (lab[:, :-1], lab[:, 1:], val[:, :-1], val[:, 1:], own[:, :-1] & own[:, 1:]),
+            (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:])):
+        edge = inside & (a != b)
+        lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
+        keys.append(lo.astype(np.int64) * (n + 1) + hi)
+        vals.append((va[edge] + vb[edge]) / 2)
+    keys, vals = np.concatenate(keys), np.concatenate(vals)
     if keys.size == 0:
         return None, n
     order = np.lexsort((vals, keys))
@@ -349,6 +350,26 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
     table = lookup[comp]
     table[0] = 0
     return table, int(used.size)
+
+
+def _stacked_windows(labels: np.ndarray, value: np.ndarray, windows
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows' labels, values (float64) and masks [(window slices, bool mask)] copied
+    one under another into three [sum(h + 1), max(w)] arrays, a row and the columns past
+    each window's width masked out: pixel pairs are read in one pass, never across two
+    windows."""
+    shapes = [own.shape for _, own in windows]
+    height, width = sum(h + 1 for h, _ in shapes), max((w for _, w in shapes), default=0)
+    lab = np.zeros((height, width), dtype=labels.dtype)
+    val = np.zeros((height, width), dtype=np.float64)
+    mask = np.zeros((height, width), dtype=bool)
+    top = 0
+    for (window, own), (h, w) in zip(windows, shapes):
+        lab[top:top + h, :w] = labels[window]
+        val[top:top + h, :w] = value[window]
+        mask[top:top + h, :w] = own
+        top += h + 1
+    return lab, val, mask
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,

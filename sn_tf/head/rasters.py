@@ -386,9 +386,16 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
     again (:func:`merge_regions`); ``seed_erosion``: see :func:`split_footprint`.
     Returns (labels int32 [H, W], number of labels).
     """
+    return _labelled(np.asarray(raster) > threshold, sdf, sdf_level, min_seed_area, contact,
+                     contact_threshold, merge_level, seed_erosion)
+
+
+def _labelled(footprint: np.ndarray, sdf, sdf_level, min_seed_area, contact, contact_threshold,
+              merge_level, seed_erosion) -> tuple[np.ndarray, int]:
+    """:func:`label_footprint` of its thresholded raster ``footprint`` (bool [H, W]). Every
+    footprint pixel gets a label: ``labels > 0`` is ``footprint``."""
     from scipy import ndimage
 
-    footprint = np.asarray(raster) > threshold
     if sdf is not None or contact is not None:
         if sdf is not None:
             sdf = _as_2d(sdf, "sdf")
@@ -483,11 +490,11 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
             raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
             if sdf is source:
                 sdf = raster
-    labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
-                                contact_threshold, merge_level, int(seed_erosion))
+    mask = raster > threshold  # = labels > 0
+    labels, n = _labelled(mask, sdf, sdf_level, min_seed_area, contact, contact_threshold,
+                          merge_level, int(seed_erosion))
     if n == 0:
         return []
-    mask = labels > 0
     means = _label_means(labels, mask, n, source, kind, probability, source_nan)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}

@@ -168,10 +168,11 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
     numbers them. Run b touches the runs of the row above whose columns overlap its own:
     those with stop > start_b - stride and start < stop_b - stride, a contiguous range.
     The sets are stacked below one another, an empty row apart, so they never touch.
+    Components by union-find in numpy: the larger root of every touching pair hooks to the
+    smaller, then every run jumps to its root, until no pair spans two trees (a root
+    survives a round only as a local minimum: O(log R) rounds); each root is then its
+    component's first run.
     """
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import connected_components
-
     starts, stops, shift = [], [], 0
     for start, stop in run_sets:
         starts.append(start + shift)
@@ -179,26 +180,26 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
         if start.size:
             shift = (int(stops[-1][-1]) // stride + 2) * stride
     start, stop = np.concatenate(starts), np.concatenate(stops)
-    if start.size == 0:
-        return [(0, np.zeros(0, dtype=np.intp)) for _ in run_sets]
     lo = np.searchsorted(stop, start - stride, "right")
     count = np.maximum(np.searchsorted(start, stop - stride, "left") - lo, 0)
-    before = np.cumsum(count)  # run b's neighbours above: upper[before[b] - count[b]:before[b]]
-    upper = np.arange(int(before[-1]), dtype=np.int32) + np.repeat(
-        (lo - before + count).astype(np.int32), count)
-    # float64 weights and int32 indices: what csgraph works on (no conversion)
-    graph = csr_matrix((np.ones(upper.size), upper, np.r_[0, before].astype(np.int32)),
-                       shape=(start.size, start.size))
-    _, labels = connected_components(graph, directed=False)
-    # csgraph numbers components in order of their lowest run (raster order); checked
-    # (each run's label at most one above all before it), renumbered if it ever does not
-    if labels[0] != 0 or np.any(labels[1:] > np.maximum.accumulate(labels)[:-1] + 1):
-        _, first = np.unique(labels, return_index=True)
-        rank = np.empty(first.size, dtype=np.intp)
-        rank[np.argsort(first)] = np.arange(first.size)
-        labels = rank[labels]
+    lower = np.repeat(np.arange(start.size), count)  # touching pairs (upper, lower)
+    before = np.cumsum(count)
+    upper = np.arange(lower.size) + np.repeat(lo - before + count, count)
+    parent = np.arange(start.size)
+    while True:
+        a, b = parent[upper], parent[lower]
+        differ = a != b
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(a[differ], b[differ]), np.minimum(a[differ], b[differ]))
+        while True:  # every run straight to its root
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    labels = (np.cumsum(parent == np.arange(start.size)) - 1)[parent]
     out = []
-    for part in np.split(labels.astype(np.intp), np.cumsum([s.size for s in starts])[:-1]):
+    for part in np.split(labels, np.cumsum([s.size for s in starts])[:-1]):
         low = int(part.min()) if part.size else 0  # the sets' components never mix
         out.append((int(part.max()) - low + 1 if part.size else 0, part - low + 1))
     return out

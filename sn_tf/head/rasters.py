@@ -270,20 +270,33 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     labels = _painted(shape, (0, 0), f_start, f_stop, stride, comp_label[comp_of_run],
                       np.int32)
     windows = []
-    for comp in np.flatnonzero(per_comp[1:] > 1) + 1:
+    multi = per_comp > 1
+    multi[0] = False
+    comp_runs = _grouped(comp_of_run, multi)
+    seed_runs = _grouped(np.where(seed_of_run > 0, comp_of_seed_run, 0), multi)
+    for (comp, runs), (_, seed_runs_of_comp) in zip(comp_runs, seed_runs):
         # every pixel joins the nearest seed of its own component, inside its bounding box
-        start, stop = f_start[comp_of_run == comp], f_stop[comp_of_run == comp]
+        start, stop = f_start[runs], f_stop[runs]
         row = start // stride
         top, left = int(row[0]), int((start - row * stride).min())
         window = (slice(top, int(row[-1]) + 1), slice(left, int((stop - row * stride).max())))
         size = (window[0].stop - top, window[1].stop - left)
         own = _painted(size, (top, left), start, stop, stride, True, bool)
-        inside = (comp_of_seed_run == comp) & (seed_of_run > 0)
-        local = _painted(size, (top, left), s_start[inside], s_stop[inside], stride,
-                         seed_of_run[inside], np.intp)
+        local = _painted(size, (top, left), s_start[seed_runs_of_comp],
+                         s_stop[seed_runs_of_comp], stride, seed_of_run[seed_runs_of_comp],
+                         np.intp)
         labels[window][own] = _nearest_seed(local, own)
         windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows
+
+
+def _grouped(group: np.ndarray, wanted: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """[(g, indices (intp, ascending) of the items of group g)] for the groups g with
+    ``wanted[g]`` (bool [G]) that hold items, in increasing g; ``group``: int [N]."""
+    items = np.flatnonzero(wanted[group])
+    items = items[np.argsort(group[items], kind="stable")]
+    ids, first = np.unique(group[items], return_index=True)
+    return list(zip(ids.tolist(), np.split(items, first[1:])))
 
 
 def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=None
@@ -320,13 +333,15 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
     if n is None:
         n = int(labels.max()) if labels.size else 0
     if windows is None:
-        lab, val, own = labels, value.astype(np.float64), labels > 0
-    else:
-        lab, val, own = _stacked_windows(labels, value, windows)
+        windows = [((slice(None), slice(None)), labels > 0)]
+    lab, val, own, below = _stacked_windows(labels, value, windows)
+    upper = np.flatnonzero(own)  # vertical pairs: pixels of a window and the one below
+    lower = upper + below[upper]
+    upper, lower = upper[lower < own.size], lower[lower < own.size]
     keys, vals = [], []
     for a, b, va, vb, inside in (
-            (lab[:, :-1], lab[:, 1:], val[:, :-1], val[:, 1:], own[:, :-1] & own[:, 1:]),
-            (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:])):
+            (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:]),
+            (lab[upper], lab[lower], val[upper], val[lower], own[lower])):
         edge = inside & (a != b)
         lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
         keys.append(lo.astype(np.int64) * (n + 1) + hi)
@@ -354,23 +369,25 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
 
 
 def _stacked_windows(labels: np.ndarray, value: np.ndarray, windows
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The windows' labels, values (float64) and masks [(window slices, bool mask)] copied
-    one under another into three [sum(h + 1), max(w)] arrays, a row and the columns past
-    each window's width masked out: pixel pairs are read in one pass, never across two
-    windows."""
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows' labels, values (float64) and masks [(window slices, bool mask)], each
+    window padded with a masked-out column and row and flattened, one after another:
+    (labels, values, mask, below), [S] each; ``below``: how far the pixel below each one
+    is (its window's width + 1). Horizontal pixel pairs are neighbours in the flat arrays,
+    vertical ones ``below`` apart; no pair of two unmasked pixels spans two windows."""
     shapes = [own.shape for _, own in windows]
-    height, width = sum(h + 1 for h, _ in shapes), max((w for _, w in shapes), default=0)
-    lab = np.zeros((height, width), dtype=labels.dtype)
-    val = np.zeros((height, width), dtype=np.float64)
-    mask = np.zeros((height, width), dtype=bool)
-    top = 0
-    for (window, own), (h, w) in zip(windows, shapes):
-        lab[top:top + h, :w] = labels[window]
-        val[top:top + h, :w] = value[window]
-        mask[top:top + h, :w] = own
-        top += h + 1
-    return lab, val, mask
+    sizes = [(h + 1) * (w + 1) for h, w in shapes]
+    lab = np.zeros(sum(sizes), dtype=labels.dtype)
+    val = np.zeros(sum(sizes), dtype=np.float64)
+    mask = np.zeros(sum(sizes), dtype=bool)
+    start = 0
+    for (window, own), (h, w), size in zip(windows, shapes, sizes):
+        block = (slice(start, start + size),)
+        lab[block].reshape(h + 1, w + 1)[:h, :w] = labels[window]
+        val[block].reshape(h + 1, w + 1)[:h, :w] = value[window]
+        mask[block].reshape(h + 1, w + 1)[:h, :w] = own
+        start += size
+    return lab, val, mask, np.repeat(np.array([w + 1 for _, w in shapes], np.intp), sizes)
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,

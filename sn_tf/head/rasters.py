@@ -267,11 +267,12 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     comp_label[seed_component[1:][single]] = np.arange(1, n_seeds + 1, dtype=np.int32)[single]
     unseeded = np.flatnonzero(per_comp[1:] == 0) + 1
     comp_label[unseeded] = n_seeds + 1 + np.arange(unseeded.size, dtype=np.int32)
+    multi = per_comp > 1
+    multi[0] = False
+    comp_label[multi] = -np.flatnonzero(multi)  # until their pixels are decided: -component
     labels = _painted(shape, (0, 0), f_start, f_stop, stride, comp_label[comp_of_run],
                       np.int32)
     windows = []
-    multi = per_comp > 1
-    multi[0] = False
     comp_runs = _grouped(comp_of_run, multi)
     seed_runs = _grouped(np.where(seed_of_run > 0, comp_of_seed_run, 0), multi)
     for (comp, runs), (_, seed_runs_of_comp) in zip(comp_runs, seed_runs):
@@ -281,7 +282,7 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
         top, left = int(row[0]), int((start - row * stride).min())
         window = (slice(top, int(row[-1]) + 1), slice(left, int((stop - row * stride).max())))
         size = (window[0].stop - top, window[1].stop - left)
-        own = _painted(size, (top, left), start, stop, stride, True, bool)
+        own = labels[window] == -comp
         local = _painted(size, (top, left), s_start[seed_runs_of_comp],
                          s_stop[seed_runs_of_comp], stride, seed_of_run[seed_runs_of_comp],
                          np.intp)

@@ -168,10 +168,6 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
     numbers them. Run b touches the runs of the row above whose columns overlap its own:
     those with stop > start_b - stride and start < stop_b - stride, a contiguous range.
     The sets are stacked below one another, an empty row apart, so they never touch.
-    Components by union-find in numpy: the larger root of every touching pair hooks to the
-    smaller, then every run jumps to its root, until no pair spans two trees (a root
-    survives a round only as a local minimum: O(log R) rounds); each root is then its
-    component's first run.
     """
     starts, stops, shift = [], [], 0
     for start, stop in run_sets:
@@ -185,24 +181,35 @@ def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: i
     lower = np.repeat(np.arange(start.size), count)  # touching pairs (upper, lower)
     before = np.cumsum(count)
     upper = np.arange(lower.size) + np.repeat(lo - before + count, count)
-    parent = np.arange(start.size)
-    while True:
-        a, b = parent[upper], parent[lower]
-        differ = a != b
-        if not differ.any():
-            break
-        np.minimum.at(parent, np.maximum(a[differ], b[differ]), np.minimum(a[differ], b[differ]))
-        while True:  # every run straight to its root
-            up = parent[parent]
-            if np.array_equal(up, parent):
-                break
-            parent = up
-    labels = (np.cumsum(parent == np.arange(start.size)) - 1)[parent]
+    labels = _component_numbers(start.size, upper, lower)
     out = []
     for part in np.split(labels, np.cumsum([s.size for s in starts])[:-1]):
         low = int(part.min()) if part.size else 0  # the sets' components never mix
         out.append((int(part.max()) - low + 1 if part.size else 0, part - low + 1))
     return out
+
+
+def _component_numbers(size: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the graph of nodes 0..size-1 and edges (a[i], b[i]) (int
+    [E] each): intp [size], 0.. numbered in the order of each component's smallest node.
+
+    Union-find in numpy: the larger root of every edge hooks to the smaller, then every
+    node jumps to its root, until no edge spans two trees (a root survives a round only as
+    a local minimum: O(log size) rounds); a root is its component's smallest node."""
+    parent = np.arange(size)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(ra[differ], rb[differ]),
+                      np.minimum(ra[differ], rb[differ]))
+        while True:  # every node straight to its root
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    return (np.cumsum(parent == np.arange(size)) - 1)[parent]
 
 
 def _painted(shape: tuple[int, int], origin: tuple[int, int], start: np.ndarray,
@@ -327,9 +334,6 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
     """:func:`merge_regions`' relabelling: (table int32 [n + 1] from old to new labels, m),
     or (None, n) when no two regions merge (the labels stay as they are); ``n``: the
     largest label when known (else read from ``labels``)."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     value = np.asarray(value)
     if n is None:
         n = int(labels.max()) if labels.size else 0
@@ -357,16 +361,9 @@ def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int |
     join = pair[median > level]
     if join.size == 0:
         return None, n
-    graph = coo_matrix((np.ones(join.size), (join // (n + 1), join % (n + 1))),
-                       shape=(n + 1, n + 1))
-    _, comp = connected_components(graph, directed=False)
     # merged groups -> consecutive labels in the order of their smallest label; 0 stays 0
-    used = np.unique(comp[1:])
-    lookup = np.zeros(comp.max() + 1, dtype=np.int32)
-    lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
-    table = lookup[comp]
-    table[0] = 0
-    return table, int(used.size)
+    table = _component_numbers(n + 1, join // (n + 1), join % (n + 1)).astype(np.int32)
+    return table, int(table.max())
 
 
 def _stacked_windows(labels: np.ndarray, value: np.ndarray, windows

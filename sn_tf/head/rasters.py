@@ -45,19 +45,28 @@ def confidence_map(raster: np.ndarray, kind: str) -> np.ndarray:
     ``"sdf"`` (signed distance in pixels, positive inside) -> sigmoid(values), i.e. 0.5 on the
     boundary and close to 1 a few pixels inside; ``"mask"`` -> 1 everywhere.
     """
+    if kind in ("logit", "sdf"):  # 1 / (1 + exp(-x)) in float64, in one new array
+        out = np.negative(np.asarray(raster), dtype=np.float64)
+        with np.errstate(over="ignore"):
+            np.exp(out, out=out)
+        np.add(out, 1.0, out=out)
+        return np.divide(1.0, out, out=out)
     raster = np.asarray(raster, dtype=np.float64)
     if kind == "probability":
         return raster
-    if kind in ("logit", "sdf"):
-        with np.errstate(over="ignore"):
-            return 1.0 / (1.0 + np.exp(-raster))
     if kind == "mask":
         return np.ones_like(raster)
     raise ValueError(f"kind must be one of {sorted(DEFAULT_THRESHOLDS)}, got {kind!r}")
 
 
+def _has_nan(array: np.ndarray) -> bool:
+    """Whether a numeric array holds a NaN (its minimum is NaN: no [H, W] bool temporary)."""
+    return (np.issubdtype(array.dtype, np.floating) and array.size > 0
+            and bool(np.isnan(array.min())))
+
+
 def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarray, kind: str,
-                 probability=None) -> np.ndarray:
+                 probability=None, source_nan: bool | None = None) -> np.ndarray:
     """float64 [n + 1]: mean probability per label (index 0 unused, 0.0) over the labelled
     pixels only (``mask`` = labels > 0, [H, W] bool).
 
@@ -66,20 +75,20 @@ def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarra
     order, which is what ``scipy.ndimage.mean`` / ``sum`` add up over the whole raster
     (the background only feeds bin 0), so the means are the same bits. NaN rule as before:
     when the probability raster holds a NaN anywhere, NaN pixels do not vote (mean over the
-    others, 0 when none is left).
+    others, 0 when none is left). ``source_nan``: whether ``source`` holds a NaN, when
+    already known (else checked here).
     """
     lab = labels[mask]
     if probability is None:
         values = confidence_map(source[mask], kind)
-        any_nan = (kind != "mask" and np.issubdtype(source.dtype, np.floating)
-                   and bool(np.isnan(source).any()))
+        any_nan = kind != "mask" and (_has_nan(source) if source_nan is None else source_nan)
     else:
         prob = _as_2d(probability, "probability")
         if prob.shape != labels.shape:
             raise ValueError(f"probability shape {prob.shape} differs from raster shape "
                              f"{labels.shape}")
         values = np.asarray(prob[mask], dtype=np.float64)
-        any_nan = bool(np.isnan(prob).any())
+        any_nan = _has_nan(prob)
     means = np.zeros(n + 1, dtype=np.float64)
     if any_nan:   # NaN pixels (filled into buildings) do not vote
         valid = ~np.isnan(values)
@@ -92,13 +101,14 @@ def _label_means(labels: np.ndarray, mask: np.ndarray, n: int, source: np.ndarra
     return means
 
 
-def _nearest_seed(seeds: np.ndarray) -> np.ndarray:
-    """Label (int [H, W]) of the nearest seed pixel (Euclidean, pixel centres) of every pixel."""
+def _nearest_seed(seeds: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """Label (int [K]) of the nearest seed pixel (Euclidean, pixel centres) of the K pixels
+    where ``where`` (bool [H, W]) is True, in raster order; ``seeds``: int [H, W], 0 = none."""
     from scipy import ndimage
 
     rows, cols = ndimage.distance_transform_edt(seeds == 0, return_distances=False,
                                                 return_indices=True)
-    return seeds[rows, cols]
+    return seeds[rows[where], cols[where]]
 
 
 def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
@@ -135,36 +145,126 @@ def split_footprint(footprint: np.ndarray, sdf: np.ndarray | None, level: float,
     return labels, n
 
 
+def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Horizontal runs of the True pixels of a bool [H, W] mask, in raster order.
+
+    Returns (start, stop), intp [R] each, as keys ``row * (W + 1) + column``: the run's
+    first pixel and one past its last (stop <= W, so a row's keys stay below the next
+    row's). Two extra columns of False pad every row, so no run crosses a row end.
+    """
+    height, width = mask.shape
+    padded = np.zeros((height, width + 2), dtype=bool)
+    padded[:, 1:-1] = mask
+    edges = np.flatnonzero(padded[:, 1:] != padded[:, :-1])  # [H, W + 1] flat
+    return edges[::2], edges[1::2]
+
+
+def _run_components(run_sets: Sequence[tuple[np.ndarray, np.ndarray]], stride: int
+                    ) -> list[tuple[int, np.ndarray]]:
+    """4-connected components of each set of :func:`_runs` runs (keys with ``stride`` =
+    W + 1), all sets in one graph: [(n, label of each run, intp [R] in 1..n)].
+
+    Labels follow the raster order of each component's first pixel, as ``ndimage.label``
+    numbers them. Run b touches the runs of the row above whose columns overlap its own:
+    those with stop > start_b - stride and start < stop_b - stride, a contiguous range.
+    The sets are stacked below one another, an empty row apart, so they never touch.
+    """
+    starts, stops, shift = [], [], 0
+    for start, stop in run_sets:
+        starts.append(start + shift)
+        stops.append(stop + shift)
+        if start.size:
+            shift = (int(stops[-1][-1]) // stride + 2) * stride
+    start, stop = np.concatenate(starts), np.concatenate(stops)
+    lo = np.searchsorted(stop, start - stride, "right")
+    count = np.maximum(np.searchsorted(start, stop - stride, "left") - lo, 0)
+    lower = np.repeat(np.arange(start.size), count)  # touching pairs (upper, lower)
+    before = np.cumsum(count)
+    upper = np.arange(lower.size) + np.repeat(lo - before + count, count)
+    labels = _component_numbers(start.size, upper, lower)
+    out = []
+    for part in np.split(labels, np.cumsum([s.size for s in starts])[:-1]):
+        low = int(part.min()) if part.size else 0  # the sets' components never mix
+        out.append((int(part.max()) - low + 1 if part.size else 0, part - low + 1))
+    return out
+
+
+def _component_numbers(size: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Connected components of the graph of nodes 0..size-1 and edges (a[i], b[i]) (int
+    [E] each): intp [size], 0.. numbered in the order of each component's smallest node.
+
+    Union-find in numpy: the larger root of every edge hooks to the smaller, then every
+    node jumps to its root, until no edge spans two trees (a root survives a round only as
+    a local minimum: O(log size) rounds); a root is its component's smallest node."""
+    parent = np.arange(size)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            break
+        np.minimum.at(parent, np.maximum(ra[differ], rb[differ]),
+                      np.minimum(ra[differ], rb[differ]))
+        while True:  # every node straight to its root
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    return (np.cumsum(parent == np.arange(size)) - 1)[parent]
+
+
+def _painted(shape: tuple[int, int], origin: tuple[int, int], start: np.ndarray,
+             stop: np.ndarray, stride: int, values, dtype) -> np.ndarray:
+    """[h, w] array of ``dtype``, 0 outside the runs (:func:`_runs` keys with ``stride``)
+    and ``values`` (one per run, or a scalar) on them; ``origin`` (row, column) is the
+    array's top-left pixel in the runs' raster (every run must lie inside)."""
+    out = np.zeros(shape, dtype=dtype)
+    lengths = stop - start
+    before = np.cumsum(lengths) - lengths  # pixels of the runs before each run
+    # flat index in ``out`` of each run's first pixel: row * W + column, from the origin
+    first = start - (start // stride) * (stride - shape[1]) - origin[0] * shape[1] - origin[1]
+    pixels = np.arange(int(lengths.sum())) + np.repeat(first - before, lengths)
+    out.ravel()[pixels] = values if np.ndim(values) == 0 else np.repeat(values, lengths)
+    return out
+
+
 def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion=0):
     """:func:`split_footprint` plus [(window slices, bool mask of the component in it)] of
-    the components that were split (several seeds): the only places where two labels touch."""
+    the components that were split (several seeds): the only places where two labels touch.
+
+    Footprint and seeds are labelled as runs of pixels (:func:`_runs`, same numbering as
+    ``ndimage.label``): the tables, bounding boxes and windows come from the runs, and the
+    label raster is written once."""
     from scipy import ndimage
 
-    cross = ndimage.generate_binary_structure(2, 1)
-    # intp labels: numpy's fancy indexing converts any other index dtype first (4x slower)
-    components, n_comp = ndimage.label(footprint, structure=cross, output=np.intp)
+    footprint = np.asarray(footprint, dtype=bool)
     seed_mask = footprint if sdf is None else footprint & (np.asarray(sdf) > level)
     if barrier is not None:
         seed_mask = seed_mask & ~np.asarray(barrier, bool)
     if seed_erosion > 0:
-        seed_mask = ndimage.binary_erosion(seed_mask, structure=cross,
+        seed_mask = ndimage.binary_erosion(seed_mask,
+                                           structure=ndimage.generate_binary_structure(2, 1),
                                            iterations=int(seed_erosion))
-    seeds, n_seeds = ndimage.label(seed_mask, structure=cross, output=np.intp)
-    where = seeds > 0
-    seed_of_pixel, comp_of_pixel = seeds[where], components[where]  # seed pixels only
-    renumber = None
+    shape, stride = footprint.shape, footprint.shape[1] + 1
+    f_start, f_stop = _runs(footprint)
+    s_start, s_stop = _runs(seed_mask)
+    (n_comp, comp_of_run), (n_seeds, seed_of_run) = _run_components(
+        [(f_start, f_stop), (s_start, s_stop)], stride)
+    # seeds lie inside the footprint: a seed run's component is that of the run holding it
+    comp_of_seed_run = comp_of_run[np.searchsorted(f_start, s_start, "right") - 1]
     if n_seeds and min_seed_area > 1:
-        # dropping whole seeds keeps the others' scan order: renumber by lookup, no relabel
-        big = np.bincount(seed_of_pixel, minlength=n_seeds + 1) >= min_seed_area
+        # dropping whole seeds keeps the others' scan order: renumber by lookup
+        big = np.bincount(seed_of_run, weights=s_stop - s_start,
+                          minlength=n_seeds + 1) >= min_seed_area
         big[0] = False
         renumber = np.zeros(n_seeds + 1, dtype=np.intp)
         n_seeds = int(big.sum())
         renumber[big] = np.arange(1, n_seeds + 1, dtype=np.intp)
-        seed_of_pixel = renumber[seed_of_pixel]
+        seed_of_run = renumber[seed_of_run]
     if n_seeds == 0:
-        return components.astype(np.int32), int(n_comp), []
+        return _painted(shape, (0, 0), f_start, f_stop, stride, comp_of_run, np.int32), \
+            int(n_comp), []
     seed_component = np.zeros(n_seeds + 1, dtype=np.int64)
-    seed_component[seed_of_pixel] = comp_of_pixel
+    seed_component[seed_of_run] = comp_of_seed_run
     per_comp = np.bincount(seed_component[1:], minlength=n_comp + 1)
     # label of each component's pixels: its one seed; none: a label after the seeds' (in
     # component order); several: decided per pixel below. Labels stay consecutive: every
@@ -174,19 +274,37 @@ def _split_footprint(footprint, sdf, level, min_seed_area, barrier, seed_erosion
     comp_label[seed_component[1:][single]] = np.arange(1, n_seeds + 1, dtype=np.int32)[single]
     unseeded = np.flatnonzero(per_comp[1:] == 0) + 1
     comp_label[unseeded] = n_seeds + 1 + np.arange(unseeded.size, dtype=np.int32)
-    labels = np.take(comp_label, components)  # faster than fancy indexing
-    multi = np.flatnonzero(per_comp[1:] > 1) + 1
+    multi = per_comp > 1
+    multi[0] = False
+    comp_label[multi] = -np.flatnonzero(multi)  # until their pixels are decided: -component
+    labels = _painted(shape, (0, 0), f_start, f_stop, stride, comp_label[comp_of_run],
+                      np.int32)
     windows = []
-    if multi.size:
-        boxes = ndimage.find_objects(components)
-        for comp in multi:  # every pixel joins the nearest seed of its own component
-            window = boxes[comp - 1]
-            own = components[window] == comp
-            local = seeds[window] if renumber is None else renumber[seeds[window]]
-            nearest = _nearest_seed(np.where(own, local, 0))
-            labels[window][own] = nearest[own]
-            windows.append((window, own))
+    comp_runs = _grouped(comp_of_run, multi)
+    seed_runs = _grouped(np.where(seed_of_run > 0, comp_of_seed_run, 0), multi)
+    for (comp, runs), (_, seed_runs_of_comp) in zip(comp_runs, seed_runs):
+        # every pixel joins the nearest seed of its own component, inside its bounding box
+        start, stop = f_start[runs], f_stop[runs]
+        row = start // stride
+        top, left = int(row[0]), int((start - row * stride).min())
+        window = (slice(top, int(row[-1]) + 1), slice(left, int((stop - row * stride).max())))
+        size = (window[0].stop - top, window[1].stop - left)
+        own = labels[window] == -comp
+        local = _painted(size, (top, left), s_start[seed_runs_of_comp],
+                         s_stop[seed_runs_of_comp], stride, seed_of_run[seed_runs_of_comp],
+                         np.intp)
+        labels[window][own] = _nearest_seed(local, own)
+        windows.append((window, own))
     return labels, n_seeds + int(unseeded.size), windows
+
+
+def _grouped(group: np.ndarray, wanted: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """[(g, indices (intp, ascending) of the items of group g)] for the groups g with
+    ``wanted[g]`` (bool [G]) that hold items, in increasing g; ``group``: int [N]."""
+    items = np.flatnonzero(wanted[group])
+    items = items[np.argsort(group[items], kind="stable")]
+    ids, first = np.unique(group[items], return_index=True)
+    return list(zip(ids.tolist(), np.split(items, first[1:])))
 
 
 def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=None
@@ -207,43 +325,67 @@ def merge_regions(labels: np.ndarray, value: np.ndarray, level: float, windows=N
     Returns:
       (labels int32 [H, W] with consecutive labels 1..m, m).
     """
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
     labels = np.asarray(labels)
+    table, m = _merge_table(labels, value, level, windows)
+    return (labels.astype(np.int32) if table is None else np.take(table, labels)), m
+
+
+def _merge_table(labels: np.ndarray, value, level: float, windows=None, n: int | None = None):
+    """:func:`merge_regions`' relabelling: (table int32 [n + 1] from old to new labels, m),
+    or (None, n) when no two regions merge (the labels stay as they are); ``n``: the
+    largest label when known (else read from ``labels``)."""
     value = np.asarray(value)
-    n = int(labels.max()) if labels.size else 0
+    if n is None:
+        n = int(labels.max()) if labels.size else 0
+    if windows is None:
+        windows = [((slice(None), slice(None)), labels > 0)]
+    lab, val, own, below = _stacked_windows(labels, value, windows)
+    upper = np.flatnonzero(own)  # vertical pairs: pixels of a window and the one below
+    lower = upper + below[upper]
+    upper, lower = upper[lower < own.size], lower[lower < own.size]
     keys, vals = [], []
-    for window, own in (windows if windows is not None else [(np.s_[:, :], labels > 0)]):
-        lab, val = labels[window], value[window].astype(np.float64)
-        for a, b, va, vb, inside in (
-                (lab[:, :-1], lab[:, 1:], val[:, :-1], val[:, 1:], own[:, :-1] & own[:, 1:]),
-                (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:])):
-            edge = inside & (a != b)
-            lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
-            keys.append(lo.astype(np.int64) * (n + 1) + hi)
-            vals.append((va[edge] + vb[edge]) / 2)
-    keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
-    vals = np.concatenate(vals) if vals else np.zeros(0)
+    for a, b, va, vb, inside in (
+            (lab[:-1], lab[1:], val[:-1], val[1:], own[:-1] & own[1:]),
+            (lab[upper], lab[lower], val[upper], val[lower], own[lower])):
+        edge = inside & (a != b)
+        lo, hi = np.minimum(a[edge], b[edge]), np.maximum(a[edge], b[edge])
+        keys.append(lo.astype(np.int64) * (n + 1) + hi)
+        vals.append((va[edge] + vb[edge]) / 2)
+    keys, vals = np.concatenate(keys), np.concatenate(vals)
     if keys.size == 0:
-        return labels.astype(np.int32), n
+        return None, n
     order = np.lexsort((vals, keys))
     keys, vals = keys[order], vals[order]
     pair, start, count = np.unique(keys, return_index=True, return_counts=True)
     median = vals[start + (count - 1) // 2]
     join = pair[median > level]
     if join.size == 0:
-        return labels.astype(np.int32), n
-    graph = coo_matrix((np.ones(join.size), (join // (n + 1), join % (n + 1))),
-                       shape=(n + 1, n + 1))
-    _, comp = connected_components(graph, directed=False)
+        return None, n
     # merged groups -> consecutive labels in the order of their smallest label; 0 stays 0
-    used = np.unique(comp[1:])
-    lookup = np.zeros(comp.max() + 1, dtype=np.int32)
-    lookup[used] = np.arange(1, used.size + 1, dtype=np.int32)
-    table = lookup[comp]
-    table[0] = 0
-    return np.take(table, labels), int(used.size)
+    table = _component_numbers(n + 1, join // (n + 1), join % (n + 1)).astype(np.int32)
+    return table, int(table.max())
+
+
+def _stacked_windows(labels: np.ndarray, value: np.ndarray, windows
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The windows' labels, values (float64) and masks [(window slices, bool mask)], each
+    window padded with a masked-out column and row and flattened, one after another:
+    (labels, values, mask, below), [S] each; ``below``: how far the pixel below each one
+    is (its window's width + 1). Horizontal pixel pairs are neighbours in the flat arrays,
+    vertical ones ``below`` apart; no pair of two unmasked pixels spans two windows."""
+    shapes = [own.shape for _, own in windows]
+    sizes = [(h + 1) * (w + 1) for h, w in shapes]
+    lab = np.zeros(sum(sizes), dtype=labels.dtype)
+    val = np.zeros(sum(sizes), dtype=np.float64)
+    mask = np.zeros(sum(sizes), dtype=bool)
+    start = 0
+    for (window, own), (h, w), size in zip(windows, shapes, sizes):
+        block = (slice(start, start + size),)
+        lab[block].reshape(h + 1, w + 1)[:h, :w] = labels[window]
+        val[block].reshape(h + 1, w + 1)[:h, :w] = value[window]
+        mask[block].reshape(h + 1, w + 1)[:h, :w] = own
+        start += size
+    return lab, val, mask, np.repeat(np.array([w + 1 for _, w in shapes], np.intp), sizes)
 
 
 def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None = None,
@@ -260,9 +402,16 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
     again (:func:`merge_regions`); ``seed_erosion``: see :func:`split_footprint`.
     Returns (labels int32 [H, W], number of labels).
     """
+    return _labelled(np.asarray(raster) > threshold, sdf, sdf_level, min_seed_area, contact,
+                     contact_threshold, merge_level, seed_erosion)
+
+
+def _labelled(footprint: np.ndarray, sdf, sdf_level, min_seed_area, contact, contact_threshold,
+              merge_level, seed_erosion) -> tuple[np.ndarray, int]:
+    """:func:`label_footprint` of its thresholded raster ``footprint`` (bool [H, W]). Every
+    footprint pixel gets a label: ``labels > 0`` is ``footprint``."""
     from scipy import ndimage
 
-    footprint = np.asarray(raster) > threshold
     if sdf is not None or contact is not None:
         if sdf is not None:
             sdf = _as_2d(sdf, "sdf")
@@ -279,7 +428,9 @@ def label_footprint(raster: np.ndarray, threshold: float, sdf: np.ndarray | None
         labels, n, windows = _split_footprint(footprint, sdf, sdf_level, min_seed_area,
                                                  barrier, seed_erosion)
         if sdf is not None and merge_level is not None and windows:
-            labels, n = merge_regions(labels, sdf, merge_level, windows)
+            table, n = _merge_table(labels, sdf, merge_level, windows, n)
+            if table is not None:  # else the labels stay (no copy)
+                labels = np.take(table, labels)
         return labels, n
     labels, n = ndimage.label(footprint, structure=ndimage.generate_binary_structure(2, 1))
     return labels.astype(np.int32), int(n)
@@ -347,21 +498,20 @@ def polygons_from_raster(raster, image_id: str = "", *, threshold: float | None 
     if not math.isfinite(threshold):
         raise ValueError(f"threshold must be a finite number, got {threshold}")
     source = raster
-    if np.issubdtype(raster.dtype, np.floating) and nan == "fill":
-        missing = np.isnan(raster)
-        if missing.any():
-            enclosed = ndimage.binary_fill_holes(raster > threshold) & missing
-            if enclosed.any():
-                raster = raster.copy()
-                raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
-                if sdf is source:
-                    sdf = raster
-    labels, n = label_footprint(raster, threshold, sdf, sdf_level, min_seed_area, contact,
-                                contact_threshold, merge_level, int(seed_erosion))
+    source_nan = _has_nan(raster)
+    if nan == "fill" and source_nan:
+        enclosed = ndimage.binary_fill_holes(raster > threshold) & np.isnan(raster)
+        if enclosed.any():
+            raster = raster.copy()
+            raster[enclosed] = np.nextafter(raster.dtype.type(threshold), np.inf)
+            if sdf is source:
+                sdf = raster
+    mask = raster > threshold  # = labels > 0
+    labels, n = _labelled(mask, sdf, sdf_level, min_seed_area, contact, contact_threshold,
+                          merge_level, int(seed_erosion))
     if n == 0:
         return []
-    mask = labels > 0
-    means = _label_means(labels, mask, n, source, kind, probability)
+    means = _label_means(labels, mask, n, source, kind, probability, source_nan)
     affine = to_affine(transform) if transform is not None else None
     kwargs = {"transform": affine} if affine is not None else {}
     traced = list(features.shapes(labels, mask=mask, connectivity=4, **kwargs))

@@ -8,6 +8,7 @@ in pixel coordinates (with sn_tf's pixel CRS, ``sn_tf.spacenet.crs.PIXEL_CRS_WKT
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Iterable, Sequence
 
@@ -183,7 +184,7 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
     geometry = shapely.to_geojson(geoms) if len(rows) else []
     ids = {image_id: json.dumps(image_id) for image_id in {r[0] for r in rows}}
     features = [f'{{"type": "Feature", "properties": {{"image_id": {ids[image_id]}, '
-                f'"building_id": {bid}, "confidence": {json.dumps(float(conf))}}}, '
+                f'"building_id": {bid}, "confidence": {_json_float(conf)}}}, '
                 f'"geometry": {text}}}'
                 for (image_id, bid, _, conf), text in zip(rows, geometry)]
     head = '{"type": "FeatureCollection", '
@@ -195,3 +196,8 @@ def write_geojson(buildings: Iterable[Building], path: str | os.PathLike, transf
     return len(features)
 
 
+def _json_float(value: float) -> str:
+    """``json.dumps(float(value))``: the shortest round-trip repr for finite values (what
+    ``json`` writes, without its per-call overhead), ``NaN`` / ``Infinity`` otherwise."""
+    value = float(value)
+    return repr(value) if math.isfinite(value) else json.dumps(value)

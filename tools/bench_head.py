@@ -20,7 +20,9 @@ outputs look like this; no model is run; ~90 vertices per building as the demo F
   with the recipe's post-processing (decode, ``rotated_nms`` grouping, rectangles to
   polygons), and the same writers.
 
-Prints ms per tile and the ratios (head + writers) / floor (issue 15's target: <= 2).
+Prints ms per tile and the ratios (head + writers) / floor (issue 15's target: <= 2, for
+tiles of ~100 buildings; the sample's tiles hold ~45), and the same on the real SpaceNet 4
+logits of ``../shared/realdata`` (~170 buildings on 900 x 900 px; ``--realdata``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -140,8 +143,9 @@ def _timed(fn) -> float:
 
 
 def run(n_tiles: int, repeats: int, seed: int) -> dict:
-    """ms per tile {floor, head, writers, det_head, det_writers, buildings, det_buildings}:
-    per tile the median of ``repeats`` interleaved runs, then the mean over tiles."""
+    """Per tile (lists in tile order): ms {floor, head, writers, det_head, det_writers},
+    each the median of ``repeats`` interleaved runs, and the buildings found
+    {buildings, det_buildings}."""
     from rasterio import features
 
     rng = np.random.default_rng(seed + 1)
@@ -151,7 +155,7 @@ def run(n_tiles: int, repeats: int, seed: int) -> dict:
     transform, crs = (737201.5, 0.3, 0.0, 3736839.1, 0.0, -0.3), "EPSG:32616"
     keys = ("floor", "head", "writers", "det_head", "det_writers")
     times = {k: [] for k in keys}
-    counts = {"buildings": 0, "det_buildings": 0}
+    counts = {"buildings": [], "det_buildings": []}
     for tile_id, polys, height, width in scenes:
         outputs = fcn_outputs(polys, height, width, rng)
         grids = detectnet_outputs(polys, height, width, rng)
@@ -164,8 +168,8 @@ def run(n_tiles: int, repeats: int, seed: int) -> dict:
         det_head = lambda: polygons.outputs_to_buildings(  # noqa: E731
             "detectnet", grids, tile_id, image_size=size, params=det_params, cell_size=8)
         found = {"fcn": head(), "det": det_head()}
-        counts["buildings"] += len(found["fcn"])
-        counts["det_buildings"] += len(found["det"])
+        counts["buildings"].append(len(found["fcn"]))
+        counts["det_buildings"].append(len(found["det"]))
 
         def writer(kind):
             def write():
@@ -184,10 +188,51 @@ def run(n_tiles: int, repeats: int, seed: int) -> dict:
             for k in keys:
                 per[k].append(_timed(fns[k]))
         for k in keys:
-            times[k].append(statistics.median(per[k]))
-    ms = {k: 1000 * sum(v) / len(v) for k, v in times.items()}
-    ms.update({k: v / len(scenes) for k, v in counts.items()})
-    return ms
+            times[k].append(1000 * statistics.median(per[k]))
+    return {**times, **counts}
+
+
+def summary(per_tile: dict, tiles: list[int]) -> dict:
+    """Means over ``tiles`` (indices) of :func:`run`'s per-tile figures."""
+    return {k: sum(v[i] for i in tiles) / len(tiles) for k, v in per_tile.items()}
+
+
+def run_real(realdata: pathlib.Path, repeats: int) -> dict | None:
+    """ms {floor, head, writers, buildings} of the real SpaceNet 4 (MVOI, Atlanta) logits in
+    ``realdata`` (900 x 900 float32, an XD_XD U-Net's output; 169 buildings at > 0 with
+    areas >= 40 px, solaris' published polygons), medians of ``repeats`` interleaved runs:
+    the head thresholds at 0 (no seeds: one output), as solaris' ``mask_to_poly_geojson``
+    does; None where the file is absent."""
+    path = realdata / "solaris_tutorials" / "xdxd_inference_out" / "MVOI_nadir10_test_sample.tif"
+    if not path.is_file():
+        return None
+    import rasterio
+    from rasterio import features
+
+    with warnings.catch_warnings():  # a bare model output: no georeference
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as ds:
+            logits = ds.read(1)
+    lab, _ = rasters.label_footprint(logits, 0.0)
+    out = tempfile.mkdtemp(prefix="sn_tf_bench_head_real_")
+    transform, crs = (737201.5, 0.3, 0.0, 3736839.1, 0.0, -0.3), "EPSG:32616"
+    head = lambda: rasters.polygons_from_raster(  # noqa: E731
+        logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0)
+    found = head()
+
+    def writers():
+        name = os.path.join(out, f"MVOI_{len(os.listdir(out))}")
+        write_spacenet_csv(found, name + ".csv", ["MVOI"])
+        write_geojson(found, name + ".geojson", transform, crs)
+
+    fns = {"floor": lambda: list(features.shapes(lab, mask=lab > 0, connectivity=4)),
+           "head": head, "writers": writers}
+    per = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            per[k].append(_timed(fn))
+    return {**{k: 1000 * statistics.median(v) for k, v in per.items()},
+            "buildings": len(found)}
 
 
 def main(argv=None) -> None:
@@ -195,8 +240,13 @@ def main(argv=None) -> None:
     parser.add_argument("--tiles", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--realdata", default=str(pathlib.Path(__file__).resolve().parents[2]
+                                                  / "shared" / "realdata"),
+                        help="folder of the real SpaceNet samples (../shared/realdata): the "
+                        "MVOI logits row; skipped where absent")
     args = parser.parse_args(argv)
-    ms = run(args.tiles, args.repeats, args.seed)
+    per_tile = run(args.tiles, args.repeats, args.seed)
+    ms = summary(per_tile, list(range(args.tiles)))
     total = ms["head"] + ms["writers"]
     det_total = ms["det_head"] + ms["det_writers"]
     print(f"{args.tiles} tiles of 650 x 650 px, {ms['buildings']:.0f} FCN / "
@@ -211,6 +261,13 @@ def main(argv=None) -> None:
           f"{ms['det_head']:7.2f} ms/tile")
     print(f"  CSV + GeoJSON writers (DetectNet) {ms['det_writers']:6.2f} ms/tile")
     print(f"  DetectNet head + writers / floor {det_total / ms['floor']:7.2f} x  (target <= 2)")
+    real = run_real(pathlib.Path(args.realdata), max(args.repeats, 9))
+    if real is None:
+        print(f"  (no real MVOI logits under {args.realdata}: that row skipped)")
+    else:
+        print(f"  real SpaceNet 4 logits, 900 x 900 px, {real['buildings']} buildings: floor "
+              f"{real['floor']:.2f}, head {real['head']:.2f}, writers {real['writers']:.2f} "
+              f"ms; head + writers / floor {(real['head'] + real['writers']) / real['floor']:.2f} x")
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ Training (``training=True``), one element per batch of random crops:
     detection = 1 for cells holding at least one valid (unpadded) pixel.
   * ``targets_on="device"`` (segmentation crops whose stored sdf crosses the batch):
     ``(image, packed)`` instead, the stored label layers (``sn_tf.input.packed``), which
-    ``packed_targets(...).expand`` turns into the same targets and weights in the train step.
+    ``packed_targets(...).expand`` turns into the same targets and weights in the train step;
+    with ``crop_on="device"`` too (batch-read crops), the image and the layers are the
+    window's rows [B, crop, S, .] and ``packed_targets(...)`` ``image`` / ``expand`` cut them
+    there (``sn_tf.input.packed.orient_crops``).
 Evaluation (``training=False``): whole tiles, every example of the split exactly once, in
   ``read_examples`` order (deterministic; ``deterministic=False`` allows reordering), no
   repeat, no augmentation. Each tile is zero-padded at the bottom and right to a multiple
@@ -90,8 +93,11 @@ read and each batch is read in numpy straight into reused aligned buffers, symme
 included (``decode.read_batch``); otherwise windows are read per example. Same elements
 as ``reader="record"`` for a seed; compressed label layers (the zlib contact and mask
 layers) travel in the index's small Example and are decoded whole per crop, as the record
-reader does, so ``augment.focus`` reads ranged too. The record reader remains for
-evaluation, compressed images, focus with a raw contact layer and remote paths.
+reader does, so ``augment.focus`` reads ranged too; a batch read's contact layer is
+instead inflated once per tile and kept as its sparse pixels (``ranged.SparseLayers``),
+from which focus picks windows (``aug.focus_corner``, when crops carry no boxes) and the
+crops are cut. The record reader remains for evaluation, compressed images, focus with a
+raw contact layer and remote paths.
 
 Segmentation labels: the stored sdf gives both targets (footprint = sdf >= 0) unless the
 requested truncation exceeds the stored one or scale jitter can zoom out past it; then

@@ -56,6 +56,28 @@ def test_device_elements_expand_to_the_host_elements(known_dataset, kw):
         _assert_equal(h, (image, *out) if packed.sample_weights else (image, out))
 
 
+@pytest.mark.parametrize("target", ["oriented_detection", "detection"])
+def test_detectnet_image_cut_in_the_step_equals_the_host_crop(known_dataset, target):
+    """crop_on="device" for DetectNet: the image leaves as the window's rows, the targets
+    and weights are the host's, and the windows ride in the targets for the step."""
+    from sn_tf.input.pipeline import image_cut
+
+    kw = {"target": target, "augment": {"focus": 0.5, "flips": True, "rot90": True},
+          "contact_weight": 1.0, "interior_level": 1.5, "cell_size": 8}
+    host = _elements(known_dataset.converted, "device", **kw)
+    device = _elements(known_dataset.converted, "device", crop_on="device", **kw)
+    crop = image_cut(known_dataset.converted, "train", target, crop_size=CROP,
+                     image_dtype="raw", crop_on="device", **{k: v for k, v in kw.items()
+                                                           if k != "target"})
+    assert crop == CROP and len(host) == len(device) > 0
+    assert image_cut(known_dataset.converted, "train", target, crop_size=CROP,
+                     image_dtype="raw") == 0  # crop_on="host"
+    for h, d in zip(host, device, strict=True):
+        assert d[0].shape[1:3] == (CROP, 112) and pk.WINDOW in d[1]
+        targets = {k: v for k, v in d[1].items() if k != pk.WINDOW}
+        _assert_equal(h, (pk.orient_crops(d[0], d[1][pk.WINDOW], CROP), targets, *d[2:]))
+
+
 @pytest.mark.parametrize("kw, target", [
     ({"augment": {"scale_range": (0.8, 1.25)}, "boundary_weight": 2.0}, "segmentation"),
     ({"contact_weight": 1.0}, "detection"),
@@ -76,12 +98,12 @@ def test_targets_on_is_checked(known_dataset):
 
 
 # ---- the train step ---------------------------------------------------------------------
-def _setup(tfr, sets):
+def _setup(tfr, sets, recipe="fcn:smoke"):
     from sn_tf.training import trainer
     from sn_tf.training.recipes import apply_overrides, load_recipe
 
-    cfg = apply_overrides(load_recipe("fcn:smoke"), sets + ["data.crop_size=64",
-                                                            "data.batch_size=2"])
+    cfg = apply_overrides(load_recipe(recipe), sets + ["data.crop_size=64",
+                                                       "data.batch_size=2"])
     return trainer.resolve(cfg, tfr)
 
 
@@ -103,7 +125,8 @@ def _compiled(setup, weights=None):
     ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0"],
     ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
      "model.interior=false", "data.augment={\"focus\": 0.0}"],  # plain segmentation
-    ["data.crop_on=\"device\""]])  # the recipe, crops cut in the step
+    ["data.crop_on=\"device\""],  # the recipe, crops cut in the step
+    ["data.crop_on=\"device\"", "recipe=detectnet:smoke"]])  # DetectNet: the image cut
 def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
     from sn_tf.input import pipeline
     from sn_tf.training import packed_step, trainer
@@ -112,14 +135,17 @@ def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monk
     monkeypatch.setattr(pipeline, "make_dataset",
                         lambda *a, **k: make(*a, deterministic=True, **k))
 
-    host_setup = _setup(sample_tfr, sets + ["data.targets_on=\"host\""])
-    setup = _setup(sample_tfr, sets + ["data.targets_on=\"device\""])
+    recipe = next((x.split("=")[1] for x in sets if x.startswith("recipe=")), "fcn:smoke")
+    sets = [x for x in sets if not x.startswith("recipe=")]
+    host_setup = _setup(sample_tfr, sets + ["data.targets_on=\"host\"",
+                                            "data.crop_on=\"host\""], recipe)
+    setup = _setup(sample_tfr, sets + ["data.targets_on=\"device\""], recipe)
     assert packed_step.label_expander(host_setup) is None
     expand = packed_step.label_expander(setup)
     assert expand is not None
     host_el = _first(trainer.train_dataset(host_setup, 2))
     device_el = _first(trainer.train_dataset(setup, 2))
-    assert pk.is_packed(device_el[1])
+    assert pk.is_packed(device_el[1]) or pk.WINDOW in device_el[1]
     # the multi-worker step's view of the element
     x, y, w = packed_step.training_batch(device_el, expand)
     _assert_equal(tuple(host_el), (x, y, w) if w is not None else (x, y))

@@ -299,6 +299,9 @@ def measure(ds, batch_size: int, seconds: float, warmup: int = 3) -> dict:
 #: ``make_dataset`` options of the FCN recipe's ``data`` section (``sn_tf/configs/fcn.py``).
 FCN_RECIPE_DATA = {"sdf_truncation": 8.0, "boundary_weight": 2.0, "contact_weight": 5.0,
                    "interior_level": 1.5}
+#: ... and of the DetectNet recipe's (``sn_tf/configs/detectnet.py``: oriented, 8 px cells).
+DETECTNET_RECIPE_DATA = {"target": "oriented_detection", "cell_size": 8, "cvg_scale": 1.0,
+                         "contact_weight": 1.0}
 
 
 def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float):
@@ -339,7 +342,12 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
             # cuts the columns and applies the symmetry (data.crop_on "auto" with a GPU)
             "sn_tf raw ranged, dev+crop": sn_tf("ranged", sym, "device", "device"),
             "FCN recipe ranged, dev+crop": sn_tf("ranged", {**sym, "focus": 0.7}, "device",
-                                                 "device", **FCN_RECIPE_DATA)}
+                                                 "device", **FCN_RECIPE_DATA),
+            # the DetectNet recipe: targets from the boxes on the host either way
+            "DetectNet recipe ranged": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
+                                             **DETECTNET_RECIPE_DATA),
+            "DetectNet recipe, crop dev": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
+                                                "device", **DETECTNET_RECIPE_DATA)}
     ms = {k: [] for k in rows}
     for _ in range(repeats):
         for name, make in rows.items():

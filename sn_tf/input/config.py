@@ -76,13 +76,16 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     into the same targets and weights (``sn_tf.training`` does this). Applies to
     segmentation crops whose stored sdf crosses the batch (no scale jitter); other plans,
     DetectNet and evaluation get host-built targets either way. ``make_dataset`` only.
-  crop_on: with ``targets_on="device"``, where the crops of batch-read plans (``reader``
-    "ranged", raw images of one type with all bands, no scale jitter) get their column cut
-    and symmetry. "host" (default): in the pipeline. "device": the image and the label
-    layers leave the pipeline as the window's rows (read straight into the batch, the
-    host's memory floor) with the crops' windows in the packed labels, and the train step
-    cuts them (``sn_tf.input.packed.orient_crops``): the same crops, ~27 % more bytes to the
-    accelerator for 650 px tiles. Other plans cut on the host either way.
+  crop_on: where training crops of batch-read plans (``reader`` "ranged", raw images of
+    one type with all bands, no scale jitter) get their column cut and symmetry. "host"
+    (default): in the pipeline. "device": the image leaves the pipeline as the window's
+    rows (read straight into the batch, the host's memory floor) with the crops' windows
+    (``sn_tf.input.packed.WINDOW``) in the packed labels (segmentation with
+    ``targets_on="device"``: the label layers as rows too) or in the targets (detection:
+    targets built on the host from the cut crops), and the train step cuts them
+    (``sn_tf.input.packed.orient_crops``; ``sn_tf.training.packed_step``): the same crops,
+    ~27 % more bytes to the accelerator for 650 px tiles. Other plans cut on the host
+    either way.
 """
 
 from __future__ import annotations

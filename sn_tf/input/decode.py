@@ -280,11 +280,13 @@ def _normalise(image, scale, bias, plan: _Plan, noise_key=None):
     return image if plan.image_dtype == "float32" else tf.cast(image, plan.image_dtype)
 
 
-def _train_example(feat: dict, draw, plan: _Plan) -> dict:
+def _train_example(feat: dict, draw, plan: _Plan, contact=None) -> dict:
     """One random augmented crop (image in the output dtype, targets, boxes, tile id, AOI).
 
     draw: int64 scalar, the index of this crop's random draws for the tile: the epoch, or
     ``epoch * crops_per_tile + i`` for the i-th crop of a tile (``_repeat_crops``).
+    contact: a batch read's ``ranged.SparseLayers`` of the contact layer, where focus
+    picks its points (``_sparse_focus``) instead of decoding the whole layer here.
 
     Geometric ops run on the source dtype (uint16 images, float16 labels) before the
     float32 normalisation, so they move half the bytes; ``image_dtype="raw"`` stops there.
@@ -299,8 +301,11 @@ def _train_example(feat: dict, draw, plan: _Plan) -> dict:
     focus_key = tf.random.experimental.stateless_fold_in(keys[0], 1)  # focus's own key:
     # the other draws stay those of focus = 0
     if cfg.focus > 0 and not plan.focus_in_read:
-        window = aug.focus_window(focus_key, window, _contact_points(feat, plan), hw[0],
-                                  hw[1], cfg.focus)
+        if contact is not None:
+            window = _sparse_focus(feat, contact, focus_key, window, hw, cfg.focus)
+        else:
+            window = aug.focus_window(focus_key, window, _contact_points(feat, plan), hw[0],
+                                      hw[1], cfg.focus)
     t, flr, fud = aug.draw_dihedral(keys[1], cfg.flips, cfg.rot90)
     if plan.batch_read:
         out = _crop_to_read(feat, plan, window, t, flr, fud)
@@ -403,10 +408,11 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
     ``ranged.read_crops`` into buffers of ``pool`` (a ``ranged.BufferPool``), or for a
     compressed contact layer cut from ``contact`` (the index rows' ``ranged.SparseLayers``),
     with the crops' symmetries applied. With ``plan.focus_in_read`` the windows are first
-    moved onto contact pixels (``_contact_layer``). With ``plan.rows_to_device`` each is
-    the window's rows instead, [B, crop, S, .] (S = ``_span(plan)`` columns,
-    ``ranged.read_rows`` / ``ranged.sparse_rows``), and ``_WINDOW`` int32 [B, 4] tells the
-    train step how to cut them (``sn_tf.input.packed.orient_crops``)."""
+    moved onto contact pixels (``_contact_layer``). With ``plan.device_crop`` the image (and
+    with ``plan.label_rows`` each layer) is the window's rows instead, [B, crop, S, .] (S =
+    ``_span(plan)`` columns, ``ranged.read_rows`` / ``ranged.sparse_rows``), and
+    ``_WINDOW`` int32 [B, 4] tells the train step how to cut them
+    (``sn_tf.input.packed.orient_crops``)."""
     out = {k: v for k, v in batch.items() if not k.startswith(_READ)}
     hw, yx, sym = batch[_READ + "hw"], batch[_READ + "yx"], batch[_READ + "sym"]
     keys = _read_keys(plan)
@@ -417,10 +423,10 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
     layer = None
     if _READ + "row" in batch:  # the compressed contact layer, from its sparse pixels
         yx, layer = _contact_layer(batch, plan, contact, contact_key in keys)
-    rows = plan.rows_to_device
-    width = _span(plan) if rows else plan.crop
     arrays = []
     for key, (dtype, channels) in zip(keys, layouts):
+        rows = plan.device_crop and (key == keys[0] or plan.label_rows)
+        width = _span(plan) if rows else plan.crop
         if key == contact_key and layer is not None:
             x = layer
         elif rows:
@@ -445,18 +451,18 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
         out[_STORED_SDF] = arrays[1]
     if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
         out[_STORED_CONTACT] = arrays[2]
-    if rows:  # the column within the delivered span (ranged.row_span), then the symmetry
-        w = hw[:, 1]
+    if plan.device_crop:  # the column within the delivered span (ranged.row_span), then
+        w, width = hw[:, 1], _span(plan)  # the symmetry
         first = tf.where(w <= width, tf.zeros_like(w), tf.minimum(yx[:, 1], w - width))
         out[_WINDOW] = tf.concat([(yx[:, 1] - first)[:, None], tf.cast(sym, tf.int32)], 1)
     return out
 
 
-_WINDOW = "_window"  # internal batch key: read_batch's crop windows (plan.rows_to_device)
+_WINDOW = "_window"  # internal batch key: read_batch's crop windows (plan.device_crop)
 
 
 def _span(plan: _Plan) -> int:
-    """Columns of the rows a ``plan.rows_to_device`` batch delivers: the dataset's tile
+    """Columns of the rows a ``plan.device_crop`` batch delivers: the dataset's tile
     width (its label grid's example shape), at least the crop."""
     return max(int(plan.grid_shape[1]), plan.crop)
 
@@ -467,10 +473,10 @@ def _contact_layer(batch: dict, plan: _Plan, contact, cut: bool):
     corners, moved onto contact pixels by ``aug.focus_corner`` (the crops' ``focus_draws``)
     when the batch has ``_READ + "focus"``, else as drawn; with ``cut`` the layer's crops
     in its stored dtype ([B, crop, crop, 1] with the crops' symmetries,
-    ``ranged.sparse_crops``, or the window's rows with ``plan.rows_to_device``,
+    ``ranged.sparse_crops``, or the window's rows with ``plan.label_rows``,
     ``ranged.sparse_rows``), else None."""
     dtype = plan.label_arrays["contact"][0]
-    crop, rows = plan.crop, plan.rows_to_device
+    crop, rows = plan.crop, plan.label_rows
     focus = _READ + "focus" in batch
 
     def cut_layer(index_rows, hw, yx, draws, sym):
@@ -494,6 +500,26 @@ def _contact_layer(batch: dict, plan: _Plan, contact, cut: bool):
                     batch[_READ + "sym"]],
         [tf.int32, tf.dtypes.as_dtype(dtype)], stateful=True)
     return tf.ensure_shape(yx, [None, 2]), (layer if cut else None)
+
+
+def _sparse_focus(feat: dict, contact, key, window, hw, probability: float):
+    """``aug.focus_window``'s move of ``window = (y0, x0, win)`` (int32 scalars) for one
+    crop, its points the tile's contact pixels from ``contact`` (``ranged.SparseLayers``,
+    by the example's index row) and its draws ``aug.focus_draws(key, ...)``: one
+    ``aug.focus_corner`` call in numpy instead of the whole layer decoded in the graph."""
+    win = window[2]
+    draws = tf.stack([tf.cast(d, tf.int64) for d in aug.focus_draws(key, win, probability)])
+
+    def move(row, hw, yx, win, draws):
+        h, w = int(hw[0]), int(hw[1])
+        points = contact.get(int(row), h, w)[0]
+        return np.array(aug.focus_corner(points, h, w, int(yx[0]), int(yx[1]), int(win),
+                                         *draws), np.int32)
+
+    yx = tf.numpy_function(move, [feat[_ROW], hw, tf.stack(window[:2]), win, draws],
+                           tf.int32, stateful=True)
+    yx = tf.ensure_shape(yx, [2])
+    return yx[0], yx[1], win
 
 
 def _contact_points(feat: dict, plan: _Plan):

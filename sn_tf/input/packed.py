@@ -14,7 +14,9 @@ With ``crop_on="device"`` too, the crop's column cut and symmetry move there as 
 image and the label layers arrive as the window's rows ([B, crop, S, C], S the tiles'
 width: each read straight from the page-cached shard into the batch, the host's memory
 floor) with :data:`WINDOW`, and :func:`orient_crops` cuts them exactly as the host would
-(:meth:`PackedTargets.image`, :meth:`PackedTargets.expand`).
+(:meth:`PackedTargets.image`, :meth:`PackedTargets.expand`). DetectNet's elements keep
+their host-built targets from the cut crops and carry the image's rows, with the windows
+under :data:`WINDOW` in the targets dict (``sn_tf.training.packed_step`` cuts the image).
 
 ``sn_tf.training`` installs the expansion in the model's ``train_step`` (Keras ``fit``) and
 in the multi-worker custom step; evaluation, prediction and export are unchanged (they never

@@ -133,7 +133,8 @@ from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _ROW, _SIZE,  # no
                                 _feature_spec, _seg_targets, _train_example,
                                 _with_payload_sources, read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
-from sn_tf.input.packed import PackedTargets, check_crop_on, check_targets_on  # noqa: E402
+from sn_tf.input.packed import (WINDOW, PackedTargets, check_crop_on,  # noqa: E402
+                                check_targets_on)
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
 
@@ -257,16 +258,15 @@ def _ranged_parser(index: dict, spec: dict, payload_keys):
 
 def _sparse_contact(plan: _Plan, index: dict, spec: dict):
     """``(contact, spec)``: for a batch-read plan whose crops take the compressed contact
-    layer (a target or weight, or ``plan.focus_in_read``), the index rows' layers as
+    layer (a target or weight, or ``augment.focus``), the index rows' layers as
     ``ranged.SparseLayers`` (each inflated once) and the parse spec without the layer,
     which no example then needs; else ``(None, spec)``."""
     key = schema.label_key(plan.grid, "contact")
-    wanted = "contact" in plan.label_fields or plan.focus_in_read
+    wanted = "contact" in plan.label_fields or plan.augment.focus > 0
     if not (plan.batch_read and wanted and key not in _cut_payloads(plan)):
         return None, spec
     sparse = ranged.SparseLayers(index["small"], key, plan.label_arrays["contact"][0])
-    in_graph = plan.augment.focus > 0 and not plan.focus_in_read  # aug.focus_window's
-    return sparse, spec if in_graph else {k: v for k, v in spec.items() if k != key}
+    return sparse, {k: v for k, v in spec.items() if k != key}
 
 
 def _ranged_index(files: list[Shard], record_shard, spec: dict, payload_keys) -> dict:
@@ -301,6 +301,9 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None, contact=None) -> dict:
     image = batch["image"]
     if plan.packed is not None:  # the train step builds the targets from the stored layers
         return _packed_batch(out, plan)
+    shape = tf.shape(image)  # [B, H, W, C] of the crops
+    if plan.device_crop:  # the image is the window's rows: targets on the crop's grid
+        shape = tf.stack([shape[0], plan.crop, plan.crop, shape[3]])
     if _STORED_SDF in out:
         out.update(_seg_targets(out.pop(_STORED_SDF), None, plan,
                                 out.pop(_STORED_CONTACT, None)))
@@ -308,9 +311,8 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None, contact=None) -> dict:
         out["boxes"] = batch["boxes"].to_tensor()  # zero rows = padding
         out["rects"] = batch["rects"].to_tensor()
     if plan.training:
-        out["valid"] = tf.ones(tf.concat([tf.shape(image)[:-1], [1]], 0), tf.float32)
+        out["valid"] = tf.ones(tf.concat([shape[:-1], [1]], 0), tf.float32)
     else:  # tiles of one batch may differ in size: padded_batch padded them with zeros
-        shape = tf.shape(image)
         rows = tf.range(shape[1])[None, :, None] < batch["height"][:, None, None]
         cols = tf.range(shape[2])[None, None, :] < batch["width"][:, None, None]
         out["valid"] = tf.cast(rows & cols, tf.float32)[..., None]
@@ -319,7 +321,6 @@ def _finish_batch(batch: dict, plan: _Plan, pool=None, contact=None) -> dict:
         if plan.raw:  # padding = the band mean, which the model normalises to exactly 0
             out["image"] = tf.where(out["valid"] > 0, image, tf.constant(plan.pad_values))
     if plan.det:
-        shape = tf.shape(image)
         out.update(tg.detectnet_targets(out["boxes"], shape[1], shape[2], plan.cell_size,
                                         plan.cvg_scale, rects=out["rects"],
                                         cvg_shape="rect" if plan.oriented else "box"))
@@ -410,7 +411,8 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
     ranged_parse = _ranged_parser(index, spec, payload_keys) if plan.ranged else None
 
     def build(feat, draw):
-        return _train_example(feat, draw, plan) if training else _eval_example(feat, plan)
+        return (_train_example(feat, draw, plan, contact) if training
+                else _eval_example(feat, plan))
 
     if plan.aois is not None or crops > 1:  # parse, drop other AOIs, repeat crops, decode
         ds = ds.map(_graph(parse), num_parallel_calls=npc, deterministic=det)
@@ -486,8 +488,12 @@ def _epochs(training: bool, repeat) -> int | None:
 def contact_cells(contact, cell_size: int):
     """float32 [B, h, w, 1] in {0, 1}: cells of ``cell_size`` pixels that hold a contact
     pixel of ``contact`` [B, H, W, 1] (H, W multiples of ``cell_size``) or have a neighbour
-    (8-connected) that does."""
-    held = tf.nn.max_pool2d(tf.cast(contact > 0, tf.float32), cell_size, cell_size, "VALID")
+    (8-connected) that does. The cells are an any-reduction over a reshape: TF's CPU
+    ``max_pool2d`` over the one-channel [B, 512, 512, 1] took ~5 ms a crop."""
+    shape = tf.shape(contact)
+    h, w = shape[1] // cell_size, shape[2] // cell_size
+    hit = tf.reshape(contact > 0, [shape[0], h, cell_size, w, cell_size])
+    held = tf.cast(tf.reduce_any(hit, axis=[2, 4]), tf.float32)[..., None]
     return tf.nn.max_pool2d(held, 3, 1, "SAME")
 
 
@@ -589,9 +595,12 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
     def to_keras(batch):
         if _PACKED in batch:  # segmentation targets built in the train step
             return batch["image"], batch[_PACKED]
-        return keras_element(batch, target, el.sample_weights, cfg.cell_size,
-                             plan.boundary_weight, plan.boundary_sigma, plan.contact_weight,
-                             el.interior_level, el.core_weight)
+        element = keras_element(batch, target, el.sample_weights, cfg.cell_size,
+                                plan.boundary_weight, plan.boundary_sigma, plan.contact_weight,
+                                el.interior_level, el.core_weight)
+        if _WINDOW in batch:  # crop_on="device": the train step cuts the image
+            return (element[0], {**element[1], WINDOW: batch[_WINDOW]}, *element[2:])
+        return element
 
     return _build(data_dir, info, plan, split, _runtime(cfg, input_context), to_keras)
 
@@ -604,6 +613,17 @@ def packed_targets(data_dir, split: str, target: str = "segmentation",
     do not cross the batch as the stored sdf: scale jitter, mask + distance)."""
     cfg = input_config(config, options)
     return _keras_plan(load_info(data_dir), split, target, True, cfg)[0].packed
+
+
+def image_cut(data_dir, split: str, target: str = "segmentation",
+              config: InputConfig | None = None, **options) -> int:
+    """The crop size when ``make_dataset``'s training elements (same arguments,
+    ``training=True``) carry the window's rows of the image for the train step to cut
+    (``crop_on="device"``: ``sn_tf.input.packed.orient_crops`` with the windows under
+    ``packed.WINDOW`` in the targets), else 0."""
+    cfg = input_config(config, options)
+    plan = _keras_plan(load_info(data_dir), split, target, True, cfg)[0]
+    return plan.crop if plan.device_crop else 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -654,6 +674,9 @@ def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
             plan.truncation, plan.contact, el.sample_weights, plan.boundary_weight,
             plan.boundary_sigma, plan.contact_weight, el.interior_level, el.core_weight,
             crop=plan.crop if cfg.crop_on == "device" and plan.batch_read else 0))
+    if cfg.crop_on == "device" and training and plan.batch_read and (
+            plan.packed is not None or target != "segmentation"):  # DetectNet: the image
+        plan = dataclasses.replace(plan, device_crop=True)
     return plan, el
 
 

@@ -82,6 +82,8 @@ class _Plan:
     # segmentation targets from the stored label layers (make_dataset targets_on="device")
     boxes: bool = True  # training crops carry boxes and rectangles (make_examples and the
     # detection targets; make_dataset's segmentation elements use none, so it sets False)
+    device_crop: bool = False  # make_dataset(crop_on="device"): batch-read crops leave as
+    # the window's rows (the image; the label layers too when packed) for the train step
 
     def cut_from_record(self, encoding: str) -> bool:
         """True when a payload of ``encoding`` is read out of the serialized record
@@ -109,10 +111,10 @@ class _Plan:
         return self.batch_read and not self.boxes and self.augment.focus > 0
 
     @property
-    def rows_to_device(self) -> bool:
-        """True when batch-read crops leave as the window's rows for the train step to cut
-        (``make_dataset(crop_on="device")``, ``sn_tf.input.packed.orient_crops``)."""
-        return self.packed is not None and self.packed.crop > 0
+    def label_rows(self) -> bool:
+        """True when the label layers leave as the window's rows too (packed labels of a
+        ``device_crop`` plan); DetectNet's targets are built on the host from cut crops."""
+        return self.device_crop and self.packed is not None
 
     @property
     def raw(self) -> bool:

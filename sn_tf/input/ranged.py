@@ -299,6 +299,26 @@ def _symmetric(src: np.ndarray, flip_rows, flip_cols, transpose) -> np.ndarray:
     return src.T if transpose else src
 
 
+def _pread_rows(fds: dict, path: bytes, position, size, height, width: int, pixel: int, y0,
+                rows: np.ndarray) -> None:
+    """Fill the C-contiguous ``rows`` (a whole number of rows of ``width`` pixels of
+    ``pixel`` bytes) with one ``os.preadv`` from row ``y0`` of the raw payload at byte
+    ``position`` of file ``path`` (``size`` bytes, a ``height`` x ``width`` tile), the
+    file opened once per call of the caller (``fds``: path -> descriptor). ShardError
+    naming the file when the payload's size is not its tile's or the file is short."""
+    h = int(height)
+    if int(size) != h * width * pixel:
+        raise ShardError(f"{os.fsdecode(path)}: payload at byte {position} holds {size} "
+                         f"bytes, not {h} x {width} pixels of {pixel} bytes")
+    if path not in fds:
+        fds[path] = os.open(path, os.O_RDONLY)
+    start = int(position) + int(y0) * width * pixel
+    got = os.preadv(fds[path], [rows], start)
+    if got != rows.nbytes:
+        raise ShardError(f"{os.fsdecode(path)}: {got} of {rows.nbytes} bytes at byte "
+                         f"{start} (truncated shard)")
+
+
 def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positions, sizes,
                heights, widths, y0s, x0s, flip_rows, flip_cols, transposes) -> np.ndarray:
     """[B, crop, crop, channels] ``dtype`` (little endian): for each crop i, window
@@ -322,18 +342,10 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     fds: dict = {}
     try:
         for i in range(len(paths)):
-            path, h, w = paths[i], int(heights[i]), int(widths[i])
-            if int(sizes[i]) != h * w * pixel:
-                raise ShardError(f"{os.fsdecode(path)}: payload at byte {positions[i]} holds "
-                                 f"{sizes[i]} bytes, not {h} x {w} pixels of {pixel} bytes")
-            if path not in fds:
-                fds[path] = os.open(path, os.O_RDONLY)
+            w = int(widths[i])
             rows = _scratch_window(crop * w * pixel)
-            start = int(positions[i]) + int(y0s[i]) * w * pixel
-            got = os.preadv(fds[path], [rows], start)
-            if got != rows.nbytes:
-                raise ShardError(f"{os.fsdecode(path)}: {got} of {rows.nbytes} bytes at byte "
-                                 f"{start} (truncated shard)")
+            _pread_rows(fds, paths[i], positions[i], sizes[i], heights[i], w, pixel, y0s[i],
+                        rows)
             x0 = int(x0s[i])
             src = rows.view(view).reshape(crop, w)[:, x0:x0 + crop]
             np.copyto(slots[i].view(view).reshape(crop, crop),
@@ -371,18 +383,10 @@ def read_rows(pool: BufferPool, dtype, channels: int, crop: int, span: int, path
     fds: dict = {}
     try:
         for i in range(len(paths)):
-            path, h, w = paths[i], int(heights[i]), int(widths[i])
-            if int(sizes[i]) != h * w * pixel:
-                raise ShardError(f"{os.fsdecode(path)}: payload at byte {positions[i]} holds "
-                                 f"{sizes[i]} bytes, not {h} x {w} pixels of {pixel} bytes")
-            if path not in fds:
-                fds[path] = os.open(path, os.O_RDONLY)
+            w = int(widths[i])
             rows = slots[i] if w == span else _scratch_window(crop * w * pixel)
-            start = int(positions[i]) + int(y0s[i]) * w * pixel
-            got = os.preadv(fds[path], [rows], start)
-            if got != rows.nbytes:
-                raise ShardError(f"{os.fsdecode(path)}: {got} of {rows.nbytes} bytes at byte "
-                                 f"{start} (truncated shard)")
+            _pread_rows(fds, paths[i], positions[i], sizes[i], heights[i], w, pixel, y0s[i],
+                        rows)
             if w != span:
                 c0, n = row_span(w, span, x0s[i]), min(w, span)
                 src = rows.reshape(crop, w * pixel)[:, c0 * pixel:(c0 + n) * pixel]

@@ -25,17 +25,27 @@ from sn_tf.training.setup import Setup, _target, input_config_of
 
 
 def label_expander(setup: Setup):
-    """None when the recipe's training batches carry finished targets, else a function
-    ``(x, packed labels) -> (x, targets, weights or None)``: the packed labels (dict of
+    """None when the recipe's training batches carry finished targets and cut crops, else
+    a function ``(x, labels) -> (x, targets, weights or None)``: packed labels (dict of
     [B, H, W, 1] stored layers) made into the targets and per-pixel weights (dicts of
     float32 [B, H, W, 1] keyed by output name, as ``train_dataset`` would deliver them with
     ``data.targets_on: "host"``) and, with ``data.crop_on: "device"``, the image and the
-    layers cut from the window's rows first (``sn_tf.input.packed.orient_crops``)."""
+    layers cut from the window's rows first (``sn_tf.input.packed.orient_crops``); for
+    DetectNet (finished targets) with ``crop_on: "device"``, the image cut by the windows
+    under ``packed.WINDOW`` in its targets, the weights None (the element's own stay)."""
     split = setup.config["data"]["train_split"]
-    packed = pipeline.packed_targets(setup.data_dir, split, _target(setup.config),
-                                     input_config_of(setup, split))
+    args = (setup.data_dir, split, _target(setup.config), input_config_of(setup, split))
+    packed = pipeline.packed_targets(*args)
     if packed is None:
-        return None
+        crop = pipeline.image_cut(*args)  # DetectNet: finished targets, the image to cut
+        if not crop:
+            return None
+
+        def cut(x, labels):
+            labels = dict(labels)
+            return pk.orient_crops(x, labels.pop(pk.WINDOW), crop), labels, None
+
+        return cut
     bins = bool(setup.config["model"].get("sdf_bins"))
 
     def expand(x, labels):
@@ -51,11 +61,13 @@ def label_expander(setup: Setup):
 
 def training_batch(element, expand) -> tuple:
     """``(x, targets, weights or None)`` of a training element ``(x, y)`` or ``(x, y, w)``;
-    packed ``y`` expanded with ``expand`` (``label_expander``)."""
+    packed ``y``, or ``y`` carrying the crops' windows (``crop_on="device"``), expanded with
+    ``expand`` (``label_expander``; the element's own weights kept where it makes none)."""
     x, y = element[0], element[1]
     w = element[2] if len(element) > 2 else None
-    if expand is not None and pk.is_packed(y):
-        x, y, w = expand(x, y)
+    if expand is not None and (pk.is_packed(y) or (isinstance(y, dict) and pk.WINDOW in y)):
+        x, y, made = expand(x, y)
+        w = w if made is None else made
     return x, y, w
 
 

@@ -161,10 +161,10 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 # per-pixel weights from them on the accelerator (sn_tf.training.packed_step; the same
 # values as "host", which builds them in float32 on the input CPUs; BUILD_NOTES.md
 # section 8, session 5). DetectNet's targets come from boxes on the host either way.
-# data.crop_on "auto": with targets_on "device", FCN crops go to the train step as their
-# window's rows and it cuts them ("device": the host's input work near its memory floor)
-# when TensorFlow sees a GPU; "host" cuts them in the pipeline, the cheaper place when the
-# train step runs on the same CPUs (BUILD_NOTES.md section 8, session 6).
+# data.crop_on "auto": training crops go to the train step as their window's rows and it
+# cuts them ("device": the host's input work near its memory floor; FCN image and label
+# layers, DetectNet image) when TensorFlow sees a GPU; "host" cuts them in the pipeline,
+# no dearer on a CPU-only run (BUILD_NOTES.md section 8, session 6).
 TRAIN_DEFAULTS = {"epochs": 60, "steps_per_epoch": None, "learning_rate": 1e-3,
                   "warmup_epochs": 1, "weight_decay": 1e-4, "seed": 0, "mixed_precision": "",
                   "jit_compile": "auto", "val_every": 5, "val_max_tiles": None,

@@ -122,10 +122,12 @@ def _compiled(setup, weights=None):
 
 @pytest.mark.parametrize("sets", [
     [],  # the FCN recipe: boundary, contact and interior weights, focus
-    ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0"],
+    # crops cut in the step (crop_on="device") for the next three
+    ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0",
+     "data.crop_on=\"device\""],
     ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
-     "model.interior=false", "data.augment={\"focus\": 0.0}"],  # plain segmentation
-    ["data.crop_on=\"device\""],  # the recipe, crops cut in the step
+     "model.interior=false", "data.augment={\"focus\": 0.0}",
+     "data.crop_on=\"device\""],  # plain segmentation
     ["data.crop_on=\"device\"", "recipe=detectnet:smoke"]])  # DetectNet: the image cut
 def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
     from sn_tf.input import pipeline

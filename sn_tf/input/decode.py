@@ -430,8 +430,8 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
         if key == contact_key and layer is not None:
             x = layer
         elif rows:
-            def read(paths, pos, hw, yx, _dtype=dtype, _channels=channels):
-                return ranged.read_rows(pool, _dtype, _channels, plan.crop, width, paths,
+            def read(paths, pos, hw, yx, _dtype=dtype, _channels=channels, _width=width):
+                return ranged.read_rows(pool, _dtype, _channels, plan.crop, _width, paths,
                                         pos[:, 0], pos[:, 1], hw[:, 0], hw[:, 1], yx[:, 0],
                                         yx[:, 1])
 
@@ -451,9 +451,9 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
         out[_STORED_SDF] = arrays[1]
     if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
         out[_STORED_CONTACT] = arrays[2]
-    if plan.device_crop:  # the column within the delivered span (ranged.row_span), then
-        w, width = hw[:, 1], _span(plan)  # the symmetry
-        first = tf.where(w <= width, tf.zeros_like(w), tf.minimum(yx[:, 1], w - width))
+    if plan.device_crop:  # the column within the delivered span, then the symmetry
+        first = tf.numpy_function(lambda w, x0: ranged.row_span(w, _span(plan), x0),
+                                  [hw[:, 1], yx[:, 1]], tf.int32, stateful=False)
         out[_WINDOW] = tf.concat([(yx[:, 1] - first)[:, None], tf.cast(sym, tf.int32)], 1)
     return out
 

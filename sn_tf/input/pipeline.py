@@ -126,8 +126,8 @@ from sn_tf.input.config import InputConfig, input_config
 tf = tensorflow()
 
 from sn_tf.input import targets as tg  # noqa: E402  (after TF is imported quietly)
-from sn_tf.input import ranged  # noqa: E402
-from sn_tf.input.decode import (_CONTACT_WEIGHT, _FILE, _POS, _ROW, _SIZE,  # noqa: E402
+from sn_tf.input import ranged, ranged_source  # noqa: E402
+from sn_tf.input.decode import (_CONTACT_WEIGHT,  # noqa: E402
                                 _STORED_CONTACT, _STORED_SDF, _WINDOW, _batched_sdf,
                                 _cut_payloads, _eval_example,
                                 _feature_spec, _seg_targets, _train_example,
@@ -216,65 +216,6 @@ def _records(files_ds, record_shard, cycle_length: int, num_parallel_reads, dete
     return files_ds.interleave(read, cycle_length=cycle_length, block_length=1,
                                num_parallel_calls=num_parallel_reads,
                                deterministic=deterministic)
-
-
-def _ranged_records(files_ds, index: dict, cycle_length: int):
-    """The ranged reader's stand-in for ``_records``: (row of ``index`` int64, epoch), the
-    rows of each file in file order, interleaved over the files like ``_records`` with
-    one reader thread (``index``: ``sn_tf.input.ranged.index_arrays``; nothing is read
-    from the files here)."""
-    start = tf.constant(index["start"])
-    count = tf.constant(index["count"])
-
-    def rows(f, expected, epoch, k):
-        first = tf.gather(start, k)
-        return tf.data.Dataset.range(first, first + tf.gather(count, k)).map(
-            _graph(lambda j: (j, epoch)))
-
-    return files_ds.interleave(_graph(rows), cycle_length=cycle_length, block_length=1)
-
-
-def _ranged_parser(index: dict, spec: dict, payload_keys):
-    """``(row, epoch) -> (features, epoch)`` for the ranged reader: the row's small Example
-    parsed with ``spec`` plus, per raw payload, its shard file, position and size
-    (``decode._ranged_window`` reads the crop's window from them)."""
-    small = tf.constant(index["small"].astype(bytes) if len(index["small"]) else [b""])
-    paths = tf.constant(index["path"].astype(bytes) if len(index["path"]) else [b""])
-    pos = {k: tf.constant(index["pos/" + k]) for k in payload_keys}
-    size = {k: tf.constant(index["size/" + k]) for k in payload_keys}
-
-    def parse(row, epoch):
-        feat = dict(tf.io.parse_single_example(tf.gather(small, row), spec))
-        feat[_ROW] = row
-        path = tf.gather(paths, row)
-        for k in payload_keys:
-            feat[_FILE + k] = path
-            feat[_POS + k] = tf.gather(pos[k], row)
-            feat[_SIZE + k] = tf.gather(size[k], row)
-        return feat, epoch
-
-    return parse
-
-
-def _sparse_contact(plan: _Plan, index: dict, spec: dict):
-    """``(contact, spec)``: for a batch-read plan whose crops take the compressed contact
-    layer (a target or weight, or ``augment.focus``), the index rows' layers as
-    ``ranged.SparseLayers`` (each inflated once) and the parse spec without the layer,
-    which no example then needs; else ``(None, spec)``."""
-    key = schema.label_key(plan.grid, "contact")
-    wanted = "contact" in plan.label_fields or plan.augment.focus > 0
-    if not (plan.batch_read and wanted and key not in _cut_payloads(plan)):
-        return None, spec
-    sparse = ranged.SparseLayers(index["small"], key, plan.label_arrays["contact"][0])
-    return sparse, {k: v for k, v in spec.items() if k != key}
-
-
-def _ranged_index(files: list[Shard], record_shard, spec: dict, payload_keys) -> dict:
-    """Index the shards for ranged reads (``sn_tf.input.ranged``): counts checked against
-    the description, the spec's features kept, the payloads' places found."""
-    return ranged.index_arrays(
-        [ranged.index_shard(s.path, s.num_examples, spec, payload_keys) for s in files],
-        record_shard, payload_keys)
 
 
 def _worker_examples(files: list[Shard], record_shard) -> int:
@@ -388,9 +329,9 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
     contact = None  # ranged.SparseLayers of a batch read's compressed contact layer
     if plan.ranged:
         payload_keys = sorted(_cut_payloads(plan))
-        index = _ranged_index(files, record_shard, spec, payload_keys)  # keeps spec's keys
-        ds = _ranged_records(files_ds, index, cycle)
-        contact, spec = _sparse_contact(plan, index, spec)
+        index = ranged_source.ranged_index(files, record_shard, spec, payload_keys)
+        ds = ranged_source.ranged_records(files_ds, index, cycle)
+        contact, spec = ranged_source.sparse_contact(plan, index, spec)
     else:
         ds = _records(files_ds, record_shard, cycle, rt.num_parallel_reads, det,
                       _read_buffer_size([s.path for s in files]))
@@ -408,7 +349,8 @@ def _build(data_dir, info: DatasetInfo, plan: _Plan, split: str, rt: _Runtime, t
             feat = _with_payload_sources(feat, record, plan)
         return feat, epoch
 
-    ranged_parse = _ranged_parser(index, spec, payload_keys) if plan.ranged else None
+    ranged_parse = (ranged_source.ranged_parser(index, spec, payload_keys) if plan.ranged
+                    else None)
 
     def build(feat, draw):
         return (_train_example(feat, draw, plan, contact) if training

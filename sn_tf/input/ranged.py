@@ -356,12 +356,15 @@ def read_crops(pool: BufferPool, dtype, channels: int, crop: int, paths, positio
     return out
 
 
-def row_span(width: int, span: int, x0: int) -> int:
+def row_span(width, span: int, x0):
     """First column of the ``span`` columns delivered for a tile ``width`` wide whose crop
     window starts at column ``x0`` (:func:`read_rows`): 0 when the tile fits in the span,
     else the window's start moved left as far as needed to keep the span in the tile (the
-    window, ``crop <= span`` wide, stays inside)."""
-    return 0 if width <= span else min(int(x0), width - span)
+    window, ``crop <= span`` wide, stays inside). Scalars give an int; arrays (one per
+    crop) an int32 array."""
+    first = np.where(np.asarray(width) <= span, 0,
+                     np.minimum(x0, np.asarray(width) - span)).astype(np.int32)
+    return int(first) if first.ndim == 0 else first
 
 
 def read_rows(pool: BufferPool, dtype, channels: int, crop: int, span: int, paths, positions,

@@ -145,13 +145,18 @@ def _timed(fn) -> float:
 def run(n_tiles: int, repeats: int, seed: int) -> dict:
     """Per tile (lists in tile order): ms {floor, head, writers, det_head, det_writers},
     each the median of ``repeats`` interleaved runs, and the buildings found
-    {buildings, det_buildings}."""
-    from rasterio import features
-
+    {buildings, det_buildings}; the files written go to a temporary folder, removed."""
     rng = np.random.default_rng(seed + 1)
     scenes = make_scenes(n_tiles, seed)
+    with tempfile.TemporaryDirectory(prefix="sn_tf_bench_head_") as out:
+        return _run(scenes, out, rng, repeats)
+
+
+def _run(scenes, out: str, rng, repeats: int) -> dict:
+    """:func:`run` with the written files in the folder ``out``."""
+    from rasterio import features
+
     det_params = detectnet_params()
-    out = tempfile.mkdtemp(prefix="sn_tf_bench_head_")
     transform, crs = (737201.5, 0.3, 0.0, 3736839.1, 0.0, -0.3), "EPSG:32616"
     keys = ("floor", "head", "writers", "det_head", "det_writers")
     times = {k: [] for k in keys}
@@ -207,14 +212,20 @@ def run_real(realdata: pathlib.Path, repeats: int) -> dict | None:
     if not path.is_file():
         return None
     import rasterio
-    from rasterio import features
 
     with warnings.catch_warnings():  # a bare model output: no georeference
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(path) as ds:
             logits = ds.read(1)
     lab, _ = rasters.label_footprint(logits, 0.0)
-    out = tempfile.mkdtemp(prefix="sn_tf_bench_head_real_")
+    with tempfile.TemporaryDirectory(prefix="sn_tf_bench_head_real_") as out:
+        return _run_real(logits, lab, out, repeats)
+
+
+def _run_real(logits, lab, out: str, repeats: int) -> dict:
+    """:func:`run_real` on the read ``logits`` and their labels ``lab``, files in ``out``."""
+    from rasterio import features
+
     transform, crs = (737201.5, 0.3, 0.0, 3736839.1, 0.0, -0.3), "EPSG:32616"
     head = lambda: rasters.polygons_from_raster(  # noqa: E731
         logits, "MVOI", kind="logit", threshold=0.0, min_area=40.0)

@@ -56,10 +56,55 @@ def test_device_elements_expand_to_the_host_elements(known_dataset, kw):
         _assert_equal(h, (image, *out) if packed.sample_weights else (image, out))
 
 
+DETECTNET_DATA = {"target": "oriented_detection", "cell_size": 8, "cvg_scale": 1.0,
+                  "contact_weight": 1.0, "augment": {"focus": 0.5, "flips": True,
+                                                     "rot90": True}}
+
+
+@pytest.mark.parametrize("kw", [
+    DETECTNET_DATA,  # the DetectNet recipe's data options
+    {**DETECTNET_DATA, "crop_on": "device"},  # and the image cut in the step
+    {**DETECTNET_DATA, "target": "detection", "cell_size": 16, "cvg_scale": 0.4},
+    {**DETECTNET_DATA, "contact_weight": None},  # no contact cells, no weights
+    {**DETECTNET_DATA, "contact_weight": 2.0, "sample_weights": True, "crop_on": "device",
+     "augment": {"flips": True}}])
+def test_detectnet_packed_boxes_expand_to_the_host_targets(known_dataset, kw):
+    """targets_on="device" for DetectNet: the crops' boxes, rectangles and contact cells
+    leave the pipeline and expand to exactly the host's coverage, bbox, orient and
+    weights."""
+    host = _elements(known_dataset.converted, "host", **{**kw, "crop_on": "host"})
+    device = _elements(known_dataset.converted, "device", **kw)
+    packed = packed_targets(known_dataset.converted, "train", kw["target"],
+                            **{"crop_size": CROP, "targets_on": "device",
+                               "image_dtype": "raw",
+                               **{k: v for k, v in kw.items() if k != "target"}})
+    assert isinstance(packed, pk.PackedDetection) and len(host) == len(device) > 0
+    for h, d in zip(host, device, strict=True):
+        assert len(d) == 2 and pk.is_packed(d[1])
+        rows = d[1][pk.BOXES].shape[1]
+        assert rows >= pk.MIN_BOX_ROWS and rows & (rows - 1) == 0  # a power of two
+        assert d[1][pk.RECTS].shape[1] == rows
+        assert (pk.CONTACT_CELLS in d[1]) == packed.needs_contact
+        if packed.needs_contact:
+            assert d[1][pk.CONTACT_CELLS].dtype == tf.uint8
+            assert d[1][pk.CONTACT_CELLS].shape[1:] == (CROP // kw["cell_size"],) * 2 + (1,)
+        assert d[0].shape[1:3] == ((CROP, 112) if kw.get("crop_on") else (CROP, CROP))
+        image, out = packed.image(d[0], d[1]), packed.expand(d[1])
+        _assert_equal(h, (image, *out) if packed.sample_weights else (image, out))
+    if packed.needs_contact:  # the walls are in these crops: the weights are not all 1
+        assert any(float(tf.reduce_max(h[2]["coverage"])) > 1 for h in host)
+
+
+def test_box_rows_are_powers_of_two():
+    got = [int(pk.box_rows(n)) for n in (0, 1, 31, 32, 33, 63, 64, 65, 127, 128, 129, 1000)]
+    assert got == [32, 32, 32, 32, 64, 64, 64, 128, 128, 128, 256, 1024]
+
+
 @pytest.mark.parametrize("target", ["oriented_detection", "detection"])
 def test_detectnet_image_cut_in_the_step_equals_the_host_crop(known_dataset, target):
-    """crop_on="device" for DetectNet: the image leaves as the window's rows, the targets
-    and weights are the host's, and the windows ride in the targets for the step."""
+    """crop_on="device" for DetectNet with host targets (the interior target needs the
+    sdf): the image leaves as the window's rows, the targets and weights are the host's,
+    and the windows ride in the targets for the step."""
     from sn_tf.input.pipeline import image_cut
 
     kw = {"target": target, "augment": {"focus": 0.5, "flips": True, "rot90": True},
@@ -80,11 +125,13 @@ def test_detectnet_image_cut_in_the_step_equals_the_host_crop(known_dataset, tar
 
 @pytest.mark.parametrize("kw, target", [
     ({"augment": {"scale_range": (0.8, 1.25)}, "boundary_weight": 2.0}, "segmentation"),
-    ({"contact_weight": 1.0}, "detection"),
+    ({"contact_weight": 1.0, "interior_level": 1.5}, "detection"),  # needs the sdf
+    ({"contact_weight": 1.0, "reader": "record"}, "detection"),  # crops read one by one
     ({"interior_level": 1.5, "boundary_weight": 2.0}, "segmentation")])
 def test_host_targets_where_the_stored_sdf_does_not_cross_the_batch(known_dataset, kw,
                                                                       target):
-    """Scale jitter, DetectNet, or targets_on="host": finished targets, as before."""
+    """Scale jitter, DetectNet crops read one by one or with the interior target, or
+    targets_on="host": finished targets, as before."""
     on = "host" if "interior_level" in kw else "device"
     assert packed_targets(known_dataset.converted, "train", target, crop_size=CROP,
                           targets_on=on, **kw) is None
@@ -128,7 +175,10 @@ def _compiled(setup, weights=None):
     ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
      "model.interior=false", "data.augment={\"focus\": 0.0}",
      "data.crop_on=\"device\""],  # plain segmentation
-    ["data.crop_on=\"device\"", "recipe=detectnet:smoke"]])  # DetectNet: the image cut
+    ["data.crop_on=\"device\"", "recipe=detectnet:smoke"],  # DetectNet: packed boxes
+    ["model.aux_interior=true", "data.interior_level=1.5", "data.crop_on=\"device\"",
+     "recipe=detectnet:smoke"]])
+    # ... with the interior target: host targets, the image cut in the step
 def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
     from sn_tf.input import pipeline
     from sn_tf.training import packed_step, trainer
@@ -171,6 +221,22 @@ def test_recipe_targets_on_is_checked(sample_tfr):
 
     with pytest.raises(trainer.ConfigError, match="data.targets_on 'gpu' unknown"):
         _setup(sample_tfr, ["data.targets_on=\"gpu\""])
+
+
+@pytest.mark.parametrize("gpu", [False, True])
+def test_auto_puts_targets_and_crops_where_they_were_measured_cheaper(monkeypatch, gpu):
+    """data.targets_on / crop_on "auto": everything in the step with a GPU; on a CPU-only
+    run the FCN's targets in the step, DetectNet's targets and every crop on the host."""
+    from sn_tf.training import setup as st
+
+    monkeypatch.setattr(st, "_gpu", lambda: gpu)
+    assert st.resolved_targets_on("auto", "segmentation") == "device"
+    for target in ("detection", "oriented_detection"):
+        assert st.resolved_targets_on("auto", target) == ("device" if gpu else "host")
+    assert st.resolved_crop_on("auto") == ("device" if gpu else "host")
+    for value in ("host", "device"):  # explicit choices stand
+        assert st.resolved_targets_on(value, "oriented_detection") == value
+        assert st.resolved_crop_on(value) == value
 
 
 MIRRORED_FIT = r"""

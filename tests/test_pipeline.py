@@ -21,6 +21,7 @@ from shapely import affinity
 from fixtures.datasets import rewritten_dataset
 from sn_tf.dataset import labels, schema
 from sn_tf.input import pipeline
+from sn_tf.input import targets as tg
 from sn_tf.input.pipeline import make_dataset, make_examples, steps_per_epoch
 from sn_tf.input.plan import _check_types
 from sn_tf.dataset.reader import read_examples
@@ -196,11 +197,11 @@ def test_contact_cells_marks_cells_within_one_cell_of_a_contact_pixel():
     contact[0, 5, 20] = 1.0                        # in cell (0, 2) of 8 px cells
     expected = np.zeros((1, 4, 6, 1), np.float32)
     expected[0, 0:2, 1:4] = 1.0                    # that cell and its neighbours
-    np.testing.assert_array_equal(pipeline.contact_cells(contact, 8).numpy(), expected)
+    np.testing.assert_array_equal(tg.contact_cells(contact, 8).numpy(), expected)
     contact[0, 31, 47] = 1.0                       # the last cell of 16 px cells
     expected = np.array([[1, 1, 1], [1, 1, 1]], np.float32)[None, ..., None]
-    np.testing.assert_array_equal(pipeline.contact_cells(contact, 16).numpy(), expected)
-    assert not pipeline.contact_cells(np.zeros((1, 32, 32, 1), np.float32), 16).numpy().any()
+    np.testing.assert_array_equal(tg.contact_cells(contact, 16).numpy(), expected)
+    assert not tg.contact_cells(np.zeros((1, 32, 32, 1), np.float32), 16).numpy().any()
 
 
 @pytest.mark.parametrize("cell_size", [16, 8])
@@ -215,7 +216,7 @@ def test_detection_contact_weight_weighs_the_cells_near_shared_walls(fx, cell_si
         np.testing.assert_array_equal(y[k], y0[k])
     # the same crops with the contact layer as a segmentation target
     _, seg = next(iter(make_dataset(fx.converted, "train", contact=True, **kw)))
-    near = pipeline.contact_cells(seg["contact"], cell_size).numpy()
+    near = tg.contact_cells(seg["contact"], cell_size).numpy()
     assert near.any() and not near.all()           # the row houses' wall, not everywhere
     for k in w:
         np.testing.assert_array_equal(w[k].numpy(), 1.0 + 3.0 * near)

@@ -14,6 +14,7 @@ from sn_tf.dataset import schema
 from sn_tf.dataset.info import ShardError
 from sn_tf.dataset.reader import shards
 from sn_tf.input import ranged
+from sn_tf.input import targets as tg
 from sn_tf.input.config import InputConfig
 from sn_tf.input.pipeline import make_dataset, make_examples
 from sn_tf.input.plan import _plan
@@ -216,6 +217,13 @@ def test_sparse_layers_cut_the_window_and_apply_the_split_symmetry():
             want = want[:, ::-1] if cols else want
             want = want.T if t else want
             np.testing.assert_array_equal(got[i, :, :, 0], want)
+        # DetectNet's contact cells (2 px cells of a 4 px crop): the crop's held cells
+        cells = ranged.sparse_cells(layers, 4, 2, [0, 1], [9, 9], [11, 11], [1, 4], [6, 0],
+                                    [rows] * 2, [cols] * 2, [t] * 2)
+        crops = ranged.sparse_crops(layers, "uint8", 4, [0, 1], [9, 9], [11, 11], [1, 4],
+                                    [6, 0], [rows] * 2, [cols] * 2, [t] * 2)
+        assert cells.shape == (2, 2, 2, 1) and cells.dtype == np.uint8
+        np.testing.assert_array_equal(cells, tg.held_cells(crops, 2).numpy())
     # the window's rows for the train step: the tile's columns, zero right of a narrow one
     got = ranged.sparse_rows(layers, "uint8", 5, 13, [0, 1], [9, 9], [11, 11], [1, 4], [6, 0])
     assert got.shape == (2, 5, 13, 1)

@@ -304,7 +304,8 @@ DETECTNET_RECIPE_DATA = {"target": "oriented_detection", "cell_size": 8, "cvg_sc
                          "contact_weight": 1.0}
 
 
-def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float):
+def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: float,
+                only=None):
     """Print ms of process CPU per delivered crop for the floor (``floor_crops``) and the
     sn_tf raw segmentation pipeline (reads=1; ``reader`` "ranged" and "record"; with the
     dihedral symmetry and without augmentation; and the FCN recipe's data options; both
@@ -312,6 +313,7 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
     and with ``crop_on="device"`` too, the column cut and symmetry left to it as well),
     rows interleaved over ``repeats`` rounds,
     with the median over rounds of each row's ratio to the floor of the same round.
+    only: words; when given, just the rows whose name holds one of them (and the floor).
     """
     from sn_tf.input.pipeline import make_dataset
 
@@ -343,11 +345,18 @@ def floor_table(data_dir: pathlib.Path, batch_size: int, repeats: int, seconds: 
             "sn_tf raw ranged, dev+crop": sn_tf("ranged", sym, "device", "device"),
             "FCN recipe ranged, dev+crop": sn_tf("ranged", {**sym, "focus": 0.7}, "device",
                                                  "device", **FCN_RECIPE_DATA),
-            # the DetectNet recipe: targets from the boxes on the host either way
-            "DetectNet recipe ranged": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
+            # the DetectNet recipe: coverage / bbox / orient grids and weights built on the
+            # host, or (device) the crops' boxes, rectangles and contact cells packed for
+            # the train step; dev+crop: the image's window rows too
+            "DetectNet recipe ranged": sn_tf("ranged", {**sym, "focus": 0.5}, "host",
                                              **DETECTNET_RECIPE_DATA),
-            "DetectNet recipe, crop dev": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
+            "DetectNet recipe, device": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
+                                              **DETECTNET_RECIPE_DATA),
+            "DetectNet recipe, dev+crop": sn_tf("ranged", {**sym, "focus": 0.5}, "device",
                                                 "device", **DETECTNET_RECIPE_DATA)}
+    if only:
+        rows = {k: v for i, (k, v) in enumerate(rows.items())
+                if i == 0 or any(word in k for word in only)}
     ms = {k: [] for k in rows}
     for _ in range(repeats):
         for name, make in rows.items():
@@ -385,6 +394,9 @@ def main(argv=None) -> int:
                    "(ranged and record readers, with and without the symmetry) interleaved, "
                    "--floor_seconds each; medians of the per-round ratios to the floor")
     p.add_argument("--floor_seconds", type=float, default=8.0)
+    p.add_argument("--floor_rows", nargs="*", default=None,
+                   help="only the floor table's rows whose name contains one of these "
+                   "words (e.g. DetectNet); the floor row always runs")
     p.add_argument("--skip_throughput", action="store_true",
                    help="print only the floor table (no per-sample loaders, no RSS)")
     p.add_argument("--no_malloc_tuning", action="store_true",
@@ -406,7 +418,8 @@ def main(argv=None) -> int:
         print(f"data: {args.tiles} Vegas tiles 650x650x8 uint16 ({rec_mb:.1f} MB/record), "
               f"generated and converted in {time.perf_counter() - t:.1f} s; {cores} cores; "
               f"malloc {'keeps freed memory' if tuned else 'defaults'} (all loaders)")
-        floor_table(data_dir, args.batch_size, args.floor_repeats, args.floor_seconds)
+        floor_table(data_dir, args.batch_size, args.floor_repeats, args.floor_seconds,
+                    args.floor_rows)
         if args.skip_throughput:
             return 0
         rss0 = _rss_mb()

@@ -69,20 +69,23 @@ Fields (shapes and conventions: ``sn_tf.input.pipeline``'s module docstring):
     back to "record" where it cannot apply (evaluation, compressed images, augment focus
     with a raw contact layer, remote paths); compressed label layers ride in the index.
     BUILD_NOTES.md section 8.
-  targets_on: where the segmentation targets and weights of training batches are built.
-    "host" (default): in the pipeline, float32 (elements as above). "device": the
-    elements are ``(image, packed)``, the stored label layers (``sn_tf.input.packed``), and
-    the train step expands them with ``sn_tf.input.pipeline.packed_targets(...).expand``
-    into the same targets and weights (``sn_tf.training`` does this). Applies to
-    segmentation crops whose stored sdf crosses the batch (no scale jitter); other plans,
-    DetectNet and evaluation get host-built targets either way. ``make_dataset`` only.
+  targets_on: where the targets and weights of training batches are built. "host"
+    (default): in the pipeline, float32 (elements as above). "device": the elements are
+    ``(image, packed)`` (``sn_tf.input.packed``): for segmentation the stored label
+    layers, for DetectNet the crops' boxes, rotated rectangles and contact cells; the
+    train step expands them with ``sn_tf.input.pipeline.packed_targets(...).expand`` into
+    the same targets and weights (``sn_tf.training`` does this). Applies to segmentation
+    crops whose stored sdf crosses the batch (no scale jitter) and to batch-read DetectNet
+    crops without the ``interior`` target; other plans and evaluation get host-built
+    targets either way. ``make_dataset`` only.
   crop_on: where training crops of batch-read plans (``reader`` "ranged", raw images of
     one type with all bands, no scale jitter) get their column cut and symmetry. "host"
     (default): in the pipeline. "device": the image leaves the pipeline as the window's
     rows (read straight into the batch, the host's memory floor) with the crops' windows
     (``sn_tf.input.packed.WINDOW``) in the packed labels (segmentation with
-    ``targets_on="device"``: the label layers as rows too) or in the targets (detection:
-    targets built on the host from the cut crops), and the train step cuts them
+    ``targets_on="device"``: the label layers as rows too; DetectNet: its boxes are
+    those of the cut crop either way) or in the targets (DetectNet with host-built
+    targets), and the train step cuts them
     (``sn_tf.input.packed.orient_crops``; ``sn_tf.training.packed_step``): the same crops,
     ~27 % more bytes to the accelerator for 650 px tiles. Other plans cut on the host
     either way.

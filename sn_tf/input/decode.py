@@ -17,6 +17,7 @@ tf = tensorflow()
 
 from sn_tf.input import augment as aug  # noqa: E402  (after TF is imported quietly)
 from sn_tf.input import ranged  # noqa: E402
+from sn_tf.input.packed import PackedDetection  # noqa: E402
 from sn_tf.input import targets as tg  # noqa: E402
 from sn_tf.input.plan import _Plan, _TypeSpec  # noqa: E402
 
@@ -420,10 +421,11 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
     layouts = [(t.dtype, t.num_bands)] + [(plan.label_arrays[f][0], 1)
                                           for f in plan.label_fields]
     contact_key = schema.label_key(plan.grid, "contact")
+    cells = _cells_of(plan)
     layer = None
     if _READ + "row" in batch:  # the compressed contact layer, from its sparse pixels
         yx, layer = _contact_layer(batch, plan, contact, contact_key in keys)
-    arrays = []
+    arrays = {}
     for key, (dtype, channels) in zip(keys, layouts):
         rows = plan.device_crop and (key == keys[0] or plan.label_rows)
         width = _span(plan) if rows else plan.crop
@@ -445,12 +447,18 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
 
             args = [batch[_READ + "file:" + key], batch[_READ + "pos:" + key], hw, yx, sym]
             x = tf.numpy_function(read, args, tf.dtypes.as_dtype(dtype), stateful=True)
-        arrays.append(tf.ensure_shape(x, [None, plan.crop, width, channels]))
-    out["image"] = arrays[0]
-    if len(arrays) > 1:
-        out[_STORED_SDF] = arrays[1]
-    if len(arrays) > 2:  # the contact layer stays uint8 (no float16 channel beside the sdf)
-        out[_STORED_CONTACT] = arrays[2]
+        if key == contact_key and cells:  # DetectNet's packed weights: the held cells
+            if layer is None:  # a raw layer read by window
+                x = tg.held_cells(x, cells)
+            arrays[key] = tf.ensure_shape(x, [None, plan.crop // cells, plan.crop // cells, 1])
+        else:
+            arrays[key] = tf.ensure_shape(x, [None, plan.crop, width, channels])
+    out["image"] = arrays[keys[0]]
+    sdf_key = schema.label_key(plan.grid, "sdf")
+    if sdf_key in arrays:
+        out[_STORED_SDF] = arrays[sdf_key]
+    if contact_key in arrays:  # the contact layer stays uint8 (no float16 channel beside
+        out[_STORED_CONTACT] = arrays[contact_key]  # the sdf), or DetectNet's held cells
     if plan.device_crop:  # the column within the delivered span, then the symmetry
         first = tf.numpy_function(lambda w, x0: ranged.row_span(w, _span(plan), x0),
                                   [hw[:, 1], yx[:, 1]], tf.int32, stateful=False)
@@ -459,6 +467,12 @@ def read_batch(batch: dict, plan: _Plan, pool, contact=None) -> dict:
 
 
 _WINDOW = "_window"  # internal batch key: read_batch's crop windows (plan.device_crop)
+
+
+def _cells_of(plan: _Plan) -> int:
+    """The cell size when a batch read delivers the contact layer as DetectNet's held
+    cells (packed DetectNet labels, ``sn_tf.input.packed.PackedDetection``), else 0."""
+    return plan.packed.cell_size if isinstance(plan.packed, PackedDetection) else 0
 
 
 def _span(plan: _Plan) -> int:
@@ -474,9 +488,10 @@ def _contact_layer(batch: dict, plan: _Plan, contact, cut: bool):
     when the batch has ``_READ + "focus"``, else as drawn; with ``cut`` the layer's crops
     in its stored dtype ([B, crop, crop, 1] with the crops' symmetries,
     ``ranged.sparse_crops``, or the window's rows with ``plan.label_rows``,
-    ``ranged.sparse_rows``), else None."""
-    dtype = plan.label_arrays["contact"][0]
-    crop, rows = plan.crop, plan.label_rows
+    ``ranged.sparse_rows``, or for packed DetectNet labels the held cells uint8
+    [B, crop / S, crop / S, 1], ``ranged.sparse_cells``), else None."""
+    crop, rows, cells = plan.crop, plan.label_rows, _cells_of(plan)
+    dtype = "uint8" if cells else plan.label_arrays["contact"][0]
     focus = _READ + "focus" in batch
 
     def cut_layer(index_rows, hw, yx, draws, sym):
@@ -487,6 +502,10 @@ def _contact_layer(batch: dict, plan: _Plan, contact, cut: bool):
                           np.int32).reshape(-1, 2)
         if not cut:
             return yx, np.zeros((0, crop, crop, 1), dtype)
+        if cells:
+            return yx, ranged.sparse_cells(contact, crop, cells, index_rows, hw[:, 0],
+                                           hw[:, 1], yx[:, 0], yx[:, 1], sym[:, 0],
+                                           sym[:, 1], sym[:, 2])
         if rows:
             return yx, ranged.sparse_rows(contact, dtype, crop, _span(plan), index_rows,
                                           hw[:, 0], hw[:, 1], yx[:, 0], yx[:, 1])

@@ -1,22 +1,32 @@
-"""Segmentation targets built in the train step (``targets_on="device"``).
+"""Training targets built in the train step (``targets_on="device"``).
 
-With ``make_dataset(..., targets_on="device")`` a segmentation training batch leaves the
-pipeline as ``(image, packed)``: ``packed`` holds the label layers as the crops read them
-(:data:`STORED_SDF` the stored sdf, float16 [B, H, W, 1]; :data:`STORED_CONTACT` the contact
-layer in its stored dtype, uint8 or float16 [B, H, W, 1], when the targets or weights need
-it) instead of the float32 targets and per-pixel weights. :meth:`PackedTargets.expand`
-turns them into exactly the targets and weights the pipeline builds on the host
-(``targets_on="host"``): the same functions (``sn_tf.input.targets``) on the same values,
-run where the train step runs (the accelerator). Training crops have no padding, so the
-valid mask is all ones there too.
+Segmentation (:class:`PackedTargets`): with ``make_dataset(..., targets_on="device")`` a
+segmentation training batch leaves the pipeline as ``(image, packed)``: ``packed`` holds
+the label layers as the crops read them (:data:`STORED_SDF` the stored sdf, float16
+[B, H, W, 1]; :data:`STORED_CONTACT` the contact layer in its stored dtype, uint8 or float16
+[B, H, W, 1], when the targets or weights need it) instead of the float32 targets and
+per-pixel weights. :meth:`PackedTargets.expand` turns them into exactly the targets and
+weights the pipeline builds on the host (``targets_on="host"``): the same functions
+(``sn_tf.input.targets``) on the same values, run where the train step runs (the
+accelerator). Training crops have no padding, so the valid mask is all ones there too.
+
+DetectNet (:class:`PackedDetection`): batch-read crops leave with their boxes and rotated
+rectangles, already cut and turned with the crop's window and symmetry on the host (a few
+hundred bytes a crop; :data:`BOXES`, :data:`RECTS`, zero rows padding them to a power of
+two), and for the contact weights the cells of the crop holding a contact pixel
+(:data:`CONTACT_CELLS`, uint8 [B, h, w, 1], cut from the tile's sparse contact pixels)
+instead of the ``coverage`` / ``bbox`` / ``orient`` grids: building those claims every cell
+for every box ([B, N, h, w]), ~3 ms of host CPU a crop, and :meth:`PackedDetection.expand`
+does it in the step (``targets.detectnet_targets``, ``targets.detectnet_weights``: the
+same ops on the same values).
 
 With ``crop_on="device"`` too, the crop's column cut and symmetry move there as well: the
-image and the label layers arrive as the window's rows ([B, crop, S, C], S the tiles'
-width: each read straight from the page-cached shard into the batch, the host's memory
-floor) with :data:`WINDOW`, and :func:`orient_crops` cuts them exactly as the host would
-(:meth:`PackedTargets.image`, :meth:`PackedTargets.expand`). DetectNet's elements keep
-their host-built targets from the cut crops and carry the image's rows, with the windows
-under :data:`WINDOW` in the targets dict (``sn_tf.training.packed_step`` cuts the image).
+image (and the segmentation label layers) arrive as the window's rows ([B, crop, S, C], S
+the tiles' width: each read straight from the page-cached shard into the batch, the host's
+memory floor) with :data:`WINDOW`, and :func:`orient_crops` cuts them exactly as the host
+would (``image``, ``expand``). DetectNet elements whose targets stay on the host (the
+``interior`` target needs the sdf) carry the image's rows with the windows under
+:data:`WINDOW` in the targets dict (``sn_tf.training.packed_step`` cuts the image).
 
 ``sn_tf.training`` installs the expansion in the model's ``train_step`` (Keras ``fit``) and
 in the multi-worker custom step; evaluation, prediction and export are unchanged (they never
@@ -32,7 +42,7 @@ from sn_tf.utils.tfimport import tensorflow
 
 tf = tensorflow()
 
-#: Where the segmentation targets and weights of training batches are built.
+#: Where the targets and weights of training batches are built.
 TARGETS_ON = ("host", "device")
 #: Where the column crop and the symmetry of such batches are done (``crop_on``).
 CROP_ON = ("host", "device")
@@ -40,6 +50,13 @@ CROP_ON = ("host", "device")
 STORED_SDF = "stored_sdf"
 STORED_CONTACT = "stored_contact"
 WINDOW = "window"  # int32 [B, 4] with crop_on="device": see orient_crops
+#: ... and of a packed DetectNet label dict (PackedDetection).
+BOXES = "boxes_xyxy_px"  # float32 [B, N, 4], N a power of two >= MIN_BOX_ROWS
+RECTS = "rects_px"  # float32 [B, N, 8]
+CONTACT_CELLS = "contact_cells"  # uint8 [B, h, w, 1]: cells holding a contact pixel
+#: The fewest box rows of a packed DetectNet batch; more are padded to the next power of
+#: two, so that an XLA-compiled train step sees a handful of shapes, not one per count.
+MIN_BOX_ROWS = 32
 
 
 def check_targets_on(value) -> str:
@@ -75,8 +92,18 @@ def orient_crops(rows, window, crop: int):
 
 
 def is_packed(labels) -> bool:
-    """True when ``labels`` (the second item of a training element) is a packed dict."""
-    return isinstance(labels, dict) and STORED_SDF in labels
+    """True when ``labels`` (the second item of a training element) is a packed dict
+    (segmentation layers or DetectNet boxes)."""
+    return isinstance(labels, dict) and (STORED_SDF in labels or BOXES in labels)
+
+
+def box_rows(n):
+    """int32 scalar: the rows a packed DetectNet batch pads ``n`` (int32 scalar) boxes
+    to: :data:`MIN_BOX_ROWS`, or the next power of two at or above ``n``."""
+    n = tf.maximum(tf.cast(n, tf.int32), MIN_BOX_ROWS)
+    bits = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32)) / tf.math.log(2.0) - 1e-4)
+    rows = tf.cast(tf.round(tf.pow(2.0, bits)), tf.int32)
+    return tf.where(rows < n, 2 * rows, rows)  # float rounding can never drop a box
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,6 +127,11 @@ class PackedTargets:
     interior_level: float | None = None
     core_weight: float | None = None
     crop: int = 0
+
+    @property
+    def layers_as_rows(self) -> bool:
+        """True when the label layers leave as the window's rows (with :attr:`crop`)."""
+        return bool(self.crop)
 
     @property
     def needs_contact(self) -> bool:
@@ -141,6 +173,88 @@ class PackedTargets:
                                        self.boundary_weight, self.boundary_sigma,
                                        self.contact_weight, self.interior_level,
                                        self.core_weight)
+
+    def image(self, image, packed: dict):
+        """The training element's image: with :attr:`crop`, cut from the window's rows
+        [B, crop, S, C] (:func:`orient_crops`), else ``image`` itself."""
+        return orient_crops(image, packed[WINDOW], self.crop) if self.crop else image
+
+
+@dataclasses.dataclass(frozen=True)
+class PackedDetection:
+    """How packed DetectNet labels become a training batch's targets and weights: the
+    crops' boxes and rotated rectangles (padded with zero rows) and, with a contact
+    weight, the cells holding a contact pixel, instead of the host-built
+    ``coverage`` / ``bbox`` / ``orient`` grids (``sn_tf.input.targets``).
+
+    size: the crops' side (pixels; the targets' image size); cell_size, cvg_scale,
+    oriented (coverage claimed by the rectangles, plus the ``orient`` target): as
+    ``targets.detectnet_targets``; sample_weights: weights are returned (1 per cell, times
+    ``1 + contact_weight`` within one cell of a contact pixel with ``contact_weight``);
+    crop: with ``crop_on="device"`` the crop size, the image arriving as the window's rows
+    with the :data:`WINDOW` to cut it by, else 0 (the boxes are always those of the cut
+    crop: the host cuts and turns them with the crop's window and symmetry).
+    """
+
+    size: int
+    cell_size: int
+    cvg_scale: float
+    oriented: bool
+    sample_weights: bool
+    contact_weight: float | None = None
+    crop: int = 0
+
+    #: The labels are boxes and cells, never the window's rows of a layer.
+    layers_as_rows = False
+
+    @property
+    def needs_contact(self) -> bool:
+        """True when the packed labels must carry the contact cells."""
+        return self.sample_weights and self.contact_weight is not None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The target names, in the order of the host-built element."""
+        return ("coverage", "bbox", "orient") if self.oriented else ("coverage", "bbox")
+
+    def pack(self, boxes, rects, cells=None, window=None) -> dict:
+        """The packed labels: :data:`BOXES` [B, N, 4] and :data:`RECTS` [B, N, 8] (float32,
+        ``boxes`` and ``rects`` [B, M, .] padded with zero rows to ``N = box_rows(M)``),
+        :data:`CONTACT_CELLS` ``cells`` [B, h, w, 1] uint8 when :attr:`needs_contact`,
+        :data:`WINDOW` ``window`` when :attr:`crop` is set."""
+        rows = box_rows(tf.shape(boxes)[1])
+
+        def pad(x, width):
+            x = tf.cast(x, tf.float32)
+            x = tf.pad(x, [[0, 0], [0, rows - tf.shape(x)[1]], [0, 0]])
+            return tf.ensure_shape(x, [None, None, width])
+
+        out = {BOXES: pad(boxes, 4), RECTS: pad(rects, 8)}
+        if self.needs_contact:
+            if cells is None:
+                raise ValueError("these weights need the contact cells; the batch has none")
+            out[CONTACT_CELLS] = cells
+        if self.crop:
+            if window is None:
+                raise ValueError("crop_on='device' labels need the crops' windows")
+            out[WINDOW] = window
+        return out
+
+    def expand(self, packed: dict):
+        """Packed labels -> ``targets`` dict, or ``(targets, weights)`` with
+        ``sample_weights``: float32 [B, h, w, .] each (``coverage``, ``bbox``, with
+        :attr:`oriented` ``orient``), equal to the host-built ones (the same
+        ``targets.detectnet_targets`` and ``targets.detectnet_weights`` on the same
+        boxes; zero box rows are padding there too)."""
+        out = tg.detectnet_targets(packed[BOXES], self.size, self.size, self.cell_size,
+                                   self.cvg_scale, rects=packed[RECTS],
+                                   cvg_shape="rect" if self.oriented else "box")
+        targets = {k: out[k] for k in self.names}
+        if not self.sample_weights:
+            return targets
+        return targets, tg.detectnet_weights(tf.ones_like(out["coverage"]), self.names,
+                                             self.contact_weight,
+                                             packed.get(CONTACT_CELLS))
 
     def image(self, image, packed: dict):
         """The training element's image: with :attr:`crop`, cut from the window's rows

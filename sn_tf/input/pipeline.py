@@ -23,9 +23,11 @@ Training (``training=True``), one element per batch of random crops:
     ``boundary_weight`` is set or ``training=False``): one map per target, same
     [B, ., ., 1] shape: segmentation = valid-region mask x boundary weight map,
     detection = 1 for cells holding at least one valid (unpadded) pixel.
-  * ``targets_on="device"`` (segmentation crops whose stored sdf crosses the batch):
-    ``(image, packed)`` instead, the stored label layers (``sn_tf.input.packed``), which
-    ``packed_targets(...).expand`` turns into the same targets and weights in the train step;
+  * ``targets_on="device"`` (segmentation crops whose stored sdf crosses the batch;
+    batch-read DetectNet crops without the interior target): ``(image, packed)`` instead,
+    the stored label layers or the crops' boxes, rectangles and contact cells
+    (``sn_tf.input.packed``), which ``packed_targets(...).expand`` turns into the same
+    targets and weights in the train step;
     with ``crop_on="device"`` too (batch-read crops), the image and the layers are the
     window's rows [B, crop, S, .] and ``packed_targets(...)`` ``image`` / ``expand`` cut them
     there (``sn_tf.input.packed.orient_crops``).
@@ -133,8 +135,8 @@ from sn_tf.input.decode import (_CONTACT_WEIGHT,  # noqa: E402
                                 _feature_spec, _seg_targets, _train_example,
                                 _with_payload_sources, read_batch)
 from sn_tf.input.normalization import normalization_mean_std  # noqa: E402
-from sn_tf.input.packed import (WINDOW, PackedTargets, check_crop_on,  # noqa: E402
-                                check_targets_on)
+from sn_tf.input.packed import (WINDOW, PackedDetection, PackedTargets,  # noqa: E402
+                                check_crop_on, check_targets_on)
 from sn_tf.input.plan import _normalization, _Plan, _plan, _type_specs  # noqa: E402
 
 
@@ -275,8 +277,14 @@ def _packed_batch(batch: dict, plan: _Plan) -> dict:
     """``{"image", _PACKED}`` of a training batch whose targets the train step builds:
     the stored sdf [B, H, W, 1] and, when needed, the contact layer [B, H, W, 1] (the last
     label channel of per-example crops, or ``read_batch``'s uint8 layer), packed by
-    ``plan.packed`` (``sn_tf.input.packed``). No valid mask: training crops have no
-    padding."""
+    ``plan.packed`` (``sn_tf.input.packed``); for DetectNet the crops' boxes and
+    rectangles (ragged: padded with zero rows) and ``read_batch``'s held contact cells.
+    No valid mask: training crops have no padding."""
+    if isinstance(plan.packed, PackedDetection):
+        return {"image": batch["image"],
+                _PACKED: plan.packed.pack(batch["boxes"].to_tensor(),
+                                          batch["rects"].to_tensor(),
+                                          batch.get(_STORED_CONTACT), batch.get(_WINDOW))}
     labels = batch[_STORED_SDF]
     contact = batch.get(_STORED_CONTACT)
     if labels.shape[-1] != 1:  # per-example crops: the label channels stacked
@@ -427,18 +435,6 @@ def _epochs(training: bool, repeat) -> int | None:
     raise ValueError(f"repeat must be None, a bool or a positive int, got {repeat!r}")
 
 
-def contact_cells(contact, cell_size: int):
-    """float32 [B, h, w, 1] in {0, 1}: cells of ``cell_size`` pixels that hold a contact
-    pixel of ``contact`` [B, H, W, 1] (H, W multiples of ``cell_size``) or have a neighbour
-    (8-connected) that does. The cells are an any-reduction over a reshape: TF's CPU
-    ``max_pool2d`` over the one-channel [B, 512, 512, 1] took ~5 ms a crop."""
-    shape = tf.shape(contact)
-    h, w = shape[1] // cell_size, shape[2] // cell_size
-    hit = tf.reshape(contact > 0, [shape[0], h, cell_size, w, cell_size])
-    held = tf.cast(tf.reduce_any(hit, axis=[2, 4]), tf.float32)[..., None]
-    return tf.nn.max_pool2d(held, 3, 1, "SAME")
-
-
 #: Pixels over which the ``core_weight`` ramps up inside the interior level (``keras_element``).
 CORE_RAMP_PX = tg.CORE_RAMP_PX
 
@@ -480,10 +476,12 @@ def keras_element(batch: dict, target: str, sample_weights: bool,
         cells = tg.valid_cells(batch["height"], batch["width"], shape[1], shape[2], cell_size)
     else:
         cells = tf.ones_like(batch["coverage"])
+    held = None
     if contact_weight is not None:
-        cells = cells * (1.0 + contact_weight * contact_cells(
-            batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT], cell_size))
-    weights = {name: cells for name in targets if name != "interior"}
+        held = tg.held_cells(batch["contact"] if "contact" in batch else batch[_CONTACT_WEIGHT],
+                             cell_size)
+    weights = tg.detectnet_weights(cells, [n for n in targets if n != "interior"],
+                                   contact_weight, held)
     if interior_level is not None:
         weights["interior"] = batch["valid"]
     return batch["image"], targets, weights
@@ -550,9 +548,11 @@ def make_dataset(data_dir, split: str, target: str = "segmentation", training: b
 def packed_targets(data_dir, split: str, target: str = "segmentation",
                    config: InputConfig | None = None, **options) -> PackedTargets | None:
     """How the train step expands ``make_dataset``'s packed training labels (same
-    arguments, ``training=True``): a ``sn_tf.input.packed.PackedTargets``, or None when
-    the dataset delivers finished targets (``targets_on="host"``, DetectNet, labels that
-    do not cross the batch as the stored sdf: scale jitter, mask + distance)."""
+    arguments, ``training=True``): a ``sn_tf.input.packed.PackedTargets`` (segmentation)
+    or ``PackedDetection`` (DetectNet), or None when the dataset delivers finished targets
+    (``targets_on="host"``; segmentation labels that do not cross the batch as the stored
+    sdf: scale jitter, mask + distance; DetectNet crops not read by batch, or with the
+    ``interior`` target)."""
     cfg = input_config(config, options)
     return _keras_plan(load_info(data_dir), split, target, True, cfg)[0].packed
 
@@ -616,10 +616,24 @@ def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
             plan.truncation, plan.contact, el.sample_weights, plan.boundary_weight,
             plan.boundary_sigma, plan.contact_weight, el.interior_level, el.core_weight,
             crop=plan.crop if cfg.crop_on == "device" and plan.batch_read else 0))
+    if cfg.targets_on == "device" and target != "segmentation" and _packed_detection(
+            plan, el):
+        plan = dataclasses.replace(
+            plan, label_fields=("contact",) if plan.contact_weight is not None else (),
+            packed=PackedDetection(
+                plan.crop, plan.cell_size, plan.cvg_scale, plan.oriented, el.sample_weights,
+                plan.contact_weight, crop=plan.crop if cfg.crop_on == "device" else 0))
     if cfg.crop_on == "device" and training and plan.batch_read and (
             plan.packed is not None or target != "segmentation"):  # DetectNet: the image
         plan = dataclasses.replace(plan, device_crop=True)
     return plan, el
+
+
+def _packed_detection(plan: _Plan, el: _ElementOptions) -> bool:
+    """True when a DetectNet plan's training batches can leave as packed labels
+    (``PackedDetection``): batch-read crops whose only label layer is the contact layer
+    of the weights (no ``interior`` target, which needs the sdf)."""
+    return plan.training and plan.batch_read and el.interior_level is None
 
 
 def _runtime(cfg: InputConfig, input_context) -> _Runtime:

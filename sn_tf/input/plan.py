@@ -78,8 +78,9 @@ class _Plan:
     contact_weight: float | None = None  # sample weights + contact_weight on contact pixels
     oriented: bool = False  # target "oriented_detection": rectangle coverage + orient targets
     ranged: bool = False  # training windows read from the shard files (sn_tf.input.ranged)
-    packed: Any = None  # sn_tf.input.packed.PackedTargets: the train step builds the
-    # segmentation targets from the stored label layers (make_dataset targets_on="device")
+    packed: Any = None  # sn_tf.input.packed.PackedTargets / PackedDetection: the train
+    # step builds the targets from the stored label layers or the crops' boxes
+    # (make_dataset targets_on="device")
     boxes: bool = True  # training crops carry boxes and rectangles (make_examples and the
     # detection targets; make_dataset's segmentation elements use none, so it sets False)
     device_crop: bool = False  # make_dataset(crop_on="device"): batch-read crops leave as
@@ -95,11 +96,13 @@ class _Plan:
         """True when ranged training crops are read a whole batch at a time
         (``sn_tf.input.ranged.read_crops``, straight into reused batch buffers): raw
         delivery of one image type with all its bands, labels none or the stored raw sdf
-        (and the contact layer: raw by window, zlib inflated per crop), no scale jitter. Other ranged plans read per example (``decode._ranged_window``)."""
+        and / or the contact layer (raw by window, zlib from its sparse pixels), no scale
+        jitter. Other ranged plans read per example (``decode._ranged_window``)."""
         return (self.ranged and self.raw and len(self.types) == 1
                 and self.types[0].all_channels
-                and self.label_fields in ((), ("sdf",), ("sdf", "contact"))
-                and all(self.label_arrays[f][1] == "raw" for f in self.label_fields[:1])
+                and self.label_fields in ((), ("sdf",), ("sdf", "contact"), ("contact",))
+                and all(self.label_arrays[f][1] == "raw" for f in self.label_fields
+                        if f == "sdf")
                 and self.augment.scale_range is None)
 
     @property
@@ -112,9 +115,10 @@ class _Plan:
 
     @property
     def label_rows(self) -> bool:
-        """True when the label layers leave as the window's rows too (packed labels of a
-        ``device_crop`` plan); DetectNet's targets are built on the host from cut crops."""
-        return self.device_crop and self.packed is not None
+        """True when the label layers leave as the window's rows too (packed segmentation
+        labels of a ``device_crop`` plan); DetectNet's packed labels are the cut crop's
+        boxes and contact cells."""
+        return self.device_crop and self.packed is not None and self.packed.layers_as_rows
 
     @property
     def raw(self) -> bool:

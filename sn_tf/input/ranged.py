@@ -480,6 +480,29 @@ def sparse_crops(layers: SparseLayers, dtype, crop: int, rows, heights, widths, 
     return out
 
 
+def sparse_cells(layers: SparseLayers, crop: int, cell_size: int, rows, heights, widths,
+                 y0s, x0s, flip_rows, flip_cols, transposes) -> np.ndarray:
+    """uint8 [B, h, w, 1] (h = w = ``crop // cell_size``): for each crop i, 1 in the cells
+    of ``cell_size`` pixels of its window ``(y0s[i], x0s[i], crop)`` of index row
+    ``rows[i]``'s layer that hold a pixel > 0, with the crop's symmetry (as
+    :func:`sparse_crops`; it permutes whole cells when ``cell_size`` divides ``crop``).
+    Equal to ``sn_tf.input.targets.held_cells`` of :func:`sparse_crops`' layer, without
+    the [crop, crop] layer: the DetectNet contact weights' only use of it."""
+    n = crop // cell_size
+    out = np.empty((len(rows), n, n, 1), np.uint8)
+    grid = np.empty((n, n), np.uint8)
+    for i in range(len(rows)):
+        w = int(widths[i])
+        flat, _ = layers.get(int(rows[i]), int(heights[i]), w)
+        r, c = np.divmod(flat, w)
+        r, c = r - int(y0s[i]), c - int(x0s[i])
+        inside = (r >= 0) & (r < crop) & (c >= 0) & (c < crop)
+        grid[...] = 0
+        grid[r[inside] // cell_size, c[inside] // cell_size] = 1
+        out[i, :, :, 0] = _symmetric(grid, flip_rows[i], flip_cols[i], transposes[i])
+    return out
+
+
 def sparse_rows(layers: SparseLayers, dtype, crop: int, span: int, rows, heights, widths,
                 y0s, x0s) -> np.ndarray:
     """[B, crop, span, 1] ``dtype``: for each crop i, rows ``[y0s[i], y0s[i] + crop)`` of

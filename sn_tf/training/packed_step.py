@@ -1,5 +1,5 @@
-"""Segmentation targets built in the train step from packed labels (recipe
-``data.targets_on: "device"``; ``sn_tf.input.packed``).
+"""Training targets built in the train step from packed labels (recipe
+``data.targets_on``, "device" or "auto" with a GPU; ``sn_tf.input.packed``).
 
 The training dataset then yields ``(raw image, packed labels)``; :func:`label_expander`
 gives the function that turns packed labels into the targets and per-pixel weights the
@@ -26,13 +26,15 @@ from sn_tf.training.setup import Setup, _target, input_config_of
 
 def label_expander(setup: Setup):
     """None when the recipe's training batches carry finished targets and cut crops, else
-    a function ``(x, labels) -> (x, targets, weights or None)``: packed labels (dict of
-    [B, H, W, 1] stored layers) made into the targets and per-pixel weights (dicts of
-    float32 [B, H, W, 1] keyed by output name, as ``train_dataset`` would deliver them with
-    ``data.targets_on: "host"``) and, with ``data.crop_on: "device"``, the image and the
-    layers cut from the window's rows first (``sn_tf.input.packed.orient_crops``); for
-    DetectNet (finished targets) with ``crop_on: "device"``, the image cut by the windows
-    under ``packed.WINDOW`` in its targets, the weights None (the element's own stay)."""
+    a function ``(x, labels) -> (x, targets, weights or None)``: packed labels (FCN: dict
+    of [B, H, W, 1] stored layers; DetectNet: the crops' boxes, rectangles and contact
+    cells) made into the targets and weights (dicts of float32 [B, ., ., .] keyed by output
+    name, as ``train_dataset`` would deliver them with ``data.targets_on: "host"``) and,
+    with ``data.crop_on: "device"``, the image (and the FCN's layers) cut from the
+    window's rows first (``sn_tf.input.packed.orient_crops``); for DetectNet with finished
+    targets (``targets_on: "host"``, or the ``interior`` target) and ``crop_on: "device"``,
+    the image cut by the windows under ``packed.WINDOW`` in its targets, the weights None
+    (the element's own stay)."""
     split = setup.config["data"]["train_split"]
     args = (setup.data_dir, split, _target(setup.config), input_config_of(setup, split))
     packed = pipeline.packed_targets(*args)

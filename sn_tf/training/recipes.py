@@ -146,7 +146,7 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
                  "sdf_truncation": None,
                  "cvg_scale": 0.4,
                  "augment": None, "normalization": "dataset_info", "image_dtype": "raw",
-                 "crops_per_tile": 1, "reader": "ranged", "targets_on": "device",
+                 "crops_per_tile": 1, "reader": "ranged", "targets_on": "auto",
                  "crop_on": "auto"}
 # data.image_dtype "raw": the pipeline feeds stored values and the model normalises them
 # (and applies gain/offset/noise augmentation) in its first layers, on the accelerator;
@@ -156,11 +156,13 @@ DATA_DEFAULTS = {"image_types": ["MUL-PanSharpen"], "bands": None, "crop_size": 
 # k consecutive batches then hold the same tiles, and an epoch sees 1/k as many tiles.
 # data.reader "ranged": training crops read only their window rows from the shards (same
 # crops as "record", which reads whole CRC-checked records; BUILD_NOTES.md section 8).
-# data.targets_on "device": segmentation (FCN) training batches carry the stored label
-# layers (float16 sdf, uint8 contact layer) and the train step builds the targets and
-# per-pixel weights from them on the accelerator (sn_tf.training.packed_step; the same
-# values as "host", which builds them in float32 on the input CPUs; BUILD_NOTES.md
-# section 8, session 5). DetectNet's targets come from boxes on the host either way.
+# data.targets_on "auto" ("device" with a GPU): training batches carry the stored label
+# layers (FCN: float16 sdf, uint8 contact layer) or the crops' boxes, rectangles and
+# contact cells (DetectNet), and the train step builds the targets and weights from them on
+# the accelerator (sn_tf.training.packed_step; the same values as "host", which builds
+# them in float32 on the input CPUs; BUILD_NOTES.md section 8, sessions 5 and 7). Without a
+# GPU, "auto" keeps "device" for the FCN (no dearer) and "host" for DetectNet (~3 % less
+# CPU than in the step).
 # data.crop_on "auto": training crops go to the train step as their window's rows and it
 # cuts them ("device": the host's input work near its memory floor; FCN image and label
 # layers, DetectNet image) when TensorFlow sees a GPU; "host" cuts them in the pipeline,

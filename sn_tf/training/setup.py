@@ -34,6 +34,8 @@ from sn_tf.utils.errors import SnTfError  # noqa: E402
 
 #: ``data.crop_on`` values: ``sn_tf.input.packed.CROP_ON`` and "auto".
 CROP_ON_CHOICES = ("auto",) + packed.CROP_ON
+#: ``data.targets_on`` values: ``sn_tf.input.packed.TARGETS_ON`` and "auto".
+TARGETS_ON_CHOICES = ("auto",) + packed.TARGETS_ON
 
 
 def _target(config: dict) -> str:
@@ -184,12 +186,10 @@ def resolve(config: dict, data_dir) -> Setup:
         raise ConfigError(f"data.image_dtype {image_dtype!r} unknown; known: "
                           f"{IMAGE_DTYPES}")
     targets_on = data.get("targets_on", DATA_DEFAULTS["targets_on"])
-    try:
-        packed.check_targets_on(targets_on)
-    except ValueError:
+    if targets_on not in TARGETS_ON_CHOICES:
         raise ConfigError(f"data.targets_on {targets_on!r} unknown; known: "
-                          f"{packed.TARGETS_ON} (where the segmentation targets and weights "
-                          f"of training batches are built)") from None
+                          f"{TARGETS_ON_CHOICES} (where the targets and weights of training "
+                          f"batches are built: 'auto' = 'device' with a GPU)")
     crop_on = data.get("crop_on", DATA_DEFAULTS["crop_on"])
     if crop_on not in CROP_ON_CHOICES:
         raise ConfigError(f"data.crop_on {crop_on!r} unknown; known: {CROP_ON_CHOICES} "
@@ -307,12 +307,29 @@ def input_config_of(setup: Setup, split: str, training: bool = True) -> InputCon
         return base.replace(pad_to_multiple=setup.stride)
     return base.replace(
         boundary_weight=d.get("boundary_weight"), augment=setup.augment_split()[0],
-        crops_per_tile=d["crops_per_tile"], reader=d["reader"], targets_on=d["targets_on"],
+        crops_per_tile=d["crops_per_tile"], reader=d["reader"],
+        targets_on=resolved_targets_on(d["targets_on"], _target(setup.config)),
         crop_on=resolved_crop_on(d["crop_on"]),
         contact=setup.contact_output,
         contact_weight=d.get("contact_weight"),
         interior_level=d.get("interior_level") if setup.interior_output else None,
         core_weight=d.get("core_weight") if setup.interior_output else None)
+
+
+def _gpu() -> bool:
+    """True when TensorFlow sees a GPU."""
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def resolved_targets_on(value: str, target: str) -> str:
+    """``data.targets_on`` as the pipeline takes it: "auto" is "device" when TensorFlow
+    sees a GPU; on a CPU-only run "device" for segmentation (its step builds the FCN's
+    targets no dearer than the input CPUs do) and "host" for DetectNet ("device" measured
+    ~3 % more CPU there: BUILD_NOTES.md section 8, session 7). ``target``: the pipeline
+    target ("segmentation", "detection", "oriented_detection")."""
+    if value != "auto":
+        return value
+    return "device" if _gpu() or target == "segmentation" else "host"
 
 
 def resolved_crop_on(value: str) -> str:
@@ -321,7 +338,7 @@ def resolved_crop_on(value: str) -> str:
     cut them on the same CPUs, in its train step instead of beside it)."""
     if value != "auto":
         return value
-    return "device" if tf.config.list_physical_devices("GPU") else "host"
+    return "device" if _gpu() else "host"
 
 
 def train_dataset(setup: Setup, batch_size: int, input_context=None):

@@ -91,6 +91,17 @@ def orient_crops(rows, window, crop: int):
     return tf.where(transpose[:, None, None, None] > 0, tf.transpose(x, [0, 2, 1, 3]), x)
 
 
+_NO_WINDOW = "crop_on='device' labels need the crops' windows"
+
+
+def _put(out: dict, key: str, value, needed: bool, missing: str) -> None:
+    """``out[key] = value`` when ``needed``; ValueError(``missing``) if it is then None."""
+    if needed:
+        if value is None:
+            raise ValueError(missing)
+        out[key] = value
+
+
 def is_packed(labels) -> bool:
     """True when ``labels`` (the second item of a training element) is a packed dict
     (segmentation layers or DetectNet boxes)."""
@@ -143,21 +154,16 @@ class PackedTargets:
         dtype) plus ``STORED_CONTACT: contact`` ([B, H, W, 1], stored dtype) when
         :attr:`needs_contact`, plus ``WINDOW: window`` when :attr:`crop` is set."""
         out = {STORED_SDF: sdf}
-        if self.needs_contact:
-            if contact is None:
-                raise ValueError("these targets need the contact layer; the batch has none")
-            out[STORED_CONTACT] = contact
-        if self.crop:
-            if window is None:
-                raise ValueError("crop_on='device' labels need the crops' windows")
-            out[WINDOW] = window
+        _put(out, STORED_CONTACT, contact, self.needs_contact,
+             "these targets need the contact layer; the batch has none")
+        _put(out, WINDOW, window, bool(self.crop), _NO_WINDOW)
         return out
 
     def expand(self, packed: dict):
         """Packed labels -> ``targets`` dict, or ``(targets, weights)`` with
         ``sample_weights``: float32 [B, H, W, 1] each, equal to the host-built ones. With
         :attr:`crop` the layers are cut first (:func:`orient_crops`); the image then needs
-        the same cut: :meth:`expand_element`."""
+        the same cut: :meth:`image`."""
         if self.crop:
             packed = {k: orient_crops(v, packed[WINDOW], self.crop)
                       for k, v in packed.items() if k != WINDOW}
@@ -230,14 +236,9 @@ class PackedDetection:
             return tf.ensure_shape(x, [None, None, width])
 
         out = {BOXES: pad(boxes, 4), RECTS: pad(rects, 8)}
-        if self.needs_contact:
-            if cells is None:
-                raise ValueError("these weights need the contact cells; the batch has none")
-            out[CONTACT_CELLS] = cells
-        if self.crop:
-            if window is None:
-                raise ValueError("crop_on='device' labels need the crops' windows")
-            out[WINDOW] = window
+        _put(out, CONTACT_CELLS, cells, self.needs_contact,
+             "these weights need the contact cells; the batch has none")
+        _put(out, WINDOW, window, bool(self.crop), _NO_WINDOW)
         return out
 
     def expand(self, packed: dict):

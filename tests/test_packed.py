@@ -167,19 +167,23 @@ def _compiled(setup, weights=None):
     return model
 
 
-@pytest.mark.parametrize("sets", [
-    [],  # the FCN recipe: boundary, contact and interior weights, focus
-    # crops cut in the step (crop_on="device") for the next three
-    ["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0",
-     "data.crop_on=\"device\""],
-    ["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
-     "model.interior=false", "data.augment={\"focus\": 0.0}",
-     "data.crop_on=\"device\""],  # plain segmentation
-    ["data.crop_on=\"device\"", "recipe=detectnet:smoke"],  # DetectNet: packed boxes
-    ["model.aux_interior=true", "data.interior_level=1.5", "data.crop_on=\"device\"",
-     "recipe=detectnet:smoke"]])
+@pytest.mark.parametrize("sets, step", [
+    ([], False),  # the FCN recipe: boundary, contact and interior weights, focus
+    # crops cut in the step (crop_on="device") from here on
+    (["model.contact=true", "model.sdf_bins=8", "data.core_weight=1.0",
+      "data.crop_on=\"device\""], True),
+    (["data.boundary_weight=null", "data.contact_weight=null", "data.interior_level=null",
+      "model.interior=false", "data.augment={\"focus\": 0.0}",
+      "data.crop_on=\"device\""], False),  # plain segmentation
+    (["data.crop_on=\"device\"", "recipe=detectnet:smoke"], True),  # DetectNet: packed boxes
     # ... with the interior target: host targets, the image cut in the step
-def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monkeypatch):
+    (["model.aux_interior=true", "data.interior_level=1.5", "data.crop_on=\"device\"",
+      "recipe=detectnet:smoke"], False)])
+def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, step,
+                                                          monkeypatch):
+    """The expanded element equals the host's for each case; one train step per family
+    (``step``: the step's override is the same code for every case) gives the host step's
+    losses, metrics and weights."""
     from sn_tf.input import pipeline
     from sn_tf.training import packed_step, trainer
 
@@ -201,6 +205,8 @@ def test_train_step_on_packed_labels_equals_the_host_step(sample_tfr, sets, monk
     # the multi-worker step's view of the element
     x, y, w = packed_step.training_batch(device_el, expand)
     _assert_equal(tuple(host_el), (x, y, w) if w is not None else (x, y))
+    if not step:
+        return
 
     host = _compiled(host_setup)
     device = _compiled(setup, host.get_weights())

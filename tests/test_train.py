@@ -326,7 +326,8 @@ def test_short_cpu_run_reaches_a_real_f1(tfr, tmp_path):
     """The FCN demo recipe on the synthetic data: F1 through the scoring head above a floor."""
     from sn_tf.training import trainer
 
-    cfg = apply_overrides(load_recipe(f"{FCN}:demo"), ["train.epochs=6", "train.val_every=6"])
+    cfg = apply_overrides(load_recipe(f"{FCN}:demo"), ["train.epochs=6", "train.val_every=6",
+                                                       "train.postprocess_search=null"])
     summary = trainer.train(cfg, tfr, tmp_path / "m", verbose=0)
     assert summary["best_val"]["f1"] > 0.3, summary["best_val"]
 

@@ -32,6 +32,8 @@ keeps the head's work per pixel realistic; building counts are printed.
    read into memory as float64, model run on non-overlapping windows into float64
    full-scene output canvases, one whole-scene polygon-head call. A third child (``base``)
    only imports TF, loads the model and predicts one window: the floor of any approach.
+   Every child but the naive one first calls ``sn_tf.utils.malloc.return_freed_memory`` as
+   ``python -m sn_tf.predict`` does.
 """
 
 from __future__ import annotations
@@ -375,7 +377,10 @@ def child(mode: str, scene: str, export_dir: str) -> None:
     from sn_tf.serving import sources
     from sn_tf.serving.headpool import HeadPool
     from sn_tf.serving.predictor import GDAL_CACHE_BYTES, Predictor, predict_image
+    from sn_tf.utils.malloc import return_freed_memory
 
+    if mode != "naive":
+        return_freed_memory()  # as python -m sn_tf.predict does
     predictor = Predictor(export_dir)
     t0 = time.perf_counter()
     workers_mb = None

@@ -44,6 +44,12 @@ Throughput: with ``--head_workers=N`` (default min(2, CPUs)) windows are read ah
 thread, the model runs in this process and the polygon head in N worker processes, so the
 three overlap; ``--head_workers=0`` does everything in this process, image after image.
 The outputs are the same bytes either way.
+
+Memory: the peak does not grow with the scene's area (one strip of rows across its width
+is held; ``sn_tf.serving.predictor``); this CLI makes glibc malloc return freed blocks of
+1 MiB and more (``sn_tf.utils.malloc.return_freed_memory``), without which fragmented heaps
+made the peak grow with the scene (BUILD_NOTES section 7). A library user opts in by
+calling it first.
 ``--beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"`` (with ``--images``):
 the same prediction on Apache Beam, one scene per element, the SavedModel loaded once per
 worker (``sn_tf.serving.beam_predict``; needs ``pip install sn_tf[beam]``); not with
@@ -137,7 +143,9 @@ def main(argv) -> None:
     from absl import flags
 
     from sn_tf.utils.errors import SnTfError
+    from sn_tf.utils.malloc import return_freed_memory
 
+    return_freed_memory()  # peak memory flat in the scene's size (sn_tf.utils.malloc)
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     warnings.showwarning = _show_warning

@@ -1,4 +1,5 @@
-"""sn_tf.utils.malloc: after keep_freed_memory, large arrays come from malloc's heap, not mmap."""
+"""sn_tf.utils.malloc: after keep_freed_memory, large arrays come from malloc's heap, not mmap;
+after return_freed_memory, from their own mappings again."""
 
 import os
 import subprocess
@@ -16,7 +17,7 @@ import sys
 sys.path.insert(0, {repo!r})
 import numpy as np
 from sn_tf.utils import malloc
-applied = malloc.keep_freed_memory() if {tune} else None
+{setup}
 before = malloc.mmapped_bytes()
 a = np.ones(16 << 20, np.uint8)
 during = malloc.mmapped_bytes()
@@ -26,17 +27,21 @@ print(applied, during - before, malloc.mmapped_bytes() - before)
 """
 
 
-def _probe(tune: bool) -> list[str]:
-    res = subprocess.run([sys.executable, "-c", _PROBE.format(repo=REPO, tune=tune)],
+SETUPS = {"none": "applied = None", "keep": "applied = malloc.keep_freed_memory()",
+          "return": "malloc.keep_freed_memory()\napplied = malloc.return_freed_memory()"}
+
+
+def _probe(setup: str) -> list[str]:
+    res = subprocess.run([sys.executable, "-c", _PROBE.format(repo=REPO, setup=SETUPS[setup])],
                          capture_output=True, text=True, check=True)
     return res.stdout.split()
 
 
 @pytest.mark.skipif(malloc.mmapped_bytes() is None, reason="needs glibc >= 2.33 (mallinfo2)")
 def test_large_arrays_leave_mmap_after_keep_freed_memory():
-    applied, during, after = _probe(tune=False)
+    applied, during, after = _probe("none")
     assert applied == "None" and int(during) >= 16 << 20  # glibc's default: a fresh mmap
-    applied, during, after = _probe(tune=True)
+    applied, during, after = _probe("keep")
     assert applied == "True"
     assert int(during) == 0 and int(after) == 0  # served from (and returned to) the heap
 
@@ -45,3 +50,17 @@ def test_keep_freed_memory_is_a_no_op_off_glibc(monkeypatch):
     monkeypatch.setattr(malloc, "_libc", lambda: None)
     assert malloc.keep_freed_memory() is False
     assert malloc.mmapped_bytes() is None
+
+
+@pytest.mark.skipif(malloc.mmapped_bytes() is None, reason="needs glibc >= 2.33 (mallinfo2)")
+def test_return_freed_memory_maps_large_arrays_again():
+    applied, during, after = _probe("return")  # undoes keep_freed_memory
+    assert applied == "True"
+    # a and then b each have their own mapping (a's was unmapped when freed): glibc's
+    # dynamic threshold did not rise to 16 MB when a was freed
+    assert int(during) >= 16 << 20 and int(after) >= 16 << 20
+
+
+def test_return_freed_memory_is_a_no_op_off_glibc(monkeypatch):
+    monkeypatch.setattr(malloc, "_libc", lambda: None)
+    assert malloc.return_freed_memory() is False

@@ -167,6 +167,39 @@ def test_stitching_matches_whole_image_when_receptive_field_fits_overlap(models)
         assert np.abs(coarse[name] - whole[name]).max() > 1e-3 * scale
 
 
+def test_row_accumulator_reuses_its_buffers_and_equals_a_whole_canvas():
+    # rows of windows down a tall, narrow image, popped row strip by row strip as the
+    # stream does: the same float32 sums as one whole-image canvas, bit for bit, and the
+    # buffers never hold more rows than one row of windows spans
+    rng = np.random.default_rng(5)
+    height, width, factor = 1000, 70, 2
+    rows = windows.axis_windows(height, 96, 32, 16)
+    cols = windows.axis_windows(width, 96, 32, 16)
+    acc = windows._RowAccumulator(factor, width, {"a": 2, "b": 1})
+    canvas = {"a": np.zeros((500, 35, 2), np.float32), "b": np.zeros((500, 35, 1), np.float32)}
+    weights = np.zeros((500, 35), np.float32)
+    strips, capacity = [], 0
+    for k, (y0, h) in enumerate(rows):
+        for x0, w in cols:
+            wy = windows.ramp(h, factor, y0 > 0, y0 + h < height, 32)
+            wx = windows.ramp(w, factor, x0 > 0, x0 + w < width, 32)
+            weight = wy[:, None] * wx[None, :]
+            values = {n: rng.normal(size=weight.shape + (c,)).astype(np.float32)
+                      for n, c in (("a", 2), ("b", 1))}
+            acc.add(y0, x0, weight, values)
+            r, c = y0 // factor, x0 // factor
+            weights[r:r + weight.shape[0], c:c + weight.shape[1]] += weight
+            for n, v in values.items():
+                canvas[n][r:r + weight.shape[0], c:c + weight.shape[1]] += v * weight[..., None]
+            capacity = max(capacity, acc.weight.shape[0])
+        end = rows[k + 1][0] if k + 1 < len(rows) else height
+        strips.append(acc.pop(-(-end // factor)))
+    assert capacity == max(-(-h // factor) for _, h in rows)
+    for n in ("a", "b"):
+        whole = canvas[n] / np.where(weights[..., None] > 0, weights[..., None], 1.0)
+        np.testing.assert_array_equal(np.concatenate([s[n] for s in strips]), whole)
+
+
 def test_detectnet_grid_stitching_is_exact_on_the_stride_16_grid(models):
     rng = np.random.default_rng(2)
     image = rng.integers(0, 2048, (150, 190, 3)).astype(np.uint16)

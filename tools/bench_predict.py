@@ -26,12 +26,17 @@ keeps the head's work per pixel realistic; building counts are printed.
    vs 0 in the same run, interleaved, medians), and the head alone per tile.
 3. Memory: square scenes of ``--sizes`` pixels (a mosaic of the sample tiles, tiled GeoTIFF
    with 256-px blocks, UTM georeference), predicted with a small FCN (width 8, depth 4,
-   1 block: the model's activations per window are constant anyway) in FRESH subprocesses;
+   1 block: the model's activations per window are constant anyway; but a scene narrower
+   than ~1800 px has fewer than 4 windows per row, hence smaller batches and a lower
+   floor) in FRESH subprocesses;
    peak RSS = VmHWM of the child; ``stream2`` streams with 2 head worker processes and
-   adds the sum of the workers' peaks. Compared with a naive child in the same run: whole scene
-   read into memory as float64, model run on non-overlapping windows into float64
-   full-scene output canvases, one whole-scene polygon-head call. A third child (``base``)
+   adds each started worker's peak (the executor starts them on demand: one may suffice).
+   Compared with a naive child in the same run: whole scene read into memory as float64,
+   model run on non-overlapping windows into float64 full-scene output canvases, one
+   whole-scene polygon-head call. A third child (``base``)
    only imports TF, loads the model and predicts one window: the floor of any approach.
+   Every child but the naive one first calls ``sn_tf.utils.malloc.return_freed_memory`` as
+   ``python -m sn_tf.predict`` does.
 """
 
 from __future__ import annotations
@@ -367,23 +372,27 @@ def _process_peak_rss_mb(pid: int) -> float:
 def child(mode: str, scene: str, export_dir: str) -> None:
     """Run one measurement in this (fresh) process and print a JSON line.
 
-    ``stream2``: streaming with 2 head worker processes; ``workers_peak_rss_mb`` is the sum
-    of the workers' peaks, read from /proc before the pool stops (``HeadPool``'s executor
+    ``stream2``: streaming with 2 head worker processes; ``workers_peak_rss_mb`` lists the
+    peaks of the workers that were started (the executor starts them on demand: one may
+    have sufficed), read from /proc before the pool stops (``HeadPool``'s executor
     holds the processes; a benchmark may look inside)."""
     from sn_tf.spacenet import geo
     from sn_tf.head import polygons
     from sn_tf.serving import sources
     from sn_tf.serving.headpool import HeadPool
     from sn_tf.serving.predictor import GDAL_CACHE_BYTES, Predictor, predict_image
+    from sn_tf.utils.malloc import return_freed_memory
 
+    if mode != "naive":
+        return_freed_memory()  # as python -m sn_tf.predict does
     predictor = Predictor(export_dir)
     t0 = time.perf_counter()
     workers_mb = None
     if mode == "stream2":
         with HeadPool(2) as pool:
             pred = predict_image(predictor, scene, head_workers=pool)
-            workers_mb = sum(_process_peak_rss_mb(pid)
-                             for pid in pool._executor._processes)  # noqa: SLF001
+            workers_mb = [_process_peak_rss_mb(pid)
+                          for pid in pool._executor._processes]  # noqa: SLF001
         n = len(pred.buildings)
     elif mode == "base":
         with sources.GeoTiffImage(sources.ImageSource("scene", {TYPE: pathlib.Path(scene)}),
@@ -432,7 +441,7 @@ def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> Non
                 continue
             r = json.loads(run.stdout.strip().splitlines()[-1])
             workers = r.get("workers_peak_rss_mb")
-            workers = "-" if workers is None else f"{workers:.0f}"
+            workers = "-" if workers is None else "+".join(f"{w:.0f}" for w in workers)
             print(f"  {size:>5}x{size:<5} {size * size / 1e6:6.1f} {mode:<7} "
                   f"{r['peak_rss_mb']:12.0f} {workers:>11} {r['seconds']:8.1f} "
                   f"{r['buildings']:10d}")

@@ -60,10 +60,12 @@ def head_task(kind: str, outputs: dict, image_id: str, image_size: tuple[int, in
 
 
 def _init_worker() -> None:
-    """Worker start: keep freed memory (the head churns MB-sized arrays per task)."""
-    from sn_tf.utils.malloc import keep_freed_memory
+    """Worker start: return freed blocks of 1 MiB and more to the system
+    (``sn_tf.utils.malloc.return_freed_memory``): a task's arrays are one strip across the
+    scene's width, so heaps that kept them grew with the scene (BUILD_NOTES section 7)."""
+    from sn_tf.utils.malloc import return_freed_memory
 
-    keep_freed_memory()
+    return_freed_memory()
 
 
 class HeadPool:

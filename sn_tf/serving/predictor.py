@@ -17,7 +17,10 @@ Memory
   oriented model's ``orient``) are accumulated for the whole scene and decoded once
   (``max_boxes`` scales with the scene area); the head's rectangle grouping finds candidate
   pairs with an STRtree (memory grows with the cells above the coverage threshold and their
-  similar or overlapping pairs, not quadratically).
+  similar or overlapping pairs, not quadratically). The row accumulators reuse their
+  buffers; ``python -m sn_tf.predict`` and the head workers make glibc return freed blocks
+  of 1 MiB and more (``sn_tf.utils.malloc.return_freed_memory``): with glibc's dynamic
+  threshold, fragmented heaps grew the peak with the scene (BUILD_NOTES section 7).
 """
 
 from __future__ import annotations
@@ -265,8 +268,10 @@ class _FcnStrips:
             self.done |= emit
         rows = np.flatnonzero(incomplete.any(axis=1))
         keep_from = int(rows[0]) if rows.size else footprint.shape[0]
-        self.pending = {k: v[keep_from:] for k, v in self.pending.items()}
-        self.done = self.done[keep_from:]
+        # copies, not views: a view would keep all the rows added so far alive until the
+        # next strip arrives (the model's next row of windows runs meanwhile)
+        self.pending = {k: v[keep_from:].copy() for k, v in self.pending.items()}
+        self.done = self.done[keep_from:].copy()
         self.base += keep_from
 
 
@@ -279,6 +284,7 @@ def head_parts(predictor: Predictor, strips: Iterable, image_id: str, height: in
         head = _FcnStrips(image_id, width, predictor.params, pool)
         for _, y1, strip in strips:
             head.add(strip, final=y1 >= height)
+            del strip  # not held while the next strip is stitched
         return head.parts
     parts: dict[str, list] = {}
     for _, _, strip in strips:

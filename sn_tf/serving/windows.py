@@ -87,24 +87,35 @@ def ramp(size: int, factor: int, start_interior: bool, end_interior: bool,
 class _RowAccumulator:
     """float32 weighted sums and weight sums of the outputs of one grid stride ``f``.
 
-    Holds output rows (cells) [base, base + n) over the full width ceil(W / f); rows are
-    appended as windows reach them and removed by :meth:`pop` once final.
+    Holds output rows (cells) [base, base + rows) over the full width ceil(W / f); rows are
+    appended as windows reach them and removed by :meth:`pop` once final. The buffers
+    (``weight`` float32 [capacity, W'], ``sums`` {name: float32 [capacity, W', c]}) are
+    reused: their capacity grows to the tallest span of rows held at once (one row of
+    windows) and no further, and rows past ``rows`` are kept zero, so a row appended
+    starts from zero as before.
     """
 
     def __init__(self, factor: int, width: int, channels: dict[str, int]):
         self.factor = factor
         self.width = _ceil_div(width, factor)
         self.base = 0
+        self.rows = 0
         self.sums = {k: np.zeros((0, self.width, c), np.float32) for k, c in channels.items()}
         self.weight = np.zeros((0, self.width), np.float32)
 
+    def _buffers(self) -> list[np.ndarray]:
+        """The weight buffer and the sum buffers (rows first)."""
+        return [self.weight, *self.sums.values()]
+
     def _ensure(self, end: int) -> None:
-        """Grow the buffers to cover output rows [base, end)."""
+        """Hold output rows [base, end): zero rows are appended, growing the buffers when
+        their capacity is short."""
         extra = end - self.base - self.weight.shape[0]
         if extra > 0:
             self.weight = np.concatenate([self.weight, np.zeros((extra, self.width), np.float32)])
             for k, s in self.sums.items():
                 self.sums[k] = np.concatenate([s, np.zeros((extra,) + s.shape[1:], np.float32)])
+        self.rows = max(self.rows, end - self.base)
 
     def add(self, y0: int, x0: int, weight: np.ndarray, values: dict[str, np.ndarray]) -> None:
         """Accumulate one window: pixel origin (y0, x0) (multiples of f), weight [h', w'],
@@ -117,14 +128,18 @@ class _RowAccumulator:
             self.sums[k][r0:r0 + h, c0:c0 + w] += v * weight[..., None]
 
     def pop(self, end: int) -> dict[str, np.ndarray]:
-        """Normalised outputs {name: float32 [end - base, W', c]} of rows [base, end), which
-        are then dropped from the buffers."""
+        """Normalised outputs {name: float32 [end - base, W', c]} (new arrays) of rows
+        [base, end), which are then dropped: the rows after them move to the top of the
+        buffers and the rows they leave are zeroed."""
         self._ensure(end)
         n = end - self.base
         weight = self.weight[:n, :, None]
         out = {k: s[:n] / np.where(weight > 0, weight, 1.0) for k, s in self.sums.items()}
-        self.weight = self.weight[n:]
-        self.sums = {k: s[n:] for k, s in self.sums.items()}
+        kept = self.rows - n
+        for buffer in self._buffers():
+            buffer[:kept] = buffer[n:self.rows]
+            buffer[kept:self.rows] = 0
+        self.rows = kept
         self.base = end
         return out
 

@@ -16,6 +16,15 @@ memory grows with the threads that allocate (tf.data's pools are sized to the co
 ``MALLOC_ARENA_MAX`` in the environment caps it. The CLIs (``sn_tf.convert``,
 ``sn_tf.train``, ``sn_tf.demo``) call it at start; a library user opts in by calling it
 before building the pipeline.
+
+``return_freed_memory`` is the opposite policy, for ``sn_tf.predict``, whose peak memory must
+not depend on the scene's size: glibc's dynamic threshold rises to the largest block freed
+(up to 32 MB), after which every array below it is carved from a heap; arrays whose sizes
+vary with the scene's width (strips, accumulators) and TensorFlow's per-shape activations
+then fragment the heaps, which keep the free holes resident (BUILD_NOTES section 7: +277 MB
+of free heap memory at the peak of a 6000 px scene, +63 MB at 1000 px). A fixed threshold
+gives every block of ``RETURN_MMAP_THRESHOLD_BYTES`` or more its own mapping, unmapped when
+freed, so resident memory follows the live arrays (at the price of page faults per block).
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ import sys
 
 MMAP_THRESHOLD_BYTES = 32 << 20  # glibc's largest allowed mmap threshold on 64-bit
 TRIM_THRESHOLD_BYTES = 1 << 30
+RETURN_MMAP_THRESHOLD_BYTES = 1 << 20  # return_freed_memory: blocks of 1 MiB and more
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # malloc.h
 
 
 def _libc():
@@ -46,9 +57,21 @@ def keep_freed_memory() -> bool:
     libc = _libc()
     if libc is None:
         return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h
-    return bool(libc.mallopt(m_mmap_threshold, MMAP_THRESHOLD_BYTES)) and \
-        bool(libc.mallopt(m_trim_threshold, TRIM_THRESHOLD_BYTES))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and \
+        bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+
+
+def return_freed_memory() -> bool:
+    """Give blocks of ``RETURN_MMAP_THRESHOLD_BYTES`` or more their own mapping, returned to
+    the system when freed (a FIXED mmap threshold: glibc no longer raises it); True if applied.
+
+    glibc only (returns False elsewhere, changing nothing). Process-wide, for every thread's
+    arena (TensorFlow's included); undoes :func:`keep_freed_memory` and vice versa.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, RETURN_MMAP_THRESHOLD_BYTES))
 
 
 def mmapped_bytes() -> int | None:

@@ -46,10 +46,12 @@ three overlap; ``--head_workers=0`` does everything in this process, image after
 The outputs are the same bytes either way.
 
 Memory: the peak does not grow with the scene's area (one strip of rows across its width
-is held; ``sn_tf.serving.predictor``); this CLI makes glibc malloc return freed blocks of
-1 MiB and more (``sn_tf.utils.malloc.return_freed_memory``), without which fragmented heaps
-made the peak grow with the scene (BUILD_NOTES section 7). A library user opts in by
-calling it first.
+is held; ``sn_tf.serving.predictor``). glibc's heaps keep freed memory, fragmented by
+arrays whose size follows the scene's width, so the peak still grows with the width;
+``--low_memory`` makes glibc return freed blocks of 1 MiB and more, here and in the head
+workers (``sn_tf.utils.malloc.return_freed_memory``): ~250 MB less at 6000 x 6000 px, for
+~15-45 % more host time per tile (BUILD_NOTES section 7). A library user opts in by
+calling it first and passing ``HeadPool(n, low_memory=True)`` as ``head_workers``.
 ``--beam_pipeline_options="runner=DirectRunner,direct_num_workers=2"`` (with ``--images``):
 the same prediction on Apache Beam, one scene per element, the SavedModel loaded once per
 worker (``sn_tf.serving.beam_predict``; needs ``pip install sn_tf[beam]``); not with
@@ -63,7 +65,7 @@ from __future__ import annotations
 import sys
 import warnings
 
-from sn_tf.serving.headpool import default_workers
+from sn_tf.serving.headpool import HeadPool, default_workers
 from sn_tf.serving.predictor import (BATCH_SIZE, OVERLAP, OVERLAY_MAX_SIZE, WINDOW, Predictor,
                                      predict_images, predict_tfrecords)
 from sn_tf.serving.sources import PredictError, TruthSource
@@ -112,10 +114,16 @@ def run(fl) -> str:
     truth_source = TruthSource(fl.truth) if fl.truth else None  # checked before predicting
     if fl.head_workers < 0:
         raise PredictError(f"--head_workers must be >= 0, got {fl.head_workers}")
+    with HeadPool(fl.head_workers, low_memory=fl.low_memory) as pool:
+        return _run_local(fl, predictor, channels, truth_source, pool)
+
+
+def _run_local(fl, predictor, channels, truth_source, pool) -> str:
+    """``run`` on this machine, the head tasks in ``pool`` (a ``HeadPool``)."""
     common = dict(overlap=fl.overlap, batch_size=fl.batch_size, progress=fl.progress,
                   overlays_dir=fl.overlays, overlay_channels=channels,
                   overlay_max_size=fl.overlay_max_size, truth=truth_source,
-                  head_workers=fl.head_workers)
+                  head_workers=pool)
     truth = None
     if fl.from_tfrecords:
         window = fl.window if fl["window"].present else None
@@ -145,7 +153,8 @@ def main(argv) -> None:
     from sn_tf.utils.errors import SnTfError
     from sn_tf.utils.malloc import return_freed_memory
 
-    return_freed_memory()  # peak memory flat in the scene's size (sn_tf.utils.malloc)
+    if flags.FLAGS.low_memory:  # the peak less dependent on the scene's width, slower
+        return_freed_memory()
     if len(argv) > 1:
         _fail(f"unexpected arguments: {' '.join(argv[1:])}")
     warnings.showwarning = _show_warning
@@ -183,6 +192,9 @@ if __name__ == "__main__":
     flags.DEFINE_float("iou", 0.5, "Scoring: IoU threshold.")
     flags.DEFINE_float("min_area", 20.0, "Scoring: drop polygons under this many pixels.")
     flags.DEFINE_bool("progress", True, "Show a progress bar.")
+    flags.DEFINE_bool("low_memory", False, "glibc returns freed blocks of 1 MiB and more to "
+                      "the system (here and in the head workers): a lower peak on wide "
+                      "scenes (~250 MB less at 6000 px), ~15-45 % more host time per tile.")
     flags.DEFINE_string("beam_pipeline_options", "", "Predict --images on Apache Beam with "
                         "these options, e.g. 'runner=DirectRunner,direct_num_workers=2' (any "
                         "runner and its options; needs pip install sn_tf[beam]).")

@@ -449,7 +449,8 @@ def test_cli_predicts_scores_and_fails_without_traceback(models, spacenet, tmp_p
     tf_run = subprocess.run(
         [sys.executable, "-m", "sn_tf.predict", f"--saved_model={export_dir}",
          f"--from_tfrecords={converted}", "--split=val", f"--output={tmp_path / 'tf.csv'}",
-         "--noprogress"], capture_output=True, text=True, env=env, timeout=300)
+         "--noprogress", "--low_memory"], capture_output=True, text=True, env=env,
+        timeout=300)  # --low_memory: glibc returns freed memory, the same run otherwise
     assert tf_run.returncode == 0, tf_run.stderr
     assert (tmp_path / "score.json").is_file() and (tmp_path / "tf.csv").is_file()
     bad_tif = write_tif(tmp_path / "two_bands.tif", np.zeros((40, 40, 2), np.uint16))
@@ -523,9 +524,12 @@ def test_head_workers_write_the_same_bytes_in_the_same_order(models, generated_s
     assert got[1] == got[0] and got[2] == got[0]
 
 
-def test_a_pool_is_reused_across_calls_and_single_images(models, generated_scenes):
+@pytest.mark.parametrize("low_memory", [False, True])
+def test_a_pool_is_reused_across_calls_and_single_images(models, generated_scenes,
+                                                         low_memory):
+    """... and workers that return freed memory (``--low_memory``) find the same."""
     oracle, files = models["oracle"], generated_scenes["oracle"]
-    with headpool.HeadPool(2, max_pending=1) as pool:
+    with headpool.HeadPool(2, max_pending=1, low_memory=low_memory) as pool:
         for path in files[:2]:
             want = predict_image(oracle, path, window=48, overlap=16)
             got = predict_image(oracle, path, window=48, overlap=16, head_workers=pool)

@@ -35,8 +35,9 @@ keeps the head's work per pixel realistic; building counts are printed.
    model run on non-overlapping windows into float64 full-scene output canvases, one
    whole-scene polygon-head call. A third child (``base``)
    only imports TF, loads the model and predicts one window: the floor of any approach.
-   Every child but the naive one first calls ``sn_tf.utils.malloc.return_freed_memory`` as
-   ``python -m sn_tf.predict`` does.
+   With ``--low_memory`` every child but the naive one first calls
+   ``sn_tf.utils.malloc.return_freed_memory`` and its head workers do too, as
+   ``python -m sn_tf.predict --low_memory`` does (and so does the host part's process).
 """
 
 from __future__ import annotations
@@ -293,7 +294,8 @@ def _replayed(kind: str, n: int):
         bench_head.detectnet_params()
 
 
-def host_throughput(exports: dict, tiles, workdir: pathlib.Path, repeats: int) -> None:
+def host_throughput(exports: dict, tiles, workdir: pathlib.Path, repeats: int,
+                    low_memory: bool = False) -> None:
     """Host ms per tile and the tiles/s the host could feed an infinitely fast model: the
     model replaced by :class:`ReplayPredictor`, ``predict_images`` + ``write_predictions``
     with 0 (in-process), 1 and 2 head workers (pools started once, outside the timing),
@@ -311,7 +313,7 @@ def host_throughput(exports: dict, tiles, workdir: pathlib.Path, repeats: int) -
           f"interleaved runs; load average {os.getloadavg()[0]:.1f}")
     print(f"  {'model':<10} {'head alone':>11} {'workers':>8} {'host ms/tile':>13} "
           f"{'tiles/s':>8} {'vs 0':>6}")
-    pools = {0: headpool.HeadPool(0), 1: headpool.HeadPool(1), 2: headpool.HeadPool(2)}
+    pools = {w: headpool.HeadPool(w, low_memory=low_memory) for w in (0, 1, 2)}
     try:
         for name in ("fcn", "detectnet"):
             if name not in exports:
@@ -369,7 +371,7 @@ def _process_peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM in /proc/{pid}/status")
 
 
-def child(mode: str, scene: str, export_dir: str) -> None:
+def child(mode: str, scene: str, export_dir: str, low_memory: bool = False) -> None:
     """Run one measurement in this (fresh) process and print a JSON line.
 
     ``stream2``: streaming with 2 head worker processes; ``workers_peak_rss_mb`` lists the
@@ -383,13 +385,13 @@ def child(mode: str, scene: str, export_dir: str) -> None:
     from sn_tf.serving.predictor import GDAL_CACHE_BYTES, Predictor, predict_image
     from sn_tf.utils.malloc import return_freed_memory
 
-    if mode != "naive":
-        return_freed_memory()  # as python -m sn_tf.predict does
+    if low_memory and mode != "naive":
+        return_freed_memory()  # as python -m sn_tf.predict --low_memory does
     predictor = Predictor(export_dir)
     t0 = time.perf_counter()
     workers_mb = None
     if mode == "stream2":
-        with HeadPool(2) as pool:
+        with HeadPool(2, low_memory=low_memory) as pool:
             pred = predict_image(predictor, scene, head_workers=pool)
             workers_mb = [_process_peak_rss_mb(pid)
                           for pid in pool._executor._processes]  # noqa: SLF001
@@ -423,10 +425,13 @@ def child(mode: str, scene: str, export_dir: str) -> None:
                       "buildings": n}))
 
 
-def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> None:
+def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path,
+           low_memory: bool = False) -> None:
     """Peak RSS of base / streaming (in-process head, and 2 head workers) / naive children
-    for each scene size; with workers, the parent's peak plus the sum of the workers'."""
-    print(f"memory: small FCN {SMALL_FCN}, window 512/64, batch 4; fresh process per row")
+    for each scene size; with workers, the parent's peak and each started worker's.
+    ``low_memory``: the children return freed memory (``child``)."""
+    print(f"memory: small FCN {SMALL_FCN}, window 512/64, batch 4; fresh process per row; "
+          f"malloc {'returns freed blocks (--low_memory)' if low_memory else 'defaults'}")
     print(f"  {'scene':>11} {'Mpx':>6} {'mode':<7} {'peak RSS MB':>12} {'workers MB':>11} "
           f"{'seconds':>8} {'buildings':>10}")
     for size in sizes:
@@ -434,7 +439,8 @@ def memory(export_dir: pathlib.Path, tiles, sizes, workdir: pathlib.Path) -> Non
         modes = (("base",) if size == sizes[0] else ()) + ("stream", "stream2", "naive")
         for mode in modes:
             run = subprocess.run([sys.executable, __file__, f"--child={mode}",
-                                  f"--scene={scene}", f"--export={export_dir}"],
+                                  f"--scene={scene}", f"--export={export_dir}"]
+                                 + (["--low_memory"] if low_memory else []),
                                  capture_output=True, text=True)
             if run.returncode != 0:
                 print(f"  {size:>5}x{size:<5} {mode}: failed\n{run.stderr[-2000:]}")
@@ -458,14 +464,21 @@ def main(argv=None) -> None:
     parser.add_argument("--skip_memory", action="store_true")
     parser.add_argument("--skip_host", action="store_true")
     parser.add_argument("--repeats", type=int, default=5, help="host: interleaved runs")
+    parser.add_argument("--low_memory", action="store_true",
+                        help="as sn_tf.predict --low_memory: glibc returns freed blocks of "
+                        "1 MiB and more (this process, the memory children, head workers)")
     parser.add_argument("--child", choices=["base", "stream", "stream2", "naive"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--scene", help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child(args.child, args.scene, args.export)
+        child(args.child, args.scene, args.export, args.low_memory)
         return
+    if args.low_memory:
+        from sn_tf.utils.malloc import return_freed_memory
+
+        return_freed_memory()
     workdir = pathlib.Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     tiles = sample_tiles(workdir, args.tiles + 1)
@@ -477,9 +490,10 @@ def main(argv=None) -> None:
     if not args.skip_throughput:
         throughput(exports, tiles, workdir)
     if not args.skip_host:
-        host_throughput(exports, tiles[1:], workdir, args.repeats)
+        host_throughput(exports, tiles[1:], workdir, args.repeats, args.low_memory)
     if not args.skip_memory:
-        memory(exports["small_fcn"], tiles, [int(s) for s in args.sizes.split(",")], workdir)
+        memory(exports["small_fcn"], tiles, [int(s) for s in args.sizes.split(",")], workdir,
+               args.low_memory)
 
 
 if __name__ == "__main__":

@@ -59,13 +59,18 @@ def head_task(kind: str, outputs: dict, image_id: str, image_size: tuple[int, in
     return shift_buildings(found, dy)
 
 
-def _init_worker() -> None:
-    """Worker start: return freed blocks of 1 MiB and more to the system
-    (``sn_tf.utils.malloc.return_freed_memory``): a task's arrays are one strip across the
-    scene's width, so heaps that kept them grew with the scene (BUILD_NOTES section 7)."""
-    from sn_tf.utils.malloc import return_freed_memory
+def _init_worker(low_memory: bool = False) -> None:
+    """Worker start: keep freed memory (the head churns MB-sized arrays per task:
+    ``sn_tf.utils.malloc.keep_freed_memory``), or with ``low_memory`` return freed blocks of
+    1 MiB and more to the system (``return_freed_memory``: a task's arrays are one strip
+    across the scene's width, so heaps that keep them grow with the scene; slower,
+    BUILD_NOTES section 7)."""
+    from sn_tf.utils.malloc import keep_freed_memory, return_freed_memory
 
-    return_freed_memory()
+    if low_memory:
+        return_freed_memory()
+    else:
+        keep_freed_memory()
 
 
 class HeadPool:
@@ -73,10 +78,12 @@ class HeadPool:
 
     ``submit`` returns a ``concurrent.futures.Future`` (already done in-process);
     ``gather`` waits for a list of them and turns any failure into a :class:`PredictError`
-    naming the image. Use as a context manager, or call :meth:`close`.
+    naming the image. Use as a context manager, or call :meth:`close`. ``low_memory``:
+    the workers return freed memory to the system (``_init_worker``).
     """
 
-    def __init__(self, workers: int = 0, max_pending: int | None = None):
+    def __init__(self, workers: int = 0, max_pending: int | None = None,
+                 low_memory: bool = False):
         if workers < 0:
             raise ValueError(f"head workers must be >= 0, got {workers}")
         self.workers = int(workers)
@@ -86,7 +93,8 @@ class HeadPool:
         if self.workers:
             ctx = multiprocessing.get_context("spawn")
             self._executor = futures.ProcessPoolExecutor(self.workers, mp_context=ctx,
-                                                         initializer=_init_worker)
+                                                         initializer=_init_worker,
+                                                         initargs=(bool(low_memory),))
 
     def submit(self, fn, *args) -> futures.Future:
         """``fn(*args)`` (a module-level function, e.g. :func:`head_task`) as a Future; in a

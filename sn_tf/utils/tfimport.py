@@ -41,6 +41,10 @@ def _defaults() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
+_defaults()  # on import too: a module that imports this one before any TF-using library
+# (e.g. keras) gets the settings even if it never calls tensorflow()
+
+
 def tensorflow():
     """The ``tensorflow`` module, imported quietly on first use."""
     if "tensorflow" in sys.modules:

@@ -580,7 +580,8 @@ class _ElementOptions:
 def _keras_plan(info: DatasetInfo, split: str, target: str, training: bool,
                 cfg: InputConfig) -> tuple[_Plan, _ElementOptions]:
     """``make_dataset``'s plan (with ``packed`` set where the train step builds the
-    segmentation targets) and element options; ValueError on a bad option."""
+    targets: ``PackedTargets`` or ``PackedDetection``) and element options; ValueError on a
+    bad option."""
     if target not in ("segmentation", "detection", "oriented_detection"):
         raise ValueError(f"make_dataset target must be 'segmentation', 'detection' or "
                          f"'oriented_detection', got {target!r} (make_examples also offers "

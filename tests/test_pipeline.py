@@ -197,11 +197,12 @@ def test_contact_cells_marks_cells_within_one_cell_of_a_contact_pixel():
     contact[0, 5, 20] = 1.0                        # in cell (0, 2) of 8 px cells
     expected = np.zeros((1, 4, 6, 1), np.float32)
     expected[0, 0:2, 1:4] = 1.0                    # that cell and its neighbours
-    np.testing.assert_array_equal(tg.contact_cells(contact, 8).numpy(), expected)
+    np.testing.assert_array_equal(tg.near_cells(tg.held_cells(contact, 8)).numpy(), expected)
     contact[0, 31, 47] = 1.0                       # the last cell of 16 px cells
     expected = np.array([[1, 1, 1], [1, 1, 1]], np.float32)[None, ..., None]
-    np.testing.assert_array_equal(tg.contact_cells(contact, 16).numpy(), expected)
-    assert not tg.contact_cells(np.zeros((1, 32, 32, 1), np.float32), 16).numpy().any()
+    np.testing.assert_array_equal(tg.near_cells(tg.held_cells(contact, 16)).numpy(), expected)
+    assert not tg.near_cells(tg.held_cells(np.zeros((1, 32, 32, 1), np.float32),
+                                           16)).numpy().any()
 
 
 @pytest.mark.parametrize("cell_size", [16, 8])
@@ -216,7 +217,7 @@ def test_detection_contact_weight_weighs_the_cells_near_shared_walls(fx, cell_si
         np.testing.assert_array_equal(y[k], y0[k])
     # the same crops with the contact layer as a segmentation target
     _, seg = next(iter(make_dataset(fx.converted, "train", contact=True, **kw)))
-    near = tg.contact_cells(seg["contact"], cell_size).numpy()
+    near = tg.near_cells(tg.held_cells(seg["contact"], cell_size)).numpy()
     assert near.any() and not near.all()           # the row houses' wall, not everywhere
     for k in w:
         np.testing.assert_array_equal(w[k].numpy(), 1.0 + 3.0 * near)

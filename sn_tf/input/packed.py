@@ -102,19 +102,30 @@ def _put(out: dict, key: str, value, needed: bool, missing: str) -> None:
         out[key] = value
 
 
+def cut_image(image, labels: dict, crop: int):
+    """The training element's image: with ``crop`` (``crop_on="device"``), cut from the
+    window's rows [B, crop, S, C] by ``labels[WINDOW]`` (:func:`orient_crops`), else
+    ``image`` itself."""
+    return orient_crops(image, labels[WINDOW], crop) if crop else image
+
+
 def is_packed(labels) -> bool:
     """True when ``labels`` (the second item of a training element) is a packed dict
     (segmentation layers or DetectNet boxes)."""
     return isinstance(labels, dict) and (STORED_SDF in labels or BOXES in labels)
 
 
+#: The box-row buckets: MIN_BOX_ROWS times the powers of two up to 2^20 rows.
+_BOX_ROW_BUCKETS = [MIN_BOX_ROWS << k for k in range(16)]
+
+
 def box_rows(n):
-    """int32 scalar: the rows a packed DetectNet batch pads ``n`` (int32 scalar) boxes
-    to: :data:`MIN_BOX_ROWS`, or the next power of two at or above ``n``."""
-    n = tf.maximum(tf.cast(n, tf.int32), MIN_BOX_ROWS)
-    bits = tf.math.ceil(tf.math.log(tf.cast(n, tf.float32)) / tf.math.log(2.0) - 1e-4)
-    rows = tf.cast(tf.round(tf.pow(2.0, bits)), tf.int32)
-    return tf.where(rows < n, 2 * rows, rows)  # float rounding can never drop a box
+    """int32 scalar: the rows a packed DetectNet batch pads ``n`` (int32 scalar, at most
+    2^20) boxes to: the smallest of :data:`MIN_BOX_ROWS` and the powers of two above it
+    that holds them."""
+    buckets = tf.constant(_BOX_ROW_BUCKETS, tf.int32)
+    n = tf.reshape(tf.cast(n, tf.int32), [1])
+    return buckets[tf.searchsorted(buckets, n, side="left")[0]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,9 +192,8 @@ class PackedTargets:
                                        self.core_weight)
 
     def image(self, image, packed: dict):
-        """The training element's image: with :attr:`crop`, cut from the window's rows
-        [B, crop, S, C] (:func:`orient_crops`), else ``image`` itself."""
-        return orient_crops(image, packed[WINDOW], self.crop) if self.crop else image
+        """The training element's image (:func:`cut_image` with :attr:`crop`)."""
+        return cut_image(image, packed, self.crop)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,7 +258,8 @@ class PackedDetection:
         ``targets.detectnet_targets`` and ``targets.detectnet_weights`` on the same
         boxes; zero box rows are padding there too)."""
         out = tg.detectnet_targets(packed[BOXES], self.size, self.size, self.cell_size,
-                                   self.cvg_scale, rects=packed[RECTS],
+                                   self.cvg_scale,
+                                   rects=packed[RECTS] if self.oriented else None,
                                    cvg_shape="rect" if self.oriented else "box")
         targets = {k: out[k] for k in self.names}
         if not self.sample_weights:
@@ -258,6 +269,5 @@ class PackedDetection:
                                              packed.get(CONTACT_CELLS))
 
     def image(self, image, packed: dict):
-        """The training element's image: with :attr:`crop`, cut from the window's rows
-        [B, crop, S, C] (:func:`orient_crops`), else ``image`` itself."""
-        return orient_crops(image, packed[WINDOW], self.crop) if self.crop else image
+        """The training element's image (:func:`cut_image` with :attr:`crop`)."""
+        return cut_image(image, packed, self.crop)

@@ -459,10 +459,19 @@ def sparse_window(flat, values, width: int, y0: int, x0: int, rows: int, cols: i
     """``out`` [rows, cols] (zeroed here) holding the pixels ``(flat, values)`` of a
     ``width`` wide layer that fall in rows ``[y0, y0 + rows)``, columns ``[x0, x0 + cols)``."""
     out[...] = 0
-    r, c = np.divmod(flat, width)
-    inside = (r >= y0) & (r < y0 + rows) & (c >= x0) & (c < x0 + cols)
-    out[r[inside] - y0, c[inside] - x0] = values[inside]
+    r, c, inside = _in_window(flat, width, y0, x0, rows, cols)
+    out[r, c] = values[inside]
     return out
+
+
+def _in_window(flat, width: int, y0: int, x0: int, rows: int, cols: int):
+    """``(r, c, inside)``: of the row-major pixel indices ``flat`` of a ``width`` wide
+    layer, the mask of those in rows ``[y0, y0 + rows)``, columns ``[x0, x0 + cols)`` and
+    their (row, column) within that window."""
+    r, c = np.divmod(flat, width)
+    r, c = r - int(y0), c - int(x0)
+    inside = (r >= 0) & (r < rows) & (c >= 0) & (c < cols)
+    return r[inside], c[inside], inside
 
 
 def sparse_crops(layers: SparseLayers, dtype, crop: int, rows, heights, widths, y0s, x0s,
@@ -494,11 +503,9 @@ def sparse_cells(layers: SparseLayers, crop: int, cell_size: int, rows, heights,
     for i in range(len(rows)):
         w = int(widths[i])
         flat, _ = layers.get(int(rows[i]), int(heights[i]), w)
-        r, c = np.divmod(flat, w)
-        r, c = r - int(y0s[i]), c - int(x0s[i])
-        inside = (r >= 0) & (r < crop) & (c >= 0) & (c < crop)
+        r, c, _ = _in_window(flat, w, y0s[i], x0s[i], crop, crop)
         grid[...] = 0
-        grid[r[inside] // cell_size, c[inside] // cell_size] = 1
+        grid[r // cell_size, c // cell_size] = 1
         out[i, :, :, 0] = _symmetric(grid, flip_rows[i], flip_cols[i], transposes[i])
     return out
 

@@ -300,13 +300,6 @@ def near_cells(held):
     return tf.nn.max_pool2d(tf.cast(held, tf.float32), 3, 1, "SAME")
 
 
-def contact_cells(contact, cell_size: int):
-    """float32 [B, h, w, 1] in {0, 1}: cells of ``cell_size`` pixels that hold a contact
-    pixel of ``contact`` [B, H, W, 1] (H, W multiples of ``cell_size``) or have a neighbour
-    (8-connected) that does: ``near_cells(held_cells(contact))``."""
-    return near_cells(held_cells(contact, cell_size))
-
-
 def detectnet_weights(cells, names, contact_weight: float | None = None, held=None):
     """Per-cell weights of DetectNet targets: ``{name: float32 [B, h, w, 1]}`` for each
     of ``names``, all the same map: ``cells`` (float32 [B, h, w, 1], 1 on cells with a

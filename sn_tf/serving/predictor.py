@@ -18,9 +18,10 @@ Memory
   (``max_boxes`` scales with the scene area); the head's rectangle grouping finds candidate
   pairs with an STRtree (memory grows with the cells above the coverage threshold and their
   similar or overlapping pairs, not quadratically). The row accumulators reuse their
-  buffers; ``python -m sn_tf.predict`` and the head workers make glibc return freed blocks
-  of 1 MiB and more (``sn_tf.utils.malloc.return_freed_memory``): with glibc's dynamic
-  threshold, fragmented heaps grew the peak with the scene (BUILD_NOTES section 7).
+  buffers. With glibc's dynamic threshold, fragmented heaps still grow the peak with the
+  scene's width; ``python -m sn_tf.predict --low_memory`` (and ``HeadPool(low_memory=True)``)
+  makes glibc return freed blocks of 1 MiB and more, for more host time
+  (``sn_tf.utils.malloc.return_freed_memory``, BUILD_NOTES section 7).
 """
 
 from __future__ import annotations

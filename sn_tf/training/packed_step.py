@@ -44,8 +44,8 @@ def label_expander(setup: Setup):
             return None
 
         def cut(x, labels):
-            labels = dict(labels)
-            return pk.orient_crops(x, labels.pop(pk.WINDOW), crop), labels, None
+            image = pk.cut_image(x, labels, crop)
+            return image, {k: v for k, v in labels.items() if k != pk.WINDOW}, None
 
         return cut
     bins = bool(setup.config["model"].get("sdf_bins"))
